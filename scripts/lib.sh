@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Shared helpers for trainyard's setup scripts. Source it; it defines functions only.
+
+ty_log() { printf '[trainyard] %s\n' "$*" >&2; }
+
+# Runs apt-get install for the packages that are not installed yet. Idempotent.
+ty_apt_install() {
+  local missing=()
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  ty_log "installing: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if [ ! -f /tmp/.trainyard-apt-updated ]; then
+    $sudo apt-get update -q >/dev/null && touch /tmp/.trainyard-apt-updated
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Prints the Debian mirror this machine's apt uses (first non-security URI).
+ty_debian_mirror() {
+  local m
+  m=$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
+        | awk '{print $2}' | grep -v security | grep -i debian | head -n1)
+  if [ -z "$m" ]; then
+    m=$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+          | awk '{ for (i=2;i<=NF;i++) if ($i ~ /^https?:/) { print $i; exit } }' \
+          | grep -v security | grep -i debian | head -n1)
+  fi
+  [ -n "$m" ] || { ty_log "no Debian mirror found in apt sources"; return 1; }
+  printf '%s\n' "${m%/}"
+}

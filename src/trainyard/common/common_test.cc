@@ -1,0 +1,96 @@
+#include <gtest/gtest.h>
+
+#include "trainyard/common/fs.h"
+#include "trainyard/common/secret_box.h"
+#include "trainyard/common/sha256.h"
+#include "trainyard/common/status.h"
+#include "trainyard/common/util.h"
+
+namespace trainyard {
+namespace {
+
+TEST(StatusTest, MapsToHttp) {
+  EXPECT_EQ(HttpStatusFor(StatusCode::kInvalidArgument), 400);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kNotFound), 404);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kAlreadyExists), 409);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kUnavailable), 503);
+  EXPECT_EQ(StatusCodeFromHttp(404), StatusCode::kNotFound);
+  EXPECT_EQ(NotFound("x").ToString(), "NOT_FOUND: x");
+}
+
+StatusOr<int> Half(int x) {
+  if (x % 2) return InvalidArgument("odd");
+  return x / 2;
+}
+
+Status UseHalf(int x, int* out) {
+  TY_ASSIGN_OR_RETURN(*out, Half(x));
+  return Status::Ok();
+}
+
+TEST(StatusTest, AssignOrReturn) {
+  int v = 0;
+  EXPECT_TRUE(UseHalf(4, &v).ok());
+  EXPECT_EQ(v, 2);
+  EXPECT_EQ(UseHalf(3, &v).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(Sha256Test, KnownVectors) {
+  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_TRUE(IsSha256Hex(Sha256Hex("x")));
+  EXPECT_FALSE(IsSha256Hex("abc"));
+}
+
+TEST(UtilTest, Base64RoundTrip) {
+  for (std::string s : {"", "a", "ab", "abc", "abcd", "\xff\xfe\x00z"}) {
+    std::string d;
+    ASSERT_TRUE(Base64Decode(Base64Encode(s), &d));
+    EXPECT_EQ(d, s);
+    ASSERT_TRUE(Base64Decode(Base64UrlEncode(s), &d));
+    EXPECT_EQ(d, s);
+  }
+  EXPECT_EQ(Base64Encode("abc"), "YWJj");
+  EXPECT_EQ(Base64UrlEncode("\xfb\xff"), "-_8=");
+}
+
+TEST(UtilTest, RedactAndNames) {
+  EXPECT_EQ(Redact("pw=hunter2 again hunter2", "hunter2"), "pw=*** again ***");
+  EXPECT_EQ(Redact("nothing", ""), "nothing");
+  EXPECT_TRUE(IsValidName("my-env.v2_x"));
+  EXPECT_FALSE(IsValidName("-bad"));
+  EXPECT_FALSE(IsValidName("a/b"));
+}
+
+TEST(FsTest, ResolveUnderRefusesEscapes) {
+  EXPECT_TRUE(ResolveUnder("/tmp/root", "a/b").ok());
+  EXPECT_FALSE(ResolveUnder("/tmp/root", "../etc/passwd").ok());
+  EXPECT_FALSE(ResolveUnder("/tmp/root", "a/../../x").ok());
+  EXPECT_FALSE(ResolveUnder("/tmp/root", "/etc/passwd").ok());
+}
+
+TEST(FsTest, AtomicWriteAndRead) {
+  auto dir = fs::temp_directory_path() / ("ty-fs-" + RandomHex(4));
+  ASSERT_TRUE(MakeDirs(dir).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir / "f", "hello").ok());
+  auto got = ReadFile(dir / "f");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, "hello");
+  EXPECT_EQ(ReadFile(dir / "missing").status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(RemoveTree(dir).ok());
+}
+
+TEST(SecretBoxTest, SealUnseal) {
+  auto box = SecretBox::ForTesting("0123456789abcdef0123456789abcdef");
+  std::string sealed = box.Seal("hunter2");
+  EXPECT_EQ(sealed.find("hunter2"), std::string::npos);
+  EXPECT_TRUE(SecretBox::IsSealed(sealed));
+  auto plain = box.Unseal(sealed);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(*plain, "hunter2");
+  auto other = SecretBox::ForTesting("ffffffffffffffffffffffffffffffff");
+  EXPECT_FALSE(other.Unseal(sealed).ok());
+}
+
+}  // namespace
+}  // namespace trainyard

@@ -1,0 +1,37 @@
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "trainyard/common/status.h"
+
+namespace trainyard {
+
+// Incremental SHA-256 (OpenSSL EVP; uses SHA-NI where the CPU has it). Not thread-safe.
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+
+  void Update(std::string_view data);
+  // Lower-case hex digest (64 chars). The object must not be used after.
+  std::string FinishHex();
+
+ private:
+  void* ctx_;  // EVP_MD_CTX*
+};
+
+std::string Sha256Hex(std::string_view data);
+
+// Digest of a file's contents, read in large blocks.
+StatusOr<std::string> Sha256File(const std::filesystem::path& path);
+
+// True for 64 lower-case hex characters.
+bool IsSha256Hex(std::string_view s);
+
+}  // namespace trainyard
