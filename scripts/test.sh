@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# The one command that sets everything up and runs every test:
+#   deps.sh -> dockerd.sh -> base-images.sh -> registry.sh -> cmake --preset dev -> build -> ctest
+# Tests run with TRAINYARD_REQUIRE_SERVICES=1: a missing service is a failure, never a skip.
+# Extra arguments go to ctest (e.g. scripts/test.sh -R spec). Works from any folder.
+# The last line printed is "N passed, N failed"; a setup or build step that fails counts as one
+# failure. Exits non-zero when anything failed.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/lib.sh"
+cd "$here/.."
+
+logdir=$(mktemp -d /tmp/trainyard-test.XXXXXX)
+trap 'rm -rf "$logdir"' EXIT
+
+summary() { printf '%s passed, %s failed\n' "$1" "$2"; }
+# A step that fails before any test ran: say which, show its output, count it as one failure.
+setup_failed() {
+  ty_log "$1 failed"
+  [ -n "${2:-}" ] && [ -s "$2" ] && grep -vE '^\[[0-9]+/[0-9]+\] ' "$2" | tail -n 200 >&2
+  echo
+  summary 0 1
+  exit 1
+}
+
+for s in deps dockerd base-images registry; do
+  "$here/$s.sh" || setup_failed "scripts/$s.sh"
+done
+# Integration tests find the private registry's coordinates here (the file stays 0600).
+set -a
+# shellcheck source=/dev/null
+. /var/lib/trainyard-test/registry.env
+set +a
+
+start=$SECONDS
+cmake --preset dev >"$logdir/configure.log" 2>&1 || setup_failed "cmake --preset dev" "$logdir/configure.log"
+cmake --build --preset dev >"$logdir/build.log" 2>&1 || setup_failed "cmake --build --preset dev" "$logdir/build.log"
+ty_log "configured and built build/dev in $((SECONDS - start)) s; running ctest"
+
+set +e
+TRAINYARD_REQUIRE_SERVICES=1 ctest --preset dev --timeout 900 --output-on-failure --no-tests=error "$@" \
+  2>&1 | tee "$logdir/ctest.log"
+rc=${PIPESTATUS[0]}
+set -e
+
+line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$logdir/ctest.log" | tail -n1 || true)
+if [ -n "$line" ]; then
+  failed=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+  total=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\2/' <<<"$line")
+  passed=$((total - failed))
+else
+  # ctest did not get as far as a summary (no tests found, bad arguments): count it as failed.
+  passed=0 failed=1
+fi
+[ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
+echo
+summary "$passed" "$failed"
+[ "$rc" -eq 0 ] && [ "$failed" -eq 0 ]

@@ -1,0 +1,444 @@
+#include "trainyard/api/daemon.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "trainyard/api/http_server.h"
+#include "trainyard/cas/object_store.h"
+#include "trainyard/cas/snapshot.h"
+#include "trainyard/common/fs.h"
+#include "trainyard/common/secret_box.h"
+#include "trainyard/common/util.h"
+#include "trainyard/common/workspace.h"
+#include "trainyard/docker/docker_config.h"
+#include "trainyard/docker/http_engine.h"
+#include "trainyard/envbuild/image_builder.h"
+#include "trainyard/exec/executor.h"
+#include "trainyard/sched/scheduler.h"
+#include "trainyard/store/store.h"
+
+namespace trainyard::api {
+namespace {
+
+using json = nlohmann::json;
+using store::RunStatus;
+
+constexpr const char* kVersion = "0.1.0";
+constexpr std::uint64_t kMaxChunk = 256 * 1024;  // log bytes per stream answer and file
+
+// Reads up to `max` bytes of `path` from `offset`, ending on a UTF-8 character boundary unless
+// `at_end` (then a dangling partial character is passed as is, to be replaced).
+std::string ReadChunk(const fs::path& path, std::uint64_t offset, std::uint64_t max,
+                      bool* more) {
+  *more = false;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  std::string buf(max, '\0');
+  ssize_t n = ::pread(fd, buf.data(), max, static_cast<off_t>(offset));
+  ::close(fd);
+  if (n <= 0) return "";
+  buf.resize(static_cast<size_t>(n));
+  *more = static_cast<std::uint64_t>(n) == max;
+  // Do not cut a multi-byte character in two: keep its head for the next answer.
+  size_t keep = buf.size();
+  for (size_t back = 1; back <= 3 && back <= buf.size(); ++back) {
+    auto c = static_cast<unsigned char>(buf[buf.size() - back]);
+    if ((c & 0xC0) == 0x80) continue;  // continuation byte: look further back
+    size_t need = (c >= 0xF0) ? 4 : (c >= 0xE0) ? 3 : (c >= 0xC0) ? 2 : 1;
+    if (need > back) keep = buf.size() - back;
+    break;
+  }
+  if (keep > 0) buf.resize(keep);
+  return buf;
+}
+
+std::string StatusText(RunStatus s) { return std::string(store::RunStatusName(s)); }
+
+json RunToJson(const store::RunRecord& r, const std::string& base_url) {
+  json transitions = json::array();
+  for (const auto& t : r.transitions) {
+    transitions.push_back({{"status", StatusText(t.status)}, {"at", FormatTimeIso(t.at)},
+                           {"at_ms", t.at}});
+  }
+  std::int64_t ended = store::IsTerminal(r.status) && !r.transitions.empty()
+                           ? r.transitions.back().at
+                           : 0;
+  json phases = json::object();
+  auto span = [&](RunStatus from, RunStatus to) -> std::int64_t {
+    std::int64_t a = r.TimeOf(from), b = r.TimeOf(to);
+    if (a == 0) return -1;
+    if (b == 0) b = ended ? ended : NowMillis();
+    return b - a;
+  };
+  if (auto v = span(RunStatus::kQueued, RunStatus::kPreparing); v >= 0) phases["queued_ms"] = v;
+  if (auto v = span(RunStatus::kPreparing, RunStatus::kStarting); v >= 0) {
+    phases["preparing_ms"] = v;
+  }
+  if (auto v = span(RunStatus::kRunning, RunStatus::kFinalizing); v >= 0) {
+    phases["running_ms"] = v;
+  }
+  std::string command;
+  auto req = json::parse(r.request_json, nullptr, false);
+  if (req.is_object() && req.contains("command") && req["command"].is_string()) {
+    command = req["command"].get<std::string>();
+  }
+  return json{{"name", r.id},
+              {"display_name", r.display_name},
+              {"description", r.description},
+              {"experiment", r.experiment},
+              {"status", StatusText(r.status)},
+              {"compute", r.compute},
+              {"command", command},
+              {"environment", r.environment_name + ":" + r.environment_version},
+              {"environment_name", r.environment_name},
+              {"environment_version", r.environment_version},
+              {"image", r.image},
+              {"image_hash", r.image_hash},
+              {"snapshot_id", r.snapshot_id},
+              {"exit_code", r.exit_code ? json(*r.exit_code) : json(nullptr)},
+              {"failure_reason", r.failure_reason},
+              {"tags", r.tags},
+              {"transitions", transitions},
+              {"created_at", FormatTimeIso(r.created_at)},
+              {"created_ms", r.created_at},
+              {"ended_ms", ended},
+              {"phase_durations", phases},
+              {"url", base_url + "/api/v1/jobs/" + r.id}};
+}
+
+HttpResponse JsonText(int status, const json& j) {
+  return HttpResponse::Text(status, j.dump(-1, ' ', false, json::error_handler_t::replace),
+                            "application/json");
+}
+
+// The folders of a run the API serves files from.
+constexpr const char* kServedDirs[] = {"outputs", "logs", "user_logs"};
+
+json ListRunFiles(const fs::path& run_dir) {
+  json files = json::array();
+  for (const char* dir : kServedDirs) {
+    std::error_code ec;
+    fs::path base = run_dir / dir;
+    if (!fs::is_directory(fs::symlink_status(base, ec))) continue;
+    std::vector<std::pair<std::string, std::uint64_t>> found;
+    for (auto it = fs::recursive_directory_iterator(base, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      // Symlinks are never followed or served: a run could point one at the host's files.
+      auto st = it->symlink_status(ec);
+      if (ec || !fs::is_regular_file(st)) continue;
+      found.emplace_back(fs::relative(it->path(), run_dir, ec).generic_string(),
+                         it->file_size(ec));
+    }
+    std::sort(found.begin(), found.end());
+    for (const auto& [p, size] : found) files.push_back({{"path", p}, {"size", size}});
+  }
+  return files;
+}
+
+}  // namespace
+
+struct Daemon::Impl {
+  WorkspaceLayout layout;
+  WorkspaceConfig config;
+  int lock_fd = -1;
+  std::string token;
+  std::unique_ptr<store::Store> store;
+  std::optional<SecretBox> secrets;
+  std::unique_ptr<docker::Engine> owned_engine;
+  docker::Engine* engine = nullptr;
+  std::unique_ptr<cas::ObjectStore> objects;
+  std::unique_ptr<cas::Snapshotter> snapshots;
+  std::unique_ptr<envbuild::ImageBuilder> builder;
+  std::unique_ptr<exec::DockerExecutor> executor;
+  std::unique_ptr<sched::EnvironmentRegistry> environments;
+  std::unique_ptr<sched::Scheduler> scheduler;
+  std::unique_ptr<HttpServer> http;
+  bool wrote_server_file = false;
+
+  std::string BaseUrl() const { return "http://127.0.0.1:" + std::to_string(http->port()); }
+
+  ~Impl() {
+    if (http) http->Stop();
+    scheduler.reset();  // joins run workers
+    if (wrote_server_file) ::unlink(layout.ServerFile().c_str());
+    if (lock_fd >= 0) ::close(lock_fd);
+  }
+
+  void InstallRoutes();
+  asio::awaitable<HttpResponse> Stream(HttpRequest& req);
+  HttpResponse File(HttpRequest& req);
+};
+
+void Daemon::Impl::InstallRoutes() {
+  HttpServer& s = *http;
+  s.Route("GET", "/api/v1/health", SyncHandler([](HttpRequest&) {
+            return HttpResponse::Json(200, {{"status", "ok"}, {"version", kVersion}});
+          }));
+  s.Route("GET", "/api/v1/workspace", SyncHandler([this](HttpRequest&) {
+            return HttpResponse::Json(200, {{"root", layout.root.string()},
+                                            {"version", kVersion}});
+          }));
+
+  // Environments.
+  s.Route("POST", "/api/v1/environments", SyncHandler([this](HttpRequest& req) {
+            auto body = req.JsonBody();
+            if (!body.ok()) return HttpResponse::FromStatus(body.status());
+            auto def = spec::EnvironmentDefinition::FromJson(*body);
+            if (!def.ok()) return HttpResponse::FromStatus(def.status());
+            if (!def->build_context.empty()) {
+              if (auto m = snapshots->Load(def->build_context); !m.ok()) {
+                return HttpResponse::FromStatus(m.status().WithPrefix("build context"));
+              }
+            }
+            auto rec = environments->Register(std::move(def).value());
+            if (!rec.ok()) return HttpResponse::FromStatus(rec.status());
+            return HttpResponse::Json(201, sched::EnvironmentRegistry::ToApiJson(*rec));
+          }));
+  auto list_envs = [this](const std::string& name) {
+    auto recs = store->ListEnvironments(name);
+    if (!recs.ok()) return HttpResponse::FromStatus(recs.status());
+    json out = json::array();
+    for (const auto& r : *recs) out.push_back(sched::EnvironmentRegistry::ToApiJson(r));
+    return HttpResponse::Json(200, out);
+  };
+  s.Route("GET", "/api/v1/environments",
+          SyncHandler([list_envs](HttpRequest&) { return list_envs(""); }));
+  s.Route("GET", "/api/v1/environments/{name}", SyncHandler([this, list_envs](HttpRequest& req) {
+            auto resp = list_envs(req.Param("name"));
+            if (resp.status == 200 && resp.body == "[]") {
+              return HttpResponse::FromStatus(
+                  NotFound("environment " + req.Param("name") + " not found"));
+            }
+            return resp;
+          }));
+  s.Route("GET", "/api/v1/environments/{name}/versions/{version}",
+          SyncHandler([this](HttpRequest& req) {
+            std::string version = req.Param("version");
+            if (version == "latest") version.clear();
+            auto rec = store->GetEnvironment(req.Param("name"), version);
+            if (!rec.ok()) return HttpResponse::FromStatus(rec.status());
+            return HttpResponse::Json(200, sched::EnvironmentRegistry::ToApiJson(*rec));
+          }));
+
+  // Jobs.
+  s.Route("POST", "/api/v1/jobs", SyncHandler([this](HttpRequest& req) {
+            auto body = req.JsonBody();
+            if (!body.ok()) return HttpResponse::FromStatus(body.status());
+            auto request = spec::RunRequest::FromJson(*body);
+            if (!request.ok()) return HttpResponse::FromStatus(request.status());
+            auto run = scheduler->Submit(std::move(request).value());
+            if (!run.ok()) return HttpResponse::FromStatus(run.status());
+            return HttpResponse::Json(201, RunToJson(*run, BaseUrl()));
+          }));
+  s.Route("GET", "/api/v1/jobs", SyncHandler([this](HttpRequest& req) {
+            store::RunFilter filter;
+            filter.experiment = req.Query("experiment").value_or("");
+            if (auto limit = req.Query("limit")) {
+              char* end = nullptr;
+              long v = std::strtol(limit->c_str(), &end, 10);
+              if (end == limit->c_str() || *end != '\0' || v < 1 || v > 10000) {
+                return HttpResponse::FromStatus(
+                    InvalidArgument("limit must be an integer from 1 to 10000"));
+              }
+              filter.limit = static_cast<int>(v);
+            }
+            auto runs = store->ListRuns(filter);
+            if (!runs.ok()) return HttpResponse::FromStatus(runs.status());
+            json out = json::array();
+            for (const auto& r : *runs) out.push_back(RunToJson(r, BaseUrl()));
+            return JsonText(200, out);
+          }));
+  s.Route("GET", "/api/v1/jobs/{name}", SyncHandler([this](HttpRequest& req) {
+            auto run = store->GetRun(req.Param("name"));
+            if (!run.ok()) return HttpResponse::FromStatus(run.status());
+            return JsonText(200, RunToJson(*run, BaseUrl()));
+          }));
+  s.Route("POST", "/api/v1/jobs/{name}/cancel", SyncHandler([this](HttpRequest& req) {
+            Status st = scheduler->Cancel(req.Param("name"));
+            if (!st.ok()) return HttpResponse::FromStatus(st);
+            auto run = store->GetRun(req.Param("name"));
+            if (!run.ok()) return HttpResponse::FromStatus(run.status());
+            return JsonText(200, RunToJson(*run, BaseUrl()));
+          }));
+  s.Route("GET", "/api/v1/jobs/{name}/stream",
+          AsyncHandler([this](HttpRequest& req) { return Stream(req); }));
+  s.Route("GET", "/api/v1/jobs/{name}/files", SyncHandler([this](HttpRequest& req) {
+            auto run = store->GetRun(req.Param("name"));
+            if (!run.ok()) return HttpResponse::FromStatus(run.status());
+            return JsonText(200, ListRunFiles(layout.RunDir(run->id)));
+          }));
+  s.Route("GET", "/api/v1/jobs/{name}/files/{path...}",
+          SyncHandler([this](HttpRequest& req) { return File(req); }));
+}
+
+HttpResponse Daemon::Impl::File(HttpRequest& req) {
+  auto run = store->GetRun(req.Param("name"));
+  if (!run.ok()) return HttpResponse::FromStatus(run.status());
+  const fs::path run_dir = layout.RunDir(run->id);
+  const std::string rel = req.Param("path");
+  auto path = ResolveUnder(run_dir, rel);
+  if (!path.ok()) return HttpResponse::FromStatus(path.status());
+  bool served = false;
+  for (const char* dir : kServedDirs) served |= IsWithin(run_dir / dir, *path);
+  std::error_code ec;
+  // The real path must stay inside the run folder: no symlink anywhere along it.
+  fs::path real = fs::weakly_canonical(*path, ec);
+  if (!served || ec || real != *path || !fs::is_regular_file(fs::symlink_status(*path, ec))) {
+    return HttpResponse::FromStatus(NotFound("run " + run->id + " has no file '" + rel + "'"));
+  }
+  return HttpResponse::File(*path);
+}
+
+asio::awaitable<HttpResponse> Daemon::Impl::Stream(HttpRequest& req) {
+  const std::string name = req.Param("name");
+  auto num = [&](const char* key) -> std::uint64_t {
+    auto v = req.Query(key);
+    return v ? std::strtoull(v->c_str(), nullptr, 10) : 0;
+  };
+  const std::uint64_t build_offset = num("build_offset");
+  const std::uint64_t log_offset = num("log_offset");
+  const std::string known_status = req.Query("status").value_or("");
+  const std::uint64_t wait_ms = std::min<std::uint64_t>(num("wait_ms"), 60'000);
+  const fs::path run_dir = layout.RunDir(name);
+  const fs::path build_path = run_dir / sched::Scheduler::kBuildLog;
+  const fs::path log_path = run_dir / sched::Scheduler::kStdLog;
+
+  auto deadline = Notifier::Clock::now() + std::chrono::milliseconds(wait_ms);
+  for (;;) {
+    const std::uint64_t seen = http->notifier().Sequence(name);
+    auto run = store->GetRun(name);
+    if (!run.ok()) co_return HttpResponse::FromStatus(run.status());
+    const std::string status = StatusText(run->status);
+    const bool terminal = store::IsTerminal(run->status);
+    const bool news = status != known_status || FileSizeOr0(build_path) > build_offset ||
+                      FileSizeOr0(log_path) > log_offset;
+    if (news || terminal || Notifier::Clock::now() >= deadline) {
+      bool build_more = false, log_more = false;
+      std::string build = ReadChunk(build_path, build_offset, kMaxChunk, &build_more);
+      std::string log = ReadChunk(log_path, log_offset, kMaxChunk, &log_more);
+      const std::uint64_t new_build = build_offset + build.size();
+      const std::uint64_t new_log = log_offset + log.size();
+      const bool done = terminal && new_build >= FileSizeOr0(build_path) &&
+                        new_log >= FileSizeOr0(log_path);
+      co_return JsonText(200, {{"status", status},
+                               {"build", build},
+                               {"build_offset", new_build},
+                               {"log", log},
+                               {"log_offset", new_log},
+                               {"done", done},
+                               {"failure_reason", run->failure_reason}});
+    }
+    co_await http->notifier().WaitForChange(name, seen, deadline);
+  }
+}
+
+Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Daemon::~Daemon() = default;
+int Daemon::port() const { return impl_->http->port(); }
+const std::string& Daemon::token() const { return impl_->token; }
+std::string Daemon::url() const { return impl_->BaseUrl(); }
+void Daemon::StopServing() { impl_->http->Stop(); }
+
+StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->layout.root = fs::absolute(options.workspace).lexically_normal();
+  TY_RETURN_IF_ERROR(impl->layout.Create());
+  TY_ASSIGN_OR_RETURN(impl->config, LoadWorkspaceConfig(impl->layout));
+
+  impl->lock_fd = ::open(impl->layout.LockFile().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (impl->lock_fd < 0 || ::flock(impl->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    return FailedPrecondition("another trainyard daemon serves workspace " +
+                              impl->layout.root.string());
+  }
+  TY_ASSIGN_OR_RETURN(impl->store, store::OpenSqliteStore(impl->layout.Database().string()));
+  TY_ASSIGN_OR_RETURN(SecretBox box, SecretBox::Open(impl->layout.SecretKey()));
+  impl->secrets.emplace(std::move(box));
+  if (options.engine != nullptr) {
+    impl->engine = options.engine;
+  } else {
+    impl->owned_engine = std::make_unique<docker::HttpEngine>(options.docker_socket);
+    impl->engine = impl->owned_engine.get();
+  }
+  impl->objects = std::make_unique<cas::ObjectStore>(impl->layout.ObjectsDir());
+  impl->snapshots =
+      std::make_unique<cas::Snapshotter>(*impl->objects, impl->layout.SnapshotsDir());
+  fs::path docker_config =
+      options.docker_config.empty() ? docker::DefaultDockerConfigPath() : options.docker_config;
+  impl->builder = std::make_unique<envbuild::ImageBuilder>(*impl->engine, *impl->snapshots,
+                                                           impl->layout.ScratchDir(), docker_config);
+  impl->executor = std::make_unique<exec::DockerExecutor>(*impl->engine);
+  impl->environments = std::make_unique<sched::EnvironmentRegistry>(*impl->store, *impl->secrets);
+  sched::SchedulerOptions sopts;
+  sopts.max_concurrent_runs = impl->config.max_concurrent_runs > 0
+                                  ? impl->config.max_concurrent_runs
+                                  : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  sopts.stop_grace_seconds = impl->config.stop_grace_seconds;
+  impl->scheduler = std::make_unique<sched::Scheduler>(
+      *impl->store, *impl->environments, *impl->builder, *impl->executor, *impl->snapshots,
+      *impl->secrets, impl->layout, sopts);
+
+  impl->token = RandomHex(32);
+  HttpServerOptions hopts;
+  hopts.address = options.host;
+  hopts.port = options.port >= 0 ? options.port : impl->config.port;
+  hopts.bearer_token = impl->token;
+  impl->http = std::make_unique<HttpServer>(hopts);
+  impl->InstallRoutes();
+  Impl* raw = impl.get();
+  impl->scheduler->SetChangeListener([raw](const std::string& id) {
+    raw->http->notifier().Notify(id);
+  });
+  TY_RETURN_IF_ERROR(impl->http->Start());
+  TY_RETURN_IF_ERROR(impl->scheduler->Recover());
+
+  if (options.write_server_file) {
+    json info{{"pid", ::getpid()},
+              {"port", impl->http->port()},
+              {"token", impl->token},
+              {"url", impl->BaseUrl()},
+              {"workspace", impl->layout.root.string()}};
+    TY_RETURN_IF_ERROR(WriteFileAtomic(impl->layout.ServerFile(), info.dump(), 0600));
+    impl->wrote_server_file = true;
+  }
+  return std::unique_ptr<Daemon>(new Daemon(std::move(impl)));
+}
+
+int RunServer(const std::string& workspace, int port, const std::string& host) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // every thread started below inherits the mask
+  ::signal(SIGPIPE, SIG_IGN);
+
+  DaemonOptions opts;
+  opts.workspace = workspace;
+  opts.port = port;
+  opts.host = host;
+  auto daemon = Daemon::Start(opts);
+  if (!daemon.ok()) {
+    std::fprintf(stderr, "trainyard server: %s\n", daemon.status().message().c_str());
+    return daemon.status().code() == StatusCode::kFailedPrecondition ? 3 : 1;
+  }
+  std::fprintf(stderr, "[%s] trainyard daemon %s listening on %s (workspace %s)\n",
+               FormatTimeIso(NowMillis()).c_str(), kVersion, (*daemon)->url().c_str(),
+               workspace.c_str());
+  int sig = 0;
+  sigwait(&set, &sig);
+  std::fprintf(stderr, "[%s] trainyard daemon stopping (signal %d); runs go on\n",
+               FormatTimeIso(NowMillis()).c_str(), sig);
+  (*daemon)->StopServing();
+  // Runs outlive the daemon: their containers keep going and the next daemon re-attaches.
+  ::unlink((WorkspaceLayout{fs::absolute(workspace)}).ServerFile().c_str());
+  std::fflush(nullptr);
+  ::_exit(0);
+}
+
+}  // namespace trainyard::api

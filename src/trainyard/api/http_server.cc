@@ -1,0 +1,722 @@
+#include "trainyard/api/http_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <exception>
+#include <thread>
+
+#include "trainyard/common/util.h"
+
+namespace trainyard {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+// Idle time allowed between keep-alive requests (and for the first request line).
+constexpr auto kIdleTimeout = std::chrono::seconds(120);
+// Time allowed without progress while reading a body or writing a response.
+constexpr auto kIoTimeout = std::chrono::seconds(60);
+// How long to drain an unread request body before closing after an early error response.
+constexpr auto kLingerTimeout = std::chrono::seconds(2);
+constexpr std::uint32_t kHeaderLimit = 64 * 1024;
+// Read size while receiving a body (beast reads only as much as the buffer's capacity, which
+// after a header is a few KiB), and chunk size when sending a file.
+constexpr std::size_t kBodyReadBuffer = 64 * 1024;
+constexpr std::uint64_t kFileChunk = 256 * 1024;
+constexpr std::string_view kHealthPath = "/api/v1/health";
+
+const auto kAwaitable = asio::use_awaitable;
+
+std::string_view ToStd(beast::string_view s) { return std::string_view(s.data(), s.size()); }
+
+std::string ToLower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+// Compares a presented token with the secret in time that depends only on the secret's length.
+bool ConstantTimeEquals(std::string_view presented, std::string_view secret) {
+  unsigned diff = presented.size() == secret.size() ? 0u : 1u;
+  for (std::size_t i = 0; i < secret.size(); ++i) {
+    const unsigned char a = static_cast<unsigned char>(i < presented.size() ? presented[i] : '\0');
+    diff |= a ^ static_cast<unsigned char>(secret[i]);
+  }
+  return diff == 0;
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Decodes %XX escapes (and '+' as a space when `plus_is_space`); nullopt on a malformed escape.
+std::optional<std::string> PercentDecode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '%') {
+      if (i + 2 >= s.size()) return std::nullopt;
+      const int hi = HexValue(s[i + 1]);
+      const int lo = HexValue(s[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+// Splits a raw path ("/a/b%20c/") into decoded segments ({"a", "b c"}); a trailing "/" is
+// ignored. nullopt on a malformed escape.
+std::optional<std::vector<std::string>> SplitPath(std::string_view raw_path) {
+  std::vector<std::string> segments;
+  if (raw_path.size() <= 1) return segments;  // "/"
+  std::string_view rest = raw_path.substr(1);
+  if (rest.back() == '/') rest.remove_suffix(1);
+  for (const std::string& raw : Split(rest, '/')) {
+    std::optional<std::string> decoded = PercentDecode(raw, /*plus_is_space=*/false);
+    if (!decoded) return std::nullopt;
+    segments.push_back(std::move(*decoded));
+  }
+  return segments;
+}
+
+bool IsBeastHttpError(const boost::system::error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::bad_target).category();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// HttpRequest / HttpResponse
+
+std::optional<std::string> HttpRequest::Query(std::string_view name) const {
+  for (const auto& [k, v] : query) {
+    if (k == name) return v;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> HttpRequest::QueryAll(std::string_view name) const {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : query) {
+    if (k == name) out.push_back(v);
+  }
+  return out;
+}
+
+std::string HttpRequest::Param(std::string_view name) const {
+  auto it = params.find(name);
+  return it == params.end() ? std::string() : it->second;
+}
+
+std::optional<std::string> HttpRequest::Header(std::string_view name) const {
+  auto it = headers.find(ToLower(name));
+  if (it == headers.end()) return std::nullopt;
+  return it->second;
+}
+
+StatusOr<nlohmann::json> HttpRequest::JsonBody() const {
+  try {
+    return nlohmann::json::parse(body);
+  } catch (const nlohmann::json::parse_error& e) {
+    return InvalidArgument(std::string("request body is not valid JSON: ") + e.what());
+  }
+}
+
+HttpResponse HttpResponse::Json(int status, const nlohmann::json& value) {
+  HttpResponse r;
+  r.status = status;
+  r.content_type = "application/json";
+  // Invalid UTF-8 in a string is replaced rather than thrown on.
+  r.body = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return r;
+}
+
+HttpResponse HttpResponse::Text(int status, std::string text, std::string content_type) {
+  HttpResponse r;
+  r.status = status;
+  r.content_type = std::move(content_type);
+  r.body = std::move(text);
+  return r;
+}
+
+HttpResponse HttpResponse::FromStatus(const Status& status) {
+  if (status.ok()) return Json(200, nlohmann::json::object());
+  nlohmann::json error = {
+      {"error",
+       {{"code", std::string(StatusCodeName(status.code()))}, {"message", status.message()}}}};
+  return Json(HttpStatusFor(status.code()), error);
+}
+
+HttpResponse HttpResponse::File(std::filesystem::path path, std::string content_type) {
+  HttpResponse r;
+  r.status = 200;
+  r.content_type = std::move(content_type);
+  r.file = std::move(path);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HttpServer
+
+namespace {
+
+struct Segment {
+  enum class Kind { kLiteral, kParam, kRest };
+  Kind kind;
+  std::string text;  // The literal, or the capture name.
+};
+
+struct RouteEntry {
+  std::string method;
+  std::string pattern;
+  std::vector<Segment> segments;
+  AsyncHandler async_handler;
+  SyncHandler sync_handler;
+};
+
+StatusOr<std::vector<Segment>> ParsePattern(std::string_view pattern) {
+  if (pattern.empty() || pattern[0] != '/') {
+    return InvalidArgument("route pattern must start with '/': " + std::string(pattern));
+  }
+  std::vector<Segment> segments;
+  std::string_view rest = pattern.substr(1);
+  if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+  if (rest.empty()) return segments;
+  const std::vector<std::string> parts = Split(rest, '/');
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const std::string& part = parts[i];
+    const bool open = !part.empty() && part.front() == '{';
+    const bool close = !part.empty() && part.back() == '}';
+    if (open != close || (!open && part.find_first_of("{}") != std::string::npos)) {
+      return InvalidArgument("malformed segment '" + part + "' in route pattern " +
+                             std::string(pattern));
+    }
+    if (!open) {
+      segments.push_back({Segment::Kind::kLiteral, part});
+      continue;
+    }
+    std::string name = part.substr(1, part.size() - 2);
+    Segment::Kind kind = Segment::Kind::kParam;
+    if (EndsWith(name, "...")) {
+      name.resize(name.size() - 3);
+      kind = Segment::Kind::kRest;
+      if (i + 1 != parts.size()) {
+        return InvalidArgument("'{" + name + "...}' must be the last segment of route pattern " +
+                               std::string(pattern));
+      }
+    }
+    if (name.empty() || name.find_first_of("{}/.") != std::string::npos) {
+      return InvalidArgument("bad capture name in route pattern " + std::string(pattern));
+    }
+    segments.push_back({kind, std::move(name)});
+  }
+  return segments;
+}
+
+// Matches decoded path segments against a pattern. On a match fills `params` and `rank`: one
+// character per path segment ('2' literal, '1' capture, '0' rest), so that the
+// lexicographically greatest rank is the most specific route.
+bool MatchRoute(const std::vector<Segment>& pattern, const std::vector<std::string>& path,
+                std::map<std::string, std::string, std::less<>>* params, std::string* rank) {
+  params->clear();
+  rank->clear();
+  std::size_t i = 0;
+  for (const Segment& seg : pattern) {
+    if (seg.kind == Segment::Kind::kRest) {
+      if (i >= path.size()) return false;
+      std::string joined;
+      for (std::size_t j = i; j < path.size(); ++j) {
+        if (j > i) joined.push_back('/');
+        joined += path[j];
+        rank->push_back('0');
+      }
+      (*params)[seg.text] = std::move(joined);
+      return true;
+    }
+    if (i >= path.size()) return false;
+    if (seg.kind == Segment::Kind::kLiteral) {
+      if (path[i] != seg.text) return false;
+      rank->push_back('2');
+    } else {
+      (*params)[seg.text] = path[i];
+      rank->push_back('1');
+    }
+    ++i;
+  }
+  return i == path.size();
+}
+
+}  // namespace
+
+struct HttpServer::Impl {
+  explicit Impl(HttpServerOptions opts) : options(std::move(opts)) {
+    ioc.emplace(std::max(1, options.threads));
+    work.emplace(ioc->get_executor());
+  }
+
+  // Serves one connection until it closes.
+  asio::awaitable<void> Session(tcp::socket socket);
+  asio::awaitable<void> ServeConnection(beast::tcp_stream& stream);
+  asio::awaitable<void> AcceptLoop();
+  asio::awaitable<HttpResponse> Dispatch(HttpRequest& request,
+                                         const std::vector<std::string>& segments);
+  bool Authorized(const HttpRequest& request) const;
+
+  HttpServerOptions options;
+  std::vector<RouteEntry> routes;  // Immutable once started.
+  std::vector<std::string> route_errors;
+
+  // Declared after `routes`: destroyed first, with the suspended coroutines it owns. Reset by
+  // Stop().
+  std::optional<asio::io_context> ioc;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
+  std::optional<tcp::acceptor> acceptor;
+  std::vector<std::thread> threads;
+  int port = 0;
+  bool started = false;
+};
+
+namespace {
+
+// Writes a message, allowing kIoTimeout per chunk so that large downloads to slow clients are
+// not cut off while they make progress. Returns false on a write error.
+template <class Body>
+asio::awaitable<bool> WriteMessage(beast::tcp_stream& stream, http::response<Body>& message) {
+  http::response_serializer<Body> serializer(message);
+  boost::system::error_code ec;
+  while (!serializer.is_done()) {
+    stream.expires_after(kIoTimeout);
+    co_await http::async_write_some(stream, serializer, asio::redirect_error(kAwaitable, ec));
+    if (ec) co_return false;
+  }
+  co_return true;
+}
+
+template <class Body>
+void FillHeaders(const HttpResponse& response, bool keep_alive, http::response<Body>* out) {
+  out->result(static_cast<unsigned>(response.status));
+  out->set(http::field::server, "trainyard");
+  out->set(http::field::content_type, response.content_type);
+  for (const auto& [name, value] : response.headers) out->insert(name, value);
+  out->keep_alive(keep_alive);
+}
+
+// Streams `size` bytes of an open file after the header, kFileChunk at a time (beast's file_body
+// reads 4 KiB per write, too small for multi-GB artifacts). A file that shrinks meanwhile ends
+// the connection, so the client sees a short body rather than a wrong one.
+asio::awaitable<bool> WriteFile(beast::tcp_stream& stream, const HttpResponse& response,
+                                beast::file& file, std::uint64_t size, unsigned version,
+                                bool keep_alive) {
+  http::response<http::empty_body> header;
+  header.version(version);
+  FillHeaders(response, keep_alive, &header);
+  header.content_length(size);
+  http::response_serializer<http::empty_body> serializer(header);
+  boost::system::error_code ec;
+  stream.expires_after(kIoTimeout);
+  co_await http::async_write_header(stream, serializer, asio::redirect_error(kAwaitable, ec));
+  if (ec) co_return false;
+  std::vector<char> chunk(static_cast<std::size_t>(std::min<std::uint64_t>(size, kFileChunk)));
+  for (std::uint64_t left = size; left > 0;) {
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(left, kFileChunk));
+    const std::size_t n = file.read(chunk.data(), want, ec);
+    if (ec || n == 0) co_return false;
+    stream.expires_after(kIoTimeout);
+    co_await asio::async_write(stream, asio::buffer(chunk.data(), n),
+                               asio::redirect_error(kAwaitable, ec));
+    if (ec) co_return false;
+    left -= n;
+  }
+  co_return true;
+}
+
+asio::awaitable<bool> WriteResponse(beast::tcp_stream& stream, const HttpResponse& response,
+                                    unsigned version, bool keep_alive) {
+  if (response.file) {
+    beast::file file;
+    boost::system::error_code ec;
+    file.open(response.file->c_str(), beast::file_mode::scan, ec);
+    std::uint64_t size = 0;
+    if (!ec) size = file.size(ec);
+    if (!ec) {
+      const bool ok = co_await WriteFile(stream, response, file, size, version, keep_alive);
+      co_return ok;
+    }
+    HttpResponse missing = HttpResponse::FromStatus(NotFound(
+        "file " + response.file->filename().string() + " cannot be read: " + ec.message()));
+    const bool ok = co_await WriteResponse(stream, missing, version, keep_alive);
+    co_return ok;
+  }
+  http::response<http::string_body> message;
+  message.version(version);
+  FillHeaders(response, keep_alive, &message);
+  // 1xx, 204 and 304 responses carry no body.
+  const int s = response.status;
+  if (!((s >= 100 && s < 200) || s == 204 || s == 304)) message.body() = response.body;
+  message.prepare_payload();
+  const bool ok = co_await WriteMessage(stream, message);
+  co_return ok;
+}
+
+// After an error answered before the request body was read: stop sending, drain what the client
+// is still sending for a short while (so it can read our response instead of a reset), close.
+asio::awaitable<void> LingeringClose(beast::tcp_stream& stream) {
+  boost::system::error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  stream.expires_after(kLingerTimeout);
+  std::vector<char> sink(16 * 1024);
+  while (!ec) {
+    co_await stream.async_read_some(asio::buffer(sink), asio::redirect_error(kAwaitable, ec));
+  }
+  stream.close();
+}
+
+}  // namespace
+
+bool HttpServer::Impl::Authorized(const HttpRequest& request) const {
+  if (options.bearer_token.empty()) return true;
+  if (request.method == "GET" && request.path == kHealthPath) return true;
+  std::optional<std::string> header = request.Header("authorization");
+  if (!header) return false;
+  std::string_view value = Trim(*header);
+  constexpr std::string_view kScheme = "bearer ";
+  if (value.size() < kScheme.size() || ToLower(value.substr(0, kScheme.size())) != kScheme) {
+    return false;
+  }
+  const std::string_view token = Trim(value.substr(kScheme.size()));
+  if (ConstantTimeEquals(token, options.bearer_token)) return true;
+  return options.accept_token && !token.empty() && options.accept_token(token, request);
+}
+
+asio::awaitable<HttpResponse> HttpServer::Impl::Dispatch(HttpRequest& request,
+                                                         const std::vector<std::string>& segments) {
+  const RouteEntry* best = nullptr;
+  std::string best_rank;
+  std::map<std::string, std::string, std::less<>> best_params;
+  std::vector<std::string> allowed;
+  std::map<std::string, std::string, std::less<>> params;
+  std::string rank;
+  for (const RouteEntry& route : routes) {
+    if (!MatchRoute(route.segments, segments, &params, &rank)) continue;
+    if (route.method != request.method) {
+      if (std::find(allowed.begin(), allowed.end(), route.method) == allowed.end()) {
+        allowed.push_back(route.method);
+      }
+      continue;
+    }
+    if (best == nullptr || rank > best_rank) {
+      best = &route;
+      best_rank = rank;
+      best_params = params;
+    }
+  }
+  if (best == nullptr && allowed.empty()) {
+    co_return HttpResponse::FromStatus(
+        NotFound("no route for " + request.method + " " + request.path));
+  }
+  if (best == nullptr) {
+    std::string allow;
+    for (const std::string& m : allowed) allow += (allow.empty() ? "" : ", ") + m;
+    nlohmann::json error = {{"error",
+                             {{"code", "METHOD_NOT_ALLOWED"},
+                              {"message", "method " + request.method + " is not allowed for " +
+                                              request.path + "; allowed: " + allow}}}};
+    HttpResponse response = HttpResponse::Json(405, error);
+    response.headers.emplace_back("Allow", allow);
+    co_return response;
+  }
+  request.params = std::move(best_params);
+
+  std::string failure;
+  try {
+    if (best->sync_handler) co_return best->sync_handler(request);
+    HttpResponse response = co_await best->async_handler(request);
+    co_return response;
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "unknown exception";
+  }
+  spdlog::error("handler for {} {} threw: {}", request.method, request.path, failure);
+  co_return HttpResponse::FromStatus(
+      Internal("handler for " + request.method + " " + best->pattern + " failed: " + failure));
+}
+
+asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& stream) {
+  beast::flat_buffer buffer;
+  for (;;) {
+    boost::system::error_code ec;
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(kHeaderLimit);
+    parser.body_limit(static_cast<std::uint64_t>(options.max_body_bytes));
+
+    stream.expires_after(kIdleTimeout);
+    co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(kAwaitable, ec));
+    if (ec == http::error::body_limit) {
+      HttpResponse too_large = HttpResponse::FromStatus(
+          PayloadTooLarge("request body exceeds the limit of " +
+                          std::to_string(options.max_body_bytes) + " bytes"));
+      if (co_await WriteResponse(stream, too_large, 11, false)) co_await LingeringClose(stream);
+      co_return;
+    }
+    if (ec == http::error::end_of_stream) {
+      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+      co_return;
+    }
+    if (ec) {
+      if (IsBeastHttpError(ec) && ec != http::error::partial_message) {
+        HttpResponse bad =
+            HttpResponse::FromStatus(InvalidArgument("malformed HTTP request: " + ec.message()));
+        if (co_await WriteResponse(stream, bad, 11, false)) co_await LingeringClose(stream);
+      }
+      co_return;  // Timeout, reset, or a client that went away.
+    }
+
+    auto& header = parser.get();
+    const unsigned version = header.version();
+    bool keep_alive = header.keep_alive();
+    const bool has_body =
+        parser.chunked() || (parser.content_length() && *parser.content_length() > 0);
+
+    HttpRequest request;
+    request.method = std::string(ToStd(header.method_string()));
+    request.target = std::string(ToStd(header.target()));
+    for (const auto& field : header) {
+      const std::string_view value = ToStd(field.value());
+      auto [it, inserted] =
+          request.headers.emplace(ToLower(ToStd(field.name_string())), std::string(value));
+      if (!inserted) {
+        it->second += ", ";
+        it->second += value;
+      }
+    }
+
+    // Checks that need only the header come before reading the body.
+    std::optional<Status> early_error;
+    const std::string_view target = request.target;
+    const std::size_t q = target.find('?');
+    const std::string_view raw_path = target.substr(0, q);
+    std::optional<std::string> path = PercentDecode(raw_path, /*plus_is_space=*/false);
+    std::optional<std::vector<std::string>> segments;
+    if (!raw_path.empty() && raw_path[0] == '/') segments = SplitPath(raw_path);
+    if (!path || !segments) {
+      early_error = InvalidArgument("malformed request target: " + request.target);
+    } else {
+      request.path = std::move(*path);
+      if (request.path.size() > 1 && request.path.back() == '/') request.path.pop_back();
+      if (q != std::string_view::npos) {
+        for (const std::string& pair : Split(target.substr(q + 1), '&')) {
+          if (pair.empty()) continue;
+          const std::size_t eq = pair.find('=');
+          std::optional<std::string> name =
+              PercentDecode(std::string_view(pair).substr(0, eq), /*plus_is_space=*/true);
+          std::optional<std::string> value =
+              eq == std::string::npos
+                  ? std::optional<std::string>("")
+                  : PercentDecode(std::string_view(pair).substr(eq + 1), /*plus_is_space=*/true);
+          if (!name || !value) {
+            early_error = InvalidArgument("malformed query string: " + request.target);
+            break;
+          }
+          request.query.emplace_back(std::move(*name), std::move(*value));
+        }
+      }
+    }
+    if (!early_error && !Authorized(request)) {
+      early_error = Unauthenticated("missing or invalid bearer token (Authorization: Bearer ...)");
+    }
+    if (early_error) {
+      if (has_body) keep_alive = false;  // The unread body would be taken for the next request.
+      const HttpResponse response = HttpResponse::FromStatus(*early_error);
+      if (!co_await WriteResponse(stream, response, version, keep_alive)) co_return;
+      if (!keep_alive) {
+        co_await LingeringClose(stream);
+        co_return;
+      }
+      continue;
+    }
+
+    if (!parser.is_done()) {
+      std::optional<std::string> expect = request.Header("expect");
+      if (expect && ToLower(Trim(*expect)) == "100-continue") {
+        http::response<http::empty_body> proceed{http::status::continue_, version};
+        if (!co_await WriteMessage(stream, proceed)) co_return;
+      }
+      buffer.reserve(kBodyReadBuffer);
+      while (!parser.is_done()) {
+        stream.expires_after(kIoTimeout);
+        co_await http::async_read_some(stream, buffer, parser,
+                                       asio::redirect_error(kAwaitable, ec));
+        if (ec) break;
+      }
+      if (ec == http::error::body_limit) {
+        HttpResponse too_large = HttpResponse::FromStatus(
+            PayloadTooLarge("request body exceeds the limit of " +
+                            std::to_string(options.max_body_bytes) + " bytes"));
+        if (co_await WriteResponse(stream, too_large, version, false)) {
+          co_await LingeringClose(stream);
+        }
+        co_return;
+      }
+      if (ec) co_return;
+    }
+    request.body = std::move(parser.get().body());
+    // Idle keep-alive connections should not pin the large read buffer.
+    if (buffer.capacity() > kBodyReadBuffer / 4) buffer.shrink_to_fit();
+
+    stream.expires_never();  // Long-poll handlers may take their time.
+    const HttpResponse response = co_await Dispatch(request, *segments);
+    if (!co_await WriteResponse(stream, response, version, keep_alive)) co_return;
+    if (!keep_alive) {
+      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+      co_return;
+    }
+  }
+}
+
+asio::awaitable<void> HttpServer::Impl::Session(tcp::socket socket) {
+  beast::tcp_stream stream(std::move(socket));
+  try {
+    co_await ServeConnection(stream);
+  } catch (const std::exception& e) {
+    spdlog::warn("http connection dropped: {}", e.what());
+  }
+  boost::system::error_code ec;
+  stream.socket().close(ec);
+}
+
+asio::awaitable<void> HttpServer::Impl::AcceptLoop() {
+  for (;;) {
+    boost::system::error_code ec;
+    tcp::socket socket(asio::make_strand(*ioc));
+    co_await acceptor->async_accept(socket, asio::redirect_error(kAwaitable, ec));
+    if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
+    if (ec) {
+      // Out of descriptors and the like: back off briefly instead of spinning.
+      spdlog::warn("http accept failed: {}", ec.message());
+      asio::steady_timer backoff(*ioc, std::chrono::milliseconds(100));
+      co_await backoff.async_wait(asio::redirect_error(kAwaitable, ec));
+      continue;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    const asio::any_io_executor strand = socket.get_executor();
+    asio::co_spawn(strand, Session(std::move(socket)), asio::detached);
+  }
+}
+
+HttpServer::HttpServer(HttpServerOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Route(std::string method, std::string pattern, AsyncHandler handler) {
+  StatusOr<std::vector<Segment>> segments = ParsePattern(pattern);
+  if (!segments.ok()) {
+    impl_->route_errors.push_back(segments.status().message());
+    return;
+  }
+  impl_->routes.push_back(
+      {std::move(method), std::move(pattern), std::move(*segments), std::move(handler), {}});
+}
+
+void HttpServer::Route(std::string method, std::string pattern, SyncHandler handler) {
+  StatusOr<std::vector<Segment>> segments = ParsePattern(pattern);
+  if (!segments.ok()) {
+    impl_->route_errors.push_back(segments.status().message());
+    return;
+  }
+  impl_->routes.push_back(
+      {std::move(method), std::move(pattern), std::move(*segments), {}, std::move(handler)});
+}
+
+Status HttpServer::Start() {
+  Impl& impl = *impl_;
+  if (impl.started) return FailedPrecondition("HTTP server already started");
+  if (!impl.ioc) return FailedPrecondition("HTTP server was stopped; create a new one");
+  if (!impl.route_errors.empty()) return InvalidArgument(impl.route_errors.front());
+  const HttpServerOptions& o = impl.options;
+  const std::string where = o.address + ":" + std::to_string(o.port);
+  if (o.port < 0 || o.port > 65535) return InvalidArgument("bad port in " + where);
+
+  boost::system::error_code ec;
+  const asio::ip::address address = asio::ip::make_address(o.address, ec);
+  if (ec) return InvalidArgument("bad listen address '" + o.address + "': " + ec.message());
+  const tcp::endpoint endpoint(address, static_cast<unsigned short>(o.port));
+
+  tcp::acceptor acceptor(*impl.ioc);
+  if (acceptor.open(endpoint.protocol(), ec); ec) {
+    return Unavailable("cannot listen on " + where + ": " + ec.message());
+  }
+  acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (acceptor.bind(endpoint, ec); ec) {
+    return Unavailable("cannot listen on " + where + ": " + ec.message());
+  }
+  if (acceptor.listen(asio::socket_base::max_listen_connections, ec); ec) {
+    return Unavailable("cannot listen on " + where + ": " + ec.message());
+  }
+  impl.port = acceptor.local_endpoint(ec).port();
+  impl.acceptor.emplace(std::move(acceptor));
+  impl.started = true;
+
+  asio::co_spawn(*impl.ioc, impl.AcceptLoop(), asio::detached);
+  const int n = std::max(1, o.threads);
+  for (int i = 0; i < n; ++i) {
+    impl.threads.emplace_back([&impl] { impl.ioc->run(); });
+  }
+  return Status::Ok();
+}
+
+int HttpServer::port() const { return impl_->port; }
+
+asio::any_io_executor HttpServer::executor() { return impl_->ioc->get_executor(); }
+
+void HttpServer::Stop() {
+  Impl& impl = *impl_;
+  if (!impl.ioc) return;  // Already stopped.
+  // Later Notify calls must not post into the loop torn down below.
+  notifier_.Shutdown();
+  impl.work.reset();
+  impl.ioc->stop();
+  for (std::thread& t : impl.threads) t.join();
+  impl.threads.clear();
+  if (impl.acceptor) {
+    boost::system::error_code ec;
+    impl.acceptor->close(ec);
+    impl.acceptor.reset();
+  }
+  // Destroys the suspended connection coroutines, their sockets and pending handlers, while the
+  // routes they may point into are still alive.
+  impl.ioc.reset();
+}
+
+}  // namespace trainyard

@@ -1,0 +1,797 @@
+#include "trainyard/api/http_server.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <future>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "trainyard/client/http_client.h"
+#include "trainyard/common/fs.h"
+#include "trainyard/common/util.h"
+
+namespace trainyard {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+std::int64_t MillisSince(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+}
+
+// Counters the test handlers update, to observe what the server did.
+struct Observed {
+  std::atomic<int> in_flight{0};
+  std::atomic<int> max_in_flight{0};
+};
+
+// Registers the routes every test server has. `files_root` is served under /files/.
+void AddTestRoutes(HttpServer& server, const fs::path& files_root, Observed* observed) {
+  server.Route("GET", "/api/v1/health", SyncHandler([](HttpRequest&) {
+                 return HttpResponse::Json(200, {{"ok", true}});
+               }));
+  server.Route("GET", "/api/v1/runs/{id}", SyncHandler([](HttpRequest& req) {
+                 return HttpResponse::Json(200, {{"id", req.Param("id")}});
+               }));
+  server.Route("GET", "/api/v1/runs/search", SyncHandler([](HttpRequest&) {
+                 return HttpResponse::Json(200, {{"search", true}});
+               }));
+  server.Route("GET", "/api/v1/runs/{id}/logs", SyncHandler([](HttpRequest& req) {
+                 json out = {{"id", req.Param("id")}, {"tags", req.QueryAll("tag")}};
+                 for (const char* name : {"q", "x", "absent"}) {
+                   std::optional<std::string> v = req.Query(name);
+                   out[name] = v ? json(*v) : json(nullptr);
+                 }
+                 out["user_agent_seen"] = req.Header("USER-AGENT").has_value();
+                 return HttpResponse::Json(200, out);
+               }));
+  server.Route("POST", "/echo", AsyncHandler([](HttpRequest& req) -> asio::awaitable<HttpResponse> {
+                 StatusOr<json> body = req.JsonBody();
+                 if (!body.ok()) co_return HttpResponse::FromStatus(body.status());
+                 co_return HttpResponse::Json(201, {{"method", req.method}, {"got", *body}});
+               }));
+  server.Route("PUT", "/echo", SyncHandler([](HttpRequest& req) {
+                 StatusOr<json> body = req.JsonBody();
+                 if (!body.ok()) return HttpResponse::FromStatus(body.status());
+                 return HttpResponse::Json(200, {{"method", req.method}, {"got", *body}});
+               }));
+  server.Route("DELETE", "/items/{id}", SyncHandler([](HttpRequest& req) {
+                 return HttpResponse::Json(200, {{"deleted", req.Param("id")}});
+               }));
+  server.Route("POST", "/size", SyncHandler([](HttpRequest& req) {
+                 return HttpResponse::Json(200, {{"size", req.body.size()}});
+               }));
+  server.Route("GET", "/missing/{id}", SyncHandler([](HttpRequest& req) {
+                 return HttpResponse::FromStatus(NotFound("run " + req.Param("id") + " not found"));
+               }));
+  server.Route("GET", "/exists", SyncHandler([](HttpRequest&) {
+                 return HttpResponse::FromStatus(AlreadyExists("environment e1 exists"));
+               }));
+  server.Route("GET", "/throw",
+               SyncHandler([](HttpRequest&) -> HttpResponse { throw std::runtime_error("boom"); }));
+  server.Route(
+      "GET", "/throw-async", AsyncHandler([](HttpRequest&) -> asio::awaitable<HttpResponse> {
+        asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::milliseconds(1));
+        co_await timer.async_wait(asio::use_awaitable);
+        throw std::logic_error("async boom");
+      }));
+  server.Route("GET", "/files/{path...}", SyncHandler([files_root](HttpRequest& req) {
+                 StatusOr<fs::path> file = ResolveUnder(files_root, req.Param("path"));
+                 if (!file.ok()) return HttpResponse::FromStatus(file.status());
+                 if (!fs::is_regular_file(*file)) {
+                   return HttpResponse::FromStatus(NotFound("no file " + req.Param("path")));
+                 }
+                 return HttpResponse::File(*file);
+               }));
+  // Long poll: ?since=<sequence>&timeout_ms=<n>. Replies whether the key's sequence moved.
+  Notifier* notifier = &server.notifier();
+  server.Route("GET", "/wait/{key}",
+               AsyncHandler([notifier](HttpRequest& req) -> asio::awaitable<HttpResponse> {
+                 const std::uint64_t since = std::stoull(req.Query("since").value_or("0"));
+                 const auto timeout =
+                     std::chrono::milliseconds(std::stoll(req.Query("timeout_ms").value_or("0")));
+                 const std::uint64_t now = co_await notifier->WaitForChange(req.Param("key"), since,
+                                                                            Clock::now() + timeout);
+                 co_return HttpResponse::Json(200, {{"changed", now != since}, {"sequence", now}});
+               }));
+  // The usual long-poll loop: re-check after every wake-up until something changed or the
+  // deadline. ?changed_after=<sequence> plays the part of the client's cursor.
+  server.Route("GET", "/loop/{key}",
+               AsyncHandler([notifier](HttpRequest& req) -> asio::awaitable<HttpResponse> {
+                 const std::string key = req.Param("key");
+                 const std::uint64_t cursor = std::stoull(req.Query("cursor").value_or("0"));
+                 const auto deadline =
+                     Clock::now() +
+                     std::chrono::milliseconds(std::stoll(req.Query("timeout_ms").value_or("0")));
+                 for (;;) {
+                   const std::uint64_t seen = notifier->Sequence(key);
+                   if (seen != cursor || Clock::now() >= deadline) {
+                     co_return HttpResponse::Json(200, {{"sequence", seen}});
+                   }
+                   co_await notifier->WaitForChange(key, seen, deadline);
+                 }
+               }));
+  // Sleeps on a timer (without blocking its thread) and counts overlapping requests.
+  server.Route("GET", "/slow/{i}",
+               AsyncHandler([observed](HttpRequest& req) -> asio::awaitable<HttpResponse> {
+                 const int now = ++observed->in_flight;
+                 int seen = observed->max_in_flight.load();
+                 while (now > seen && !observed->max_in_flight.compare_exchange_weak(seen, now)) {
+                 }
+                 asio::steady_timer timer(co_await asio::this_coro::executor,
+                                          std::chrono::milliseconds(20));
+                 co_await timer.async_wait(asio::use_awaitable);
+                 --observed->in_flight;
+                 co_return HttpResponse::Text(200, "slow " + req.Param("i"));
+               }));
+}
+
+class HttpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() / ("trainyard_http_test_" + RandomHex(6));
+    ASSERT_TRUE(MakeDirs(root_ / "files").ok());
+  }
+  void TearDown() override {
+    client_.reset();
+    server_.reset();
+    ASSERT_TRUE(RemoveTree(root_).ok());
+  }
+
+  void StartServer(HttpServerOptions options = {}) {
+    server_ = std::make_unique<HttpServer>(std::move(options));
+    AddTestRoutes(*server_, root_ / "files", &observed_);
+    const Status started = server_->Start();
+    ASSERT_TRUE(started.ok()) << started.ToString();
+    ASSERT_GT(server_->port(), 0);
+    client_ = std::make_unique<HttpClient>(BaseUrl());
+  }
+
+  std::string BaseUrl() const { return "http://127.0.0.1:" + std::to_string(server_->port()); }
+
+  // A raw HTTP/1.1 connection, for what the client does not expose.
+  tcp::socket Connect(asio::io_context& ioc) {
+    tcp::socket socket(ioc);
+    socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"),
+                                 static_cast<unsigned short>(server_->port())));
+    return socket;
+  }
+
+  fs::path root_;
+  Observed observed_;
+  std::unique_ptr<HttpServer> server_;
+  std::unique_ptr<HttpClient> client_;
+};
+
+TEST_F(HttpTest, PathParamsAndPercentDecodedQuery) {
+  StartServer();
+  StatusOr<json> got =
+      client_->GetJson("/api/v1/runs/run%201/logs?q=a%20b+c&x=%2F%3D%26&tag=1&tag=two");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ((*got)["id"], "run 1");
+  EXPECT_EQ((*got)["q"], "a b c");
+  EXPECT_EQ((*got)["x"], "/=&");
+  EXPECT_EQ((*got)["tags"], json({"1", "two"}));
+  EXPECT_TRUE((*got)["absent"].is_null());
+  EXPECT_EQ((*got)["user_agent_seen"], true);  // Header lookup ignores case.
+
+  // An id built with UrlEncode survives the trip unchanged.
+  const std::string odd_id = "a b/c%d?e";
+  got = client_->GetJson("/api/v1/runs/" + HttpClient::UrlEncode(odd_id) + "/logs");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ((*got)["id"], odd_id);
+}
+
+TEST_F(HttpTest, LiteralSegmentBeatsCaptureAndTrailingSlashIsIgnored) {
+  StartServer();
+  StatusOr<json> got = client_->GetJson("/api/v1/runs/search");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ((*got)["search"], true);
+  got = client_->GetJson("/api/v1/runs/abc/");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ((*got)["id"], "abc");
+}
+
+TEST_F(HttpTest, JsonRoundTrip) {
+  StartServer();
+  const json payload = {{"name", "résumé ✓"},
+                        {"n", 42},
+                        {"pi", 3.25},
+                        {"list", {1, 2, 3}},
+                        {"nested", {{"null", nullptr}, {"flag", false}}}};
+  StatusOr<json> posted = client_->PostJson("/echo", payload);
+  ASSERT_TRUE(posted.ok()) << posted.status().ToString();
+  EXPECT_EQ((*posted)["method"], "POST");
+  EXPECT_EQ((*posted)["got"], payload);
+
+  StatusOr<json> put = client_->PutJson("/echo", payload);
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  EXPECT_EQ((*put)["method"], "PUT");
+  EXPECT_EQ((*put)["got"], payload);
+
+  StatusOr<json> deleted = client_->DeleteJson("/items/it%2F1");
+  ASSERT_TRUE(deleted.ok()) << deleted.status().ToString();
+  EXPECT_EQ((*deleted)["deleted"], "it/1");
+
+  // A large body goes through the 100-continue exchange without the client's 1 s fallback wait.
+  const Clock::time_point start = Clock::now();
+  StatusOr<HttpResult> size = client_->Request("POST", "/size", std::string(3 << 20, 'z'));
+  ASSERT_TRUE(size.ok()) << size.status().ToString();
+  EXPECT_EQ(json::parse(size->body)["size"], 3 << 20);
+  EXPECT_LT(MillisSince(start), 900);
+
+  // A body that is not JSON is the caller's error.
+  StatusOr<HttpResult> bad = client_->Request("POST", "/echo", "{not json");
+  ASSERT_TRUE(bad.ok());
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_EQ(json::parse(bad->body)["error"]["code"], "INVALID_ARGUMENT");
+}
+
+TEST_F(HttpTest, UnknownRouteIs404Json) {
+  StartServer();
+  StatusOr<HttpResult> raw = client_->Request("GET", "/no/such/route");
+  ASSERT_TRUE(raw.ok());
+  EXPECT_EQ(raw->status, 404);
+  EXPECT_EQ(raw->headers["content-type"], "application/json");
+  const json body = json::parse(raw->body);
+  EXPECT_EQ(body["error"]["code"], "NOT_FOUND");
+  EXPECT_NE(body["error"]["message"].get<std::string>().find("/no/such/route"), std::string::npos);
+
+  StatusOr<json> got = client_->GetJson("/no/such/route");
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(HttpTest, WrongMethodIs405WithAllow) {
+  StartServer();
+  StatusOr<HttpResult> raw = client_->Request("POST", "/api/v1/runs/abc", "{}");
+  ASSERT_TRUE(raw.ok());
+  EXPECT_EQ(raw->status, 405);
+  EXPECT_EQ(raw->headers["allow"], "GET");
+  EXPECT_EQ(json::parse(raw->body)["error"]["code"], "METHOD_NOT_ALLOWED");
+
+  raw = client_->Request("GET", "/echo");
+  ASSERT_TRUE(raw.ok());
+  EXPECT_EQ(raw->status, 405);
+  EXPECT_EQ(raw->headers["allow"], "POST, PUT");
+}
+
+TEST_F(HttpTest, StatusErrorsKeepCodeAndMessage) {
+  StartServer();
+  StatusOr<json> got = client_->GetJson("/missing/r42");
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(got.status().message(), "run r42 not found");
+
+  // 409 is ambiguous as a number; the error's code name disambiguates.
+  got = client_->GetJson("/exists");
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(got.status().message(), "environment e1 exists");
+}
+
+TEST_F(HttpTest, BearerTokenRequiredExceptForHealth) {
+  HttpServerOptions options;
+  options.bearer_token = "s3cret-token";
+  options.accept_token = [](std::string_view token, const HttpRequest& req) {
+    return token == "run-token" && StartsWith(req.path, "/api/v1/runs/r1");
+  };
+  StartServer(std::move(options));
+
+  StatusOr<HttpResult> raw = client_->Request("GET", "/api/v1/runs/r1");
+  ASSERT_TRUE(raw.ok());
+  EXPECT_EQ(raw->status, 401);
+  EXPECT_EQ(json::parse(raw->body)["error"]["code"], "UNAUTHENTICATED");
+  // Unknown routes do not reveal themselves to unauthenticated callers.
+  raw = client_->Request("GET", "/no/such/route");
+  ASSERT_TRUE(raw.ok());
+  EXPECT_EQ(raw->status, 401);
+  // Health is open, but only for GET.
+  StatusOr<json> health = client_->GetJson("/api/v1/health");
+  ASSERT_TRUE(health.ok()) << health.status().ToString();
+  EXPECT_EQ((*health)["ok"], true);
+  raw = client_->Request("POST", "/api/v1/health", "{}");
+  ASSERT_TRUE(raw.ok());
+  EXPECT_EQ(raw->status, 401);
+
+  HttpClient wrong(BaseUrl(), "s3cret-tokeN");
+  StatusOr<json> denied = wrong.GetJson("/api/v1/runs/r1");
+  ASSERT_FALSE(denied.ok());
+  EXPECT_EQ(denied.status().code(), StatusCode::kUnauthenticated);
+  HttpClient prefix(BaseUrl(), "s3cret");
+  EXPECT_EQ(prefix.GetJson("/api/v1/runs/r1").status().code(), StatusCode::kUnauthenticated);
+
+  HttpClient right(BaseUrl(), "s3cret-token");
+  StatusOr<json> allowed = right.GetJson("/api/v1/runs/r1");
+  ASSERT_TRUE(allowed.ok()) << allowed.status().ToString();
+  EXPECT_EQ((*allowed)["id"], "r1");
+  // An unauthenticated POST with a body is refused, and the client can still reuse the server.
+  raw = client_->Request("POST", "/echo", std::string(100000, 'x'));
+  ASSERT_TRUE(raw.ok()) << raw.status().ToString();
+  EXPECT_EQ(raw->status, 401);
+
+  // The accept_token hook admits scoped tokens where it says so, and nowhere else.
+  HttpClient run_client(BaseUrl(), "run-token");
+  EXPECT_TRUE(run_client.GetJson("/api/v1/runs/r1").ok());
+  EXPECT_EQ(run_client.GetJson("/api/v1/runs/r2").status().code(), StatusCode::kUnauthenticated);
+}
+
+TEST_F(HttpTest, BodyOverLimitIs413NamingTheLimit) {
+  HttpServerOptions options;
+  options.max_body_bytes = 1024;
+  StartServer(std::move(options));
+
+  StatusOr<json> ok = client_->PostJson("/size", json(std::string(1000, 'a')));
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ((*ok)["size"], 1002);  // The JSON string with its quotes.
+
+  StatusOr<HttpResult> raw = client_->Request("POST", "/size", std::string(4096, 'a'));
+  ASSERT_TRUE(raw.ok()) << raw.status().ToString();
+  EXPECT_EQ(raw->status, 413);
+  const json body = json::parse(raw->body);
+  EXPECT_EQ(body["error"]["code"], "PAYLOAD_TOO_LARGE");
+  EXPECT_NE(body["error"]["message"].get<std::string>().find("1024"), std::string::npos);
+
+  // Much larger than socket buffers: the server still gets its answer through.
+  StatusOr<HttpResult> huge = client_->Request("POST", "/size", std::string(8 << 20, 'b'));
+  ASSERT_TRUE(huge.ok()) << huge.status().ToString();
+  EXPECT_EQ(huge->status, 413);
+
+  // The server carries on.
+  EXPECT_TRUE(client_->GetJson("/api/v1/health").ok());
+}
+
+TEST_F(HttpTest, ChunkedBodyOverLimitIs413) {
+  HttpServerOptions options;
+  options.max_body_bytes = 1024;
+  StartServer(std::move(options));
+  asio::io_context ioc;
+  tcp::socket socket = Connect(ioc);
+  std::string request =
+      "POST /size HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n" +
+      std::string(0x800, 'a') + "\r\n0\r\n\r\n";
+  asio::write(socket, asio::buffer(request));
+  beast::flat_buffer buffer;
+  http::response<http::string_body> response;
+  http::read(socket, buffer, response);
+  EXPECT_EQ(response.result_int(), 413);
+  EXPECT_EQ(json::parse(response.body())["error"]["code"], "PAYLOAD_TOO_LARGE");
+}
+
+TEST_F(HttpTest, HandlerExceptionIs500AndServerCarriesOn) {
+  StartServer();
+  for (const char* path : {"/throw", "/throw-async"}) {
+    StatusOr<HttpResult> raw = client_->Request("GET", path);
+    ASSERT_TRUE(raw.ok());
+    EXPECT_EQ(raw->status, 500);
+    const json body = json::parse(raw->body);
+    EXPECT_EQ(body["error"]["code"], "INTERNAL");
+    EXPECT_NE(body["error"]["message"].get<std::string>().find("boom"), std::string::npos);
+    StatusOr<json> health = client_->GetJson("/api/v1/health");
+    EXPECT_TRUE(health.ok()) << health.status().ToString();
+  }
+}
+
+TEST_F(HttpTest, LongPollWakesWhenNotifiedFromAnotherThread) {
+  StartServer();
+  Notifier& notifier = server_->notifier();
+  const std::uint64_t seq = notifier.Sequence("run-1");
+  const Clock::time_point start = Clock::now();
+  auto poll = std::async(std::launch::async, [&] {
+    return client_->GetJson("/wait/run-1?since=" + std::to_string(seq) + "&timeout_ms=10000",
+                            20000);
+  });
+  // Notify only once the handler is really suspended, so the wake-up path is what is tested.
+  while (notifier.WaiterCount("run-1") == 0 && MillisSince(start) < 5000) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(notifier.WaiterCount("run-1"), 1u);
+  notifier.Notify("run-2");  // Another key wakes no one.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(poll.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  notifier.Notify("run-1");  // From a thread that runs no event loop.
+  StatusOr<json> got = poll.get();
+  const std::int64_t elapsed = MillisSince(start);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ((*got)["changed"], true);
+  EXPECT_EQ((*got)["sequence"], notifier.Sequence("run-1"));
+  EXPECT_LT(elapsed, 5000);
+  EXPECT_EQ(notifier.WaiterCount("run-1"), 0u);
+}
+
+TEST_F(HttpTest, LongPollReturnsAtDeadlineWithoutNotify) {
+  StartServer();
+  const Clock::time_point start = Clock::now();
+  StatusOr<json> got = client_->GetJson("/wait/quiet?since=0&timeout_ms=300");
+  const std::int64_t elapsed = MillisSince(start);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ((*got)["changed"], false);
+  EXPECT_GE(elapsed, 300);
+  EXPECT_LT(elapsed, 3000);
+  EXPECT_EQ(server_->notifier().WaiterCount("quiet"), 0u);
+}
+
+TEST_F(HttpTest, NotifyBetweenSequenceAndWaitIsNotLost) {
+  StartServer();
+  Notifier& notifier = server_->notifier();
+  const std::uint64_t seq = notifier.Sequence("run-7");
+  notifier.Notify("run-7");  // Lands before the wait begins.
+  const Clock::time_point start = Clock::now();
+  StatusOr<json> got =
+      client_->GetJson("/wait/run-7?since=" + std::to_string(seq) + "&timeout_ms=10000");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ((*got)["changed"], true);
+  EXPECT_LT(MillisSince(start), 2000);
+}
+
+TEST_F(HttpTest, FiftyConcurrentRequestsFromSeveralThreads) {
+  HttpServerOptions options;
+  options.threads = 2;
+  StartServer(std::move(options));
+  constexpr int kThreads = 5;
+  constexpr int kPerThread = 10;
+  std::atomic<int> answered{0};
+  std::vector<std::string> failures;
+  std::mutex failures_mu;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string id = std::to_string(t * 100 + i);
+        // The client is shared across threads on purpose.
+        StatusOr<HttpResult> r = client_->Request("GET", "/slow/" + id);
+        if (r.ok() && r->status == 200 && r->body == "slow " + id) {
+          ++answered;
+        } else {
+          std::lock_guard<std::mutex> lock(failures_mu);
+          failures.push_back(r.ok() ? r->body : r.status().ToString());
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(answered.load(), kThreads * kPerThread);
+  EXPECT_TRUE(failures.empty()) << failures.front();
+  EXPECT_GT(observed_.max_in_flight.load(), 1);  // Requests did overlap.
+}
+
+TEST_F(HttpTest, FileResponseDownloadsIntact) {
+  StartServer();
+  std::string data(5 * 1000 * 1000 + 17, '\0');
+  std::mt19937_64 rng(7);
+  for (char& c : data) c = static_cast<char>(rng());
+  ASSERT_TRUE(MakeDirs(root_ / "files" / "sub dir").ok());
+  ASSERT_TRUE(WriteFileAtomic(root_ / "files" / "sub dir" / "big.bin", data).ok());
+
+  const fs::path dest = root_ / "out" / "nested" / "big.bin";
+  const Status s =
+      client_->DownloadTo("/files/" + HttpClient::UrlEncodePath("sub dir/big.bin"), dest);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  StatusOr<std::string> got = ReadFile(dest);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->size(), data.size());
+  EXPECT_TRUE(*got == data);
+  // Only the final file is left behind.
+  int entries = 0;
+  for (const auto& entry : fs::directory_iterator(dest.parent_path())) {
+    ++entries;
+    EXPECT_EQ(entry.path().filename(), "big.bin");
+  }
+  EXPECT_EQ(entries, 1);
+
+  StatusOr<HttpResult> head = client_->Request("GET", "/files/sub%20dir/big.bin");
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(head->headers["content-length"], std::to_string(data.size()));
+  EXPECT_EQ(head->headers["content-type"], "application/octet-stream");
+
+  // A failed download leaves nothing behind and keeps the server's message.
+  const fs::path missing_dest = root_ / "out" / "missing.bin";
+  const Status missing = client_->DownloadTo("/files/sub%20dir/nope.bin", missing_dest);
+  EXPECT_EQ(missing.code(), StatusCode::kNotFound);
+  EXPECT_EQ(missing.message(), "no file sub dir/nope.bin");
+  EXPECT_FALSE(fs::exists(missing_dest));
+  // "{path...}" captures arrive decoded; ".." is refused by ResolveUnder in the handler.
+  EXPECT_EQ(client_->DownloadTo("/files/%2E%2E/secret", missing_dest).code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_F(HttpTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  StartServer();
+  asio::io_context ioc;
+  tcp::socket socket = Connect(ioc);
+  beast::flat_buffer buffer;
+  for (const char* id : {"one", "two", "three"}) {
+    http::request<http::string_body> request{http::verb::get, std::string("/api/v1/runs/") + id,
+                                             11};
+    request.set(http::field::host, "127.0.0.1");
+    http::write(socket, request);
+    http::response<http::string_body> response;
+    http::read(socket, buffer, response);
+    EXPECT_EQ(response.version(), 11u);
+    EXPECT_EQ(response.result_int(), 200);
+    EXPECT_TRUE(response.keep_alive());
+    EXPECT_EQ(json::parse(response.body())["id"], id);
+  }
+}
+
+TEST_F(HttpTest, ExpectContinueGetsInterimResponse) {
+  StartServer();
+  asio::io_context ioc;
+  tcp::socket socket = Connect(ioc);
+  const std::string header =
+      "POST /size HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+  asio::write(socket, asio::buffer(header));
+  beast::flat_buffer buffer;
+  http::response<http::empty_body> interim;
+  http::read(socket, buffer, interim);
+  EXPECT_EQ(interim.result_int(), 100);
+  asio::write(socket, asio::buffer(std::string("hello")));
+  http::response<http::string_body> response;
+  http::read(socket, buffer, response);
+  EXPECT_EQ(response.result_int(), 200);
+  EXPECT_EQ(json::parse(response.body())["size"], 5);
+}
+
+TEST_F(HttpTest, StartFailsWhenPortIsTaken) {
+  StartServer();
+  HttpServerOptions options;
+  options.port = server_->port();
+  HttpServer second(std::move(options));
+  const Status s = second.Start();
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_NE(s.message().find("127.0.0.1:" + std::to_string(server_->port())), std::string::npos)
+      << s.message();
+}
+
+TEST_F(HttpTest, MalformedRoutePatternFailsStart) {
+  HttpServer server(HttpServerOptions{});
+  server.Route("GET", "/a/{rest...}/b", SyncHandler([](HttpRequest&) { return HttpResponse(); }));
+  const Status s = server.Start();
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("/a/{rest...}/b"), std::string::npos) << s.message();
+}
+
+TEST_F(HttpTest, StopEndsPendingLongPollPromptly) {
+  StartServer();
+  auto poll = std::async(std::launch::async, [&] {
+    return client_->GetJson("/loop/forever?cursor=0&timeout_ms=60000", 20000);
+  });
+  const Clock::time_point start = Clock::now();
+  while (server_->notifier().WaiterCount("forever") == 0 && MillisSince(start) < 5000) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(server_->notifier().WaiterCount("forever"), 1u);
+  // A Notify racing with Stop from another thread is safe.
+  std::thread racing([&] {
+    for (int i = 0; i < 200; ++i) server_->notifier().Notify("forever");
+  });
+  server_->Stop();
+  racing.join();
+  EXPECT_LT(MillisSince(start), 5000);
+  // The in-flight long poll is dropped: the client sees the connection close.
+  ASSERT_EQ(poll.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  StatusOr<json> got = poll.get();
+  if (!got.ok()) {
+    EXPECT_EQ(got.status().code(), StatusCode::kUnavailable);
+  }
+  // Notify after Stop is harmless.
+  server_->notifier().Notify("forever");
+}
+
+TEST_F(HttpTest, ClientTransportErrorsAreUnavailableNamingTheUrl) {
+  StartServer();
+  StatusOr<HttpResult> slow = client_->Request("GET", "/wait/k?since=0&timeout_ms=5000", "",
+                                               "application/json", /*timeout_ms=*/200);
+  ASSERT_FALSE(slow.ok());
+  EXPECT_EQ(slow.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(slow.status().message().find(BaseUrl() + "/wait/k"), std::string::npos)
+      << slow.status().message();
+
+  const int port = server_->port();
+  server_->Stop();
+  HttpClient refused("http://127.0.0.1:" + std::to_string(port) + "/");
+  StatusOr<json> got = refused.GetJson("/api/v1/health");
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(
+      got.status().message().find("http://127.0.0.1:" + std::to_string(port) + "/api/v1/health"),
+      std::string::npos)
+      << got.status().message();
+}
+
+TEST(HttpClientTest, UrlEncode) {
+  EXPECT_EQ(HttpClient::UrlEncode("aZ09-._~"), "aZ09-._~");
+  EXPECT_EQ(HttpClient::UrlEncode("a b/c?d&e=f%"), "a%20b%2Fc%3Fd%26e%3Df%25");
+  EXPECT_EQ(HttpClient::UrlEncode("\xc3\xa9"), "%C3%A9");
+  EXPECT_EQ(HttpClient::UrlEncodePath("dir one/file#1"), "dir%20one/file%231");
+}
+
+TEST(HttpClientTest, StatusFromHttpResult) {
+  EXPECT_TRUE(StatusFromHttpResult({204, "", {}}).ok());
+  const Status plain = StatusFromHttpResult({502, "bad gateway", {}});
+  EXPECT_EQ(plain.code(), StatusCode::kInternal);
+  EXPECT_EQ(plain.message(), "HTTP 502: bad gateway");
+  // A code name that contradicts the HTTP status is not trusted.
+  const Status odd =
+      StatusFromHttpResult({404, R"({"error":{"code":"ALREADY_EXISTS","message":"gone"}})", {}});
+  EXPECT_EQ(odd.code(), StatusCode::kNotFound);
+  EXPECT_EQ(odd.message(), "gone");
+}
+
+// --- Notifier on a bare io_context -----------------------------------------------------------
+
+asio::awaitable<void> WaitInto(Notifier* notifier, std::string key, std::uint64_t seen,
+                               Clock::time_point deadline, std::uint64_t* out,
+                               Clock::time_point* returned_at) {
+  *out = co_await notifier->WaitForChange(std::move(key), seen, deadline);
+  *returned_at = Clock::now();
+}
+
+TEST(NotifierTest, SequenceMovedBeforeWaitReturnsImmediately) {
+  Notifier notifier;
+  asio::io_context ioc;
+  const std::uint64_t seen = notifier.Sequence("k");
+  EXPECT_EQ(seen, 0u);
+  notifier.Notify("k");
+  std::uint64_t got = 0;
+  Clock::time_point returned_at;
+  const Clock::time_point start = Clock::now();
+  asio::co_spawn(
+      ioc, WaitInto(&notifier, "k", seen, start + std::chrono::seconds(10), &got, &returned_at),
+      asio::detached);
+  ioc.run();
+  EXPECT_NE(got, seen);
+  EXPECT_EQ(got, notifier.Sequence("k"));
+  EXPECT_LT(returned_at - start, std::chrono::seconds(1));
+}
+
+TEST(NotifierTest, WakesAllWaitersOfTheKeyOnly) {
+  Notifier notifier;
+  asio::io_context ioc;
+  const Clock::time_point start = Clock::now();
+  std::uint64_t got[3] = {};
+  Clock::time_point at[3];
+  asio::co_spawn(ioc,
+                 WaitInto(&notifier, "a", 0, start + std::chrono::seconds(10), &got[0], &at[0]),
+                 asio::detached);
+  asio::co_spawn(ioc,
+                 WaitInto(&notifier, "a", 0, start + std::chrono::seconds(10), &got[1], &at[1]),
+                 asio::detached);
+  asio::co_spawn(
+      ioc, WaitInto(&notifier, "b", 0, start + std::chrono::milliseconds(1000), &got[2], &at[2]),
+      asio::detached);
+  std::thread notifier_thread([&] {
+    while (notifier.WaiterCount("a") < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    notifier.Notify("a");
+  });
+  ioc.run();
+  notifier_thread.join();
+  EXPECT_NE(got[0], 0u);
+  EXPECT_EQ(got[0], got[1]);
+  EXPECT_LT(at[0] - start, std::chrono::milliseconds(900));
+  EXPECT_LT(at[1] - start, std::chrono::milliseconds(900));
+  EXPECT_EQ(got[2], 0u);  // "b" was not notified: it waited for its deadline.
+  EXPECT_GE(at[2] - start, std::chrono::milliseconds(1000));
+  EXPECT_EQ(notifier.WaiterCount("a"), 0u);
+  EXPECT_EQ(notifier.WaiterCount("b"), 0u);
+}
+
+asio::awaitable<void> SimpleWait(Notifier* notifier, Clock::time_point deadline,
+                                 Clock::time_point* returned_at) {
+  co_await notifier->WaitForChange("k", deadline);
+  *returned_at = Clock::now();
+}
+
+TEST(NotifierTest, SimpleFormIgnoresEarlierNotifiesAndWakesOnLaterOnes) {
+  Notifier notifier;
+  notifier.Notify("k");  // Before the wait: not seen.
+  asio::io_context ioc;
+  const Clock::time_point start = Clock::now();
+  Clock::time_point returned_at;
+  asio::co_spawn(ioc, SimpleWait(&notifier, start + std::chrono::seconds(10), &returned_at),
+                 asio::detached);
+  std::thread notifier_thread([&] {
+    while (notifier.WaiterCount("k") == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    notifier.Notify("k");
+  });
+  ioc.run();
+  notifier_thread.join();
+  EXPECT_GE(returned_at - start, std::chrono::milliseconds(100));
+  EXPECT_LT(returned_at - start, std::chrono::seconds(5));
+}
+
+TEST(NotifierTest, ForgetWakesWaitersAndResetsTheSequence) {
+  Notifier notifier;
+  notifier.Notify("gone");
+  const std::uint64_t seen = notifier.Sequence("gone");
+  EXPECT_NE(seen, 0u);
+  asio::io_context ioc;
+  const Clock::time_point start = Clock::now();
+  std::uint64_t got = 1;
+  Clock::time_point at;
+  asio::co_spawn(ioc,
+                 WaitInto(&notifier, "gone", seen, start + std::chrono::seconds(10), &got, &at),
+                 asio::detached);
+  std::thread forgetter([&] {
+    while (notifier.WaiterCount("gone") == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    notifier.Forget("gone");
+  });
+  ioc.run();
+  forgetter.join();
+  EXPECT_EQ(got, 0u);  // The record is gone: back to 0.
+  EXPECT_LT(at - start, std::chrono::seconds(5));
+  EXPECT_EQ(notifier.Sequence("gone"), 0u);
+}
+
+TEST(NotifierTest, AfterShutdownNotifyWakesNoOneAndWaitsRunToTheirDeadline) {
+  Notifier notifier;
+  asio::io_context ioc;
+  const Clock::time_point start = Clock::now();
+  std::uint64_t before = 1, after = 1;
+  Clock::time_point at_before, at_after;
+  // Registered before Shutdown.
+  asio::co_spawn(
+      ioc, WaitInto(&notifier, "k", 0, start + std::chrono::milliseconds(300), &before, &at_before),
+      asio::detached);
+  ioc.poll();  // Runs the coroutine up to its wait.
+  ASSERT_EQ(notifier.WaiterCount("k"), 1u);
+  notifier.Shutdown();
+  // Started after Shutdown: it must suspend (not return at once) so "check, wait" loops do not
+  // spin.
+  asio::co_spawn(
+      ioc, WaitInto(&notifier, "j", 0, start + std::chrono::milliseconds(300), &after, &at_after),
+      asio::detached);
+  ioc.poll();
+  EXPECT_EQ(notifier.WaiterCount("j"), 0u);  // Not registered.
+  notifier.Notify("k");
+  notifier.Notify("j");
+  ioc.run();
+  EXPECT_GE(at_before - start, std::chrono::milliseconds(300));
+  EXPECT_GE(at_after - start, std::chrono::milliseconds(300));
+  // They report the moved sequences; the caller sees the change on its next check.
+  EXPECT_EQ(before, notifier.Sequence("k"));
+  EXPECT_EQ(after, notifier.Sequence("j"));
+  EXPECT_EQ(notifier.WaiterCount("k"), 0u);
+
+  // A sequence that already moved still returns at once.
+  std::uint64_t got = 0;
+  Clock::time_point at;
+  const Clock::time_point again = Clock::now();
+  asio::io_context ioc2;
+  asio::co_spawn(ioc2, WaitInto(&notifier, "k", 0, again + std::chrono::seconds(10), &got, &at),
+                 asio::detached);
+  ioc2.run();
+  EXPECT_LT(at - again, std::chrono::seconds(1));
+  EXPECT_EQ(got, notifier.Sequence("k"));
+}
+
+}  // namespace
+}  // namespace trainyard

@@ -1,0 +1,87 @@
+#pragma once
+
+// Small POSIX helpers shared by the cas module's sources. Internal: not part of the API.
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "trainyard/common/status.h"
+
+namespace trainyard::cas::internal {
+
+// "<what> <path>: <strerror>", with NotFound for ENOENT, PermissionDenied for EACCES/EPERM and
+// Internal otherwise.
+Status ErrnoError(std::string_view what, const std::filesystem::path& path, int err);
+
+// Writes all of `data` to `fd`, retrying on EINTR and short writes.
+Status WriteAll(int fd, std::string_view data, const std::filesystem::path& path);
+
+// Reads up to `size` bytes, retrying on EINTR. Returns the count (0 at end of file) or -1 with
+// errno set.
+ssize_t ReadSome(int fd, char* buf, size_t size);
+
+// fsyncs a folder so that entries created or renamed in it are durable.
+Status SyncDir(const std::filesystem::path& dir);
+
+// Runs fn(i) for every i in [0, n) on up to `max_workers` threads (fewer when the machine has
+// fewer cores or there are fewer items). fn returns false to stop the handing out of further
+// items. Items are handed out in increasing order, so when fn fails for item k every item
+// below k has been run.
+template <typename Fn>
+void ParallelFor(size_t n, Fn fn, size_t max_workers = 8) {
+  size_t workers = std::max<size_t>(1, std::thread::hardware_concurrency());
+  workers = std::min({workers, max_workers, n});
+  if (workers <= 1) {
+    for (size_t i = 0; i < n; ++i) {
+      if (!fn(i)) return;
+    }
+    return;
+  }
+  std::atomic<size_t> next{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::jthread> pool;
+  pool.reserve(workers);
+  for (size_t w = 0; w < workers; ++w) {
+    pool.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        const size_t i = next.fetch_add(1);
+        if (i >= n) return;
+        if (!fn(i)) stop.store(true);
+      }
+    });
+  }
+}  // The jthreads join here.
+
+// Closes a file descriptor when it goes out of scope.
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd = -1) : fd_(fd) {}
+  ~ScopedFd() { Reset(); }
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  void Reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+  // Closes now and reports a failed close (which can mean a failed write-back).
+  int Close() {
+    int rc = fd_ >= 0 ? ::close(fd_) : 0;
+    fd_ = -1;
+    return rc;
+  }
+
+ private:
+  int fd_;
+};
+
+}  // namespace trainyard::cas::internal

@@ -1,0 +1,369 @@
+#include "trainyard/cas/object_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "trainyard/cas/io.h"
+#include "trainyard/cas/manifest.h"
+#include "trainyard/common/fs.h"
+#include "trainyard/common/sha256.h"
+#include "trainyard/common/util.h"
+
+namespace trainyard::cas {
+namespace {
+
+using internal::ErrnoError;
+using internal::ReadSome;
+using internal::ScopedFd;
+using internal::WriteAll;
+
+constexpr size_t kCopyBufferSize = 1 << 20;
+
+// A per-thread copy buffer, allocated once per thread and left uninitialised.
+struct CopyBuffer {
+  char* data() { return storage.get(); }
+  static constexpr size_t size() { return kCopyBufferSize; }
+  std::unique_ptr<char[]> storage{new char[kCopyBufferSize]};
+};
+
+CopyBuffer& ThreadCopyBuffer() {
+  thread_local CopyBuffer buffer;
+  return buffer;
+}
+
+// Reads all of `fd` (expected to hold about `size_hint` bytes) into *out.
+Status ReadAllInto(int fd, std::uint64_t size_hint, const std::filesystem::path& path,
+                   std::string* out) {
+  out->resize(static_cast<size_t>(size_hint) + 1);  // +1 to see the end in one call.
+  size_t used = 0;
+  for (;;) {
+    if (used == out->size()) out->resize(out->size() * 2);
+    ssize_t n = ReadSome(fd, out->data() + used, out->size() - used);
+    if (n < 0) return ErrnoError("cannot read", path, errno);
+    if (n == 0) break;
+    used += static_cast<size_t>(n);
+  }
+  out->resize(used);
+  return Status::Ok();
+}
+// Files up to this size are read once into memory; larger ones are hashed before copying.
+constexpr std::uint64_t kReadWholeLimit = 1 << 20;
+constexpr unsigned kObjectMode = 0444;
+
+Status CorruptObject(const std::string& digest, const std::string& actual,
+                     const std::filesystem::path& path) {
+  return Internal("object " + digest + " is corrupt: its content hashes to " + actual + " (file " +
+                  path.string() + ")");
+}
+
+}  // namespace
+
+ObjectStore::ObjectStore(std::filesystem::path root) : root_(std::move(root)) {}
+
+Status ObjectStore::CheckDigest(const std::string& digest) const {
+  if (!IsSha256Hex(digest)) {
+    return InvalidArgument("'" + digest + "' is not a SHA-256 digest (64 lower-case hex digits)");
+  }
+  return Status::Ok();
+}
+
+std::filesystem::path ObjectStore::PathFor(const std::string& digest) const {
+  if (!IsSha256Hex(digest)) return {};
+  return root_ / "sha256" / digest.substr(0, 2) / digest.substr(2);
+}
+
+bool ObjectStore::Has(const std::string& digest) const {
+  if (!IsSha256Hex(digest)) return false;
+  struct stat st {};
+  return ::stat(PathFor(digest).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+StatusOr<int> ObjectStore::CreateTemp(std::filesystem::path* path) const {
+  const std::filesystem::path dir = root_ / "tmp";
+  for (int attempt = 0;; ++attempt) {
+    *path = dir / (RandomHex(12) + ".part");
+    int fd = ::open(path->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, kObjectMode);
+    if (fd >= 0) return fd;
+    if (errno == ENOENT && attempt == 0) {
+      TY_RETURN_IF_ERROR(MakeDirs(dir));
+      continue;
+    }
+    return ErrnoError("cannot create temp file", *path, errno);
+  }
+}
+
+Status ObjectStore::Publish(const std::filesystem::path& tmp, const std::string& digest) const {
+  const std::filesystem::path final_path = PathFor(digest);
+  const std::filesystem::path shard = final_path.parent_path();
+  if (::mkdir(shard.c_str(), 0755) != 0 && errno != EEXIST) {
+    if (errno != ENOENT) return ErrnoError("cannot create folder", shard, errno);
+    TY_RETURN_IF_ERROR(MakeDirs(shard));
+  }
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
+    return ErrnoError("cannot move object into place at", final_path, errno);
+  }
+  return Status::Ok();
+}
+
+Status ObjectStore::SyncStore() const {
+  ScopedFd fd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoError("cannot open", root_, errno);
+  if (::syncfs(fd.get()) != 0) return ErrnoError("cannot flush the file system of", root_, errno);
+  return Status::Ok();
+}
+
+StatusOr<std::filesystem::path> ObjectStore::StageBytes(std::string_view data, bool sync) const {
+  std::filesystem::path tmp;
+  TY_ASSIGN_OR_RETURN(int out_fd, CreateTemp(&tmp));
+  ScopedFd out(out_fd);
+  Status s = WriteAll(out.get(), data, tmp);
+  if (s.ok() && sync && ::fsync(out.get()) != 0) s = ErrnoError("cannot fsync", tmp, errno);
+  if (s.ok() && out.Close() != 0) s = ErrnoError("cannot close", tmp, errno);
+  if (!s.ok()) {
+    out.Reset();
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  return tmp;
+}
+
+StatusOr<ObjectStore::Staged> ObjectStore::Stage(const std::filesystem::path& src,
+                                                 bool sync) const {
+  // O_NONBLOCK: opening a FIFO that appeared in place of a file must not hang.
+  ScopedFd in(::open(src.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!in.valid()) {
+    if (errno == ELOOP) {
+      return InvalidArgument(PrintablePath(src.native()) + " is a symlink; not stored");
+    }
+    return ErrnoError("cannot read", src, errno);
+  }
+  struct stat st {};
+  if (::fstat(in.get(), &st) != 0) return ErrnoError("cannot stat", src, errno);
+  if (!S_ISREG(st.st_mode)) {
+    return InvalidArgument(PrintablePath(src.native()) + " is not a regular file");
+  }
+  ::posix_fadvise(in.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+
+  Staged staged;
+  PutResult& result = staged.result;
+  if (static_cast<std::uint64_t>(st.st_size) <= kReadWholeLimit) {
+    // Small file: one read, then hash and (when missing) write from memory.
+    std::string data;
+    TY_RETURN_IF_ERROR(ReadAllInto(in.get(), static_cast<std::uint64_t>(st.st_size), src, &data));
+    result.size = data.size();
+    result.digest = Sha256Hex(data);
+    if (Has(result.digest)) return staged;
+    TY_ASSIGN_OR_RETURN(staged.tmp, StageBytes(data, sync));
+    result.added = true;
+    return staged;
+  }
+
+  // Large file: hash first, and copy only when the object is missing.
+  CopyBuffer& buf = ThreadCopyBuffer();
+  Sha256 first_pass;
+  std::uint64_t first_size = 0;
+  for (;;) {
+    ssize_t n = ReadSome(in.get(), buf.data(), buf.size());
+    if (n < 0) return ErrnoError("cannot read", src, errno);
+    if (n == 0) break;
+    first_pass.Update(std::string_view(buf.data(), static_cast<size_t>(n)));
+    first_size += static_cast<std::uint64_t>(n);
+  }
+  result.digest = first_pass.FinishHex();
+  result.size = first_size;
+  if (Has(result.digest)) return staged;
+
+  if (::lseek(in.get(), 0, SEEK_SET) != 0) return ErrnoError("cannot rewind", src, errno);
+  TY_ASSIGN_OR_RETURN(int out_fd, CreateTemp(&staged.tmp));
+  ScopedFd out(out_fd);
+  auto fail = [&](Status s) -> Status {
+    out.Reset();
+    ::unlink(staged.tmp.c_str());
+    return s;
+  };
+  // The copy is hashed again: its digest names what was actually stored, even if the file
+  // changed between the two passes.
+  Sha256 copy_hash;
+  result.size = 0;
+  for (;;) {
+    ssize_t n = ReadSome(in.get(), buf.data(), buf.size());
+    if (n < 0) return fail(ErrnoError("cannot read", src, errno));
+    if (n == 0) break;
+    std::string_view chunk(buf.data(), static_cast<size_t>(n));
+    copy_hash.Update(chunk);
+    if (Status s = WriteAll(out.get(), chunk, staged.tmp); !s.ok()) return fail(s);
+    result.size += static_cast<std::uint64_t>(n);
+  }
+  result.digest = copy_hash.FinishHex();
+  if (sync && ::fsync(out.get()) != 0) return fail(ErrnoError("cannot fsync", staged.tmp, errno));
+  if (out.Close() != 0) return fail(ErrnoError("cannot close", staged.tmp, errno));
+  result.added = true;
+  return staged;
+}
+
+StatusOr<std::string> ObjectStore::PutFile(const std::filesystem::path& src) {
+  TY_ASSIGN_OR_RETURN(PutResult r, Put(src));
+  return std::move(r.digest);
+}
+
+StatusOr<ObjectStore::PutResult> ObjectStore::Put(const std::filesystem::path& src) {
+  TY_ASSIGN_OR_RETURN(Staged staged, Stage(src, /*sync=*/true));
+  if (staged.tmp.empty()) return staged.result;
+  if (Status s = Publish(staged.tmp, staged.result.digest); !s.ok()) {
+    ::unlink(staged.tmp.c_str());
+    return s;
+  }
+  TY_RETURN_IF_ERROR(internal::SyncDir(PathFor(staged.result.digest).parent_path()));
+  return staged.result;
+}
+
+StatusOr<std::vector<ObjectStore::PutResult>> ObjectStore::PutFiles(
+    const std::vector<std::filesystem::path>& srcs, size_t* failed_index) {
+  const size_t n = srcs.size();
+  std::vector<Staged> staged(n);
+  std::vector<Status> errors(n);
+  internal::ParallelFor(n, [&](size_t i) {
+    StatusOr<Staged> s = Stage(srcs[i], /*sync=*/false);
+    if (!s.ok()) {
+      errors[i] = s.status();
+      return false;
+    }
+    staged[i] = std::move(s).value();
+    return true;
+  });
+  auto discard_temps = [&] {
+    for (Staged& s : staged) {
+      if (!s.tmp.empty()) ::unlink(s.tmp.c_str());
+      s.tmp.clear();
+    }
+  };
+  for (size_t i = 0; i < n; ++i) {
+    if (!errors[i].ok()) {
+      discard_temps();
+      if (failed_index != nullptr) *failed_index = i;
+      return errors[i];
+    }
+  }
+  const bool any_new =
+      std::any_of(staged.begin(), staged.end(), [](const Staged& s) { return !s.tmp.empty(); });
+  if (any_new) {
+    // One flush makes every temp file's content durable before any of them becomes visible
+    // under its digest; a second one makes the renames durable.
+    if (Status s = SyncStore(); !s.ok()) {
+      discard_temps();
+      return s;
+    }
+    for (Staged& s : staged) {
+      if (s.tmp.empty()) continue;
+      if (Has(s.result.digest)) {  // The same content twice in this batch, or a racing writer.
+        ::unlink(s.tmp.c_str());
+        s.result.added = false;
+      } else if (Status p = Publish(s.tmp, s.result.digest); !p.ok()) {
+        discard_temps();
+        return p;
+      }
+      s.tmp.clear();
+    }
+    TY_RETURN_IF_ERROR(SyncStore());
+  }
+  std::vector<PutResult> results;
+  results.reserve(n);
+  for (Staged& s : staged) results.push_back(std::move(s.result));
+  return results;
+}
+
+StatusOr<std::string> ObjectStore::PutBytes(std::string_view data) {
+  std::string digest = Sha256Hex(data);
+  if (Has(digest)) return digest;
+  TY_ASSIGN_OR_RETURN(std::filesystem::path tmp, StageBytes(data, /*sync=*/true));
+  if (Status s = Publish(tmp, digest); !s.ok()) {
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  TY_RETURN_IF_ERROR(internal::SyncDir(PathFor(digest).parent_path()));
+  return digest;
+}
+
+StatusOr<std::string> ObjectStore::Read(const std::string& digest) const {
+  TY_RETURN_IF_ERROR(CheckDigest(digest));
+  const std::filesystem::path path = PathFor(digest);
+  StatusOr<std::string> data = ReadFile(path);
+  if (!data.ok()) {
+    if (data.status().code() == StatusCode::kNotFound) {
+      return NotFound("object " + digest + " is not in the store at " + root_.string());
+    }
+    return data.status().WithPrefix("object " + digest);
+  }
+  std::string actual = Sha256Hex(*data);
+  if (actual != digest) return CorruptObject(digest, actual, path);
+  return data;
+}
+
+Status ObjectStore::Verify(const std::string& digest) const {
+  TY_RETURN_IF_ERROR(CheckDigest(digest));
+  const std::filesystem::path path = PathFor(digest);
+  StatusOr<std::string> actual = Sha256File(path);
+  if (!actual.ok()) {
+    if (actual.status().code() == StatusCode::kNotFound) {
+      return NotFound("object " + digest + " is not in the store at " + root_.string());
+    }
+    return actual.status().WithPrefix("object " + digest);
+  }
+  if (*actual != digest) return CorruptObject(digest, *actual, path);
+  return Status::Ok();
+}
+
+Status ObjectStore::CopyTo(const std::string& digest, const std::filesystem::path& dest,
+                           unsigned mode, const std::uint64_t* expected_size) const {
+  TY_RETURN_IF_ERROR(CheckDigest(digest));
+  const std::filesystem::path path = PathFor(digest);
+  ScopedFd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in.valid()) {
+    if (errno == ENOENT) {
+      return NotFound("object " + digest + " is not in the store at " + root_.string());
+    }
+    return ErrnoError("cannot read object", path, errno);
+  }
+  ::posix_fadvise(in.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  ScopedFd out(::open(dest.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!out.valid()) {
+    if (errno == EEXIST) return AlreadyExists(PrintablePath(dest.native()) + " already exists");
+    return ErrnoError("cannot create", dest, errno);
+  }
+  auto fail = [&](Status s) -> Status {
+    out.Reset();
+    ::unlink(dest.c_str());
+    return s;
+  };
+
+  Sha256 hash;
+  std::uint64_t size = 0;
+  CopyBuffer& buf = ThreadCopyBuffer();
+  for (;;) {
+    ssize_t n = ReadSome(in.get(), buf.data(), buf.size());
+    if (n < 0) return fail(ErrnoError("cannot read object", path, errno));
+    if (n == 0) break;
+    std::string_view chunk(buf.data(), static_cast<size_t>(n));
+    hash.Update(chunk);
+    if (Status s = WriteAll(out.get(), chunk, dest); !s.ok()) return fail(s);
+    size += static_cast<std::uint64_t>(n);
+  }
+  std::string actual = hash.FinishHex();
+  if (actual != digest) return fail(CorruptObject(digest, actual, path));
+  if (expected_size != nullptr && size != *expected_size) {
+    return fail(Internal("object " + digest + " has " + std::to_string(size) +
+                         " bytes, the manifest says " + std::to_string(*expected_size)));
+  }
+  if (::fchmod(out.get(), mode) != 0) return fail(ErrnoError("cannot chmod", dest, errno));
+  if (out.Close() != 0) return fail(ErrnoError("cannot close", dest, errno));
+  return Status::Ok();
+}
+
+}  // namespace trainyard::cas

@@ -1,0 +1,99 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "trainyard/common/status.h"
+
+namespace trainyard::cas {
+
+// A content-addressed store of immutable blobs on the local file system.
+//
+// Layout under `root`: `sha256/<first 2 hex>/<remaining 62 hex>` for objects (mode 0444) and
+// `tmp/` for objects being written. An object is written to `tmp/`, flushed to disk, renamed
+// into place and the rename flushed, so an object visible under its digest is complete and
+// durable; a crash leaves at most stray files in `tmp/`. Content already present is hashed but
+// never rewritten. Digests are lower-case hex SHA-256 of the content. Folders are created on
+// first use.
+//
+// Thread-safe: any number of threads (and processes) may use the same root at once; storing
+// the same content concurrently is harmless.
+class ObjectStore {
+ public:
+  // What one Put stored.
+  struct PutResult {
+    std::string digest;
+    std::uint64_t size = 0;  // Bytes read from the source (= stored).
+    bool added = false;      // False when the object was already present.
+  };
+
+  explicit ObjectStore(std::filesystem::path root);
+
+  const std::filesystem::path& root() const { return root_; }
+
+  // True when an object with this digest is present. False for malformed digests.
+  bool Has(const std::string& digest) const;
+
+  // Where the object with this digest lives (whether or not it exists). Returns an empty path
+  // for a malformed digest (not 64 lower-case hex characters).
+  std::filesystem::path PathFor(const std::string& digest) const;
+
+  // Stores the content of the regular file `src`, hashing while copying. A symlink at `src` is
+  // not followed. Returns the digest. Errors: NotFound (no such file), InvalidArgument (not a
+  // regular file, or a symlink), PermissionDenied (unreadable), Internal (I/O).
+  StatusOr<std::string> PutFile(const std::filesystem::path& src);
+  // PutFile with details.
+  StatusOr<PutResult> Put(const std::filesystem::path& src);
+
+  // Stores many files at once: hashes and copies them on a few threads, then makes all new
+  // objects durable with two file-system flushes in total instead of two per object (the
+  // difference between seconds and milliseconds for thousands of small files). Results are
+  // in the order of `srcs`. Errors: those of PutFile for the first failing file in that order
+  // (its index in *failed_index when given); objects of other files may then be stored.
+  StatusOr<std::vector<PutResult>> PutFiles(const std::vector<std::filesystem::path>& srcs,
+                                            size_t* failed_index = nullptr);
+
+  // Stores `data`; returns its digest. Errors: Internal (I/O).
+  StatusOr<std::string> PutBytes(std::string_view data);
+
+  // Reads a whole object and checks its digest. Errors: InvalidArgument (malformed digest),
+  // NotFound (absent), Internal naming the object when its content does not hash to its
+  // digest (corruption) or on I/O errors.
+  StatusOr<std::string> Read(const std::string& digest) const;
+
+  // Re-hashes an object on disk. Same errors as Read.
+  Status Verify(const std::string& digest) const;
+
+  // Copies an object to a new file `dest` (created exclusively, never through a symlink, with
+  // permission bits `mode`), checking the digest and, when `expected_size` is given, the size
+  // while copying. On any error `dest` is removed, so nothing unverified is left behind.
+  // Errors: as Read; AlreadyExists when `dest` exists.
+  Status CopyTo(const std::string& digest, const std::filesystem::path& dest, unsigned mode,
+                const std::uint64_t* expected_size = nullptr) const;
+
+ private:
+  // A file hashed and, when its object was missing, copied to a temp file.
+  struct Staged {
+    PutResult result;
+    std::filesystem::path tmp;  // Empty when the object was already present.
+  };
+  // Hashes `src` and, when the object is missing, copies it to a temp file (fsynced when
+  // `sync` is set).
+  StatusOr<Staged> Stage(const std::filesystem::path& src, bool sync) const;
+  // Writes `data` to a new temp file (fsynced when `sync` is set); returns its path.
+  StatusOr<std::filesystem::path> StageBytes(std::string_view data, bool sync) const;
+  // Renames a complete, flushed temp file into place under `digest` (no flush of the folder).
+  Status Publish(const std::filesystem::path& tmp, const std::string& digest) const;
+  // Flushes the whole file system holding the store (syncfs).
+  Status SyncStore() const;
+  // Creates a new temp file in tmp/ and returns its fd (and path in *path).
+  StatusOr<int> CreateTemp(std::filesystem::path* path) const;
+  Status CheckDigest(const std::string& digest) const;
+
+  std::filesystem::path root_;
+};
+
+}  // namespace trainyard::cas

@@ -1,0 +1,192 @@
+#include "trainyard/cas/object_store.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "trainyard/cas/test_util.h"
+#include "trainyard/common/sha256.h"
+
+namespace trainyard::cas {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+// Overwrites an object in place (as disk corruption or a meddling user would).
+void Corrupt(const fs::path& object, const std::string& bytes) {
+  ASSERT_EQ(::chmod(object.c_str(), 0644), 0);
+  testing::WriteText(object, bytes);
+}
+
+TEST(ObjectStoreTest, PutBytesLayoutModeAndRead) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  StatusOr<std::string> digest = store.PutBytes("hello\n");
+  ASSERT_TRUE(digest.ok()) << digest.status().ToString();
+  EXPECT_EQ(*digest, Sha256Hex("hello\n"));
+  EXPECT_TRUE(store.Has(*digest));
+
+  const fs::path path = store.PathFor(*digest);
+  EXPECT_EQ(path, tmp / "objects" / "sha256" / digest->substr(0, 2) / digest->substr(2));
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0444u);
+
+  StatusOr<std::string> data = store.Read(*digest);
+  ASSERT_TRUE(data.ok()) << data.status().ToString();
+  EXPECT_EQ(*data, "hello\n");
+  EXPECT_TRUE(store.Verify(*digest).ok());
+}
+
+TEST(ObjectStoreTest, PutFileDedupesAndLeavesNoTempFiles) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  testing::WriteText(tmp / "a.txt", "same bytes");
+  testing::WriteText(tmp / "b.txt", "same bytes");
+  testing::WriteText(tmp / "empty", "");
+
+  StatusOr<ObjectStore::PutResult> a = store.Put(tmp / "a.txt");
+  StatusOr<ObjectStore::PutResult> b = store.Put(tmp / "b.txt");
+  StatusOr<std::string> e = store.PutFile(tmp / "empty");
+  ASSERT_TRUE(a.ok() && b.ok() && e.ok());
+  EXPECT_EQ(a->digest, b->digest);
+  EXPECT_EQ(a->size, 10u);
+  EXPECT_TRUE(a->added);
+  EXPECT_FALSE(b->added);
+  EXPECT_EQ(*e, Sha256Hex(""));
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "sha256"), 2u);
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 0u);
+}
+
+TEST(ObjectStoreTest, PutFileRefusesSymlinksSpecialFilesAndMissingFiles) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  testing::WriteText(tmp / "real", "x");
+  fs::create_symlink("real", tmp / "link");
+  ASSERT_EQ(::mkfifo((tmp / "fifo").c_str(), 0644), 0);
+
+  StatusOr<std::string> link = store.PutFile(tmp / "link");
+  EXPECT_EQ(link.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(link.status().message(), HasSubstr("symlink"));
+  StatusOr<std::string> fifo = store.PutFile(tmp / "fifo");  // Must not block.
+  EXPECT_EQ(fifo.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(fifo.status().message(), HasSubstr("not a regular file"));
+  EXPECT_EQ(store.PutFile(tmp / "missing").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store.PutFile(tmp.path()).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(ObjectStoreTest, ReadRejectsMalformedAndUnknownDigests) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  EXPECT_EQ(store.Read("../../etc/passwd").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store.Read(std::string(64, 'A')).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(store.Has("xyz"));
+  EXPECT_TRUE(store.PathFor("xyz").empty());
+  const std::string unknown = Sha256Hex("never stored");
+  EXPECT_EQ(store.Read(unknown).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store.Verify(unknown).code(), StatusCode::kNotFound);
+}
+
+TEST(ObjectStoreTest, CorruptObjectIsDetectedByReadVerifyAndCopyTo) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  StatusOr<std::string> digest = store.PutBytes("original content");
+  ASSERT_TRUE(digest.ok());
+  Corrupt(store.PathFor(*digest), "original c0ntent");
+
+  StatusOr<std::string> read = store.Read(*digest);
+  EXPECT_EQ(read.status().code(), StatusCode::kInternal);
+  EXPECT_THAT(read.status().message(), HasSubstr(*digest));
+  EXPECT_THAT(read.status().message(), HasSubstr("corrupt"));
+  Status verify = store.Verify(*digest);
+  EXPECT_EQ(verify.code(), StatusCode::kInternal);
+  EXPECT_THAT(verify.message(), HasSubstr(*digest));
+
+  Status copy = store.CopyTo(*digest, tmp / "out", 0644);
+  EXPECT_EQ(copy.code(), StatusCode::kInternal);
+  EXPECT_THAT(copy.message(), HasSubstr(*digest));
+  EXPECT_FALSE(fs::exists(tmp / "out")) << "a corrupt copy was left behind";
+}
+
+TEST(ObjectStoreTest, CopyToWritesModeAndRefusesToOverwrite) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  StatusOr<std::string> digest = store.PutBytes("#!/bin/sh\necho hi\n");
+  ASSERT_TRUE(digest.ok());
+  std::uint64_t size = 18;
+  ASSERT_TRUE(store.CopyTo(*digest, tmp / "run.sh", 0755, &size).ok());
+  EXPECT_EQ(testing::ReadText(tmp / "run.sh"), "#!/bin/sh\necho hi\n");
+  struct stat st {};
+  ASSERT_EQ(::stat((tmp / "run.sh").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  EXPECT_EQ(store.CopyTo(*digest, tmp / "run.sh", 0755).code(), StatusCode::kAlreadyExists);
+  std::uint64_t wrong = 3;
+  EXPECT_EQ(store.CopyTo(*digest, tmp / "other", 0644, &wrong).code(), StatusCode::kInternal);
+  EXPECT_FALSE(fs::exists(tmp / "other"));
+}
+
+TEST(ObjectStoreTest, PutFilesBatchesDedupesAndNamesTheFailingFile) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  const std::string big(3 << 20, 'B');  // Above the read-whole limit: hashed, then copied.
+  testing::WriteText(tmp / "a", "x");
+  testing::WriteText(tmp / "b", "x");
+  testing::WriteText(tmp / "c", "already there");
+  testing::WriteText(tmp / "big", big);
+  ASSERT_TRUE(store.PutBytes("already there").ok());
+
+  StatusOr<std::vector<ObjectStore::PutResult>> r =
+      store.PutFiles({tmp / "a", tmp / "b", tmp / "c", tmp / "big"});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->size(), 4u);
+  EXPECT_EQ((*r)[0].digest, Sha256Hex("x"));
+  EXPECT_TRUE((*r)[0].added);
+  EXPECT_EQ((*r)[1].digest, Sha256Hex("x"));
+  EXPECT_FALSE((*r)[1].added);
+  EXPECT_FALSE((*r)[2].added);
+  EXPECT_EQ((*r)[3].digest, Sha256Hex(big));
+  EXPECT_EQ((*r)[3].size, big.size());
+  EXPECT_TRUE(store.Verify(Sha256Hex(big)).ok());
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "sha256"), 3u);
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 0u);
+
+  size_t failed = 99;
+  testing::WriteText(tmp / "d", "new content");
+  StatusOr<std::vector<ObjectStore::PutResult>> bad =
+      store.PutFiles({tmp / "d", tmp / "missing", tmp / "a"}, &failed);
+  EXPECT_EQ(bad.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(bad.status().message(), HasSubstr("missing"));
+  EXPECT_EQ(failed, 1u);
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 0u) << "temp files were left behind";
+}
+
+TEST(ObjectStoreTest, ConcurrentPutsOfTheSameContent) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  const std::string content(200'000, 'z');
+  testing::WriteText(tmp / "src", content);
+  std::vector<std::string> digests(8);
+  {
+    std::vector<std::jthread> threads;
+    for (size_t i = 0; i < digests.size(); ++i) {
+      threads.emplace_back([&, i] {
+        StatusOr<std::string> d = i % 2 == 0 ? store.PutFile(tmp / "src") : store.PutBytes(content);
+        digests[i] = d.ok() ? *d : d.status().ToString();
+      });
+    }
+  }
+  for (const std::string& d : digests) EXPECT_EQ(d, Sha256Hex(content));
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "sha256"), 1u);
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 0u);
+  EXPECT_TRUE(store.Verify(Sha256Hex(content)).ok());
+}
+
+}  // namespace
+}  // namespace trainyard::cas

@@ -1,0 +1,96 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "trainyard/cas/ignore.h"
+#include "trainyard/cas/manifest.h"
+#include "trainyard/cas/object_store.h"
+#include "trainyard/common/status.h"
+
+namespace trainyard::cas {
+
+// Caps on what one snapshot may hold. Only included (not ignored) entries count.
+struct SnapshotLimits {
+  std::uint64_t max_bytes = 300'000'000;  // Sum of file sizes.
+  std::uint64_t max_files = 2000;         // Files plus symlinks.
+};
+
+// A path left out by an ignore rule. A folder is reported once; its contents are not listed.
+// Paths here and in SnapshotResult::skipped are raw name bytes (maybe not UTF-8); pass them
+// through PrintablePath before putting them in JSON or logs.
+struct IgnoredPath {
+  std::string path;  // Relative, '/'-separated.
+  bool is_dir = false;
+  std::string rule;  // The deciding rule: "src/.gitignore:3: *.ckpt", or "(built-in): .git".
+};
+
+struct SnapshotResult {
+  std::string id;                    // Manifest id; empty for Preview.
+  std::uint64_t file_count = 0;      // Entries in the manifest (files and symlinks).
+  std::uint64_t total_bytes = 0;     // Sum of file sizes.
+  std::vector<IgnoredPath> ignored;  // In walk order (sorted by path within each folder).
+  // Special files left out (sockets, FIFOs, devices): "path (named pipe)".
+  std::vector<std::string> skipped;
+  // The manifest. For Preview the digests are empty and sizes come from stat.
+  Manifest manifest;
+  // Preview only: the error Snapshot would return for the given limits, or "" when within.
+  std::string over_limit;
+};
+
+// Takes content-addressed snapshots of source folders and materialises them.
+//
+// Snapshot walks the folder applying the ignore rules (IgnoreRules: `.amlignore`, else
+// `.gitignore`, per folder, git's semantics), refuses it when over the limits before reading
+// any file, stores every included file in the ObjectStore (hashing on a few threads), then
+// writes the canonical manifest to `<snapshots_dir>/<id>.json` atomically, only after all
+// objects are durable. Ids are SHA-256 of the manifest, so an unchanged tree gives the same
+// id and identical files are stored once.
+//
+// Symlinks are kept as symlinks when their target stays inside the folder, and are an error
+// otherwise. Sockets, FIFOs and devices are skipped and listed. File names are stored as raw
+// bytes (see Manifest for the JSON form of non-UTF-8 names).
+//
+// Borrows `objects`, which must outlive this object. All methods are thread-safe.
+class Snapshotter {
+ public:
+  Snapshotter(ObjectStore& objects, std::filesystem::path snapshots_dir);
+
+  // Errors: NotFound / InvalidArgument when `source_dir` is missing or not a folder;
+  // InvalidArgument when over the limits (naming the largest folders and files and the ignore
+  // file to edit) or when a symlink leaves the folder (naming the link and its target);
+  // PermissionDenied naming an unreadable file or folder; Internal on I/O errors.
+  StatusOr<SnapshotResult> Snapshot(const std::filesystem::path& source_dir,
+                                    const SnapshotLimits& limits);
+
+  // What Snapshot would include and ignore, without reading file contents or storing
+  // anything. Same errors as Snapshot except the limits, which are reported in `over_limit`.
+  StatusOr<SnapshotResult> Preview(const std::filesystem::path& source_dir) const;
+  StatusOr<SnapshotResult> Preview(const std::filesystem::path& source_dir,
+                                   const SnapshotLimits& limits) const;
+
+  // The manifest of snapshot `id`. Errors: InvalidArgument for an id that is not 64 lower-case
+  // hex digits (checked before touching the file system); NotFound for an unknown id; Internal
+  // when the stored manifest does not hash to its id or does not parse.
+  StatusOr<Manifest> Load(const std::string& id) const;
+
+  // Writes snapshot `id` into `dest`: files as writable copies with their modes (0644/0755),
+  // symlinks recreated. Each object's digest is checked while it is copied. The tree is built
+  // in a sibling staging folder and renamed to `dest` only when complete, so on any error
+  // (e.g. a corrupt object, reported with the object and the path) `dest` is left untouched.
+  // `dest` must not exist or be an empty folder; its parent is created if needed.
+  // Errors: as Load; FailedPrecondition when `dest` exists and is not an empty folder;
+  // NotFound when an object is missing; Internal naming object and path for corruption.
+  Status Materialize(const std::string& id, const std::filesystem::path& dest) const;
+
+  const std::filesystem::path& snapshots_dir() const { return snapshots_dir_; }
+  const ObjectStore& objects() const { return objects_; }
+
+ private:
+  ObjectStore& objects_;
+  std::filesystem::path snapshots_dir_;
+};
+
+}  // namespace trainyard::cas

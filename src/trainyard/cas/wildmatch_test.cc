@@ -1,0 +1,105 @@
+#include "trainyard/cas/wildmatch.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace trainyard::cas {
+namespace {
+
+struct WildCase {
+  const char* pattern;
+  const char* text;
+  bool path_mode;
+  bool expected;
+};
+
+// Each row is a behaviour of git's wildmatch that .gitignore files rely on.
+constexpr WildCase kWildCases[] = {
+    {"foo", "foo", true, true},
+    {"foo", "fo", true, false},
+    {"foo", "foobar", true, false},
+    // '*' stays inside one path segment in path mode, and crosses '/' otherwise.
+    {"*", "foo", true, true},
+    {"*", "foo/bar", true, false},
+    {"*", "foo/bar", false, true},
+    {"*", "", true, true},
+    {"f*o", "fo", true, true},
+    {"*.txt", "dir/a.txt", true, false},
+    {"a/*/b", "a/x/b", true, true},
+    {"a/*/b", "a/x/y/b", true, false},
+    {"a/*", "a/", true, true},
+    // '?' is one byte, never '/' in path mode.
+    {"?", "a", true, true},
+    {"?", "/", true, false},
+    {"?", "/", false, true},
+    {"??", "a", true, false},
+    // "**" forms.
+    {"**", "foo/bar/baz", true, true},
+    {"**/foo", "foo", true, true},
+    {"**/foo", "a/b/foo", true, true},
+    {"**/foo", "afoo", true, false},
+    {"foo/**", "foo/a/b", true, true},
+    {"foo/**", "foo", true, false},
+    {"foo/**/bar", "foo/bar", true, true},
+    {"foo/**/bar", "foo/x/y/bar", true, true},
+    {"foo/**/bar", "foo/xbar", true, false},
+    {"**/*.txt", "dir/sub/a.txt", true, true},
+    // "**" not bounded by slashes is a plain '*'.
+    {"foo**bar", "fooxbar", true, true},
+    {"foo**bar", "foo/bar", true, false},
+    {"a/**b", "a/xb", true, true},
+    {"a/**b", "a/x/b", true, false},
+    // Bracket expressions.
+    {"[a-c]x", "bx", true, true},
+    {"[a-c]x", "dx", true, false},
+    {"[!a-c]x", "dx", true, true},
+    {"[^a-c]x", "ax", true, false},
+    {"[]]", "]", true, true},
+    {"[!]]", "a", true, true},
+    {"[!]]", "]", true, false},
+    {"[a-]", "-", true, true},
+    {"[\\]]", "]", true, true},
+    {"[/]", "/", true, false},
+    {"[[:digit:]]", "5", true, true},
+    {"[[:digit:]]", "a", true, false},
+    {"[[:alpha:][:digit:]]x", "7x", true, true},
+    {"[[:upper:]]", "a", true, false},
+    {"[[:space:]]", "\t", true, true},
+    {"[[:punct:]]", "_", true, true},
+    {"[[:xdigit:]]", "F", true, true},
+    {"[[:bogus:]]", "b", true, false},  // Unknown class: never matches.
+    {"[a-", "a", true, false},          // Unterminated: never matches.
+    {"[[:x]", "[", true, true},         // Not a class: '[', ':', 'x' are members.
+    // Escapes.
+    {"\\*", "*", true, true},
+    {"\\*", "x", true, false},
+    {"\\#x", "#x", true, true},
+    {"x\\ y", "x y", true, true},
+    {"foo\\", "foo\\", true, false},  // A trailing backslash never matches.
+    {"foo\\", "foo", true, false},
+    // Bytes are compared as bytes (no case folding).
+    {"Foo", "foo", true, false},
+    {"caf\xc3\xa9", "caf\xc3\xa9", true, true},
+    {"caf?", "caf\xe9", true, true},
+};
+
+TEST(WildMatchTest, Table) {
+  for (const WildCase& c : kWildCases) {
+    EXPECT_EQ(WildMatch(c.pattern, c.text, c.path_mode), c.expected)
+        << "pattern '" << c.pattern << "' text '" << c.text << "' path_mode " << c.path_mode;
+  }
+}
+
+TEST(WildMatchTest, LongStarRunsFinish) {
+  // Backtracking stays cheap: the "give up" outcomes stop hopeless searches early.
+  std::string pattern;
+  for (int i = 0; i < 20; ++i) pattern += "*a";
+  pattern += "b";
+  std::string text(200, 'a');
+  EXPECT_FALSE(WildMatch(pattern, text, true));
+  EXPECT_FALSE(WildMatch(pattern, text, false));
+}
+
+}  // namespace
+}  // namespace trainyard::cas

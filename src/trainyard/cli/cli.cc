@@ -1,0 +1,449 @@
+#include "trainyard/cli/cli.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+
+#include "trainyard/cas/snapshot.h"
+#include "trainyard/cli/format.h"
+#include "trainyard/client/workspace_client.h"
+#include "trainyard/common/fs.h"
+#include "trainyard/common/util.h"
+#include "trainyard/spec/definition.h"
+#include "trainyard/spec/spec.h"
+
+namespace trainyard::cli {
+
+// The daemon's entry point lives with the server code; the CLI only dispatches to it.
+int ServerMain(const std::string& workspace, int port, const std::string& host);
+
+namespace {
+
+using json = nlohmann::json;
+
+// Set by `job create --stream` / `job stream` so Ctrl-C can say which run goes on.
+char g_streaming_run[300];
+
+void OnInterrupt(int) {
+  const char* a = "\nStopped streaming. The run goes on; resume with: trainyard job stream ";
+  ssize_t ignored = ::write(2, a, std::strlen(a));
+  ignored = ::write(2, g_streaming_run, std::strlen(g_streaming_run));
+  ignored = ::write(2, "\n", 1);
+  (void)ignored;
+  ::_exit(130);
+}
+
+int Fail(const Status& s) {
+  std::fprintf(stderr, "error: %s\n", s.message().c_str());
+  return s.code() == StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+fs::path SelfExe() {
+  std::error_code ec;
+  fs::path p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::path("trainyard") : p;
+}
+
+std::string Str(const json& j, const char* key) {
+  return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
+}
+
+void PrintJson(const json& j) { std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n"; }
+
+// Per-invocation state: the workspace and a lazily connected client.
+class Session {
+ public:
+  Status Init() {
+    TY_ASSIGN_OR_RETURN(target_, client::FindWorkspace(fs::current_path()));
+    return Status::Ok();
+  }
+  const WorkspaceLayout& layout() const { return target_.layout; }
+
+  StatusOr<HttpClient*> Client() {
+    if (!client_) {
+      TY_ASSIGN_OR_RETURN(client_, client::ConnectOrStart(target_.layout, SelfExe()));
+    }
+    return client_.get();
+  }
+
+  // Snapshots a folder into the workspace's content store.
+  StatusOr<cas::SnapshotResult> Snapshot(const fs::path& dir) {
+    TY_ASSIGN_OR_RETURN(WorkspaceConfig cfg, LoadWorkspaceConfig(target_.layout));
+    TY_RETURN_IF_ERROR(target_.layout.Create());
+    cas::ObjectStore objects(target_.layout.ObjectsDir());
+    cas::Snapshotter snapshotter(objects, target_.layout.SnapshotsDir());
+    cas::SnapshotLimits limits;
+    limits.max_bytes = cfg.snapshot_max_bytes;
+    limits.max_files = cfg.snapshot_max_files;
+    return snapshotter.Snapshot(dir, limits);
+  }
+
+  // Converts a parsed environment to the definition the daemon takes.
+  StatusOr<spec::EnvironmentDefinition> Definition(const spec::EnvironmentSpec& env) {
+    std::string context;
+    if (env.build) {
+      TY_ASSIGN_OR_RETURN(cas::SnapshotResult snap, Snapshot(env.build->path));
+      context = snap.id;
+    }
+    return spec::DefinitionFromSpec(env, context);
+  }
+
+ private:
+  client::WorkspaceTarget target_;
+  std::unique_ptr<HttpClient> client_;
+};
+
+std::string JobPath(const std::string& name, const std::string& rest = "") {
+  return "/api/v1/jobs/" + HttpClient::UrlEncode(name) + rest;
+}
+
+// Streams a run's image build log and run log until it ends. Returns the final run JSON.
+StatusOr<json> StreamRun(HttpClient& http, const std::string& name) {
+  std::snprintf(g_streaming_run, sizeof g_streaming_run, "%s", name.c_str());
+  struct sigaction sa {};
+  sa.sa_handler = OnInterrupt;
+  ::sigaction(SIGINT, &sa, nullptr);
+
+  std::uint64_t build_offset = 0, log_offset = 0;
+  std::string status;
+  bool build_header = false, log_header = false;
+  for (;;) {
+    std::string path = JobPath(name, "/stream?build_offset=" + std::to_string(build_offset) +
+                                         "&log_offset=" + std::to_string(log_offset) +
+                                         "&status=" + status + "&wait_ms=15000");
+    auto res = http.Request("GET", path, "", "application/json", 30000);
+    if (!res.ok()) return res.status();
+    if (res->status != 200) {
+      auto j = json::parse(res->body, nullptr, false);
+      std::string msg = j.is_object() && j.contains("error") ? Str(j["error"], "message") : res->body;
+      return Status(StatusCodeFromHttp(res->status), msg);
+    }
+    auto j = json::parse(res->body, nullptr, false);
+    if (j.is_discarded()) return Internal("the daemon sent a malformed stream answer");
+    std::string build = Str(j, "build"), log = Str(j, "log");
+    if (!build.empty()) {
+      if (!build_header) {
+        std::cout << "--- image build (logs/image_build.log) ---\n";
+        build_header = true;
+      }
+      std::cout << build;
+    }
+    std::string new_status = Str(j, "status");
+    if (new_status != status) {
+      if (new_status == "Running" && !log_header) {
+        std::cout << "--- run log (user_logs/std_log.txt) ---\n";
+        log_header = true;
+      }
+      status = new_status;
+    }
+    if (!log.empty()) {
+      if (!log_header) {
+        std::cout << "--- run log (user_logs/std_log.txt) ---\n";
+        log_header = true;
+      }
+      std::cout << log;
+    }
+    std::cout.flush();
+    build_offset = j.value("build_offset", build_offset);
+    log_offset = j.value("log_offset", log_offset);
+    if (j.value("done", false)) break;
+  }
+  ::signal(SIGINT, SIG_DFL);
+  return http.GetJson(JobPath(name));
+}
+
+int FinishStream(HttpClient& http, const StatusOr<json>& run) {
+  if (!run.ok()) return Fail(run.status());
+  auto files = http.GetJson(JobPath(Str(*run, "name"), "/files"));
+  std::cout << RenderSummary(*run, files.ok() ? *files : json::array());
+  std::string st = Str(*run, "status");
+  if (st == "Completed") return 0;
+  std::fprintf(stderr, "error: run %s %s%s%s\n", Str(*run, "name").c_str(),
+               st == "Canceled" ? "was canceled" : "failed",
+               Str(*run, "failure_reason").empty() ? "" : ": ",
+               Str(*run, "failure_reason").c_str());
+  return 1;
+}
+
+int JobCreate(Session& s, const std::string& file, bool stream, const std::string& name,
+              const std::string& output) {
+  auto job = spec::ParseJobFile(file);
+  if (!job.ok()) return Fail(job.status());
+  if (!name.empty()) job->name = name;
+
+  std::string code_snapshot;
+  if (!job->code.empty()) {
+    auto snap = s.Snapshot(job->code);
+    if (!snap.ok()) return Fail(snap.status());
+    code_snapshot = snap->id;
+    if (output != "json") {
+      std::cerr << "Snapshot of " << job->code << ": " << snap->file_count << " files, "
+                << FormatBytes(snap->total_bytes) << " (" << snap->id.substr(0, 12) << ")\n";
+    }
+  }
+  std::optional<spec::EnvironmentDefinition> inline_env;
+  if (job->environment.kind == spec::EnvironmentRef::Kind::kInline) {
+    auto def = s.Definition(job->environment.inline_spec);
+    if (!def.ok()) return Fail(def.status());
+    inline_env = std::move(def).value();
+  }
+  spec::RunRequest req = spec::RequestFromJob(*job, code_snapshot, std::move(inline_env));
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  auto run = (*http)->PostJson("/api/v1/jobs", req.ToJson(spec::SecretMode::kPlain));
+  if (!run.ok()) return Fail(run.status());
+  const std::string run_name = Str(*run, "name");
+  if (output == "json" && !stream) {
+    PrintJson(*run);
+    return 0;
+  }
+  std::cout << "Run:     " << run_name << "\n"
+            << "Status:  " << Str(*run, "status") << "\n"
+            << "URL:     " << Str(*run, "url") << "\n";
+  if (!stream) {
+    std::cout << "Follow it with: trainyard job stream " << run_name << "\n";
+    return 0;
+  }
+  std::cout << "\n";
+  std::cout.flush();
+  return FinishStream(**http, StreamRun(**http, run_name));
+}
+
+int JobList(Session& s, const std::string& experiment, int limit, const std::string& output) {
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  std::string q = "/api/v1/jobs?limit=" + std::to_string(limit);
+  if (!experiment.empty()) q += "&experiment=" + HttpClient::UrlEncode(experiment);
+  auto runs = (*http)->GetJson(q);
+  if (!runs.ok()) return Fail(runs.status());
+  if (output == "json") {
+    PrintJson(*runs);
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& r : *runs) {
+    rows.push_back({Str(r, "name"), Str(r, "experiment"), Str(r, "status"),
+                    Str(r, "created_at").substr(0, 19), RunDuration(r), Str(r, "failure_reason")});
+  }
+  std::cout << RenderTable({"NAME", "EXPERIMENT", "STATUS", "CREATED", "DURATION", "REASON"}, rows);
+  return 0;
+}
+
+int JobShow(Session& s, const std::string& name, const std::string& output) {
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  auto run = (*http)->GetJson(JobPath(name));
+  if (!run.ok()) return Fail(run.status());
+  if (output == "json") {
+    PrintJson(*run);
+  } else {
+    std::cout << RenderRun(*run);
+  }
+  return 0;
+}
+
+int JobStream(Session& s, const std::string& name) {
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  return FinishStream(**http, StreamRun(**http, name));
+}
+
+int JobCancel(Session& s, const std::string& name, const std::string& output) {
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  auto run = (*http)->PostJson(JobPath(name, "/cancel"), json::object());
+  if (!run.ok()) return Fail(run.status());
+  if (output == "json") {
+    PrintJson(*run);
+  } else {
+    std::cout << "Cancel requested for " << name << " (status: " << Str(*run, "status") << ")\n";
+  }
+  return 0;
+}
+
+int JobDownload(Session& s, const std::string& name, const std::string& dest_arg) {
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  auto files = (*http)->GetJson(JobPath(name, "/files"));
+  if (!files.ok()) return Fail(files.status());
+  fs::path dest = fs::absolute(dest_arg.empty() ? fs::path(".") : fs::path(dest_arg)) / name;
+  std::uint64_t total = 0;
+  int count = 0;
+  for (const auto& f : *files) {
+    std::string path = Str(f, "path");
+    // The server names the files, but a path that would leave the folder is never written.
+    auto target = ResolveUnder(dest, path);
+    if (!target.ok()) return Fail(target.status().WithPrefix("refusing to download " + path));
+    if (Status st = MakeDirs(target->parent_path()); !st.ok()) return Fail(st);
+    std::string url = JobPath(name, "/files/" + HttpClient::UrlEncodePath(path));
+    if (Status st = (*http)->DownloadTo(url, *target); !st.ok()) return Fail(st);
+    total += f.value("size", 0ULL);
+    ++count;
+  }
+  std::cout << "Downloaded " << count << " files (" << FormatBytes(total) << ") to "
+            << dest.string() << "\n";
+  return 0;
+}
+
+int EnvCreate(Session& s, const std::string& file, const std::string& output) {
+  auto env = spec::ParseEnvironmentFile(file);
+  if (!env.ok()) return Fail(env.status());
+  if (env->name.empty()) {
+    return Fail(InvalidArgument(file + ": an environment to register needs a 'name'"));
+  }
+  auto def = s.Definition(*env);
+  if (!def.ok()) return Fail(def.status());
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  auto rec = (*http)->PostJson("/api/v1/environments", def->ToJson(spec::SecretMode::kPlain));
+  if (!rec.ok()) return Fail(rec.status());
+  if (output == "json") {
+    PrintJson(*rec);
+  } else {
+    std::cout << "Environment " << Str(*rec, "name") << ":" << Str(*rec, "version")
+              << " (image " << Str(*rec, "image") << ")\n";
+  }
+  return 0;
+}
+
+int EnvList(Session& s, const std::string& output) {
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  auto envs = (*http)->GetJson("/api/v1/environments");
+  if (!envs.ok()) return Fail(envs.status());
+  if (output == "json") {
+    PrintJson(*envs);
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& e : *envs) {
+    rows.push_back({Str(e, "name"), Str(e, "version"), Str(e, "created_at").substr(0, 19),
+                    Str(e, "image")});
+  }
+  std::cout << RenderTable({"NAME", "VERSION", "CREATED", "IMAGE"}, rows);
+  return 0;
+}
+
+int EnvShow(Session& s, std::string ref, const std::string& output) {
+  if (StartsWith(ref, "azureml:")) ref = ref.substr(8);
+  std::string name = ref, version = "latest";
+  if (auto colon = ref.find(':'); colon != std::string::npos) {
+    name = ref.substr(0, colon);
+    version = ref.substr(colon + 1);
+  } else if (auto at = ref.find('@'); at != std::string::npos) {
+    name = ref.substr(0, at);
+    version = ref.substr(at + 1);
+  }
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  auto rec = (*http)->GetJson("/api/v1/environments/" + HttpClient::UrlEncode(name) +
+                              "/versions/" + HttpClient::UrlEncode(version));
+  if (!rec.ok()) return Fail(rec.status());
+  if (output == "json") {
+    PrintJson(*rec);
+  } else {
+    std::cout << "Name:       " << Str(*rec, "name") << "\n"
+              << "Version:    " << Str(*rec, "version") << "\n"
+              << "Created:    " << Str(*rec, "created_at") << "\n"
+              << "Image:      " << Str(*rec, "image") << "\n"
+              << "Definition:\n"
+              << (*rec)["definition"].dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  CLI::App app{"trainyard: train models in custom Docker images, on your own machines"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "trainyard 0.1.0");
+
+  std::string output = "table";
+  auto add_output = [&](CLI::App* cmd) {
+    cmd->add_option("-o,--output", output, "Output format: table or json")
+        ->check(CLI::IsMember({"table", "json"}));
+  };
+
+  // server
+  auto* server = app.add_subcommand("server", "Run the workspace daemon (REST API, scheduler)");
+  std::string ws_dir, host = "127.0.0.1";
+  int port = -1;
+  server->add_option("--workspace", ws_dir, "Workspace folder (default: the one found from here)");
+  server->add_option("--port", port, "Port to listen on (default: workspace.json, else any)");
+  server->add_option("--host", host, "Address to bind (default 127.0.0.1)");
+
+  // job
+  auto* job = app.add_subcommand("job", "Submit and follow training jobs");
+  job->require_subcommand(1);
+  std::string file, name, experiment, dest;
+  bool stream = false;
+  int limit = 50;
+  auto* job_create = job->add_subcommand("create", "Submit a job from a YAML file");
+  job_create->add_option("-f,--file", file, "Job YAML file")->required();
+  job_create->add_flag("--stream", stream, "Stream the build and run logs until the run ends");
+  job_create->add_option("--name", name, "Run name (default: generated)");
+  add_output(job_create);
+  auto* job_list = job->add_subcommand("list", "List runs, newest first");
+  job_list->add_option("--experiment", experiment, "Only runs of this experiment");
+  job_list->add_option("--limit", limit, "At most this many runs")->check(CLI::PositiveNumber);
+  add_output(job_list);
+  auto* job_show = job->add_subcommand("show", "Show one run");
+  job_show->add_option("name", name, "Run name")->required();
+  add_output(job_show);
+  auto* job_stream = job->add_subcommand("stream", "Stream a run's logs until it ends");
+  job_stream->add_option("name", name, "Run name")->required();
+  auto* job_cancel = job->add_subcommand("cancel", "Cancel a run");
+  job_cancel->add_option("name", name, "Run name")->required();
+  add_output(job_cancel);
+  auto* job_download = job->add_subcommand("download", "Download a run's outputs and logs");
+  job_download->add_option("name", name, "Run name")->required();
+  job_download->add_option("-o,--output", dest, "Folder to download into (default: .)");
+
+  // env
+  auto* env = app.add_subcommand("env", "Register and inspect environments");
+  env->alias("environment");
+  env->require_subcommand(1);
+  auto* env_create = env->add_subcommand("create", "Register an environment from a YAML file");
+  env_create->add_option("-f,--file", file, "Environment YAML file")->required();
+  add_output(env_create);
+  auto* env_list = env->add_subcommand("list", "List environments and their versions");
+  add_output(env_list);
+  auto* env_show = env->add_subcommand("show", "Show an environment (NAME[:VERSION])");
+  env_show->add_option("name", name, "NAME, NAME:VERSION or NAME@latest")->required();
+  add_output(env_show);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  if (server->parsed()) {
+    if (ws_dir.empty()) {
+      auto target = client::FindWorkspace(fs::current_path());
+      if (!target.ok()) return Fail(target.status());
+      ws_dir = target->layout.root.string();
+    }
+    return ServerMain(ws_dir, port, host);
+  }
+
+  Session session;
+  if (Status s = session.Init(); !s.ok()) return Fail(s);
+  if (job_create->parsed()) return JobCreate(session, file, stream, name, output);
+  if (job_list->parsed()) return JobList(session, experiment, limit, output);
+  if (job_show->parsed()) return JobShow(session, name, output);
+  if (job_stream->parsed()) return JobStream(session, name);
+  if (job_cancel->parsed()) return JobCancel(session, name, output);
+  if (job_download->parsed()) return JobDownload(session, name, dest);
+  if (env_create->parsed()) return EnvCreate(session, file, output);
+  if (env_list->parsed()) return EnvList(session, output);
+  if (env_show->parsed()) return EnvShow(session, name, output);
+  return 2;
+}
+
+}  // namespace trainyard::cli

@@ -1,0 +1,23 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace trainyard::cli {
+
+// Renders rows as an aligned text table with a header line.
+std::string RenderTable(const std::vector<std::string>& header,
+                        const std::vector<std::vector<std::string>>& rows);
+
+// "Completed", "Failed", ... with the duration between two API timestamps in millis.
+std::string RunDuration(const nlohmann::json& run);
+
+// The execution summary printed when a streamed run ends.
+std::string RenderSummary(const nlohmann::json& run, const nlohmann::json& files);
+
+// A multi-line description of one run (`job show`).
+std::string RenderRun(const nlohmann::json& run);
+
+}  // namespace trainyard::cli

@@ -1,0 +1,131 @@
+#include "trainyard/client/workspace_client.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "trainyard/common/fs.h"
+
+namespace trainyard::client {
+
+StatusOr<WorkspaceTarget> FindWorkspace(const std::filesystem::path& cwd) {
+  for (fs::path dir = fs::absolute(cwd);; dir = dir.parent_path()) {
+    fs::path cfg = dir / ".trainyard" / "config.json";
+    std::error_code ec;
+    if (fs::is_regular_file(cfg, ec)) {
+      TY_ASSIGN_OR_RETURN(std::string text, ReadFile(cfg));
+      auto j = nlohmann::json::parse(text, nullptr, false);
+      if (j.is_discarded() || !j.is_object()) {
+        return InvalidArgument(cfg.string() + ": not a JSON object");
+      }
+      for (const auto& [k, v] : j.items()) {
+        if (k != "workspace_dir" && k != "workspace_name") {
+          return InvalidArgument(cfg.string() + ": unknown key '" + k +
+                                 "'; allowed keys: workspace_dir, workspace_name");
+        }
+      }
+      if (!j.contains("workspace_dir") || !j["workspace_dir"].is_string() ||
+          j["workspace_dir"].get<std::string>().empty()) {
+        return InvalidArgument(cfg.string() +
+                               ": 'workspace_dir' (a folder path, relative to the config's "
+                               "folder or absolute) is required");
+      }
+      fs::path ws = j["workspace_dir"].get<std::string>();
+      if (ws.is_relative()) ws = cfg.parent_path() / ws;
+      return WorkspaceTarget{{ws.lexically_normal()}, cfg.string()};
+    }
+    if (dir == dir.root_path() || dir.empty()) break;
+  }
+  if (const char* home = std::getenv("TRAINYARD_HOME"); home != nullptr && *home != '\0') {
+    return WorkspaceTarget{{fs::absolute(home).lexically_normal()}, "$TRAINYARD_HOME"};
+  }
+  return WorkspaceTarget{{HomeDir() / ".trainyard"}, "~/.trainyard"};
+}
+
+StatusOr<ServerInfo> ReadServerInfo(const WorkspaceLayout& layout) {
+  TY_ASSIGN_OR_RETURN(std::string text, ReadFile(layout.ServerFile()));
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("port") || !j["port"].is_number()) {
+    return NotFound(layout.ServerFile().string() + " is incomplete");
+  }
+  ServerInfo info;
+  info.pid = j.value("pid", 0);
+  info.port = j["port"].get<int>();
+  info.token = j.value("token", "");
+  info.url = j.value("url", "http://127.0.0.1:" + std::to_string(info.port));
+  return info;
+}
+
+namespace {
+
+StatusOr<std::unique_ptr<HttpClient>> TryConnect(const WorkspaceLayout& layout) {
+  TY_ASSIGN_OR_RETURN(ServerInfo info, ReadServerInfo(layout));
+  if (info.pid > 0 && ::kill(info.pid, 0) != 0 && errno == ESRCH) {
+    return Unavailable("the daemon recorded in " + layout.ServerFile().string() + " is gone");
+  }
+  auto client = std::make_unique<HttpClient>(info.url, info.token);
+  auto health = client->Request("GET", "/api/v1/health", "", "application/json", 2000);
+  if (!health.ok()) return health.status();
+  if (health->status != 200) return Unavailable("daemon health check answered " +
+                                                std::to_string(health->status));
+  // A daemon of another workspace on a reused port would be a surprise: check the token works.
+  auto auth = client->Request("GET", "/api/v1/workspace", "", "application/json", 2000);
+  if (!auth.ok()) return auth.status();
+  if (auth->status != 200) return Unavailable("the daemon refused this workspace's token");
+  return client;
+}
+
+Status SpawnDaemon(const WorkspaceLayout& layout, const fs::path& self_exe) {
+  TY_RETURN_IF_ERROR(layout.Create());
+  pid_t pid = ::fork();
+  if (pid < 0) return Internal("fork failed: " + std::string(std::strerror(errno)));
+  if (pid == 0) {
+    // A grandchild, so the daemon is not our child and outlives this CLI.
+    ::setsid();
+    if (::fork() != 0) ::_exit(0);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    int log = ::open(layout.DaemonLog().c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (devnull >= 0) ::dup2(devnull, 0);
+    if (log >= 0) {
+      ::dup2(log, 1);
+      ::dup2(log, 2);
+    }
+    std::string exe = self_exe.string();
+    std::string root = layout.root.string();
+    execl(exe.c_str(), exe.c_str(), "server", "--workspace", root.c_str(),
+          static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<HttpClient>> ConnectOrStart(const WorkspaceLayout& layout,
+                                                     const fs::path& self_exe) {
+  auto first = TryConnect(layout);
+  if (first.ok()) return first;
+  TY_RETURN_IF_ERROR(SpawnDaemon(layout, self_exe));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  Status last = first.status();
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    auto c = TryConnect(layout);
+    if (c.ok()) return c;
+    last = c.status();
+  }
+  return Unavailable("the trainyard daemon for workspace " + layout.root.string() +
+                     " did not come up (" + last.message() + "); see " +
+                     layout.DaemonLog().string());
+}
+
+}  // namespace trainyard::client

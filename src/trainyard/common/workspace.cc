@@ -1,0 +1,56 @@
+#include "trainyard/common/workspace.h"
+
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+
+#include "trainyard/common/fs.h"
+
+namespace trainyard {
+
+Status WorkspaceLayout::Create() const {
+  for (const auto& dir : {root, ObjectsDir(), SnapshotsDir(), RunsDir(), ScratchDir()}) {
+    TY_RETURN_IF_ERROR(MakeDirs(dir));
+  }
+  ::chmod(root.c_str(), 0700);
+  return Status::Ok();
+}
+
+StatusOr<WorkspaceConfig> LoadWorkspaceConfig(const WorkspaceLayout& layout) {
+  WorkspaceConfig cfg;
+  auto text = ReadFile(layout.ConfigFile());
+  if (!text.ok()) {
+    if (text.status().code() == StatusCode::kNotFound) return cfg;
+    return text.status();
+  }
+  const std::string where = layout.ConfigFile().string();
+  auto j = nlohmann::json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return InvalidArgument(where + ": not a JSON object");
+  }
+  auto read = [&](const char* key, auto* out) -> Status {
+    if (!j.contains(key)) return Status::Ok();
+    if (!j[key].is_number_integer() || j[key].template get<std::int64_t>() < 0) {
+      return InvalidArgument(where + ": '" + key + "' must be a non-negative integer");
+    }
+    *out = j[key].template get<std::remove_pointer_t<decltype(out)>>();
+    return Status::Ok();
+  };
+  TY_RETURN_IF_ERROR(read("snapshot_max_bytes", &cfg.snapshot_max_bytes));
+  TY_RETURN_IF_ERROR(read("snapshot_max_files", &cfg.snapshot_max_files));
+  TY_RETURN_IF_ERROR(read("max_concurrent_runs", &cfg.max_concurrent_runs));
+  TY_RETURN_IF_ERROR(read("port", &cfg.port));
+  TY_RETURN_IF_ERROR(read("stop_grace_seconds", &cfg.stop_grace_seconds));
+  for (const auto& [k, v] : j.items()) {
+    static const char* kKnown[] = {"snapshot_max_bytes", "snapshot_max_files",
+                                   "max_concurrent_runs", "port", "stop_grace_seconds"};
+    if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown)) {
+      return InvalidArgument(where + ": unknown key '" + k +
+                             "'; allowed keys: snapshot_max_bytes, snapshot_max_files, "
+                             "max_concurrent_runs, port, stop_grace_seconds");
+    }
+  }
+  return cfg;
+}
+
+}  // namespace trainyard

@@ -1,0 +1,45 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "trainyard/common/status.h"
+
+namespace trainyard {
+
+// Where a workspace keeps its parts on disk. Plain paths; nothing is created by this struct.
+struct WorkspaceLayout {
+  std::filesystem::path root;
+
+  std::filesystem::path Database() const { return root / "trainyard.db"; }
+  std::filesystem::path ObjectsDir() const { return root / "cas"; }
+  std::filesystem::path SnapshotsDir() const { return root / "snapshots"; }
+  std::filesystem::path RunsDir() const { return root / "runs"; }
+  std::filesystem::path RunDir(const std::string& run_id) const { return RunsDir() / run_id; }
+  std::filesystem::path ScratchDir() const { return root / "tmp"; }
+  std::filesystem::path SecretKey() const { return root / "secret.key"; }
+  // Written by the daemon once it listens: {"pid", "port", "token", "url"}; mode 0600.
+  std::filesystem::path ServerFile() const { return root / "server.json"; }
+  std::filesystem::path DaemonLog() const { return root / "daemon.log"; }
+  std::filesystem::path LockFile() const { return root / "daemon.lock"; }
+  std::filesystem::path ConfigFile() const { return root / "workspace.json"; }
+
+  // Creates the folders (mode 0700 for the root).
+  Status Create() const;
+};
+
+// Settings of a workspace, from its workspace.json (every field optional).
+struct WorkspaceConfig {
+  std::uint64_t snapshot_max_bytes = 300'000'000;  // snapshot limit, bytes
+  std::uint64_t snapshot_max_files = 2000;         // snapshot limit, files
+  int max_concurrent_runs = 0;                     // 0: one per core of the machine
+  int port = 0;                                    // daemon port; 0: any free port
+  int stop_grace_seconds = 10;                     // SIGTERM → SIGKILL on cancel and timeout
+};
+
+// Reads workspace.json; defaults when the file is missing. InvalidArgument naming the file and
+// the key for a bad value.
+StatusOr<WorkspaceConfig> LoadWorkspaceConfig(const WorkspaceLayout& layout);
+
+}  // namespace trainyard

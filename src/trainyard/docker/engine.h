@@ -1,0 +1,155 @@
+#pragma once
+
+// The Docker Engine, behind a narrow interface. `HttpEngine` (http_engine.h) talks to a real
+// dockerd over its unix socket with the Engine API; `FakeEngine` (fake_engine.h) is the
+// in-memory twin for unit tests.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "trainyard/common/status.h"
+
+namespace trainyard::docker {
+
+// Credentials for one registry, as sent in X-Registry-Auth.
+struct RegistryAuth {
+  std::string username;
+  std::string password;
+  std::string server_address;  // "127.0.0.1:5000"; Docker Hub: "https://index.docker.io/v1/"
+};
+
+// A reference split into parts: "127.0.0.1:5000/team/img:tag" -> registry "127.0.0.1:5000",
+// repository "127.0.0.1:5000/team/img", tag "tag". Docker Hub names get registry "docker.io".
+struct ImageRef {
+  std::string registry;
+  std::string repository;  // what Docker's fromImage takes, including the registry part
+  std::string tag;         // "latest" when absent and no digest
+  std::string digest;      // "sha256:..." when pinned with @
+  std::string ToString() const;  // repository + (":" tag | "@" digest)
+};
+StatusOr<ImageRef> ParseImageRef(std::string_view ref);
+
+struct ImageInfo {
+  std::string id;  // "sha256:..."
+  std::vector<std::string> repo_tags;
+  std::map<std::string, std::string> labels;
+};
+
+struct BuildRequest {
+  std::string context_tar;              // an uncompressed tar of the build context
+  std::string dockerfile = "Dockerfile";  // path inside the context
+  std::string tag;                      // "trainyard/env:<hash>"
+  std::map<std::string, std::string> labels;
+  std::map<std::string, std::string> build_args;
+  std::vector<RegistryAuth> registry_auth;  // sent as X-Registry-Config for FROM pulls
+  bool pull = false;                    // always try to pull a newer FROM image
+};
+
+struct Mount {
+  std::string source;  // host path
+  std::string target;  // container path
+  bool read_only = false;
+};
+
+// GPU devices to ask the engine for (DeviceRequests with the "gpu" capability).
+struct GpuRequest {
+  int count = 0;                      // -1: all
+  std::vector<std::string> device_ids;  // when non-empty, used instead of count
+};
+
+struct ContainerConfig {
+  std::string name;  // optional container name
+  std::string image;
+  std::vector<std::string> cmd;
+  std::optional<std::vector<std::string>> entrypoint;  // set: overrides the image's
+  std::vector<std::string> env;  // "KEY=VALUE"
+  std::string working_dir;
+  std::string user;  // empty: the image's
+  std::map<std::string, std::string> labels;
+  std::vector<Mount> mounts;
+  std::int64_t shm_size_bytes = 0;  // 0: engine default
+  std::int64_t memory_bytes = 0;    // 0: no limit
+  std::int64_t nano_cpus = 0;       // 0: no limit
+  std::string network_mode;         // empty: default bridge
+  std::string hostname;
+  std::vector<std::string> network_aliases;
+  std::optional<GpuRequest> gpus;
+};
+
+struct ContainerState {
+  std::string status;  // "created", "running", "exited", ...
+  bool running = false;
+  int exit_code = 0;
+  bool oom_killed = false;
+  std::string error;
+  std::string started_at;
+  std::string finished_at;
+};
+
+struct ContainerSummary {
+  std::string id;
+  std::string image;
+  std::string state;  // "running", "exited", ...
+  std::map<std::string, std::string> labels;
+};
+
+// Receives text as it arrives: build output lines, pull progress lines, log bytes.
+using TextSink = std::function<void(std::string_view)>;
+
+// Thread-safe: calls may come from many threads at once.
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  // OK when the engine answers. Unavailable otherwise, naming the socket.
+  virtual Status Ping() = 0;
+
+  // The image, or nullopt when the engine does not have it.
+  virtual StatusOr<std::optional<ImageInfo>> InspectImage(const std::string& ref) = 0;
+
+  // Pulls `ref`, sending `auth` when given. Progress goes to `progress` one line at a time
+  // ("Pulling from ...", "Downloading ...", "Status: ..."). A registry that refuses the
+  // credentials is Unauthenticated with "unauthorized: pulling REF from REGISTRY"; an image that
+  // does not exist is NotFound; no message ever contains the password.
+  virtual Status PullImage(const std::string& ref, const std::optional<RegistryAuth>& auth,
+                           const TextSink& progress) = 0;
+
+  // Builds an image from a tar context. Each output line of the build goes to `output` as it
+  // arrives. A failing step is InvalidArgument with the engine's error message (so are a bad
+  // Dockerfile and a FROM image that cannot be had); a registry refusing the credentials for a
+  // FROM image is Unauthenticated ("unauthorized: building TAG: ...").
+  virtual Status BuildImage(const BuildRequest& request, const TextSink& output) = 0;
+
+  virtual Status RemoveImage(const std::string& ref, bool force) = 0;
+
+  // Creates a container and returns its id.
+  virtual StatusOr<std::string> CreateContainer(const ContainerConfig& config) = 0;
+  virtual Status StartContainer(const std::string& id) = 0;
+
+  // Streams the container's stdout and stderr (interleaved, demultiplexed, from the first byte)
+  // into `sink` until the container exits. Returns when the stream ends.
+  virtual Status FollowLogs(const std::string& id, const TextSink& sink) = 0;
+
+  // Blocks until the container exits and returns its exit code.
+  virtual StatusOr<int> WaitContainer(const std::string& id) = 0;
+
+  // SIGTERM, then SIGKILL after `grace_seconds`. OK when the container is already stopped.
+  virtual Status StopContainer(const std::string& id, int grace_seconds) = 0;
+  // SIGKILL. OK when the container is not running.
+  virtual Status KillContainer(const std::string& id) = 0;
+  // Removes the container and its anonymous volumes; `force` kills it first when running
+  // (without it, a running container is FailedPrecondition). OK when it does not exist.
+  virtual Status RemoveContainer(const std::string& id, bool force) = 0;
+  virtual StatusOr<ContainerState> InspectContainer(const std::string& id) = 0;
+
+  // Containers (running or not) that carry label `key` (any value, when `value` is empty).
+  virtual StatusOr<std::vector<ContainerSummary>> ListContainers(const std::string& key,
+                                                                 const std::string& value) = 0;
+};
+
+}  // namespace trainyard::docker

@@ -1,0 +1,127 @@
+#pragma once
+
+// An in-memory `Engine` for unit tests of the code above it (builder, executors, scheduler):
+// images are names in a set, builds and pulls are counted, and a container's "process" is a
+// C++ function (the runner) run on a thread of its own.
+
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "trainyard/docker/engine.h"
+
+namespace trainyard::docker {
+
+// Thread-safe. Behaves like HttpEngine where tests can tell: the same status codes and, for pull
+// authentication failures, the same message prefix ("unauthorized: pulling REF from REGISTRY").
+//
+// Containers: StartContainer runs the runner on a new thread and returns at once. What the runner
+// writes to its `log` sink is what FollowLogs delivers; its return value is the exit code. Stop
+// and Kill end a running container at once with exit code 137 (its later output is dropped); the
+// runner should notice with StopRequested()/WaitForStop() and return. The destructor kills every
+// running container and joins the runner threads, so a runner that ignores being killed would
+// make it hang.
+class FakeEngine : public Engine {
+ public:
+  using Runner = std::function<int(const ContainerConfig& config, const TextSink& log)>;
+
+  FakeEngine();
+  ~FakeEngine() override;
+  FakeEngine(const FakeEngine&) = delete;
+  FakeEngine& operator=(const FakeEngine&) = delete;
+
+  // --- Setup ---
+  // Makes `ref` present locally (InspectImage finds it, containers can use it).
+  void AddImage(const std::string& ref, std::map<std::string, std::string> labels = {});
+  // Makes `ref` pullable from its registry (otherwise a pull is NotFound).
+  void AddRemoteImage(const std::string& ref);
+  // Pulls from `registry` ("127.0.0.1:5000", "docker.io") then need exactly these credentials;
+  // anything else is Unauthenticated. Registries without an entry allow anonymous pulls.
+  void SetRegistryCredentials(const std::string& registry, const std::string& username,
+                              const std::string& password);
+  // While set, every build fails with InvalidArgument carrying `message` (after the output).
+  void SetBuildFailure(std::optional<std::string> message);
+  // Lines a build writes to its output (default: a "Step" line and "Successfully tagged TAG").
+  void SetBuildOutput(std::vector<std::string> lines);
+  // The process of every container started from now on (default: exits 0 without output).
+  void SetRunner(Runner runner);
+  // While false, every call is Unavailable as when dockerd is down.
+  void SetAvailable(bool available);
+
+  // --- For runners (call only from a runner's own thread) ---
+  // True once the container this runner plays has been stopped or killed.
+  static bool StopRequested();
+  // Blocks until the container is stopped or killed (returns true) or `timeout` passes (false).
+  static bool WaitForStop(std::chrono::milliseconds timeout = std::chrono::hours(24));
+
+  // --- Observation ---
+  int builds() const;
+  int pulls() const;
+  int creates() const;
+  int starts() const;
+  std::optional<BuildRequest> last_build() const;
+  std::optional<ContainerConfig> last_container_config() const;
+  std::optional<RegistryAuth> last_pull_auth() const;
+  bool HasImage(const std::string& ref) const;
+  // Ids of containers that exist (created and not removed).
+  std::vector<std::string> ContainerIds() const;
+  // Blocks until the container with this id or name is running; false after `timeout`.
+  bool WaitUntilRunning(const std::string& id,
+                        std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+  // --- Engine ---
+  Status Ping() override;
+  StatusOr<std::optional<ImageInfo>> InspectImage(const std::string& ref) override;
+  Status PullImage(const std::string& ref, const std::optional<RegistryAuth>& auth,
+                   const TextSink& progress) override;
+  Status BuildImage(const BuildRequest& request, const TextSink& output) override;
+  Status RemoveImage(const std::string& ref, bool force) override;
+  StatusOr<std::string> CreateContainer(const ContainerConfig& config) override;
+  Status StartContainer(const std::string& id) override;
+  Status FollowLogs(const std::string& id, const TextSink& sink) override;
+  StatusOr<int> WaitContainer(const std::string& id) override;
+  Status StopContainer(const std::string& id, int grace_seconds) override;
+  Status KillContainer(const std::string& id) override;
+  Status RemoveContainer(const std::string& id, bool force) override;
+  StatusOr<ContainerState> InspectContainer(const std::string& id) override;
+  StatusOr<std::vector<ContainerSummary>> ListContainers(const std::string& key,
+                                                         const std::string& value) override;
+
+ private:
+  struct Container;
+  struct RunnerContext;
+
+  // Requires mutex_. The container by id, name or unique id prefix; nullptr when none.
+  std::shared_ptr<Container> FindLocked(const std::string& id) const;
+  // Requires mutex_. Ends a running container with `exit_code`.
+  void FinishLocked(Container& c, int exit_code);
+  Status CheckAvailableLocked() const;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  bool available_ = true;
+  std::map<std::string, ImageInfo> images_;  // normalised ref -> info
+  std::set<std::string> remote_images_;      // normalised refs
+  std::map<std::string, std::pair<std::string, std::string>> credentials_;  // registry -> (u, p)
+  std::optional<std::string> build_failure_;
+  std::optional<std::vector<std::string>> build_output_;
+  Runner runner_;
+  std::map<std::string, std::shared_ptr<Container>> containers_;  // by id; shared with runners
+  std::vector<std::thread> threads_;
+  int builds_ = 0;
+  int pulls_ = 0;
+  int creates_ = 0;
+  int starts_ = 0;
+  std::optional<BuildRequest> last_build_;
+  std::optional<ContainerConfig> last_container_config_;
+  std::optional<RegistryAuth> last_pull_auth_;
+};
+
+}  // namespace trainyard::docker

@@ -1,0 +1,51 @@
+#include "trainyard/exec/executor.h"
+
+namespace trainyard::exec {
+
+StatusOr<std::string> DockerExecutor::Launch(const LaunchSpec& spec) {
+  docker::ContainerConfig c;
+  c.name = spec.name;
+  c.image = spec.image;
+  // The command runs as given: the image's entrypoint would otherwise wrap it.
+  c.entrypoint = std::vector<std::string>{spec.argv.empty() ? "/bin/sh" : spec.argv.front()};
+  if (spec.argv.size() > 1) c.cmd.assign(spec.argv.begin() + 1, spec.argv.end());
+  c.env = spec.env;
+  c.working_dir = spec.working_dir;
+  c.labels = spec.labels;
+  c.mounts = spec.mounts;
+  c.shm_size_bytes = spec.shm_size_bytes;
+  TY_ASSIGN_OR_RETURN(std::string id, engine_.CreateContainer(c));
+  Status s = engine_.StartContainer(id);
+  if (!s.ok()) {
+    (void)engine_.RemoveContainer(id, true);
+    return s;
+  }
+  return id;
+}
+
+Status DockerExecutor::StreamLogs(const std::string& handle, const docker::TextSink& sink) {
+  return engine_.FollowLogs(handle, sink);
+}
+
+StatusOr<ExitInfo> DockerExecutor::Wait(const std::string& handle) {
+  TY_ASSIGN_OR_RETURN(int code, engine_.WaitContainer(handle));
+  ExitInfo info{code, false};
+  auto state = engine_.InspectContainer(handle);
+  if (state.ok()) info.oom_killed = state->oom_killed;
+  return info;
+}
+
+Status DockerExecutor::Stop(const std::string& handle, int grace_seconds) {
+  return engine_.StopContainer(handle, grace_seconds);
+}
+
+StatusOr<bool> DockerExecutor::IsRunning(const std::string& handle) {
+  TY_ASSIGN_OR_RETURN(docker::ContainerState state, engine_.InspectContainer(handle));
+  return state.running;
+}
+
+Status DockerExecutor::Cleanup(const std::string& handle) {
+  return engine_.RemoveContainer(handle, true);
+}
+
+}  // namespace trainyard::exec

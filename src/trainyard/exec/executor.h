@@ -1,0 +1,69 @@
+#pragma once
+
+// Executors run a prepared run somewhere: a container on the local Docker engine (DockerExecutor,
+// here), later a process on the host or a Slurm job. The scheduler drives them; they own no
+// run state.
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "trainyard/common/status.h"
+#include "trainyard/docker/engine.h"
+
+namespace trainyard::exec {
+
+// Everything needed to start one node of a run.
+struct LaunchSpec {
+  std::string run_id;
+  std::string name;  // a unique, human-readable name for the container/process
+  std::string image;
+  std::vector<std::string> argv;  // the command, e.g. {"/bin/sh", "-c", "python train.py"}
+  std::vector<std::string> env;   // "KEY=VALUE"
+  std::string working_dir;
+  std::vector<docker::Mount> mounts;
+  std::int64_t shm_size_bytes = 0;
+  std::map<std::string, std::string> labels;
+};
+
+// How a launched node ended.
+struct ExitInfo {
+  int exit_code = 0;
+  bool oom_killed = false;
+};
+
+// Thread-safe. Handles are opaque strings (a container id for DockerExecutor).
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  // Creates and starts the node. Returns its handle.
+  virtual StatusOr<std::string> Launch(const LaunchSpec& spec) = 0;
+  // Streams the node's output from its first byte into `sink` until it ends.
+  virtual Status StreamLogs(const std::string& handle, const docker::TextSink& sink) = 0;
+  // Blocks until the node ends.
+  virtual StatusOr<ExitInfo> Wait(const std::string& handle) = 0;
+  // Asks the node to stop (SIGTERM), killing it after `grace_seconds`.
+  virtual Status Stop(const std::string& handle, int grace_seconds) = 0;
+  // True while the node runs; NotFound when it vanished.
+  virtual StatusOr<bool> IsRunning(const std::string& handle) = 0;
+  // Removes what the node left behind. OK when nothing is left.
+  virtual Status Cleanup(const std::string& handle) = 0;
+};
+
+// Runs nodes as containers on a Docker engine (borrowed; must outlive the executor).
+class DockerExecutor : public Executor {
+ public:
+  explicit DockerExecutor(docker::Engine& engine) : engine_(engine) {}
+
+  StatusOr<std::string> Launch(const LaunchSpec& spec) override;
+  Status StreamLogs(const std::string& handle, const docker::TextSink& sink) override;
+  StatusOr<ExitInfo> Wait(const std::string& handle) override;
+  Status Stop(const std::string& handle, int grace_seconds) override;
+  StatusOr<bool> IsRunning(const std::string& handle) override;
+  Status Cleanup(const std::string& handle) override;
+
+ private:
+  docker::Engine& engine_;
+};
+
+}  // namespace trainyard::exec

@@ -1,0 +1,280 @@
+#include "trainyard/sched/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "trainyard/common/fs.h"
+#include "trainyard/common/util.h"
+#include "trainyard/docker/fake_engine.h"
+
+namespace trainyard::sched {
+namespace {
+
+using store::RunStatus;
+using namespace std::chrono_literals;
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Build(2); }
+
+  void Build(int max_concurrent) {
+    scheduler_.reset();
+    if (root_.empty()) {
+      root_ = fs::temp_directory_path() / ("ty-sched-" + RandomHex(4));
+      layout_.root = root_;
+      ASSERT_TRUE(layout_.Create().ok());
+      auto st = store::OpenSqliteStore(layout_.Database().string());
+      ASSERT_TRUE(st.ok());
+      store_ = std::move(st).value();
+      objects_ = std::make_unique<cas::ObjectStore>(layout_.ObjectsDir());
+      snapshots_ = std::make_unique<cas::Snapshotter>(*objects_, layout_.SnapshotsDir());
+      builder_ = std::make_unique<envbuild::ImageBuilder>(engine_, *snapshots_,
+                                                          layout_.ScratchDir(), root_ / "none");
+      executor_ = std::make_unique<exec::DockerExecutor>(engine_);
+      registry_ = std::make_unique<EnvironmentRegistry>(*store_, secrets_);
+      engine_.AddImage("python:3.11-slim");
+    }
+    SchedulerOptions opts;
+    opts.max_concurrent_runs = max_concurrent;
+    opts.stop_grace_seconds = 1;
+    scheduler_ = std::make_unique<Scheduler>(*store_, *registry_, *builder_, *executor_,
+                                             *snapshots_, secrets_, layout_, opts);
+  }
+
+  void TearDown() override {
+    scheduler_.reset();
+    (void)RemoveTree(root_);
+  }
+
+  static spec::RunRequest Request(const std::string& command) {
+    spec::RunRequest r;
+    r.experiment_name = "unit";
+    r.command = command;
+    spec::EnvironmentDefinition env;
+    env.image = "python:3.11-slim";
+    env.user_managed_dependencies = true;
+    r.environment = env;
+    return r;
+  }
+
+  store::RunRecord WaitFor(const std::string& id, std::chrono::milliseconds timeout = 20s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      auto r = store_->GetRun(id);
+      EXPECT_TRUE(r.ok());
+      if (store::IsTerminal(r->status) || std::chrono::steady_clock::now() > deadline) return *r;
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+
+  void WaitForStatus(const std::string& id, RunStatus s) {
+    for (int i = 0; i < 2000; ++i) {
+      if (store_->GetRun(id)->status == s) return;
+      std::this_thread::sleep_for(5ms);
+    }
+    FAIL() << "run " << id << " never reached " << store::RunStatusName(s);
+  }
+
+  fs::path root_;
+  WorkspaceLayout layout_;
+  docker::FakeEngine engine_;
+  SecretBox secrets_ = SecretBox::ForTesting("0123456789abcdef0123456789abcdef");
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<cas::ObjectStore> objects_;
+  std::unique_ptr<cas::Snapshotter> snapshots_;
+  std::unique_ptr<envbuild::ImageBuilder> builder_;
+  std::unique_ptr<exec::DockerExecutor> executor_;
+  std::unique_ptr<EnvironmentRegistry> registry_;
+  std::unique_ptr<Scheduler> scheduler_;
+};
+
+TEST_F(SchedulerTest, CompletedRunWalksEveryStateAndGetsItsIdentity) {
+  engine_.SetRunner([](const docker::ContainerConfig&, const docker::TextSink& log) {
+    log("epoch 1 accuracy 0.9\n");
+    return 0;
+  });
+  auto req = Request("python train.py --epochs ${{inputs.epochs}}");
+  req.inputs["epochs"] = spec::InputSpec{spec::InputSpec::Kind::kLiteral, "3", "", "ro_mount"};
+  req.outputs["model"] = spec::OutputSpec{};
+  req.environment_variables = {{"OMP_NUM_THREADS", "4"}};
+  auto run = scheduler_->Submit(req);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  auto done = WaitFor(run->id);
+  EXPECT_EQ(done.status, RunStatus::kCompleted) << done.failure_reason;
+  std::vector<RunStatus> seen;
+  for (const auto& t : done.transitions) seen.push_back(t.status);
+  EXPECT_EQ(seen, (std::vector<RunStatus>{RunStatus::kNotStarted, RunStatus::kQueued,
+                                          RunStatus::kPreparing, RunStatus::kStarting,
+                                          RunStatus::kRunning, RunStatus::kFinalizing,
+                                          RunStatus::kCompleted}));
+  EXPECT_EQ(done.exit_code.value_or(-1), 0);
+  auto log = ReadFile(layout_.RunDir(run->id) / Scheduler::kStdLog);
+  ASSERT_TRUE(log.ok());
+  EXPECT_EQ(*log, "epoch 1 accuracy 0.9\n");
+
+  auto cfg = engine_.last_container_config();
+  ASSERT_TRUE(cfg.has_value());
+  EXPECT_EQ(cfg->cmd, (std::vector<std::string>{"-c", "python train.py --epochs 3"}));
+  EXPECT_EQ(cfg->working_dir, "/trainyard/code");
+  EXPECT_EQ(cfg->labels.at("trainyard.run_id"), run->id);
+  auto has_env = [&](const std::string& kv) {
+    return std::find(cfg->env.begin(), cfg->env.end(), kv) != cfg->env.end();
+  };
+  EXPECT_TRUE(has_env("TRAINYARD_RUN_ID=" + run->id));
+  EXPECT_TRUE(has_env("AZUREML_RUN_ID=" + run->id));
+  EXPECT_TRUE(has_env("TRAINYARD_EXPERIMENT=unit"));
+  EXPECT_TRUE(has_env("AZURE_ML_INPUT_epochs=3"));
+  EXPECT_TRUE(has_env("AZURE_ML_OUTPUT_model=/trainyard/code/outputs/model"));
+  EXPECT_TRUE(has_env("OMP_NUM_THREADS=4"));
+  EXPECT_TRUE(has_env("PYTHONUNBUFFERED=1"));
+  EXPECT_TRUE(fs::is_directory(layout_.RunDir(run->id) / "outputs" / "model"));
+  EXPECT_TRUE(engine_.ContainerIds().empty()) << "the container is removed at Finalizing";
+}
+
+TEST_F(SchedulerTest, NonZeroExitFailsWithTheCode) {
+  engine_.SetRunner([](const docker::ContainerConfig&, const docker::TextSink&) { return 3; });
+  auto run = scheduler_->Submit(Request("exit 3"));
+  ASSERT_TRUE(run.ok());
+  auto done = WaitFor(run->id);
+  EXPECT_EQ(done.status, RunStatus::kFailed);
+  EXPECT_EQ(done.failure_reason, "script exited with code 3");
+  EXPECT_EQ(done.exit_code.value_or(-1), 3);
+}
+
+TEST_F(SchedulerTest, TimeoutStopsTheRun) {
+  engine_.SetRunner([](const docker::ContainerConfig&, const docker::TextSink&) {
+    docker::FakeEngine::WaitForStop();
+    return 0;
+  });
+  auto req = Request("sleep 1000");
+  req.timeout_seconds = 1;
+  auto run = scheduler_->Submit(req);
+  ASSERT_TRUE(run.ok());
+  auto done = WaitFor(run->id);
+  EXPECT_EQ(done.status, RunStatus::kFailed);
+  EXPECT_EQ(done.failure_reason, "timed out after 1 s");
+}
+
+TEST_F(SchedulerTest, CancelRunningAndQueuedRuns) {
+  Build(1);
+  engine_.SetRunner([](const docker::ContainerConfig&, const docker::TextSink&) {
+    docker::FakeEngine::WaitForStop();
+    return 0;
+  });
+  auto first = scheduler_->Submit(Request("sleep 1000"));
+  ASSERT_TRUE(first.ok());
+  WaitForStatus(first->id, RunStatus::kRunning);
+  auto second = scheduler_->Submit(Request("sleep 1000"));
+  ASSERT_TRUE(second.ok());
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(store_->GetRun(second->id)->status, RunStatus::kQueued);
+
+  ASSERT_TRUE(scheduler_->Cancel(second->id).ok());
+  auto queued = WaitFor(second->id);
+  EXPECT_EQ(queued.status, RunStatus::kCanceled);
+  EXPECT_EQ(queued.failure_reason, "canceled by user");
+  EXPECT_EQ(engine_.creates(), 1) << "a canceled queued run never starts";
+
+  ASSERT_TRUE(scheduler_->Cancel(first->id).ok());
+  auto running = WaitFor(first->id);
+  EXPECT_EQ(running.status, RunStatus::kCanceled);
+  EXPECT_EQ(running.TimeOf(RunStatus::kCancelRequested) > 0, true);
+  EXPECT_EQ(scheduler_->Cancel(first->id).code(), StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SchedulerTest, QueueRunsInSubmissionOrderWithinCapacity) {
+  Build(1);
+  std::mutex mu;
+  std::vector<std::string> order;
+  engine_.SetRunner([&](const docker::ContainerConfig& c, const docker::TextSink&) {
+    std::lock_guard lock(mu);
+    order.push_back(c.labels.at("trainyard.run_id"));
+    return 0;
+  });
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    auto req = Request("true");
+    req.name = "ordered-" + std::to_string(i);
+    auto run = scheduler_->Submit(req);
+    ASSERT_TRUE(run.ok()) << run.status().ToString();
+    ids.push_back(run->id);
+  }
+  for (const auto& id : ids) EXPECT_EQ(WaitFor(id).status, RunStatus::kCompleted);
+  EXPECT_EQ(order, ids);
+}
+
+TEST_F(SchedulerTest, FailFastOnWhatCanNeverRun) {
+  auto req = Request("true");
+  req.compute = "gpu-cluster";
+  EXPECT_EQ(scheduler_->Submit(req).status().code(), StatusCode::kNotFound);
+  req = Request("true");
+  req.instance_count = 2;
+  EXPECT_EQ(scheduler_->Submit(req).status().code(), StatusCode::kInvalidArgument);
+  req = Request("echo ${{inputs.missing}}");
+  EXPECT_EQ(scheduler_->Submit(req).status().code(), StatusCode::kInvalidArgument);
+  req = Request("true");
+  req.environment.reset();
+  req.environment_name = "nope";
+  EXPECT_EQ(scheduler_->Submit(req).status().code(), StatusCode::kNotFound);
+  req = Request("true");
+  req.name = "dup";
+  ASSERT_TRUE(scheduler_->Submit(req).ok());
+  EXPECT_EQ(scheduler_->Submit(req).status().code(), StatusCode::kAlreadyExists);
+  WaitFor("dup");
+}
+
+TEST_F(SchedulerTest, RegistryPasswordIsSealedAndNeverInTheDatabase) {
+  engine_.AddRemoteImage("127.0.0.1:5000/team/img:1");
+  engine_.SetRegistryCredentials("127.0.0.1:5000", "u", "s3cret-Pw-917");
+  auto req = Request("true");
+  req.environment->image = "127.0.0.1:5000/team/img:1";
+  req.environment->registry = spec::RegistryCredentials{"127.0.0.1:5000", "u", "s3cret-Pw-917"};
+  auto run = scheduler_->Submit(req);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(WaitFor(run->id).status, RunStatus::kCompleted);
+  EXPECT_EQ(engine_.last_pull_auth()->password, "s3cret-Pw-917");
+  // Checkpoint the WAL so every byte is in the main file, then look at every byte.
+  store_.reset();
+  std::string bytes;
+  for (const char* suffix : {"", "-wal"}) {
+    auto b = ReadFile(layout_.Database().string() + suffix);
+    if (b.ok()) bytes += *b;
+  }
+  ASSERT_FALSE(bytes.empty());
+  EXPECT_EQ(bytes.find("s3cret-Pw-917"), std::string::npos);
+  auto st = store::OpenSqliteStore(layout_.Database().string());
+  ASSERT_TRUE(st.ok());
+  store_ = std::move(st).value();
+  registry_ = std::make_unique<EnvironmentRegistry>(*store_, secrets_);
+  auto def = registry_->Resolve("anonymous", "");
+  ASSERT_TRUE(def.ok()) << def.status().ToString();
+  EXPECT_EQ(def->registry->password, "s3cret-Pw-917");
+  auto api = EnvironmentRegistry::ToApiJson(*store_->GetEnvironment("anonymous", ""));
+  EXPECT_EQ(api.dump().find("s3cret-Pw-917"), std::string::npos);
+  Build(2);  // the scheduler must not outlive the store it borrowed
+}
+
+TEST_F(SchedulerTest, EnvironmentVersioning) {
+  spec::EnvironmentDefinition def;
+  def.name = "fastai";
+  def.image = "python:3.11-slim";
+  auto v1 = registry_->Register(def);
+  ASSERT_TRUE(v1.ok()) << v1.status().ToString();
+  EXPECT_EQ(v1->version, "1");
+  auto again = registry_->Register(def);
+  EXPECT_EQ(again->version, "1") << "an unchanged definition keeps its version";
+  def.pip_requirements = {"numpy"};
+  auto v2 = registry_->Register(def);
+  EXPECT_EQ(v2->version, "2");
+  EXPECT_NE(v1->image_hash, v2->image_hash);
+  def.version = "1";
+  EXPECT_EQ(registry_->Register(def).status().code(), StatusCode::kAlreadyExists);
+  def.name = "bad/name";
+  def.version = "";
+  EXPECT_EQ(registry_->Register(def).status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace trainyard::sched

@@ -1,0 +1,76 @@
+#pragma once
+
+// The records the workspace keeps: experiments, environments, runs and their transitions.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace trainyard::store {
+
+// The life of a run (REFERENCE.md, "States").
+enum class RunStatus {
+  kNotStarted,
+  kQueued,
+  kPreparing,
+  kStarting,
+  kRunning,
+  kFinalizing,
+  kCancelRequested,
+  kCompleted,
+  kFailed,
+  kCanceled,
+};
+
+std::string_view RunStatusName(RunStatus s);  // "Running"
+std::optional<RunStatus> ParseRunStatus(std::string_view name);
+bool IsTerminal(RunStatus s);
+
+struct EnvironmentRecord {
+  std::string name;
+  std::string version;
+  std::string definition_json;  // spec::EnvironmentDefinition JSON, secrets sealed
+  std::string definition_hash;  // decides "same definition" when registering again
+  std::string image_hash;       // what shapes the image; names the image trainyard/env:<hash>
+  std::int64_t created_at = 0;  // unix millis
+};
+
+struct RunTransition {
+  RunStatus status;
+  std::int64_t at = 0;  // unix millis
+};
+
+struct RunRecord {
+  std::string id;  // also the run's name in the CLI
+  std::string experiment;
+  std::string display_name;
+  std::string description;
+  std::string compute;
+  RunStatus status = RunStatus::kNotStarted;
+  std::string request_json;  // the submitted job, as the daemon received it (secrets sealed)
+  std::string snapshot_id;
+  std::string environment_name;
+  std::string environment_version;
+  std::string image_hash;
+  std::string image;  // the image reference the run used
+  std::optional<int> exit_code;
+  std::string failure_reason;
+  std::string container_id;
+  std::map<std::string, std::string> tags;
+  std::vector<RunTransition> transitions;  // oldest first
+  std::int64_t created_at = 0;
+  std::int64_t updated_at = 0;
+
+  // Time of the first transition into `s`, or 0.
+  std::int64_t TimeOf(RunStatus s) const;
+};
+
+struct RunFilter {
+  std::string experiment;  // empty: all
+  int limit = 100;
+};
+
+}  // namespace trainyard::store

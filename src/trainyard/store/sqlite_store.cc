@@ -1,0 +1,501 @@
+#include <sqlite3.h>
+
+#include <mutex>
+#include <utility>
+
+#include "trainyard/common/util.h"
+#include "trainyard/store/store.h"
+
+namespace trainyard::store {
+
+std::string_view RunStatusName(RunStatus s) {
+  switch (s) {
+    case RunStatus::kNotStarted: return "NotStarted";
+    case RunStatus::kQueued: return "Queued";
+    case RunStatus::kPreparing: return "Preparing";
+    case RunStatus::kStarting: return "Starting";
+    case RunStatus::kRunning: return "Running";
+    case RunStatus::kFinalizing: return "Finalizing";
+    case RunStatus::kCancelRequested: return "CancelRequested";
+    case RunStatus::kCompleted: return "Completed";
+    case RunStatus::kFailed: return "Failed";
+    case RunStatus::kCanceled: return "Canceled";
+  }
+  return "Unknown";
+}
+
+std::optional<RunStatus> ParseRunStatus(std::string_view name) {
+  for (int i = 0; i <= static_cast<int>(RunStatus::kCanceled); ++i) {
+    auto s = static_cast<RunStatus>(i);
+    if (RunStatusName(s) == name) return s;
+  }
+  return std::nullopt;
+}
+
+bool IsTerminal(RunStatus s) {
+  return s == RunStatus::kCompleted || s == RunStatus::kFailed || s == RunStatus::kCanceled;
+}
+
+std::int64_t RunRecord::TimeOf(RunStatus s) const {
+  for (const auto& t : transitions) {
+    if (t.status == s) return t.at;
+  }
+  return 0;
+}
+
+namespace {
+
+// Versioned migrations: entry i brings the schema to version i + 1. Never edit a shipped entry;
+// append a new one.
+constexpr const char* kMigrations[] = {
+    R"sql(
+CREATE TABLE experiments (
+  name        TEXT PRIMARY KEY,
+  created_at  INTEGER NOT NULL
+);
+CREATE TABLE environments (
+  name             TEXT NOT NULL,
+  version          TEXT NOT NULL,
+  definition_json  TEXT NOT NULL,
+  definition_hash  TEXT NOT NULL,
+  image_hash       TEXT NOT NULL,
+  created_at       INTEGER NOT NULL,
+  seq              INTEGER NOT NULL,
+  PRIMARY KEY (name, version)
+);
+CREATE TABLE runs (
+  id                   TEXT PRIMARY KEY,
+  experiment           TEXT NOT NULL REFERENCES experiments(name),
+  display_name         TEXT NOT NULL DEFAULT '',
+  description          TEXT NOT NULL DEFAULT '',
+  compute              TEXT NOT NULL,
+  status               TEXT NOT NULL,
+  request_json         TEXT NOT NULL,
+  snapshot_id          TEXT NOT NULL DEFAULT '',
+  environment_name     TEXT NOT NULL DEFAULT '',
+  environment_version  TEXT NOT NULL DEFAULT '',
+  image_hash           TEXT NOT NULL DEFAULT '',
+  image                TEXT NOT NULL DEFAULT '',
+  exit_code            INTEGER,
+  failure_reason       TEXT NOT NULL DEFAULT '',
+  container_id         TEXT NOT NULL DEFAULT '',
+  created_at           INTEGER NOT NULL,
+  updated_at           INTEGER NOT NULL,
+  seq                  INTEGER NOT NULL
+);
+CREATE INDEX runs_by_experiment ON runs(experiment, seq);
+CREATE INDEX runs_by_status ON runs(status);
+CREATE TABLE run_transitions (
+  run_id  TEXT NOT NULL REFERENCES runs(id),
+  status  TEXT NOT NULL,
+  at      INTEGER NOT NULL
+);
+CREATE INDEX run_transitions_by_run ON run_transitions(run_id);
+CREATE TABLE run_tags (
+  run_id  TEXT NOT NULL REFERENCES runs(id),
+  key     TEXT NOT NULL,
+  value   TEXT NOT NULL,
+  PRIMARY KEY (run_id, key)
+);
+)sql",
+};
+
+// A prepared statement, finalised on destruction.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  bool prepared() const { return rc_ == SQLITE_OK; }
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& Bind(int i, std::int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  Stmt& BindOptional(int i, const std::optional<int>& v) {
+    if (v) {
+      sqlite3_bind_int64(stmt_, i, *v);
+    } else {
+      sqlite3_bind_null(stmt_, i);
+    }
+    return *this;
+  }
+  // SQLITE_ROW, SQLITE_DONE or an error code.
+  int Step() { return sqlite3_step(stmt_); }
+  std::string Text(int col) const {
+    auto* p = sqlite3_column_text(stmt_, col);
+    return p ? std::string(reinterpret_cast<const char*>(p),
+                           static_cast<size_t>(sqlite3_column_bytes(stmt_, col)))
+             : std::string();
+  }
+  std::int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+  bool IsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+  Status Error(std::string_view what) const {
+    return Internal(std::string(what) + ": " + sqlite3_errmsg(db_));
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+constexpr const char* kRunColumns =
+    "id, experiment, display_name, description, compute, status, request_json, snapshot_id, "
+    "environment_name, environment_version, image_hash, image, exit_code, failure_reason, "
+    "container_id, created_at, updated_at";
+
+class SqliteStore : public Store {
+ public:
+  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  ~SqliteStore() override { sqlite3_close_v2(db_); }
+
+  Status Init() {
+    std::lock_guard lock(mu_);
+    // WAL with synchronous=NORMAL: a committed transaction survives a crash of the process;
+    // the writer never blocks readers.
+    TY_RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                            "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;"));
+    TY_RETURN_IF_ERROR(Exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                            "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"));
+    std::int64_t current = 0;
+    {
+      Stmt q(db_, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+      if (q.Step() == SQLITE_ROW) current = q.Int(0);
+    }
+    const std::int64_t known = std::size(kMigrations);
+    if (current > known) {
+      return FailedPrecondition("the workspace database has schema version " +
+                                std::to_string(current) + " but this trainyard knows only up to " +
+                                std::to_string(known) + "; upgrade trainyard");
+    }
+    for (std::int64_t v = current; v < known; ++v) {
+      TY_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+      Status s = Exec(kMigrations[v]);
+      if (s.ok()) {
+        Stmt ins(db_, "INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)");
+        ins.Bind(1, v + 1).Bind(2, NowMillis());
+        if (ins.Step() != SQLITE_DONE) s = ins.Error("record migration");
+      }
+      if (!s.ok()) {
+        (void)Exec("ROLLBACK");
+        return s.WithPrefix("migration " + std::to_string(v + 1));
+      }
+      TY_RETURN_IF_ERROR(Exec("COMMIT"));
+    }
+    return Status::Ok();
+  }
+
+  Status EnsureExperiment(const std::string& name) override {
+    if (!IsValidName(name)) return InvalidArgument("invalid experiment name '" + name + "'");
+    std::lock_guard lock(mu_);
+    return EnsureExperimentLocked(name);
+  }
+
+  StatusOr<std::vector<std::string>> ListExperiments() override {
+    std::lock_guard lock(mu_);
+    Stmt q(db_, "SELECT name FROM experiments ORDER BY name");
+    std::vector<std::string> out;
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) out.push_back(q.Text(0));
+    if (rc != SQLITE_DONE) return q.Error("list experiments");
+    return out;
+  }
+
+  Status InsertEnvironment(const EnvironmentRecord& env) override {
+    std::lock_guard lock(mu_);
+    Stmt q(db_,
+           "INSERT INTO environments(name, version, definition_json, definition_hash, image_hash,"
+           " created_at, seq) VALUES (?, ?, ?, ?, ?, ?,"
+           " (SELECT COALESCE(MAX(seq), 0) + 1 FROM environments))");
+    q.Bind(1, env.name).Bind(2, env.version).Bind(3, env.definition_json)
+        .Bind(4, env.definition_hash).Bind(5, env.image_hash).Bind(6, env.created_at);
+    int rc = q.Step();
+    if (rc == SQLITE_CONSTRAINT) {
+      return AlreadyExists("environment " + env.name + ":" + env.version + " already exists");
+    }
+    if (rc != SQLITE_DONE) return q.Error("insert environment");
+    return Status::Ok();
+  }
+
+  StatusOr<EnvironmentRecord> GetEnvironment(const std::string& name,
+                                             const std::string& version) override {
+    std::lock_guard lock(mu_);
+    const char* sql =
+        version.empty()
+            ? "SELECT name, version, definition_json, definition_hash, image_hash, created_at "
+              "FROM environments WHERE name = ? ORDER BY seq DESC LIMIT 1"
+            : "SELECT name, version, definition_json, definition_hash, image_hash, created_at "
+              "FROM environments WHERE name = ? AND version = ?";
+    Stmt q(db_, sql);
+    q.Bind(1, name);
+    if (!version.empty()) q.Bind(2, version);
+    int rc = q.Step();
+    if (rc == SQLITE_DONE) {
+      return NotFound("environment " + name + (version.empty() ? "" : ":" + version) +
+                      " not found");
+    }
+    if (rc != SQLITE_ROW) return q.Error("get environment");
+    return ReadEnv(q);
+  }
+
+  Status UpdateEnvironmentDefinition(const std::string& name, const std::string& version,
+                                     const std::string& definition_json) override {
+    std::lock_guard lock(mu_);
+    Stmt q(db_, "UPDATE environments SET definition_json = ? WHERE name = ? AND version = ?");
+    q.Bind(1, definition_json).Bind(2, name).Bind(3, version);
+    if (q.Step() != SQLITE_DONE) return q.Error("update environment");
+    if (sqlite3_changes(db_) == 0) {
+      return NotFound("environment " + name + ":" + version + " not found");
+    }
+    return Status::Ok();
+  }
+
+  StatusOr<std::vector<EnvironmentRecord>> ListEnvironments(const std::string& name) override {
+    std::lock_guard lock(mu_);
+    Stmt q(db_,
+           name.empty()
+               ? "SELECT name, version, definition_json, definition_hash, image_hash, created_at "
+                 "FROM environments ORDER BY seq"
+               : "SELECT name, version, definition_json, definition_hash, image_hash, created_at "
+                 "FROM environments WHERE name = ? ORDER BY seq");
+    if (!name.empty()) q.Bind(1, name);
+    std::vector<EnvironmentRecord> out;
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) out.push_back(ReadEnv(q));
+    if (rc != SQLITE_DONE) return q.Error("list environments");
+    return out;
+  }
+
+  Status InsertRun(const RunRecord& run) override {
+    std::lock_guard lock(mu_);
+    TY_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status s = InsertRunLocked(run);
+    if (!s.ok()) {
+      (void)Exec("ROLLBACK");
+      return s;
+    }
+    return Exec("COMMIT");
+  }
+
+  StatusOr<RunRecord> GetRun(const std::string& id) override {
+    std::lock_guard lock(mu_);
+    std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = ?";
+    Stmt q(db_, sql.c_str());
+    q.Bind(1, id);
+    int rc = q.Step();
+    if (rc == SQLITE_DONE) return NotFound("run '" + id + "' not found");
+    if (rc != SQLITE_ROW) return q.Error("get run");
+    RunRecord r = ReadRun(q);
+    TY_RETURN_IF_ERROR(LoadRunDetails(&r));
+    return r;
+  }
+
+  StatusOr<std::vector<RunRecord>> ListRuns(const RunFilter& filter) override {
+    std::lock_guard lock(mu_);
+    std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs" +
+                      (filter.experiment.empty() ? "" : " WHERE experiment = ?") +
+                      " ORDER BY seq DESC LIMIT ?";
+    Stmt q(db_, sql.c_str());
+    int i = 1;
+    if (!filter.experiment.empty()) q.Bind(i++, filter.experiment);
+    q.Bind(i, static_cast<std::int64_t>(filter.limit <= 0 ? 100 : filter.limit));
+    return ReadRuns(q);
+  }
+
+  StatusOr<std::vector<RunRecord>> ListActiveRuns() override {
+    std::lock_guard lock(mu_);
+    std::string sql = std::string("SELECT ") + kRunColumns +
+                      " FROM runs WHERE status NOT IN ('Completed', 'Failed', 'Canceled')"
+                      " ORDER BY seq";
+    Stmt q(db_, sql.c_str());
+    return ReadRuns(q);
+  }
+
+  Status TransitionRun(const std::string& id, RunStatus to, std::int64_t at) override {
+    std::lock_guard lock(mu_);
+    TY_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status s = TransitionLocked(id, to, at);
+    if (!s.ok()) {
+      (void)Exec("ROLLBACK");
+      return s;
+    }
+    return Exec("COMMIT");
+  }
+
+  Status UpdateRun(const RunRecord& run) override {
+    std::lock_guard lock(mu_);
+    Stmt q(db_,
+           "UPDATE runs SET image_hash = ?, image = ?, exit_code = ?, failure_reason = ?,"
+           " container_id = ?, environment_name = ?, environment_version = ?, updated_at = ?"
+           " WHERE id = ?");
+    q.Bind(1, run.image_hash).Bind(2, run.image).BindOptional(3, run.exit_code)
+        .Bind(4, run.failure_reason).Bind(5, run.container_id).Bind(6, run.environment_name)
+        .Bind(7, run.environment_version).Bind(8, NowMillis()).Bind(9, run.id);
+    if (q.Step() != SQLITE_DONE) return q.Error("update run");
+    if (sqlite3_changes(db_) == 0) return NotFound("run '" + run.id + "' not found");
+    return Status::Ok();
+  }
+
+  Status SetRunTag(const std::string& id, const std::string& key,
+                   const std::string& value) override {
+    std::lock_guard lock(mu_);
+    Stmt q(db_, "INSERT INTO run_tags(run_id, key, value) VALUES (?, ?, ?)"
+                " ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value");
+    q.Bind(1, id).Bind(2, key).Bind(3, value);
+    int rc = q.Step();
+    if (rc == SQLITE_CONSTRAINT) return NotFound("run '" + id + "' not found");
+    if (rc != SQLITE_DONE) return q.Error("set tag");
+    return Status::Ok();
+  }
+
+ private:
+  Status Exec(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown error";
+      sqlite3_free(err);
+      return Internal("sqlite: " + msg);
+    }
+    return Status::Ok();
+  }
+
+  Status EnsureExperimentLocked(const std::string& name) {
+    Stmt q(db_, "INSERT OR IGNORE INTO experiments(name, created_at) VALUES (?, ?)");
+    q.Bind(1, name).Bind(2, NowMillis());
+    if (q.Step() != SQLITE_DONE) return q.Error("ensure experiment");
+    return Status::Ok();
+  }
+
+  Status InsertRunLocked(const RunRecord& run) {
+    TY_RETURN_IF_ERROR(EnsureExperimentLocked(run.experiment));
+    Stmt q(db_,
+           "INSERT INTO runs(id, experiment, display_name, description, compute, status,"
+           " request_json, snapshot_id, environment_name, environment_version, image_hash, image,"
+           " exit_code, failure_reason, container_id, created_at, updated_at, seq)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+           " (SELECT COALESCE(MAX(seq), 0) + 1 FROM runs))");
+    q.Bind(1, run.id).Bind(2, run.experiment).Bind(3, run.display_name)
+        .Bind(4, run.description).Bind(5, run.compute)
+        .Bind(6, std::string(RunStatusName(run.status))).Bind(7, run.request_json)
+        .Bind(8, run.snapshot_id).Bind(9, run.environment_name).Bind(10, run.environment_version)
+        .Bind(11, run.image_hash).Bind(12, run.image).BindOptional(13, run.exit_code)
+        .Bind(14, run.failure_reason).Bind(15, run.container_id).Bind(16, run.created_at)
+        .Bind(17, run.created_at);
+    int rc = q.Step();
+    if (rc == SQLITE_CONSTRAINT) return AlreadyExists("a run named '" + run.id + "' exists");
+    if (rc != SQLITE_DONE) return q.Error("insert run");
+    Stmt t(db_, "INSERT INTO run_transitions(run_id, status, at) VALUES (?, ?, ?)");
+    t.Bind(1, run.id).Bind(2, std::string(RunStatusName(run.status))).Bind(3, run.created_at);
+    if (t.Step() != SQLITE_DONE) return t.Error("insert transition");
+    for (const auto& [k, v] : run.tags) {
+      Stmt g(db_, "INSERT INTO run_tags(run_id, key, value) VALUES (?, ?, ?)");
+      g.Bind(1, run.id).Bind(2, k).Bind(3, v);
+      if (g.Step() != SQLITE_DONE) return g.Error("insert tag");
+    }
+    return Status::Ok();
+  }
+
+  Status TransitionLocked(const std::string& id, RunStatus to, std::int64_t at) {
+    Stmt cur(db_, "SELECT status FROM runs WHERE id = ?");
+    cur.Bind(1, id);
+    int rc = cur.Step();
+    if (rc == SQLITE_DONE) return NotFound("run '" + id + "' not found");
+    if (rc != SQLITE_ROW) return cur.Error("read run status");
+    auto from = ParseRunStatus(cur.Text(0));
+    if (from && IsTerminal(*from)) {
+      return FailedPrecondition("run '" + id + "' already ended as " + cur.Text(0));
+    }
+    Stmt up(db_, "UPDATE runs SET status = ?, updated_at = ? WHERE id = ?");
+    up.Bind(1, std::string(RunStatusName(to))).Bind(2, at).Bind(3, id);
+    if (up.Step() != SQLITE_DONE) return up.Error("update status");
+    Stmt t(db_, "INSERT INTO run_transitions(run_id, status, at) VALUES (?, ?, ?)");
+    t.Bind(1, id).Bind(2, std::string(RunStatusName(to))).Bind(3, at);
+    if (t.Step() != SQLITE_DONE) return t.Error("insert transition");
+    return Status::Ok();
+  }
+
+  static EnvironmentRecord ReadEnv(const Stmt& q) {
+    EnvironmentRecord e;
+    e.name = q.Text(0);
+    e.version = q.Text(1);
+    e.definition_json = q.Text(2);
+    e.definition_hash = q.Text(3);
+    e.image_hash = q.Text(4);
+    e.created_at = q.Int(5);
+    return e;
+  }
+
+  static RunRecord ReadRun(const Stmt& q) {
+    RunRecord r;
+    r.id = q.Text(0);
+    r.experiment = q.Text(1);
+    r.display_name = q.Text(2);
+    r.description = q.Text(3);
+    r.compute = q.Text(4);
+    r.status = ParseRunStatus(q.Text(5)).value_or(RunStatus::kFailed);
+    r.request_json = q.Text(6);
+    r.snapshot_id = q.Text(7);
+    r.environment_name = q.Text(8);
+    r.environment_version = q.Text(9);
+    r.image_hash = q.Text(10);
+    r.image = q.Text(11);
+    if (!q.IsNull(12)) r.exit_code = static_cast<int>(q.Int(12));
+    r.failure_reason = q.Text(13);
+    r.container_id = q.Text(14);
+    r.created_at = q.Int(15);
+    r.updated_at = q.Int(16);
+    return r;
+  }
+
+  StatusOr<std::vector<RunRecord>> ReadRuns(Stmt& q) {
+    std::vector<RunRecord> out;
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) out.push_back(ReadRun(q));
+    if (rc != SQLITE_DONE) return q.Error("list runs");
+    for (auto& r : out) TY_RETURN_IF_ERROR(LoadRunDetails(&r));
+    return out;
+  }
+
+  Status LoadRunDetails(RunRecord* r) {
+    Stmt t(db_, "SELECT status, at FROM run_transitions WHERE run_id = ? ORDER BY rowid");
+    t.Bind(1, r->id);
+    int rc;
+    while ((rc = t.Step()) == SQLITE_ROW) {
+      if (auto s = ParseRunStatus(t.Text(0))) r->transitions.push_back({*s, t.Int(1)});
+    }
+    if (rc != SQLITE_DONE) return t.Error("read transitions");
+    Stmt g(db_, "SELECT key, value FROM run_tags WHERE run_id = ? ORDER BY key");
+    g.Bind(1, r->id);
+    while ((rc = g.Step()) == SQLITE_ROW) r->tags[g.Text(0)] = g.Text(1);
+    if (rc != SQLITE_DONE) return g.Error("read tags");
+    return Status::Ok();
+  }
+
+  std::mutex mu_;
+  sqlite3* db_;  // Guarded by mu_.
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
+  sqlite3* db = nullptr;
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
+  if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close_v2(db);
+    return Unavailable("cannot open the workspace database " + path + ": " + msg);
+  }
+  auto store = std::make_unique<SqliteStore>(db);
+  TY_RETURN_IF_ERROR(store->Init());
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace trainyard::store

@@ -1,0 +1,110 @@
+#include <gtest/gtest.h>
+
+#include "trainyard/common/fs.h"
+#include "trainyard/common/util.h"
+#include "trainyard/store/store.h"
+
+namespace trainyard::store {
+namespace {
+
+std::unique_ptr<Store> Open(const std::string& path = ":memory:") {
+  auto s = OpenSqliteStore(path);
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return std::move(s).value();
+}
+
+RunRecord NewRun(const std::string& id, const std::string& exp = "exp") {
+  RunRecord r;
+  r.id = id;
+  r.experiment = exp;
+  r.compute = "local";
+  r.request_json = "{}";
+  r.created_at = NowMillis();
+  r.tags = {{"team", "vision"}};
+  return r;
+}
+
+TEST(SqliteStoreTest, RunLifecyclePersistsTransitions) {
+  auto st = Open();
+  ASSERT_TRUE(st->InsertRun(NewRun("r1")).ok());
+  ASSERT_TRUE(st->TransitionRun("r1", RunStatus::kQueued, 10).ok());
+  ASSERT_TRUE(st->TransitionRun("r1", RunStatus::kRunning, 20).ok());
+  ASSERT_TRUE(st->TransitionRun("r1", RunStatus::kCompleted, 30).ok());
+  auto r = st->GetRun("r1");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, RunStatus::kCompleted);
+  ASSERT_EQ(r->transitions.size(), 4u);
+  EXPECT_EQ(r->TimeOf(RunStatus::kRunning), 20);
+  EXPECT_EQ(r->tags.at("team"), "vision");
+  // A terminal state is never left.
+  EXPECT_EQ(st->TransitionRun("r1", RunStatus::kRunning, 40).code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(st->GetRun("nope").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(st->InsertRun(NewRun("r1")).code(), StatusCode::kAlreadyExists);
+}
+
+TEST(SqliteStoreTest, UpdateAndListRuns) {
+  auto st = Open();
+  ASSERT_TRUE(st->InsertRun(NewRun("a", "e1")).ok());
+  ASSERT_TRUE(st->InsertRun(NewRun("b", "e2")).ok());
+  ASSERT_TRUE(st->InsertRun(NewRun("c", "e1")).ok());
+  auto r = st->GetRun("a");
+  ASSERT_TRUE(r.ok());
+  r->exit_code = 3;
+  r->failure_reason = "script exited with code 3";
+  ASSERT_TRUE(st->UpdateRun(*r).ok());
+  ASSERT_TRUE(st->TransitionRun("a", RunStatus::kFailed, 5).ok());
+  auto all = st->ListRuns({});
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].id, "c");  // newest first
+  auto e1 = st->ListRuns({.experiment = "e1"});
+  ASSERT_TRUE(e1.ok());
+  EXPECT_EQ(e1->size(), 2u);
+  auto active = st->ListActiveRuns();
+  ASSERT_TRUE(active.ok());
+  EXPECT_EQ(active->size(), 2u);
+  auto a = st->GetRun("a");
+  EXPECT_EQ(a->exit_code.value_or(-1), 3);
+  EXPECT_EQ(a->failure_reason, "script exited with code 3");
+  auto exps = st->ListExperiments();
+  ASSERT_TRUE(exps.ok());
+  EXPECT_EQ(exps->size(), 2u);
+}
+
+TEST(SqliteStoreTest, EnvironmentVersions) {
+  auto st = Open();
+  EnvironmentRecord e{"fastai", "1", "{}", "d1", "h1", 1};
+  ASSERT_TRUE(st->InsertEnvironment(e).ok());
+  e.version = "2";
+  e.definition_hash = "d2";
+  ASSERT_TRUE(st->InsertEnvironment(e).ok());
+  EXPECT_EQ(st->InsertEnvironment(e).code(), StatusCode::kAlreadyExists);
+  auto latest = st->GetEnvironment("fastai", "");
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(latest->version, "2");
+  EXPECT_EQ(st->GetEnvironment("fastai", "1")->definition_hash, "d1");
+  EXPECT_EQ(st->GetEnvironment("fastai", "9").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(st->ListEnvironments("fastai")->size(), 2u);
+}
+
+TEST(SqliteStoreTest, SurvivesReopenAndMigratesOnce) {
+  auto dir = fs::temp_directory_path() / ("ty-store-" + RandomHex(4));
+  ASSERT_TRUE(MakeDirs(dir).ok());
+  std::string path = (dir / "t.db").string();
+  {
+    auto st = Open(path);
+    ASSERT_TRUE(st->InsertRun(NewRun("persist")).ok());
+    ASSERT_TRUE(st->TransitionRun("persist", RunStatus::kQueued, 2).ok());
+  }
+  {
+    auto st = Open(path);  // migrations already applied: must not fail or duplicate
+    auto r = st->GetRun("persist");
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->status, RunStatus::kQueued);
+  }
+  ASSERT_TRUE(RemoveTree(dir).ok());
+}
+
+}  // namespace
+}  // namespace trainyard::store

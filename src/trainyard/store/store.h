@@ -1,0 +1,56 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "trainyard/common/status.h"
+#include "trainyard/store/records.h"
+
+namespace trainyard::store {
+
+// Metadata persistence of a workspace. Implementations: SqliteStore (embedded default).
+// Thread-safe: every method may be called from any thread.
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Creates the experiment when missing. InvalidArgument for an invalid name.
+  virtual Status EnsureExperiment(const std::string& name) = 0;
+  virtual StatusOr<std::vector<std::string>> ListExperiments() = 0;
+
+  // Inserts a new version. AlreadyExists when (name, version) is taken.
+  virtual Status InsertEnvironment(const EnvironmentRecord& env) = 0;
+  // `version` empty: the latest (highest created). NotFound naming name[:version].
+  virtual StatusOr<EnvironmentRecord> GetEnvironment(const std::string& name,
+                                                     const std::string& version) = 0;
+  // Replaces the stored definition JSON of an existing version (used to rotate a sealed
+  // registry password, which does not enter the definition hash). NotFound when missing.
+  virtual Status UpdateEnvironmentDefinition(const std::string& name, const std::string& version,
+                                             const std::string& definition_json) = 0;
+  // Every version of `name`, oldest first (empty name: every environment).
+  virtual StatusOr<std::vector<EnvironmentRecord>> ListEnvironments(const std::string& name) = 0;
+
+  // Inserts a run with its first transition. AlreadyExists for a taken id.
+  virtual Status InsertRun(const RunRecord& run) = 0;
+  virtual StatusOr<RunRecord> GetRun(const std::string& id) = 0;
+  // Newest first.
+  virtual StatusOr<std::vector<RunRecord>> ListRuns(const RunFilter& filter) = 0;
+  // Runs in any of the non-terminal states, oldest first.
+  virtual StatusOr<std::vector<RunRecord>> ListActiveRuns() = 0;
+
+  // Records a transition (and its time) durably before it takes effect. FailedPrecondition when
+  // the run is already terminal (a terminal state is never left).
+  virtual Status TransitionRun(const std::string& id, RunStatus to, std::int64_t at) = 0;
+  // Updates the mutable fields: image_hash, image, exit_code, failure_reason, container_id,
+  // environment name/version. Status and transitions are not touched.
+  virtual Status UpdateRun(const RunRecord& run) = 0;
+  virtual Status SetRunTag(const std::string& id, const std::string& key,
+                           const std::string& value) = 0;
+};
+
+// Opens (creating when missing) the SQLite store at `path` and applies pending migrations.
+// ":memory:" gives an in-memory store for tests.
+StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
+
+}  // namespace trainyard::store

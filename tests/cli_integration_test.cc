@@ -1,0 +1,190 @@
+// The `trainyard` binary end to end, as a user runs it: a job file, `job create --stream`, the
+// daemon started by the CLI itself, `job list`, `job show`, `job download`, `env create`.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/support/test_env.h"
+#include "trainyard/common/fs.h"
+#include "trainyard/common/util.h"
+
+namespace trainyard {
+namespace {
+
+using json = nlohmann::json;
+
+struct CmdResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TY_REQUIRE_SERVICE(testing::DockerAvailable(), "dockerd at /var/run/docker.sock");
+    home_ = fs::temp_directory_path() / ("ty-cli-" + RandomHex(4));
+    project_ = home_ / "project";
+    ASSERT_TRUE(MakeDirs(project_ / "src").ok());
+  }
+
+  void TearDown() override {
+    // Stop the daemon the CLI started.
+    auto info = ReadFile(home_ / "ws" / "server.json");
+    if (info.ok()) {
+      auto j = json::parse(*info, nullptr, false);
+      if (j.is_object() && j.contains("pid")) {
+        pid_t pid = j["pid"].get<int>();
+        ::kill(pid, SIGTERM);
+        for (int i = 0; i < 100 && ::kill(pid, 0) == 0; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+      }
+    }
+    (void)RemoveTree(home_);
+  }
+
+  void Write(const std::string& rel, const std::string& text) {
+    ASSERT_TRUE(MakeDirs((project_ / rel).parent_path()).ok());
+    ASSERT_TRUE(WriteFileAtomic(project_ / rel, text).ok());
+  }
+
+  CmdResult Run(const std::string& args) {
+    std::string cmd = "cd '" + project_.string() + "' && TRAINYARD_HOME='" +
+                      (home_ / "ws").string() + "' " TRAINYARD_BINARY_DIR "/src/main/trainyard " +
+                      args + " 2>&1";
+    CmdResult r;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    if (p == nullptr) return r;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+    int st = ::pclose(p);
+    r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return r;
+  }
+
+  fs::path home_, project_;
+};
+
+TEST_F(CliTest, JobCreateStreamsRunsAndDownloads) {
+  Write("src/train.py",
+        "import time\n"
+        "for epoch in range(3):\n"
+        "    print(f'epoch {epoch} accuracy 0.{epoch + 7}', flush=True)\n"
+        "    time.sleep(0.2)\n"
+        "open('outputs/model.bin', 'w').write('trained')\n");
+  Write("src/.amlignore", "data/\n");
+  Write("src/data/huge.bin", std::string(1000, 'x'));
+  Write("job.yml",
+        "$schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json\n"
+        "command: python train.py\n"
+        "code: ./src\n"
+        "environment:\n"
+        "  image: python:3.11-slim\n"
+        "experiment_name: cli-test\n"
+        "display_name: cli smoke\n"
+        "tags: {team: vision}\n");
+  CmdResult r = Run("job create -f job.yml --stream");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Run:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("http://127.0.0.1:"), std::string::npos);
+  size_t log_header = r.output.find("--- run log");
+  size_t epoch0 = r.output.find("epoch 0 accuracy 0.7");
+  size_t epoch2 = r.output.find("epoch 2 accuracy 0.9");
+  ASSERT_NE(epoch2, std::string::npos) << r.output;
+  EXPECT_LT(log_header, epoch0);
+  EXPECT_LT(epoch0, epoch2);
+  EXPECT_NE(r.output.find("Execution summary"), std::string::npos);
+  EXPECT_NE(r.output.find("Completed"), std::string::npos);
+  EXPECT_NE(r.output.find("model.bin"), std::string::npos) << "outputs are listed in the summary";
+
+  CmdResult list = Run("job list --output json");
+  ASSERT_EQ(list.exit_code, 0) << list.output;
+  auto runs = json::parse(list.output, nullptr, false);
+  ASSERT_TRUE(runs.is_array()) << list.output;
+  ASSERT_EQ(runs.size(), 1u);
+  const std::string name = runs[0]["name"];
+  EXPECT_EQ(runs[0]["status"], "Completed");
+  EXPECT_EQ(runs[0]["experiment"], "cli-test");
+  EXPECT_EQ(runs[0]["tags"]["team"], "vision");
+
+  CmdResult show = Run("job show " + name);
+  EXPECT_EQ(show.exit_code, 0);
+  EXPECT_NE(show.output.find("History:"), std::string::npos) << show.output;
+  EXPECT_NE(show.output.find("Running"), std::string::npos);
+
+  CmdResult dl = Run("job download " + name + " --output '" + (home_ / "dl").string() + "'");
+  ASSERT_EQ(dl.exit_code, 0) << dl.output;
+  auto model = ReadFile(home_ / "dl" / name / "outputs" / "model.bin");
+  ASSERT_TRUE(model.ok()) << dl.output;
+  EXPECT_EQ(*model, "trained");
+  EXPECT_TRUE(fs::exists(home_ / "dl" / name / "user_logs" / "std_log.txt"));
+
+  // The snapshot honoured .amlignore: data/ never reached the run.
+  EXPECT_FALSE(fs::exists(home_ / "ws" / "runs" / name / "code" / "data"));
+  EXPECT_TRUE(fs::exists(home_ / "ws" / "runs" / name / "code" / "train.py"));
+
+  // The CLI reused the daemon it started.
+  auto info1 = ReadFile(home_ / "ws" / "server.json");
+  ASSERT_TRUE(info1.ok());
+  EXPECT_EQ(Run("job list").exit_code, 0);
+  EXPECT_EQ(*ReadFile(home_ / "ws" / "server.json"), *info1);
+  // The token file is private to the user.
+  EXPECT_EQ(fs::status(home_ / "ws" / "server.json").permissions() & fs::perms::others_read,
+            fs::perms::none);
+}
+
+TEST_F(CliTest, FailedRunExitsNonZeroWithTheReason) {
+  Write("job.yml", "command: echo going down; exit 3\nenvironment: {image: python:3.11-slim}\n");
+  CmdResult r = Run("job create -f job.yml --stream");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("going down"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("script exited with code 3"), std::string::npos) << r.output;
+}
+
+TEST_F(CliTest, BadSpecIsRejectedWithItsLocationBeforeAnythingStarts) {
+  Write("job.yml", "command: python train.py\nenvironment: {image: python:3.11-slim}\ncomand: x\n");
+  CmdResult r = Run("job create -f job.yml");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("job.yml:3:1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("comand"), std::string::npos);
+  EXPECT_FALSE(fs::exists(home_ / "ws" / "server.json")) << "no daemon for a bad file";
+}
+
+TEST_F(CliTest, EnvironmentsAreVersionedAndReferencedFromJobs) {
+  Write("env.yml", "name: tools\nimage: python:3.11-slim\nuser_managed_dependencies: true\n"
+                   "environment_variables: {GREETING: hello-from-env}\n");
+  CmdResult c1 = Run("env create -f env.yml --output json");
+  ASSERT_EQ(c1.exit_code, 0) << c1.output;
+  EXPECT_EQ(json::parse(c1.output)["version"], "1");
+  CmdResult c2 = Run("env create -f env.yml --output json");
+  EXPECT_EQ(json::parse(c2.output)["version"], "1") << "unchanged definition, same version";
+  Write("env.yml", "name: tools\nimage: python:3.11-slim\nuser_managed_dependencies: true\n"
+                   "environment_variables: {GREETING: hello-again}\n");
+  CmdResult c3 = Run("env create -f env.yml --output json");
+  EXPECT_EQ(json::parse(c3.output)["version"], "2");
+  CmdResult show = Run("env show tools:1 --output json");
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  EXPECT_EQ(json::parse(show.output)["definition"]["environment_variables"]["GREETING"],
+            "hello-from-env");
+  CmdResult list = Run("env list");
+  EXPECT_NE(list.output.find("tools"), std::string::npos);
+
+  Write("job.yml", "command: echo $GREETING\nenvironment: azureml:tools:1\n");
+  CmdResult run = Run("job create -f job.yml --stream");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("hello-from-env"), std::string::npos) << run.output;
+  Write("job.yml", "command: echo $GREETING\nenvironment: azureml:tools@latest\n");
+  run = Run("job create -f job.yml --stream");
+  EXPECT_NE(run.output.find("hello-again"), std::string::npos) << run.output;
+}
+
+}  // namespace
+}  // namespace trainyard

@@ -1,0 +1,35 @@
+#include "tests/support/test_env.h"
+
+#include <fstream>
+
+#include "trainyard/docker/http_engine.h"
+
+namespace trainyard::testing {
+
+std::optional<RegistryInfo> LoadRegistryInfo() {
+  const char* path = std::getenv("TRAINYARD_REGISTRY_ENV");
+  std::ifstream in(path ? path : "/var/lib/trainyard-test/registry.env");
+  if (!in) return std::nullopt;
+  std::map<std::string, std::string> kv;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto eq = line.find('=');
+    if (eq == std::string::npos || line[0] == '#') continue;
+    std::string v = line.substr(eq + 1);
+    if (v.size() >= 2 && (v.front() == '\'' || v.front() == '"') && v.back() == v.front()) {
+      v = v.substr(1, v.size() - 2);
+    }
+    kv[line.substr(0, eq)] = v;
+  }
+  RegistryInfo r{kv["REGISTRY"], kv["REGISTRY_USER"], kv["REGISTRY_PASSWORD"],
+                 kv["REGISTRY_IMAGE"]};
+  if (r.address.empty() || r.password.empty() || r.image.empty()) return std::nullopt;
+  return r;
+}
+
+bool DockerAvailable() {
+  docker::HttpEngine engine;
+  return engine.Ping().ok();
+}
+
+}  // namespace trainyard::testing

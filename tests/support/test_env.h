@@ -1,0 +1,46 @@
+#pragma once
+
+// Helpers for integration tests that need real services (dockerd, the private registry).
+// A missing service fails the test when CI=true or TRAINYARD_REQUIRE_SERVICES=1, and skips it
+// with the reason otherwise — never silently.
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace trainyard::testing {
+
+inline bool ServicesRequired() {
+  auto is = [](const char* name, const char* want) {
+    const char* v = std::getenv(name);
+    return v != nullptr && std::string(v) == want;
+  };
+  return is("CI", "true") || is("TRAINYARD_REQUIRE_SERVICES", "1");
+}
+
+// Use as: TY_REQUIRE_SERVICE(ok_expression, "why it is missing");
+#define TY_REQUIRE_SERVICE(available, reason)                                         \
+  do {                                                                                \
+    if (!(available)) {                                                               \
+      if (::trainyard::testing::ServicesRequired()) {                                 \
+        FAIL() << "required service missing: " << (reason);                          \
+      } else {                                                                        \
+        GTEST_SKIP() << "service missing (set TRAINYARD_REQUIRE_SERVICES=1 to fail): " \
+                     << (reason);                                                     \
+      }                                                                               \
+    }                                                                                 \
+  } while (0)
+
+// The private test registry written by scripts/registry.sh, or nullopt.
+struct RegistryInfo {
+  std::string address, user, password, image;
+};
+std::optional<RegistryInfo> LoadRegistryInfo();
+
+// True when dockerd answers on /var/run/docker.sock.
+bool DockerAvailable();
+
+}  // namespace trainyard::testing
