@@ -55,11 +55,12 @@ fi
 status=$(jq -r --arg n "$name" '.[] | select(.name == $n) | .status' <<<"$runs")
 ty_log "run $name: $status"
 
+# `job download NAME --output DIR` writes into DIR/NAME.
 out=$root/build/demo/$name
 rm -rf "$out"
-mkdir -p "$out"
+mkdir -p "$root/build/demo"
 downloaded=1
-"$ty" job download "$name" --output "$out" || { downloaded=0; ty_log "job download $name failed"; }
+"$ty" job download "$name" --output "$root/build/demo" || { downloaded=0; ty_log "job download $name failed"; }
 
 model=$(find "$out" -type f -name model.pkl | head -n1)
 if [ -n "$model" ]; then

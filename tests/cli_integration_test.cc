@@ -55,10 +55,10 @@ class CliTest : public ::testing::Test {
     ASSERT_TRUE(WriteFileAtomic(project_ / rel, text).ok());
   }
 
-  CmdResult Run(const std::string& args) {
+  CmdResult Run(const std::string& args,
+                const std::string& binary = TRAINYARD_BINARY_DIR "/src/main/trainyard") {
     std::string cmd = "cd '" + project_.string() + "' && TRAINYARD_HOME='" +
-                      (home_ / "ws").string() + "' " TRAINYARD_BINARY_DIR "/src/main/trainyard " +
-                      args + " 2>&1";
+                      (home_ / "ws").string() + "' " + binary + " " + args + " 2>&1";
     CmdResult r;
     FILE* p = ::popen(cmd.c_str(), "r");
     if (p == nullptr) return r;
@@ -139,6 +139,24 @@ TEST_F(CliTest, JobCreateStreamsRunsAndDownloads) {
   // The token file is private to the user.
   EXPECT_EQ(fs::status(home_ / "ws" / "server.json").permissions() & fs::perms::others_read,
             fs::perms::none);
+}
+
+TEST_F(CliTest, DaemonOfAnotherBuildIsReplaced) {
+  // Two copies of the binary stand for an old and a new build.
+  fs::path old_bin = home_ / "old" / "trainyard", new_bin = home_ / "new" / "trainyard";
+  for (const auto& p : {old_bin, new_bin}) {
+    ASSERT_TRUE(MakeDirs(p.parent_path()).ok());
+    fs::copy_file(TRAINYARD_BINARY_DIR "/src/main/trainyard", p);
+  }
+  ASSERT_EQ(Run("job list", old_bin.string()).exit_code, 0);
+  auto first = json::parse(*ReadFile(home_ / "ws" / "server.json"));
+  EXPECT_EQ(first["exe"], old_bin.string());
+  CmdResult r = Run("job list", new_bin.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto second = json::parse(*ReadFile(home_ / "ws" / "server.json"));
+  EXPECT_EQ(second["exe"], new_bin.string());
+  EXPECT_NE(second["pid"], first["pid"]);
+  EXPECT_NE(::kill(first["pid"].get<int>(), 0), 0) << "the old daemon must have exited";
 }
 
 TEST_F(CliTest, FailedRunExitsNonZeroWithTheReason) {

@@ -285,12 +285,14 @@ HttpResponse Daemon::Impl::File(HttpRequest& req) {
   const std::string rel = req.Param("path");
   auto path = ResolveUnder(run_dir, rel);
   if (!path.ok()) return HttpResponse::FromStatus(path.status());
-  bool served = false;
-  for (const char* dir : kServedDirs) served |= IsWithin(run_dir / dir, *path);
+  // Resolved for real, the file must stay inside a served folder of the run: a symlink the run
+  // made anywhere along the path would resolve elsewhere and is refused.
   std::error_code ec;
-  // The real path must stay inside the run folder: no symlink anywhere along it.
-  fs::path real = fs::weakly_canonical(*path, ec);
-  if (!served || ec || real != *path || !fs::is_regular_file(fs::symlink_status(*path, ec))) {
+  const fs::path real = fs::weakly_canonical(*path, ec);
+  const fs::path real_run_dir = fs::weakly_canonical(run_dir, ec);
+  bool served = false;
+  for (const char* dir : kServedDirs) served |= IsWithin(real_run_dir / dir, real);
+  if (!served || ec || !fs::is_regular_file(fs::symlink_status(*path, ec))) {
     return HttpResponse::FromStatus(NotFound("run " + run->id + " has no file '" + rel + "'"));
   }
   return HttpResponse::File(*path);
@@ -399,7 +401,13 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   TY_RETURN_IF_ERROR(impl->scheduler->Recover());
 
   if (options.write_server_file) {
+    // The executable's identity lets a CLI from a newer build replace a daemon from an older one.
+    std::error_code ec;
+    fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    auto mtime = ec ? 0 : fs::last_write_time(exe, ec).time_since_epoch().count();
     json info{{"pid", ::getpid()},
+              {"exe", exe.string()},
+              {"exe_mtime", ec ? 0 : mtime},
               {"port", impl->http->port()},
               {"token", impl->token},
               {"url", impl->BaseUrl()},

@@ -60,15 +60,39 @@ StatusOr<ServerInfo> ReadServerInfo(const WorkspaceLayout& layout) {
   info.port = j["port"].get<int>();
   info.token = j.value("token", "");
   info.url = j.value("url", "http://127.0.0.1:" + std::to_string(info.port));
+  info.exe = j.value("exe", "");
+  info.exe_mtime = j.value("exe_mtime", std::int64_t{0});
   return info;
 }
 
 namespace {
 
-StatusOr<std::unique_ptr<HttpClient>> TryConnect(const WorkspaceLayout& layout) {
+// True when the daemon runs another build of trainyard than `self_exe`.
+bool IsStale(const ServerInfo& info, const fs::path& self_exe) {
+  if (info.exe.empty()) return false;
+  std::error_code ec;
+  auto mtime = fs::last_write_time(self_exe, ec).time_since_epoch().count();
+  if (ec) return false;
+  return info.exe != self_exe.string() || info.exe_mtime != static_cast<std::int64_t>(mtime);
+}
+
+// Stops a daemon of another build and waits until it has exited (its lock is then free).
+void StopStaleDaemon(const ServerInfo& info) {
+  if (info.pid <= 0 || ::kill(info.pid, SIGTERM) != 0) return;
+  for (int i = 0; i < 500 && ::kill(info.pid, 0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+StatusOr<std::unique_ptr<HttpClient>> TryConnect(const WorkspaceLayout& layout,
+                                                 const fs::path& self_exe) {
   TY_ASSIGN_OR_RETURN(ServerInfo info, ReadServerInfo(layout));
   if (info.pid > 0 && ::kill(info.pid, 0) != 0 && errno == ESRCH) {
     return Unavailable("the daemon recorded in " + layout.ServerFile().string() + " is gone");
+  }
+  if (IsStale(info, self_exe)) {
+    StopStaleDaemon(info);
+    return Unavailable("the running daemon was started by another build of trainyard");
   }
   auto client = std::make_unique<HttpClient>(info.url, info.token);
   auto health = client->Request("GET", "/api/v1/health", "", "application/json", 2000);
@@ -112,14 +136,14 @@ Status SpawnDaemon(const WorkspaceLayout& layout, const fs::path& self_exe) {
 
 StatusOr<std::unique_ptr<HttpClient>> ConnectOrStart(const WorkspaceLayout& layout,
                                                      const fs::path& self_exe) {
-  auto first = TryConnect(layout);
+  auto first = TryConnect(layout, self_exe);
   if (first.ok()) return first;
   TY_RETURN_IF_ERROR(SpawnDaemon(layout, self_exe));
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   Status last = first.status();
   while (std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    auto c = TryConnect(layout);
+    auto c = TryConnect(layout, self_exe);
     if (c.ok()) return c;
     last = c.status();
   }

@@ -90,7 +90,12 @@ TEST(PlanImageTest, RenderedDependencyLayerInstallsIntoAVenv) {
 
 TEST_F(ImageBuilderTest, BuildsOnceThenHitsTheCache) {
   engine_.AddImage("python:3.11-slim");
+  engine_.SetBuildOutput({"Step 1/2 : FROM python:3.11-slim", "Step 2/2 : RUN echo hi"});
   auto first = Ensure(DockerfileEnv());
+  // The engine's lines come without newlines; the log has one line each.
+  EXPECT_NE(log_.find("Step 1/2 : FROM python:3.11-slim\nStep 2/2 : RUN echo hi\n"),
+            std::string::npos)
+      << log_;
   ASSERT_TRUE(first.ok()) << first.status().ToString();
   EXPECT_FALSE(first->cache_hit);
   EXPECT_EQ(engine_.builds(), 1);

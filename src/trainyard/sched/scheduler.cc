@@ -93,16 +93,27 @@ Scheduler::Scheduler(store::Store& store, EnvironmentRegistry& environments,
 }
 
 Scheduler::~Scheduler() {
-  std::vector<std::thread> workers;
+  std::map<std::string, std::thread> workers;
   {
     std::lock_guard lock(mu_);
     shutting_down_ = true;
     workers.swap(workers_);
   }
   slot_cv_.notify_all();
-  for (auto& t : workers) {
+  for (auto& [id, t] : workers) {
     if (t.joinable()) t.join();
   }
+}
+
+void Scheduler::ReapWorkersLocked() {
+  for (const auto& id : finished_) {
+    auto it = workers_.find(id);
+    if (it == workers_.end()) continue;
+    // The worker has released mu_ for the last time; all that is left is its return.
+    if (it->second.joinable()) it->second.join();
+    workers_.erase(it);
+  }
+  finished_.clear();
 }
 
 void Scheduler::SetChangeListener(std::function<void(const std::string&)> listener) {
@@ -214,8 +225,9 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
 
 void Scheduler::StartWorker(std::shared_ptr<RunContext> ctx) {
   std::lock_guard lock(mu_);
+  ReapWorkersLocked();
   active_[ctx->id] = ctx;
-  workers_.emplace_back([this, ctx] { Work(ctx); });
+  workers_[ctx->id] = std::thread([this, ctx] { Work(ctx); });
 }
 
 bool Scheduler::WaitForSlot(RunContext& ctx) {
@@ -257,6 +269,7 @@ void Scheduler::Work(std::shared_ptr<RunContext> ctx) {
   if (ctx->holds_slot) ReleaseSlot();
   std::lock_guard lock(mu_);
   active_.erase(ctx->id);
+  finished_.push_back(ctx->id);
 }
 
 void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& reason) {

@@ -87,6 +87,8 @@ class Scheduler {
   struct RunContext;
 
   void StartWorker(std::shared_ptr<RunContext> ctx);
+  // Joins the workers that have returned. Requires mu_.
+  void ReapWorkersLocked();
   void Work(std::shared_ptr<RunContext> ctx);
   bool WaitForSlot(RunContext& ctx);
   void ReleaseSlot();
@@ -114,7 +116,8 @@ class Scheduler {
   int busy_ = 0;                   // Guarded by mu_: slots in use.
   bool shutting_down_ = false;     // Guarded by mu_.
   std::map<std::string, std::shared_ptr<RunContext>> active_;  // Guarded by mu_.
-  std::vector<std::thread> workers_;                           // Guarded by mu_.
+  std::map<std::string, std::thread> workers_;                 // Guarded by mu_.
+  std::vector<std::string> finished_;  // Guarded by mu_: workers that returned, to be joined.
   std::function<void(const std::string&)> listener_;           // Guarded by mu_.
 };
 
