@@ -1,15 +1,16 @@
 // The `trainyard` binary end to end, as a user runs it: a job file, `job create --stream`, the
 // daemon started by the CLI itself, `job list`, `job show`, `job download`, `env create`.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "tests/support/test_env.h"
 #include "trainyard/common/fs.h"
@@ -159,6 +160,61 @@ TEST_F(CliTest, DaemonOfAnotherBuildIsReplaced) {
   EXPECT_NE(::kill(first["pid"].get<int>(), 0), 0) << "the old daemon must have exited";
 }
 
+TEST_F(CliTest, CtrlCStopsStreamingNotTheRun) {
+  Write("job.yml",
+        "name: keeps-going\ncommand: echo started; sleep 300\n"
+        "environment: {image: python:3.11-slim}\n");
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(out[1], 2);
+    ::close(out[0]);
+    ::close(out[1]);
+    if (::chdir(project_.c_str()) != 0) ::_exit(126);
+    ::setenv("TRAINYARD_HOME", (home_ / "ws").c_str(), 1);
+    ::execl(TRAINYARD_BINARY_DIR "/src/main/trainyard", "trainyard", "job", "create", "-f",
+            "job.yml", "--stream", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  // Read until the run's first line has streamed, then press Ctrl-C.
+  std::string seen;
+  char buf[4096];
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (seen.find("started") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    ssize_t n = ::read(out[0], buf, sizeof buf);
+    if (n <= 0) break;
+    seen.append(buf, static_cast<size_t>(n));
+  }
+  ASSERT_NE(seen.find("started"), std::string::npos) << seen;
+  ::kill(pid, SIGINT);
+  ssize_t n;
+  while ((n = ::read(out[0], buf, sizeof buf)) > 0) seen.append(buf, static_cast<size_t>(n));
+  ::close(out[0]);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 130);
+  EXPECT_NE(seen.find("The run goes on"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("trainyard job stream keeps-going"), std::string::npos) << seen;
+  CmdResult show = Run("job show keeps-going --output json");
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  EXPECT_EQ(json::parse(show.output)["status"], "Running");
+  CmdResult cancel = Run("job cancel keeps-going");
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.output;
+  // Let the cancel finish before the daemon is stopped, so no container is left behind.
+  std::string status;
+  for (int i = 0; i < 300 && status != "Canceled"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto j = json::parse(Run("job show keeps-going --output json").output, nullptr, false);
+    if (j.is_object()) status = j.value("status", "");
+  }
+  EXPECT_EQ(status, "Canceled");
+}
+
 TEST_F(CliTest, FailedRunExitsNonZeroWithTheReason) {
   Write("job.yml", "command: echo going down; exit 3\nenvironment: {image: python:3.11-slim}\n");
   CmdResult r = Run("job create -f job.yml --stream");
@@ -177,15 +233,17 @@ TEST_F(CliTest, BadSpecIsRejectedWithItsLocationBeforeAnythingStarts) {
 }
 
 TEST_F(CliTest, EnvironmentsAreVersionedAndReferencedFromJobs) {
-  Write("env.yml", "name: tools\nimage: python:3.11-slim\nuser_managed_dependencies: true\n"
-                   "environment_variables: {GREETING: hello-from-env}\n");
+  Write("env.yml",
+        "name: tools\nimage: python:3.11-slim\nuser_managed_dependencies: true\n"
+        "environment_variables: {GREETING: hello-from-env}\n");
   CmdResult c1 = Run("env create -f env.yml --output json");
   ASSERT_EQ(c1.exit_code, 0) << c1.output;
   EXPECT_EQ(json::parse(c1.output)["version"], "1");
   CmdResult c2 = Run("env create -f env.yml --output json");
   EXPECT_EQ(json::parse(c2.output)["version"], "1") << "unchanged definition, same version";
-  Write("env.yml", "name: tools\nimage: python:3.11-slim\nuser_managed_dependencies: true\n"
-                   "environment_variables: {GREETING: hello-again}\n");
+  Write("env.yml",
+        "name: tools\nimage: python:3.11-slim\nuser_managed_dependencies: true\n"
+        "environment_variables: {GREETING: hello-again}\n");
   CmdResult c3 = Run("env create -f env.yml --output json");
   EXPECT_EQ(json::parse(c3.output)["version"], "2");
   CmdResult show = Run("env show tools:1 --output json");

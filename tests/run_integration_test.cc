@@ -118,16 +118,17 @@ class RunIntegrationTest : public ::testing::Test {
 
 TEST_F(RunIntegrationTest, RunSucceedsWritesOutputsAndStreamsLogsLive) {
   json job = Job("python train.py --epochs ${{inputs.epochs}}");
-  job["snapshot_id"] = Snapshot({{"train.py",
-                                  "import os, sys, time\n"
-                                  "print('first line', flush=True)\n"
-                                  "time.sleep(3)\n"
-                                  "print('run id', os.environ['TRAINYARD_RUN_ID'])\n"
-                                  "print('azure alias', os.environ['AZUREML_RUN_ID'])\n"
-                                  "print('epochs', sys.argv[2], os.environ['AZURE_ML_INPUT_epochs'])\n"
-                                  "print('to stderr', file=sys.stderr)\n"
-                                  "open('outputs/model.txt', 'w').write('weights')\n"
-                                  "open('logs/extra.log', 'w').write('x')\n"}});
+  job["snapshot_id"] =
+      Snapshot({{"train.py",
+                 "import os, sys, time\n"
+                 "print('first line', flush=True)\n"
+                 "time.sleep(3)\n"
+                 "print('run id', os.environ['TRAINYARD_RUN_ID'])\n"
+                 "print('azure alias', os.environ['AZUREML_RUN_ID'])\n"
+                 "print('epochs', sys.argv[2], os.environ['AZURE_ML_INPUT_epochs'])\n"
+                 "print('to stderr', file=sys.stderr)\n"
+                 "open('outputs/model.txt', 'w').write('weights')\n"
+                 "open('logs/extra.log', 'w').write('x')\n"}});
   job["inputs"] = {{"epochs", {{"kind", "literal"}, {"value", "4"}}}};
   std::string name = Submit(job);
   ASSERT_FALSE(name.empty());
@@ -139,8 +140,7 @@ TEST_F(RunIntegrationTest, RunSucceedsWritesOutputsAndStreamsLogsLive) {
   while (seen_log.find("first line") == std::string::npos &&
          std::chrono::steady_clock::now() < deadline) {
     auto res = client_->GetJson("/api/v1/jobs/" + name + "/stream?log_offset=" +
-                                std::to_string(log_offset) + "&status=" + status +
-                                "&wait_ms=5000");
+                                std::to_string(log_offset) + "&status=" + status + "&wait_ms=5000");
     ASSERT_TRUE(res.ok()) << res.status().ToString();
     seen_log += (*res)["log"].get<std::string>();
     log_offset = (*res)["log_offset"].get<std::uint64_t>();
@@ -169,7 +169,8 @@ TEST_F(RunIntegrationTest, RunSucceedsWritesOutputsAndStreamsLogsLive) {
   auto body = client_->Request("GET", "/api/v1/jobs/" + name + "/files/outputs/model.txt");
   ASSERT_TRUE(body.ok());
   EXPECT_EQ(body->body, "weights");
-  auto escape = client_->Request("GET", "/api/v1/jobs/" + name + "/files/outputs/..%2F..%2F..%2Ftrainyard.db");
+  auto escape = client_->Request(
+      "GET", "/api/v1/jobs/" + name + "/files/outputs/..%2F..%2F..%2Ftrainyard.db");
   ASSERT_TRUE(escape.ok());
   EXPECT_GE(escape->status, 400);
   // The container is gone once the run ended.
@@ -206,7 +207,8 @@ TEST_F(RunIntegrationTest, CancelStopsTheContainer) {
   EXPECT_EQ(done["status"], "Canceled");
   EXPECT_EQ(done["failure_reason"], "canceled by user");
   bool saw_cancel_requested = false;
-  for (const auto& t : done["transitions"]) saw_cancel_requested |= t["status"] == "CancelRequested";
+  for (const auto& t : done["transitions"])
+    saw_cancel_requested |= t["status"] == "CancelRequested";
   EXPECT_TRUE(saw_cancel_requested);
   EXPECT_EQ(real_.InspectContainer("trainyard-" + name).status().code(), StatusCode::kNotFound);
   auto again = client_->PostJson("/api/v1/jobs/" + name + "/cancel", json::object());
@@ -245,8 +247,8 @@ TEST_F(RunIntegrationTest, PipChangeRebuildsOnlyTheDependencyLayer) {
   }
   ASSERT_TRUE(WriteFileAtomic(ctx / "Dockerfile",
                               "FROM python:3.11-slim\nCOPY wheels /wheels\n"
-                              "ENV PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels\n# " + RandomHex(8) +
-                                  "\n")
+                              "ENV PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels\n# " +
+                                  RandomHex(8) + "\n")
                   .ok());
   const std::string context = SnapshotDir(ctx);
 
@@ -257,8 +259,8 @@ TEST_F(RunIntegrationTest, PipChangeRebuildsOnlyTheDependencyLayer) {
   job["environment"]["pip_requirements"] = {"tyalpha"};
   std::string first = Submit(job);
   json done = WaitFor(first);
-  ASSERT_EQ(done["status"], "Completed") << done.dump(2)
-                                         << ReadRunFile(first, "logs/image_build.log");
+  ASSERT_EQ(done["status"], "Completed")
+      << done.dump(2) << ReadRunFile(first, "logs/image_build.log");
   EXPECT_NE(ReadRunFile(first, "user_logs/std_log.txt").find("tyalpha-1.0"), std::string::npos);
   ASSERT_EQ(counting_.builds(), 2);  // the base, then the dependency layer
   const std::string base_tag = counting_.build_tags()[0];
@@ -299,8 +301,8 @@ class RegistryIntegrationTest : public RunIntegrationTest {
 TEST_F(RegistryIntegrationTest, PullsWithGoodCredentials) {
   std::string name = Submit(RegistryJob(reg_.password));
   json done = WaitFor(name);
-  ASSERT_EQ(done["status"], "Completed") << done.dump(2)
-                                         << ReadRunFile(name, "logs/image_build.log");
+  ASSERT_EQ(done["status"], "Completed")
+      << done.dump(2) << ReadRunFile(name, "logs/image_build.log");
   EXPECT_EQ(counting_.pulls(), 1);
   EXPECT_NE(ReadRunFile(name, "user_logs/std_log.txt").find("pulled and ran"), std::string::npos);
   EXPECT_EQ(ReadRunFile(name, "logs/image_build.log").find(reg_.password), std::string::npos);
@@ -315,8 +317,7 @@ TEST_F(RegistryIntegrationTest, BadCredentialsFailClearlyAndLeakNothing) {
   EXPECT_TRUE(StartsWith(reason, "unauthorized: pulling " + reg_.image + " from " + reg_.address))
       << reason;
   // The secret appears nowhere: API answers, logs, the database.
-  std::vector<std::string> places = {done.dump(),
-                                     ReadRunFile(name, "logs/image_build.log"),
+  std::vector<std::string> places = {done.dump(), ReadRunFile(name, "logs/image_build.log"),
                                      ReadRunFile(name, "user_logs/std_log.txt")};
   auto envs = client_->GetJson("/api/v1/environments");
   ASSERT_TRUE(envs.ok());

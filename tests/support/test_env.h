@@ -22,16 +22,16 @@ inline bool ServicesRequired() {
 }
 
 // Use as: TY_REQUIRE_SERVICE(ok_expression, "why it is missing");
-#define TY_REQUIRE_SERVICE(available, reason)                                         \
-  do {                                                                                \
-    if (!(available)) {                                                               \
-      if (::trainyard::testing::ServicesRequired()) {                                 \
-        FAIL() << "required service missing: " << (reason);                          \
-      } else {                                                                        \
+#define TY_REQUIRE_SERVICE(available, reason)                                          \
+  do {                                                                                 \
+    if (!(available)) {                                                                \
+      if (::trainyard::testing::ServicesRequired()) {                                  \
+        FAIL() << "required service missing: " << (reason);                            \
+      } else {                                                                         \
         GTEST_SKIP() << "service missing (set TRAINYARD_REQUIRE_SERVICES=1 to fail): " \
-                     << (reason);                                                     \
-      }                                                                               \
-    }                                                                                 \
+                     << (reason);                                                      \
+      }                                                                                \
+    }                                                                                  \
   } while (0)
 
 // The private test registry written by scripts/registry.sh, or nullopt.

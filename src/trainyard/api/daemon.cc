@@ -35,8 +35,7 @@ constexpr std::uint64_t kMaxChunk = 256 * 1024;  // log bytes per stream answer 
 
 // Reads up to `max` bytes of `path` from `offset`, ending on a UTF-8 character boundary unless
 // `at_end` (then a dangling partial character is passed as is, to be replaced).
-std::string ReadChunk(const fs::path& path, std::uint64_t offset, std::uint64_t max,
-                      bool* more) {
+std::string ReadChunk(const fs::path& path, std::uint64_t offset, std::uint64_t max, bool* more) {
   *more = false;
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return "";
@@ -64,12 +63,11 @@ std::string StatusText(RunStatus s) { return std::string(store::RunStatusName(s)
 json RunToJson(const store::RunRecord& r, const std::string& base_url) {
   json transitions = json::array();
   for (const auto& t : r.transitions) {
-    transitions.push_back({{"status", StatusText(t.status)}, {"at", FormatTimeIso(t.at)},
-                           {"at_ms", t.at}});
+    transitions.push_back(
+        {{"status", StatusText(t.status)}, {"at", FormatTimeIso(t.at)}, {"at_ms", t.at}});
   }
-  std::int64_t ended = store::IsTerminal(r.status) && !r.transitions.empty()
-                           ? r.transitions.back().at
-                           : 0;
+  std::int64_t ended =
+      store::IsTerminal(r.status) && !r.transitions.empty() ? r.transitions.back().at : 0;
   json phases = json::object();
   auto span = [&](RunStatus from, RunStatus to) -> std::int64_t {
     std::int64_t a = r.TimeOf(from), b = r.TimeOf(to);
@@ -133,8 +131,7 @@ json ListRunFiles(const fs::path& run_dir) {
       // Symlinks are never followed or served: a run could point one at the host's files.
       auto st = it->symlink_status(ec);
       if (ec || !fs::is_regular_file(st)) continue;
-      found.emplace_back(fs::relative(it->path(), run_dir, ec).generic_string(),
-                         it->file_size(ec));
+      found.emplace_back(fs::relative(it->path(), run_dir, ec).generic_string(), it->file_size(ec));
     }
     std::sort(found.begin(), found.end());
     for (const auto& [p, size] : found) files.push_back({{"path", p}, {"size", size}});
@@ -182,8 +179,7 @@ void Daemon::Impl::InstallRoutes() {
             return HttpResponse::Json(200, {{"status", "ok"}, {"version", kVersion}});
           }));
   s.Route("GET", "/api/v1/workspace", SyncHandler([this](HttpRequest&) {
-            return HttpResponse::Json(200, {{"root", layout.root.string()},
-                                            {"version", kVersion}});
+            return HttpResponse::Json(200, {{"root", layout.root.string()}, {"version", kVersion}});
           }));
 
   // Environments.
@@ -327,8 +323,8 @@ asio::awaitable<HttpResponse> Daemon::Impl::Stream(HttpRequest& req) {
       std::string log = ReadChunk(log_path, log_offset, kMaxChunk, &log_more);
       const std::uint64_t new_build = build_offset + build.size();
       const std::uint64_t new_log = log_offset + log.size();
-      const bool done = terminal && new_build >= FileSizeOr0(build_path) &&
-                        new_log >= FileSizeOr0(log_path);
+      const bool done =
+          terminal && new_build >= FileSizeOr0(build_path) && new_log >= FileSizeOr0(log_path);
       co_return JsonText(200, {{"status", status},
                                {"build", build},
                                {"build_offset", new_build},
@@ -369,18 +365,18 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
     impl->engine = impl->owned_engine.get();
   }
   impl->objects = std::make_unique<cas::ObjectStore>(impl->layout.ObjectsDir());
-  impl->snapshots =
-      std::make_unique<cas::Snapshotter>(*impl->objects, impl->layout.SnapshotsDir());
+  impl->snapshots = std::make_unique<cas::Snapshotter>(*impl->objects, impl->layout.SnapshotsDir());
   fs::path docker_config =
       options.docker_config.empty() ? docker::DefaultDockerConfigPath() : options.docker_config;
-  impl->builder = std::make_unique<envbuild::ImageBuilder>(*impl->engine, *impl->snapshots,
-                                                           impl->layout.ScratchDir(), docker_config);
+  impl->builder = std::make_unique<envbuild::ImageBuilder>(
+      *impl->engine, *impl->snapshots, impl->layout.ScratchDir(), docker_config);
   impl->executor = std::make_unique<exec::DockerExecutor>(*impl->engine);
   impl->environments = std::make_unique<sched::EnvironmentRegistry>(*impl->store, *impl->secrets);
   sched::SchedulerOptions sopts;
-  sopts.max_concurrent_runs = impl->config.max_concurrent_runs > 0
-                                  ? impl->config.max_concurrent_runs
-                                  : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  sopts.max_concurrent_runs =
+      impl->config.max_concurrent_runs > 0
+          ? impl->config.max_concurrent_runs
+          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   sopts.stop_grace_seconds = impl->config.stop_grace_seconds;
   impl->scheduler = std::make_unique<sched::Scheduler>(
       *impl->store, *impl->environments, *impl->builder, *impl->executor, *impl->snapshots,
@@ -394,9 +390,8 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   impl->http = std::make_unique<HttpServer>(hopts);
   impl->InstallRoutes();
   Impl* raw = impl.get();
-  impl->scheduler->SetChangeListener([raw](const std::string& id) {
-    raw->http->notifier().Notify(id);
-  });
+  impl->scheduler->SetChangeListener(
+      [raw](const std::string& id) { raw->http->notifier().Notify(id); });
   TY_RETURN_IF_ERROR(impl->http->Start());
   TY_RETURN_IF_ERROR(impl->scheduler->Recover());
 

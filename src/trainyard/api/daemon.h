@@ -10,13 +10,13 @@
 namespace trainyard::api {
 
 struct DaemonOptions {
-  std::filesystem::path workspace;           // the workspace folder (created when missing)
-  std::string host = "127.0.0.1";            // bind address; loopback unless asked otherwise
-  int port = -1;                             // -1: workspace.json's, else any free port
+  std::filesystem::path workspace;  // the workspace folder (created when missing)
+  std::string host = "127.0.0.1";   // bind address; loopback unless asked otherwise
+  int port = -1;                    // -1: workspace.json's, else any free port
   std::string docker_socket = "/var/run/docker.sock";
-  std::filesystem::path docker_config;       // empty: $DOCKER_CONFIG or ~/.docker/config.json
-  docker::Engine* engine = nullptr;          // borrowed; null: the engine at docker_socket
-  bool write_server_file = true;             // publish server.json for CLI clients
+  std::filesystem::path docker_config;  // empty: $DOCKER_CONFIG or ~/.docker/config.json
+  docker::Engine* engine = nullptr;     // borrowed; null: the engine at docker_socket
+  bool write_server_file = true;        // publish server.json for CLI clients
 };
 
 // The workspace daemon: the store, the scheduler, the image builder and the REST API, wired

@@ -11,6 +11,8 @@
 #include <system_error>
 #include <utility>
 
+#include "trainyard/common/util.h"
+
 namespace trainyard::cas::testing {
 
 namespace fs = std::filesystem;
@@ -73,18 +75,6 @@ size_t CountFiles(const fs::path& dir) {
 
 namespace {
 
-std::string Quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
-}
-
 std::vector<std::string> SplitNul(const std::string& s) {
   std::vector<std::string> out;
   size_t start = 0;
@@ -101,9 +91,9 @@ std::vector<std::string> SplitNul(const std::string& s) {
 
 int RunGit(const fs::path& repo, const std::string& args) {
   // HOME points at the repo's parent, an empty temp folder: no global excludes file.
-  const std::string home = Quote(repo.parent_path().string());
+  const std::string home = ShellQuote(repo.parent_path().string());
   return RunShell("HOME=" + home + " XDG_CONFIG_HOME=" + home + " GIT_CONFIG_NOSYSTEM=1 git -C " +
-                  Quote(repo.string()) + " " + args);
+                  ShellQuote(repo.string()) + " " + args);
 }
 
 bool ServicesRequired() {
@@ -129,8 +119,8 @@ bool GitCheckIgnore(const fs::path& repo, const std::vector<std::string>& paths,
     input += '\0';
   }
   WriteText(in, input);
-  int rc = RunGit(repo, "check-ignore --no-index -v -n -z --stdin <" + Quote(in.string()) + " >" +
-                            Quote(result.string()) + " 2>&1");
+  int rc = RunGit(repo, "check-ignore --no-index -v -n -z --stdin <" + ShellQuote(in.string()) +
+                            " >" + ShellQuote(result.string()) + " 2>&1");
   std::string text = ReadText(result);
   // 0: some path ignored, 1: none ignored.
   if (rc != 0 && rc != 1) {
@@ -154,7 +144,7 @@ bool GitCheckIgnore(const fs::path& repo, const std::vector<std::string>& paths,
 
 bool GitListIncluded(const fs::path& repo, std::set<std::string>* out, std::string* error) {
   const fs::path result = repo.parent_path() / "ls-files.out";
-  int rc = RunGit(repo, "ls-files -o --exclude-standard -z >" + Quote(result.string()));
+  int rc = RunGit(repo, "ls-files -o --exclude-standard -z >" + ShellQuote(result.string()));
   if (rc != 0) {
     *error = "git ls-files exited with " + std::to_string(rc);
     return false;

@@ -52,7 +52,9 @@ std::string Str(const json& j, const char* key) {
   return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
 }
 
-void PrintJson(const json& j) { std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n"; }
+void PrintJson(const json& j) {
+  std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+}
 
 // Per-invocation state: the workspace and a lazily connected client.
 class Session {
@@ -119,7 +121,8 @@ StatusOr<json> StreamRun(HttpClient& http, const std::string& name) {
     if (!res.ok()) return res.status();
     if (res->status != 200) {
       auto j = json::parse(res->body, nullptr, false);
-      std::string msg = j.is_object() && j.contains("error") ? Str(j["error"], "message") : res->body;
+      std::string msg =
+          j.is_object() && j.contains("error") ? Str(j["error"], "message") : res->body;
       return Status(StatusCodeFromHttp(res->status), msg);
     }
     auto j = json::parse(res->body, nullptr, false);
@@ -304,8 +307,8 @@ int EnvCreate(Session& s, const std::string& file, const std::string& output) {
   if (output == "json") {
     PrintJson(*rec);
   } else {
-    std::cout << "Environment " << Str(*rec, "name") << ":" << Str(*rec, "version")
-              << " (image " << Str(*rec, "image") << ")\n";
+    std::cout << "Environment " << Str(*rec, "name") << ":" << Str(*rec, "version") << " (image "
+              << Str(*rec, "image") << ")\n";
   }
   return 0;
 }
@@ -321,8 +324,8 @@ int EnvList(Session& s, const std::string& output) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const auto& e : *envs) {
-    rows.push_back({Str(e, "name"), Str(e, "version"), Str(e, "created_at").substr(0, 19),
-                    Str(e, "image")});
+    rows.push_back(
+        {Str(e, "name"), Str(e, "version"), Str(e, "created_at").substr(0, 19), Str(e, "image")});
   }
   std::cout << RenderTable({"NAME", "VERSION", "CREATED", "IMAGE"}, rows);
   return 0;
@@ -340,8 +343,8 @@ int EnvShow(Session& s, std::string ref, const std::string& output) {
   }
   auto http = s.Client();
   if (!http.ok()) return Fail(http.status());
-  auto rec = (*http)->GetJson("/api/v1/environments/" + HttpClient::UrlEncode(name) +
-                              "/versions/" + HttpClient::UrlEncode(version));
+  auto rec = (*http)->GetJson("/api/v1/environments/" + HttpClient::UrlEncode(name) + "/versions/" +
+                              HttpClient::UrlEncode(version));
   if (!rec.ok()) return Fail(rec.status());
   if (output == "json") {
     PrintJson(*rec);

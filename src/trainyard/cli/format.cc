@@ -24,7 +24,8 @@ std::string RenderTable(const std::vector<std::string>& header,
   std::vector<size_t> width(header.size());
   for (size_t i = 0; i < header.size(); ++i) width[i] = header[i].size();
   for (const auto& r : rows) {
-    for (size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
+    for (size_t i = 0; i < r.size() && i < width.size(); ++i)
+      width[i] = std::max(width[i], r[i].size());
   }
   auto line = [&](const std::vector<std::string>& cells) {
     std::string out;
@@ -61,7 +62,8 @@ std::string RenderSummary(const nlohmann::json& run, const nlohmann::json& files
     std::string key = std::string(p) + "_ms";
     if (run.contains("phase_durations") && run["phase_durations"].contains(key)) {
       if (!phases.empty()) phases += ", ";
-      phases += std::string(p) + " " + FormatDuration(run["phase_durations"][key].get<std::int64_t>());
+      phases +=
+          std::string(p) + " " + FormatDuration(run["phase_durations"][key].get<std::int64_t>());
     }
   }
   row("Duration:", RunDuration(run) + (phases.empty() ? "" : " (" + phases + ")"));

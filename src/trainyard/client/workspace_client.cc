@@ -7,9 +7,8 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <thread>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "trainyard/common/fs.h"
 
@@ -97,8 +96,8 @@ StatusOr<std::unique_ptr<HttpClient>> TryConnect(const WorkspaceLayout& layout,
   auto client = std::make_unique<HttpClient>(info.url, info.token);
   auto health = client->Request("GET", "/api/v1/health", "", "application/json", 2000);
   if (!health.ok()) return health.status();
-  if (health->status != 200) return Unavailable("daemon health check answered " +
-                                                std::to_string(health->status));
+  if (health->status != 200)
+    return Unavailable("daemon health check answered " + std::to_string(health->status));
   // A daemon of another workspace on a reused port would be a surprise: check the token works.
   auto auth = client->Request("GET", "/api/v1/workspace", "", "application/json", 2000);
   if (!auth.ok()) return auth.status();
@@ -121,6 +120,8 @@ Status SpawnDaemon(const WorkspaceLayout& layout, const fs::path& self_exe) {
       ::dup2(log, 1);
       ::dup2(log, 2);
     }
+    // Nothing else the CLI had open (a caller's pipe, say) may be held by the daemon.
+    ::close_range(3, ~0U, 0);
     std::string exe = self_exe.string();
     std::string root = layout.root.string();
     execl(exe.c_str(), exe.c_str(), "server", "--workspace", root.c_str(),

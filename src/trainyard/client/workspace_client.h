@@ -36,7 +36,8 @@ StatusOr<ServerInfo> ReadServerInfo(const WorkspaceLayout& layout);
 // Returns a client for the workspace's daemon. When none answers, starts `self_exe server
 // --workspace ROOT` in the background (its output goes to the workspace's daemon.log) and waits
 // until it answers. A daemon started from another build of trainyard (its executable differs
-// from `self_exe`) is stopped and replaced; its runs go on and the new daemon re-attaches. Unavailable, pointing at daemon.log, when it does not come up.
+// from `self_exe`) is stopped and replaced; its runs go on and the new daemon re-attaches.
+// Unavailable, pointing at daemon.log, when it does not come up.
 StatusOr<std::unique_ptr<HttpClient>> ConnectOrStart(const WorkspaceLayout& layout,
                                                      const std::filesystem::path& self_exe);
 

@@ -5,6 +5,7 @@
 #include "trainyard/common/sha256.h"
 #include "trainyard/common/status.h"
 #include "trainyard/common/util.h"
+#include "trainyard/common/workspace.h"
 
 namespace trainyard {
 namespace {
@@ -54,6 +55,12 @@ TEST(UtilTest, Base64RoundTrip) {
   EXPECT_EQ(Base64UrlEncode("\xfb\xff"), "-_8=");
 }
 
+TEST(UtilTest, ShellQuote) {
+  EXPECT_EQ(ShellQuote("plain"), "'plain'");
+  EXPECT_EQ(ShellQuote("it's"), "'it'\\''s'");
+  EXPECT_EQ(ShellQuote("$(rm -rf /)"), "'$(rm -rf /)'");
+}
+
 TEST(UtilTest, RedactAndNames) {
   EXPECT_EQ(Redact("pw=hunter2 again hunter2", "hunter2"), "pw=*** again ***");
   EXPECT_EQ(Redact("nothing", ""), "nothing");
@@ -78,6 +85,28 @@ TEST(FsTest, AtomicWriteAndRead) {
   EXPECT_EQ(*got, "hello");
   EXPECT_EQ(ReadFile(dir / "missing").status().code(), StatusCode::kNotFound);
   ASSERT_TRUE(RemoveTree(dir).ok());
+}
+
+TEST(WorkspaceConfigTest, DefaultsSettingsAndBadKeys) {
+  WorkspaceLayout ws{fs::temp_directory_path() / ("ty-wscfg-" + RandomHex(4))};
+  ASSERT_TRUE(ws.Create().ok());
+  auto defaults = LoadWorkspaceConfig(ws);
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->snapshot_max_files, 2000u);
+  EXPECT_EQ(defaults->snapshot_max_bytes, 300'000'000u);
+  ASSERT_TRUE(WriteFileAtomic(ws.ConfigFile(), R"({"snapshot_max_files": 10, "port": 8123})").ok());
+  auto set = LoadWorkspaceConfig(ws);
+  ASSERT_TRUE(set.ok());
+  EXPECT_EQ(set->snapshot_max_files, 10u);
+  EXPECT_EQ(set->port, 8123);
+  ASSERT_TRUE(WriteFileAtomic(ws.ConfigFile(), R"({"snapshot_max_file": 10})").ok());
+  auto typo = LoadWorkspaceConfig(ws);
+  ASSERT_FALSE(typo.ok());
+  EXPECT_NE(typo.status().message().find("unknown key 'snapshot_max_file'"), std::string::npos);
+  EXPECT_NE(typo.status().message().find(ws.ConfigFile().string()), std::string::npos);
+  ASSERT_TRUE(WriteFileAtomic(ws.ConfigFile(), R"({"port": -1})").ok());
+  EXPECT_EQ(LoadWorkspaceConfig(ws).status().code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(RemoveTree(ws.root).ok());
 }
 
 TEST(SecretBoxTest, SealUnseal) {

@@ -53,7 +53,9 @@ int HttpStatusFor(StatusCode code);
 // Inverse of HttpStatusFor for statuses received from a server.
 StatusCode StatusCodeFromHttp(int http_status);
 
-inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status AlreadyExists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
 inline Status FailedPrecondition(std::string m) {
@@ -82,10 +84,10 @@ inline Status ResourceExhausted(std::string m) {
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  StatusOr(const Status& s) : v_(s) {}  // NOLINT: implicit by design.
+  StatusOr(const Status& s) : v_(s) {}        // NOLINT: implicit by design.
   StatusOr(Status&& s) : v_(std::move(s)) {}  // NOLINT
-  StatusOr(const T& v) : v_(v) {}  // NOLINT
-  StatusOr(T&& v) : v_(std::move(v)) {}  // NOLINT
+  StatusOr(const T& v) : v_(v) {}             // NOLINT
+  StatusOr(T&& v) : v_(std::move(v)) {}       // NOLINT
 
   bool ok() const { return std::holds_alternative<T>(v_); }
   Status status() const { return ok() ? Status::Ok() : std::get<Status>(v_); }
@@ -108,10 +110,10 @@ class [[nodiscard]] StatusOr {
 #define TY_CONCAT_INNER(a, b) a##b
 #define TY_CONCAT(a, b) TY_CONCAT_INNER(a, b)
 
-#define TY_RETURN_IF_ERROR(expr)                   \
-  do {                                             \
-    ::trainyard::Status ty_status_ = (expr);       \
-    if (!ty_status_.ok()) return ty_status_;       \
+#define TY_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::trainyard::Status ty_status_ = (expr); \
+    if (!ty_status_.ok()) return ty_status_; \
   } while (0)
 
 #define TY_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \

@@ -183,6 +183,18 @@ std::string FormatBytes(std::uint64_t bytes) {
   return buf;
 }
 
+std::string ShellQuote(std::string_view word) {
+  std::string out = "'";
+  for (char c : word) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out + "'";
+}
+
 std::string Redact(std::string text, std::string_view secret) {
   if (secret.empty()) return text;
   size_t pos = 0;

@@ -34,6 +34,9 @@ bool EndsWith(std::string_view s, std::string_view suffix);
 // "1.5 MB" style sizes (powers of 1000, like `du --si`).
 std::string FormatBytes(std::uint64_t bytes);
 
+// Quotes a word for a POSIX shell: 'it'\''s' for it's.
+std::string ShellQuote(std::string_view word);
+
 // Replaces every occurrence of `secret` (when non-empty) in `text` with "***".
 std::string Redact(std::string text, std::string_view secret);
 

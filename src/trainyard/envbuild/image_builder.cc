@@ -15,19 +15,6 @@ using json = nlohmann::json;
 
 std::string EnvTag(const std::string& hash) { return std::string(kEnvImageRepo) + ":" + hash; }
 
-// Quotes a word for a POSIX shell.
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out.push_back(c);
-    }
-  }
-  return out + "'";
-}
-
 bool MentionsConda(const std::string& dockerfile) {
   std::string lower;
   for (char c : dockerfile) lower.push_back(static_cast<char>(std::tolower(c)));
@@ -59,11 +46,12 @@ ImagePlan PlanImage(const spec::EnvironmentDefinition& def) {
   plan.base_image = plan.build_base ? EnvTag(plan.base_hash) : def.image;
   plan.dependency_layer = !def.user_managed_dependencies && def.HasManagedDependencies();
   if (plan.dependency_layer) {
-    json deps{{"v", 1},
-              {"base", plan.base_hash},
-              {"pip", def.ManagedPipRequirements()},
-              {"conda_packages", def.conda ? def.conda->conda_packages : std::vector<std::string>{}},
-              {"channels", def.conda ? def.conda->channels : std::vector<std::string>{}}};
+    json deps{
+        {"v", 1},
+        {"base", plan.base_hash},
+        {"pip", def.ManagedPipRequirements()},
+        {"conda_packages", def.conda ? def.conda->conda_packages : std::vector<std::string>{}},
+        {"channels", def.conda ? def.conda->channels : std::vector<std::string>{}}};
     plan.image_hash = Sha256Hex(deps.dump());
     plan.final_image = EnvTag(plan.image_hash);
   } else {
@@ -111,8 +99,8 @@ std::optional<docker::RegistryAuth> ImageBuilder::AuthFor(const spec::Environmen
                                                           const std::string& image_ref) {
   auto ref = docker::ParseImageRef(image_ref);
   std::string registry = ref.ok() ? ref->registry : "";
-  if (def.registry && (def.registry->address == registry || registry.empty() ||
-                       def.registry->address.empty())) {
+  if (def.registry &&
+      (def.registry->address == registry || registry.empty() || def.registry->address.empty())) {
     return docker::RegistryAuth{def.registry->username, def.registry->password,
                                 def.registry->address.empty() ? registry : def.registry->address};
   }
@@ -177,7 +165,8 @@ Status ImageBuilder::CheckConda(const spec::EnvironmentDefinition& def, const Im
     if (!MentionsConda(text)) {
       return InvalidArgument("the conda file lists conda packages (" + pkgs +
                              ") but the Dockerfile neither starts from a conda image nor "
-                             "installs conda" + advice);
+                             "installs conda" +
+                             advice);
     }
     return Status::Ok();
   }
@@ -235,10 +224,10 @@ Status ImageBuilder::BuildDependencyLayer(const spec::EnvironmentDefinition& def
   docker::BuildRequest req;
   req.tag = plan.final_image;
   req.labels = {{kEnvHashLabel, plan.image_hash}, {"trainyard.env.base", plan.base_hash}};
-  TY_ASSIGN_OR_RETURN(req.context_tar,
-                      docker::TarFiles({{"Dockerfile", RenderDependencyDockerfile(
-                                                           plan.base_image, def)},
-                                        {"trainyard-requirements.txt", requirements}}));
+  TY_ASSIGN_OR_RETURN(
+      req.context_tar,
+      docker::TarFiles({{"Dockerfile", RenderDependencyDockerfile(plan.base_image, def)},
+                        {"trainyard-requirements.txt", requirements}}));
   log("Building the dependency layer " + plan.final_image + " on " + plan.base_image + "\n");
   return engine_.BuildImage(req, log);
 }
@@ -264,8 +253,7 @@ StatusOr<ImageBuilder::Result> ImageBuilder::EnsureImage(const spec::Environment
   }
   // Refuse what cannot work before building anything.
   if (plan.build_base) TY_RETURN_IF_ERROR(CheckConda(def, plan));
-  TY_RETURN_IF_ERROR(
-      SingleFlight(plan.base_hash, log, [&] { return EnsureBase(def, plan, log); }));
+  TY_RETURN_IF_ERROR(SingleFlight(plan.base_hash, log, [&] { return EnsureBase(def, plan, log); }));
   if (!plan.build_base) TY_RETURN_IF_ERROR(CheckConda(def, plan));
   if (plan.dependency_layer) {
     TY_RETURN_IF_ERROR(SingleFlight(plan.image_hash, log, [&]() -> Status {

@@ -21,9 +21,9 @@ namespace trainyard::envbuild {
 // a dependency layer on top. Each is named by a hash of what shapes it — never the environment's
 // name or version — so a one-line requirements change rebuilds only the dependency layer.
 struct ImagePlan {
-  std::string base_hash;   // shapes the base: image ref | Dockerfile text | context digest
-  std::string image_hash;  // shapes the final image; == base_hash without managed dependencies
-  std::string base_image;  // the base's reference: the user's image, or trainyard/env:<base_hash>
+  std::string base_hash;    // shapes the base: image ref | Dockerfile text | context digest
+  std::string image_hash;   // shapes the final image; == base_hash without managed dependencies
+  std::string base_image;   // the base's reference: the user's image, or trainyard/env:<base_hash>
   std::string final_image;  // what runs: base_image, or trainyard/env:<image_hash>
   bool build_base = false;  // the base comes from a Dockerfile (inline or context)
   bool dependency_layer = false;
@@ -51,7 +51,7 @@ class ImageBuilder {
                std::filesystem::path scratch_dir, std::filesystem::path docker_config);
 
   struct Result {
-    std::string image;       // the reference to run
+    std::string image;  // the reference to run
     std::string image_hash;
     bool cache_hit = false;  // nothing was built or pulled
   };
@@ -61,8 +61,7 @@ class ImageBuilder {
   // ("unauthorized: pulling IMAGE from REGISTRY"), NotFound for a missing image,
   // InvalidArgument for a failing build step (with the step's error) or a definition that
   // cannot work (conda packages without conda), Unavailable when the engine cannot be reached.
-  StatusOr<Result> EnsureImage(const spec::EnvironmentDefinition& def,
-                               const docker::TextSink& log);
+  StatusOr<Result> EnsureImage(const spec::EnvironmentDefinition& def, const docker::TextSink& log);
 
  private:
   struct Flight {

@@ -129,7 +129,8 @@ TEST_F(ImageBuilderTest, PullsAMissingImageWithTheEnvironmentsCredentials) {
   auto bad = Ensure(d);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), StatusCode::kUnauthenticated);
-  EXPECT_TRUE(StartsWith(bad.status().message(), "unauthorized: pulling")) << bad.status().message();
+  EXPECT_TRUE(StartsWith(bad.status().message(), "unauthorized: pulling"))
+      << bad.status().message();
   EXPECT_EQ(bad.status().message().find("wrong-pw-123"), std::string::npos);
   EXPECT_EQ(log_.find("wrong-pw-123"), std::string::npos);
   d.registry->password = "right";

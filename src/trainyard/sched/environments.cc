@@ -28,8 +28,8 @@ StatusOr<store::EnvironmentRecord> EnvironmentRegistry::Register(spec::Environme
     return InvalidArgument("invalid environment version '" + def.version + "'");
   }
   // Round-trip through JSON validation so stored definitions are always loadable.
-  TY_ASSIGN_OR_RETURN(def, spec::EnvironmentDefinition::FromJson(
-                               def.ToJson(spec::SecretMode::kPlain)));
+  TY_ASSIGN_OR_RETURN(def,
+                      spec::EnvironmentDefinition::FromJson(def.ToJson(spec::SecretMode::kPlain)));
   std::lock_guard lock(mu_);
   const std::string hash = def.DefinitionHash();
   TY_ASSIGN_OR_RETURN(auto versions, store_.ListEnvironments(def.name));
@@ -76,7 +76,7 @@ StatusOr<store::EnvironmentRecord> EnvironmentRegistry::Register(spec::Environme
 }
 
 StatusOr<spec::EnvironmentDefinition> EnvironmentRegistry::Resolve(const std::string& name,
-                                                                  const std::string& version) {
+                                                                   const std::string& version) {
   TY_ASSIGN_OR_RETURN(store::EnvironmentRecord rec, store_.GetEnvironment(name, version));
   return ResolveRecord(rec);
 }

@@ -165,8 +165,8 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
     fs::path p(in.path);
     bool want_dir = in.kind == spec::InputSpec::Kind::kUriFolder;
     if (!p.is_absolute() || (want_dir ? !fs::is_directory(p, ec) : !fs::is_regular_file(p, ec))) {
-      return InvalidArgument("input '" + name + "': " + (want_dir ? "folder " : "file ") +
-                             in.path + " does not exist on the daemon's machine");
+      return InvalidArgument("input '" + name + "': " + (want_dir ? "folder " : "file ") + in.path +
+                             " does not exist on the daemon's machine");
     }
   }
   // The environment: an inline one is registered (anonymously unless it has a name) so every
@@ -294,7 +294,8 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
                  {"trainyard.node", "0"},
                  {"trainyard.workspace", layout_.root.string()}};
   spec.mounts.push_back({(run_dir / "code").string(), kCodeDir, false});
-  spec.mounts.push_back({(run_dir / "outputs").string(), std::string(kCodeDir) + "/outputs", false});
+  spec.mounts.push_back(
+      {(run_dir / "outputs").string(), std::string(kCodeDir) + "/outputs", false});
   spec.mounts.push_back({(run_dir / "logs").string(), std::string(kCodeDir) + "/logs", false});
 
   std::map<std::string, std::string> env;
@@ -383,10 +384,18 @@ void Scheduler::Execute(RunContext& ctx) {
     const Status& e = image.status();
     std::string reason;
     switch (e.code()) {
-      case StatusCode::kUnauthenticated: reason = e.message(); break;
-      case StatusCode::kNotFound: reason = "image not found: " + e.message(); break;
-      case StatusCode::kUnavailable: reason = "compute lost: " + e.message(); break;
-      default: reason = "image build failed: " + e.message(); break;
+      case StatusCode::kUnauthenticated:
+        reason = e.message();
+        break;
+      case StatusCode::kNotFound:
+        reason = "image not found: " + e.message();
+        break;
+      case StatusCode::kUnavailable:
+        reason = "compute lost: " + e.message();
+        break;
+      default:
+        reason = "image build failed: " + e.message();
+        break;
     }
     reason = Redact(reason, password);
     build_log.Write("\n" + reason + "\n");
@@ -403,7 +412,8 @@ void Scheduler::Execute(RunContext& ctx) {
     return;
   }
   auto launch = MakeLaunchSpec(ctx, image->image);
-  StatusOr<std::string> handle = launch.ok() ? StatusOr<std::string>(Status::Ok()) : launch.status();
+  StatusOr<std::string> handle =
+      launch.ok() ? StatusOr<std::string>(Status::Ok()) : launch.status();
   if (launch.ok()) {
     (void)executor_.Cleanup(launch->name);  // a leftover from an interrupted attempt
     handle = executor_.Launch(*launch);
@@ -495,8 +505,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
            "out of memory: the kernel killed the script (exit code " +
                std::to_string(exit->exit_code) + ")");
   } else if (exit->exit_code != 0) {
-    Finish(ctx, RunStatus::kFailed,
-           "script exited with code " + std::to_string(exit->exit_code));
+    Finish(ctx, RunStatus::kFailed, "script exited with code " + std::to_string(exit->exit_code));
   } else {
     Finish(ctx, RunStatus::kCompleted, "");
   }
@@ -570,9 +579,9 @@ Status Scheduler::Recover() {
     } else if (rec.status == RunStatus::kCancelRequested) {
       Finish(*ctx, RunStatus::kCanceled, "canceled by user");
     } else if (rec.status == RunStatus::kFinalizing && rec.exit_code) {
-      Finish(*ctx, *rec.exit_code == 0 ? RunStatus::kCompleted : RunStatus::kFailed,
-             *rec.exit_code == 0 ? ""
-                                 : "script exited with code " + std::to_string(*rec.exit_code));
+      Finish(
+          *ctx, *rec.exit_code == 0 ? RunStatus::kCompleted : RunStatus::kFailed,
+          *rec.exit_code == 0 ? "" : "script exited with code " + std::to_string(*rec.exit_code));
     } else {
       Finish(*ctx, RunStatus::kFailed, "lost — container missing after daemon restart");
     }

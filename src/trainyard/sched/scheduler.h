@@ -55,10 +55,9 @@ class EnvironmentRegistry {
 class Scheduler {
  public:
   // Every reference is borrowed and must outlive the scheduler.
-  Scheduler(store::Store& store, EnvironmentRegistry& environments,
-            envbuild::ImageBuilder& builder, exec::Executor& executor,
-            const cas::Snapshotter& snapshots, const SecretBox& secrets, WorkspaceLayout layout,
-            SchedulerOptions options);
+  Scheduler(store::Store& store, EnvironmentRegistry& environments, envbuild::ImageBuilder& builder,
+            exec::Executor& executor, const cas::Snapshotter& snapshots, const SecretBox& secrets,
+            WorkspaceLayout layout, SchedulerOptions options);
   // Wakes queued workers and joins every worker. A daemon that must exit while runs go on
   // exits the process instead: runs outlive the daemon and Recover() picks them up.
   ~Scheduler();
@@ -118,7 +117,7 @@ class Scheduler {
   std::map<std::string, std::shared_ptr<RunContext>> active_;  // Guarded by mu_.
   std::map<std::string, std::thread> workers_;                 // Guarded by mu_.
   std::vector<std::string> finished_;  // Guarded by mu_: workers that returned, to be joined.
-  std::function<void(const std::string&)> listener_;           // Guarded by mu_.
+  std::function<void(const std::string&)> listener_;  // Guarded by mu_.
 };
 
 }  // namespace trainyard::sched

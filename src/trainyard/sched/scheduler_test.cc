@@ -256,6 +256,65 @@ TEST_F(SchedulerTest, RegistryPasswordIsSealedAndNeverInTheDatabase) {
   Build(2);  // the scheduler must not outlive the store it borrowed
 }
 
+TEST_F(SchedulerTest, RecoverReattachesFailsTheVanishedAndRequeues) {
+  // What a previous daemon left: three runs, one of them with a live container.
+  spec::EnvironmentDefinition env;
+  env.name = "recover-env";
+  env.image = "python:3.11-slim";
+  env.user_managed_dependencies = true;
+  auto rec_env = registry_->Register(env);
+  ASSERT_TRUE(rec_env.ok());
+  auto leftover = [&](const std::string& id, RunStatus status) {
+    spec::RunRequest req;
+    req.experiment_name = "unit";
+    req.command = "python train.py";
+    req.environment_name = rec_env->name;
+    req.environment_version = rec_env->version;
+    store::RunRecord r;
+    r.id = id;
+    r.experiment = "unit";
+    r.compute = "local";
+    r.request_json = req.ToJson(spec::SecretMode::kAsIs).dump();
+    r.environment_name = rec_env->name;
+    r.environment_version = rec_env->version;
+    r.created_at = NowMillis();
+    ASSERT_TRUE(store_->InsertRun(r).ok());
+    for (RunStatus s :
+         {RunStatus::kQueued, RunStatus::kPreparing, RunStatus::kStarting, RunStatus::kRunning}) {
+      ASSERT_TRUE(store_->TransitionRun(id, s, NowMillis()).ok());
+      if (s == status) break;
+    }
+  };
+  leftover("alive", RunStatus::kRunning);
+  leftover("vanished", RunStatus::kRunning);
+  leftover("waiting", RunStatus::kQueued);
+  engine_.SetRunner([](const docker::ContainerConfig& c, const docker::TextSink& log) {
+    if (c.name != "trainyard-alive") return 0;
+    log("before restart\n");
+    std::this_thread::sleep_for(200ms);
+    log("after restart\n");
+    return 0;
+  });
+  docker::ContainerConfig alive;
+  alive.name = "trainyard-alive";
+  alive.image = "python:3.11-slim";
+  auto id = engine_.CreateContainer(alive);
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(engine_.StartContainer(*id).ok());
+
+  ASSERT_TRUE(scheduler_->Recover().ok());
+  auto a = WaitFor("alive");
+  EXPECT_EQ(a.status, RunStatus::kCompleted) << a.failure_reason;
+  EXPECT_EQ(*ReadFile(layout_.RunDir("alive") / Scheduler::kStdLog),
+            "before restart\nafter restart\n")
+      << "the re-attached log is whole, without duplicates";
+  auto v = WaitFor("vanished");
+  EXPECT_EQ(v.status, RunStatus::kFailed);
+  EXPECT_EQ(v.failure_reason, "lost — container missing after daemon restart");
+  auto w = WaitFor("waiting");
+  EXPECT_EQ(w.status, RunStatus::kCompleted) << w.failure_reason;
+}
+
 TEST_F(SchedulerTest, EnvironmentVersioning) {
   spec::EnvironmentDefinition def;
   def.name = "fastai";

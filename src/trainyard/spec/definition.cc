@@ -88,9 +88,12 @@ StatusOr<CondaSpec> CondaFromJson(const json& j) {
 
 const char* InputKindName(InputSpec::Kind k) {
   switch (k) {
-    case InputSpec::Kind::kLiteral: return "literal";
-    case InputSpec::Kind::kUriFile: return "uri_file";
-    case InputSpec::Kind::kUriFolder: return "uri_folder";
+    case InputSpec::Kind::kLiteral:
+      return "literal";
+    case InputSpec::Kind::kUriFile:
+      return "uri_file";
+    case InputSpec::Kind::kUriFolder:
+      return "uri_folder";
   }
   return "literal";
 }
@@ -224,8 +227,8 @@ json RunRequest::ToJson(SecretMode mode) const {
   j["environment"] = environment ? environment->ToJson(mode) : json(nullptr);
   json in = json::object();
   for (const auto& [k, v] : inputs) {
-    in[k] = {{"kind", InputKindName(v.kind)}, {"value", v.value}, {"path", v.path},
-             {"mode", v.mode}};
+    in[k] = {
+        {"kind", InputKindName(v.kind)}, {"value", v.value}, {"path", v.path}, {"mode", v.mode}};
   }
   j["inputs"] = in;
   json out = json::object();

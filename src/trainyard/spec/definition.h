@@ -5,10 +5,9 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "trainyard/common/status.h"
 #include "trainyard/spec/spec.h"
@@ -26,9 +25,9 @@ struct EnvironmentDefinition {
   std::string name;
   std::string version;
   std::string description;
-  std::string image;                 // a base image reference, or
-  std::string build_context;         // the snapshot id of a build context folder, or
-  std::string dockerfile;            // an inline Dockerfile text
+  std::string image;                           // a base image reference, or
+  std::string build_context;                   // the snapshot id of a build context folder, or
+  std::string dockerfile;                      // an inline Dockerfile text
   std::string dockerfile_path = "Dockerfile";  // inside the build context
   std::optional<CondaSpec> conda;
   std::vector<std::string> pip_requirements;

@@ -10,16 +10,26 @@ namespace trainyard::store {
 
 std::string_view RunStatusName(RunStatus s) {
   switch (s) {
-    case RunStatus::kNotStarted: return "NotStarted";
-    case RunStatus::kQueued: return "Queued";
-    case RunStatus::kPreparing: return "Preparing";
-    case RunStatus::kStarting: return "Starting";
-    case RunStatus::kRunning: return "Running";
-    case RunStatus::kFinalizing: return "Finalizing";
-    case RunStatus::kCancelRequested: return "CancelRequested";
-    case RunStatus::kCompleted: return "Completed";
-    case RunStatus::kFailed: return "Failed";
-    case RunStatus::kCanceled: return "Canceled";
+    case RunStatus::kNotStarted:
+      return "NotStarted";
+    case RunStatus::kQueued:
+      return "Queued";
+    case RunStatus::kPreparing:
+      return "Preparing";
+    case RunStatus::kStarting:
+      return "Starting";
+    case RunStatus::kRunning:
+      return "Running";
+    case RunStatus::kFinalizing:
+      return "Finalizing";
+    case RunStatus::kCancelRequested:
+      return "CancelRequested";
+    case RunStatus::kCompleted:
+      return "Completed";
+    case RunStatus::kFailed:
+      return "Failed";
+    case RunStatus::kCanceled:
+      return "Canceled";
   }
   return "Unknown";
 }
@@ -161,10 +171,12 @@ class SqliteStore : public Store {
     std::lock_guard lock(mu_);
     // WAL with synchronous=NORMAL: a committed transaction survives a crash of the process;
     // the writer never blocks readers.
-    TY_RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                            "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;"));
-    TY_RETURN_IF_ERROR(Exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
-                            "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"));
+    TY_RETURN_IF_ERROR(
+        Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+             "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;"));
+    TY_RETURN_IF_ERROR(
+        Exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
+             "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"));
     std::int64_t current = 0;
     {
       Stmt q(db_, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
@@ -215,8 +227,12 @@ class SqliteStore : public Store {
            "INSERT INTO environments(name, version, definition_json, definition_hash, image_hash,"
            " created_at, seq) VALUES (?, ?, ?, ?, ?, ?,"
            " (SELECT COALESCE(MAX(seq), 0) + 1 FROM environments))");
-    q.Bind(1, env.name).Bind(2, env.version).Bind(3, env.definition_json)
-        .Bind(4, env.definition_hash).Bind(5, env.image_hash).Bind(6, env.created_at);
+    q.Bind(1, env.name)
+        .Bind(2, env.version)
+        .Bind(3, env.definition_json)
+        .Bind(4, env.definition_hash)
+        .Bind(5, env.image_hash)
+        .Bind(6, env.created_at);
     int rc = q.Step();
     if (rc == SQLITE_CONSTRAINT) {
       return AlreadyExists("environment " + env.name + ":" + env.version + " already exists");
@@ -336,9 +352,15 @@ class SqliteStore : public Store {
            "UPDATE runs SET image_hash = ?, image = ?, exit_code = ?, failure_reason = ?,"
            " container_id = ?, environment_name = ?, environment_version = ?, updated_at = ?"
            " WHERE id = ?");
-    q.Bind(1, run.image_hash).Bind(2, run.image).BindOptional(3, run.exit_code)
-        .Bind(4, run.failure_reason).Bind(5, run.container_id).Bind(6, run.environment_name)
-        .Bind(7, run.environment_version).Bind(8, NowMillis()).Bind(9, run.id);
+    q.Bind(1, run.image_hash)
+        .Bind(2, run.image)
+        .BindOptional(3, run.exit_code)
+        .Bind(4, run.failure_reason)
+        .Bind(5, run.container_id)
+        .Bind(6, run.environment_name)
+        .Bind(7, run.environment_version)
+        .Bind(8, NowMillis())
+        .Bind(9, run.id);
     if (q.Step() != SQLITE_DONE) return q.Error("update run");
     if (sqlite3_changes(db_) == 0) return NotFound("run '" + run.id + "' not found");
     return Status::Ok();
@@ -347,8 +369,9 @@ class SqliteStore : public Store {
   Status SetRunTag(const std::string& id, const std::string& key,
                    const std::string& value) override {
     std::lock_guard lock(mu_);
-    Stmt q(db_, "INSERT INTO run_tags(run_id, key, value) VALUES (?, ?, ?)"
-                " ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value");
+    Stmt q(db_,
+           "INSERT INTO run_tags(run_id, key, value) VALUES (?, ?, ?)"
+           " ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value");
     q.Bind(1, id).Bind(2, key).Bind(3, value);
     int rc = q.Step();
     if (rc == SQLITE_CONSTRAINT) return NotFound("run '" + id + "' not found");
@@ -382,12 +405,22 @@ class SqliteStore : public Store {
            " exit_code, failure_reason, container_id, created_at, updated_at, seq)"
            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
            " (SELECT COALESCE(MAX(seq), 0) + 1 FROM runs))");
-    q.Bind(1, run.id).Bind(2, run.experiment).Bind(3, run.display_name)
-        .Bind(4, run.description).Bind(5, run.compute)
-        .Bind(6, std::string(RunStatusName(run.status))).Bind(7, run.request_json)
-        .Bind(8, run.snapshot_id).Bind(9, run.environment_name).Bind(10, run.environment_version)
-        .Bind(11, run.image_hash).Bind(12, run.image).BindOptional(13, run.exit_code)
-        .Bind(14, run.failure_reason).Bind(15, run.container_id).Bind(16, run.created_at)
+    q.Bind(1, run.id)
+        .Bind(2, run.experiment)
+        .Bind(3, run.display_name)
+        .Bind(4, run.description)
+        .Bind(5, run.compute)
+        .Bind(6, std::string(RunStatusName(run.status)))
+        .Bind(7, run.request_json)
+        .Bind(8, run.snapshot_id)
+        .Bind(9, run.environment_name)
+        .Bind(10, run.environment_version)
+        .Bind(11, run.image_hash)
+        .Bind(12, run.image)
+        .BindOptional(13, run.exit_code)
+        .Bind(14, run.failure_reason)
+        .Bind(15, run.container_id)
+        .Bind(16, run.created_at)
         .Bind(17, run.created_at);
     int rc = q.Step();
     if (rc == SQLITE_CONSTRAINT) return AlreadyExists("a run named '" + run.id + "' exists");
