@@ -76,6 +76,9 @@ struct ContainerConfig {
   std::int64_t memory_bytes = 0;    // 0: no limit
   std::int64_t nano_cpus = 0;       // 0: no limit
   std::string network_mode;         // empty: default bridge
+  // Run the engine's init (tini) as PID 1: it forwards signals and reaps zombies, so a command
+  // that never installed a SIGTERM handler still stops on SIGTERM.
+  bool init = false;
   std::string hostname;
   std::vector<std::string> network_aliases;
   std::optional<GpuRequest> gpus;

@@ -309,6 +309,7 @@ json ContainerBody(const ContainerConfig& c) {
     host["Mounts"] = std::move(mounts);
   }
   if (c.shm_size_bytes > 0) host["ShmSize"] = c.shm_size_bytes;
+  if (c.init) host["Init"] = true;
   if (c.memory_bytes > 0) host["Memory"] = c.memory_bytes;
   if (c.nano_cpus > 0) host["NanoCpus"] = c.nano_cpus;
   if (!c.network_mode.empty()) host["NetworkMode"] = c.network_mode;

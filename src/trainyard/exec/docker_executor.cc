@@ -14,6 +14,7 @@ StatusOr<std::string> DockerExecutor::Launch(const LaunchSpec& spec) {
   c.labels = spec.labels;
   c.mounts = spec.mounts;
   c.shm_size_bytes = spec.shm_size_bytes;
+  c.init = true;  // cancel and timeout stop the script with SIGTERM, not only after the grace
   TY_ASSIGN_OR_RETURN(std::string id, engine_.CreateContainer(c));
   Status s = engine_.StartContainer(id);
   if (!s.ok()) {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
@@ -132,6 +133,10 @@ void Scheduler::Notify(const std::string& run_id) {
 
 Status Scheduler::Transition(RunContext& ctx, RunStatus to) {
   TY_RETURN_IF_ERROR(store_.TransitionRun(ctx.id, to, NowMillis()));
+  // One line per transition in the daemon's log (stderr): what happened to which run, and when.
+  std::fprintf(stderr, "[%s] run %s: %s -> %s\n", FormatTimeIso(NowMillis()).c_str(),
+               ctx.id.c_str(), std::string(store::RunStatusName(ctx.status)).c_str(),
+               std::string(store::RunStatusName(to)).c_str());
   ctx.status = to;
   Notify(ctx.id);
   return Status::Ok();
@@ -273,6 +278,10 @@ void Scheduler::Work(std::shared_ptr<RunContext> ctx) {
 }
 
 void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& reason) {
+  if (!reason.empty()) {
+    std::fprintf(stderr, "[%s] run %s: %s\n", FormatTimeIso(NowMillis()).c_str(),
+                 ctx.id.c_str(), reason.c_str());
+  }
   auto rec = store_.GetRun(ctx.id);
   if (rec.ok()) {
     rec->failure_reason = reason;

@@ -118,6 +118,7 @@ TEST_F(SchedulerTest, CompletedRunWalksEveryStateAndGetsItsIdentity) {
   ASSERT_TRUE(cfg.has_value());
   EXPECT_EQ(cfg->cmd, (std::vector<std::string>{"-c", "python train.py --epochs 3"}));
   EXPECT_EQ(cfg->working_dir, "/trainyard/code");
+  EXPECT_TRUE(cfg->init) << "the engine's init must forward SIGTERM to the script";
   EXPECT_EQ(cfg->labels.at("trainyard.run_id"), run->id);
   auto has_env = [&](const std::string& kv) {
     return std::find(cfg->env.begin(), cfg->env.end(), kv) != cfg->env.end();
