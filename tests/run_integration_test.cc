@@ -178,6 +178,30 @@ TEST_F(RunIntegrationTest, RunSucceedsWritesOutputsAndStreamsLogsLive) {
   EXPECT_EQ(gone.status().code(), StatusCode::kNotFound);
 }
 
+TEST_F(RunIntegrationTest, InputsAreMountedReadOnlyAndNamedOutputsCollected) {
+  fs::path data = root_ / "data";
+  ASSERT_TRUE(MakeDirs(data).ok());
+  ASSERT_TRUE(WriteFileAtomic(data / "train.csv", "a,b\n1,2\n").ok());
+  ASSERT_TRUE(WriteFileAtomic(root_ / "labels.txt", "cat\ndog\n").ok());
+  json job = Job(
+      "cat ${{inputs.data}}/train.csv ${{inputs.labels}} && "
+      "(touch ${{inputs.data}}/x 2>/dev/null && echo WRITABLE || echo READ-ONLY) && "
+      "echo $AZURE_ML_INPUT_data && echo weights > ${{outputs.model}}/w.bin");
+  job["inputs"] = {{"data", {{"kind", "uri_folder"}, {"path", data.string()}}},
+                   {"labels", {{"kind", "uri_file"}, {"path", (root_ / "labels.txt").string()}}}};
+  job["outputs"] = {{"model", {{"type", "uri_folder"}}}};
+  std::string name = Submit(job);
+  json done = WaitFor(name);
+  ASSERT_EQ(done["status"], "Completed") << ReadRunFile(name, "user_logs/std_log.txt");
+  std::string log = ReadRunFile(name, "user_logs/std_log.txt");
+  EXPECT_NE(log.find("1,2"), std::string::npos) << log;
+  EXPECT_NE(log.find("dog"), std::string::npos) << log;
+  EXPECT_NE(log.find("READ-ONLY"), std::string::npos) << log;
+  EXPECT_NE(log.find("/trainyard/inputs/data"), std::string::npos) << log;
+  EXPECT_EQ(ReadRunFile(name, "outputs/model/w.bin"), "weights\n");
+  EXPECT_FALSE(fs::exists(data / "x"));
+}
+
 TEST_F(RunIntegrationTest, NonZeroExitFailsWithItsCode) {
   std::string name = Submit(Job("echo about to fail; exit 3"));
   json done = WaitFor(name);
