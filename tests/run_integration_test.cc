@@ -183,10 +183,10 @@ TEST_F(RunIntegrationTest, InputsAreMountedReadOnlyAndNamedOutputsCollected) {
   ASSERT_TRUE(MakeDirs(data).ok());
   ASSERT_TRUE(WriteFileAtomic(data / "train.csv", "a,b\n1,2\n").ok());
   ASSERT_TRUE(WriteFileAtomic(root_ / "labels.txt", "cat\ndog\n").ok());
-  json job = Job(
-      "cat ${{inputs.data}}/train.csv ${{inputs.labels}} && "
-      "(touch ${{inputs.data}}/x 2>/dev/null && echo WRITABLE || echo READ-ONLY) && "
-      "echo $AZURE_ML_INPUT_data && echo weights > ${{outputs.model}}/w.bin");
+  json job =
+      Job("cat ${{inputs.data}}/train.csv ${{inputs.labels}} && "
+          "(touch ${{inputs.data}}/x 2>/dev/null && echo WRITABLE || echo READ-ONLY) && "
+          "echo $AZURE_ML_INPUT_data && echo weights > ${{outputs.model}}/w.bin");
   job["inputs"] = {{"data", {{"kind", "uri_folder"}, {"path", data.string()}}},
                    {"labels", {{"kind", "uri_file"}, {"path", (root_ / "labels.txt").string()}}}};
   job["outputs"] = {{"model", {{"type", "uri_folder"}}}};
@@ -200,6 +200,34 @@ TEST_F(RunIntegrationTest, InputsAreMountedReadOnlyAndNamedOutputsCollected) {
   EXPECT_NE(log.find("/trainyard/inputs/data"), std::string::npos) << log;
   EXPECT_EQ(ReadRunFile(name, "outputs/model/w.bin"), "weights\n");
   EXPECT_FALSE(fs::exists(data / "x"));
+}
+
+TEST_F(RunIntegrationTest, LinksAndPipesPlantedByARunAreNeverFollowed) {
+  // The run's ./logs and ./outputs are writable from the container; the daemon serves from
+  // them. A run that plants links to host files or a FIFO must get nothing out of it.
+  const std::string secret = "TOPSECRET-" + RandomHex(4);
+  ASSERT_TRUE(WriteFileAtomic(root_ / "host-secret.txt", secret).ok());
+  const std::string target = (root_ / "host-secret.txt").string();
+  std::string name = Submit(Job("ln -sf " + target + " logs/image_build.log && ln -s " + target +
+                                " outputs/leak.txt && mkfifo logs/pipe && echo planted"));
+  json done = WaitFor(name);
+  ASSERT_EQ(done["status"], "Completed") << ReadRunFile(name, "user_logs/std_log.txt");
+  auto stream = client_->GetJson("/api/v1/jobs/" + name + "/stream?wait_ms=0");
+  ASSERT_TRUE(stream.ok()) << stream.status().ToString();
+  EXPECT_EQ(stream->dump().find(secret), std::string::npos) << stream->dump();
+  EXPECT_TRUE((*stream)["done"].get<bool>());
+  auto files = client_->GetJson("/api/v1/jobs/" + name + "/files");
+  ASSERT_TRUE(files.ok());
+  EXPECT_EQ(files->dump().find("leak.txt"), std::string::npos) << files->dump();
+  EXPECT_EQ(files->dump().find("pipe"), std::string::npos) << files->dump();
+  auto leak = client_->Request("GET", "/api/v1/jobs/" + name + "/files/outputs/leak.txt");
+  ASSERT_TRUE(leak.ok());
+  EXPECT_EQ(leak->status, 404);
+  EXPECT_EQ(leak->body.find(secret), std::string::npos);
+  auto pipe = client_->Request("GET", "/api/v1/jobs/" + name + "/files/logs/pipe", "",
+                               "application/json", 5000);
+  ASSERT_TRUE(pipe.ok()) << "a FIFO must not hang the server";
+  EXPECT_EQ(pipe->status, 404);
 }
 
 TEST_F(RunIntegrationTest, NonZeroExitFailsWithItsCode) {
@@ -341,7 +369,8 @@ TEST_F(RegistryIntegrationTest, HonoursTheUsersDockerLogin) {
   daemon_.reset();
   fs::path config = root_ / "docker-config" / "config.json";
   ASSERT_TRUE(MakeDirs(config.parent_path()).ok());
-  json auths{{"auths", {{reg_.address, {{"auth", Base64Encode(reg_.user + ":" + reg_.password)}}}}}};
+  json auths{
+      {"auths", {{reg_.address, {{"auth", Base64Encode(reg_.user + ":" + reg_.password)}}}}}};
   ASSERT_TRUE(WriteFileAtomic(config, auths.dump(), 0600).ok());
   api::DaemonOptions opts;
   opts.workspace = root_;
@@ -355,8 +384,8 @@ TEST_F(RegistryIntegrationTest, HonoursTheUsersDockerLogin) {
   client_ = std::make_unique<HttpClient>(daemon_->url(), daemon_->token());
   std::string name = Submit(Job("python3 -c 'print(\"via docker login\")'", reg_.image));
   json done = WaitFor(name);
-  ASSERT_EQ(done["status"], "Completed") << done.dump(2)
-                                         << ReadRunFile(name, "logs/image_build.log");
+  ASSERT_EQ(done["status"], "Completed")
+      << done.dump(2) << ReadRunFile(name, "logs/image_build.log");
   EXPECT_EQ(counting_.pulls(), 1);
 }
 

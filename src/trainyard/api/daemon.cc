@@ -34,10 +34,13 @@ constexpr const char* kVersion = "0.1.0";
 constexpr std::uint64_t kMaxChunk = 256 * 1024;  // log bytes per stream answer and file
 
 // Reads up to `max` bytes of `path` from `offset`, ending on a UTF-8 character boundary unless
-// `at_end` (then a dangling partial character is passed as is, to be replaced).
-std::string ReadChunk(const fs::path& path, std::uint64_t offset, std::uint64_t max, bool* more) {
+// `at_end` (the run has ended: a dangling partial character is then passed on, to be replaced).
+// Log files sit in folders a run can write, so a symlink or FIFO planted there is never
+// followed: it reads as empty.
+std::string ReadChunk(const fs::path& path, std::uint64_t offset, std::uint64_t max, bool at_end,
+                      bool* more) {
   *more = false;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = OpenRegularNoFollow(path);
   if (fd < 0) return "";
   std::string buf(max, '\0');
   ssize_t n = ::pread(fd, buf.data(), max, static_cast<off_t>(offset));
@@ -54,7 +57,7 @@ std::string ReadChunk(const fs::path& path, std::uint64_t offset, std::uint64_t 
     if (need > back) keep = buf.size() - back;
     break;
   }
-  if (keep > 0) buf.resize(keep);
+  if (!at_end) buf.resize(keep);
   return buf;
 }
 
@@ -315,16 +318,16 @@ asio::awaitable<HttpResponse> Daemon::Impl::Stream(HttpRequest& req) {
     if (!run.ok()) co_return HttpResponse::FromStatus(run.status());
     const std::string status = StatusText(run->status);
     const bool terminal = store::IsTerminal(run->status);
-    const bool news = status != known_status || FileSizeOr0(build_path) > build_offset ||
-                      FileSizeOr0(log_path) > log_offset;
+    const bool news = status != known_status || RegularFileSizeOr0(build_path) > build_offset ||
+                      RegularFileSizeOr0(log_path) > log_offset;
     if (news || terminal || Notifier::Clock::now() >= deadline) {
       bool build_more = false, log_more = false;
-      std::string build = ReadChunk(build_path, build_offset, kMaxChunk, &build_more);
-      std::string log = ReadChunk(log_path, log_offset, kMaxChunk, &log_more);
+      std::string build = ReadChunk(build_path, build_offset, kMaxChunk, terminal, &build_more);
+      std::string log = ReadChunk(log_path, log_offset, kMaxChunk, terminal, &log_more);
       const std::uint64_t new_build = build_offset + build.size();
       const std::uint64_t new_log = log_offset + log.size();
-      const bool done =
-          terminal && new_build >= FileSizeOr0(build_path) && new_log >= FileSizeOr0(log_path);
+      const bool done = terminal && new_build >= RegularFileSizeOr0(build_path) &&
+                        new_log >= RegularFileSizeOr0(log_path);
       co_return JsonText(200, {{"status", status},
                                {"build", build},
                                {"build_offset", new_build},

@@ -1,5 +1,9 @@
 #include "trainyard/api/http_server.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -365,7 +369,18 @@ asio::awaitable<bool> WriteResponse(beast::tcp_stream& stream, const HttpRespons
   if (response.file) {
     beast::file file;
     boost::system::error_code ec;
-    file.open(response.file->c_str(), beast::file_mode::scan, ec);
+    // A served file is opened without following a final symlink and without blocking on a FIFO,
+    // and must be a regular file: run folders are writable by the runs.
+    int fd = ::open(response.file->c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat st {};
+    if (fd < 0) {
+      ec.assign(errno, boost::system::generic_category());
+    } else if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      ec = boost::system::errc::make_error_code(boost::system::errc::not_supported);
+    } else {
+      file.native_handle(fd);  // the file object owns and closes it
+    }
     std::uint64_t size = 0;
     if (!ec) size = file.size(ec);
     if (!ec) {

@@ -4,12 +4,15 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <thread>
 
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/cli/format.h"
+#include "trainyard/cli/snapshot_commands.h"
 #include "trainyard/client/workspace_client.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
@@ -65,6 +68,10 @@ class Session {
   }
   const WorkspaceLayout& layout() const { return target_.layout; }
 
+  // Drops the connection so the next Client() finds (or starts) the daemon again: after a
+  // daemon restart its port and token are new.
+  void Reconnect() { client_.reset(); }
+
   StatusOr<HttpClient*> Client() {
     if (!client_) {
       TY_ASSIGN_OR_RETURN(client_, client::ConnectOrStart(target_.layout, SelfExe()));
@@ -104,7 +111,7 @@ std::string JobPath(const std::string& name, const std::string& rest = "") {
 }
 
 // Streams a run's image build log and run log until it ends. Returns the final run JSON.
-StatusOr<json> StreamRun(HttpClient& http, const std::string& name) {
+StatusOr<json> StreamRun(Session& session, const std::string& name) {
   std::snprintf(g_streaming_run, sizeof g_streaming_run, "%s", name.c_str());
   struct sigaction sa {};
   sa.sa_handler = OnInterrupt;
@@ -117,7 +124,18 @@ StatusOr<json> StreamRun(HttpClient& http, const std::string& name) {
     std::string path = JobPath(name, "/stream?build_offset=" + std::to_string(build_offset) +
                                          "&log_offset=" + std::to_string(log_offset) +
                                          "&status=" + status + "&wait_ms=15000");
-    auto res = http.Request("GET", path, "", "application/json", 30000);
+    // The daemon may restart while a run goes on (an upgrade, a crash): reconnect and resume
+    // from the same offsets for a while before giving up.
+    StatusOr<HttpResult> res = Unavailable("not connected");
+    for (int attempt = 0; attempt < 60; ++attempt) {
+      auto http = session.Client();
+      res = http.ok() ? (*http)->Request("GET", path, "", "application/json", 30000)
+                      : StatusOr<HttpResult>(http.status());
+      if (res.ok() || res.status().code() != StatusCode::kUnavailable) break;
+      if (attempt == 0) std::cerr << "(lost the daemon; reconnecting)\n";
+      session.Reconnect();
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
     if (!res.ok()) return res.status();
     if (res->status != 200) {
       auto j = json::parse(res->body, nullptr, false);
@@ -156,7 +174,9 @@ StatusOr<json> StreamRun(HttpClient& http, const std::string& name) {
     if (j.value("done", false)) break;
   }
   ::signal(SIGINT, SIG_DFL);
-  return http.GetJson(JobPath(name));
+  auto http = session.Client();
+  if (!http.ok()) return http.status();
+  return (*http)->GetJson(JobPath(name));
 }
 
 int FinishStream(HttpClient& http, const StatusOr<json>& run) {
@@ -213,7 +233,10 @@ int JobCreate(Session& s, const std::string& file, bool stream, const std::strin
   }
   std::cout << "\n";
   std::cout.flush();
-  return FinishStream(**http, StreamRun(**http, run_name));
+  auto final_run = StreamRun(s, run_name);
+  auto now = s.Client();
+  if (!now.ok()) return Fail(now.status());
+  return FinishStream(**now, final_run);
 }
 
 int JobList(Session& s, const std::string& experiment, int limit, const std::string& output) {
@@ -252,7 +275,10 @@ int JobShow(Session& s, const std::string& name, const std::string& output) {
 int JobStream(Session& s, const std::string& name) {
   auto http = s.Client();
   if (!http.ok()) return Fail(http.status());
-  return FinishStream(**http, StreamRun(**http, name));
+  auto final_run = StreamRun(s, name);
+  auto now = s.Client();
+  if (!now.ok()) return Fail(now.status());
+  return FinishStream(**now, final_run);
 }
 
 int JobCancel(Session& s, const std::string& name, const std::string& output) {
@@ -420,6 +446,36 @@ int Main(int argc, char** argv) {
   env_show->add_option("name", name, "NAME, NAME:VERSION or NAME@latest")->required();
   add_output(env_show);
 
+  // snapshot: works on the workspace's files directly; no daemon needed.
+  auto* snapshot =
+      app.add_subcommand("snapshot", "Inspect, download and clean up source snapshots");
+  snapshot->require_subcommand(1);
+  std::string snap_dir = ".", snap_id;
+  GcOptions gc_options;
+  auto* snap_preview =
+      snapshot->add_subcommand("preview", "What a snapshot of DIR would include and ignore");
+  snap_preview->add_option("dir", snap_dir, "Folder to preview (default: .)");
+  add_output(snap_preview);
+  auto* snap_list = snapshot->add_subcommand("list", "List the workspace's snapshots");
+  add_output(snap_list);
+  auto* snap_show = snapshot->add_subcommand("show", "Show a snapshot's files");
+  snap_show->add_option("id", snap_id, "Snapshot id or a unique prefix (6+ hex digits)")
+      ->required();
+  add_output(snap_show);
+  auto* snap_download =
+      snapshot->add_subcommand("download", "Write a snapshot's files into a new folder");
+  snap_download->add_option("id", snap_id, "Snapshot id or a unique prefix (6+ hex digits)")
+      ->required();
+  snap_download->add_option("dir", dest, "Folder to create (must not exist or be empty)")
+      ->required();
+  auto* snap_gc = snapshot->add_subcommand(
+      "gc", "Remove snapshots no run or environment uses, and unreferenced objects");
+  snap_gc->add_flag("--dry-run", gc_options.dry_run, "Only report what would be removed");
+  snap_gc->add_option(
+      "--keep-newer-than", gc_options.keep_newer_than_seconds,
+      "Never remove anything modified less than this many seconds ago (default 3600)");
+  add_output(snap_gc);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -446,7 +502,21 @@ int Main(int argc, char** argv) {
   if (env_create->parsed()) return EnvCreate(session, file, output);
   if (env_list->parsed()) return EnvList(session, output);
   if (env_show->parsed()) return EnvShow(session, name, output);
-  return 2;
+  Status snap = Status::Ok();
+  if (snap_preview->parsed()) {
+    snap = SnapshotPreview(session.layout(), snap_dir, output);
+  } else if (snap_list->parsed()) {
+    snap = SnapshotList(session.layout(), output);
+  } else if (snap_show->parsed()) {
+    snap = SnapshotShow(session.layout(), snap_id, output);
+  } else if (snap_download->parsed()) {
+    snap = SnapshotDownload(session.layout(), snap_id, dest);
+  } else if (snap_gc->parsed()) {
+    snap = SnapshotGc(session.layout(), gc_options, output);
+  } else {
+    return 2;
+  }
+  return snap.ok() ? 0 : Fail(snap);
 }
 
 }  // namespace trainyard::cli

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/util.h"
 
 namespace trainyard::client {
 
@@ -75,9 +76,25 @@ bool IsStale(const ServerInfo& info, const fs::path& self_exe) {
   return info.exe != self_exe.string() || info.exe_mtime != static_cast<std::int64_t>(mtime);
 }
 
+// True when process `pid` is a trainyard daemon serving `layout`: its command line is
+// "... server --workspace ROOT". A pid from a stale server.json may belong to anything by now.
+bool IsOurDaemon(int pid, const WorkspaceLayout& layout) {
+  auto cmdline = ReadFile("/proc/" + std::to_string(pid) + "/cmdline");
+  if (!cmdline.ok()) return false;
+  std::vector<std::string> args = Split(*cmdline, '\0');
+  for (size_t i = 0; i + 2 < args.size(); ++i) {
+    if (args[i] == "server" && args[i + 1] == "--workspace" &&
+        fs::path(args[i + 2]).lexically_normal() == layout.root.lexically_normal()) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // Stops a daemon of another build and waits until it has exited (its lock is then free).
-void StopStaleDaemon(const ServerInfo& info) {
-  if (info.pid <= 0 || ::kill(info.pid, SIGTERM) != 0) return;
+void StopStaleDaemon(const ServerInfo& info, const WorkspaceLayout& layout) {
+  if (info.pid <= 0 || !IsOurDaemon(info.pid, layout)) return;
+  if (::kill(info.pid, SIGTERM) != 0) return;
   for (int i = 0; i < 500 && ::kill(info.pid, 0) == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -90,7 +107,7 @@ StatusOr<std::unique_ptr<HttpClient>> TryConnect(const WorkspaceLayout& layout,
     return Unavailable("the daemon recorded in " + layout.ServerFile().string() + " is gone");
   }
   if (IsStale(info, self_exe)) {
-    StopStaleDaemon(info);
+    StopStaleDaemon(info, layout);
     return Unavailable("the running daemon was started by another build of trainyard");
   }
   auto client = std::make_unique<HttpClient>(info.url, info.token);
@@ -107,6 +124,10 @@ StatusOr<std::unique_ptr<HttpClient>> TryConnect(const WorkspaceLayout& layout,
 
 Status SpawnDaemon(const WorkspaceLayout& layout, const fs::path& self_exe) {
   TY_RETURN_IF_ERROR(layout.Create());
+  // Everything the child needs is built before fork: it must not allocate.
+  const std::string exe = self_exe.string();
+  const std::string root = layout.root.string();
+  const std::string log_path = layout.DaemonLog().string();
   pid_t pid = ::fork();
   if (pid < 0) return Internal("fork failed: " + std::string(std::strerror(errno)));
   if (pid == 0) {
@@ -114,7 +135,7 @@ Status SpawnDaemon(const WorkspaceLayout& layout, const fs::path& self_exe) {
     ::setsid();
     if (::fork() != 0) ::_exit(0);
     int devnull = ::open("/dev/null", O_RDONLY);
-    int log = ::open(layout.DaemonLog().c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
     if (devnull >= 0) ::dup2(devnull, 0);
     if (log >= 0) {
       ::dup2(log, 1);
@@ -122,8 +143,6 @@ Status SpawnDaemon(const WorkspaceLayout& layout, const fs::path& self_exe) {
     }
     // Nothing else the CLI had open (a caller's pipe, say) may be held by the daemon.
     ::close_range(3, ~0U, 0);
-    std::string exe = self_exe.string();
-    std::string root = layout.root.string();
     execl(exe.c_str(), exe.c_str(), "server", "--workspace", root.c_str(),
           static_cast<char*>(nullptr));
     ::_exit(127);

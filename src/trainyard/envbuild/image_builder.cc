@@ -253,7 +253,12 @@ StatusOr<ImageBuilder::Result> ImageBuilder::EnsureImage(const spec::Environment
   }
   // Refuse what cannot work before building anything.
   if (plan.build_base) TY_RETURN_IF_ERROR(CheckConda(def, plan));
-  TY_RETURN_IF_ERROR(SingleFlight(plan.base_hash, log, [&] { return EnsureBase(def, plan, log); }));
+  // Runs share a base only when they would fetch it the same way: the key includes who pulls.
+  std::string flight = plan.base_hash;
+  if (def.registry) {
+    flight += ":" + Sha256Hex(def.registry->address + "\n" + def.registry->username);
+  }
+  TY_RETURN_IF_ERROR(SingleFlight(flight, log, [&] { return EnsureBase(def, plan, log); }));
   if (!plan.build_base) TY_RETURN_IF_ERROR(CheckConda(def, plan));
   if (plan.dependency_layer) {
     TY_RETURN_IF_ERROR(SingleFlight(plan.image_hash, log, [&]() -> Status {

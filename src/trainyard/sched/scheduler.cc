@@ -1,6 +1,7 @@
 #include "trainyard/sched/scheduler.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -27,8 +28,16 @@ class LogWriter {
   LogWriter(const fs::path& path, bool truncate, std::function<void()> on_write)
       : on_write_(std::move(on_write)) {
     (void)MakeDirs(path.parent_path());
-    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (truncate ? O_TRUNC : O_APPEND),
-                 0644);
+    // The folder may be writable by the run: never write through a symlink or into a FIFO.
+    fd_ = ::open(
+        path.c_str(),
+        O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (truncate ? O_TRUNC : O_APPEND),
+        0644);
+    struct stat st {};
+    if (fd_ >= 0 && (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode))) {
+      ::close(fd_);
+      fd_ = -1;
+    }
   }
   ~LogWriter() {
     if (fd_ >= 0) ::close(fd_);
@@ -157,8 +166,11 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
   if (!request.name.empty() && !IsValidName(request.name)) {
     return InvalidArgument("invalid run name '" + request.name + "'");
   }
-  if (request.timeout_seconds && *request.timeout_seconds <= 0) {
-    return InvalidArgument("limits.timeout must be a positive number of seconds");
+  constexpr std::int64_t kMaxTimeoutSeconds = 10LL * 366 * 24 * 3600;  // ten years
+  if (request.timeout_seconds &&
+      (*request.timeout_seconds <= 0 || *request.timeout_seconds > kMaxTimeoutSeconds)) {
+    return InvalidArgument("limits.timeout must be a positive number of seconds, at most " +
+                           std::to_string(kMaxTimeoutSeconds) + " (leave it out for no limit)");
   }
   if (!request.snapshot_id.empty()) {
     auto m = snapshots_.Load(request.snapshot_id);
@@ -219,7 +231,10 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
   auto ctx = std::make_shared<RunContext>();
   ctx->id = rec.id;
   ctx->request = std::move(request);
-  TY_RETURN_IF_ERROR(Transition(*ctx, RunStatus::kQueued));
+  if (Status t = Transition(*ctx, RunStatus::kQueued); !t.ok()) {
+    Finish(*ctx, RunStatus::kFailed, "internal: " + t.message());
+    return t;
+  }
   {
     std::lock_guard lock(mu_);
     queue_.push_back(ctx->id);
@@ -254,6 +269,7 @@ bool Scheduler::WaitForSlot(RunContext& ctx) {
   }
   ++busy_;
   ctx.holds_slot = true;
+  slot_cv_.notify_all();  // the queue's head changed: the next run may fit too
   return true;
 }
 
@@ -279,8 +295,8 @@ void Scheduler::Work(std::shared_ptr<RunContext> ctx) {
 
 void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& reason) {
   if (!reason.empty()) {
-    std::fprintf(stderr, "[%s] run %s: %s\n", FormatTimeIso(NowMillis()).c_str(),
-                 ctx.id.c_str(), reason.c_str());
+    std::fprintf(stderr, "[%s] run %s: %s\n", FormatTimeIso(NowMillis()).c_str(), ctx.id.c_str(),
+                 reason.c_str());
   }
   auto rec = store_.GetRun(ctx.id);
   if (rec.ok()) {
@@ -357,8 +373,12 @@ void Scheduler::Execute(RunContext& ctx) {
     if (canceled()) Finish(ctx, RunStatus::kCanceled, "canceled by user");
     return;  // shutting down: the run stays Queued and the next daemon picks it up
   }
-  if (canceled() || !Transition(ctx, RunStatus::kPreparing).ok()) {
+  if (canceled()) {
     Finish(ctx, RunStatus::kCanceled, "canceled by user");
+    return;
+  }
+  if (Status t = Transition(ctx, RunStatus::kPreparing); !t.ok()) {
+    Finish(ctx, RunStatus::kFailed, "internal: " + t.message());
     return;
   }
   const fs::path run_dir = layout_.RunDir(ctx.id);
@@ -416,8 +436,12 @@ void Scheduler::Execute(RunContext& ctx) {
     rec->image_hash = image->image_hash;
     (void)store_.UpdateRun(*rec);
   }
-  if (canceled() || !Transition(ctx, RunStatus::kStarting).ok()) {
+  if (canceled()) {
     Finish(ctx, RunStatus::kCanceled, "canceled by user");
+    return;
+  }
+  if (Status t = Transition(ctx, RunStatus::kStarting); !t.ok()) {
+    Finish(ctx, RunStatus::kFailed, "internal: " + t.message());
     return;
   }
   auto launch = MakeLaunchSpec(ctx, image->image);
@@ -542,6 +566,11 @@ Status Scheduler::Cancel(const std::string& run_id) {
   (void)store_.TransitionRun(run_id, RunStatus::kCancelRequested, NowMillis());
   Notify(run_id);
   ctx->cv.notify_all();
+  {
+    // A queued worker checks its flag under mu_: taking it here means the wake-up cannot fall
+    // between that check and its wait.
+    std::lock_guard lock(mu_);
+  }
   slot_cv_.notify_all();
   return Status::Ok();
 }
@@ -562,11 +591,21 @@ Status Scheduler::Recover() {
     ctx->request = std::move(req).value();
     ctx->handle = ContainerName(rec.id);
     ctx->running_since = rec.TimeOf(RunStatus::kRunning);
-    // A run caught in Starting is started again: Execute removes a half-made container first.
+    auto running = executor_.IsRunning(ctx->handle);
+    if (!running.ok() && running.status().code() != StatusCode::kNotFound) {
+      // The engine cannot be asked (dockerd down or restarting): failing the run would be a
+      // guess, and its container may be alive. It stays as it is until a daemon can ask.
+      std::fprintf(stderr, "[%s] run %s: not recovered, the engine did not answer: %s\n",
+                   FormatTimeIso(NowMillis()).c_str(), rec.id.c_str(),
+                   running.status().message().c_str());
+      continue;
+    }
+    // A run caught in Starting is followed when its container runs, else started again
+    // (Execute removes a half-made container first).
     const bool launched = rec.status == RunStatus::kRunning ||
                           rec.status == RunStatus::kFinalizing ||
-                          rec.status == RunStatus::kCancelRequested;
-    auto running = executor_.IsRunning(ctx->handle);
+                          rec.status == RunStatus::kCancelRequested ||
+                          (rec.status == RunStatus::kStarting && running.ok() && *running);
     if (launched && running.ok()) {
       // The container is there, running or finished: follow it to its end.
       ctx->attach = true;

@@ -206,6 +206,43 @@ TEST_F(SchedulerTest, QueueRunsInSubmissionOrderWithinCapacity) {
   EXPECT_EQ(order, ids);
 }
 
+TEST_F(SchedulerTest, EveryFreeSlotIsFilled) {
+  Build(4);
+  engine_.SetRunner([](const docker::ContainerConfig&, const docker::TextSink&) {
+    docker::FakeEngine::WaitForStop();
+    return 0;
+  });
+  // Repeated: whether a run took its slot before the next checked was a race.
+  for (int round = 0; round < 5; ++round) {
+    std::vector<std::string> ids;
+    for (int i = 0; i < 4; ++i) {
+      auto run = scheduler_->Submit(Request("sleep 1000"));
+      ASSERT_TRUE(run.ok());
+      ids.push_back(run->id);
+    }
+    for (const auto& id : ids) WaitForStatus(id, RunStatus::kRunning);
+    for (const auto& id : ids) ASSERT_TRUE(scheduler_->Cancel(id).ok());
+    for (const auto& id : ids) EXPECT_EQ(WaitFor(id).status, RunStatus::kCanceled);
+  }
+}
+
+TEST_F(SchedulerTest, ApiPathRefusesPathLikeNames) {
+  auto with = [](const char* field, const nlohmann::json& value) {
+    nlohmann::json j = Request("true").ToJson(spec::SecretMode::kPlain);
+    j[field] = value;
+    return spec::RunRequest::FromJson(j).status();
+  };
+  EXPECT_EQ(with("outputs", {{"/etc/x", {{"type", "uri_folder"}}}}).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(with("inputs", {{"../code", {{"kind", "literal"}, {"value", "1"}}}}).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(with("environment_variables", {{"A=B", "x"}}).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(with("outputs", {{"model_1", {{"type", "uri_folder"}}}}).ok());
+  auto req = Request("true");
+  req.timeout_seconds = 99999999999LL;
+  EXPECT_EQ(scheduler_->Submit(req).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST_F(SchedulerTest, FailFastOnWhatCanNeverRun) {
   auto req = Request("true");
   req.compute = "gpu-cluster";
@@ -314,6 +351,34 @@ TEST_F(SchedulerTest, RecoverReattachesFailsTheVanishedAndRequeues) {
   EXPECT_EQ(v.failure_reason, "lost — container missing after daemon restart");
   auto w = WaitFor("waiting");
   EXPECT_EQ(w.status, RunStatus::kCompleted) << w.failure_reason;
+}
+
+TEST_F(SchedulerTest, RecoverLeavesRunsAloneWhenTheEngineCannotBeAsked) {
+  spec::EnvironmentDefinition env;
+  env.name = "e";
+  env.image = "python:3.11-slim";
+  env.user_managed_dependencies = true;
+  auto rec_env = registry_->Register(env);
+  ASSERT_TRUE(rec_env.ok());
+  spec::RunRequest req;
+  req.command = "true";
+  req.environment_name = rec_env->name;
+  req.environment_version = rec_env->version;
+  store::RunRecord r;
+  r.id = "unknowable";
+  r.experiment = "unit";
+  r.compute = "local";
+  r.request_json = req.ToJson(spec::SecretMode::kAsIs).dump();
+  r.created_at = NowMillis();
+  ASSERT_TRUE(store_->InsertRun(r).ok());
+  ASSERT_TRUE(store_->TransitionRun("unknowable", RunStatus::kRunning, NowMillis()).ok());
+  engine_.SetAvailable(false);  // dockerd down: the container may well be alive
+  ASSERT_TRUE(scheduler_->Recover().ok());
+  EXPECT_EQ(store_->GetRun("unknowable")->status, RunStatus::kRunning)
+      << "a run must not be failed on a guess";
+  engine_.SetAvailable(true);
+  ASSERT_TRUE(scheduler_->Recover().ok());  // now the engine says: no such container
+  EXPECT_EQ(WaitFor("unknowable").status, RunStatus::kFailed);
 }
 
 TEST_F(SchedulerTest, EnvironmentVersioning) {

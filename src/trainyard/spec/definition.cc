@@ -243,6 +243,44 @@ json RunRequest::ToJson(SecretMode mode) const {
   return j;
 }
 
+namespace {
+
+// [A-Za-z_][A-Za-z0-9_]*: input, output and environment variable names.
+bool IsIdentifier(const std::string& s) {
+  if (s.empty() || s.size() > 255) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    if (!alpha && (i == 0 || c < '0' || c > '9')) return false;
+  }
+  return true;
+}
+
+Status CheckNames(const RunRequest& q) {
+  for (const auto& [k, v] : q.inputs) {
+    if (!IsIdentifier(k)) return InvalidArgument("job.inputs: invalid input name '" + k + "'");
+  }
+  for (const auto& [k, v] : q.outputs) {
+    if (!IsIdentifier(k)) return InvalidArgument("job.outputs: invalid output name '" + k + "'");
+  }
+  for (const auto& [k, v] : q.environment_variables) {
+    if (!IsIdentifier(k)) {
+      return InvalidArgument("job.environment_variables: invalid variable name '" + k + "'");
+    }
+  }
+  if (q.environment) {
+    for (const auto& [k, v] : q.environment->environment_variables) {
+      if (!IsIdentifier(k)) {
+        return InvalidArgument("environment.environment_variables: invalid variable name '" + k +
+                               "'");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 StatusOr<RunRequest> RunRequest::FromJson(const json& j) {
   RunRequest q;
   Reader r(j, "job");
@@ -320,6 +358,7 @@ StatusOr<RunRequest> RunRequest::FromJson(const json& j) {
     return InvalidArgument("job.snapshot_id must be a snapshot id (64 hex digits)");
   }
   if (q.instance_count < 1) return InvalidArgument("job.instance_count must be at least 1");
+  TY_RETURN_IF_ERROR(CheckNames(q));
   return q;
 }
 
