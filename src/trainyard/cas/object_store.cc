@@ -56,6 +56,16 @@ Status ReadAllInto(int fd, std::uint64_t size_hint, const std::filesystem::path&
 // Files up to this size are read once into memory; larger ones are hashed before copying.
 constexpr std::uint64_t kReadWholeLimit = 1 << 20;
 constexpr unsigned kObjectMode = 0444;
+// PutFiles flushes up to this many new objects one by one, more with two syncfs calls.
+constexpr size_t kFsyncEachLimit = 16;
+
+// fsyncs the file at `path` (through a new descriptor, which flushes the file's dirty data).
+Status FsyncFile(const std::filesystem::path& path) {
+  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoError("cannot open", path, errno);
+  if (::fsync(fd.get()) != 0) return ErrnoError("cannot fsync", path, errno);
+  return Status::Ok();
+}
 
 Status CorruptObject(const std::string& digest, const std::string& actual,
                      const std::filesystem::path& path) {
@@ -83,6 +93,26 @@ bool ObjectStore::Has(const std::string& digest) const {
   if (!IsSha256Hex(digest)) return false;
   struct stat st {};
   return ::stat(PathFor(digest).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::vector<bool> ObjectStore::HasEach(const std::vector<std::string>& digests) const {
+  std::vector<bool> present(digests.size(), false);
+  const std::filesystem::path objects_dir = root_ / "sha256";
+  ScopedFd dir(::open(objects_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) return present;
+  char rel[64 + 2] = {};  // "<2 hex>/<62 hex>" and the terminating NUL.
+  for (size_t i = 0; i < digests.size(); ++i) {
+    const std::string& d = digests[i];
+    if (!IsSha256Hex(d)) continue;
+    rel[0] = d[0];
+    rel[1] = d[1];
+    rel[2] = '/';
+    d.copy(rel + 3, 62, 2);
+    rel[65] = '\0';
+    struct stat st {};
+    present[i] = ::fstatat(dir.get(), rel, &st, 0) == 0 && S_ISREG(st.st_mode);
+  }
+  return present;
 }
 
 StatusOr<int> ObjectStore::CreateTemp(std::filesystem::path* path) const {
@@ -165,22 +195,10 @@ StatusOr<ObjectStore::Staged> ObjectStore::Stage(const std::filesystem::path& sr
     return staged;
   }
 
-  // Large file: hash first, and copy only when the object is missing.
+  // Large file: copied to a temp file while it is hashed, in one pass (a second read and hash
+  // would cost more than the copy whenever the object is new, as in a first snapshot). When
+  // the object turns out to be present already, the unpublished copy is dropped.
   CopyBuffer& buf = ThreadCopyBuffer();
-  Sha256 first_pass;
-  std::uint64_t first_size = 0;
-  for (;;) {
-    ssize_t n = ReadSome(in.get(), buf.data(), buf.size());
-    if (n < 0) return ErrnoError("cannot read", src, errno);
-    if (n == 0) break;
-    first_pass.Update(std::string_view(buf.data(), static_cast<size_t>(n)));
-    first_size += static_cast<std::uint64_t>(n);
-  }
-  result.digest = first_pass.FinishHex();
-  result.size = first_size;
-  if (Has(result.digest)) return staged;
-
-  if (::lseek(in.get(), 0, SEEK_SET) != 0) return ErrnoError("cannot rewind", src, errno);
   TY_ASSIGN_OR_RETURN(int out_fd, CreateTemp(&staged.tmp));
   ScopedFd out(out_fd);
   auto fail = [&](Status s) -> Status {
@@ -188,8 +206,6 @@ StatusOr<ObjectStore::Staged> ObjectStore::Stage(const std::filesystem::path& sr
     ::unlink(staged.tmp.c_str());
     return s;
   };
-  // The copy is hashed again: its digest names what was actually stored, even if the file
-  // changed between the two passes.
   Sha256 copy_hash;
   result.size = 0;
   for (;;) {
@@ -202,6 +218,12 @@ StatusOr<ObjectStore::Staged> ObjectStore::Stage(const std::filesystem::path& sr
     result.size += static_cast<std::uint64_t>(n);
   }
   result.digest = copy_hash.FinishHex();
+  if (Has(result.digest)) {
+    out.Reset();
+    ::unlink(staged.tmp.c_str());
+    staged.tmp.clear();
+    return staged;
+  }
   if (sync && ::fsync(out.get()) != 0) return fail(ErrnoError("cannot fsync", staged.tmp, errno));
   if (out.Close() != 0) return fail(ErrnoError("cannot close", staged.tmp, errno));
   result.added = true;
@@ -251,9 +273,36 @@ StatusOr<std::vector<ObjectStore::PutResult>> ObjectStore::PutFiles(
       return errors[i];
     }
   }
-  const bool any_new =
-      std::any_of(staged.begin(), staged.end(), [](const Staged& s) { return !s.tmp.empty(); });
-  if (any_new) {
+  const auto new_count = static_cast<size_t>(
+      std::count_if(staged.begin(), staged.end(), [](const Staged& s) { return !s.tmp.empty(); }));
+  if (new_count > 0 && new_count <= kFsyncEachLimit) {
+    // A few new objects: flushing each file and its folder costs less than flushing the whole
+    // file system, whose cost depends on whatever else is dirty on it.
+    Status s = Status::Ok();
+    for (Staged& st : staged) {
+      if (st.tmp.empty() || !s.ok()) continue;
+      s = FsyncFile(st.tmp);
+    }
+    std::vector<std::filesystem::path> shards;
+    for (Staged& st : staged) {
+      if (st.tmp.empty() || !s.ok()) continue;
+      if (Has(st.result.digest)) {  // The same content twice in this batch, or a racing writer.
+        ::unlink(st.tmp.c_str());
+        st.result.added = false;
+      } else {
+        s = Publish(st.tmp, st.result.digest);
+        if (s.ok()) shards.push_back(PathFor(st.result.digest).parent_path());
+      }
+      if (s.ok()) st.tmp.clear();
+    }
+    if (!s.ok()) {
+      discard_temps();
+      return s;
+    }
+    std::sort(shards.begin(), shards.end());
+    shards.erase(std::unique(shards.begin(), shards.end()), shards.end());
+    for (const std::filesystem::path& shard : shards) TY_RETURN_IF_ERROR(internal::SyncDir(shard));
+  } else if (new_count > 0) {
     // One flush makes every temp file's content durable before any of them becomes visible
     // under its digest; a second one makes the renames durable.
     if (Status s = SyncStore(); !s.ok()) {

@@ -16,8 +16,9 @@ namespace trainyard::cas {
 // `tmp/` for objects being written. An object is written to `tmp/`, flushed to disk, renamed
 // into place and the rename flushed, so an object visible under its digest is complete and
 // durable; a crash leaves at most stray files in `tmp/`. Content already present is hashed but
-// never rewritten. Digests are lower-case hex SHA-256 of the content. Folders are created on
-// first use.
+// never rewritten (a file above 1 MiB is copied to `tmp/` while it is hashed, and the copy
+// dropped when the object turns out to exist). Digests are lower-case hex SHA-256 of the
+// content. Folders are created on first use.
 //
 // Thread-safe: any number of threads (and processes) may use the same root at once; storing
 // the same content concurrently is harmless.
@@ -36,6 +37,9 @@ class ObjectStore {
 
   // True when an object with this digest is present. False for malformed digests.
   bool Has(const std::string& digest) const;
+  // Has for many digests at once, cheaper per digest (one folder handle, short lookups): element
+  // i is true when digests[i] is present. All false when the store has no objects folder.
+  std::vector<bool> HasEach(const std::vector<std::string>& digests) const;
 
   // Where the object with this digest lives (whether or not it exists). Returns an empty path
   // for a malformed digest (not 64 lower-case hex characters).
@@ -50,7 +54,9 @@ class ObjectStore {
 
   // Stores many files at once: hashes and copies them on a few threads, then makes all new
   // objects durable with two file-system flushes in total instead of two per object (the
-  // difference between seconds and milliseconds for thousands of small files). Results are
+  // difference between seconds and milliseconds for thousands of small files); a batch with
+  // only a few new objects flushes those files and their folders instead. Nothing is flushed
+  // when every object was already present. Results are
   // in the order of `srcs`. Errors: those of PutFile for the first failing file in that order
   // (its index in *failed_index when given); objects of other files may then be stored.
   StatusOr<std::vector<PutResult>> PutFiles(const std::vector<std::filesystem::path>& srcs,

@@ -45,6 +45,22 @@ TEST(ObjectStoreTest, PutBytesLayoutModeAndRead) {
   EXPECT_TRUE(store.Verify(*digest).ok());
 }
 
+TEST(ObjectStoreTest, HasEachAnswersPerDigest) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  const std::string absent = Sha256Hex("absent");
+  // No objects folder yet: all absent, no error.
+  EXPECT_EQ(store.HasEach({absent}), std::vector<bool>{false});
+  StatusOr<std::string> a = store.PutBytes("a");
+  StatusOr<std::string> b = store.PutBytes("b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::vector<bool> want = {true, false, true, false, false};
+  EXPECT_EQ(store.HasEach({*a, absent, *b, "not-a-digest", "../../../../etc/passwd"}), want);
+  std::filesystem::remove(store.PathFor(*b));
+  EXPECT_EQ(store.HasEach({*a, *b}), (std::vector<bool>{true, false}));
+  EXPECT_TRUE(store.HasEach({}).empty());
+}
+
 TEST(ObjectStoreTest, PutFileDedupesAndLeavesNoTempFiles) {
   testing::TempDir tmp;
   ObjectStore store(tmp / "objects");
@@ -165,6 +181,52 @@ TEST(ObjectStoreTest, PutFilesBatchesDedupesAndNamesTheFailingFile) {
   EXPECT_THAT(bad.status().message(), HasSubstr("missing"));
   EXPECT_EQ(failed, 1u);
   EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 0u) << "temp files were left behind";
+}
+
+// Small batches flush object by object, large ones flush the file system twice; both must
+// publish every object once and leave no temp files.
+TEST(ObjectStoreTest, PutFilesSmallAndLargeBatchesPublishEveryObject) {
+  for (size_t count : {2u, 15u, 16u, 17u, 60u}) {
+    SCOPED_TRACE(count);
+    testing::TempDir tmp;
+    ObjectStore store(tmp / "objects");
+    std::vector<std::filesystem::path> srcs;
+    for (size_t i = 0; i < count; ++i) {
+      srcs.push_back(tmp / ("f" + std::to_string(i)));
+      testing::WriteText(srcs.back(), "content " + std::to_string(i % (count / 2 + 1)));
+    }
+    StatusOr<std::vector<ObjectStore::PutResult>> r = store.PutFiles(srcs);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    size_t added = 0;
+    for (size_t i = 0; i < count; ++i) {
+      const std::string content = "content " + std::to_string(i % (count / 2 + 1));
+      EXPECT_EQ((*r)[i].digest, Sha256Hex(content));
+      EXPECT_TRUE(store.Verify((*r)[i].digest).ok());
+      added += (*r)[i].added ? 1 : 0;
+    }
+    EXPECT_EQ(added, count / 2 + 1);
+    EXPECT_EQ(testing::CountFiles(tmp / "objects" / "sha256"), count / 2 + 1);
+    EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 0u);
+  }
+}
+
+TEST(ObjectStoreTest, LargeFileAlreadyPresentLeavesNoCopy) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  const std::string big((2 << 20) + 7, 'L');  // Above the read-whole limit: copied while hashed.
+  testing::WriteText(tmp / "one", big);
+  testing::WriteText(tmp / "two", big);
+  StatusOr<ObjectStore::PutResult> first = store.Put(tmp / "one");
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_TRUE(first->added);
+  StatusOr<std::vector<ObjectStore::PutResult>> again = store.PutFiles({tmp / "two"});
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_FALSE((*again)[0].added);
+  EXPECT_EQ((*again)[0].digest, Sha256Hex(big));
+  EXPECT_EQ((*again)[0].size, big.size());
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "sha256"), 1u);
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 0u);
+  EXPECT_TRUE(store.Verify(first->digest).ok());
 }
 
 TEST(ObjectStoreTest, ConcurrentPutsOfTheSameContent) {

@@ -10,9 +10,11 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 #include <utility>
 
 #include "trainyard/cas/io.h"
+#include "trainyard/cas/stat_cache.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
@@ -22,7 +24,10 @@ namespace {
 
 namespace fs = std::filesystem;
 using internal::ErrnoError;
+using internal::FileStat;
 using internal::ParallelFor;
+using internal::StatCache;
+using internal::StatCacheEntry;
 
 constexpr size_t kOffendersShown = 5;
 
@@ -31,6 +36,7 @@ struct WalkedFile {
   std::string rel;
   std::uint64_t size = 0;
   std::uint32_t mode = 0644;
+  FileStat stat;  // As seen by the walk (lstat), before the content is read.
 };
 
 struct Walk {
@@ -124,7 +130,7 @@ Status WalkDir(const fs::path& dir_abs, const std::string& dir_rel, IgnoreRules&
       TY_RETURN_IF_ERROR(WalkDir(abs, rel, rules, walk));
     } else if (S_ISREG(st.st_mode)) {
       walk.files.push_back({std::move(rel), static_cast<std::uint64_t>(st.st_size),
-                            (st.st_mode & S_IXUSR) != 0 ? 0755u : 0644u});
+                            (st.st_mode & S_IXUSR) != 0 ? 0755u : 0644u, FileStat::Of(st)});
     } else if (S_ISLNK(st.st_mode)) {
       TY_ASSIGN_OR_RETURN(std::string target, ReadLink(abs));
       TY_RETURN_IF_ERROR(CheckLink(walk, abs, rel, target));
@@ -298,28 +304,99 @@ Status CheckId(const std::string& id) {
 
 }  // namespace
 
-Snapshotter::Snapshotter(ObjectStore& objects, std::filesystem::path snapshots_dir)
-    : objects_(objects), snapshots_dir_(std::move(snapshots_dir)) {}
+Snapshotter::Snapshotter(ObjectStore& objects, std::filesystem::path snapshots_dir,
+                         std::filesystem::path stat_cache_dir)
+    : objects_(objects),
+      snapshots_dir_(std::move(snapshots_dir)),
+      stat_cache_dir_(std::move(stat_cache_dir)) {}
 
 StatusOr<SnapshotResult> Snapshotter::Snapshot(const std::filesystem::path& source_dir,
                                                const SnapshotLimits& limits) {
+  // The cache is loaded, and whether its objects are still in the store checked, on another
+  // thread while the folder is walked (both are mostly stat calls).
+  const bool use_cache = !stat_cache_dir_.empty();
+  StatCache cache;
+  fs::path cache_root;
+  std::vector<std::string> known;  // Digests of the cache, sorted.
+  std::vector<bool> known_present;
+  std::jthread loader;  // Declared after what it uses, so joined before they are destroyed.
+  if (use_cache) {
+    std::error_code ec;
+    cache_root = fs::canonical(source_dir, ec);
+    if (!ec) {
+      loader = std::jthread([this, &cache, &cache_root, &known, &known_present] {
+        cache = StatCache::Load(stat_cache_dir_, cache_root);
+        known = cache.Digests();
+        known_present = objects_.HasEach(known);
+      });
+    }
+  }
   TY_ASSIGN_OR_RETURN(Walk walk, WalkTree(source_dir));
   if (std::optional<std::string> problem = LimitProblem(walk, limits)) {
     return InvalidArgument(std::move(*problem));
   }
+  if (loader.joinable()) loader.join();
+  if (walk.root != cache_root) cache = StatCache();  // Renamed meanwhile: start afresh.
 
   const size_t n = walk.files.size();
-  std::vector<fs::path> sources;
-  sources.reserve(n);
-  for (const WalkedFile& f : walk.files) sources.push_back(walk.root / f.rel);
-  size_t failed = 0;
-  StatusOr<std::vector<ObjectStore::PutResult>> put = objects_.PutFiles(sources, &failed);
-  if (!put.ok()) {
-    return put.status().WithPrefix("cannot snapshot " + PrintablePath(walk.files[failed].rel));
+
+  // Digests known from the cache (their objects checked once per distinct digest); the other
+  // files are read.
+  std::vector<std::string> digests(n);
+  std::vector<std::uint64_t> sizes(n);
+  std::vector<size_t> to_read;
+  std::vector<size_t> cached;  // Files with a cache hit, pending the object check.
+  for (size_t i = 0; i < n; ++i) {
+    const WalkedFile& f = walk.files[i];
+    const std::string* digest = use_cache ? cache.Lookup(f.rel, f.stat) : nullptr;
+    if (digest != nullptr) {
+      digests[i] = *digest;
+      sizes[i] = f.size;
+      cached.push_back(i);
+    } else {
+      to_read.push_back(i);
+    }
   }
-  std::vector<ObjectStore::PutResult>& stored = *put;
+  if (!cached.empty()) {
+    for (size_t i : cached) {
+      auto it = std::lower_bound(known.begin(), known.end(), digests[i]);
+      const bool present = it != known.end() && *it == digests[i] &&
+                           known_present[static_cast<size_t>(it - known.begin())];
+      if (!present) to_read.push_back(i);
+    }
+    std::sort(to_read.begin(), to_read.end());  // Walk order, for the first error reported.
+  }
+  if (!to_read.empty()) {
+    std::vector<fs::path> sources;
+    sources.reserve(to_read.size());
+    for (size_t i : to_read) sources.push_back(walk.root / walk.files[i].rel);
+    size_t failed = 0;
+    StatusOr<std::vector<ObjectStore::PutResult>> put = objects_.PutFiles(sources, &failed);
+    if (!put.ok()) {
+      return put.status().WithPrefix("cannot snapshot " +
+                                     PrintablePath(walk.files[to_read[failed]].rel));
+    }
+    for (size_t k = 0; k < to_read.size(); ++k) {
+      digests[to_read[k]] = std::move((*put)[k].digest);
+      sizes[to_read[k]] = (*put)[k].size;
+    }
+  }
+  // Rewritten only when something was read or files went away, so an unchanged tree writes
+  // nothing. The objects are durable at this point (PutFiles returned). A file whose size
+  // changed while it was read is recorded with the walk's stat, which then no longer matches,
+  // so it is read again next time.
+  if (use_cache && (!to_read.empty() || cache.loaded_entries() != n)) {
+    std::vector<StatCacheEntry> entries;
+    entries.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      entries.push_back({walk.files[i].rel, walk.files[i].stat, digests[i]});
+    }
+    (void)StatCache::Save(stat_cache_dir_, walk.root, entries);  // Best effort: a cache.
+  }
 
   SnapshotResult result = ResultFromWalk(walk);
+  result.files_hashed = to_read.size();
+  result.files_from_cache = n - to_read.size();
   Manifest& m = result.manifest;
   m.entries.reserve(n + walk.links.size());
   for (size_t i = 0; i < n; ++i) {
@@ -327,8 +404,8 @@ StatusOr<SnapshotResult> Snapshotter::Snapshot(const std::filesystem::path& sour
     e.path = std::move(walk.files[i].rel);
     e.type = ManifestEntry::Type::kFile;
     e.mode = walk.files[i].mode;
-    e.size = stored[i].size;
-    e.digest = std::move(stored[i].digest);
+    e.size = sizes[i];
+    e.digest = std::move(digests[i]);
     m.entries.push_back(std::move(e));
   }
   for (ManifestEntry& l : walk.links) m.entries.push_back(std::move(l));
@@ -341,9 +418,13 @@ StatusOr<SnapshotResult> Snapshotter::Snapshot(const std::filesystem::path& sour
   result.total_bytes = m.TotalBytes();
   const fs::path manifest_path = snapshots_dir_ / (result.id + ".json");
   // Written only after every object is durable (PutFiles returned). An existing manifest is
-  // kept when intact.
-  StatusOr<std::string> existing = Sha256File(manifest_path);
-  if (!existing.ok() || *existing != result.id) {
+  // kept when intact (byte for byte what would be written), so an unchanged tree writes nothing.
+  // A kept manifest gets a fresh mtime: `snapshot gc` spares anything newer than its grace
+  // period, and this snapshot is about to be used (as git freshens reused objects). Should gc
+  // have removed it meanwhile, it is written again.
+  StatusOr<std::string> existing = ReadFile(manifest_path);
+  if (!existing.ok() || *existing != json ||
+      ::utimensat(AT_FDCWD, manifest_path.c_str(), nullptr, 0) != 0) {
     TY_RETURN_IF_ERROR(MakeDirs(snapshots_dir_));
     TY_RETURN_IF_ERROR(WriteFileAtomic(manifest_path, json, 0444));
   }

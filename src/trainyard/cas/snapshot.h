@@ -38,6 +38,10 @@ struct SnapshotResult {
   Manifest manifest;
   // Preview only: the error Snapshot would return for the given limits, or "" when within.
   std::string over_limit;
+  // Snapshot only: regular files whose content was read and hashed, and files whose digest
+  // came from the stat cache without reading them. They add up to the number of files.
+  std::uint64_t files_hashed = 0;
+  std::uint64_t files_from_cache = 0;
 };
 
 // Takes content-addressed snapshots of source folders and materialises them.
@@ -49,6 +53,12 @@ struct SnapshotResult {
 // objects are durable. Ids are SHA-256 of the manifest, so an unchanged tree gives the same
 // id and identical files are stored once.
 //
+// With a stat cache folder, Snapshot remembers each file's digest per source folder keyed by
+// (path, size, mtime, ctime, inode, device) and reads only files whose stat changed, whose
+// entry was racy (see StatCache in stat_cache.h) or whose object is no longer in the store. An
+// unchanged tree is then re-snapshotted from stat calls alone, with nothing written or flushed.
+// A missing, unreadable or corrupt cache is rebuilt; failing to write it never fails Snapshot.
+//
 // Symlinks are kept as symlinks when their target stays inside the folder, and are an error
 // otherwise. Sockets, FIFOs and devices are skipped and listed. File names are stored as raw
 // bytes (see Manifest for the JSON form of non-UTF-8 names).
@@ -56,7 +66,10 @@ struct SnapshotResult {
 // Borrows `objects`, which must outlive this object. All methods are thread-safe.
 class Snapshotter {
  public:
-  Snapshotter(ObjectStore& objects, std::filesystem::path snapshots_dir);
+  // `stat_cache_dir`: where stat caches are kept (one file per source folder, e.g. the
+  // workspace's `cas/statcache`), created on first use; empty disables the cache.
+  Snapshotter(ObjectStore& objects, std::filesystem::path snapshots_dir,
+              std::filesystem::path stat_cache_dir = {});
 
   // Errors: NotFound / InvalidArgument when `source_dir` is missing or not a folder;
   // InvalidArgument when over the limits (naming the largest folders and files and the ignore
@@ -87,10 +100,12 @@ class Snapshotter {
 
   const std::filesystem::path& snapshots_dir() const { return snapshots_dir_; }
   const ObjectStore& objects() const { return objects_; }
+  const std::filesystem::path& stat_cache_dir() const { return stat_cache_dir_; }
 
  private:
   ObjectStore& objects_;
   std::filesystem::path snapshots_dir_;
+  std::filesystem::path stat_cache_dir_;  // Empty: no stat cache.
 };
 
 }  // namespace trainyard::cas

@@ -84,7 +84,9 @@ class Session {
     TY_ASSIGN_OR_RETURN(WorkspaceConfig cfg, LoadWorkspaceConfig(target_.layout));
     TY_RETURN_IF_ERROR(target_.layout.Create());
     cas::ObjectStore objects(target_.layout.ObjectsDir());
-    cas::Snapshotter snapshotter(objects, target_.layout.SnapshotsDir());
+    // The stat cache lets an unchanged tree re-snapshot without reading its files.
+    cas::Snapshotter snapshotter(objects, target_.layout.SnapshotsDir(),
+                                 target_.layout.ObjectsDir() / "statcache");
     cas::SnapshotLimits limits;
     limits.max_bytes = cfg.snapshot_max_bytes;
     limits.max_files = cfg.snapshot_max_files;

@@ -1,0 +1,97 @@
+#pragma once
+
+// The snapshot stat cache: remembers, per source folder, the digest of each file together with
+// the stat fields that change whenever its content can have changed, so an unchanged file is
+// not read again. Internal to the cas module (used by Snapshotter); not part of the API.
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "trainyard/common/status.h"
+
+namespace trainyard::cas::internal {
+
+// The stat fields that key a cached digest. Any write to a file changes its ctime; replacing it
+// changes the inode; a copy from elsewhere changes the device.
+struct FileStat {
+  std::uint64_t size = 0;
+  std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
+  std::uint64_t ino = 0;
+  std::uint64_t dev = 0;
+
+  static FileStat Of(const struct stat& st);
+  bool operator==(const FileStat&) const = default;
+};
+
+// One file of a source folder: its path relative to the folder, its stat and its digest.
+struct StatCacheEntry {
+  std::string rel;
+  FileStat stat;
+  std::string digest;  // Lower-case hex SHA-256 of the content.
+};
+
+// The cache of one source folder, stored in `<cache_dir>/<sha256 of the source path>`.
+//
+// File format (version 1): a header line naming the source folder, one line per entry
+// "<digest> <size> <mtime_ns> <ctime_ns> <ino> <dev> <path length> <path bytes>", and a last
+// line "end <sha256 of everything before it>". A file that does not parse completely, names
+// another folder or fails its checksum is ignored as a whole.
+//
+// Racy entries (git's "racily clean" problem): a file written in the same timestamp tick as
+// its stat was taken keeps its mtime, so its stat cannot show the change. An entry is therefore
+// only trusted when its mtime is strictly older than the cache file's own mtime (the time the
+// cache was written, from the same file-system clock); other entries are dropped at load, so
+// those files are hashed again and then recorded with a newer cache file.
+//
+// Not thread-safe; each Snapshot loads its own copy. Concurrent writers of the same cache file
+// are harmless (atomic rename; the last one wins).
+class StatCache {
+ public:
+  StatCache() = default;
+
+  // Where the cache of `source_root` (an absolute, canonical path) lives under `cache_dir`.
+  static std::filesystem::path FileFor(const std::filesystem::path& cache_dir,
+                                       const std::filesystem::path& source_root);
+
+  // Loads the cache of `source_root`. Never fails: a missing, unreadable or corrupt cache file
+  // gives an empty cache (and *corrupt, when given, is set for a file that exists but could
+  // not be used).
+  static StatCache Load(const std::filesystem::path& cache_dir,
+                        const std::filesystem::path& source_root, bool* corrupt = nullptr);
+
+  // Writes `entries` as the cache of `source_root`, replacing the file atomically (temp file +
+  // rename). Not flushed to disk: a cache lost in a crash is rebuilt, and a torn one fails its
+  // checksum. Errors: Internal / PermissionDenied on I/O errors (callers may ignore them).
+  static Status Save(const std::filesystem::path& cache_dir,
+                     const std::filesystem::path& source_root,
+                     const std::vector<StatCacheEntry>& entries);
+
+  // The cached digest of `rel` when its entry has exactly the stat `st` and was not racy at
+  // load; nullptr otherwise.
+  const std::string* Lookup(const std::string& rel, const FileStat& st) const;
+
+  // The distinct digests of the trusted entries, sorted.
+  std::vector<std::string> Digests() const;
+
+  // Entries in the file, trusted or not (racy ones included).
+  size_t loaded_entries() const { return loaded_entries_; }
+  // Entries dropped at load because they were racy.
+  size_t racy_entries() const { return racy_entries_; }
+
+ private:
+  struct Value {
+    FileStat stat;
+    std::string digest;
+  };
+  std::unordered_map<std::string, Value> entries_;
+  size_t loaded_entries_ = 0;
+  size_t racy_entries_ = 0;
+};
+
+}  // namespace trainyard::cas::internal
