@@ -21,10 +21,7 @@ namespace {
 
 using json = nlohmann::json;
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
+using testing::CmdResult;
 
 class CliTest : public ::testing::Test {
  protected:
@@ -56,19 +53,8 @@ class CliTest : public ::testing::Test {
     ASSERT_TRUE(WriteFileAtomic(project_ / rel, text).ok());
   }
 
-  CmdResult Run(const std::string& args,
-                const std::string& binary = TRAINYARD_BINARY_DIR "/src/main/trainyard") {
-    std::string cmd = "cd '" + project_.string() + "' && TRAINYARD_HOME='" +
-                      (home_ / "ws").string() + "' " + binary + " " + args + " 2>&1";
-    CmdResult r;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    if (p == nullptr) return r;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-    int st = ::pclose(p);
-    r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return r;
+  CmdResult Run(const std::string& args, const std::string& binary = testing::TrainyardBinary()) {
+    return testing::RunTrainyard(project_.string(), (home_ / "ws").string(), args, binary);
   }
 
   fs::path home_, project_;

@@ -12,6 +12,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "tests/support/test_env.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/common/fs.h"
@@ -24,10 +25,7 @@ namespace {
 
 using json = nlohmann::json;
 
-struct CmdResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
+using testing::CmdResult;
 
 class SnapshotCliTest : public ::testing::Test {
  protected:
@@ -47,17 +45,7 @@ class SnapshotCliTest : public ::testing::Test {
   }
 
   CmdResult Run(const std::string& args) {
-    std::string cmd = "cd '" + project_.string() + "' && TRAINYARD_HOME='" + layout_.root.string() +
-                      "' " TRAINYARD_BINARY_DIR "/src/main/trainyard " + args + " 2>&1";
-    CmdResult r;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    if (p == nullptr) return r;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-    int st = ::pclose(p);
-    r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return r;
+    return testing::RunTrainyard(project_.string(), layout_.root.string(), args);
   }
 
   json RunJson(const std::string& args) {

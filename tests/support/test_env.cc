@@ -1,5 +1,8 @@
 #include "tests/support/test_env.h"
 
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <fstream>
 
 #include "trainyard/docker/http_engine.h"
@@ -24,6 +27,23 @@ std::optional<RegistryInfo> LoadRegistryInfo() {
   RegistryInfo r{kv["REGISTRY"], kv["REGISTRY_USER"], kv["REGISTRY_PASSWORD"],
                  kv["REGISTRY_IMAGE"]};
   if (r.address.empty() || r.password.empty() || r.image.empty()) return std::nullopt;
+  return r;
+}
+
+std::string TrainyardBinary() { return TRAINYARD_BINARY_DIR "/src/main/trainyard"; }
+
+CmdResult RunTrainyard(const std::string& cwd, const std::string& workspace,
+                       const std::string& args, const std::string& binary) {
+  std::string cmd =
+      "cd '" + cwd + "' && TRAINYARD_HOME='" + workspace + "' " + binary + " " + args + " 2>&1";
+  CmdResult r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int st = ::pclose(p);
+  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
 }
 

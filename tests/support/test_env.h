@@ -43,4 +43,17 @@ std::optional<RegistryInfo> LoadRegistryInfo();
 // True when dockerd answers on /var/run/docker.sock.
 bool DockerAvailable();
 
+// The exit code and the interleaved stdout and stderr of a command.
+struct CmdResult {
+  int exit_code = -1;
+  std::string output;
+};
+
+// The trainyard binary this build made.
+std::string TrainyardBinary();
+
+// Runs `binary ARGS` in folder `cwd` with TRAINYARD_HOME=`workspace`, as a user would.
+CmdResult RunTrainyard(const std::string& cwd, const std::string& workspace,
+                       const std::string& args, const std::string& binary = TrainyardBinary());
+
 }  // namespace trainyard::testing
