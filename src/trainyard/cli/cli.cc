@@ -55,10 +55,6 @@ std::string Str(const json& j, const char* key) {
   return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
 }
 
-void PrintJson(const json& j) {
-  std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
-}
-
 // Per-invocation state: the workspace and a lazily connected client.
 class Session {
  public:

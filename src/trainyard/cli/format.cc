@@ -1,6 +1,7 @@
 #include "trainyard/cli/format.h"
 
 #include <algorithm>
+#include <iostream>
 
 #include "trainyard/common/util.h"
 
@@ -18,6 +19,10 @@ std::string Str(const nlohmann::json& j, const char* key) {
 }
 
 }  // namespace
+
+void PrintJson(const nlohmann::json& j) {
+  std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+}
 
 std::string RenderTable(const std::vector<std::string>& header,
                         const std::vector<std::vector<std::string>>& rows) {

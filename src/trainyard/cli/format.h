@@ -6,6 +6,9 @@
 
 namespace trainyard::cli {
 
+// Prints JSON for `--output json`: indented, invalid UTF-8 replaced rather than thrown on.
+void PrintJson(const nlohmann::json& j);
+
 // Renders rows as an aligned text table with a header line.
 std::string RenderTable(const std::vector<std::string>& header,
                         const std::vector<std::vector<std::string>>& rows);

@@ -36,10 +36,6 @@ constexpr size_t kMinPrefix = 6;
 constexpr size_t kShortId = 12;
 constexpr size_t kPreviewTopFiles = 20;
 
-void PrintJson(const json& j) {
-  std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
-}
-
 bool IsHexLower(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
 
 std::int64_t MillisOf(const struct timespec& ts) {

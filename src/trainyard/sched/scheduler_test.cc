@@ -69,6 +69,36 @@ class SchedulerTest : public ::testing::Test {
     }
   }
 
+  // Records a run as a previous daemon would have left it: submitted and moved up to `status`
+  // (one of Queued, Preparing, Starting, Running), with a registered environment.
+  void InsertLeftoverRun(const std::string& id, RunStatus status) {
+    spec::EnvironmentDefinition env;
+    env.name = "leftover-env";
+    env.image = "python:3.11-slim";
+    env.user_managed_dependencies = true;
+    auto rec_env = registry_->Register(env);
+    ASSERT_TRUE(rec_env.ok()) << rec_env.status().ToString();
+    spec::RunRequest req;
+    req.experiment_name = "unit";
+    req.command = "python train.py";
+    req.environment_name = rec_env->name;
+    req.environment_version = rec_env->version;
+    store::RunRecord r;
+    r.id = id;
+    r.experiment = "unit";
+    r.compute = "local";
+    r.request_json = req.ToJson(spec::SecretMode::kAsIs).dump();
+    r.environment_name = rec_env->name;
+    r.environment_version = rec_env->version;
+    r.created_at = NowMillis();
+    ASSERT_TRUE(store_->InsertRun(r).ok());
+    for (RunStatus s :
+         {RunStatus::kQueued, RunStatus::kPreparing, RunStatus::kStarting, RunStatus::kRunning}) {
+      ASSERT_TRUE(store_->TransitionRun(id, s, NowMillis()).ok());
+      if (s == status) break;
+    }
+  }
+
   void WaitForStatus(const std::string& id, RunStatus s) {
     for (int i = 0; i < 2000; ++i) {
       if (store_->GetRun(id)->status == s) return;
@@ -296,36 +326,9 @@ TEST_F(SchedulerTest, RegistryPasswordIsSealedAndNeverInTheDatabase) {
 
 TEST_F(SchedulerTest, RecoverReattachesFailsTheVanishedAndRequeues) {
   // What a previous daemon left: three runs, one of them with a live container.
-  spec::EnvironmentDefinition env;
-  env.name = "recover-env";
-  env.image = "python:3.11-slim";
-  env.user_managed_dependencies = true;
-  auto rec_env = registry_->Register(env);
-  ASSERT_TRUE(rec_env.ok());
-  auto leftover = [&](const std::string& id, RunStatus status) {
-    spec::RunRequest req;
-    req.experiment_name = "unit";
-    req.command = "python train.py";
-    req.environment_name = rec_env->name;
-    req.environment_version = rec_env->version;
-    store::RunRecord r;
-    r.id = id;
-    r.experiment = "unit";
-    r.compute = "local";
-    r.request_json = req.ToJson(spec::SecretMode::kAsIs).dump();
-    r.environment_name = rec_env->name;
-    r.environment_version = rec_env->version;
-    r.created_at = NowMillis();
-    ASSERT_TRUE(store_->InsertRun(r).ok());
-    for (RunStatus s :
-         {RunStatus::kQueued, RunStatus::kPreparing, RunStatus::kStarting, RunStatus::kRunning}) {
-      ASSERT_TRUE(store_->TransitionRun(id, s, NowMillis()).ok());
-      if (s == status) break;
-    }
-  };
-  leftover("alive", RunStatus::kRunning);
-  leftover("vanished", RunStatus::kRunning);
-  leftover("waiting", RunStatus::kQueued);
+  InsertLeftoverRun("alive", RunStatus::kRunning);
+  InsertLeftoverRun("vanished", RunStatus::kRunning);
+  InsertLeftoverRun("waiting", RunStatus::kQueued);
   engine_.SetRunner([](const docker::ContainerConfig& c, const docker::TextSink& log) {
     if (c.name != "trainyard-alive") return 0;
     log("before restart\n");
@@ -354,24 +357,7 @@ TEST_F(SchedulerTest, RecoverReattachesFailsTheVanishedAndRequeues) {
 }
 
 TEST_F(SchedulerTest, RecoverLeavesRunsAloneWhenTheEngineCannotBeAsked) {
-  spec::EnvironmentDefinition env;
-  env.name = "e";
-  env.image = "python:3.11-slim";
-  env.user_managed_dependencies = true;
-  auto rec_env = registry_->Register(env);
-  ASSERT_TRUE(rec_env.ok());
-  spec::RunRequest req;
-  req.command = "true";
-  req.environment_name = rec_env->name;
-  req.environment_version = rec_env->version;
-  store::RunRecord r;
-  r.id = "unknowable";
-  r.experiment = "unit";
-  r.compute = "local";
-  r.request_json = req.ToJson(spec::SecretMode::kAsIs).dump();
-  r.created_at = NowMillis();
-  ASSERT_TRUE(store_->InsertRun(r).ok());
-  ASSERT_TRUE(store_->TransitionRun("unknowable", RunStatus::kRunning, NowMillis()).ok());
+  InsertLeftoverRun("unknowable", RunStatus::kRunning);
   engine_.SetAvailable(false);  // dockerd down: the container may well be alive
   ASSERT_TRUE(scheduler_->Recover().ok());
   EXPECT_EQ(store_->GetRun("unknowable")->status, RunStatus::kRunning)
