@@ -2,7 +2,7 @@
 // times can be compared with git and tar by hyperfine.
 //
 //   snapshot_tool snapshot STORE_DIR SRC_DIR     prints "<id> <files hashed> <files cached>"
-//   snapshot_tool materialize STORE_DIR ID DEST
+//   snapshot_tool materialize STORE_DIR ID DEST [--copy]   hard links (default) or copies
 //   snapshot_tool sha256-speed                   prints SHA-256 MB/s on one core
 //
 // STORE_DIR holds `cas/` (objects), `cas/statcache/` and `snapshots/`, as a workspace does.
@@ -26,7 +26,7 @@ using trainyard::cas::Snapshotter;
 int Usage() {
   std::fprintf(stderr,
                "usage: snapshot_tool snapshot STORE_DIR SRC_DIR\n"
-               "       snapshot_tool materialize STORE_DIR ID DEST\n"
+               "       snapshot_tool materialize STORE_DIR ID DEST [--copy]\n"
                "       snapshot_tool sha256-speed\n");
   return 2;
 }
@@ -68,8 +68,11 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(r->files_from_cache));
     return 0;
   }
-  if (cmd == "materialize" && argc == 5) {
-    trainyard::Status s = snapshotter.Materialize(argv[3], argv[4]);
+  const bool copy = argc == 6 && std::string_view(argv[5]) == "--copy";
+  if (cmd == "materialize" && (argc == 5 || copy)) {
+    trainyard::Status s = snapshotter.Materialize(
+        argv[3], argv[4],
+        copy ? trainyard::cas::MaterializeMode::kCopy : trainyard::cas::MaterializeMode::kLink);
     if (!s.ok()) {
       std::fprintf(stderr, "%s\n", s.ToString().c_str());
       return 1;

@@ -4,7 +4,8 @@
 # end to end: deps.sh -> dockerd.sh -> base-images.sh -> release build of trainyard ->
 #   trainyard job create -f examples/digits-custom-image/job.yml --stream
 # (image build log, then the training log, then a summary), then downloads the run's outputs
-# and logs into build/demo/<run name>/ and lists the model file found there.
+# and logs into build/demo/<run name>/, lists the model file found there and prints the metric
+# table the script logged (`trainyard job metrics`).
 # Uses the default workspace (~/.trainyard, or $TRAINYARD_HOME). Works from any folder.
 # Exits non-zero when a step or the run fails.
 set -euo pipefail
@@ -79,4 +80,13 @@ if [ "$create_rc" -ne 0 ] || [ "$status" != Completed ] || [ "$downloaded" = 0 ]
   ty_log "demo failed (job create exit $create_rc, run $status); logs are under $out"
   exit 1
 fi
+# The metrics the script logged through the tracking package, read back from the daemon.
+metric_table=$("$ty" job metrics "$name")
+if ! grep -q test_accuracy <<<"$metric_table"; then
+  ty_log "the run logged no test_accuracy metric; job metrics said:"
+  echo "$metric_table" >&2
+  exit 1
+fi
+ty_log "metrics of $name (trainyard job metrics $name):"
+echo "$metric_table"
 ty_log "demo done: outputs and logs of $name are under ${out#"$root"/}"

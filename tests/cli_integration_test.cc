@@ -248,5 +248,64 @@ TEST_F(CliTest, EnvironmentsAreVersionedAndReferencedFromJobs) {
   EXPECT_NE(run.output.find("hello-again"), std::string::npos) << run.output;
 }
 
+// A project pointed at a daemon by URL: the CLI hashes the code here and uploads only the
+// objects the daemon lacks, so an unchanged folder uploads nothing.
+TEST_F(CliTest, RemoteDaemonReceivesOnlyMissingObjects) {
+  ASSERT_EQ(Run("env list").exit_code, 0);  // Starts the workspace's daemon.
+  auto server_json = ReadFile(home_ / "ws" / "server.json");
+  ASSERT_TRUE(server_json.ok()) << server_json.status().ToString();
+  auto info = json::parse(*server_json);
+  ASSERT_TRUE(info.contains("port")) << info.dump();
+  const fs::path remote = home_ / "elsewhere";
+  ASSERT_TRUE(MakeDirs(remote / ".trainyard").ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(remote / ".trainyard" / "token", info["token"].get<std::string>(), 0600)
+          .ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(remote / ".trainyard" / "config.json",
+                      json{{"url", "http://127.0.0.1:" + std::to_string(info["port"].get<int>())},
+                           {"token_file", "token"}}
+                          .dump())
+          .ok());
+  ASSERT_TRUE(MakeDirs(remote / "src").ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(remote / "src" / "train.py", "print(open('data.txt').read())\n").ok());
+  ASSERT_TRUE(WriteFileAtomic(remote / "src" / "data.txt", "remote-bytes-1").ok());
+  ASSERT_TRUE(WriteFileAtomic(remote / "src" / "big.bin", std::string(300000, 'b')).ok());
+  ASSERT_TRUE(WriteFileAtomic(remote / "job.yml",
+                              "command: python train.py\ncode: ./src\n"
+                              "environment: {image: python:3.11-slim}\n")
+                  .ok());
+  // The stat cache of remote snapshots goes to $XDG_CACHE_HOME, kept inside the test folder.
+  const std::string cli =
+      "env XDG_CACHE_HOME='" + (home_ / "cache").string() + "' " + testing::TrainyardBinary();
+  auto submit = [&] {
+    return testing::RunTrainyard(remote.string(), (home_ / "none").string(),
+                                 "job create -f job.yml --stream", cli);
+  };
+  CmdResult first = submit();
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  EXPECT_NE(first.output.find("Uploaded 3 of 3 objects (300.0 kB)"), std::string::npos)
+      << first.output;
+  EXPECT_NE(first.output.find("remote-bytes-1"), std::string::npos) << first.output;
+  EXPECT_FALSE(fs::exists(home_ / "none")) << "a remote target makes no local workspace";
+
+  CmdResult again = submit();
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_NE(again.output.find("Uploaded 0 of 3 objects (0 B)"), std::string::npos) << again.output;
+
+  ASSERT_TRUE(WriteFileAtomic(remote / "src" / "data.txt", "remote-bytes-22").ok());
+  CmdResult changed = submit();
+  ASSERT_EQ(changed.exit_code, 0) << changed.output;
+  EXPECT_NE(changed.output.find("Uploaded 1 of 3 objects (15 B)"), std::string::npos)
+      << changed.output;
+  EXPECT_NE(changed.output.find("remote-bytes-22"), std::string::npos) << changed.output;
+
+  // Snapshot commands need the workspace's files, which are not here.
+  CmdResult list =
+      testing::RunTrainyard(remote.string(), (home_ / "none").string(), "snapshot list", cli);
+  EXPECT_EQ(list.exit_code, 1) << list.output;
+  EXPECT_NE(list.output.find("remote daemon"), std::string::npos) << list.output;
+}
 }  // namespace
 }  // namespace trainyard

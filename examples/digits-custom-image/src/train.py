@@ -1,30 +1,54 @@
 """Trains a linear classifier on scikit-learn's bundled digits data set, one epoch at a time.
 
 Prints train loss/accuracy and test accuracy after every epoch (flushed, so the log streams
-live), then writes ./outputs/model.pkl (the fitted scaler + classifier) and
-./outputs/metrics.json. Needs only the standard library, numpy and scikit-learn; the data
-ships inside scikit-learn, so nothing is downloaded.
+live) and logs them as run metrics through trainyard's tracking package, logs the test set's
+confusion matrix as an image, then writes ./outputs/model.pkl (the fitted scaler +
+classifier) and ./outputs/metrics.json. Needs only the standard library, numpy and
+scikit-learn; the data ships inside scikit-learn, so nothing is downloaded. The `trainyard`
+package is on PYTHONPATH in every run; outside one, Run.get_context() logs to a local folder.
 """
 
 import argparse
 import json
 import os
 import pickle
+import struct
 import sys
 import time
+import zlib
 
 import numpy as np
 import sklearn
 from sklearn.datasets import load_digits
 from sklearn.linear_model import SGDClassifier
-from sklearn.metrics import accuracy_score, log_loss
+from sklearn.metrics import accuracy_score, confusion_matrix, log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from trainyard import Run
 
 
 def log(msg):
     print(msg, flush=True)
+
+
+def confusion_png(cm, path, cell=24):
+    """Writes the confusion matrix as a grey-scale heat map PNG (darker = more samples)."""
+    n = len(cm)
+    peak = max(int(v) for row in cm for v in row) or 1
+    rows = []
+    for i in range(n * cell):
+        shades = bytes(255 - int(cm[i // cell][j // cell]) * 255 // peak for j in range(n * cell))
+        rows.append(b"\x00" + shades)
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    size = n * cell
+    png = (b"\x89PNG\r\n\x1a\n"
+           + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"".join(rows), 9)) + chunk(b"IEND", b""))
+    with open(path, "wb") as f:
+        f.write(png)
 
 
 def parse_args():
@@ -45,6 +69,9 @@ def parse_args():
 
 def main():
     args = parse_args()
+    run = Run.get_context()
+    run.tag("model", "sgd-logistic")
+    run.log("learning_rate", args.learning_rate)
     started = time.time()
     run_id = os.environ.get("TRAINYARD_RUN_ID") or os.environ.get("AZUREML_RUN_ID") or "-"
     log(f"run {run_id}: python {sys.version.split()[0]}, scikit-learn {sklearn.__version__}, "
@@ -77,6 +104,9 @@ def main():
         history.append({"epoch": epoch, "train_loss": round(float(train_loss), 6),
                         "train_accuracy": round(float(train_acc), 6),
                         "test_accuracy": round(float(test_acc), 6)})
+        run.log("train_loss", float(train_loss), step=epoch)
+        run.log("train_accuracy", float(train_acc), step=epoch)
+        run.log("test_accuracy", float(test_acc), step=epoch)
         log(f"epoch {epoch:3d}/{args.epochs}  train_loss {train_loss:.4f}  "
             f"train_acc {train_acc:.4f}  test_acc {test_acc:.4f}")
 
@@ -85,6 +115,10 @@ def main():
     model_path = os.path.join(args.outputs, "model.pkl")
     with open(model_path, "wb") as f:
         pickle.dump(model, f)
+    cm = confusion_matrix(y_test, clf.predict(x_test_s), labels=classes)
+    cm_path = os.path.join(args.outputs, "confusion_matrix.png")
+    confusion_png(cm.tolist(), cm_path)
+    run.log_image("confusion_matrix", path=cm_path, description="test set, rows = true digit")
     final = history[-1]
     metrics = {
         "epochs": args.epochs,

@@ -9,6 +9,7 @@ import random
 import tempfile
 import threading
 import time
+import uuid
 from urllib.parse import quote
 
 from . import _wire
@@ -59,9 +60,10 @@ class OnlineBackend(object):
 
     # --- Pipeline sink --------------------------------------------------------------------
 
-    def _send(self, method, tail, body, content_type):
+    def _send(self, method, tail, body, content_type, headers=None):
         try:
-            status, data = self.transport.request(method, self._path(tail), body, content_type)
+            status, data = self.transport.request(method, self._path(tail), body, content_type,
+                                                  headers=headers)
         except CONNECTION_ERRORS as e:
             raise Retry("%s unreachable: %s" % (self.url, e or type(e).__name__))
         if status >= 500 or status in (408, 429):
@@ -72,10 +74,12 @@ class OnlineBackend(object):
         return data
 
     def encode_metrics(self, series):
-        return _wire.encode_metrics(series)
+        # Each body carries a key of its own, so a retry after a lost answer is not stored twice.
+        return _wire.encode_metrics(series), uuid.uuid4().hex
 
-    def send_metrics(self, body):
-        self._send("POST", "/metrics", body, _wire.CONTENT_TYPE)
+    def send_metrics(self, payload):
+        body, key = payload
+        self._send("POST", "/metrics", body, _wire.CONTENT_TYPE, {"Idempotency-Key": key})
 
     def send_entries(self, entries):
         for e in entries:

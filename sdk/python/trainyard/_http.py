@@ -99,14 +99,14 @@ class Transport:
     def run_path(self, run_id, tail):
         return "%s/api/v1/jobs/%s%s" % (self._prefix, quote(run_id, safe=""), tail)
 
-    def request(self, method, path, body=None, content_type=None, timeout=None):
+    def request(self, method, path, body=None, content_type=None, timeout=None, headers=None):
         """Sends one request; returns (status, body bytes).
 
         Raises one of CONNECTION_ERRORS when the daemon cannot be reached or the connection
         broke. A request on a reused keep-alive connection that the server had closed is
         retried once on a new connection.
         """
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        headers = dict(headers or {}, **{"User-Agent": USER_AGENT, "Accept": "application/json"})
         if self._token:
             headers["Authorization"] = "Bearer " + self._token
         if body is not None:

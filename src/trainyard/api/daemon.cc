@@ -2,15 +2,21 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <unistd.h>
 
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
+#include <vector>
 
 #include "trainyard/api/http_server.h"
+#include "trainyard/api/snapshot_routes.h"
+#include "trainyard/api/socket_relay.h"
+#include "trainyard/api/tracking_routes.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/common/fs.h"
@@ -23,6 +29,7 @@
 #include "trainyard/exec/executor.h"
 #include "trainyard/sched/scheduler.h"
 #include "trainyard/store/store.h"
+#include "trainyard/tracking/series_store.h"
 
 namespace trainyard::api {
 namespace {
@@ -119,26 +126,27 @@ HttpResponse JsonText(int status, const json& j) {
                             "application/json");
 }
 
-// The folders of a run the API serves files from.
-constexpr const char* kServedDirs[] = {"outputs", "logs", "user_logs"};
+// A run's files as the API serves them: everything in its folder except `code/` (the snapshot,
+// served by the snapshot API): outputs/, logs/, user_logs/ and what the run uploaded.
+constexpr const char* kUnservedDir = "code";
 
 json ListRunFiles(const fs::path& run_dir) {
   json files = json::array();
-  for (const char* dir : kServedDirs) {
-    std::error_code ec;
-    fs::path base = run_dir / dir;
-    if (!fs::is_directory(fs::symlink_status(base, ec))) continue;
-    std::vector<std::pair<std::string, std::uint64_t>> found;
-    for (auto it = fs::recursive_directory_iterator(base, ec);
-         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      // Symlinks are never followed or served: a run could point one at the host's files.
-      auto st = it->symlink_status(ec);
-      if (ec || !fs::is_regular_file(st)) continue;
-      found.emplace_back(fs::relative(it->path(), run_dir, ec).generic_string(), it->file_size(ec));
+  std::error_code ec;
+  std::vector<std::pair<std::string, std::uint64_t>> found;
+  for (auto it = fs::recursive_directory_iterator(run_dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it.depth() == 0 && it->path().filename() == kUnservedDir) {
+      it.disable_recursion_pending();
+      continue;
     }
-    std::sort(found.begin(), found.end());
-    for (const auto& [p, size] : found) files.push_back({{"path", p}, {"size", size}});
+    // Symlinks are never followed or served: a run could point one at the host's files.
+    auto st = it->symlink_status(ec);
+    if (ec || !fs::is_regular_file(st)) continue;
+    found.emplace_back(fs::relative(it->path(), run_dir, ec).generic_string(), it->file_size(ec));
   }
+  std::sort(found.begin(), found.end());
+  for (const auto& [p, size] : found) files.push_back({{"path", p}, {"size", size}});
   return files;
 }
 
@@ -159,12 +167,15 @@ struct Daemon::Impl {
   std::unique_ptr<exec::DockerExecutor> executor;
   std::unique_ptr<sched::EnvironmentRegistry> environments;
   std::unique_ptr<sched::Scheduler> scheduler;
+  std::unique_ptr<tracking::SeriesStore> series;  // Run metrics (<workspace>/tracking.db).
   std::unique_ptr<HttpServer> http;
+  std::unique_ptr<SocketRelay> socket_relay;  // The API for runs in containers.
   bool wrote_server_file = false;
 
   std::string BaseUrl() const { return "http://127.0.0.1:" + std::to_string(http->port()); }
 
   ~Impl() {
+    socket_relay.reset();
     if (http) http->Stop();
     scheduler.reset();  // joins run workers
     if (wrote_server_file) ::unlink(layout.ServerFile().c_str());
@@ -181,9 +192,18 @@ void Daemon::Impl::InstallRoutes() {
   s.Route("GET", "/api/v1/health", SyncHandler([](HttpRequest&) {
             return HttpResponse::Json(200, {{"status", "ok"}, {"version", kVersion}});
           }));
-  s.Route("GET", "/api/v1/workspace", SyncHandler([this](HttpRequest&) {
-            return HttpResponse::Json(200, {{"root", layout.root.string()}, {"version", kVersion}});
-          }));
+  s.Route(
+      "GET", "/api/v1/workspace", SyncHandler([this](HttpRequest&) {
+        // The snapshot limits let a remote CLI refuse an oversized folder before uploading.
+        auto cfg = LoadWorkspaceConfig(layout);
+        json limits = nullptr;
+        if (cfg.ok()) {
+          limits = {{"max_files", cfg->snapshot_max_files}, {"max_bytes", cfg->snapshot_max_bytes}};
+        }
+        return HttpResponse::Json(
+            200,
+            {{"root", layout.root.string()}, {"version", kVersion}, {"snapshot_limits", limits}});
+      }));
 
   // Environments.
   s.Route("POST", "/api/v1/environments", SyncHandler([this](HttpRequest& req) {
@@ -275,6 +295,16 @@ void Daemon::Impl::InstallRoutes() {
           }));
   s.Route("GET", "/api/v1/jobs/{name}/files/{path...}",
           SyncHandler([this](HttpRequest& req) { return File(req); }));
+
+  // Remote submission: objects and snapshot manifests.
+  SnapshotRouteOptions snapshot_options;
+  snapshot_options.max_object_bytes = config.snapshot_max_bytes;
+  snapshot_options.max_snapshot_bytes = config.snapshot_max_bytes;
+  snapshot_options.max_snapshot_files = config.snapshot_max_files;
+  AddSnapshotRoutes(s, *objects, *snapshots, snapshot_options);
+
+  // Run tracking: metrics, entries, tags, properties, files, the script's verdict.
+  AddTrackingRoutes(s, *store, *series, layout);
 }
 
 HttpResponse Daemon::Impl::File(HttpRequest& req) {
@@ -289,8 +319,8 @@ HttpResponse Daemon::Impl::File(HttpRequest& req) {
   std::error_code ec;
   const fs::path real = fs::weakly_canonical(*path, ec);
   const fs::path real_run_dir = fs::weakly_canonical(run_dir, ec);
-  bool served = false;
-  for (const char* dir : kServedDirs) served |= IsWithin(real_run_dir / dir, real);
+  const bool served = IsWithin(real_run_dir, real) && real != real_run_dir / kUnservedDir &&
+                      !IsWithin(real_run_dir / kUnservedDir, real);
   if (!served || ec || !fs::is_regular_file(fs::symlink_status(*path, ec))) {
     return HttpResponse::FromStatus(NotFound("run " + run->id + " has no file '" + rel + "'"));
   }
@@ -340,6 +370,29 @@ asio::awaitable<HttpResponse> Daemon::Impl::Stream(HttpRequest& req) {
   }
 }
 
+namespace {
+
+// The Python SDK mounted into runs: $TRAINYARD_SDK_DIR, else share/trainyard/sdk/python beside
+// an installed binary, else the source tree this binary was built from. Empty when none has the
+// package (runs then get no SDK, and say so only if they import it).
+fs::path FindPythonSdk() {
+  std::vector<fs::path> candidates;
+  if (const char* dir = std::getenv("TRAINYARD_SDK_DIR"); dir != nullptr && *dir != '\0') {
+    candidates.emplace_back(dir);
+  }
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) candidates.push_back(exe.parent_path().parent_path() / "share/trainyard/sdk/python");
+  candidates.push_back(fs::path(TRAINYARD_SOURCE_DIR) / "sdk/python");
+  for (const fs::path& c : candidates) {
+    if (fs::is_regular_file(c / "trainyard" / "__init__.py", ec)) return fs::absolute(c);
+  }
+  spdlog::warn("the Python SDK (sdk/python) was not found; runs cannot import trainyard");
+  return {};
+}
+
+}  // namespace
+
 Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Daemon::~Daemon() = default;
 int Daemon::port() const { return impl_->http->port(); }
@@ -359,6 +412,8 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
                               impl->layout.root.string());
   }
   TY_ASSIGN_OR_RETURN(impl->store, store::OpenSqliteStore(impl->layout.Database().string()));
+  TY_ASSIGN_OR_RETURN(impl->series,
+                      tracking::SeriesStore::Open((impl->layout.root / "tracking.db").string()));
   TY_ASSIGN_OR_RETURN(SecretBox box, SecretBox::Open(impl->layout.SecretKey()));
   impl->secrets.emplace(std::move(box));
   if (options.engine != nullptr) {
@@ -381,6 +436,8 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
           ? impl->config.max_concurrent_runs
           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   sopts.stop_grace_seconds = impl->config.stop_grace_seconds;
+  sopts.socket_dir = ApiSocketDir(impl->layout.root);
+  sopts.sdk_dir = FindPythonSdk();
   impl->scheduler = std::make_unique<sched::Scheduler>(
       *impl->store, *impl->environments, *impl->builder, *impl->executor, *impl->snapshots,
       *impl->secrets, impl->layout, sopts);
@@ -390,12 +447,21 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   hopts.address = options.host;
   hopts.port = options.port >= 0 ? options.port : impl->config.port;
   hopts.bearer_token = impl->token;
+  // Runs report with tokens scoped to their own run (docs/tracking.md).
+  const SecretBox* secrets = &*impl->secrets;
+  hopts.token_scope = [secrets](std::string_view token) -> std::optional<std::string> {
+    std::string run = secrets->RunOfToken(token);
+    if (run.empty()) return std::nullopt;
+    return "/api/v1/jobs/" + run + "/";
+  };
   impl->http = std::make_unique<HttpServer>(hopts);
   impl->InstallRoutes();
   Impl* raw = impl.get();
   impl->scheduler->SetChangeListener(
       [raw](const std::string& id) { raw->http->notifier().Notify(id); });
   TY_RETURN_IF_ERROR(impl->http->Start());
+  TY_ASSIGN_OR_RETURN(impl->socket_relay,
+                      SocketRelay::Start(sopts.socket_dir / "api.sock", impl->http->port()));
   TY_RETURN_IF_ERROR(impl->scheduler->Recover());
 
   if (options.write_server_file) {

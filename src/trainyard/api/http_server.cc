@@ -1,10 +1,9 @@
 #include "trainyard/api/http_server.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <atomic>
@@ -16,12 +15,14 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <exception>
+#include <limits>
 #include <thread>
 
 #include "trainyard/common/util.h"
@@ -206,6 +207,53 @@ struct RouteEntry {
   std::vector<Segment> segments;
   AsyncHandler async_handler;
   SyncHandler sync_handler;
+  UploadHandler upload_handler;
+  std::uint64_t upload_limit = 0;  // Upload routes: largest accepted body.
+};
+
+// The route chosen for a request: the route and its captures, or the error answer (404, 405).
+struct RouteMatch {
+  const RouteEntry* route = nullptr;
+  std::map<std::string, std::string, std::less<>> params;
+  HttpResponse error;  // When route is null.
+};
+
+// A beast Body that hands each piece of a request body to a BodySink instead of keeping it.
+struct SinkBody {
+  struct value_type {
+    BodySink* sink = nullptr;  // Borrowed.
+    Status status;             // The first failed BodySink::Write.
+  };
+
+  class reader {
+   public:
+    template <bool isRequest, class Fields>
+    reader(http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
+
+    void init(const boost::optional<std::uint64_t>&, boost::system::error_code& ec) { ec = {}; }
+
+    template <class ConstBufferSequence>
+    std::size_t put(const ConstBufferSequence& buffers, boost::system::error_code& ec) {
+      std::size_t n = 0;
+      for (const auto b : beast::buffers_range_ref(buffers)) {
+        Status written =
+            body_.sink->Write(std::string_view(static_cast<const char*>(b.data()), b.size()));
+        if (!written.ok()) {
+          body_.status = std::move(written);
+          ec = boost::system::errc::make_error_code(boost::system::errc::operation_canceled);
+          return n;
+        }
+        n += b.size();
+      }
+      ec = {};
+      return n;
+    }
+
+    void finish(boost::system::error_code& ec) { ec = {}; }
+
+   private:
+    value_type& body_;
+  };
 };
 
 StatusOr<std::vector<Segment>> ParsePattern(std::string_view pattern) {
@@ -292,9 +340,17 @@ struct HttpServer::Impl {
   asio::awaitable<void> Session(tcp::socket socket);
   asio::awaitable<void> ServeConnection(beast::tcp_stream& stream);
   asio::awaitable<void> AcceptLoop();
-  asio::awaitable<HttpResponse> Dispatch(HttpRequest& request,
-                                         const std::vector<std::string>& segments);
-  bool Authorized(const HttpRequest& request) const;
+  RouteMatch FindRoute(const HttpRequest& request, const std::vector<std::string>& segments) const;
+  asio::awaitable<HttpResponse> Dispatch(HttpRequest& request, RouteMatch& match);
+  // Serves one request to an upload route after its header; returns whether the connection
+  // can serve another request.
+  asio::awaitable<bool> ServeUpload(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+                                    http::request_parser<http::string_body>& header_parser,
+                                    HttpRequest& request, const RouteEntry& route, unsigned version,
+                                    bool keep_alive);
+  // OK, Unauthenticated (no or unknown token) or PermissionDenied (a scoped token outside its
+  // scope).
+  Status Authorize(const HttpRequest& request) const;
 
   HttpServerOptions options;
   std::vector<RouteEntry> routes;  // Immutable once started.
@@ -306,6 +362,9 @@ struct HttpServer::Impl {
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
   std::optional<tcp::acceptor> acceptor;
   std::vector<std::thread> threads;
+  // Runs BodySink::Finish off the event loop. Created by Start, joined by Stop before the
+  // event loop (which owns the coroutines waiting on it) is torn down.
+  std::optional<asio::thread_pool> blocking;
   int port = 0;
   bool started = false;
 };
@@ -416,25 +475,83 @@ asio::awaitable<void> LingeringClose(beast::tcp_stream& stream) {
   stream.close();
 }
 
+// Answers `status` before the request body (if any) was read. A connection with an unread body
+// is closed after the answer (the body would be taken for the next request). Returns whether
+// the connection can serve another request.
+// (Arguments by value, results in named variables: GCC 12 mishandles temporaries around
+// co_await.)
+asio::awaitable<bool> AnswerEarly(beast::tcp_stream& stream, Status status, unsigned version,
+                                  bool keep_alive, bool body_unread) {
+  if (body_unread) keep_alive = false;
+  const HttpResponse response = HttpResponse::FromStatus(status);
+  const bool written = co_await WriteResponse(stream, response, version, keep_alive);
+  if (!written) co_return false;
+  if (!keep_alive) {
+    co_await LingeringClose(stream);
+    co_return false;
+  }
+  co_return true;
+}
+
+std::string TooLargeMessage(std::uint64_t limit) {
+  return "request body exceeds the limit of " + std::to_string(limit) + " bytes";
+}
+
+// Sends "100 Continue" when the client waits for it before sending the body.
+asio::awaitable<bool> MaybeContinue(beast::tcp_stream& stream, const HttpRequest& request,
+                                    unsigned version) {
+  std::optional<std::string> expect = request.Header("expect");
+  if (expect && ToLower(Trim(*expect)) == "100-continue") {
+    http::response<http::empty_body> proceed{http::status::continue_, version};
+    const bool ok = co_await WriteMessage(stream, proceed);
+    co_return ok;
+  }
+  co_return true;
+}
+
+// Runs on the blocking pool.
+asio::awaitable<HttpResponse> FinishSink(BodySink* sink, std::string what) {
+  std::string failure;
+  try {
+    co_return sink->Finish();
+  } catch (const std::exception& e) {
+    failure = e.what();
+  } catch (...) {
+    failure = "unknown exception";
+  }
+  spdlog::error("upload handler for {} threw: {}", what, failure);
+  co_return HttpResponse::FromStatus(
+      Internal("upload handler for " + what + " failed: " + failure));
+}
+
 }  // namespace
 
-bool HttpServer::Impl::Authorized(const HttpRequest& request) const {
-  if (options.bearer_token.empty()) return true;
-  if (request.method == "GET" && request.path == kHealthPath) return true;
+Status HttpServer::Impl::Authorize(const HttpRequest& request) const {
+  if (options.bearer_token.empty()) return Status::Ok();
+  if (request.method == "GET" && request.path == kHealthPath) return Status::Ok();
+  const Status unauthenticated =
+      Unauthenticated("missing or invalid bearer token (Authorization: Bearer ...)");
   std::optional<std::string> header = request.Header("authorization");
-  if (!header) return false;
+  if (!header) return unauthenticated;
   std::string_view value = Trim(*header);
   constexpr std::string_view kScheme = "bearer ";
   if (value.size() < kScheme.size() || ToLower(value.substr(0, kScheme.size())) != kScheme) {
-    return false;
+    return unauthenticated;
   }
   const std::string_view token = Trim(value.substr(kScheme.size()));
-  if (ConstantTimeEquals(token, options.bearer_token)) return true;
-  return options.accept_token && !token.empty() && options.accept_token(token, request);
+  if (ConstantTimeEquals(token, options.bearer_token)) return Status::Ok();
+  if (!options.token_scope || token.empty()) return unauthenticated;
+  const std::optional<std::string> scope = options.token_scope(token);
+  if (!scope) return unauthenticated;
+  // A ".." segment cannot climb out of the prefix: routes never treat it as a parent.
+  if (StartsWith(request.path + "/", *scope)) return Status::Ok();
+  return PermissionDenied("this token may only reach " + *scope + "...; " + request.path +
+                          " is outside it");
 }
 
-asio::awaitable<HttpResponse> HttpServer::Impl::Dispatch(HttpRequest& request,
-                                                         const std::vector<std::string>& segments) {
+RouteMatch HttpServer::Impl::FindRoute(const HttpRequest& request,
+                                       const std::vector<std::string>& segments) const {
+  RouteMatch match;
   const RouteEntry* best = nullptr;
   std::string best_rank;
   std::map<std::string, std::string, std::less<>> best_params;
@@ -456,8 +573,9 @@ asio::awaitable<HttpResponse> HttpServer::Impl::Dispatch(HttpRequest& request,
     }
   }
   if (best == nullptr && allowed.empty()) {
-    co_return HttpResponse::FromStatus(
-        NotFound("no route for " + request.method + " " + request.path));
+    match.error =
+        HttpResponse::FromStatus(NotFound("no route for " + request.method + " " + request.path));
+    return match;
   }
   if (best == nullptr) {
     std::string allow;
@@ -466,11 +584,19 @@ asio::awaitable<HttpResponse> HttpServer::Impl::Dispatch(HttpRequest& request,
                              {{"code", "METHOD_NOT_ALLOWED"},
                               {"message", "method " + request.method + " is not allowed for " +
                                               request.path + "; allowed: " + allow}}}};
-    HttpResponse response = HttpResponse::Json(405, error);
-    response.headers.emplace_back("Allow", allow);
-    co_return response;
+    match.error = HttpResponse::Json(405, error);
+    match.error.headers.emplace_back("Allow", allow);
+    return match;
   }
-  request.params = std::move(best_params);
+  match.route = best;
+  match.params = std::move(best_params);
+  return match;
+}
+
+asio::awaitable<HttpResponse> HttpServer::Impl::Dispatch(HttpRequest& request, RouteMatch& match) {
+  if (match.route == nullptr) co_return std::move(match.error);
+  const RouteEntry* best = match.route;
+  request.params = std::move(match.params);
 
   std::string failure;
   try {
@@ -493,17 +619,12 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
     boost::system::error_code ec;
     http::request_parser<http::string_body> parser;
     parser.header_limit(kHeaderLimit);
-    parser.body_limit(static_cast<std::uint64_t>(options.max_body_bytes));
+    // The limit depends on the route, known only after the header: checked below. (Not
+    // boost::none: Boost 1.74 then refuses every Content-Length.)
+    parser.body_limit(std::numeric_limits<std::uint64_t>::max());
 
     stream.expires_after(kIdleTimeout);
     co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(kAwaitable, ec));
-    if (ec == http::error::body_limit) {
-      HttpResponse too_large = HttpResponse::FromStatus(
-          PayloadTooLarge("request body exceeds the limit of " +
-                          std::to_string(options.max_body_bytes) + " bytes"));
-      if (co_await WriteResponse(stream, too_large, 11, false)) co_await LingeringClose(stream);
-      co_return;
-    }
     if (ec == http::error::end_of_stream) {
       stream.socket().shutdown(tcp::socket::shutdown_send, ec);
       co_return;
@@ -567,8 +688,8 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
         }
       }
     }
-    if (!early_error && !Authorized(request)) {
-      early_error = Unauthenticated("missing or invalid bearer token (Authorization: Bearer ...)");
+    if (!early_error) {
+      if (Status auth = Authorize(request); !auth.ok()) early_error = auth;
     }
     if (early_error) {
       if (has_body) keep_alive = false;  // The unread body would be taken for the next request.
@@ -581,12 +702,25 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
       continue;
     }
 
-    if (!parser.is_done()) {
-      std::optional<std::string> expect = request.Header("expect");
-      if (expect && ToLower(Trim(*expect)) == "100-continue") {
-        http::response<http::empty_body> proceed{http::status::continue_, version};
-        if (!co_await WriteMessage(stream, proceed)) co_return;
+    RouteMatch match = FindRoute(request, *segments);
+    if (match.route != nullptr && match.route->upload_handler) {
+      request.params = std::move(match.params);
+      if (!co_await ServeUpload(stream, buffer, parser, request, *match.route, version,
+                                keep_alive)) {
+        co_return;
       }
+      continue;
+    }
+
+    const auto body_limit = static_cast<std::uint64_t>(options.max_body_bytes);
+    if (parser.content_length() && *parser.content_length() > body_limit) {
+      const Status too_large = PayloadTooLarge(TooLargeMessage(body_limit));
+      co_await AnswerEarly(stream, too_large, version, keep_alive, /*body_unread=*/true);
+      co_return;
+    }
+    parser.body_limit(body_limit);  // For chunked bodies.
+    if (!parser.is_done()) {
+      if (!co_await MaybeContinue(stream, request, version)) co_return;
       buffer.reserve(kBodyReadBuffer);
       while (!parser.is_done()) {
         stream.expires_after(kIoTimeout);
@@ -595,12 +729,8 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
         if (ec) break;
       }
       if (ec == http::error::body_limit) {
-        HttpResponse too_large = HttpResponse::FromStatus(
-            PayloadTooLarge("request body exceeds the limit of " +
-                            std::to_string(options.max_body_bytes) + " bytes"));
-        if (co_await WriteResponse(stream, too_large, version, false)) {
-          co_await LingeringClose(stream);
-        }
+        const Status too_large = PayloadTooLarge(TooLargeMessage(body_limit));
+        co_await AnswerEarly(stream, too_large, version, keep_alive, /*body_unread=*/true);
         co_return;
       }
       if (ec) co_return;
@@ -610,13 +740,91 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
     if (buffer.capacity() > kBodyReadBuffer / 4) buffer.shrink_to_fit();
 
     stream.expires_never();  // Long-poll handlers may take their time.
-    const HttpResponse response = co_await Dispatch(request, *segments);
+    const HttpResponse response = co_await Dispatch(request, match);
     if (!co_await WriteResponse(stream, response, version, keep_alive)) co_return;
     if (!keep_alive) {
       stream.socket().shutdown(tcp::socket::shutdown_send, ec);
       co_return;
     }
   }
+}
+
+asio::awaitable<bool> HttpServer::Impl::ServeUpload(
+    beast::tcp_stream& stream, beast::flat_buffer& buffer,
+    http::request_parser<http::string_body>& header_parser, HttpRequest& request,
+    const RouteEntry& route, unsigned version, bool keep_alive) {
+  const std::uint64_t limit = route.upload_limit;
+  const bool body_pending = !header_parser.is_done();
+  if (header_parser.content_length() && *header_parser.content_length() > limit) {
+    const Status too_large = PayloadTooLarge(TooLargeMessage(limit));
+    const bool more = co_await AnswerEarly(stream, too_large, version, keep_alive, body_pending);
+    co_return more;
+  }
+
+  std::unique_ptr<BodySink> sink;
+  std::optional<Status> refused;
+  try {
+    StatusOr<std::unique_ptr<BodySink>> opened = route.upload_handler(request);
+    if (!opened.ok()) {
+      refused = opened.status();
+    } else {
+      sink = std::move(opened).value();
+      if (sink == nullptr) refused = Internal("upload handler opened no sink");
+    }
+  } catch (const std::exception& e) {
+    refused = Internal("upload handler for " + request.method + " " + route.pattern +
+                       " failed: " + e.what());
+  } catch (...) {
+    refused = Internal("upload handler for " + request.method + " " + route.pattern +
+                       " failed: unknown exception");
+  }
+  if (refused) {
+    if (refused->code() == StatusCode::kInternal) spdlog::error("{}", refused->message());
+    const Status refusal = *refused;
+    const bool more = co_await AnswerEarly(stream, refusal, version, keep_alive, body_pending);
+    co_return more;
+  }
+
+  http::request_parser<SinkBody> parser(std::move(header_parser));
+  parser.body_limit(limit);  // For chunked bodies; Content-Length was checked above.
+  parser.get().body().sink = sink.get();
+  if (!parser.is_done()) {
+    if (!co_await MaybeContinue(stream, request, version)) co_return false;
+    buffer.reserve(kBodyReadBuffer);
+    boost::system::error_code ec;
+    while (!parser.is_done()) {
+      stream.expires_after(kIoTimeout);
+      co_await http::async_read_some(stream, buffer, parser, asio::redirect_error(kAwaitable, ec));
+      if (ec) break;
+    }
+    if (!parser.get().body().status.ok()) {
+      const Status failed = parser.get().body().status;
+      sink.reset();
+      co_await AnswerEarly(stream, failed, version, keep_alive, /*body_unread=*/true);
+      co_return false;
+    }
+    if (ec == http::error::body_limit) {
+      sink.reset();
+      const Status too_large = PayloadTooLarge(TooLargeMessage(limit));
+      co_await AnswerEarly(stream, too_large, version, keep_alive, /*body_unread=*/true);
+      co_return false;
+    }
+    if (ec) co_return false;  // The client went away: the sink goes without Finish.
+  }
+  if (buffer.capacity() > kBodyReadBuffer / 4) buffer.shrink_to_fit();
+
+  stream.expires_never();
+  const std::string what = request.method + " " + route.pattern;
+  const HttpResponse response =
+      co_await asio::co_spawn(blocking->get_executor(), FinishSink(sink.get(), what), kAwaitable);
+  sink.reset();
+  if (!co_await WriteResponse(stream, response, version, keep_alive)) co_return false;
+  if (!keep_alive) {
+    boost::system::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    co_return false;
+  }
+  co_return true;
 }
 
 asio::awaitable<void> HttpServer::Impl::Session(tcp::socket socket) {
@@ -674,6 +882,19 @@ void HttpServer::Route(std::string method, std::string pattern, SyncHandler hand
       {std::move(method), std::move(pattern), std::move(*segments), {}, std::move(handler)});
 }
 
+void HttpServer::UploadRoute(std::string method, std::string pattern, std::uint64_t max_body_bytes,
+                             UploadHandler handler) {
+  StatusOr<std::vector<Segment>> segments = ParsePattern(pattern);
+  if (!segments.ok()) {
+    impl_->route_errors.push_back(segments.status().message());
+    return;
+  }
+  RouteEntry entry{std::move(method), std::move(pattern), std::move(*segments), {}, {}};
+  entry.upload_handler = std::move(handler);
+  entry.upload_limit = max_body_bytes;
+  impl_->routes.push_back(std::move(entry));
+}
+
 Status HttpServer::Start() {
   Impl& impl = *impl_;
   if (impl.started) return FailedPrecondition("HTTP server already started");
@@ -703,6 +924,7 @@ Status HttpServer::Start() {
   impl.acceptor.emplace(std::move(acceptor));
   impl.started = true;
 
+  impl.blocking.emplace(static_cast<std::size_t>(std::max(1, o.blocking_threads)));
   asio::co_spawn(*impl.ioc, impl.AcceptLoop(), asio::detached);
   const int n = std::max(1, o.threads);
   for (int i = 0; i < n; ++i) {
@@ -724,6 +946,8 @@ void HttpServer::Stop() {
   impl.ioc->stop();
   for (std::thread& t : impl.threads) t.join();
   impl.threads.clear();
+  // Running Finish calls end; their answers are queued to the stopped loop and dropped below.
+  if (impl.blocking) impl.blocking->join();
   if (impl.acceptor) {
     boost::system::error_code ec;
     impl.acceptor->close(ec);
@@ -732,6 +956,7 @@ void HttpServer::Stop() {
   // Destroys the suspended connection coroutines, their sockets and pending handlers, while the
   // routes they may point into are still alive.
   impl.ioc.reset();
+  impl.blocking.reset();
 }
 
 }  // namespace trainyard

@@ -7,6 +7,7 @@
 // clang-format on
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -35,16 +36,20 @@ struct HttpServerOptions {
   // When non-empty, every request except GET /api/v1/health must carry
   // "Authorization: Bearer <bearer_token>".
   std::string bearer_token;
-  // Optional: consulted when a request carries a bearer token that is not `bearer_token`
-  // (e.g. run-scoped tokens of the in-run SDK). Return true to let the request through. It runs
-  // before the body is read and the route matched: the request has method, target, path, query
-  // and headers, but no body or params yet. Runs on an event-loop thread: must be fast and
+  // Optional: consulted when a request carries a bearer token that is not `bearer_token` (e.g.
+  // the run-scoped tokens of the in-run SDK). Returns the path prefix the token may reach (e.g.
+  // "/api/v1/jobs/run-1/"), or nullopt for a token it does not know (answered 401). A known
+  // token used on a path outside its prefix is answered 403. The prefix is compared with the
+  // percent-decoded path. Runs on an event-loop thread before the body is read: must be fast and
   // thread-safe. Ignored when bearer_token is empty.
-  std::function<bool(std::string_view token, const HttpRequest& request)> accept_token;
-  // Largest accepted request body; a larger one is answered 413.
+  std::function<std::optional<std::string>(std::string_view token)> token_scope;
+  // Largest accepted request body of a normal route (upload routes have their own limit); a
+  // larger one is answered 413.
   std::size_t max_body_bytes = 64 << 20;
   // Event-loop threads.
   int threads = 2;
+  // Threads for blocking work off the event loop (BodySink::Finish).
+  int blocking_threads = 2;
 };
 
 // One parsed request, handed to a handler. The handler may move fields out of it.
@@ -101,8 +106,34 @@ struct HttpResponse {
 using AsyncHandler = std::function<asio::awaitable<HttpResponse>(HttpRequest&)>;
 using SyncHandler = std::function<HttpResponse(HttpRequest&)>;
 
+// Receives the body of one request to an upload route piece by piece as it arrives, so that a
+// body is never held in memory whole (see HttpServer::UploadRoute). Made per request by an
+// UploadHandler and owned by the server. When the client goes away midway, the body breaks the
+// upload limit, or the server stops, the sink is destroyed without Finish: its destructor must
+// drop whatever it had started (e.g. a temp file).
+class BodySink {
+ public:
+  virtual ~BodySink() = default;
+
+  // Takes the next piece of the body, in order. Runs on the connection's event-loop thread:
+  // cheap work only (appending to a file is fine). A non-OK status ends the upload: the client
+  // gets that status as the answer, the connection is closed, and Finish is not called.
+  virtual Status Write(std::string_view data) = 0;
+
+  // Called once, after the whole body arrived; returns the answer. Runs on a thread of the
+  // blocking pool (HttpServerOptions::blocking_threads), never concurrently with Write: it may
+  // block (e.g. fsync). An exception is answered 500.
+  virtual HttpResponse Finish() = 0;
+};
+
+// Opens a sink for a request to an upload route, once its header has been read, the bearer
+// token checked and the route matched (`request` has method, target, path, query, headers and
+// params, but no body). Returning an error answers it before the body is read (the connection
+// is then closed). Runs on an event-loop thread: must not block.
+using UploadHandler = std::function<StatusOr<std::unique_ptr<BodySink>>(HttpRequest& request)>;
+
 // HTTP/1.1 server on Boost.Beast with C++20 coroutines: keep-alive, bearer-token auth, body
-// limit, JSON errors, file streaming, and a Notifier for long-poll handlers.
+// limit, JSON errors, file streaming, streamed uploads, and a Notifier for long-poll handlers.
 //
 // Routing: patterns are "/"-separated segments; "{name}" captures one segment and a final
 // "{name...}" captures the rest of the path (one or more segments, joined with "/"). When
@@ -130,6 +161,15 @@ class HttpServer {
   void Route(std::string method, std::string pattern, AsyncHandler handler);
   void Route(std::string method, std::string pattern, SyncHandler handler);
 
+  // Registers an upload route: its body is not buffered but handed to the BodySink that
+  // `handler` opens, piece by piece as it arrives (Content-Length or chunked; "Expect:
+  // 100-continue" is answered once the sink is open). A body above `max_body_bytes` is answered
+  // 413 naming the limit: before it is read when Content-Length says so, else as soon as the
+  // limit is crossed (the sink is then destroyed without Finish). HttpServerOptions::
+  // max_body_bytes does not apply. Routing precedence is as for Route.
+  void UploadRoute(std::string method, std::string pattern, std::uint64_t max_body_bytes,
+                   UploadHandler handler);
+
   // Binds and starts serving on `threads` threads. Unavailable naming address:port when the
   // port cannot be bound (e.g. taken); InvalidArgument for a bad address or route pattern;
   // FailedPrecondition when called twice.
@@ -138,9 +178,10 @@ class HttpServer {
   // The bound port (useful with port 0); 0 before Start().
   int port() const;
 
-  // Shuts notifier() down, stops the event loop and joins its threads, then closes the listening
-  // socket and every connection; in-flight requests (long polls included) are dropped without
-  // an answer. Idempotent. Must not be called from a handler.
+  // Shuts notifier() down, stops the event loop and joins its threads, waits for running
+  // BodySink::Finish calls, then closes the listening socket and every connection; in-flight
+  // requests (long polls and uploads included) are dropped without an answer. Idempotent. Must
+  // not be called from a handler.
   void Stop();
 
   // The event loop's executor, for timers and other I/O objects used by handlers (inside a

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -42,11 +43,61 @@ std::int64_t MillisSince(Clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
 }
 
+// What the upload route's sinks saw.
+struct UploadLog {
+  std::mutex mu;
+  std::vector<std::string> pieces;  // GUARDED_BY(mu)
+  std::thread::id write_thread;     // GUARDED_BY(mu)
+  std::thread::id finish_thread;    // GUARDED_BY(mu)
+  std::atomic<int> opened{0};
+  std::atomic<int> finished{0};
+  std::atomic<int> destroyed{0};
+  // When set, Finish waits for it (to show that a blocked Finish holds up no event loop).
+  std::shared_future<void> finish_gate;
+};
+
 // Counters the test handlers update, to observe what the server did.
 struct Observed {
   std::atomic<int> in_flight{0};
   std::atomic<int> max_in_flight{0};
+  UploadLog upload;
 };
+
+// Keeps what it is sent; Finish answers 201 {name, size}.
+class RecordingSink : public BodySink {
+ public:
+  RecordingSink(UploadLog* log, std::string name) : log_(log), name_(std::move(name)) {
+    ++log_->opened;
+  }
+  ~RecordingSink() override { ++log_->destroyed; }
+
+  Status Write(std::string_view data) override {
+    std::lock_guard<std::mutex> lock(log_->mu);
+    log_->pieces.emplace_back(data);
+    log_->write_thread = std::this_thread::get_id();
+    size_ += data.size();
+    if (name_ == "fail-at-100" && size_ >= 100) return InvalidArgument("sink refuses byte 100");
+    return Status::Ok();
+  }
+
+  HttpResponse Finish() override {
+    if (log_->finish_gate.valid()) log_->finish_gate.wait();
+    {
+      std::lock_guard<std::mutex> lock(log_->mu);
+      log_->finish_thread = std::this_thread::get_id();
+    }
+    ++log_->finished;
+    if (name_ == "throw") throw std::runtime_error("finish boom");
+    return HttpResponse::Json(201, {{"name", name_}, {"size", size_}});
+  }
+
+ private:
+  UploadLog* log_;
+  std::string name_;
+  std::uint64_t size_ = 0;
+};
+
+constexpr std::uint64_t kUploadLimit = 1 << 20;
 
 // Registers the routes every test server has. `files_root` is served under /files/.
 void AddTestRoutes(HttpServer& server, const fs::path& files_root, Observed* observed) {
@@ -147,6 +198,15 @@ void AddTestRoutes(HttpServer& server, const fs::path& files_root, Observed* obs
                  --observed->in_flight;
                  co_return HttpResponse::Text(200, "slow " + req.Param("i"));
                }));
+  UploadLog* upload = &observed->upload;
+  server.UploadRoute("PUT", "/upload/{name}", kUploadLimit,
+                     [upload](HttpRequest& req) -> StatusOr<std::unique_ptr<BodySink>> {
+                       if (req.Param("name") == "bad") {
+                         return InvalidArgument("upload name 'bad' is refused");
+                       }
+                       return std::unique_ptr<BodySink>(
+                           std::make_unique<RecordingSink>(upload, req.Param("name")));
+                     });
 }
 
 class HttpTest : public ::testing::Test {
@@ -296,8 +356,9 @@ TEST_F(HttpTest, StatusErrorsKeepCodeAndMessage) {
 TEST_F(HttpTest, BearerTokenRequiredExceptForHealth) {
   HttpServerOptions options;
   options.bearer_token = "s3cret-token";
-  options.accept_token = [](std::string_view token, const HttpRequest& req) {
-    return token == "run-token" && StartsWith(req.path, "/api/v1/runs/r1");
+  options.token_scope = [](std::string_view token) -> std::optional<std::string> {
+    if (token == "run-token") return "/api/v1/runs/r1/";
+    return std::nullopt;
   };
   StartServer(std::move(options));
 
@@ -333,10 +394,17 @@ TEST_F(HttpTest, BearerTokenRequiredExceptForHealth) {
   ASSERT_TRUE(raw.ok()) << raw.status().ToString();
   EXPECT_EQ(raw->status, 401);
 
-  // The accept_token hook admits scoped tokens where it says so, and nowhere else.
+  // The token_scope hook admits scoped tokens under their prefix; elsewhere they are 403.
   HttpClient run_client(BaseUrl(), "run-token");
   EXPECT_TRUE(run_client.GetJson("/api/v1/runs/r1").ok());
-  EXPECT_EQ(run_client.GetJson("/api/v1/runs/r2").status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(run_client.GetJson("/api/v1/runs/r2").status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(run_client.GetJson("/api/v1/runs/r10").status().code(), StatusCode::kPermissionDenied)
+      << "a prefix of another run's name is not that run";
+  raw = run_client.Request("GET", "/api/v1/runs/r1/../r2");
+  ASSERT_TRUE(raw.ok());
+  EXPECT_NE(raw->status, 200) << "dot segments do not leave the scope";
+  HttpClient unknown(BaseUrl(), "other-token");
+  EXPECT_EQ(unknown.GetJson("/api/v1/runs/r1").status().code(), StatusCode::kUnauthenticated);
 }
 
 TEST_F(HttpTest, BodyOverLimitIs413NamingTheLimit) {
@@ -620,6 +688,251 @@ TEST_F(HttpTest, ClientTransportErrorsAreUnavailableNamingTheUrl) {
       got.status().message().find("http://127.0.0.1:" + std::to_string(port) + "/api/v1/health"),
       std::string::npos)
       << got.status().message();
+}
+
+// --- Upload routes ---------------------------------------------------------------------------
+
+std::string RandomBytes(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string out(n, '\0');
+  for (char& c : out) c = static_cast<char>(rng());
+  return out;
+}
+
+// Waits up to 5 s for `pred`.
+template <class Pred>
+bool Eventually(Pred pred) {
+  const Clock::time_point start = Clock::now();
+  while (!pred()) {
+    if (MillisSince(start) > 5000) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+TEST_F(HttpTest, UploadPiecesArriveInOrderAndFinishOffTheEventLoop) {
+  HttpServerOptions options;
+  options.max_body_bytes = 1024;  // Normal routes only: uploads have their own limit.
+  StartServer(std::move(options));
+  const std::string body = RandomBytes(900 * 1024, 1);
+  StatusOr<HttpResult> put = client_->Request("PUT", "/upload/a", body, "application/octet-stream");
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  ASSERT_EQ(put->status, 201) << put->body;
+  EXPECT_EQ(json::parse(put->body), json({{"name", "a"}, {"size", body.size()}}));
+
+  UploadLog& log = observed_.upload;
+  EXPECT_EQ(log.opened, 1);
+  EXPECT_EQ(log.finished, 1);
+  EXPECT_EQ(log.destroyed, 1);
+  std::lock_guard<std::mutex> lock(log.mu);
+  EXPECT_GT(log.pieces.size(), 1u);  // Streamed, not buffered whole.
+  std::string joined;
+  for (const std::string& piece : log.pieces) joined += piece;
+  EXPECT_TRUE(joined == body);
+  EXPECT_NE(log.write_thread, log.finish_thread);
+}
+
+TEST_F(HttpTest, ChunkedUploadWithExpectContinue) {
+  StartServer();
+  asio::io_context ioc;
+  tcp::socket socket = Connect(ioc);
+  asio::write(socket, asio::buffer(std::string(
+                          "PUT /upload/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                          "Expect: 100-continue\r\n\r\n")));
+  beast::flat_buffer buffer;
+  http::response<http::empty_body> interim;
+  http::read(socket, buffer, interim);
+  ASSERT_EQ(interim.result_int(), 100);
+  asio::write(socket, asio::buffer(std::string("5\r\nhello\r\n")));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  asio::write(socket, asio::buffer(std::string("6\r\n world\r\n0\r\n\r\n")));
+  http::response<http::string_body> response;
+  http::read(socket, buffer, response);
+  EXPECT_EQ(response.result_int(), 201);
+  EXPECT_EQ(json::parse(response.body())["size"], 11);
+  EXPECT_TRUE(response.keep_alive());
+  {
+    std::lock_guard<std::mutex> lock(observed_.upload.mu);
+    std::string joined;
+    for (const std::string& piece : observed_.upload.pieces) joined += piece;
+    EXPECT_EQ(joined, "hello world");
+  }
+  // The connection serves a normal request next.
+  http::request<http::empty_body> get{http::verb::get, "/api/v1/runs/r1", 11};
+  get.set(http::field::host, "x");
+  http::write(socket, get);
+  http::response<http::string_body> next;
+  http::read(socket, buffer, next);
+  EXPECT_EQ(next.result_int(), 200);
+  EXPECT_EQ(json::parse(next.body())["id"], "r1");
+}
+
+TEST_F(HttpTest, UploadOverLimitIs413BeforeTheBodyIsRead) {
+  StartServer();
+  asio::io_context ioc;
+  tcp::socket socket = Connect(ioc);
+  asio::write(socket,
+              asio::buffer("PUT /upload/big HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                           std::to_string(kUploadLimit + 1) + "\r\nExpect: 100-continue\r\n\r\n"));
+  beast::flat_buffer buffer;
+  http::response<http::string_body> response;
+  http::read(socket, buffer, response);  // The final answer, no 100 Continue first.
+  EXPECT_EQ(response.result_int(), 413);
+  const json body = json::parse(response.body());
+  EXPECT_EQ(body["error"]["code"], "PAYLOAD_TOO_LARGE");
+  EXPECT_NE(body["error"]["message"].get<std::string>().find(std::to_string(kUploadLimit)),
+            std::string::npos);
+  EXPECT_EQ(observed_.upload.opened, 0);  // The handler never ran.
+
+  // Through libcurl, which sends Expect: 100-continue for large bodies: refused up front.
+  StatusOr<HttpResult> put = client_->Request(
+      "PUT", "/upload/big", std::string(kUploadLimit + 10, 'x'), "application/octet-stream");
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  EXPECT_EQ(put->status, 413);
+  EXPECT_EQ(observed_.upload.opened, 0);
+}
+
+TEST_F(HttpTest, ChunkedUploadOverLimitIs413AndSinkIsDroppedWithoutFinish) {
+  StartServer();
+  asio::io_context ioc;
+  tcp::socket socket = Connect(ioc);
+  asio::write(socket,
+              asio::buffer(std::string(
+                  "PUT /upload/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")));
+  const std::string piece(256 * 1024, 'z');
+  boost::system::error_code ec;
+  for (int i = 0; i < 5 && !ec; ++i) {  // 1.25 MiB > 1 MiB.
+    char size[32];
+    std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+    asio::write(socket, asio::buffer(std::string(size) + piece + "\r\n"), ec);
+  }
+  beast::flat_buffer buffer;
+  http::response<http::string_body> response;
+  http::read(socket, buffer, response, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(response.result_int(), 413);
+  EXPECT_EQ(json::parse(response.body())["error"]["code"], "PAYLOAD_TOO_LARGE");
+  EXPECT_TRUE(Eventually([&] { return observed_.upload.destroyed == 1; }));
+  EXPECT_EQ(observed_.upload.opened, 1);
+  EXPECT_EQ(observed_.upload.finished, 0);
+}
+
+TEST_F(HttpTest, UploadRefusedByHandlerOrSinkIsAnswered) {
+  StartServer();
+  StatusOr<HttpResult> bad = client_->Request("PUT", "/upload/bad", std::string(kUploadLimit, 'x'),
+                                              "application/octet-stream");
+  ASSERT_TRUE(bad.ok()) << bad.status().ToString();
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_NE(bad->body.find("upload name 'bad' is refused"), std::string::npos) << bad->body;
+  EXPECT_EQ(observed_.upload.opened, 0);
+
+  StatusOr<HttpResult> refused = client_->Request(
+      "PUT", "/upload/fail-at-100", std::string(4096, 'x'), "application/octet-stream");
+  ASSERT_TRUE(refused.ok()) << refused.status().ToString();
+  EXPECT_EQ(refused->status, 400);
+  EXPECT_NE(refused->body.find("sink refuses byte 100"), std::string::npos) << refused->body;
+  EXPECT_TRUE(Eventually([&] { return observed_.upload.destroyed == 1; }));
+  EXPECT_EQ(observed_.upload.finished, 0);
+
+  StatusOr<HttpResult> thrown =
+      client_->Request("PUT", "/upload/throw", "abc", "application/octet-stream");
+  ASSERT_TRUE(thrown.ok()) << thrown.status().ToString();
+  EXPECT_EQ(thrown->status, 500);
+  EXPECT_NE(thrown->body.find("finish boom"), std::string::npos) << thrown->body;
+  EXPECT_TRUE(client_->GetJson("/api/v1/health").ok());
+}
+
+TEST_F(HttpTest, ClientDisconnectMidUploadDestroysSinkWithoutFinish) {
+  StartServer();
+  {
+    asio::io_context ioc;
+    tcp::socket socket = Connect(ioc);
+    asio::write(
+        socket,
+        asio::buffer(
+            std::string("PUT /upload/cut HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n") +
+            std::string(1000, 'a')));
+    ASSERT_TRUE(Eventually([&] {
+      std::lock_guard<std::mutex> lock(observed_.upload.mu);
+      return !observed_.upload.pieces.empty();
+    }));
+  }  // Closes the socket midway.
+  EXPECT_TRUE(Eventually([&] { return observed_.upload.destroyed == 1; }));
+  EXPECT_EQ(observed_.upload.opened, 1);
+  EXPECT_EQ(observed_.upload.finished, 0);
+  EXPECT_TRUE(client_->GetJson("/api/v1/health").ok());
+}
+
+TEST_F(HttpTest, BlockedFinishDoesNotHoldUpOtherConnections) {
+  HttpServerOptions options;
+  options.threads = 1;
+  std::promise<void> gate;
+  observed_.upload.finish_gate = gate.get_future().share();
+  StartServer(std::move(options));
+  auto put = std::async(std::launch::async, [&] {
+    return client_->Request("PUT", "/upload/slow", "data", "application/octet-stream");
+  });
+  ASSERT_TRUE(Eventually([&] { return observed_.upload.opened == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // The only event-loop thread is free while Finish waits.
+  StatusOr<json> health = client_->GetJson("/api/v1/health", 2000);
+  EXPECT_TRUE(health.ok()) << health.status().ToString();
+  EXPECT_EQ(observed_.upload.finished, 0);
+  gate.set_value();
+  StatusOr<HttpResult> got = put.get();
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->status, 201);
+}
+
+TEST_F(HttpTest, NormalRoutesKeepTheirLimitBesideUploadRoutes) {
+  HttpServerOptions options;
+  options.max_body_bytes = 1024;
+  StartServer(std::move(options));
+  StatusOr<HttpResult> small = client_->Request("POST", "/size", std::string(1000, 'a'));
+  ASSERT_TRUE(small.ok());
+  EXPECT_EQ(small->status, 200);
+  StatusOr<HttpResult> large = client_->Request("POST", "/size", std::string(2048, 'a'));
+  ASSERT_TRUE(large.ok());
+  EXPECT_EQ(large->status, 413);
+  // A normal route with a body and the wrong method is still answered 405.
+  StatusOr<HttpResult> wrong = client_->Request("POST", "/upload/x", "{}");
+  ASSERT_TRUE(wrong.ok());
+  EXPECT_EQ(wrong->status, 405);
+  EXPECT_EQ(observed_.upload.opened, 0);
+}
+
+TEST_F(HttpTest, ClientUploadFileStreamsFromDisk) {
+  StartServer();
+  const std::string content = RandomBytes(700 * 1024, 7);
+  const fs::path file = root_ / "upload.bin";
+  ASSERT_TRUE(WriteFileAtomic(file, content).ok());
+  std::uint64_t sent = 0;
+  StatusOr<HttpResult> put =
+      client_->UploadFile("PUT", "/upload/f", file, "application/octet-stream", &sent);
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  EXPECT_EQ(put->status, 201) << put->body;
+  EXPECT_EQ(json::parse(put->body)["size"], content.size());
+  EXPECT_EQ(sent, content.size());
+  {
+    std::lock_guard<std::mutex> lock(observed_.upload.mu);
+    std::string joined;
+    for (const std::string& piece : observed_.upload.pieces) joined += piece;
+    EXPECT_TRUE(joined == content);
+  }
+
+  // Refused before the body (Expect: 100-continue from 1 MiB): nothing sent.
+  const fs::path big = root_ / "big.bin";
+  ASSERT_TRUE(WriteFileAtomic(big, std::string(kUploadLimit, 'b')).ok());
+  sent = 0;
+  StatusOr<HttpResult> refused =
+      client_->UploadFile("PUT", "/upload/bad", big, "application/octet-stream", &sent);
+  ASSERT_TRUE(refused.ok()) << refused.status().ToString();
+  EXPECT_EQ(refused->status, 400);
+  EXPECT_EQ(sent, 0u);
+
+  StatusOr<HttpResult> missing = client_->UploadFile("PUT", "/upload/f", root_ / "nope");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
 }
 
 TEST(HttpClientTest, UrlEncode) {

@@ -31,9 +31,9 @@ ssize_t ReadSome(int fd, char* buf, size_t size);
 Status SyncDir(const std::filesystem::path& dir);
 
 // Runs fn(i) for every i in [0, n) on up to `max_workers` threads (fewer when the machine has
-// fewer cores or there are fewer items). fn returns false to stop the handing out of further
-// items. Items are handed out in increasing order, so when fn fails for item k every item
-// below k has been run.
+// fewer cores or there are fewer items), the calling thread being one of them. fn returns false
+// to stop the handing out of further items. Items are handed out in increasing order, so when
+// fn fails for item k every item below k has been run.
 template <typename Fn>
 void ParallelFor(size_t n, Fn fn, size_t max_workers = 8) {
   size_t workers = std::max<size_t>(1, std::thread::hardware_concurrency());
@@ -46,17 +46,17 @@ void ParallelFor(size_t n, Fn fn, size_t max_workers = 8) {
   }
   std::atomic<size_t> next{0};
   std::atomic<bool> stop{false};
+  auto work = [&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      const size_t i = next.fetch_add(1);
+      if (i >= n) return;
+      if (!fn(i)) stop.store(true);
+    }
+  };
   std::vector<std::jthread> pool;
-  pool.reserve(workers);
-  for (size_t w = 0; w < workers; ++w) {
-    pool.emplace_back([&] {
-      while (!stop.load(std::memory_order_relaxed)) {
-        const size_t i = next.fetch_add(1);
-        if (i >= n) return;
-        if (!fn(i)) stop.store(true);
-      }
-    });
-  }
+  pool.reserve(workers - 1);
+  for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  work();
 }  // The jthreads join here.
 
 // Closes a file descriptor when it goes out of scope.

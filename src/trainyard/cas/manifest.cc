@@ -17,20 +17,23 @@ bool PathLess(const ManifestEntry& a, const ManifestEntry& b) { return a.path < 
 
 void AppendJsonString(std::string& out, std::string_view s) {
   out += '"';
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
+  size_t plain = 0;  // Start of the current run of bytes that need no escaping.
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c != '"' && c != '\\' && c >= 0x20) continue;
+    out.append(s.data() + plain, i - plain);
+    plain = i + 1;
     if (c == '"') {
       out += "\\\"";
     } else if (c == '\\') {
       out += "\\\\";
-    } else if (c < 0x20) {
+    } else {
       char buf[8];
       std::snprintf(buf, sizeof buf, "\\u%04x", c);
       out += buf;
-    } else {
-      out += ch;
     }
   }
+  out.append(s.data() + plain, s.size() - plain);
   out += '"';
 }
 
@@ -48,6 +51,8 @@ void AppendBytesField(std::string& out, std::string_view key, std::string_view v
 }
 
 std::string ModeString(std::uint32_t mode) {
+  if (mode == 0644) return "0644";
+  if (mode == 0755) return "0755";
   char buf[16];
   std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode));
   return buf;

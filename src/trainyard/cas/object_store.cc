@@ -67,6 +67,19 @@ Status FsyncFile(const std::filesystem::path& path) {
   return Status::Ok();
 }
 
+// Seals a complete object file before it is published: sets its mtime to kSealedMtime
+// (leaving the access time alone). No write may follow.
+Status SealFd(int fd, const std::filesystem::path& path) {
+  struct timespec times[2];
+  times[0].tv_sec = 0;
+  times[0].tv_nsec = UTIME_OMIT;
+  times[1].tv_sec = static_cast<time_t>(kSealedMtime);
+  times[1].tv_nsec = 0;
+  if (::futimens(fd, times) != 0)
+    return ErrnoError("cannot set the modification time of", path, errno);
+  return Status::Ok();
+}
+
 Status CorruptObject(const std::string& digest, const std::string& actual,
                      const std::filesystem::path& path) {
   return Internal("object " + digest + " is corrupt: its content hashes to " + actual + " (file " +
@@ -154,6 +167,7 @@ StatusOr<std::filesystem::path> ObjectStore::StageBytes(std::string_view data, b
   TY_ASSIGN_OR_RETURN(int out_fd, CreateTemp(&tmp));
   ScopedFd out(out_fd);
   Status s = WriteAll(out.get(), data, tmp);
+  if (s.ok()) s = SealFd(out.get(), tmp);
   if (s.ok() && sync && ::fsync(out.get()) != 0) s = ErrnoError("cannot fsync", tmp, errno);
   if (s.ok() && out.Close() != 0) s = ErrnoError("cannot close", tmp, errno);
   if (!s.ok()) {
@@ -224,6 +238,7 @@ StatusOr<ObjectStore::Staged> ObjectStore::Stage(const std::filesystem::path& sr
     staged.tmp.clear();
     return staged;
   }
+  if (Status s = SealFd(out.get(), staged.tmp); !s.ok()) return fail(s);
   if (sync && ::fsync(out.get()) != 0) return fail(ErrnoError("cannot fsync", staged.tmp, errno));
   if (out.Close() != 0) return fail(ErrnoError("cannot close", staged.tmp, errno));
   result.added = true;
@@ -340,6 +355,89 @@ StatusOr<std::string> ObjectStore::PutBytes(std::string_view data) {
   return digest;
 }
 
+ObjectStore::Writer::Writer(ObjectStore* store, int fd, std::filesystem::path tmp)
+    : store_(store), fd_(fd), tmp_(std::move(tmp)), hash_(std::make_unique<Sha256>()) {}
+
+ObjectStore::Writer::Writer(Writer&& other) noexcept
+    : store_(std::exchange(other.store_, nullptr)),
+      fd_(std::exchange(other.fd_, -1)),
+      tmp_(std::exchange(other.tmp_, {})),
+      hash_(std::move(other.hash_)),
+      size_(std::exchange(other.size_, 0)) {}
+
+ObjectStore::Writer& ObjectStore::Writer::operator=(Writer&& other) noexcept {
+  if (this != &other) {
+    Abandon();
+    store_ = std::exchange(other.store_, nullptr);
+    fd_ = std::exchange(other.fd_, -1);
+    tmp_ = std::exchange(other.tmp_, {});
+    hash_ = std::move(other.hash_);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+ObjectStore::Writer::~Writer() { Abandon(); }
+
+void ObjectStore::Writer::Abandon() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  if (!tmp_.empty()) ::unlink(tmp_.c_str());
+  tmp_.clear();
+}
+
+Status ObjectStore::Writer::Write(std::string_view data) {
+  if (fd_ < 0) return FailedPrecondition("object writer is already finished");
+  if (Status s = WriteAll(fd_, data, tmp_); !s.ok()) {
+    Abandon();
+    return s;
+  }
+  hash_->Update(data);
+  size_ += data.size();
+  return Status::Ok();
+}
+
+StatusOr<ObjectStore::PutResult> ObjectStore::Writer::Commit(const std::string& expected_digest) {
+  if (fd_ < 0) return FailedPrecondition("object writer is already finished");
+  if (Status s = store_->CheckDigest(expected_digest); !s.ok()) {
+    Abandon();
+    return s;
+  }
+  PutResult result;
+  result.digest = hash_->FinishHex();
+  hash_.reset();
+  result.size = size_;
+  if (result.digest != expected_digest) {
+    Abandon();
+    return InvalidArgument("content hashes to " + result.digest + ", not " + expected_digest);
+  }
+  if (store_->Has(result.digest)) {
+    Abandon();
+    return result;
+  }
+  Status s = SealFd(fd_, tmp_);
+  if (s.ok() && ::fsync(fd_) != 0) s = ErrnoError("cannot fsync", tmp_, errno);
+  if (s.ok()) {
+    const int fd = std::exchange(fd_, -1);
+    if (::close(fd) != 0) s = ErrnoError("cannot close", tmp_, errno);
+  }
+  if (s.ok()) s = store_->Publish(tmp_, result.digest);
+  if (!s.ok()) {
+    Abandon();
+    return s;
+  }
+  tmp_.clear();  // Published: no longer ours to remove.
+  TY_RETURN_IF_ERROR(internal::SyncDir(store_->PathFor(result.digest).parent_path()));
+  result.added = true;
+  return result;
+}
+
+StatusOr<ObjectStore::Writer> ObjectStore::NewWriter() {
+  std::filesystem::path tmp;
+  TY_ASSIGN_OR_RETURN(int fd, CreateTemp(&tmp));
+  return Writer(this, fd, std::move(tmp));
+}
+
 StatusOr<std::string> ObjectStore::Read(const std::string& digest) const {
   TY_RETURN_IF_ERROR(CheckDigest(digest));
   const std::filesystem::path path = PathFor(digest);
@@ -367,6 +465,74 @@ Status ObjectStore::Verify(const std::string& digest) const {
   }
   if (*actual != digest) return CorruptObject(digest, *actual, path);
   return Status::Ok();
+}
+
+ObjectStore::ObjectState ObjectStore::Inspect(const std::string& digest,
+                                              std::uint64_t expected_size) const {
+  if (!IsSha256Hex(digest)) return ObjectState::kUnsealed;
+  struct stat st {};
+  if (::lstat(PathFor(digest).c_str(), &st) != 0) {
+    return errno == ENOENT ? ObjectState::kMissing : ObjectState::kUnsealed;
+  }
+  const bool sealed = S_ISREG(st.st_mode) && (st.st_mode & 0222) == 0 &&
+                      static_cast<std::uint64_t>(st.st_size) == expected_size &&
+                      st.st_mtim.tv_sec == static_cast<time_t>(kSealedMtime) &&
+                      st.st_mtim.tv_nsec == 0;
+  return sealed ? ObjectState::kSealed : ObjectState::kUnsealed;
+}
+
+StatusOr<std::string> ObjectStore::ReverifyAndSeal(const std::string& digest) const {
+  TY_RETURN_IF_ERROR(CheckDigest(digest));
+  const std::filesystem::path path = PathFor(digest);
+  ScopedFd in(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!in.valid()) {
+    if (errno == ENOENT) {
+      return NotFound("object " + digest + " is not in the store at " + root_.string());
+    }
+    return ErrnoError("cannot read object", path, errno);
+  }
+  struct stat before {};
+  if (::fstat(in.get(), &before) != 0) return ErrnoError("cannot stat object", path, errno);
+  if (!S_ISREG(before.st_mode)) return Internal("object " + path.string() + " is not a file");
+  ::posix_fadvise(in.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  Sha256 hash;
+  CopyBuffer& buf = ThreadCopyBuffer();
+  for (;;) {
+    ssize_t n = ReadSome(in.get(), buf.data(), buf.size());
+    if (n < 0) return ErrnoError("cannot read object", path, errno);
+    if (n == 0) break;
+    hash.Update(std::string_view(buf.data(), static_cast<size_t>(n)));
+  }
+  std::string actual = hash.FinishHex();
+  if (actual != digest) return actual;
+  // Sealed only when nothing changed it while it was hashed (a write changes the ctime).
+  struct stat after {};
+  if (::fstat(in.get(), &after) != 0) return ErrnoError("cannot stat object", path, errno);
+  if (after.st_size != before.st_size || after.st_ctim.tv_sec != before.st_ctim.tv_sec ||
+      after.st_ctim.tv_nsec != before.st_ctim.tv_nsec) {
+    return Internal("object " + digest + " changed while it was verified (file " + path.string() +
+                    ")");
+  }
+  if ((after.st_mode & 07777) != kObjectMode && ::fchmod(in.get(), kObjectMode) != 0) {
+    return ErrnoError("cannot make read-only", path, errno);
+  }
+  TY_RETURN_IF_ERROR(SealFd(in.get(), path));
+  return actual;
+}
+
+StatusOr<std::filesystem::path> ObjectStore::Quarantine(const std::string& digest) const {
+  TY_RETURN_IF_ERROR(CheckDigest(digest));
+  const std::filesystem::path from = PathFor(digest);
+  const std::filesystem::path dir = root_ / "corrupt";
+  TY_RETURN_IF_ERROR(MakeDirs(dir));
+  const std::filesystem::path to = dir / digest;
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    if (errno == ENOENT) {
+      return NotFound("object " + digest + " is not in the store at " + root_.string());
+    }
+    return ErrnoError("cannot move corrupt object to", to, errno);
+  }
+  return to;
 }
 
 Status ObjectStore::CopyTo(const std::string& digest, const std::filesystem::path& dest,

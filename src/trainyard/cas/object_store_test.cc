@@ -250,5 +250,118 @@ TEST(ObjectStoreTest, ConcurrentPutsOfTheSameContent) {
   EXPECT_TRUE(store.Verify(Sha256Hex(content)).ok());
 }
 
+// The mtime of `path` in whole seconds (and *nsec for the rest).
+std::int64_t MtimeOf(const fs::path& path, long* nsec = nullptr) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return -1;
+  if (nsec != nullptr) *nsec = st.st_mtim.tv_nsec;
+  return st.st_mtim.tv_sec;
+}
+
+TEST(ObjectStoreTest, PublishedObjectsAreSealed) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  StatusOr<std::string> small = store.PutBytes("small");
+  testing::WriteText(tmp / "big", std::string(3 << 20, 'b'));
+  testing::WriteText(tmp / "medium", std::string(1000, 'm'));
+  StatusOr<ObjectStore::PutResult> big = store.Put(tmp / "big");
+  StatusOr<std::vector<ObjectStore::PutResult>> many = store.PutFiles({tmp / "medium"});
+  ASSERT_TRUE(small.ok() && big.ok() && many.ok());
+  for (const std::string& d : {*small, big->digest, (*many)[0].digest}) {
+    long nsec = -1;
+    EXPECT_EQ(MtimeOf(store.PathFor(d), &nsec), kSealedMtime) << d;
+    EXPECT_EQ(nsec, 0);
+  }
+}
+
+TEST(ObjectStoreTest, WriterStoresVerifiedContent) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  const std::string content = std::string(3 << 20, 'x') + "tail";
+  StatusOr<ObjectStore::Writer> w = store.NewWriter();
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  ASSERT_TRUE(w->Write(std::string_view(content).substr(0, 1000)).ok());
+  ASSERT_TRUE(w->Write(std::string_view(content).substr(1000)).ok());
+  EXPECT_EQ(w->size(), content.size());
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 1u);
+  StatusOr<ObjectStore::PutResult> r = w->Commit(Sha256Hex(content));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->digest, Sha256Hex(content));
+  EXPECT_EQ(r->size, content.size());
+  EXPECT_TRUE(r->added);
+  EXPECT_TRUE(store.Verify(r->digest).ok());
+  EXPECT_EQ(MtimeOf(store.PathFor(r->digest)), kSealedMtime);
+  struct stat st {};
+  ASSERT_EQ(::stat(store.PathFor(r->digest).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0444u);
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 0u);
+  // Finished: further use is refused.
+  EXPECT_EQ(w->Write("more").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(w->Commit(Sha256Hex(content)).status().code(), StatusCode::kFailedPrecondition);
+
+  // The same content again: not added, temp dropped.
+  StatusOr<ObjectStore::Writer> again = store.NewWriter();
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE(again->Write(content).ok());
+  StatusOr<ObjectStore::PutResult> r2 = again->Commit(Sha256Hex(content));
+  ASSERT_TRUE(r2.ok()) << r2.status().ToString();
+  EXPECT_FALSE(r2->added);
+  EXPECT_EQ(r2->size, content.size());
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "sha256"), 1u);
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 0u);
+
+  // Empty content is an object too.
+  StatusOr<ObjectStore::Writer> empty = store.NewWriter();
+  ASSERT_TRUE(empty.ok());
+  StatusOr<ObjectStore::PutResult> r3 = empty->Commit(Sha256Hex(""));
+  ASSERT_TRUE(r3.ok()) << r3.status().ToString();
+  EXPECT_TRUE(store.Has(Sha256Hex("")));
+}
+
+TEST(ObjectStoreTest, WriterRefusesContentThatDoesNotMatch) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  StatusOr<ObjectStore::Writer> w = store.NewWriter();
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE(w->Write("what was sent").ok());
+  const std::string claimed = Sha256Hex("what was claimed");
+  StatusOr<ObjectStore::PutResult> r = w->Commit(claimed);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message(),
+            "content hashes to " + Sha256Hex("what was sent") + ", not " + claimed);
+  EXPECT_FALSE(store.Has(claimed));
+  EXPECT_FALSE(store.Has(Sha256Hex("what was sent")));
+  EXPECT_EQ(testing::CountFiles(tmp / "objects"), 0u);
+
+  StatusOr<ObjectStore::Writer> bad = store.NewWriter();
+  ASSERT_TRUE(bad.ok());
+  ASSERT_TRUE(bad->Write("x").ok());
+  StatusOr<ObjectStore::PutResult> r2 = bad->Commit("ABC");
+  EXPECT_EQ(r2.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(testing::CountFiles(tmp / "objects"), 0u);
+}
+
+TEST(ObjectStoreTest, WriterDestroyedWithoutCommitLeavesNoTemp) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  {
+    StatusOr<ObjectStore::Writer> w = store.NewWriter();
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE(w->Write("partial upload").ok());
+    // Moving hands the temp file over; the moved-from writer owns nothing.
+    ObjectStore::Writer moved = std::move(*w);
+    EXPECT_EQ(moved.size(), 14u);
+    EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 1u);
+    StatusOr<ObjectStore::Writer> other = store.NewWriter();
+    ASSERT_TRUE(other.ok());
+    EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 2u);
+    moved = std::move(*other);  // Drops the first writer's temp.
+    EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 1u);
+  }
+  EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 0u);
+  EXPECT_EQ(testing::CountFiles(tmp / "objects"), 0u);
+}
+
 }  // namespace
 }  // namespace trainyard::cas

@@ -6,8 +6,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <thread>
@@ -89,12 +92,19 @@ Status CheckLink(const Walk& walk, const fs::path& link_abs, const std::string& 
                          PrintablePath((walk.root / kAmlIgnoreName).native()) + ".");
 }
 
-Status WalkDir(const fs::path& dir_abs, const std::string& dir_rel, IgnoreRules& rules,
-               Walk& walk) {
-  TY_RETURN_IF_ERROR(AddIgnoreFileOf(dir_abs, dir_rel, rules));
+// One entry of a folder and what the walk needs of its lstat.
+struct DirEntry {
+  std::string name;
+  mode_t mode = 0;
+  FileStat stat;
+};
+// The entries of one folder, sorted by name.
+using DirEntries = std::vector<DirEntry>;
+
+StatusOr<DirEntries> ReadEntries(const fs::path& dir_abs) {
   DIR* d = ::opendir(dir_abs.c_str());
   if (d == nullptr) return ErrnoError("cannot read folder", dir_abs, errno);
-  std::vector<std::pair<std::string, struct stat>> entries;
+  DirEntries entries;
   Status status;
   for (;;) {
     errno = 0;
@@ -110,44 +120,93 @@ Status WalkDir(const fs::path& dir_abs, const std::string& dir_rel, IgnoreRules&
       status = ErrnoError("cannot stat", dir_abs / e->d_name, errno);
       break;
     }
-    entries.emplace_back(std::string(name), st);
+    entries.push_back({std::string(name), st.st_mode, FileStat::Of(st)});
   }
   ::closedir(d);
   TY_RETURN_IF_ERROR(status);
   std::sort(entries.begin(), entries.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
+            [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
+  return entries;
+}
 
-  for (const auto& [name, st] : entries) {
-    std::string rel = JoinRel(dir_rel, name);
-    const bool is_dir = S_ISDIR(st.st_mode);
-    IgnoreRules::Match m = rules.MatchEntry(rel, is_dir);
-    if (m.ignored) {
-      walk.ignored.push_back({std::move(rel), is_dir, m.Describe()});
-      continue;
-    }
+// Records one entry of folder `dir_abs` in `walk`, unless ignored. Returns true for a folder
+// to walk into.
+StatusOr<bool> AddEntry(const fs::path& dir_abs, const std::string& dir_rel, const DirEntry& entry,
+                        const IgnoreRules& rules, Walk& walk) {
+  const std::string& name = entry.name;
+  const mode_t mode = entry.mode;
+  std::string rel = JoinRel(dir_rel, name);
+  const bool is_dir = S_ISDIR(mode);
+  IgnoreRules::Match m = rules.MatchEntry(rel, is_dir);
+  if (m.ignored) {
+    walk.ignored.push_back({std::move(rel), is_dir, m.Describe()});
+    return false;
+  }
+  if (is_dir) return true;
+  if (S_ISREG(mode)) {
+    walk.files.push_back(
+        {std::move(rel), entry.stat.size, (mode & S_IXUSR) != 0 ? 0755u : 0644u, entry.stat});
+  } else if (S_ISLNK(mode)) {
     const fs::path abs = dir_abs / name;
-    if (is_dir) {
-      TY_RETURN_IF_ERROR(WalkDir(abs, rel, rules, walk));
-    } else if (S_ISREG(st.st_mode)) {
-      walk.files.push_back({std::move(rel), static_cast<std::uint64_t>(st.st_size),
-                            (st.st_mode & S_IXUSR) != 0 ? 0755u : 0644u, FileStat::Of(st)});
-    } else if (S_ISLNK(st.st_mode)) {
-      TY_ASSIGN_OR_RETURN(std::string target, ReadLink(abs));
-      TY_RETURN_IF_ERROR(CheckLink(walk, abs, rel, target));
-      ManifestEntry link;
-      link.path = std::move(rel);
-      link.type = ManifestEntry::Type::kSymlink;
-      link.mode = 0;
-      link.link_target = std::move(target);
-      walk.links.push_back(std::move(link));
-    } else {
-      walk.skipped.push_back(rel + " (" + SpecialKind(st.st_mode) + ")");
+    TY_ASSIGN_OR_RETURN(std::string target, ReadLink(abs));
+    TY_RETURN_IF_ERROR(CheckLink(walk, abs, rel, target));
+    ManifestEntry link;
+    link.path = std::move(rel);
+    link.type = ManifestEntry::Type::kSymlink;
+    link.mode = 0;
+    link.link_target = std::move(target);
+    walk.links.push_back(std::move(link));
+  } else {
+    walk.skipped.push_back(rel + " (" + SpecialKind(mode) + ")");
+  }
+  return false;
+}
+
+// Adds the folder's ignore file to `rules`. Looked for only when the listing names one, which
+// saves two failing lookups per folder in the common case of folders without one.
+Status AddIgnoreFileIfListed(const fs::path& dir_abs, const std::string& dir_rel,
+                             const DirEntries& entries, IgnoreRules& rules) {
+  const bool listed = std::any_of(entries.begin(), entries.end(), [](const DirEntry& e) {
+    return e.name == kAmlIgnoreName || e.name == kGitIgnoreName;
+  });
+  return listed ? AddIgnoreFileOf(dir_abs, dir_rel, rules) : Status::Ok();
+}
+
+Status WalkDir(const fs::path& dir_abs, const std::string& dir_rel, IgnoreRules& rules,
+               Walk& walk) {
+  TY_ASSIGN_OR_RETURN(DirEntries entries, ReadEntries(dir_abs));
+  TY_RETURN_IF_ERROR(AddIgnoreFileIfListed(dir_abs, dir_rel, entries, rules));
+  for (const DirEntry& e : entries) {
+    TY_ASSIGN_OR_RETURN(bool descend, AddEntry(dir_abs, dir_rel, e, rules, walk));
+    if (descend) {
+      TY_RETURN_IF_ERROR(WalkDir(dir_abs / e.name, JoinRel(dir_rel, e.name), rules, walk));
     }
   }
   return Status::Ok();
 }
 
-StatusOr<Walk> WalkTree(const fs::path& source_dir) {
+// Appends everything `part` found to `walk`.
+void Append(Walk& walk, Walk&& part) {
+  auto move_all = [](auto& to, auto& from) {
+    to.insert(to.end(), std::make_move_iterator(from.begin()), std::make_move_iterator(from.end()));
+  };
+  move_all(walk.files, part.files);
+  move_all(walk.links, part.links);
+  move_all(walk.ignored, part.ignored);
+  move_all(walk.skipped, part.skipped);
+}
+
+// The walk is mostly stat calls, which run in parallel well: the subfolders of the root are
+// walked on two threads, each with its own copy of the rules (a folder's ignore file only
+// applies below it, so siblings never need each other's rules). The result is the same, in
+// the same order, as walking everything on one thread.
+constexpr size_t kWalkThreads = 2;
+
+// `side_task`, when given, runs with the canonical root on one of the walk's threads while the
+// others walk (before any error is returned, once the root folder was listed).
+using SideTask = std::function<void(const fs::path& root)>;
+
+StatusOr<Walk> WalkTree(const fs::path& source_dir, const SideTask& side_task = nullptr) {
   std::error_code ec;
   fs::path root = fs::canonical(source_dir, ec);
   if (ec) {
@@ -160,10 +219,50 @@ StatusOr<Walk> WalkTree(const fs::path& source_dir) {
   if (!fs::is_directory(root, ec)) {
     return InvalidArgument(PrintablePath(source_dir.native()) + " is not a folder");
   }
+  IgnoreRules rules;
+  TY_ASSIGN_OR_RETURN(DirEntries entries, ReadEntries(root));
+  TY_RETURN_IF_ERROR(AddIgnoreFileIfListed(root, "", entries, rules));
+
+  // Segments in walk order: runs of the root's own entries, and whole subfolders.
+  struct Segment {
+    Walk part;
+    std::string subdir;  // Empty for a run of the root's own entries.
+    Status status;
+  };
+  std::vector<Segment> segments(1);
+  segments[0].part.root = root;
+  for (const DirEntry& e : entries) {
+    TY_ASSIGN_OR_RETURN(bool descend, AddEntry(root, "", e, rules, segments.back().part));
+    if (!descend) continue;
+    segments.emplace_back().subdir = e.name;
+    segments.back().part.root = root;
+    segments.emplace_back().part.root = root;
+  }
+  std::vector<size_t> subdirs;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (!segments[i].subdir.empty()) subdirs.push_back(i);
+  }
+  // Item 0 is the side task (handed out first), the others the subfolders in walk order.
+  const size_t first = side_task ? 1 : 0;
+  ParallelFor(
+      subdirs.size() + first,
+      [&](size_t k) {
+        if (k < first) {
+          side_task(root);
+          return true;
+        }
+        Segment& seg = segments[subdirs[k - first]];
+        IgnoreRules own = rules;
+        seg.status = WalkDir(root / seg.subdir, seg.subdir, own, seg.part);
+        return seg.status.ok();
+      },
+      kWalkThreads);
   Walk walk;
   walk.root = root;
-  IgnoreRules rules;
-  TY_RETURN_IF_ERROR(WalkDir(root, "", rules, walk));
+  for (Segment& seg : segments) {
+    TY_RETURN_IF_ERROR(seg.status);  // The first error in walk order.
+    Append(walk, std::move(seg.part));
+  }
   return walk;
 }
 
@@ -283,9 +382,25 @@ std::optional<std::string> LimitProblem(const Walk& walk, const SnapshotLimits& 
   return msg;
 }
 
-void SortEntries(Manifest& m) {
-  std::sort(m.entries.begin(), m.entries.end(),
-            [](const ManifestEntry& a, const ManifestEntry& b) { return a.path < b.path; });
+// Sorts by path bytes. Returns where each entry went: entry i is now at position[i]. The
+// walk's order is nearly that already; when it is not, positions are sorted and each entry
+// moved once (moving whole entries around while sorting costs more).
+std::vector<size_t> SortEntries(Manifest& m) {
+  std::vector<ManifestEntry>& v = m.entries;
+  std::vector<size_t> position(v.size());
+  for (size_t i = 0; i < position.size(); ++i) position[i] = i;
+  auto less = [](const ManifestEntry& a, const ManifestEntry& b) { return a.path < b.path; };
+  if (std::is_sorted(v.begin(), v.end(), less)) return position;
+  std::vector<size_t> order = position;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return less(v[a], v[b]); });
+  std::vector<ManifestEntry> sorted;
+  sorted.reserve(v.size());
+  for (size_t k = 0; k < order.size(); ++k) {
+    position[order[k]] = k;
+    sorted.push_back(std::move(v[order[k]]));
+  }
+  v = std::move(sorted);
+  return position;
 }
 
 SnapshotResult ResultFromWalk(Walk& walk) {
@@ -302,54 +417,151 @@ Status CheckId(const std::string& id) {
   return Status::Ok();
 }
 
-}  // namespace
+// Hashes one regular file in place (never through a symlink). Errors as ObjectStore::PutFile.
+StatusOr<ObjectStore::PutResult> HashInPlace(const fs::path& src) {
+  constexpr size_t kBufferSize = 1 << 20;
+  thread_local std::unique_ptr<char[]> buffer(new char[kBufferSize]);
+  // O_NONBLOCK: opening a FIFO that appeared in place of a file must not hang.
+  internal::ScopedFd in(::open(src.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!in.valid()) {
+    if (errno == ELOOP) {
+      return InvalidArgument(PrintablePath(src.native()) + " is a symlink; not stored");
+    }
+    return ErrnoError("cannot read", src, errno);
+  }
+  struct stat st {};
+  if (::fstat(in.get(), &st) != 0) return ErrnoError("cannot stat", src, errno);
+  if (!S_ISREG(st.st_mode)) {
+    return InvalidArgument(PrintablePath(src.native()) + " is not a regular file");
+  }
+  ::posix_fadvise(in.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  Sha256 hash;
+  ObjectStore::PutResult r;
+  for (;;) {
+    ssize_t n = internal::ReadSome(in.get(), buffer.get(), kBufferSize);
+    if (n < 0) return ErrnoError("cannot read", src, errno);
+    if (n == 0) break;
+    hash.Update(std::string_view(buffer.get(), static_cast<size_t>(n)));
+    r.size += static_cast<std::uint64_t>(n);
+  }
+  r.digest = hash.FinishHex();
+  return r;
+}
 
-Snapshotter::Snapshotter(ObjectStore& objects, std::filesystem::path snapshots_dir,
-                         std::filesystem::path stat_cache_dir)
-    : objects_(objects),
-      snapshots_dir_(std::move(snapshots_dir)),
-      stat_cache_dir_(std::move(stat_cache_dir)) {}
-
-StatusOr<SnapshotResult> Snapshotter::Snapshot(const std::filesystem::path& source_dir,
-                                               const SnapshotLimits& limits) {
-  // The cache is loaded, and whether its objects are still in the store checked, on another
-  // thread while the folder is walked (both are mostly stat calls).
-  const bool use_cache = !stat_cache_dir_.empty();
-  StatCache cache;
-  fs::path cache_root;
-  std::vector<std::string> known;  // Digests of the cache, sorted.
-  std::vector<bool> known_present;
-  std::jthread loader;  // Declared after what it uses, so joined before they are destroyed.
-  if (use_cache) {
-    std::error_code ec;
-    cache_root = fs::canonical(source_dir, ec);
-    if (!ec) {
-      loader = std::jthread([this, &cache, &cache_root, &known, &known_present] {
-        cache = StatCache::Load(stat_cache_dir_, cache_root);
-        known = cache.Digests();
-        known_present = objects_.HasEach(known);
-      });
+// HashInPlace for many files on a few threads; results in the order of `srcs`. Errors: the
+// first failing file's in that order (its index in *failed_index).
+StatusOr<std::vector<ObjectStore::PutResult>> HashFiles(const std::vector<fs::path>& srcs,
+                                                        size_t* failed_index) {
+  const size_t n = srcs.size();
+  std::vector<ObjectStore::PutResult> results(n);
+  std::vector<Status> errors(n);
+  ParallelFor(n, [&](size_t i) {
+    StatusOr<ObjectStore::PutResult> r = HashInPlace(srcs[i]);
+    if (!r.ok()) {
+      errors[i] = r.status();
+      return false;
+    }
+    results[i] = std::move(r).value();
+    return true;
+  });
+  for (size_t i = 0; i < n; ++i) {
+    if (!errors[i].ok()) {
+      *failed_index = i;
+      return errors[i];
     }
   }
-  TY_ASSIGN_OR_RETURN(Walk walk, WalkTree(source_dir));
+  return results;
+}
+
+// True when the regular file at `path` holds exactly `data` (compared in blocks, without
+// reading the whole file into memory).
+bool HasContent(const fs::path& path, std::string_view data) {
+  internal::ScopedFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  struct stat st {};
+  if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+      static_cast<std::uint64_t>(st.st_size) != data.size()) {
+    return false;
+  }
+  char buf[64 * 1024];
+  size_t at = 0;
+  for (;;) {
+    const ssize_t got = internal::ReadSome(fd.get(), buf, sizeof buf);
+    if (got < 0) return false;
+    if (got == 0) return at == data.size();
+    const auto k = static_cast<size_t>(got);
+    if (at + k > data.size() || data.compare(at, k, std::string_view(buf, k)) != 0) return false;
+    at += k;
+  }
+}
+
+// A digest of a walk's symlinks (paths and targets, in walk order); "" when there are none.
+std::string LinksDigest(const std::vector<ManifestEntry>& links) {
+  if (links.empty()) return "";
+  std::string all;
+  for (const ManifestEntry& l : links) {
+    all += l.path;
+    all += '\0';
+    all += l.link_target;
+    all += '\0';
+  }
+  return Sha256Hex(all);
+}
+
+// Writes a manifest that has been built (its objects durable) under its id. `json` is its
+// canonical form, or null when it was not computed because the manifest is known to be the one
+// stored under `id` (see Snapshotter::WriteManifest).
+using PublishFn =
+    std::function<Status(const std::string& id, const Manifest& m, const std::string* json)>;
+
+// The body of Snapshotter::Snapshot (with `objects`: files are stored there, and `publish`
+// writes the manifest) and of ScanTree (null `objects`: files are only hashed, nothing is
+// published).
+//
+// The stat cache names the snapshot it was saved with. When that snapshot's manifest is in
+// `snapshots_dir`, every cached digest is known to be stored (see StatCache), so the store is
+// not asked about them; otherwise each distinct cached digest is looked up (one stat each).
+StatusOr<SnapshotResult> TakeSnapshot(const fs::path& source_dir, const SnapshotLimits& limits,
+                                      const fs::path& stat_cache_dir, ObjectStore* objects,
+                                      const fs::path& snapshots_dir, const PublishFn& publish) {
+  // The cache is loaded, and whether its objects are still in the store checked, on one of the
+  // walk's threads while the others walk (both are mostly stat calls).
+  const bool use_cache = !stat_cache_dir.empty();
+  StatCache cache;
+  bool all_known_present = objects == nullptr;  // Nothing to check when storing nothing.
+  std::vector<std::string> known;  // Digests of the cache, sorted (when checked one by one).
+  std::vector<bool> known_present;
+  SideTask load_cache = [&](const fs::path& root) {
+    cache = StatCache::Load(stat_cache_dir, root);
+    if (all_known_present) return;
+    if (!cache.snapshot_id().empty()) {
+      const fs::path manifest = snapshots_dir / (cache.snapshot_id() + ".json");
+      struct stat st {};
+      if (::stat(manifest.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        all_known_present = true;
+        return;
+      }
+    }
+    known = cache.Digests();
+    known_present = objects->HasEach(known);
+  };
+  TY_ASSIGN_OR_RETURN(Walk walk, WalkTree(source_dir, use_cache ? load_cache : nullptr));
   if (std::optional<std::string> problem = LimitProblem(walk, limits)) {
     return InvalidArgument(std::move(*problem));
   }
-  if (loader.joinable()) loader.join();
-  if (walk.root != cache_root) cache = StatCache();  // Renamed meanwhile: start afresh.
 
   const size_t n = walk.files.size();
 
-  // Digests known from the cache (their objects checked once per distinct digest); the other
-  // files are read.
+  // Digests known from the cache (their objects checked once per distinct digest unless all
+  // are known to be present); the other files are read.
   std::vector<std::string> digests(n);
   std::vector<std::uint64_t> sizes(n);
   std::vector<size_t> to_read;
   std::vector<size_t> cached;  // Files with a cache hit, pending the object check.
   for (size_t i = 0; i < n; ++i) {
     const WalkedFile& f = walk.files[i];
-    const std::string* digest = use_cache ? cache.Lookup(f.rel, f.stat) : nullptr;
-    if (digest != nullptr) {
+    std::optional<std::string_view> digest;
+    if (use_cache) digest = cache.Lookup(f.rel, f.stat);
+    if (digest) {
       digests[i] = *digest;
       sizes[i] = f.size;
       cached.push_back(i);
@@ -357,7 +569,7 @@ StatusOr<SnapshotResult> Snapshotter::Snapshot(const std::filesystem::path& sour
       to_read.push_back(i);
     }
   }
-  if (!cached.empty()) {
+  if (!cached.empty() && !all_known_present) {
     for (size_t i : cached) {
       auto it = std::lower_bound(known.begin(), known.end(), digests[i]);
       const bool present = it != known.end() && *it == digests[i] &&
@@ -371,7 +583,8 @@ StatusOr<SnapshotResult> Snapshotter::Snapshot(const std::filesystem::path& sour
     sources.reserve(to_read.size());
     for (size_t i : to_read) sources.push_back(walk.root / walk.files[i].rel);
     size_t failed = 0;
-    StatusOr<std::vector<ObjectStore::PutResult>> put = objects_.PutFiles(sources, &failed);
+    StatusOr<std::vector<ObjectStore::PutResult>> put =
+        objects != nullptr ? objects->PutFiles(sources, &failed) : HashFiles(sources, &failed);
     if (!put.ok()) {
       return put.status().WithPrefix("cannot snapshot " +
                                      PrintablePath(walk.files[to_read[failed]].rel));
@@ -381,20 +594,9 @@ StatusOr<SnapshotResult> Snapshotter::Snapshot(const std::filesystem::path& sour
       sizes[to_read[k]] = (*put)[k].size;
     }
   }
-  // Rewritten only when something was read or files went away, so an unchanged tree writes
-  // nothing. The objects are durable at this point (PutFiles returned). A file whose size
-  // changed while it was read is recorded with the walk's stat, which then no longer matches,
-  // so it is read again next time.
-  if (use_cache && (!to_read.empty() || cache.loaded_entries() != n)) {
-    std::vector<StatCacheEntry> entries;
-    entries.reserve(n);
-    for (size_t i = 0; i < n; ++i) {
-      entries.push_back({walk.files[i].rel, walk.files[i].stat, digests[i]});
-    }
-    (void)StatCache::Save(stat_cache_dir_, walk.root, entries);  // Best effort: a cache.
-  }
 
   SnapshotResult result = ResultFromWalk(walk);
+  result.source_root = walk.root;
   result.files_hashed = to_read.size();
   result.files_from_cache = n - to_read.size();
   Manifest& m = result.manifest;
@@ -408,27 +610,138 @@ StatusOr<SnapshotResult> Snapshotter::Snapshot(const std::filesystem::path& sour
     e.digest = std::move(digests[i]);
     m.entries.push_back(std::move(e));
   }
+  const std::string links_digest = LinksDigest(walk.links);
   for (ManifestEntry& l : walk.links) m.entries.push_back(std::move(l));
-  SortEntries(m);
-  if (Status s = m.Validate(); !s.ok()) return Internal("snapshot manifest: " + s.message());
+  // File i of the walk is now m.entries[position[i]].
+  const std::vector<size_t> position = SortEntries(m);
 
-  const std::string json = m.ToJson();
-  result.id = Sha256Hex(json);
+  // Unchanged since the cache was saved: every file's digest came from the cache, the cache
+  // holds no other file, and the symlinks are the same. The manifest is then the one of the
+  // cache's snapshot (the cache holds exactly that snapshot's files), whose JSON and id need
+  // not be computed again.
+  const bool unchanged = !cache.snapshot_id().empty() && to_read.empty() &&
+                         cache.racy_entries() == 0 && cache.loaded_entries() == n &&
+                         links_digest == cache.links_digest();
+  std::string json;
+  if (unchanged) {
+    result.id = cache.snapshot_id();
+  } else {
+    json = m.ToJson();
+    result.id = Sha256Hex(json);
+    // The cache is saved only after its snapshot's manifest passed this check, so a manifest
+    // with the cache's id (the same bytes) has passed it already.
+    if (result.id != cache.snapshot_id()) {
+      if (Status s = m.Validate(); !s.ok()) return Internal("snapshot manifest: " + s.message());
+    }
+  }
   result.file_count = m.entries.size();
   result.total_bytes = m.TotalBytes();
-  const fs::path manifest_path = snapshots_dir_ / (result.id + ".json");
-  // Written only after every object is durable (PutFiles returned). An existing manifest is
-  // kept when intact (byte for byte what would be written), so an unchanged tree writes nothing.
-  // A kept manifest gets a fresh mtime: `snapshot gc` spares anything newer than its grace
-  // period, and this snapshot is about to be used (as git freshens reused objects). Should gc
-  // have removed it meanwhile, it is written again.
-  StatusOr<std::string> existing = ReadFile(manifest_path);
-  if (!existing.ok() || *existing != json ||
-      ::utimensat(AT_FDCWD, manifest_path.c_str(), nullptr, 0) != 0) {
-    TY_RETURN_IF_ERROR(MakeDirs(snapshots_dir_));
-    TY_RETURN_IF_ERROR(WriteFileAtomic(manifest_path, json, 0444));
+  if (publish) TY_RETURN_IF_ERROR(publish(result.id, m, unchanged ? nullptr : &json));
+
+  // Saved after the manifest is written, naming it (see StatCache), and only when something
+  // was read, files went away or the snapshot changed, so an unchanged tree writes nothing.
+  if (use_cache && !unchanged) {
+    // A file whose size changed while it was read is recorded with the walk's stat, which then
+    // no longer matches, so it is read again next time.
+    std::vector<StatCacheEntry> cache_entries;
+    cache_entries.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      const ManifestEntry& e = m.entries[position[i]];
+      cache_entries.push_back({e.path, walk.files[i].stat, e.digest});
+    }
+    // Best effort: a cache.
+    (void)StatCache::Save(stat_cache_dir, walk.root, cache_entries, result.id, links_digest);
   }
   return result;
+}
+
+}  // namespace
+
+Snapshotter::Snapshotter(ObjectStore& objects, std::filesystem::path snapshots_dir,
+                         std::filesystem::path stat_cache_dir)
+    : objects_(objects),
+      snapshots_dir_(std::move(snapshots_dir)),
+      stat_cache_dir_(std::move(stat_cache_dir)) {}
+
+StatusOr<SnapshotResult> Snapshotter::Snapshot(const std::filesystem::path& source_dir,
+                                               const SnapshotLimits& limits) {
+  // The manifest is written only after every object is durable (PutFiles returned).
+  return TakeSnapshot(source_dir, limits, stat_cache_dir_, &objects_, snapshots_dir_,
+                      [this](const std::string& id, const Manifest& m, const std::string* json) {
+                        return WriteManifest(id, m, json);
+                      });
+}
+
+StatusOr<SnapshotResult> ScanTree(const std::filesystem::path& source_dir,
+                                  const SnapshotLimits& limits,
+                                  const std::filesystem::path& stat_cache_dir) {
+  return TakeSnapshot(source_dir, limits, stat_cache_dir, /*objects=*/nullptr, {}, nullptr);
+}
+
+Status Snapshotter::WriteManifest(const std::string& id, const Manifest& manifest,
+                                  const std::string* json) const {
+  const fs::path manifest_path = snapshots_dir_ / (id + ".json");
+  std::string computed;
+  if (json == nullptr) {
+    // Known from the stat cache to be the manifest stored under `id`: freshened without being
+    // read (a damaged file is caught by Load, which checks the hash).
+    if (::utimensat(AT_FDCWD, manifest_path.c_str(), nullptr, 0) == 0) return Status::Ok();
+    if (Status s = manifest.Validate(); !s.ok()) {
+      return Internal("snapshot manifest: " + s.message());
+    }
+    computed = manifest.ToJson();
+    json = &computed;
+  }
+  // An existing manifest is kept when intact (byte for byte what would be written), so an
+  // unchanged tree writes nothing. A kept manifest gets a fresh mtime: `snapshot gc` spares
+  // anything newer than its grace period, and this snapshot is about to be used (as git
+  // freshens reused objects). Should gc have removed it meanwhile, it is written again.
+  if (!HasContent(manifest_path, *json) ||
+      ::utimensat(AT_FDCWD, manifest_path.c_str(), nullptr, 0) != 0) {
+    TY_RETURN_IF_ERROR(MakeDirs(snapshots_dir_));
+    TY_RETURN_IF_ERROR(WriteFileAtomic(manifest_path, *json, 0444));
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::string> Snapshotter::AddManifest(const Manifest& manifest) {
+  if (Status s = manifest.Validate(); !s.ok()) return s.WithPrefix("invalid manifest");
+  const std::string json = manifest.ToJson();
+  const std::string id = Sha256Hex(json);
+  std::vector<std::string> digests;
+  std::vector<const ManifestEntry*> files;
+  for (const ManifestEntry& e : manifest.entries) {
+    if (e.type != ManifestEntry::Type::kFile) continue;
+    digests.push_back(e.digest);
+    files.push_back(&e);
+  }
+  const std::vector<bool> present = objects_.HasEach(digests);
+  constexpr size_t kMissingShown = 10;
+  size_t missing = 0;
+  std::string listed;
+  std::set<std::string_view> seen;  // A digest of several files is listed (and counted) once.
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (present[i] || !seen.insert(files[i]->digest).second) continue;
+    if (++missing <= kMissingShown) {
+      listed += (listed.empty() ? "" : ", ") + files[i]->digest + " (" +
+                PrintablePath(files[i]->path) + ")";
+    }
+  }
+  if (missing > 0) {
+    return NotFound("snapshot " + id + " lacks " + PlainCount(missing, "object", "objects") +
+                    " in the store at " + objects_.root().string() + ": " + listed +
+                    (missing > kMissingShown
+                         ? " and " + std::to_string(missing - kMissingShown) + " more"
+                         : "") +
+                    "; upload them first");
+  }
+  TY_RETURN_IF_ERROR(WriteManifest(id, manifest, &json));
+  return id;
+}
+
+void Snapshotter::DropStatCaches() const {
+  if (stat_cache_dir_.empty()) return;
+  (void)StatCache::DropAll(stat_cache_dir_);  // Best effort; a failure is not the error to report.
 }
 
 StatusOr<SnapshotResult> Snapshotter::Preview(const std::filesystem::path& source_dir) const {
@@ -451,7 +764,7 @@ StatusOr<SnapshotResult> Snapshotter::Preview(const std::filesystem::path& sourc
     m.entries.push_back(std::move(e));
   }
   for (ManifestEntry& l : walk.links) m.entries.push_back(std::move(l));
-  SortEntries(m);
+  (void)SortEntries(m);
   result.file_count = m.entries.size();
   result.total_bytes = m.TotalBytes();
   return result;
@@ -480,7 +793,8 @@ StatusOr<Manifest> Snapshotter::Load(const std::string& id) const {
   return m;
 }
 
-Status Snapshotter::Materialize(const std::string& id, const std::filesystem::path& dest_in) const {
+Status Snapshotter::Materialize(const std::string& id, const std::filesystem::path& dest_in,
+                                MaterializeMode mode) const {
   TY_ASSIGN_OR_RETURN(Manifest manifest, Load(id));
   fs::path dest = dest_in.lexically_normal();
   if (!dest.has_filename()) dest = dest.parent_path();
@@ -527,15 +841,69 @@ Status Snapshotter::Materialize(const std::string& id, const std::filesystem::pa
     if (e.type == ManifestEntry::Type::kFile) files.push_back(&e);
   }
   std::vector<Status> errors(files.size());
+  std::atomic<bool> object_lost{false};   // Missing or corrupt: the stat caches must go.
+  std::atomic<bool> cross_device{false};  // Links impossible: copy everything.
+  // Moves a corrupt object out of the way and says so.
+  auto quarantine = [&](const ManifestEntry& e, const std::string& actual) -> Status {
+    object_lost = true;
+    std::string msg = "object " + e.digest + " is corrupt: its content hashes to " + actual;
+    StatusOr<fs::path> moved = objects_.Quarantine(e.digest);
+    msg += moved.ok() ? "; moved it to " + moved->string()
+                      : " (file " + objects_.PathFor(e.digest).string() +
+                            "; could not move it aside: " + moved.status().message() + ")";
+    return Internal(msg + ". Take the snapshot again (resubmit the run) to store it anew");
+  };
+  // A verified copy. In link mode a corrupt object is also quarantined (CopyTo fails with
+  // Internal for corruption and for I/O errors alike; a re-hash tells them apart).
+  auto copy = [&](const ManifestEntry& e) -> Status {
+    Status s = objects_.CopyTo(e.digest, staging / e.path, e.mode, &e.size);
+    if (s.code() == StatusCode::kNotFound) object_lost = true;
+    if (s.code() == StatusCode::kInternal && mode == MaterializeMode::kLink) {
+      StatusOr<std::string> actual = objects_.ReverifyAndSeal(e.digest);
+      if (actual.ok() && *actual != e.digest) return quarantine(e, *actual);
+    }
+    return s;
+  };
+  auto link = [&](const ManifestEntry& e) -> Status {
+    if (e.mode != 0644 || cross_device.load(std::memory_order_relaxed)) return copy(e);
+    switch (objects_.Inspect(e.digest, e.size)) {
+      case ObjectStore::ObjectState::kMissing:
+        object_lost = true;
+        return NotFound("object " + e.digest + " is not in the store at " +
+                        objects_.root().string());
+      case ObjectStore::ObjectState::kUnsealed: {
+        // Written to (or chmod-ed, or touched) since it was published: trusted only after a
+        // full re-hash, which seals it again when intact.
+        StatusOr<std::string> actual = objects_.ReverifyAndSeal(e.digest);
+        if (!actual.ok()) {
+          if (actual.status().code() == StatusCode::kNotFound) object_lost = true;
+          return actual.status();
+        }
+        if (*actual != e.digest) return quarantine(e, *actual);
+        break;
+      }
+      case ObjectStore::ObjectState::kSealed:
+        break;
+    }
+    const fs::path object = objects_.PathFor(e.digest);
+    const fs::path p = staging / e.path;
+    if (::link(object.c_str(), p.c_str()) == 0) return Status::Ok();
+    const int err = errno;
+    if (err == EXDEV) cross_device = true;
+    if (err == EXDEV || err == EMLINK || err == EPERM) return copy(e);  // EPERM: e.g. no links.
+    if (err == ENOENT) object_lost = true;  // Removed since it was inspected.
+    return ErrnoError("cannot link " + object.string() + " to", p, err);
+  };
   ParallelFor(files.size(), [&](size_t i) {
     const ManifestEntry& e = *files[i];
-    Status s = objects_.CopyTo(e.digest, staging / e.path, e.mode, &e.size);
+    Status s = mode == MaterializeMode::kLink ? link(e) : copy(e);
     if (!s.ok()) {
       errors[i] = s.WithPrefix(PrintablePath(e.path));
       return false;
     }
     return true;
   });
+  if (object_lost) DropStatCaches();
   for (Status& s : errors) {
     if (!s.ok()) return fail(s);
   }

@@ -1,5 +1,6 @@
 #include "trainyard/cas/snapshot.h"
 
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -406,6 +408,204 @@ TEST_F(SnapshotTest, UnreadableFileIsAnErrorNamingIt) {
   EXPECT_EQ(WEXITSTATUS(status), 0)
       << "10: snapshot succeeded, 11: wrong code, 12: message does not name the file, "
          "20: could not drop privileges";
+}
+
+ino_t InodeOf(const fs::path& p) {
+  struct stat st {};
+  if (::lstat(p.c_str(), &st) != 0) return 0;
+  return st.st_ino;
+}
+
+std::int64_t MtimeSecondsOf(const fs::path& p) {
+  struct stat st {};
+  if (::lstat(p.c_str(), &st) != 0) return -1;
+  return st.st_mtim.tv_sec;
+}
+
+TEST_F(SnapshotTest, ScanTreeGivesTheSnapshotIdAndStoresNothing) {
+  Write("train.py", "print('hi')\n");
+  Write("run.sh", "#!/bin/sh\n");
+  ASSERT_EQ(::chmod(Src("run.sh").c_str(), 0755), 0);
+  Write("data/big.bin", std::string(3 << 20, 'b'));
+  Write("data/.gitignore", "*.tmp\n");
+  Write("data/x.tmp", "ignored");
+  fs::create_symlink("train.py", Src("latest.py"));
+
+  StatusOr<SnapshotResult> scan = ScanTree(Src(), SnapshotLimits{}, tmp_ / "scancache");
+  ASSERT_TRUE(scan.ok()) << scan.status().ToString();
+  EXPECT_EQ(scan->source_root, fs::canonical(Src()));
+  EXPECT_EQ(scan->files_hashed, 4u);
+  EXPECT_EQ(scan->file_count, 5u);
+  ASSERT_EQ(scan->ignored.size(), 1u);
+  EXPECT_EQ(scan->ignored[0].path, "data/x.tmp");
+  EXPECT_EQ(scan->id, scan->manifest.Id());
+  EXPECT_FALSE(fs::exists(tmp_ / "objects")) << "a scan stores no object";
+  EXPECT_FALSE(fs::exists(tmp_ / "snapshots")) << "a scan writes no manifest";
+  EXPECT_EQ(testing::CountFiles(tmp_ / "scancache"), 1u);
+
+  // A second scan comes from the cache; both agree with Snapshot.
+  StatusOr<SnapshotResult> again = ScanTree(Src(), SnapshotLimits{}, tmp_ / "scancache");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->id, scan->id);
+  StatusOr<SnapshotResult> snap = Take();
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  EXPECT_EQ(snap->id, scan->id);
+  EXPECT_EQ(snap->source_root, scan->source_root);
+  EXPECT_EQ(snap->manifest.entries, scan->manifest.entries);
+
+  // Same limits and errors as Snapshot.
+  SnapshotLimits tight;
+  tight.max_files = 2;
+  StatusOr<SnapshotResult> over = ScanTree(Src(), tight, {});
+  EXPECT_EQ(over.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(over.status().message(), HasSubstr("too large"));
+  EXPECT_EQ(ScanTree(tmp_ / "nope", {}, {}).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(SnapshotTest, AddManifestNeedsEveryObjectAndWritesTheManifest) {
+  for (int i = 0; i < 12; ++i) Write("f" + std::to_string(i) + ".txt", "file " + std::to_string(i));
+  Write("same.txt", "file 0");  // The same content as f0.txt: one object.
+  StatusOr<SnapshotResult> scan = ScanTree(Src(), SnapshotLimits{}, {});
+  ASSERT_TRUE(scan.ok()) << scan.status().ToString();
+
+  StatusOr<std::string> id = snapshotter_.AddManifest(scan->manifest);
+  ASSERT_EQ(id.status().code(), StatusCode::kNotFound) << id.status().ToString();
+  EXPECT_THAT(id.status().message(), HasSubstr("lacks 12 objects"));
+  EXPECT_THAT(id.status().message(), HasSubstr(Sha256Hex("file 0") + " (f0.txt)"));
+  EXPECT_THAT(id.status().message(), HasSubstr("and 2 more"));
+  EXPECT_FALSE(fs::exists(tmp_ / "snapshots" / (scan->id + ".json")));
+
+  // Upload as a server would, all but one object.
+  for (const ManifestEntry& e : scan->manifest.entries) {
+    if (e.path == "f7.txt") continue;
+    StatusOr<ObjectStore::Writer> w = objects_.NewWriter();
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE(w->Write(testing::ReadText(scan->source_root / e.path)).ok());
+    ASSERT_TRUE(w->Commit(e.digest).ok());
+  }
+  id = snapshotter_.AddManifest(scan->manifest);
+  ASSERT_EQ(id.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(id.status().message(), HasSubstr("lacks 1 object in"));
+  EXPECT_THAT(id.status().message(), HasSubstr(Sha256Hex("file 7") + " (f7.txt)"));
+  ASSERT_TRUE(objects_.PutBytes("file 7").ok());
+  id = snapshotter_.AddManifest(scan->manifest);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  EXPECT_EQ(*id, scan->id);
+  StatusOr<Manifest> loaded = snapshotter_.Load(*id);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded->entries, scan->manifest.entries);
+  // Again: kept as it is.
+  const ino_t ino = InodeOf(tmp_ / "snapshots" / (*id + ".json"));
+  ASSERT_TRUE(snapshotter_.AddManifest(scan->manifest).ok());
+  EXPECT_EQ(InodeOf(tmp_ / "snapshots" / (*id + ".json")), ino);
+
+  Manifest bad = scan->manifest;
+  bad.entries[0].path = "../escape";
+  StatusOr<std::string> refused = snapshotter_.AddManifest(bad);
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("../escape"));
+}
+
+TEST_F(SnapshotTest, LinkModeLinksSealedObjectsAndCopiesExecutables) {
+  Write("train.py", "print('hi')\n");
+  Write("data/a.csv", "1,2\n");
+  Write("run.sh", "#!/bin/sh\n");
+  ASSERT_EQ(::chmod(Src("run.sh").c_str(), 0755), 0);
+  fs::create_symlink("train.py", Src("latest.py"));
+  StatusOr<SnapshotResult> r = Take();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+
+  const fs::path out = tmp_ / "work" / "run";
+  Status s = snapshotter_.Materialize(r->id, out, MaterializeMode::kLink);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const fs::path train_object = objects_.PathFor(Sha256Hex("print('hi')\n"));
+  EXPECT_EQ(InodeOf(out / "train.py"), InodeOf(train_object));
+  EXPECT_EQ(InodeOf(out / "data/a.csv"), InodeOf(objects_.PathFor(Sha256Hex("1,2\n"))));
+  EXPECT_EQ(ModeOf(out / "train.py"), 0444u);
+  EXPECT_EQ(testing::ReadText(out / "data/a.csv"), "1,2\n");
+  // An executable is a copy: a link would share the object's mode.
+  EXPECT_NE(InodeOf(out / "run.sh"), InodeOf(objects_.PathFor(Sha256Hex("#!/bin/sh\n"))));
+  EXPECT_EQ(ModeOf(out / "run.sh"), 0755u);
+  EXPECT_EQ(testing::ReadText(out / "run.sh"), "#!/bin/sh\n");
+  EXPECT_EQ(LinkTarget(out / "latest.py"), "train.py");
+  EXPECT_EQ(std::distance(fs::directory_iterator(tmp_ / "work"), fs::directory_iterator()), 1);
+
+  // Copy mode is unchanged: writable copies.
+  const fs::path copy = tmp_ / "work" / "copy";
+  ASSERT_TRUE(snapshotter_.Materialize(r->id, copy, MaterializeMode::kCopy).ok());
+  EXPECT_NE(InodeOf(copy / "train.py"), InodeOf(train_object));
+  EXPECT_EQ(ModeOf(copy / "train.py"), 0644u);
+}
+
+TEST_F(SnapshotTest, LinkModeReverifiesAnUnsealedObjectAndSealsItAgain) {
+  Write("train.py", "print('hi')\n");
+  StatusOr<SnapshotResult> r = Take();
+  ASSERT_TRUE(r.ok());
+  const fs::path object = objects_.PathFor(Sha256Hex("print('hi')\n"));
+  ASSERT_EQ(MtimeSecondsOf(object), kSealedMtime);
+  ASSERT_EQ(::utimensat(AT_FDCWD, object.c_str(), nullptr, 0), 0);  // touch
+  ASSERT_EQ(::chmod(object.c_str(), 0644), 0);
+  EXPECT_EQ(objects_.Inspect(Sha256Hex("print('hi')\n"), 12), ObjectStore::ObjectState::kUnsealed);
+
+  Status s = snapshotter_.Materialize(r->id, tmp_ / "out", MaterializeMode::kLink);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(InodeOf(tmp_ / "out" / "train.py"), InodeOf(object));
+  EXPECT_EQ(MtimeSecondsOf(object), kSealedMtime);
+  EXPECT_EQ(ModeOf(object), 0444u);
+  EXPECT_EQ(objects_.Inspect(Sha256Hex("print('hi')\n"), 12), ObjectStore::ObjectState::kSealed);
+  // A size other than the manifest's is never trusted.
+  EXPECT_EQ(objects_.Inspect(Sha256Hex("print('hi')\n"), 13), ObjectStore::ObjectState::kUnsealed);
+}
+
+TEST_F(SnapshotTest, LinkModeQuarantinesACorruptObject) {
+  Write("good.txt", "good content");
+  Write("model/weights.bin", "precious weights");
+  StatusOr<SnapshotResult> r = Take();
+  ASSERT_TRUE(r.ok());
+  const std::string digest = Sha256Hex("precious weights");
+  const fs::path object = objects_.PathFor(digest);
+  // A run wrote through its link: bytes appended (so the mtime changes), mode restored.
+  ASSERT_EQ(::chmod(object.c_str(), 0644), 0);
+  {
+    std::FILE* f = std::fopen(object.c_str(), "ab");
+    ASSERT_NE(f, nullptr);
+    std::fputc('!', f);
+    std::fclose(f);
+  }
+  ASSERT_EQ(::chmod(object.c_str(), 0444), 0);
+
+  const fs::path out = tmp_ / "work" / "run";
+  Status s = snapshotter_.Materialize(r->id, out, MaterializeMode::kLink);
+  EXPECT_EQ(s.code(), StatusCode::kInternal);
+  EXPECT_THAT(s.message(), HasSubstr(digest));
+  EXPECT_THAT(s.message(), HasSubstr("model/weights.bin"));
+  EXPECT_THAT(s.message(), HasSubstr("corrupt"));
+  EXPECT_THAT(s.message(), HasSubstr("resubmit"));
+  EXPECT_FALSE(fs::exists(out)) << "a partial or corrupt tree was handed over";
+  EXPECT_TRUE(fs::is_empty(tmp_ / "work")) << "the staging folder was left behind";
+  EXPECT_FALSE(objects_.Has(digest));
+  EXPECT_EQ(testing::ReadText(tmp_ / "objects" / "corrupt" / digest), "precious weights!");
+
+  // Taking the snapshot again stores the object anew; then it materialises.
+  StatusOr<SnapshotResult> again = Take();
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->id, r->id);
+  EXPECT_TRUE(objects_.Verify(digest).ok());
+  s = snapshotter_.Materialize(r->id, out, MaterializeMode::kLink);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(testing::ReadText(out / "model/weights.bin"), "precious weights");
+}
+
+TEST_F(SnapshotTest, LinkModeReportsAMissingObject) {
+  Write("a.txt", "a");
+  StatusOr<SnapshotResult> r = Take();
+  ASSERT_TRUE(r.ok());
+  fs::remove(objects_.PathFor(Sha256Hex("a")));
+  Status s = snapshotter_.Materialize(r->id, tmp_ / "out", MaterializeMode::kLink);
+  EXPECT_EQ(s.code(), StatusCode::kNotFound);
+  EXPECT_THAT(s.message(), HasSubstr(Sha256Hex("a")));
+  EXPECT_THAT(s.message(), HasSubstr("a.txt"));
+  EXPECT_FALSE(fs::exists(tmp_ / "out"));
 }
 
 }  // namespace

@@ -1,5 +1,4 @@
 #include "trainyard/cas/stat_cache.h"
-#include "trainyard/common/fs.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -9,12 +8,14 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/cas/test_util.h"
+#include "trainyard/common/fs.h"
 #include "trainyard/common/sha256.h"
 
 namespace trainyard::cas {
@@ -265,10 +266,36 @@ TEST_F(StatCacheSnapshotTest, UnwritableCacheFolderDoesNotFailTheSnapshot) {
   EXPECT_EQ(Take().id, first.id);
 }
 
+TEST_F(StatCacheSnapshotTest, CacheNamesItsSnapshotAndThenSkipsTheObjectChecks) {
+  const SnapshotResult first = Take();
+  EXPECT_EQ(StatCache::Load(tmp_ / "statcache", fs::canonical(Src())).snapshot_id(), first.id);
+  // The objects of a snapshot whose manifest exists are taken as present without a look: an
+  // object deleted behind the store's back (not by gc, which removes the manifest first) goes
+  // unnoticed by Snapshot...
+  const std::string digest = DigestOf(first, "README");
+  fs::remove(objects_.PathFor(digest));
+  EXPECT_EQ(Take().files_hashed, 0u);
+  // ...until something needs it: Materialize reports it and drops the stat caches, so the next
+  // snapshot reads the tree again and stores it anew.
+  Status s = snapshotter_.Materialize(first.id, tmp_ / "out", MaterializeMode::kLink);
+  EXPECT_EQ(s.code(), StatusCode::kNotFound) << s.ToString();
+  EXPECT_FALSE(fs::exists(CacheFile()));
+  const SnapshotResult second = Take();
+  EXPECT_EQ(second.files_hashed, kFiles);
+  EXPECT_EQ(second.id, first.id);
+  EXPECT_TRUE(objects_.Has(digest));
+  s = snapshotter_.Materialize(second.id, tmp_ / "out", MaterializeMode::kLink);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(testing::ReadText(tmp_ / "out" / "README"), "readme\n");
+}
+
 TEST_F(StatCacheSnapshotTest, EntryWhoseObjectIsGoneIsReadAndStoredAgain) {
   const SnapshotResult first = Take();
   const std::string digest = DigestOf(first, "README");
   ASSERT_TRUE(objects_.Has(digest));
+  // As gc does it: the manifest first, then the object. Without the manifest the cache's
+  // digests are checked one by one.
+  fs::remove(tmp_ / "snapshots" / (first.id + ".json"));
   fs::remove(objects_.PathFor(digest));
   const SnapshotResult second = Take();
   EXPECT_EQ(second.files_hashed, 1u);
@@ -276,6 +303,44 @@ TEST_F(StatCacheSnapshotTest, EntryWhoseObjectIsGoneIsReadAndStoredAgain) {
   EXPECT_TRUE(objects_.Has(digest));
   EXPECT_TRUE(snapshotter_.Materialize(second.id, tmp_ / "out").ok());
   EXPECT_EQ(testing::ReadText(tmp_ / "out" / "README"), "readme\n");
+}
+
+TEST_F(StatCacheSnapshotTest, CorruptObjectFoundByLinkModeDropsTheCaches) {
+  const SnapshotResult first = Take();
+  const std::string digest = DigestOf(first, "src/util.py");
+  const fs::path object = objects_.PathFor(digest);
+  ASSERT_EQ(::chmod(object.c_str(), 0644), 0);
+  testing::WriteText(object, "def f(): return 9\n");  // Same size, other bytes.
+  Status s = snapshotter_.Materialize(first.id, tmp_ / "out", MaterializeMode::kLink);
+  EXPECT_EQ(s.code(), StatusCode::kInternal) << s.ToString();
+  EXPECT_FALSE(fs::exists(CacheFile()));
+  EXPECT_FALSE(objects_.Has(digest));
+  const SnapshotResult second = Take();
+  EXPECT_EQ(second.files_hashed, kFiles);
+  EXPECT_TRUE(objects_.Verify(digest).ok());
+  EXPECT_TRUE(snapshotter_.Materialize(first.id, tmp_ / "out", MaterializeMode::kLink).ok());
+}
+
+TEST_F(StatCacheSnapshotTest, UnchangedFilesWithAChangedSymlinkOrAMissingManifest) {
+  fs::create_symlink("train.py", Src("latest"));
+  const SnapshotResult first = Take();
+  EXPECT_EQ(Take().id, first.id);
+  // Only a symlink's target changes: every file comes from the cache, the id still changes.
+  fs::remove(Src("latest"));
+  fs::create_symlink("README", Src("latest"));
+  const SnapshotResult second = Take();
+  EXPECT_EQ(second.files_hashed, 0u);
+  EXPECT_NE(second.id, first.id);
+  // The manifest the cache names is gone (as gc removes it): it is written again.
+  fs::remove(tmp_ / "snapshots" / (second.id + ".json"));
+  const SnapshotResult third = Take();
+  EXPECT_EQ(third.id, second.id);
+  EXPECT_TRUE(snapshotter_.Load(third.id).ok());
+  fs::remove(Src("latest"));
+  const SnapshotResult fourth = Take();
+  EXPECT_EQ(fourth.files_hashed, 0u);
+  EXPECT_NE(fourth.id, third.id);
+  EXPECT_EQ(fourth.id, UncachedId());
 }
 
 TEST_F(StatCacheSnapshotTest, RemovedAndAddedFilesAreReflected) {
@@ -329,18 +394,18 @@ TEST(StatCacheTest, TrustsOnlyEntriesStrictlyOlderThanTheCacheFile) {
   EXPECT_FALSE(corrupt);
   EXPECT_EQ(cache.loaded_entries(), 3u);
   EXPECT_EQ(cache.racy_entries(), 2u);
-  const std::string* d = cache.Lookup("older", entries[0].stat);
-  ASSERT_NE(d, nullptr);
+  std::optional<std::string_view> d = cache.Lookup("older", entries[0].stat);
+  ASSERT_TRUE(d);
   EXPECT_EQ(*d, Sha256Hex("older"));
-  EXPECT_EQ(cache.Lookup("same", entries[1].stat), nullptr);
-  EXPECT_EQ(cache.Lookup("newer", entries[2].stat), nullptr);
+  EXPECT_FALSE(cache.Lookup("same", entries[1].stat));
+  EXPECT_FALSE(cache.Lookup("newer", entries[2].stat));
   // Any differing field is a miss.
   FileStat other = entries[0].stat;
   other.ino = 43;
-  EXPECT_EQ(cache.Lookup("older", other), nullptr);
+  EXPECT_FALSE(cache.Lookup("older", other));
   other = entries[0].stat;
   other.ctime_ns += 1;
-  EXPECT_EQ(cache.Lookup("older", other), nullptr);
+  EXPECT_FALSE(cache.Lookup("older", other));
 }
 
 TEST(StatCacheTest, RoundTripsOddNamesAndIgnoresAnotherFoldersCache) {
@@ -353,8 +418,8 @@ TEST(StatCacheTest, RoundTripsOddNamesAndIgnoresAnotherFoldersCache) {
   std::vector<StatCacheEntry> entries = {{"a b\nc\xff", st, Sha256Hex("x")}};
   ASSERT_TRUE(StatCache::Save(tmp.path(), root, entries).ok());
   StatCache cache = StatCache::Load(tmp.path(), root);
-  const std::string* d = cache.Lookup("a b\nc\xff", st);
-  ASSERT_NE(d, nullptr);
+  std::optional<std::string_view> d = cache.Lookup("a b\nc\xff", st);
+  ASSERT_TRUE(d);
   EXPECT_EQ(*d, Sha256Hex("x"));
 
   // The file of /src copied to where /other's cache would be: it names /src, so it is ignored.

@@ -5,14 +5,18 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/cli/format.h"
+#include "trainyard/cli/metric_format.h"
 #include "trainyard/cli/snapshot_commands.h"
+#include "trainyard/client/snapshot_upload.h"
 #include "trainyard/client/workspace_client.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
@@ -68,24 +72,56 @@ class Session {
   // daemon restart its port and token are new.
   void Reconnect() { client_.reset(); }
 
+  const client::WorkspaceTarget& target() const { return target_; }
+
   StatusOr<HttpClient*> Client() {
     if (!client_) {
-      TY_ASSIGN_OR_RETURN(client_, client::ConnectOrStart(target_.layout, SelfExe()));
+      if (target_.remote()) {
+        client_ = std::make_unique<HttpClient>(target_.url, target_.token);
+      } else {
+        TY_ASSIGN_OR_RETURN(client_, client::ConnectOrStart(target_.layout, SelfExe()));
+      }
     }
     return client_.get();
   }
 
-  // Snapshots a folder into the workspace's content store.
-  StatusOr<cas::SnapshotResult> Snapshot(const fs::path& dir) {
-    TY_ASSIGN_OR_RETURN(WorkspaceConfig cfg, LoadWorkspaceConfig(target_.layout));
+  // Snapshots a folder for the daemon: into the workspace's content store when it is local;
+  // for a remote daemon, hashed here (with a local stat cache) and only the objects the daemon
+  // lacks uploaded. `job_limits` override the workspace's limits where set.
+  StatusOr<cas::SnapshotResult> Snapshot(const fs::path& dir,
+                                         const std::optional<std::uint64_t>& max_files = {},
+                                         const std::optional<std::uint64_t>& max_bytes = {}) {
+    cas::SnapshotLimits limits;
+    if (target_.remote()) {
+      TY_ASSIGN_OR_RETURN(HttpClient * http, Client());
+      TY_ASSIGN_OR_RETURN(json ws, http->GetJson("/api/v1/workspace"));
+      if (ws.contains("snapshot_limits") && ws["snapshot_limits"].is_object()) {
+        limits.max_files = ws["snapshot_limits"].value("max_files", limits.max_files);
+        limits.max_bytes = ws["snapshot_limits"].value("max_bytes", limits.max_bytes);
+      }
+    } else {
+      TY_ASSIGN_OR_RETURN(WorkspaceConfig cfg, LoadWorkspaceConfig(target_.layout));
+      limits.max_bytes = cfg.snapshot_max_bytes;
+      limits.max_files = cfg.snapshot_max_files;
+    }
+    if (max_files) limits.max_files = *max_files;
+    if (max_bytes) limits.max_bytes = *max_bytes;
+
+    if (target_.remote()) {
+      TY_ASSIGN_OR_RETURN(cas::SnapshotResult scan,
+                          cas::ScanTree(dir, limits, client::ClientCacheDir() / "statcache"));
+      TY_ASSIGN_OR_RETURN(HttpClient * http, Client());
+      TY_ASSIGN_OR_RETURN(client::UploadStats up, client::UploadSnapshot(*http, scan));
+      std::cerr << "Uploaded " << up.objects_uploaded << " of " << up.objects
+                << (up.objects == 1 ? " object" : " objects") << " ("
+                << FormatBytes(up.bytes_uploaded) << ") to " << target_.url << "\n";
+      return scan;
+    }
     TY_RETURN_IF_ERROR(target_.layout.Create());
     cas::ObjectStore objects(target_.layout.ObjectsDir());
     // The stat cache lets an unchanged tree re-snapshot without reading its files.
     cas::Snapshotter snapshotter(objects, target_.layout.SnapshotsDir(),
                                  target_.layout.ObjectsDir() / "statcache");
-    cas::SnapshotLimits limits;
-    limits.max_bytes = cfg.snapshot_max_bytes;
-    limits.max_files = cfg.snapshot_max_files;
     return snapshotter.Snapshot(dir, limits);
   }
 
@@ -181,6 +217,11 @@ int FinishStream(HttpClient& http, const StatusOr<json>& run) {
   if (!run.ok()) return Fail(run.status());
   auto files = http.GetJson(JobPath(Str(*run, "name"), "/files"));
   std::cout << RenderSummary(*run, files.ok() ? *files : json::array());
+  if (auto metrics = http.GetJson(JobPath(Str(*run, "name"), "/metrics")); metrics.ok()) {
+    if (std::string table = RenderMetricTable(*metrics); !table.empty()) {
+      std::cout << "\nMetrics\n" << table;
+    }
+  }
   std::string st = Str(*run, "status");
   if (st == "Completed") return 0;
   std::fprintf(stderr, "error: run %s %s%s%s\n", Str(*run, "name").c_str(),
@@ -190,15 +231,35 @@ int FinishStream(HttpClient& http, const StatusOr<json>& run) {
   return 1;
 }
 
-int JobCreate(Session& s, const std::string& file, bool stream, const std::string& name,
+// `job create` options that override the job file.
+struct SubmitOptions {
+  std::string name;
+  bool copy = false;
+  std::optional<std::uint64_t> max_files;
+  std::string max_size;  // As written: "500m", "2g", bytes.
+};
+
+int JobCreate(Session& s, const std::string& file, bool stream, const SubmitOptions& opts,
               const std::string& output) {
   auto job = spec::ParseJobFile(file);
   if (!job.ok()) return Fail(job.status());
-  if (!name.empty()) job->name = name;
+  if (!opts.name.empty()) job->name = opts.name;
+  if (opts.copy) job->code_copy = true;
+  if (opts.max_files) job->snapshot_max_files = opts.max_files;
+  if (!opts.max_size.empty()) {
+    StatusOr<std::int64_t> bytes = spec::ParseByteSize(opts.max_size);
+    if (!bytes.ok() || *bytes <= 0) {
+      return Fail(
+          InvalidArgument("--snapshot-max-size must be a size greater than zero like "
+                          "500m, 2g or a number of bytes, got '" +
+                          opts.max_size + "'"));
+    }
+    job->snapshot_max_bytes = static_cast<std::uint64_t>(*bytes);
+  }
 
   std::string code_snapshot;
   if (!job->code.empty()) {
-    auto snap = s.Snapshot(job->code);
+    auto snap = s.Snapshot(job->code, job->snapshot_max_files, job->snapshot_max_bytes);
     if (!snap.ok()) return Fail(snap.status());
     code_snapshot = snap->id;
     if (output != "json") {
@@ -262,10 +323,67 @@ int JobShow(Session& s, const std::string& name, const std::string& output) {
   if (!http.ok()) return Fail(http.status());
   auto run = (*http)->GetJson(JobPath(name));
   if (!run.ok()) return Fail(run.status());
+  auto metrics = (*http)->GetJson(JobPath(name, "/metrics"));
   if (output == "json") {
+    if (metrics.ok() && metrics->contains("metrics")) (*run)["metrics"] = (*metrics)["metrics"];
     PrintJson(*run);
   } else {
     std::cout << RenderRun(*run);
+    if (metrics.ok()) {
+      if (std::string table = RenderMetricTable(*metrics); !table.empty()) {
+        std::cout << "\nMetrics\n" << table;
+      }
+    }
+  }
+  return 0;
+}
+
+// `job metrics NAME [--name M] [--output table|json|csv] [--plot] [--max-points N]`.
+int JobMetrics(Session& s, const std::string& name, const std::string& metric,
+               const std::string& output, bool plot, int max_points) {
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  if (metric.empty()) {
+    if (plot) return Fail(InvalidArgument("--plot needs --name METRIC"));
+    if (output == "csv") {
+      return Fail(InvalidArgument("--output csv needs --name METRIC (one series per file)"));
+    }
+    auto list = (*http)->GetJson(JobPath(name, "/metrics"));
+    if (!list.ok()) return Fail(list.status());
+    if (output == "json") {
+      PrintJson(*list);
+    } else {
+      std::string table = RenderMetricTable(*list);
+      std::cout << (table.empty() ? "Run " + name + " has no metrics.\n" : table);
+    }
+    return 0;
+  }
+  std::string path = JobPath(name, "/metrics/" + HttpClient::UrlEncode(metric));
+  // A chart needs a few hundred points at most; the daemon keeps each bucket's extremes.
+  const int points = plot && max_points <= 0 ? 512 : max_points;
+  if (points > 0) path += "?max_points=" + std::to_string(points);
+  if (output == "csv" && !plot) {
+    auto res = (*http)->Request("GET", path + (points > 0 ? "&" : "?") + "format=csv");
+    if (!res.ok()) return Fail(res.status());
+    if (Status st = StatusFromHttpResult(*res); !st.ok()) return Fail(st);
+    std::cout << res->body;
+    return 0;
+  }
+  auto series = (*http)->GetJson(path);
+  if (!series.ok()) return Fail(series.status());
+  if (plot) {
+    std::cout << RenderPlot(*series);
+  } else if (output == "json") {
+    PrintJson(*series);
+  } else {
+    const json& steps = (*series)["steps"];
+    const json& values = (*series)["values"];
+    std::vector<std::vector<std::string>> rows;
+    for (size_t i = 0; i < values.size(); ++i) {
+      rows.push_back(
+          {i < steps.size() ? FormatMetricValue(steps[i]) : "", FormatMetricValue(values[i])});
+    }
+    std::cout << RenderTable({"STEP", metric}, rows);
   }
   return 0;
 }
@@ -410,10 +528,21 @@ int Main(int argc, char** argv) {
   std::string file, name, experiment, dest;
   bool stream = false;
   int limit = 50;
+  SubmitOptions submit;
   auto* job_create = job->add_subcommand("create", "Submit a job from a YAML file");
   job_create->add_option("-f,--file", file, "Job YAML file")->required();
   job_create->add_flag("--stream", stream, "Stream the build and run logs until the run ends");
-  job_create->add_option("--name", name, "Run name (default: generated)");
+  job_create->add_option("--name", submit.name, "Run name (default: generated)");
+  job_create->add_flag("--copy", submit.copy,
+                       "Give the run a writable copy of its code instead of read-only links "
+                       "(for scripts that write into their code folder)");
+  job_create
+      ->add_option("--snapshot-max-files", submit.max_files,
+                   "Most files the code snapshot may hold (default: the workspace's)")
+      ->check(CLI::PositiveNumber);
+  job_create->add_option("--snapshot-max-size", submit.max_size,
+                         "Largest total size of the code snapshot, e.g. 500m or 2g (default: "
+                         "the workspace's)");
   add_output(job_create);
   auto* job_list = job->add_subcommand("list", "List runs, newest first");
   job_list->add_option("--experiment", experiment, "Only runs of this experiment");
@@ -422,6 +551,20 @@ int Main(int argc, char** argv) {
   auto* job_show = job->add_subcommand("show", "Show one run");
   job_show->add_option("name", name, "Run name")->required();
   add_output(job_show);
+  std::string metric_name, metric_output = "table";
+  bool metric_plot = false;
+  int metric_points = 0;
+  auto* job_metrics =
+      job->add_subcommand("metrics", "Show a run's metrics, one series, or a chart");
+  job_metrics->add_option("name", name, "Run name")->required();
+  job_metrics->add_option("--name", metric_name, "One metric: its points instead of the table");
+  job_metrics->add_option("-o,--output", metric_output, "Output format: table, json or csv")
+      ->check(CLI::IsMember({"table", "json", "csv"}));
+  job_metrics->add_flag("--plot", metric_plot, "Draw the metric (--name) as a terminal chart");
+  job_metrics
+      ->add_option("--max-points", metric_points,
+                   "Downsample to at most this many points (keeps each bucket's extremes)")
+      ->check(CLI::PositiveNumber);
   auto* job_stream = job->add_subcommand("stream", "Stream a run's logs until it ends");
   job_stream->add_option("name", name, "Run name")->required();
   auto* job_cancel = job->add_subcommand("cancel", "Cancel a run");
@@ -484,6 +627,11 @@ int Main(int argc, char** argv) {
     if (ws_dir.empty()) {
       auto target = client::FindWorkspace(fs::current_path());
       if (!target.ok()) return Fail(target.status());
+      if (target->remote()) {
+        return Fail(FailedPrecondition("the server needs a local workspace folder, but " +
+                                       target->found_by + " names the remote daemon " +
+                                       target->url + "; pass --workspace DIR"));
+      }
       ws_dir = target->layout.root.string();
     }
     return ServerMain(ws_dir, port, host);
@@ -491,15 +639,23 @@ int Main(int argc, char** argv) {
 
   Session session;
   if (Status s = session.Init(); !s.ok()) return Fail(s);
-  if (job_create->parsed()) return JobCreate(session, file, stream, name, output);
+  if (job_create->parsed()) return JobCreate(session, file, stream, submit, output);
   if (job_list->parsed()) return JobList(session, experiment, limit, output);
   if (job_show->parsed()) return JobShow(session, name, output);
   if (job_stream->parsed()) return JobStream(session, name);
+  if (job_metrics->parsed()) {
+    return JobMetrics(session, name, metric_name, metric_output, metric_plot, metric_points);
+  }
   if (job_cancel->parsed()) return JobCancel(session, name, output);
   if (job_download->parsed()) return JobDownload(session, name, dest);
   if (env_create->parsed()) return EnvCreate(session, file, output);
   if (env_list->parsed()) return EnvList(session, output);
   if (env_show->parsed()) return EnvShow(session, name, output);
+  if (session.target().remote() && !snap_preview->parsed()) {
+    return Fail(FailedPrecondition(
+        "snapshot commands work on a local workspace's files; this one is the remote daemon " +
+        session.target().url + " (from " + session.target().found_by + ")"));
+  }
   Status snap = Status::Ok();
   if (snap_preview->parsed()) {
     snap = SnapshotPreview(session.layout(), snap_dir, output);

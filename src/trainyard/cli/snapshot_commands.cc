@@ -46,6 +46,10 @@ std::int64_t MillisOf(const struct timespec& ts) {
 struct FileInfo {
   std::string name;
   struct timespec mtime {};
+  // Status change time. For objects this is their age: it is set when an object is renamed
+  // into place (or linked, or re-sealed) and cannot be set back, whereas every published object
+  // carries the same fixed mtime (its seal, cas::kSealedMtime).
+  struct timespec ctime {};
   std::uint64_t size = 0;
   bool regular = false;
 };
@@ -76,6 +80,7 @@ StatusOr<std::vector<FileInfo>> ScanDir(const fs::path& dir) {
     FileInfo f;
     f.name = std::move(name);
     f.mtime = st.st_mtim;
+    f.ctime = st.st_ctim;
     f.size = static_cast<std::uint64_t>(st.st_size);
     f.regular = S_ISREG(st.st_mode);
     out.push_back(std::move(f));
@@ -222,6 +227,16 @@ std::string Plural(std::uint64_t n, const char* one, const char* many) {
 bool Younger(const struct timespec& mtime, const struct timespec& cutoff) {
   return mtime.tv_sec > cutoff.tv_sec ||
          (mtime.tv_sec == cutoff.tv_sec && mtime.tv_nsec > cutoff.tv_nsec);
+}
+
+// When an object file was last stored. A sealed object (mtime cas::kSealedMtime, as every
+// object gets when published) is dated by its ctime, set when it was renamed into place (or
+// later linked or re-sealed), which nothing can set back. An unsealed one (published before
+// objects were sealed, or written to since) is dated by its mtime, as before sealing.
+struct timespec ObjectAge(const FileInfo& f) {
+  const bool sealed =
+      f.mtime.tv_sec == static_cast<time_t>(cas::kSealedMtime) && f.mtime.tv_nsec == 0;
+  return sealed ? f.ctime : f.mtime;
 }
 
 // Removes a file; one that is already gone counts as removed by someone else (false).
@@ -530,7 +545,7 @@ StatusOr<GcReport> CollectGarbage(const WorkspaceLayout& layout, const GcOptions
       if (!f.regular || !IsSha256Hex(digest)) continue;
       if (live.count(digest) > 0) {
         ++report.kept_objects;
-      } else if (Younger(f.mtime, cutoff)) {
+      } else if (Younger(ObjectAge(f), cutoff)) {
         ++report.kept_objects;
         ++report.kept_young_objects;
       } else {

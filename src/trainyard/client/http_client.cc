@@ -1,6 +1,8 @@
 #include "trainyard/client/http_client.h"
 
 #include <curl/curl.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -384,6 +386,137 @@ Status HttpClient::DownloadTo(const std::string& path, const std::filesystem::pa
   }
   guard.keep = true;
   return Status::Ok();
+}
+
+namespace {
+
+// State of one file upload.
+struct FileUpload {
+  int fd = -1;
+  std::uint64_t size = 0;    // Content-Length announced.
+  std::uint64_t offset = 0;  // Position in the file of the next read.
+  std::uint64_t sent = 0;    // Bytes handed to curl, rewinds included.
+  bool shrank = false;
+  int read_errno = 0;
+};
+
+size_t ReadUpload(char* buffer, size_t size, size_t n, void* user) {
+  auto* u = static_cast<FileUpload*>(user);
+  const std::uint64_t left = u->size - u->offset;
+  if (left == 0) return 0;
+  const auto want = static_cast<size_t>(std::min<std::uint64_t>(size * n, left));
+  ssize_t got;
+  do {
+    got = ::pread(u->fd, buffer, want, static_cast<off_t>(u->offset));
+  } while (got < 0 && errno == EINTR);
+  if (got < 0) {
+    u->read_errno = errno;
+    return CURL_READFUNC_ABORT;
+  }
+  if (got == 0) {  // End of file before Content-Length.
+    u->shrank = true;
+    return CURL_READFUNC_ABORT;
+  }
+  u->offset += static_cast<std::uint64_t>(got);
+  u->sent += static_cast<std::uint64_t>(got);
+  return static_cast<size_t>(got);
+}
+
+// Lets curl start the body over (e.g. when a kept-alive connection turned out closed).
+int SeekUpload(void* user, curl_off_t offset, int origin) {
+  auto* u = static_cast<FileUpload*>(user);
+  if (origin != SEEK_SET || offset < 0 || static_cast<std::uint64_t>(offset) > u->size) {
+    return CURL_SEEKFUNC_CANTSEEK;
+  }
+  u->offset = static_cast<std::uint64_t>(offset);
+  return CURL_SEEKFUNC_OK;
+}
+
+}  // namespace
+
+StatusOr<HttpResult> HttpClient::UploadFile(const std::string& method,
+                                            const std::string& path_and_query,
+                                            const std::filesystem::path& file,
+                                            const std::string& content_type,
+                                            std::uint64_t* bytes_sent) {
+  if (bytes_sent != nullptr) *bytes_sent = 0;
+  const std::string url = Url(path_and_query);
+  FileUpload u;
+  u.fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (u.fd < 0) {
+    const int err = errno;
+    const std::string why = "cannot open " + file.string() + " for upload: " +
+                            std::error_code(err, std::generic_category()).message();
+    if (err == ENOENT || err == ENOTDIR) return NotFound(why);
+    if (err == EACCES || err == EPERM) return PermissionDenied(why);
+    return Internal(why);
+  }
+  struct FdGuard {
+    int fd;
+    ~FdGuard() { ::close(fd); }
+  } fd_guard{u.fd};
+  struct stat st {};
+  if (::fstat(u.fd, &st) != 0) {
+    return Internal("cannot stat " + file.string() + ": " +
+                    std::error_code(errno, std::generic_category()).message());
+  }
+  if (!S_ISREG(st.st_mode)) return InvalidArgument(file.string() + " is not a regular file");
+  u.size = static_cast<std::uint64_t>(st.st_size);
+
+  Lease lease(this);
+  CURL* curl = lease.get();
+  if (curl == nullptr) return Internal("curl_easy_init failed");
+  curl_easy_reset(curl);
+
+  HttpResult result;
+  char errbuf[CURL_ERROR_SIZE] = {0};
+  Slist headers;
+  if (!auth_header_.empty()) Append(headers, auth_header_);
+  Append(headers, u.size >= kExpectContinueBytes ? "Expect: 100-continue" : "Expect:");
+  Append(headers, "Content-Type: " + content_type);
+
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_USERAGENT, "trainyard-client");
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, kConnectTimeoutMs);
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, kStallSeconds);
+  if (method == "PUT") {
+    curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(u.size));
+  } else {
+    curl_easy_setopt(curl, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(u.size));
+    if (method != "POST") curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+  }
+  curl_easy_setopt(curl, CURLOPT_READFUNCTION, &ReadUpload);
+  curl_easy_setopt(curl, CURLOPT_READDATA, &u);
+  curl_easy_setopt(curl, CURLOPT_SEEKFUNCTION, &SeekUpload);
+  curl_easy_setopt(curl, CURLOPT_SEEKDATA, &u);
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &AppendToString);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &result.body);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &CollectHeader);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &result.headers);
+
+  const CURLcode rc = curl_easy_perform(curl);
+  // The handle goes back to the pool: it must not point at this frame's state.
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, nullptr);
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
+  curl_easy_setopt(curl, CURLOPT_READDATA, nullptr);
+  curl_easy_setopt(curl, CURLOPT_SEEKDATA, nullptr);
+  if (bytes_sent != nullptr) *bytes_sent = u.sent;
+  if (u.shrank) return FailedPrecondition(file.string() + " shrank while it was being uploaded");
+  if (u.read_errno != 0) {
+    return Internal("cannot read " + file.string() + ": " +
+                    std::error_code(u.read_errno, std::generic_category()).message());
+  }
+  if (rc != CURLE_OK) return Unavailable(TransportError(method, url, rc, errbuf));
+  long status = 0;
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  result.status = static_cast<int>(status);
+  return result;
 }
 
 std::string HttpClient::UrlEncode(std::string_view text) { return EncodeImpl(text, false); }

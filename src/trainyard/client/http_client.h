@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -67,6 +68,20 @@ class HttpClient {
   // parent folders. There is no overall time limit, but a transfer stalled for 60 s fails with
   // Unavailable. Non-2xx as StatusFromHttpResult; Internal on local I/O errors.
   Status DownloadTo(const std::string& path, const std::filesystem::path& dest_file);
+
+  // Sends the content of the regular file `file` as the body of a `method` request ("PUT" or
+  // "POST") to base_url + path_and_query, streamed from disk a piece at a time (never held in
+  // memory whole), with Content-Length set to the file's size when opened and, from 1 MiB on,
+  // "Expect: 100-continue" (a refusal then costs no upload). Returns the response whatever its
+  // status. `bytes_sent`, when given, receives the body bytes handed to the connection (0 when
+  // the server refused before the body), also on error. There is no overall time limit, but a
+  // transfer stalled for 60 s fails. Errors: NotFound / PermissionDenied / InvalidArgument (not
+  // a regular file) when `file` cannot be opened; FailedPrecondition "<file> shrank while it was
+  // being uploaded"; Internal on a read error; Unavailable as for Request.
+  StatusOr<HttpResult> UploadFile(const std::string& method, const std::string& path_and_query,
+                                  const std::filesystem::path& file,
+                                  const std::string& content_type = "application/octet-stream",
+                                  std::uint64_t* bytes_sent = nullptr);
 
   // Percent-encodes everything except RFC 3986 unreserved characters (A-Z a-z 0-9 - . _ ~);
   // for one path segment or one query value.

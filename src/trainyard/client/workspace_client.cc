@@ -15,38 +15,125 @@
 
 namespace trainyard::client {
 
+namespace {
+
+// Checks a remote daemon's URL: http(s)://HOST[:PORT] with nothing after the authority but an
+// optional "/".
+Status CheckUrl(const std::string& url, const std::string& where) {
+  const bool scheme = StartsWith(url, "http://") || StartsWith(url, "https://");
+  const size_t authority = url.find("://") + 3;
+  const size_t slash = url.find('/', scheme ? authority : 0);
+  if (!scheme || url.size() == authority ||
+      (slash != std::string::npos && slash != url.size() - 1)) {
+    return InvalidArgument(where + ": '" + url +
+                           "' is not a daemon URL; expected http://HOST:PORT or https://HOST:PORT");
+  }
+  return Status::Ok();
+}
+
+std::string TrimmedToken(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) {
+    text.pop_back();
+  }
+  return text;
+}
+
+std::string EnvOr(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? "" : v;
+}
+
+StatusOr<WorkspaceTarget> FromConfig(const fs::path& cfg) {
+  TY_ASSIGN_OR_RETURN(std::string text, ReadFile(cfg));
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return InvalidArgument(cfg.string() + ": not a JSON object");
+  }
+  for (const auto& [k, v] : j.items()) {
+    if (k != "workspace_dir" && k != "workspace_name" && k != "url" && k != "token_file") {
+      return InvalidArgument(cfg.string() + ": unknown key '" + k +
+                             "'; allowed keys: workspace_dir, workspace_name, url, token_file");
+    }
+    if (!v.is_string() || v.get<std::string>().empty()) {
+      return InvalidArgument(cfg.string() + ": '" + k + "' must be a non-empty string");
+    }
+  }
+  auto relative_to_config = [&](const std::string& key) {
+    fs::path p = j[key].get<std::string>();
+    if (p.is_relative()) p = cfg.parent_path() / p;
+    return p.lexically_normal();
+  };
+  if (j.contains("url")) {
+    if (j.contains("workspace_dir")) {
+      return InvalidArgument(cfg.string() +
+                             ": give either 'workspace_dir' (a local workspace) or 'url' (a "
+                             "remote daemon), not both");
+    }
+    WorkspaceTarget t;
+    t.url = j["url"].get<std::string>();
+    if (!t.url.empty() && t.url.back() == '/') t.url.pop_back();
+    TY_RETURN_IF_ERROR(CheckUrl(t.url, cfg.string()));
+    t.found_by = cfg.string();
+    if (j.contains("token_file")) {
+      const fs::path token_file = relative_to_config("token_file");
+      StatusOr<std::string> token = ReadFile(token_file);
+      if (!token.ok()) {
+        return InvalidArgument(cfg.string() + ": cannot read token_file " + token_file.string() +
+                               ": " + token.status().message());
+      }
+      t.token = TrimmedToken(std::move(token).value());
+    } else {
+      t.token = EnvOr("TRAINYARD_TOKEN");
+    }
+    if (t.token.empty()) {
+      return InvalidArgument(cfg.string() +
+                             ": a remote daemon needs its token: set 'token_file' or "
+                             "$TRAINYARD_TOKEN");
+    }
+    return t;
+  }
+  if (!j.contains("workspace_dir")) {
+    return InvalidArgument(cfg.string() +
+                           ": 'workspace_dir' (a folder path, relative to the config's "
+                           "folder or absolute) or 'url' (a remote daemon) is required");
+  }
+  return WorkspaceTarget{{relative_to_config("workspace_dir")}, cfg.string()};
+}
+
+}  // namespace
+
 StatusOr<WorkspaceTarget> FindWorkspace(const std::filesystem::path& cwd) {
+  if (std::string url = EnvOr("TRAINYARD_URL"); !url.empty()) {
+    if (url.back() == '/') url.pop_back();
+    TY_RETURN_IF_ERROR(CheckUrl(url, "$TRAINYARD_URL"));
+    WorkspaceTarget t;
+    t.url = url;
+    t.token = EnvOr("TRAINYARD_TOKEN");
+    t.found_by = "$TRAINYARD_URL";
+    if (t.token.empty()) {
+      return InvalidArgument(
+          "$TRAINYARD_URL is set but $TRAINYARD_TOKEN is not: a remote "
+          "daemon needs its token");
+    }
+    return t;
+  }
   for (fs::path dir = fs::absolute(cwd);; dir = dir.parent_path()) {
     fs::path cfg = dir / ".trainyard" / "config.json";
     std::error_code ec;
-    if (fs::is_regular_file(cfg, ec)) {
-      TY_ASSIGN_OR_RETURN(std::string text, ReadFile(cfg));
-      auto j = nlohmann::json::parse(text, nullptr, false);
-      if (j.is_discarded() || !j.is_object()) {
-        return InvalidArgument(cfg.string() + ": not a JSON object");
-      }
-      for (const auto& [k, v] : j.items()) {
-        if (k != "workspace_dir" && k != "workspace_name") {
-          return InvalidArgument(cfg.string() + ": unknown key '" + k +
-                                 "'; allowed keys: workspace_dir, workspace_name");
-        }
-      }
-      if (!j.contains("workspace_dir") || !j["workspace_dir"].is_string() ||
-          j["workspace_dir"].get<std::string>().empty()) {
-        return InvalidArgument(cfg.string() +
-                               ": 'workspace_dir' (a folder path, relative to the config's "
-                               "folder or absolute) is required");
-      }
-      fs::path ws = j["workspace_dir"].get<std::string>();
-      if (ws.is_relative()) ws = cfg.parent_path() / ws;
-      return WorkspaceTarget{{ws.lexically_normal()}, cfg.string()};
-    }
+    if (fs::is_regular_file(cfg, ec)) return FromConfig(cfg);
     if (dir == dir.root_path() || dir.empty()) break;
   }
   if (const char* home = std::getenv("TRAINYARD_HOME"); home != nullptr && *home != '\0') {
     return WorkspaceTarget{{fs::absolute(home).lexically_normal()}, "$TRAINYARD_HOME"};
   }
   return WorkspaceTarget{{HomeDir() / ".trainyard"}, "~/.trainyard"};
+}
+
+fs::path ClientCacheDir() {
+  if (std::string xdg = EnvOr("XDG_CACHE_HOME"); !xdg.empty() && fs::path(xdg).is_absolute()) {
+    return fs::path(xdg) / "trainyard";
+  }
+  return HomeDir() / ".cache" / "trainyard";
 }
 
 StatusOr<ServerInfo> ReadServerInfo(const WorkspaceLayout& layout) {

@@ -13,14 +13,31 @@
 namespace trainyard::client {
 
 struct WorkspaceTarget {
-  WorkspaceLayout layout;
-  std::string found_by;  // how it was found, for messages: a config path, $TRAINYARD_HOME, ...
+  WorkspaceLayout layout;  // A local workspace; empty root for a remote one.
+  std::string found_by;    // how it was found, for messages: a config path, $TRAINYARD_HOME, ...
+  // A daemon on another machine (or reached only by URL): its base URL and bearer token. Code
+  // is then snapshotted on this machine and only the objects the daemon lacks are uploaded.
+  std::string url;
+  std::string token;
+
+  bool remote() const { return !url.empty(); }
 };
 
-// The workspace for `cwd`: the first `.trainyard/config.json` found walking up from `cwd`
-// ({"workspace_dir": "<path, relative to the config's folder>"}), else $TRAINYARD_HOME, else
-// ~/.trainyard. InvalidArgument naming the config file when it is malformed.
+// The workspace for `cwd`:
+//   1. $TRAINYARD_URL (with the token in $TRAINYARD_TOKEN): a remote daemon;
+//   2. the first `.trainyard/config.json` found walking up from `cwd`, either
+//      {"workspace_dir": "<path, relative to the config's folder>"} for a local workspace, or
+//      {"url": "http://HOST:PORT", "token_file": "<path, relative to the config's folder>"}
+//      for a remote daemon (the token file holds the daemon's bearer token; $TRAINYARD_TOKEN
+//      may give it instead);
+//   3. $TRAINYARD_HOME; 4. ~/.trainyard.
+// InvalidArgument naming the config file (or variable) when it is malformed, or when a remote
+// target has no token.
 StatusOr<WorkspaceTarget> FindWorkspace(const std::filesystem::path& cwd);
+
+// Where this machine keeps client-side caches (the stat caches of remote snapshots):
+// $XDG_CACHE_HOME/trainyard, else ~/.cache/trainyard.
+std::filesystem::path ClientCacheDir();
 
 // What a running daemon wrote into its workspace.
 struct ServerInfo {

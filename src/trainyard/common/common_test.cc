@@ -123,3 +123,29 @@ TEST(SecretBoxTest, SealUnseal) {
 
 }  // namespace
 }  // namespace trainyard
+
+namespace trainyard {
+namespace {
+
+TEST(SecretBoxTest, RunTokensNameOneRunAndNeedTheKey) {
+  SecretBox box = SecretBox::ForTesting("0123456789abcdef0123456789abcdef");
+  SecretBox other = SecretBox::ForTesting("fedcba9876543210fedcba9876543210");
+  const std::string token = box.RunToken("run-1.a_b");
+  EXPECT_EQ(box.RunOfToken(token), "run-1.a_b");
+  EXPECT_EQ(token.find("0123456789"), std::string::npos) << "the key must not show";
+  EXPECT_EQ(other.RunOfToken(token), "") << "another workspace's key";
+  EXPECT_NE(box.RunToken("run-2"), box.RunToken("run-1.a_b"));
+  // Claiming another run with this run's MAC, or tampering with the MAC, fails.
+  std::string forged = token;
+  forged.replace(5, 9, "run-2.a_b");
+  EXPECT_EQ(box.RunOfToken(forged), "");
+  std::string flipped = token;
+  flipped.back() = flipped.back() == 'A' ? 'B' : 'A';
+  EXPECT_EQ(box.RunOfToken(flipped), "");
+  for (const char* bad : {"", "tyr1.", "tyr1..", "tyr1.run", "Bearer x", "tyr1.run."}) {
+    EXPECT_EQ(box.RunOfToken(bad), "") << bad;
+  }
+}
+
+}  // namespace
+}  // namespace trainyard

@@ -63,4 +63,41 @@ StatusOr<std::string> SecretBox::Unseal(std::string_view sealed) const {
 
 bool SecretBox::IsSealed(std::string_view text) { return StartsWith(text, kPrefix); }
 
+namespace {
+
+constexpr std::string_view kRunTokenPrefix = "tyr1.";
+
+// MAC of `run_id` under a subkey of `key` set aside for run tokens (so a token reveals nothing
+// about the key that seals secrets).
+std::string RunTokenMac(const std::string& key, std::string_view run_id) {
+  unsigned char subkey[crypto_auth_KEYBYTES];
+  crypto_kdf_derive_from_key(subkey, sizeof subkey, 1, "runtoken",
+                             reinterpret_cast<const unsigned char*>(key.data()));
+  unsigned char mac[crypto_auth_BYTES];
+  crypto_auth(mac, reinterpret_cast<const unsigned char*>(run_id.data()), run_id.size(), subkey);
+  sodium_memzero(subkey, sizeof subkey);
+  return Base64UrlEncode(std::string_view(reinterpret_cast<const char*>(mac), sizeof mac));
+}
+
+}  // namespace
+
+std::string SecretBox::RunToken(std::string_view run_id) const {
+  return std::string(kRunTokenPrefix) + std::string(run_id) + "." + RunTokenMac(key_, run_id);
+}
+
+std::string SecretBox::RunOfToken(std::string_view token) const {
+  if (!StartsWith(token, kRunTokenPrefix)) return "";
+  token.remove_prefix(kRunTokenPrefix.size());
+  const size_t dot = token.rfind('.');
+  if (dot == std::string_view::npos || dot == 0) return "";
+  const std::string_view run_id = token.substr(0, dot);
+  const std::string_view mac = token.substr(dot + 1);
+  const std::string expected = RunTokenMac(key_, run_id);
+  if (mac.size() != expected.size() ||
+      sodium_memcmp(mac.data(), expected.data(), expected.size()) != 0) {
+    return "";
+  }
+  return std::string(run_id);
+}
+
 }  // namespace trainyard

@@ -24,6 +24,14 @@ class SecretBox {
 
   static bool IsSealed(std::string_view text);
 
+  // A bearer token that names one run: "tyr1." + run_id + "." + base64url(MAC of the run id
+  // under a key derived from this box's key). Verifiable without storing it, and useless for
+  // any other run or workspace. Run ids are names ([A-Za-z0-9._-]) so the format is unambiguous.
+  std::string RunToken(std::string_view run_id) const;
+  // The run id a token from RunToken names, or "" when `token` is not one made with this key
+  // (checked in constant time).
+  std::string RunOfToken(std::string_view token) const;
+
  private:
   explicit SecretBox(std::string key) : key_(std::move(key)) {}
   std::string key_;

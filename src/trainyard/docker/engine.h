@@ -27,9 +27,9 @@ struct RegistryAuth {
 // repository "127.0.0.1:5000/team/img", tag "tag". Docker Hub names get registry "docker.io".
 struct ImageRef {
   std::string registry;
-  std::string repository;  // what Docker's fromImage takes, including the registry part
-  std::string tag;         // "latest" when absent and no digest
-  std::string digest;      // "sha256:..." when pinned with @
+  std::string repository;        // what Docker's fromImage takes, including the registry part
+  std::string tag;               // "latest" when absent and no digest
+  std::string digest;            // "sha256:..." when pinned with @
   std::string ToString() const;  // repository + (":" tag | "@" digest)
 };
 StatusOr<ImageRef> ParseImageRef(std::string_view ref);
@@ -38,16 +38,17 @@ struct ImageInfo {
   std::string id;  // "sha256:..."
   std::vector<std::string> repo_tags;
   std::map<std::string, std::string> labels;
+  std::vector<std::string> env;  // The image's own environment, "KEY=VALUE" (Config.Env).
 };
 
 struct BuildRequest {
-  std::string context_tar;              // an uncompressed tar of the build context
+  std::string context_tar;                // an uncompressed tar of the build context
   std::string dockerfile = "Dockerfile";  // path inside the context
-  std::string tag;                      // "trainyard/env:<hash>"
+  std::string tag;                        // "trainyard/env:<hash>"
   std::map<std::string, std::string> labels;
   std::map<std::string, std::string> build_args;
   std::vector<RegistryAuth> registry_auth;  // sent as X-Registry-Config for FROM pulls
-  bool pull = false;                    // always try to pull a newer FROM image
+  bool pull = false;                        // always try to pull a newer FROM image
 };
 
 struct Mount {
@@ -58,7 +59,7 @@ struct Mount {
 
 // GPU devices to ask the engine for (DeviceRequests with the "gpu" capability).
 struct GpuRequest {
-  int count = 0;                      // -1: all
+  int count = 0;                        // -1: all
   std::vector<std::string> device_ids;  // when non-empty, used instead of count
 };
 
@@ -67,7 +68,7 @@ struct ContainerConfig {
   std::string image;
   std::vector<std::string> cmd;
   std::optional<std::vector<std::string>> entrypoint;  // set: overrides the image's
-  std::vector<std::string> env;  // "KEY=VALUE"
+  std::vector<std::string> env;                        // "KEY=VALUE"
   std::string working_dir;
   std::string user;  // empty: the image's
   std::map<std::string, std::string> labels;

@@ -76,6 +76,11 @@ void FakeEngine::AddImage(const std::string& ref, std::map<std::string, std::str
   info.labels = std::move(labels);
 }
 
+void FakeEngine::SetImageEnv(const std::string& ref, std::vector<std::string> env) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  images_[NormalizeRef(ref)].env = std::move(env);
+}
+
 void FakeEngine::AddRemoteImage(const std::string& ref) {
   std::lock_guard<std::mutex> lock(mutex_);
   remote_images_.insert(NormalizeRef(ref));

@@ -40,6 +40,8 @@ class FakeEngine : public Engine {
   // --- Setup ---
   // Makes `ref` present locally (InspectImage finds it, containers can use it).
   void AddImage(const std::string& ref, std::map<std::string, std::string> labels = {});
+  // Sets the image's own environment (ImageInfo::env) of an added image.
+  void SetImageEnv(const std::string& ref, std::vector<std::string> env);
   // Makes `ref` pullable from its registry (otherwise a pull is NotFound).
   void AddRemoteImage(const std::string& ref);
   // Pulls from `registry` ("127.0.0.1:5000", "docker.io") then need exactly these credentials;

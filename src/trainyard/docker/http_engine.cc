@@ -504,6 +504,11 @@ StatusOr<std::optional<ImageInfo>> HttpEngine::InspectImage(const std::string& r
     }
     if (auto config = j.find("Config"); config != j.end()) {
       info.labels = StringMap(*config, "Labels");
+      if (auto env = config->find("Env"); env != config->end() && env->is_array()) {
+        for (const json& e : *env) {
+          if (e.is_string()) info.env.push_back(e.get<std::string>());
+        }
+      }
     }
     return std::optional<ImageInfo>(std::move(info));
   });

@@ -1,3 +1,5 @@
+#include <optional>
+
 #include "trainyard/exec/executor.h"
 
 namespace trainyard::exec {
@@ -10,6 +12,29 @@ StatusOr<std::string> DockerExecutor::Launch(const LaunchSpec& spec) {
   c.entrypoint = std::vector<std::string>{spec.argv.empty() ? "/bin/sh" : spec.argv.front()};
   if (spec.argv.size() > 1) c.cmd.assign(spec.argv.begin() + 1, spec.argv.end());
   c.env = spec.env;
+  if (!spec.prepend_paths.empty()) {
+    // The image's own value counts unless the job sets the variable itself.
+    std::vector<std::string> image_env;
+    if (auto info = engine_.InspectImage(spec.image); info.ok() && info->has_value()) {
+      image_env = (*info)->env;
+    }
+    auto value_in = [](const std::vector<std::string>& env,
+                       const std::string& var) -> std::optional<std::string> {
+      for (const std::string& kv : env) {
+        if (kv.size() > var.size() && kv.compare(0, var.size(), var) == 0 &&
+            kv[var.size()] == '=') {
+          return kv.substr(var.size() + 1);
+        }
+      }
+      return std::nullopt;
+    };
+    for (const auto& [var, dir] : spec.prepend_paths) {
+      std::optional<std::string> current = value_in(c.env, var);
+      if (!current) current = value_in(image_env, var);
+      std::erase_if(c.env, [&](const std::string& kv) { return kv.rfind(var + "=", 0) == 0; });
+      c.env.push_back(var + "=" + dir + (current && !current->empty() ? ":" + *current : ""));
+    }
+  }
   c.working_dir = spec.working_dir;
   c.labels = spec.labels;
   c.mounts = spec.mounts;

@@ -24,6 +24,10 @@ struct LaunchSpec {
   std::vector<docker::Mount> mounts;
   std::int64_t shm_size_bytes = 0;
   std::map<std::string, std::string> labels;
+  // Search-path variables to extend rather than replace: for each (VAR, DIR), the node sees
+  // VAR=DIR followed by ":" and the value it would otherwise have (from `env`, else from the
+  // image's own environment), so e.g. the SDK joins an image's PYTHONPATH instead of hiding it.
+  std::map<std::string, std::string> prepend_paths;
 };
 
 // How a launched node ended.

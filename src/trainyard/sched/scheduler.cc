@@ -17,6 +17,8 @@ using store::RunStatus;
 
 // Paths inside the container.
 constexpr const char* kCodeDir = "/trainyard/code";
+constexpr const char* kSocketDir = "/trainyard/sock";
+constexpr const char* kSdkDir = "/trainyard/sdk/python";
 constexpr const char* kInputsDir = "/trainyard/inputs";
 constexpr const char* kAnonymousEnv = "anonymous";
 
@@ -65,6 +67,36 @@ class LogWriter {
   int fd_ = -1;
   std::function<void()> on_write_;
 };
+
+// Whether a run's code folder is mounted read-only (hard links to the snapshot's objects).
+bool CodeIsReadOnly(const spec::RunRequest& req) {
+  return !req.snapshot_id.empty() && !req.code_copy;
+}
+
+// Whether the last 64 KiB of the file at `path` contain `needle`.
+bool LogTailMentions(const fs::path& path, std::string_view needle) {
+  constexpr off_t kTail = 64 << 10;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct stat st {};
+  std::string buf;
+  if (::fstat(fd, &st) == 0) {
+    const off_t start = st.st_size > kTail ? st.st_size - kTail : 0;
+    buf.resize(static_cast<size_t>(st.st_size - start));
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), start);
+    buf.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  }
+  ::close(fd);
+  return buf.find(needle) != std::string::npos;
+}
+
+// The reason a run ends with when its script reported fail(message) (POST /jobs/{run}/status),
+// or nullopt when it did not (or the store cannot say).
+std::optional<std::string> ScriptFailure(store::Store& store, const std::string& run_id) {
+  auto rec = store.GetRun(run_id);
+  if (!rec.ok() || rec->script_status != store::RunStatus::kFailed) return std::nullopt;
+  return "failed by the script: " + rec->script_message;
+}
 
 }  // namespace
 
@@ -318,7 +350,7 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
   spec.labels = {{"trainyard.run_id", ctx.id},
                  {"trainyard.node", "0"},
                  {"trainyard.workspace", layout_.root.string()}};
-  spec.mounts.push_back({(run_dir / "code").string(), kCodeDir, false});
+  spec.mounts.push_back({(run_dir / "code").string(), kCodeDir, CodeIsReadOnly(req)});
   spec.mounts.push_back(
       {(run_dir / "outputs").string(), std::string(kCodeDir) + "/outputs", false});
   spec.mounts.push_back({(run_dir / "logs").string(), std::string(kCodeDir) + "/logs", false});
@@ -352,6 +384,15 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
     outs[name] = target;
     env["AZURE_ML_OUTPUT_" + name] = target;
   }
+  if (!options_.socket_dir.empty()) {
+    spec.mounts.push_back({options_.socket_dir.string(), kSocketDir, true});
+    env["TRAINYARD_TRACKING_URL"] = std::string("unix://") + kSocketDir + "/api.sock";
+    env["TRAINYARD_RUN_TOKEN"] = secrets_.RunToken(ctx.id);
+  }
+  if (!options_.sdk_dir.empty()) {
+    spec.mounts.push_back({options_.sdk_dir.string(), kSdkDir, true});
+    spec.prepend_paths["PYTHONPATH"] = kSdkDir;
+  }
   env["TRAINYARD_RUN_ID"] = ctx.id;
   env["TRAINYARD_EXPERIMENT"] = req.experiment_name;
   env["TRAINYARD_WORKSPACE"] = layout_.root.string();
@@ -384,12 +425,18 @@ void Scheduler::Execute(RunContext& ctx) {
   const fs::path run_dir = layout_.RunDir(ctx.id);
   LogWriter build_log(run_dir / kBuildLog, false, [this, &ctx] { Notify(ctx.id); });
 
-  // The snapshot becomes the working folder; outputs and logs are the run's own folders.
-  (void)RemoveTree(run_dir / "code");
+  // The snapshot becomes the working folder: hard links to its read-only objects (the folder
+  // is then mounted read-only, so a run cannot write through a link into the store), or a
+  // writable copy when the job asks for one. Outputs and logs are the run's own folders,
+  // mounted over ./outputs and ./logs; their mount points must exist in a read-only folder.
+  const fs::path code_dir = run_dir / "code";
+  (void)RemoveTree(code_dir);
   Status s = ctx.request.snapshot_id.empty()
-                 ? MakeDirs(run_dir / "code")
-                 : snapshots_.Materialize(ctx.request.snapshot_id, run_dir / "code");
-  for (const char* d : {"outputs", "logs", "user_logs"}) {
+                 ? MakeDirs(code_dir)
+                 : snapshots_.Materialize(ctx.request.snapshot_id, code_dir,
+                                          ctx.request.code_copy ? cas::MaterializeMode::kCopy
+                                                                : cas::MaterializeMode::kLink);
+  for (const char* d : {"outputs", "logs", "user_logs", "code/outputs", "code/logs"}) {
     if (s.ok()) s = MakeDirs(run_dir / d);
   }
   if (!s.ok()) {
@@ -533,12 +580,23 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
            "timed out after " + std::to_string(*ctx.request.timeout_seconds) + " s");
   } else if (!exit.ok()) {
     Finish(ctx, RunStatus::kFailed, "compute lost: " + exit.status().message());
+  } else if (auto verdict = ScriptFailure(store_, ctx.id)) {
+    // The script called fail(): its verdict stands whatever the exit code (docs/tracking.md).
+    Finish(ctx, RunStatus::kFailed, *verdict);
   } else if (exit->oom_killed) {
     Finish(ctx, RunStatus::kFailed,
            "out of memory: the kernel killed the script (exit code " +
                std::to_string(exit->exit_code) + ")");
   } else if (exit->exit_code != 0) {
-    Finish(ctx, RunStatus::kFailed, "script exited with code " + std::to_string(exit->exit_code));
+    std::string reason = "script exited with code " + std::to_string(exit->exit_code);
+    if (CodeIsReadOnly(ctx.request) &&
+        LogTailMentions(layout_.RunDir(ctx.id) / kStdLog, "Read-only file system")) {
+      reason +=
+          "; it tried to write into its code folder, which is read-only (the files are the "
+          "snapshot's, shared with other runs): write into ./outputs or ./logs, or submit with "
+          "--copy (or `snapshot: {copy: true}` in the job file) for a writable copy";
+    }
+    Finish(ctx, RunStatus::kFailed, reason);
   } else {
     Finish(ctx, RunStatus::kCompleted, "");
   }
@@ -626,6 +684,9 @@ Status Scheduler::Recover() {
       StartWorker(ctx);
     } else if (rec.status == RunStatus::kCancelRequested) {
       Finish(*ctx, RunStatus::kCanceled, "canceled by user");
+    } else if (rec.status == RunStatus::kFinalizing && rec.exit_code &&
+               ScriptFailure(store_, rec.id)) {
+      Finish(*ctx, RunStatus::kFailed, *ScriptFailure(store_, rec.id));
     } else if (rec.status == RunStatus::kFinalizing && rec.exit_code) {
       Finish(
           *ctx, *rec.exit_code == 0 ? RunStatus::kCompleted : RunStatus::kFailed,

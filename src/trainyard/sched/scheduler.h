@@ -22,6 +22,13 @@ namespace trainyard::sched {
 struct SchedulerOptions {
   int max_concurrent_runs = 1;  // runs in Preparing..Finalizing at once; others wait in Queued
   int stop_grace_seconds = 10;  // SIGTERM → SIGKILL on cancel and timeout
+  // Run tracking from inside containers (docs/tracking.md). `sdk_dir`: the host folder of the
+  // Python package (sdk/python), mounted read-only at /trainyard/sdk/python and put first on
+  // PYTHONPATH. `socket_dir`: the host folder holding the daemon's API socket `api.sock`,
+  // mounted at /trainyard/sock (the folder, so a restarted daemon's new socket is seen). Either
+  // may be empty: that part is then not offered to runs.
+  std::filesystem::path sdk_dir;
+  std::filesystem::path socket_dir;
 };
 
 // Registers environments with versions. Same definition under the same name → the existing

@@ -1,6 +1,7 @@
 #include "trainyard/sched/scheduler.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <thread>
@@ -162,6 +163,118 @@ TEST_F(SchedulerTest, CompletedRunWalksEveryStateAndGetsItsIdentity) {
   EXPECT_TRUE(has_env("PYTHONUNBUFFERED=1"));
   EXPECT_TRUE(fs::is_directory(layout_.RunDir(run->id) / "outputs" / "model"));
   EXPECT_TRUE(engine_.ContainerIds().empty()) << "the container is removed at Finalizing";
+}
+
+// The code folder: hard links to the snapshot's objects mounted read-only by default, a
+// writable copy with code_copy. A run that fails writing into read-only code is told why.
+TEST_F(SchedulerTest, CodeFolderIsReadOnlyLinksUnlessCopied) {
+  const fs::path src = root_ / "src";
+  ASSERT_TRUE(MakeDirs(src).ok());
+  ASSERT_TRUE(WriteFileAtomic(src / "train.py", "print('hi')\n").ok());
+  auto snap = snapshots_->Snapshot(src, cas::SnapshotLimits{});
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  const std::string digest = snap->manifest.entries.at(0).digest;
+  struct stat object {};
+  ASSERT_EQ(::stat(objects_->PathFor(digest).c_str(), &object), 0);
+
+  struct Seen {
+    bool read_only = false;
+    ino_t inode = 0;
+  };
+  auto code_mount = [](const docker::ContainerConfig& c) {
+    for (const docker::Mount& m : c.mounts) {
+      if (m.target == "/trainyard/code") return m;
+    }
+    return docker::Mount{};
+  };
+  auto run_with = [&](bool copy, int exit_code, const std::string& output) {
+    auto seen = std::make_shared<Seen>();
+    engine_.SetRunner([seen, code_mount, exit_code, output](const docker::ContainerConfig& c,
+                                                            const docker::TextSink& log) {
+      docker::Mount m = code_mount(c);
+      seen->read_only = m.read_only;
+      struct stat st {};
+      if (::stat((fs::path(m.source) / "train.py").c_str(), &st) == 0) seen->inode = st.st_ino;
+      log(output);
+      return exit_code;
+    });
+    auto req = Request("python train.py");
+    req.snapshot_id = snap->id;
+    req.code_copy = copy;
+    auto run = scheduler_->Submit(req);
+    EXPECT_TRUE(run.ok()) << run.status().ToString();
+    return std::make_pair(WaitFor(run->id), *seen);
+  };
+
+  auto [linked, linked_seen] = run_with(false, 0, "hi\n");
+  EXPECT_EQ(linked.status, RunStatus::kCompleted) << linked.failure_reason;
+  EXPECT_TRUE(linked_seen.read_only);
+  EXPECT_EQ(linked_seen.inode, object.st_ino) << "the code file is a hard link to the object";
+  // The mount points of ./outputs and ./logs exist inside the read-only folder.
+  EXPECT_TRUE(fs::is_directory(layout_.RunDir(linked.id) / "code" / "outputs"));
+  EXPECT_TRUE(fs::is_directory(layout_.RunDir(linked.id) / "code" / "logs"));
+
+  auto [copied, copied_seen] = run_with(true, 0, "hi\n");
+  EXPECT_EQ(copied.status, RunStatus::kCompleted) << copied.failure_reason;
+  EXPECT_FALSE(copied_seen.read_only);
+  EXPECT_NE(copied_seen.inode, 0u);
+  EXPECT_NE(copied_seen.inode, object.st_ino) << "a copy is its own file";
+
+  auto [failed, failed_seen] =
+      run_with(false, 1, "OSError: [Errno 30] Read-only file system: 'model.pkl'\n");
+  EXPECT_EQ(failed.status, RunStatus::kFailed);
+  EXPECT_NE(failed.failure_reason.find("script exited with code 1; it tried to write into its "
+                                       "code folder, which is read-only"),
+            std::string::npos)
+      << failed.failure_reason;
+  EXPECT_NE(failed.failure_reason.find("--copy"), std::string::npos) << failed.failure_reason;
+  // A writable copy that fails the same way gets no such advice.
+  auto [failed_copy, unused] =
+      run_with(true, 1, "OSError: [Errno 30] Read-only file system: '/data/x'\n");
+  EXPECT_EQ(failed_copy.failure_reason, "script exited with code 1");
+}
+
+// Runs can reach the daemon: its socket folder and the SDK are mounted, the SDK joins the
+// image's own PYTHONPATH, and the run gets a token that names it alone.
+TEST_F(SchedulerTest, RunsGetTheTrackingSocketSdkAndARunToken) {
+  SchedulerOptions opts;
+  opts.max_concurrent_runs = 1;
+  opts.sdk_dir = root_ / "sdk-python";
+  opts.socket_dir = root_ / "sock";
+  scheduler_.reset();
+  scheduler_ = std::make_unique<Scheduler>(*store_, *registry_, *builder_, *executor_, *snapshots_,
+                                           secrets_, layout_, opts);
+  engine_.SetImageEnv("python:3.11-slim", {"PATH=/usr/bin", "PYTHONPATH=/app/lib"});
+  engine_.SetRunner([](const docker::ContainerConfig&, const docker::TextSink&) { return 0; });
+  auto run = scheduler_->Submit(Request("python train.py"));
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(WaitFor(run->id).status, RunStatus::kCompleted);
+  auto cfg = engine_.last_container_config();
+  ASSERT_TRUE(cfg.has_value());
+  std::map<std::string, std::string> env;
+  for (const std::string& kv : cfg->env)
+    env[kv.substr(0, kv.find('='))] = kv.substr(kv.find('=') + 1);
+  EXPECT_EQ(env["TRAINYARD_TRACKING_URL"], "unix:///trainyard/sock/api.sock");
+  EXPECT_EQ(secrets_.RunOfToken(env["TRAINYARD_RUN_TOKEN"]), run->id);
+  EXPECT_EQ(env["PYTHONPATH"], "/trainyard/sdk/python:/app/lib");
+  std::map<std::string, docker::Mount> mounts;
+  for (const docker::Mount& m : cfg->mounts) mounts[m.target] = m;
+  ASSERT_TRUE(mounts.count("/trainyard/sock"));
+  EXPECT_EQ(mounts["/trainyard/sock"].source, (root_ / "sock").string());
+  EXPECT_TRUE(mounts["/trainyard/sock"].read_only);
+  ASSERT_TRUE(mounts.count("/trainyard/sdk/python"));
+  EXPECT_EQ(mounts["/trainyard/sdk/python"].source, (root_ / "sdk-python").string());
+  EXPECT_TRUE(mounts["/trainyard/sdk/python"].read_only);
+
+  // A job that sets PYTHONPATH itself keeps it, after the SDK.
+  auto req = Request("python train.py");
+  req.environment_variables["PYTHONPATH"] = "/mine";
+  auto run2 = scheduler_->Submit(req);
+  ASSERT_TRUE(run2.ok()) << run2.status().ToString();
+  EXPECT_EQ(WaitFor(run2->id).status, RunStatus::kCompleted);
+  cfg = engine_.last_container_config();
+  EXPECT_NE(std::find(cfg->env.begin(), cfg->env.end(), "PYTHONPATH=/trainyard/sdk/python:/mine"),
+            cfg->env.end());
 }
 
 TEST_F(SchedulerTest, NonZeroExitFailsWithTheCode) {

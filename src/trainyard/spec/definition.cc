@@ -219,6 +219,7 @@ json RunRequest::ToJson(SecretMode mode) const {
          {"tags", tags},
          {"command", command},
          {"snapshot_id", snapshot_id},
+         {"code_copy", code_copy},
          {"environment_name", environment_name},
          {"environment_version", environment_version},
          {"environment_variables", environment_variables},
@@ -291,6 +292,7 @@ StatusOr<RunRequest> RunRequest::FromJson(const json& j) {
   r.StrMap("tags", &q.tags);
   r.Str("command", &q.command);
   r.Str("snapshot_id", &q.snapshot_id);
+  r.Bool("code_copy", &q.code_copy);
   r.Str("environment_name", &q.environment_name);
   r.Str("environment_version", &q.environment_version);
   r.StrMap("environment_variables", &q.environment_variables);
@@ -372,6 +374,7 @@ RunRequest RequestFromJob(const JobSpec& job, const std::string& code_snapshot,
   q.tags = job.tags;
   q.command = job.command;
   q.snapshot_id = code_snapshot;
+  q.code_copy = job.code_copy;
   if (job.environment.kind == EnvironmentRef::Kind::kRegistered) {
     q.environment_name = job.environment.name;
     q.environment_version = job.environment.version;

@@ -65,6 +65,9 @@ struct RunRequest {
   std::map<std::string, std::string> tags;
   std::string command;      // before ${{...}} substitution
   std::string snapshot_id;  // the code folder's snapshot; empty: no code
+  // The run's code folder is a writable copy of the snapshot; otherwise (the default) it is
+  // mounted read-only and its files are hard links to the snapshot's objects.
+  bool code_copy = false;
   // Either a registered environment (name, version empty = latest) or an inline definition.
   std::string environment_name;
   std::string environment_version;

@@ -21,16 +21,17 @@ using internal::Mapping;
 using internal::SourceFile;
 
 // clang-format off
-constexpr std::array<std::string_view, 17> kJobKeys = {
+constexpr std::array<std::string_view, 18> kJobKeys = {
     "$schema", "type", "name", "command", "code", "environment", "environment_variables",
     "inputs", "outputs", "experiment_name", "display_name", "description", "tags", "limits",
-    "resources", "compute", "distribution"};
+    "resources", "compute", "distribution", "snapshot"};
 // clang-format on
 constexpr std::array<std::string_view, 6> kInputKeys = {"type",    "path", "value",
                                                         "default", "mode", "description"};
 constexpr std::array<std::string_view, 2> kOutputKeys = {"type", "mode"};
 constexpr std::array<std::string_view, 1> kLimitsKeys = {"timeout"};
 constexpr std::array<std::string_view, 2> kResourcesKeys = {"instance_count", "shm_size"};
+constexpr std::array<std::string_view, 3> kSnapshotKeys = {"max_files", "max_size", "copy"};
 constexpr std::array<std::string_view, 2> kDistributionKeys = {"type",
                                                                "process_count_per_instance"};
 
@@ -438,6 +439,30 @@ StatusOr<JobSpec> ParseJob(const SourceFile& file, const YAML::Node& root) {
                                            internal::Describe(s->value));
       }
       job.shm_size_bytes = *bytes;
+    }
+  }
+  if (const Entry* e = top.Find("snapshot")) {
+    TY_ASSIGN_OR_RETURN(Mapping snapshot,
+                        Mapping::Read(file, e->value, "snapshot", "snapshot", kSnapshotKeys));
+    if (const Entry* f = snapshot.Find("max_files")) {
+      TY_ASSIGN_OR_RETURN(std::int64_t files,
+                          internal::ReadInteger(file, *f, 1, "an integer >= 1 (files)"));
+      job.snapshot_max_files = static_cast<std::uint64_t>(files);
+    }
+    if (const Entry* s = snapshot.Find("max_size")) {
+      StatusOr<std::int64_t> bytes = s->value.IsScalar()
+                                         ? ParseByteSize(s->value.Scalar())
+                                         : StatusOr<std::int64_t>(InvalidArgument("not a scalar"));
+      if (!bytes.ok() || *bytes <= 0) {
+        return file.ErrorAt(s->mark(), "'" + s->path +
+                                           "' must be a size greater than zero like "
+                                           "500m, 2g or a number of bytes, got " +
+                                           internal::Describe(s->value));
+      }
+      job.snapshot_max_bytes = static_cast<std::uint64_t>(*bytes);
+    }
+    if (const Entry* c = snapshot.Find("copy")) {
+      TY_ASSIGN_OR_RETURN(job.code_copy, internal::ReadBool(file, *c));
     }
   }
   if (const Entry* e = top.Find("compute")) {

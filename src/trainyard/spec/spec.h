@@ -18,37 +18,37 @@ namespace trainyard::spec {
 
 // Credentials of a private registry. `password` is the resolved secret (after ${{env.VAR}}).
 struct RegistryCredentials {
-  std::string address;   // "127.0.0.1:5000", "myregistry.example:443"
+  std::string address;  // "127.0.0.1:5000", "myregistry.example:443"
   std::string username;
   std::string password;
 };
 
 // A build context: a folder with a Dockerfile (CLI v2 `build: {path, dockerfile_path}`).
 struct BuildContextSpec {
-  std::string path;                          // absolute folder path
+  std::string path;                            // absolute folder path
   std::string dockerfile_path = "Dockerfile";  // relative to `path`, never escaping it
 };
 
 // The pip part and the conda packages of a conda environment file.
 struct CondaSpec {
-  std::string text;                      // the file's contents, verbatim
+  std::string text;  // the file's contents, verbatim
   std::vector<std::string> channels;
   // Conda packages other than `python` and `pip` (which any Python image satisfies). Non-empty
   // means the image must have conda.
   std::vector<std::string> conda_packages;
-  std::vector<std::string> pip;          // the `- pip: [...]` entries, in order
+  std::vector<std::string> pip;  // the `- pip: [...]` entries, in order
 };
 
 // Where and with what a script runs.
 struct EnvironmentSpec {
-  std::string name;      // empty for an inline (anonymous) environment
-  std::string version;   // empty: the next version is assigned at registration
+  std::string name;     // empty for an inline (anonymous) environment
+  std::string version;  // empty: the next version is assigned at registration
   std::string description;
   // Exactly one of: image, build, dockerfile.
-  std::string image;                     // base image reference, pulled if absent
-  std::optional<BuildContextSpec> build;  // a build context folder
-  std::string dockerfile;                // an inline Dockerfile text (`dockerfile:` key)
-  std::optional<CondaSpec> conda;        // `conda_file:` (path relative to the YAML)
+  std::string image;                          // base image reference, pulled if absent
+  std::optional<BuildContextSpec> build;      // a build context folder
+  std::string dockerfile;                     // an inline Dockerfile text (`dockerfile:` key)
+  std::optional<CondaSpec> conda;             // `conda_file:` (path relative to the YAML)
   std::vector<std::string> pip_requirements;  // `pip_requirements:` list or file, in order
   // true: the image's own Python is used as is and no dependency layer is built.
   bool user_managed_dependencies = false;
@@ -103,6 +103,12 @@ struct JobSpec {
   int instance_count = 1;                       // resources.instance_count
   std::string compute = "local";                // `azureml:` prefix removed
   std::optional<DistributionSpec> distribution;
+  // `snapshot:` (a trainyard extension): limits on the code snapshot of this job, overriding
+  // the workspace's, and whether the run gets a writable copy of its code instead of read-only
+  // hard links to the snapshot's objects.
+  std::optional<std::uint64_t> snapshot_max_files;  // snapshot.max_files
+  std::optional<std::uint64_t> snapshot_max_bytes;  // snapshot.max_size ("1g", bytes)
+  bool code_copy = false;                           // snapshot.copy
 };
 
 // What parsing may consult besides the file system.

@@ -11,6 +11,7 @@
 
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
+#include "trainyard/spec/definition.h"
 
 namespace trainyard::spec {
 namespace {
@@ -548,6 +549,30 @@ TEST(ParseJobYamlTest, EnvironmentReferenceForms) {
     EXPECT_EQ(job->environment.name, c.name) << c.ref;
     EXPECT_EQ(job->environment.version, c.version) << c.ref;
   }
+}
+
+TEST(ParseJobYamlTest, SnapshotSettings) {
+  auto job = ParseJobYaml(
+      "command: run\nenvironment: base\nsnapshot: {max_files: 5000, max_size: 1g, copy: true}\n",
+      "job.yml", "/tmp", NoEnv());
+  ASSERT_TRUE(job.ok()) << job.status().ToString();
+  EXPECT_EQ(job->snapshot_max_files, 5000u);
+  EXPECT_EQ(job->snapshot_max_bytes, 1ull << 30);
+  EXPECT_TRUE(job->code_copy);
+  // The request carries the copy choice to the daemon; the limits apply where the snapshot is
+  // taken (the CLI).
+  RunRequest q = RequestFromJob(*job, "", std::nullopt);
+  EXPECT_TRUE(q.code_copy);
+  auto back = RunRequest::FromJson(q.ToJson(SecretMode::kPlain));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->code_copy);
+
+  auto plain = ParseJobYaml("command: run\nenvironment: base\n", "job.yml", "/tmp", NoEnv());
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  EXPECT_FALSE(plain->snapshot_max_files.has_value());
+  EXPECT_FALSE(plain->snapshot_max_bytes.has_value());
+  EXPECT_FALSE(plain->code_copy);
+  EXPECT_FALSE(RequestFromJob(*plain, "", std::nullopt).code_copy);
 }
 
 TEST(ParseJobYamlTest, UsesFileNameAsGivenAndBaseDirForPaths) {

@@ -60,6 +60,11 @@ struct RunRecord {
   std::string failure_reason;
   std::string container_id;
   std::map<std::string, std::string> tags;
+  // The script's own verdict (POST /jobs/{run}/status, the SDK's complete()/fail()): Completed
+  // or Failed, absent when it gave none. A Failed verdict makes the run end Failed with
+  // "failed by the script: <script_message>" whatever its exit code.
+  std::optional<RunStatus> script_status;
+  std::string script_message;
   std::vector<RunTransition> transitions;  // oldest first
   std::int64_t created_at = 0;
   std::int64_t updated_at = 0;

@@ -108,6 +108,17 @@ CREATE TABLE run_tags (
   PRIMARY KEY (run_id, key)
 );
 )sql",
+    // 2: run properties (immutable) and the script's own verdict.
+    R"sql(
+CREATE TABLE run_properties (
+  run_id  TEXT NOT NULL REFERENCES runs(id),
+  key     TEXT NOT NULL,
+  value   TEXT NOT NULL,
+  PRIMARY KEY (run_id, key)
+);
+ALTER TABLE runs ADD COLUMN script_status TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN script_message TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 // A prepared statement, finalised on destruction.
@@ -160,7 +171,7 @@ class Stmt {
 constexpr const char* kRunColumns =
     "id, experiment, display_name, description, compute, status, request_json, snapshot_id, "
     "environment_name, environment_version, image_hash, image, exit_code, failure_reason, "
-    "container_id, created_at, updated_at";
+    "container_id, created_at, updated_at, script_status, script_message";
 
 class SqliteStore : public Store {
  public:
@@ -379,7 +390,87 @@ class SqliteStore : public Store {
     return Status::Ok();
   }
 
+  Status RemoveRunTag(const std::string& id, const std::string& key) override {
+    std::lock_guard lock(mu_);
+    TY_RETURN_IF_ERROR(RunExistsLocked(id));
+    Stmt q(db_, "DELETE FROM run_tags WHERE run_id = ? AND key = ?");
+    q.Bind(1, id).Bind(2, key);
+    if (q.Step() != SQLITE_DONE) return q.Error("remove tag");
+    return Status::Ok();
+  }
+
+  Status AddRunProperties(const std::string& id,
+                          const std::map<std::string, std::string>& properties) override {
+    std::lock_guard lock(mu_);
+    TY_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status s = AddPropertiesLocked(id, properties);
+    if (!s.ok()) {
+      (void)Exec("ROLLBACK");
+      return s;
+    }
+    return Exec("COMMIT");
+  }
+
+  StatusOr<std::map<std::string, std::string>> GetRunProperties(const std::string& id) override {
+    std::lock_guard lock(mu_);
+    TY_RETURN_IF_ERROR(RunExistsLocked(id));
+    Stmt q(db_, "SELECT key, value FROM run_properties WHERE run_id = ? ORDER BY key");
+    q.Bind(1, id);
+    std::map<std::string, std::string> out;
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) out[q.Text(0)] = q.Text(1);
+    if (rc != SQLITE_DONE) return q.Error("read properties");
+    return out;
+  }
+
+  Status SetScriptVerdict(const std::string& id, RunStatus status,
+                          const std::string& message) override {
+    if (status != RunStatus::kCompleted && status != RunStatus::kFailed) {
+      return InvalidArgument("a script's verdict is Completed or Failed, not " +
+                             std::string(RunStatusName(status)));
+    }
+    std::lock_guard lock(mu_);
+    Stmt q(db_,
+           "UPDATE runs SET script_status = ?, script_message = ?, updated_at = ? WHERE id = ?");
+    q.Bind(1, std::string(RunStatusName(status))).Bind(2, message).Bind(3, NowMillis()).Bind(4, id);
+    if (q.Step() != SQLITE_DONE) return q.Error("record the script's verdict");
+    if (sqlite3_changes(db_) == 0) return NotFound("run '" + id + "' not found");
+    return Status::Ok();
+  }
+
  private:
+  Status RunExistsLocked(const std::string& id) {
+    Stmt q(db_, "SELECT 1 FROM runs WHERE id = ?");
+    q.Bind(1, id);
+    int rc = q.Step();
+    if (rc == SQLITE_DONE) return NotFound("run '" + id + "' not found");
+    if (rc != SQLITE_ROW) return q.Error("find run");
+    return Status::Ok();
+  }
+
+  Status AddPropertiesLocked(const std::string& id,
+                             const std::map<std::string, std::string>& properties) {
+    TY_RETURN_IF_ERROR(RunExistsLocked(id));
+    for (const auto& [key, value] : properties) {
+      Stmt cur(db_, "SELECT value FROM run_properties WHERE run_id = ? AND key = ?");
+      cur.Bind(1, id).Bind(2, key);
+      int rc = cur.Step();
+      if (rc == SQLITE_ROW) {
+        if (cur.Text(0) != value) {
+          return AlreadyExists("property '" + key + "' of run '" + id +
+                               "' already has another value ('" + cur.Text(0) +
+                               "'); properties are immutable");
+        }
+        continue;
+      }
+      if (rc != SQLITE_DONE) return cur.Error("read property");
+      Stmt ins(db_, "INSERT INTO run_properties(run_id, key, value) VALUES (?, ?, ?)");
+      ins.Bind(1, id).Bind(2, key).Bind(3, value);
+      if (ins.Step() != SQLITE_DONE) return ins.Error("add property");
+    }
+    return Status::Ok();
+  }
+
   Status Exec(const char* sql) {
     char* err = nullptr;
     if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
@@ -485,6 +576,10 @@ class SqliteStore : public Store {
     r.container_id = q.Text(14);
     r.created_at = q.Int(15);
     r.updated_at = q.Int(16);
+    if (const std::string verdict = q.Text(17); !verdict.empty()) {
+      r.script_status = ParseRunStatus(verdict);
+    }
+    r.script_message = q.Text(18);
     return r;
   }
 

@@ -106,5 +106,36 @@ TEST(SqliteStoreTest, SurvivesReopenAndMigratesOnce) {
   ASSERT_TRUE(RemoveTree(dir).ok());
 }
 
+TEST(SqliteStoreTest, PropertiesAreImmutableTagsRemovableAndVerdictKept) {
+  auto st = Open(":memory:");
+  ASSERT_TRUE(st->InsertRun(NewRun("p")).ok());
+  ASSERT_TRUE(st->AddRunProperties("p", {{"a", "1"}, {"b", "2"}}).ok());
+  ASSERT_TRUE(st->AddRunProperties("p", {{"a", "1"}}).ok());  // the same value again: fine
+  Status clash = st->AddRunProperties("p", {{"c", "3"}, {"b", "other"}});
+  EXPECT_EQ(clash.code(), StatusCode::kAlreadyExists);
+  EXPECT_NE(clash.message().find("'b'"), std::string::npos) << clash.message();
+  auto props = st->GetRunProperties("p");
+  ASSERT_TRUE(props.ok());
+  EXPECT_EQ(*props, (std::map<std::string, std::string>{{"a", "1"}, {"b", "2"}}));  // no "c"
+  EXPECT_EQ(st->AddRunProperties("nope", {{"a", "1"}}).code(), StatusCode::kNotFound);
+  EXPECT_EQ(st->GetRunProperties("nope").status().code(), StatusCode::kNotFound);
+
+  ASSERT_TRUE(st->SetRunTag("p", "k", "v").ok());
+  ASSERT_TRUE(st->RemoveRunTag("p", "k").ok());
+  ASSERT_TRUE(st->RemoveRunTag("p", "never").ok());
+  EXPECT_EQ(st->RemoveRunTag("nope", "k").code(), StatusCode::kNotFound);
+  EXPECT_EQ(st->GetRun("p")->tags.count("k"), 0u);
+
+  EXPECT_FALSE(st->GetRun("p")->script_status.has_value());
+  ASSERT_TRUE(st->SetScriptVerdict("p", RunStatus::kFailed, "bad data").ok());
+  auto r = st->GetRun("p");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->script_status, RunStatus::kFailed);
+  EXPECT_EQ(r->script_message, "bad data");
+  EXPECT_EQ(st->SetScriptVerdict("p", RunStatus::kRunning, "").code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(st->SetScriptVerdict("nope", RunStatus::kFailed, "").code(), StatusCode::kNotFound);
+}
+
 }  // namespace
 }  // namespace trainyard::store

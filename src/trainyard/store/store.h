@@ -1,5 +1,6 @@
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +48,21 @@ class Store {
   virtual Status UpdateRun(const RunRecord& run) = 0;
   virtual Status SetRunTag(const std::string& id, const std::string& key,
                            const std::string& value) = 0;
+  // Removes a tag; OK when the run has no such tag. NotFound for an unknown run.
+  virtual Status RemoveRunTag(const std::string& id, const std::string& key) = 0;
+
+  // Adds immutable properties, all or none: AlreadyExists naming the key when one exists with
+  // another value (the same value again is accepted). NotFound for an unknown run.
+  virtual Status AddRunProperties(const std::string& id,
+                                  const std::map<std::string, std::string>& properties) = 0;
+  // The run's properties (empty when none). NotFound for an unknown run.
+  virtual StatusOr<std::map<std::string, std::string>> GetRunProperties(const std::string& id) = 0;
+
+  // Records the script's own verdict (`status` Completed or Failed; the last call wins), read
+  // back as RunRecord::script_status/script_message. InvalidArgument for another status;
+  // NotFound for an unknown run.
+  virtual Status SetScriptVerdict(const std::string& id, RunStatus status,
+                                  const std::string& message) = 0;
 };
 
 // Opens (creating when missing) the SQLite store at `path` and applies pending migrations.

@@ -1,0 +1,38 @@
+#pragma once
+
+// A unix-socket front door to the daemon's TCP API, for runs in containers: the folder holding
+// the socket is bind-mounted into each container, where no TCP port on the host's loopback is
+// reachable. Every connection accepted on the socket is relayed byte for byte to the HTTP
+// server on 127.0.0.1, which authenticates each request as usual (runs use run-scoped tokens).
+
+#include <filesystem>
+#include <memory>
+
+#include "trainyard/common/status.h"
+
+namespace trainyard {
+
+class SocketRelay {
+ public:
+  // Listens on `socket_path` (a stale socket file there is replaced; the socket is made
+  // connectable by any user, since requests are authenticated by token) and relays each
+  // connection to 127.0.0.1:`port`. InvalidArgument when the path is too long for a unix
+  // socket; Internal when it cannot be bound.
+  static StatusOr<std::unique_ptr<SocketRelay>> Start(const std::filesystem::path& socket_path,
+                                                      int port);
+  // Stops accepting, closes every relayed connection and removes the socket file.
+  ~SocketRelay();
+  SocketRelay(const SocketRelay&) = delete;
+  SocketRelay& operator=(const SocketRelay&) = delete;
+
+ private:
+  struct Impl;
+  explicit SocketRelay(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Where a workspace's API socket lives: `<root>/sock/api.sock` when that path fits in a unix
+// socket address, else a folder under /tmp named after the workspace.
+std::filesystem::path ApiSocketDir(const std::filesystem::path& workspace_root);
+
+}  // namespace trainyard

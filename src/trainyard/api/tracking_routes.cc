@@ -1,0 +1,552 @@
+#include "trainyard/api/tracking_routes.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "trainyard/common/fs.h"
+#include "trainyard/common/util.h"
+#include "trainyard/tracking/entries.h"
+
+namespace trainyard::api {
+namespace {
+
+using json = nlohmann::json;
+
+// GET routes run through upload routes too (to reach the blocking pool); they take no body.
+constexpr std::uint64_t kMaxGetBody = 64 << 10;
+constexpr std::size_t kMaxKeyBytes = 250;         // tag and property names
+constexpr std::size_t kMaxValueBytes = 64 << 10;  // tag and property values, status messages
+constexpr std::size_t kMaxIdempotencyKeyBytes = 200;
+
+HttpResponse JsonText(int status, const json& j) {
+  return HttpResponse::Text(status, j.dump(-1, ' ', false, json::error_handler_t::replace),
+                            "application/json");
+}
+
+StatusOr<json> ParseJson(const std::string& body) {
+  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) return InvalidArgument("request body is not valid JSON");
+  return parsed;
+}
+
+// Remembers the Idempotency-Key of applied POST /metrics batches (in memory, bounded; lost on
+// restart). Thread-safe.
+class AppliedKeys {
+ public:
+  explicit AppliedKeys(std::size_t capacity) : capacity_(capacity) {}
+
+  // The points of the batch already applied under `key`, or nullopt after claiming `key` for
+  // the caller, who must then call Release. Waits while another request applies the same key.
+  std::optional<std::uint64_t> Claim(const std::string& key) {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      auto it = keys_.find(key);
+      if (it == keys_.end()) {
+        keys_.emplace(key, std::nullopt);
+        return std::nullopt;
+      }
+      if (it->second) return it->second;
+      cv_.wait(lock);
+    }
+  }
+
+  // Ends a claim: remembers the key when the batch was applied, forgets it otherwise.
+  void Release(const std::string& key, bool applied, std::uint64_t points) {
+    {
+      std::lock_guard lock(mu_);
+      if (!applied) {
+        keys_.erase(key);
+      } else {
+        keys_[key] = points;
+        order_.push_back(key);
+        while (order_.size() > capacity_) {
+          keys_.erase(order_.front());
+          order_.pop_front();
+        }
+      }
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  const std::size_t capacity_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  // run + '\n' + key -> points applied, or nullopt while being applied. Guarded by mu_.
+  std::unordered_map<std::string, std::optional<std::uint64_t>> keys_;
+  std::deque<std::string> order_;  // Applied keys, oldest first. Guarded by mu_.
+};
+
+// What the handlers share. Lives as long as the server's routes (held by their closures).
+struct Context {
+  store::Store& store;
+  tracking::SeriesStore& series;
+  WorkspaceLayout layout;
+  TrackingRouteOptions options;
+  AppliedKeys applied;
+};
+
+// Collects a (small) body and answers from Finish, on the blocking pool, so that database work
+// does not hold up the event loop.
+class BufferingSink : public BodySink {
+ public:
+  using Answer = std::function<HttpResponse(HttpRequest& request)>;
+  // `limit_check` maps the body size so far to an error once it is too large.
+  BufferingSink(HttpRequest request, std::function<Status(std::size_t)> limit_check, Answer answer)
+      : request_(std::move(request)),
+        limit_check_(std::move(limit_check)),
+        answer_(std::move(answer)) {}
+
+  Status Write(std::string_view data) override {
+    request_.body.append(data);
+    return limit_check_ ? limit_check_(request_.body.size()) : Status::Ok();
+  }
+  HttpResponse Finish() override { return answer_(request_); }
+
+ private:
+  HttpRequest request_;
+  std::function<Status(std::size_t)> limit_check_;
+  Answer answer_;
+};
+
+// Registers `method pattern` whose whole answer (`answer`) runs on the blocking pool after the
+// body (at most `limit` bytes) arrived. `precheck`, when set, runs on the event loop before the
+// body is read and may refuse the request.
+void Blocking(HttpServer& server, const std::string& method, const std::string& pattern,
+              std::uint64_t limit, BufferingSink::Answer answer,
+              std::function<Status(HttpRequest&)> precheck = {},
+              std::function<Status(std::size_t)> limit_check = {}) {
+  server.UploadRoute(method, pattern, limit,
+                     [answer = std::move(answer), precheck = std::move(precheck),
+                      limit_check = std::move(limit_check)](
+                         HttpRequest& request) -> StatusOr<std::unique_ptr<BodySink>> {
+                       if (precheck) TY_RETURN_IF_ERROR(precheck(request));
+                       return std::unique_ptr<BodySink>(
+                           std::make_unique<BufferingSink>(request, limit_check, answer));
+                     });
+}
+
+// The run named by the request's {name}; NotFound naming it.
+StatusOr<store::RunRecord> RunOf(Context& c, const HttpRequest& req) {
+  return c.store.GetRun(req.Param("name"));
+}
+
+// --- metrics ---------------------------------------------------------------------------------
+
+HttpResponse PostMetrics(Context& c, HttpRequest& req) {
+  auto run = RunOf(c, req);
+  if (!run.ok()) return HttpResponse::FromStatus(run.status());
+  tracking::MetricDecodeOptions decode;
+  decode.max_body_bytes = c.options.max_metrics_body_bytes;
+  auto batch =
+      tracking::DecodeMetricsBody(req.Header("content-type").value_or(""), req.body, decode);
+  if (!batch.ok()) return HttpResponse::FromStatus(batch.status());
+  const std::uint64_t points = batch->PointCount();
+
+  std::optional<std::string> key = req.Header("idempotency-key");
+  if (key && (key->empty() || key->size() > kMaxIdempotencyKeyBytes)) {
+    return HttpResponse::FromStatus(InvalidArgument(
+        "Idempotency-Key must be 1.." + std::to_string(kMaxIdempotencyKeyBytes) + " bytes"));
+  }
+  const std::string slot = key ? run->id + "\n" + *key : "";
+  if (key) {
+    if (auto applied = c.applied.Claim(slot)) {
+      return JsonText(200, {{"points", *applied}, {"replayed", true}});
+    }
+  }
+  Status st = Internal("metrics of run " + run->id + " were not stored");
+  {
+    // Releases the claim also when Append throws, so a retry never waits forever.
+    struct Releaser {
+      AppliedKeys* keys;
+      const std::string& slot;
+      const Status& st;
+      std::uint64_t points;
+      ~Releaser() {
+        if (keys != nullptr) keys->Release(slot, st.ok(), points);
+      }
+    } release{key ? &c.applied : nullptr, slot, st, points};
+    st = c.series.Append(run->id, *batch, NowMillis());
+  }
+  if (!st.ok()) return HttpResponse::FromStatus(st.WithPrefix("run " + run->id));
+  return JsonText(200, {{"points", points}});
+}
+
+HttpResponse ListMetrics(Context& c, HttpRequest& req) {
+  auto run = RunOf(c, req);
+  if (!run.ok()) return HttpResponse::FromStatus(run.status());
+  auto list = c.series.ListSeries(run->id);
+  if (!list.ok()) return HttpResponse::FromStatus(list.status());
+  return HttpResponse::Text(200, tracking::SeriesListToJson(*list), "application/json");
+}
+
+HttpResponse GetMetric(Context& c, HttpRequest& req) {
+  auto run = RunOf(c, req);
+  if (!run.ok()) return HttpResponse::FromStatus(run.status());
+  std::size_t max_points = c.options.default_max_points;
+  if (auto mp = req.Query("max_points")) {
+    char* end = nullptr;
+    errno = 0;
+    unsigned long long v = std::strtoull(mp->c_str(), &end, 10);
+    if (mp->empty() || end == mp->c_str() || *end != '\0' || errno != 0 || v < 2 ||
+        (*mp)[0] == '-') {
+      return HttpResponse::FromStatus(
+          InvalidArgument("max_points must be an integer >= 2, got '" + *mp + "'"));
+    }
+    max_points = static_cast<std::size_t>(v);
+  }
+  const std::string format = req.Query("format").value_or("json");
+  if (format != "json" && format != "csv") {
+    return HttpResponse::FromStatus(
+        InvalidArgument("format must be json or csv, got '" + format + "'"));
+  }
+  auto data = c.series.ReadSeries(run->id, req.Param("metric"), max_points);
+  if (!data.ok()) return HttpResponse::FromStatus(data.status().WithPrefix("run " + run->id));
+  if (format == "csv") {
+    return HttpResponse::Text(200, tracking::SeriesDataToCsv(*data), "text/csv; charset=utf-8");
+  }
+  return HttpResponse::Text(200, tracking::SeriesDataToJson(*data), "application/json");
+}
+
+// --- entries ---------------------------------------------------------------------------------
+
+// OK when `rel` names a regular file of the run's folder (a symlink is not one).
+Status CheckRunFile(const fs::path& run_dir, const std::string& rel) {
+  auto path = ResolveUnder(run_dir, rel);
+  if (!path.ok()) return path.status();
+  struct stat st {};
+  if (::lstat(path->c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return InvalidArgument("file '" + rel + "' was not uploaded (PUT /files/" + rel + " first)");
+  }
+  return Status::Ok();
+}
+
+HttpResponse PostEntries(Context& c, HttpRequest& req) {
+  auto run = RunOf(c, req);
+  if (!run.ok()) return HttpResponse::FromStatus(run.status());
+  auto entries = tracking::ParseEntriesJson(req.body);
+  if (!entries.ok()) return HttpResponse::FromStatus(entries.status());
+  const fs::path run_dir = c.layout.RunDir(run->id);
+  for (std::size_t i = 0; i < entries->size(); ++i) {
+    const tracking::Entry& e = (*entries)[i];
+    if (e.kind != tracking::EntryKind::kImage) continue;
+    json value = json::parse(e.value_json, nullptr, false);
+    std::string path;
+    if (value.is_object() && value.contains("path") && value["path"].is_string()) {
+      path = value["path"].get<std::string>();
+    }
+    Status st = CheckRunFile(run_dir, path);
+    if (!st.ok()) {
+      return HttpResponse::FromStatus(InvalidArgument("entry " + std::to_string(i) + " (" +
+                                                      tracking::QuoteName(e.name) +
+                                                      "): value: " + st.message()));
+    }
+  }
+  Status st = c.series.AppendEntries(run->id, *entries, NowMillis());
+  if (!st.ok()) return HttpResponse::FromStatus(st);
+  return JsonText(200, {{"entries", entries->size()}});
+}
+
+HttpResponse ListEntries(Context& c, HttpRequest& req) {
+  auto run = RunOf(c, req);
+  if (!run.ok()) return HttpResponse::FromStatus(run.status());
+  auto entries = c.series.ListEntries(run->id, req.Query("name"));
+  if (!entries.ok()) return HttpResponse::FromStatus(entries.status());
+  return HttpResponse::Text(200, tracking::EntriesToJson(*entries), "application/json");
+}
+
+// --- tags, properties, status ----------------------------------------------------------------
+
+Status CheckKey(std::string_view what, const std::string& key) {
+  if (key.empty() || key.size() > kMaxKeyBytes) {
+    return InvalidArgument(std::string(what) + " names must be 1.." + std::to_string(kMaxKeyBytes) +
+                           " bytes");
+  }
+  return Status::Ok();
+}
+
+// {"k": "v", ...} with every value a string.
+StatusOr<std::map<std::string, std::string>> StringMap(std::string_view what, const json& doc) {
+  if (!doc.is_object()) {
+    return InvalidArgument(std::string(what) + " must be an object of name -> string");
+  }
+  std::map<std::string, std::string> out;
+  for (const auto& [k, v] : doc.items()) {
+    TY_RETURN_IF_ERROR(CheckKey(what, k));
+    if (!v.is_string()) {
+      return InvalidArgument(std::string(what) + " '" + k + "': the value must be a string");
+    }
+    if (v.get_ref<const std::string&>().size() > kMaxValueBytes) {
+      return InvalidArgument(std::string(what) + " '" + k + "': the value is over " +
+                             std::to_string(kMaxValueBytes) + " bytes");
+    }
+    out[k] = v.get<std::string>();
+  }
+  return out;
+}
+
+HttpResponse GetTags(Context& c, HttpRequest& req) {
+  auto run = RunOf(c, req);
+  if (!run.ok()) return HttpResponse::FromStatus(run.status());
+  return JsonText(200, {{"tags", run->tags}});
+}
+
+HttpResponse PatchTags(Context& c, HttpRequest& req) {
+  auto run = RunOf(c, req);
+  if (!run.ok()) return HttpResponse::FromStatus(run.status());
+  auto doc = ParseJson(req.body);
+  if (!doc.ok()) return HttpResponse::FromStatus(doc.status());
+  const Status shape =
+      InvalidArgument(R"(expected {"set": {"name": "value", ...}, "remove": ["name", ...]})");
+  if (!doc->is_object()) return HttpResponse::FromStatus(shape);
+  std::map<std::string, std::string> set;
+  if (doc->contains("set")) {
+    auto parsed = StringMap("tag", (*doc)["set"]);
+    if (!parsed.ok()) return HttpResponse::FromStatus(parsed.status());
+    set = std::move(parsed).value();
+  }
+  std::vector<std::string> remove;
+  if (doc->contains("remove")) {
+    const json& r = (*doc)["remove"];
+    if (!r.is_array()) return HttpResponse::FromStatus(shape);
+    for (const json& k : r) {
+      if (!k.is_string()) return HttpResponse::FromStatus(shape);
+      remove.push_back(k.get<std::string>());
+    }
+  }
+  for (const auto& [k, v] : set) {
+    if (Status st = c.store.SetRunTag(run->id, k, v); !st.ok()) {
+      return HttpResponse::FromStatus(st);
+    }
+  }
+  for (const std::string& k : remove) {
+    if (Status st = c.store.RemoveRunTag(run->id, k); !st.ok()) {
+      return HttpResponse::FromStatus(st);
+    }
+  }
+  auto now = c.store.GetRun(run->id);
+  if (!now.ok()) return HttpResponse::FromStatus(now.status());
+  return JsonText(200, {{"tags", now->tags}});
+}
+
+HttpResponse GetProperties(Context& c, HttpRequest& req) {
+  auto props = c.store.GetRunProperties(req.Param("name"));
+  if (!props.ok()) return HttpResponse::FromStatus(props.status());
+  return JsonText(200, {{"properties", *props}});
+}
+
+HttpResponse PostProperties(Context& c, HttpRequest& req) {
+  auto run = RunOf(c, req);
+  if (!run.ok()) return HttpResponse::FromStatus(run.status());
+  auto doc = ParseJson(req.body);
+  if (!doc.ok()) return HttpResponse::FromStatus(doc.status());
+  auto props = StringMap("property", *doc);
+  if (!props.ok()) return HttpResponse::FromStatus(props.status());
+  if (Status st = c.store.AddRunProperties(run->id, *props); !st.ok()) {
+    return HttpResponse::FromStatus(st);
+  }
+  return GetProperties(c, req);
+}
+
+HttpResponse PostStatus(Context& c, HttpRequest& req) {
+  auto run = RunOf(c, req);
+  if (!run.ok()) return HttpResponse::FromStatus(run.status());
+  auto doc = ParseJson(req.body);
+  if (!doc.ok()) return HttpResponse::FromStatus(doc.status());
+  const Status shape = InvalidArgument(
+      R"(expected {"status": "Completed"} or {"status": "Failed", "message": "..."})");
+  if (!doc->is_object() || !doc->contains("status") || !(*doc)["status"].is_string()) {
+    return HttpResponse::FromStatus(shape);
+  }
+  const std::string status = (*doc)["status"].get<std::string>();
+  if (status != "Completed" && status != "Failed") return HttpResponse::FromStatus(shape);
+  std::string message;
+  if (doc->contains("message") && !(*doc)["message"].is_null()) {
+    if (!(*doc)["message"].is_string()) return HttpResponse::FromStatus(shape);
+    message = (*doc)["message"].get<std::string>();
+    if (message.size() > kMaxValueBytes) {
+      return HttpResponse::FromStatus(
+          InvalidArgument("message is over " + std::to_string(kMaxValueBytes) + " bytes"));
+    }
+  }
+  if (store::IsTerminal(run->status)) {
+    return HttpResponse::FromStatus(FailedPrecondition(
+        "run '" + run->id + "' already ended as " + std::string(store::RunStatusName(run->status)) +
+        "; its verdict can no longer change"));
+  }
+  Status st = c.store.SetScriptVerdict(
+      run->id, status == "Failed" ? store::RunStatus::kFailed : store::RunStatus::kCompleted,
+      message);
+  if (!st.ok()) return HttpResponse::FromStatus(st);
+  return JsonText(200, {{"status", status}, {"message", message}});
+}
+
+// --- files -----------------------------------------------------------------------------------
+
+// Streams one run file to a temp file in its folder; Finish fsyncs it and renames it over the
+// final name. Folders are walked with O_NOFOLLOW, so a symlink the run planted in its folder
+// can never send the write elsewhere.
+class RunFileSink : public BodySink {
+ public:
+  RunFileSink(int dir_fd, std::string leaf, std::string rel)
+      : dir_fd_(dir_fd), leaf_(std::move(leaf)), rel_(std::move(rel)) {}
+  ~RunFileSink() override {
+    if (fd_ >= 0) ::close(fd_);
+    if (!temp_.empty()) ::unlinkat(dir_fd_, temp_.c_str(), 0);
+    ::close(dir_fd_);
+  }
+
+  Status Open() {
+    temp_ = ".upload-" + RandomHex(8) + ".tmp";
+    fd_ = ::openat(dir_fd_, temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                   0644);
+    if (fd_ < 0) {
+      temp_.clear();
+      return Internal("cannot create a file for '" + rel_ + "': " + std::strerror(errno));
+    }
+    return Status::Ok();
+  }
+
+  Status Write(std::string_view data) override {
+    while (!data.empty()) {
+      ssize_t n = ::write(fd_, data.data(), data.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return Internal("writing '" + rel_ + "': " + std::strerror(errno));
+      data.remove_prefix(static_cast<std::size_t>(n));
+      size_ += static_cast<std::uint64_t>(n);
+    }
+    return Status::Ok();
+  }
+
+  HttpResponse Finish() override {
+    if (::fsync(fd_) != 0) {
+      return HttpResponse::FromStatus(Internal("writing '" + rel_ + "': " + std::strerror(errno)));
+    }
+    ::close(fd_);
+    fd_ = -1;
+    if (::renameat(dir_fd_, temp_.c_str(), dir_fd_, leaf_.c_str()) != 0) {
+      return HttpResponse::FromStatus(
+          InvalidArgument("cannot store '" + rel_ + "': " + std::strerror(errno)));
+    }
+    temp_.clear();
+    (void)::fsync(dir_fd_);
+    return JsonText(201, {{"path", rel_}, {"size", size_}});
+  }
+
+ private:
+  int dir_fd_;
+  std::string leaf_;
+  std::string rel_;
+  std::string temp_;  // Removed on destruction unless renamed.
+  int fd_ = -1;
+  std::uint64_t size_ = 0;
+};
+
+// Opens a sink for PUT /files/{path}: on the event loop (a database lookup, a few mkdirat).
+StatusOr<std::unique_ptr<BodySink>> OpenRunFile(Context& c, HttpRequest& req) {
+  TY_ASSIGN_OR_RETURN(store::RunRecord run, RunOf(c, req));
+  const std::string rel = req.Param("path");
+  const fs::path run_dir = c.layout.RunDir(run.id);
+  TY_RETURN_IF_ERROR(ResolveUnder(run_dir, rel).status());
+  std::vector<std::string> parts;
+  for (std::size_t start = 0; start <= rel.size();) {
+    std::size_t slash = rel.find('/', start);
+    if (slash == std::string::npos) slash = rel.size();
+    std::string part = rel.substr(start, slash - start);
+    if (part == "..") return InvalidArgument("file path '" + rel + "' must not contain '..'");
+    if (!part.empty() && part != ".") parts.push_back(std::move(part));
+    start = slash + 1;
+  }
+  if (parts.empty()) return InvalidArgument("file path '" + rel + "' names no file");
+  if (parts.front() == "code" || parts.front() == "user_logs") {
+    return InvalidArgument("file path '" + rel + "' is under " + parts.front() +
+                           "/, which the daemon owns; store run files elsewhere (e.g. outputs/)");
+  }
+  TY_RETURN_IF_ERROR(MakeDirs(run_dir));
+  int dir = ::open(run_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (dir < 0) return Internal("cannot open the folder of run " + run.id);
+  for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (::mkdirat(dir, parts[i].c_str(), 0755) != 0 && errno != EEXIST) {
+      ::close(dir);
+      return Internal("cannot create the folder of '" + rel + "': " + std::strerror(errno));
+    }
+    int next = ::openat(dir, parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    ::close(dir);
+    if (next < 0) {
+      return InvalidArgument("file path '" + rel + "': '" + parts[i] +
+                             "' is not a folder (symbolic links are not followed)");
+    }
+    dir = next;
+  }
+  struct stat st {};
+  if (::fstatat(dir, parts.back().c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+    ::close(dir);
+    return InvalidArgument("file path '" + rel + "' is a folder");
+  }
+  auto sink = std::make_unique<RunFileSink>(dir, parts.back(), rel);
+  TY_RETURN_IF_ERROR(sink->Open());
+  return std::unique_ptr<BodySink>(std::move(sink));
+}
+
+}  // namespace
+
+void AddTrackingRoutes(HttpServer& server, store::Store& store, tracking::SeriesStore& tracking,
+                       const WorkspaceLayout& layout, const TrackingRouteOptions& options) {
+  // Shared by every route's closure: it lives as long as the server's routes do.
+  auto ctx = std::shared_ptr<Context>(
+      new Context{store, tracking, layout, options, AppliedKeys(options.idempotency_keys)});
+  const std::string base = "/api/v1/jobs/{name}/";
+  auto bind = [ctx](HttpResponse (*fn)(Context&, HttpRequest&)) {
+    return [ctx, fn](HttpRequest& req) { return fn(*ctx, req); };
+  };
+
+  const std::uint64_t max_metrics = options.max_metrics_body_bytes;
+  Blocking(
+      server, "POST", base + "metrics", std::numeric_limits<std::uint64_t>::max(),
+      bind(PostMetrics),
+      [max_metrics](HttpRequest& req) -> Status {
+        // Before the body is read, with the codec's own message.
+        if (auto length = req.Header("content-length")) {
+          return tracking::CheckMetricsBodySize(std::strtoull(length->c_str(), nullptr, 10),
+                                                max_metrics);
+        }
+        return Status::Ok();
+      },
+      [max_metrics](std::size_t so_far) {  // chunked bodies
+        return tracking::CheckMetricsBodySize(so_far, max_metrics);
+      });
+  Blocking(server, "GET", base + "metrics", kMaxGetBody, bind(ListMetrics));
+  Blocking(server, "GET", base + "metrics/{metric...}", kMaxGetBody, bind(GetMetric));
+
+  const std::uint64_t max_json = options.max_json_body_bytes;
+  Blocking(server, "POST", base + "entries", max_json, bind(PostEntries));
+  Blocking(server, "GET", base + "entries", kMaxGetBody, bind(ListEntries));
+  Blocking(server, "GET", base + "tags", kMaxGetBody, bind(GetTags));
+  Blocking(server, "PATCH", base + "tags", max_json, bind(PatchTags));
+  Blocking(server, "GET", base + "properties", kMaxGetBody, bind(GetProperties));
+  Blocking(server, "POST", base + "properties", max_json, bind(PostProperties));
+  Blocking(server, "POST", base + "status", max_json, bind(PostStatus));
+
+  server.UploadRoute("PUT", base + "files/{path...}", options.max_file_bytes,
+                     [ctx](HttpRequest& req) { return OpenRunFile(*ctx, req); });
+}
+
+}  // namespace trainyard::api

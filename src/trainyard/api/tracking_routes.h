@@ -1,0 +1,41 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "trainyard/api/http_server.h"
+#include "trainyard/common/workspace.h"
+#include "trainyard/store/store.h"
+#include "trainyard/tracking/metric_codec.h"
+#include "trainyard/tracking/series_store.h"
+
+namespace trainyard::api {
+
+// Limits of the run-tracking routes (docs/tracking.md).
+struct TrackingRouteOptions {
+  // Largest body of POST /metrics (413 naming it beyond).
+  std::uint64_t max_metrics_body_bytes = tracking::kDefaultMaxMetricsBodyBytes;
+  // Largest JSON body of the other POST/PATCH routes (entries, tags, properties, status).
+  std::uint64_t max_json_body_bytes = 16 << 20;
+  // Largest file PUT /files/{path} stores.
+  std::uint64_t max_file_bytes = std::uint64_t{2} << 30;
+  // Points GET /metrics/{name} answers without ?max_points (a longer series is downsampled to
+  // this many and says "downsampled": true); an explicit max_points may ask for more.
+  std::size_t default_max_points = 1'000'000;
+  // Idempotency-Key values of POST /metrics remembered (in memory, across all runs, oldest
+  // forgotten first).
+  std::size_t idempotency_keys = 100'000;
+};
+
+// Registers the routes a run reports through, all under /api/v1/jobs/{name}/ (docs/tracking.md):
+//   POST metrics, GET metrics, GET metrics/{metric}   scalar series (`tracking`)
+//   POST entries, GET entries                          lists, rows, tables, images (`tracking`)
+//   GET/PATCH tags, GET/POST properties, POST status   run metadata (`store`)
+//   PUT files/{path...}                                a file of the run's folder
+// Every route answers 404 naming the run when `store` does not know it. Work that touches a
+// database or fsyncs runs on the server's blocking pool (as BodySink::Finish), not its event
+// loop. Borrows `store`, `tracking` and `layout`: they must outlive the server.
+void AddTrackingRoutes(HttpServer& server, store::Store& store, tracking::SeriesStore& tracking,
+                       const WorkspaceLayout& layout, const TrackingRouteOptions& options = {});
+
+}  // namespace trainyard::api

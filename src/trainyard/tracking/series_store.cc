@@ -1,0 +1,1024 @@
+#include "trainyard/tracking/series_store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <bit>
+#include <charconv>
+#include <cmath>
+#include <condition_variable>
+#include <limits>
+#include <list>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+
+#include "trainyard/common/util.h"
+#include "trainyard/tracking/chunk.h"
+
+namespace trainyard::tracking {
+
+namespace {
+
+// Versioned migrations: entry i brings the schema to version i + 1. Never edit a shipped entry;
+// append a new one. Doubles are stored as their IEEE 754 bit patterns in INTEGER columns:
+// SQLite turns a bound NaN into NULL and may store -0.0 as the integer 0.
+constexpr const char* kMigrations[] = {
+    R"sql(
+CREATE TABLE runs (
+  run_id        TEXT PRIMARY KEY,
+  series_count  INTEGER NOT NULL
+);
+CREATE TABLE series (
+  id                INTEGER PRIMARY KEY,
+  run_id            TEXT NOT NULL,
+  name              TEXT NOT NULL,
+  count             INTEGER NOT NULL,
+  max_step          INTEGER NOT NULL,
+  last_step         INTEGER NOT NULL,
+  last_timestamp    INTEGER NOT NULL,
+  last_value        INTEGER NOT NULL,
+  min_value         INTEGER,
+  max_value         INTEGER,
+  last_seq          INTEGER NOT NULL,
+  last_chunk_count  INTEGER NOT NULL,
+  UNIQUE (run_id, name)
+);
+CREATE TABLE chunks (
+  series_id   INTEGER NOT NULL,
+  seq         INTEGER NOT NULL,
+  count       INTEGER NOT NULL,
+  first_step  INTEGER NOT NULL,
+  last_step   INTEGER NOT NULL,
+  min_value   INTEGER,
+  max_value   INTEGER,
+  data        BLOB NOT NULL,
+  PRIMARY KEY (series_id, seq)
+);
+CREATE TABLE entries (
+  id           INTEGER PRIMARY KEY,
+  run_id       TEXT NOT NULL,
+  name         TEXT NOT NULL,
+  kind         TEXT NOT NULL,
+  value        TEXT NOT NULL,
+  step         INTEGER,
+  description  TEXT NOT NULL,
+  timestamp    INTEGER NOT NULL
+);
+CREATE INDEX entries_by_run ON entries(run_id, id);
+)sql",
+};
+
+std::int64_t ToBits(double d) { return std::bit_cast<std::int64_t>(d); }
+double FromBits(std::int64_t b) { return std::bit_cast<double>(b); }
+
+// One connection with its prepared statements, cached by SQL text address.
+class Conn {
+ public:
+  // A statement in use; reset (bindings cleared) when it goes out of scope.
+  class Stmt {
+   public:
+    Stmt(Conn* c, sqlite3_stmt* s) : conn_(c), s_(s) {}
+    ~Stmt() {
+      if (s_) {
+        sqlite3_reset(s_);
+        sqlite3_clear_bindings(s_);
+      }
+    }
+    Stmt(const Stmt&) = delete;
+    Stmt& operator=(const Stmt&) = delete;
+
+    bool ok() const { return s_ != nullptr; }
+    Stmt& Bind(int i, const std::string& v) {
+      sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+      return *this;
+    }
+    Stmt& Bind(int i, std::int64_t v) {
+      sqlite3_bind_int64(s_, i, v);
+      return *this;
+    }
+    Stmt& BindOpt(int i, const std::optional<double>& v) {
+      if (v) {
+        sqlite3_bind_int64(s_, i, ToBits(*v));
+      } else {
+        sqlite3_bind_null(s_, i);
+      }
+      return *this;
+    }
+    Stmt& BindOptInt(int i, const std::optional<std::int64_t>& v) {
+      if (v) {
+        sqlite3_bind_int64(s_, i, *v);
+      } else {
+        sqlite3_bind_null(s_, i);
+      }
+      return *this;
+    }
+    Stmt& BindBlob(int i, std::string_view v) {
+      sqlite3_bind_blob64(s_, i, v.data(), v.size(), SQLITE_STATIC);
+      return *this;
+    }
+    int Step() { return sqlite3_step(s_); }
+    std::int64_t Int(int col) const { return sqlite3_column_int64(s_, col); }
+    bool IsNull(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
+    std::optional<double> OptDouble(int col) const {
+      if (IsNull(col)) return std::nullopt;
+      return FromBits(Int(col));
+    }
+    std::optional<std::int64_t> OptInt(int col) const {
+      if (IsNull(col)) return std::nullopt;
+      return Int(col);
+    }
+    std::string Text(int col) const {
+      auto* p = sqlite3_column_text(s_, col);
+      return p ? std::string(reinterpret_cast<const char*>(p),
+                             static_cast<size_t>(sqlite3_column_bytes(s_, col)))
+               : std::string();
+    }
+    std::string_view Blob(int col) const {
+      const void* p = sqlite3_column_blob(s_, col);
+      const int n = sqlite3_column_bytes(s_, col);
+      return p ? std::string_view(static_cast<const char*>(p), static_cast<size_t>(n))
+               : std::string_view();
+    }
+    Status Error(std::string_view what) const { return conn_->Error(what); }
+
+   private:
+    Conn* conn_;
+    sqlite3_stmt* s_;
+  };
+
+  explicit Conn(sqlite3* db) : db_(db) {}
+  ~Conn() {
+    for (auto& [sql, s] : cache_) sqlite3_finalize(s);
+    sqlite3_close_v2(db_);
+  }
+
+  // `sql` must be a string literal (cached by address). ok() is false when it fails to prepare.
+  Stmt Prepare(const char* sql) {
+    auto it = cache_.find(sql);
+    if (it != cache_.end()) return Stmt(this, it->second);
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK) {
+      return Stmt(this, nullptr);
+    }
+    cache_.emplace(sql, s);
+    return Stmt(this, s);
+  }
+
+  Status Exec(const char* sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : sqlite3_errmsg(db_);
+      sqlite3_free(err);
+      return Internal("tracking store: " + msg);
+    }
+    return Status::Ok();
+  }
+
+  Status Error(std::string_view what) const {
+    return Internal("tracking store: " + std::string(what) + ": " + sqlite3_errmsg(db_));
+  }
+
+  sqlite3* db() const { return db_; }
+
+ private:
+  sqlite3* db_;
+  std::unordered_map<const char*, sqlite3_stmt*> cache_;
+};
+
+StatusOr<std::unique_ptr<Conn>> OpenConn(const std::string& path, bool durable) {
+  sqlite3* db = nullptr;
+  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+  if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close_v2(db);
+    return Unavailable("cannot open the tracking database " + path + ": " + msg);
+  }
+  auto conn = std::make_unique<Conn>(db);
+  // Larger pages keep a chunk (a few KiB to ~40 KiB) on fewer overflow pages. Only takes effect
+  // on a new file.
+  TY_RETURN_IF_ERROR(conn->Exec("PRAGMA page_size=16384"));
+  TY_RETURN_IF_ERROR(conn->Exec("PRAGMA busy_timeout=10000; PRAGMA journal_mode=WAL"));
+  TY_RETURN_IF_ERROR(conn->Exec(durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"));
+  // 4 MiB of pages per connection: chunks are read once per request, the OS caches the file.
+  TY_RETURN_IF_ERROR(conn->Exec("PRAGMA cache_size=-4096"));
+  return conn;
+}
+
+// The state of a series as its row says, for an append.
+struct SeriesRow {
+  std::int64_t id = 0;
+  std::uint64_t count = 0;
+  std::int64_t max_step = 0;
+  std::int64_t last_seq = -1;
+  std::uint64_t last_chunk_count = 0;
+  std::optional<double> min, max;
+};
+
+// M4 downsampling over the point order: `buckets` buckets of (almost) equal point counts,
+// each contributing its first, last, minimum and maximum point (or only min and max).
+class M4 {
+ public:
+  M4(std::uint64_t count, std::uint64_t buckets, bool only_extremes, SeriesData* out)
+      : count_(count), buckets_(buckets), only_extremes_(only_extremes), out_(out) {
+    end_ = Boundary(0);
+  }
+
+  void Add(std::int64_t step, std::int64_t ts, double v) {
+    if (index_ == end_) Flush();
+    const P p{index_, step, ts, v};
+    if (!have_) {
+      first_ = last_ = p;
+      have_ = true;
+      min_ = max_ = std::isnan(v) ? P{} : p;
+    } else {
+      last_ = p;
+      if (!std::isnan(v)) {
+        if (min_.index == kNone || v < min_.v) min_ = p;
+        if (max_.index == kNone || v > max_.v) max_ = p;
+      }
+    }
+    ++index_;
+  }
+
+  void Finish() { Flush(); }
+
+ private:
+  static constexpr std::uint64_t kNone = std::numeric_limits<std::uint64_t>::max();
+  struct P {
+    std::uint64_t index = kNone;
+    std::int64_t step = 0, ts = 0;
+    double v = 0;
+  };
+
+  std::uint64_t Boundary(std::uint64_t b) const {
+    // (b + 1) * count / buckets without overflow.
+    const std::uint64_t q = count_ / buckets_, r = count_ % buckets_;
+    return (b + 1) * q + (b + 1) * r / buckets_;
+  }
+
+  void Flush() {
+    if (have_) {
+      P pts[4];
+      int n = 0;
+      if (!only_extremes_) pts[n++] = first_;
+      if (min_.index != kNone) pts[n++] = min_;
+      if (max_.index != kNone) pts[n++] = max_;
+      if (!only_extremes_) pts[n++] = last_;
+      if (only_extremes_ && n == 0) pts[n++] = first_;  // All NaN: keep one point.
+      // Insertion sort by index (n <= 4; std::sort trips GCC 12's -Warray-bounds here).
+      for (int i = 1; i < n; ++i) {
+        for (int j = i; j > 0 && pts[j].index < pts[j - 1].index; --j)
+          std::swap(pts[j], pts[j - 1]);
+      }
+      for (int i = 0; i < n; ++i) {
+        if (i > 0 && pts[i].index == pts[i - 1].index) continue;
+        out_->steps.push_back(pts[i].step);
+        out_->timestamps.push_back(pts[i].ts);
+        out_->values.push_back(pts[i].v);
+      }
+    }
+    have_ = false;
+    ++bucket_;
+    end_ = Boundary(bucket_);
+  }
+
+  std::uint64_t count_, buckets_;
+  bool only_extremes_;
+  SeriesData* out_;
+  std::uint64_t index_ = 0, bucket_ = 0, end_ = 0;
+  bool have_ = false;
+  P first_, last_, min_, max_;
+};
+
+std::optional<double> MinOpt(std::optional<double> a, std::optional<double> b) {
+  if (!a) return b;
+  if (!b) return a;
+  return *b < *a ? b : a;
+}
+std::optional<double> MaxOpt(std::optional<double> a, std::optional<double> b) {
+  if (!a) return b;
+  if (!b) return a;
+  return *b > *a ? b : a;
+}
+
+}  // namespace
+
+class SeriesStore::Impl {
+ public:
+  Impl(SeriesStoreOptions options, std::unique_ptr<Conn> writer, std::unique_ptr<Conn> reader)
+      : options_(options), writer_(std::move(writer)), reader_(std::move(reader)) {}
+
+  Status Migrate() {
+    Conn& c = *writer_;
+    TY_RETURN_IF_ERROR(
+        c.Exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
+               "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"));
+    std::int64_t current = 0;
+    {
+      auto q = c.Prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+      if (q.ok() && q.Step() == SQLITE_ROW) current = q.Int(0);
+    }
+    const std::int64_t known = std::size(kMigrations);
+    if (current > known) {
+      return FailedPrecondition("the tracking database has schema version " +
+                                std::to_string(current) + " but this trainyard knows only up to " +
+                                std::to_string(known) + "; upgrade trainyard");
+    }
+    for (std::int64_t v = current; v < known; ++v) {
+      TY_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
+      Status s = c.Exec(kMigrations[v]);
+      if (s.ok()) {
+        auto ins = c.Prepare("INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)");
+        ins.Bind(1, v + 1).Bind(2, NowMillis());
+        if (ins.Step() != SQLITE_DONE) s = ins.Error("record migration");
+      }
+      if (!s.ok()) {
+        (void)c.Exec("ROLLBACK");
+        return s.WithPrefix("migration " + std::to_string(v + 1));
+      }
+      TY_RETURN_IF_ERROR(c.Exec("COMMIT"));
+    }
+    return Status::Ok();
+  }
+
+  // Group commit: appends that arrive while a commit is under way wait, then the first of them
+  // commits all of them in one transaction (one fsync), each batch inside its own savepoint so
+  // a bad batch is rolled back alone. A single caller pays one transaction as before.
+  Status Append(const std::string& run_id, const MetricBatch& batch, std::int64_t now_ms) {
+    PendingAppend me{&run_id, &batch, now_ms};
+    std::unique_lock lk(queue_mu_);
+    queue_.push_back(&me);
+    while (!me.done) {
+      if (leader_active_) {
+        queue_cv_.wait(lk);
+        continue;
+      }
+      leader_active_ = true;
+      std::vector<PendingAppend*> group(queue_.begin(), queue_.end());
+      queue_.clear();
+      lk.unlock();
+      CommitGroup(group);
+      lk.lock();
+      for (PendingAppend* p : group) p->done = true;
+      leader_active_ = false;
+      queue_cv_.notify_all();
+    }
+    return me.result;
+  }
+
+  StatusOr<std::vector<SeriesInfo>> ListSeries(const std::string& run_id) {
+    std::lock_guard lock(read_mu_);
+    auto q = reader_->Prepare(
+        "SELECT name, count, last_value, last_step, last_timestamp, min_value, max_value "
+        "FROM series WHERE run_id = ? ORDER BY name");
+    if (!q.ok()) return reader_->Error("prepare list series");
+    q.Bind(1, run_id);
+    std::vector<SeriesInfo> out;
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      SeriesInfo i;
+      i.name = q.Text(0);
+      i.count = static_cast<std::uint64_t>(q.Int(1));
+      i.last_value = FromBits(q.Int(2));
+      i.last_step = q.Int(3);
+      i.last_timestamp = q.Int(4);
+      i.min = q.OptDouble(5);
+      i.max = q.OptDouble(6);
+      out.push_back(std::move(i));
+    }
+    if (rc != SQLITE_DONE) return q.Error("list series");
+    return out;
+  }
+
+  StatusOr<SeriesData> ReadSeries(const std::string& run_id, const std::string& name,
+                                  std::optional<std::size_t> max_points) {
+    if (max_points && *max_points < 2) {
+      return InvalidArgument("max_points must be at least 2, not " + std::to_string(*max_points));
+    }
+    std::lock_guard lock(read_mu_);
+    // One read transaction: the series row and its chunks from the same snapshot.
+    TY_RETURN_IF_ERROR(reader_->Exec("BEGIN"));
+    auto result = ReadSeriesLocked(run_id, name, max_points);
+    (void)reader_->Exec("COMMIT");
+    return result;
+  }
+
+  Status DeleteRun(const std::string& run_id) {
+    std::lock_guard lock(write_mu_);
+    ClearCache();
+    Conn& c = *writer_;
+    TY_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
+    Status s;
+    for (const char* sql :
+         {"DELETE FROM chunks WHERE series_id IN (SELECT id FROM series WHERE run_id = ?)",
+          "DELETE FROM series WHERE run_id = ?", "DELETE FROM entries WHERE run_id = ?",
+          "DELETE FROM runs WHERE run_id = ?"}) {
+      auto q = c.Prepare(sql);
+      if (!q.ok()) {
+        s = c.Error("prepare delete");
+        break;
+      }
+      q.Bind(1, run_id);
+      if (q.Step() != SQLITE_DONE) {
+        s = q.Error("delete run");
+        break;
+      }
+    }
+    if (s.ok()) s = c.Exec("COMMIT");
+    if (!s.ok()) (void)c.Exec("ROLLBACK");
+    return s;
+  }
+
+  Status AppendEntries(const std::string& run_id, const std::vector<Entry>& entries,
+                       std::int64_t now_ms) {
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (Status s = ValidateEntry(entries[i]); !s.ok()) {
+        return InvalidArgument("entry " + std::to_string(i) + " (" + QuoteName(entries[i].name) +
+                               "): " + s.message());
+      }
+    }
+    std::lock_guard lock(write_mu_);
+    Conn& c = *writer_;
+    TY_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
+    Status s;
+    for (const Entry& e : entries) {
+      auto q = c.Prepare(
+          "INSERT INTO entries(run_id, name, kind, value, step, description, timestamp) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?)");
+      if (!q.ok()) {
+        s = c.Error("prepare insert entry");
+        break;
+      }
+      const std::string kind(EntryKindName(e.kind));
+      q.Bind(1, run_id)
+          .Bind(2, e.name)
+          .Bind(3, kind)
+          .Bind(4, e.value_json)
+          .BindOptInt(5, e.step)
+          .Bind(6, e.description)
+          .Bind(7, e.timestamp.value_or(now_ms));
+      if (q.Step() != SQLITE_DONE) {
+        s = q.Error("insert entry");
+        break;
+      }
+    }
+    if (s.ok()) s = c.Exec("COMMIT");
+    if (!s.ok()) (void)c.Exec("ROLLBACK");
+    return s;
+  }
+
+  StatusOr<std::vector<Entry>> ListEntries(const std::string& run_id,
+                                           const std::optional<std::string>& name) {
+    std::lock_guard lock(read_mu_);
+    auto q = name ? reader_->Prepare(
+                        "SELECT name, kind, value, step, description, timestamp FROM entries "
+                        "WHERE run_id = ? AND name = ? ORDER BY id")
+                  : reader_->Prepare(
+                        "SELECT name, kind, value, step, description, timestamp FROM entries "
+                        "WHERE run_id = ? ORDER BY id");
+    if (!q.ok()) return reader_->Error("prepare list entries");
+    q.Bind(1, run_id);
+    if (name) q.Bind(2, *name);
+    std::vector<Entry> out;
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      Entry e;
+      e.name = q.Text(0);
+      auto kind = ParseEntryKind(q.Text(1));
+      if (!kind) return Internal("tracking store: unknown entry kind " + q.Text(1));
+      e.kind = *kind;
+      e.value_json = q.Text(2);
+      e.step = q.OptInt(3);
+      e.description = q.Text(4);
+      e.timestamp = q.Int(5);
+      out.push_back(std::move(e));
+    }
+    if (rc != SQLITE_DONE) return q.Error("list entries");
+    return out;
+  }
+
+ private:
+  struct PendingAppend {
+    const std::string* run_id;
+    const MetricBatch* batch;
+    std::int64_t now_ms;
+    Status result;
+    bool done = false;  // Guarded by queue_mu_.
+  };
+
+  void CommitGroup(const std::vector<PendingAppend*>& group) {
+    std::lock_guard lock(write_mu_);
+    Conn& c = *writer_;
+    if (Status s = c.Exec("BEGIN IMMEDIATE"); !s.ok()) {
+      for (PendingAppend* p : group) p->result = s;
+      return;
+    }
+    const bool alone = group.size() == 1;
+    bool any_ok = false;
+    for (PendingAppend* p : group) {
+      if (!alone) {
+        if (Status s = c.Exec("SAVEPOINT batch"); !s.ok()) {
+          p->result = s;
+          continue;
+        }
+      }
+      p->result = AppendLocked(*p->run_id, *p->batch, p->now_ms);
+      if (!p->result.ok()) ClearCache();
+      if (alone) break;
+      if (p->result.ok()) {
+        p->result = c.Exec("RELEASE batch");
+      } else {
+        (void)c.Exec("ROLLBACK TO batch");
+        (void)c.Exec("RELEASE batch");
+      }
+      any_ok = any_ok || p->result.ok();
+    }
+    if (alone) any_ok = group[0]->result.ok();
+    Status commit = any_ok ? c.Exec("COMMIT") : c.Exec("ROLLBACK");
+    if (!commit.ok()) {
+      ClearCache();
+      (void)c.Exec("ROLLBACK");
+      for (PendingAppend* p : group) {
+        if (p->result.ok()) p->result = commit;
+      }
+    }
+  }
+
+  Status AppendLocked(const std::string& run_id, const MetricBatch& batch, std::int64_t now_ms) {
+    Conn& c = *writer_;
+    std::optional<std::uint64_t> run_series;  // Loaded on the first new name.
+    std::uint64_t new_names = 0;
+    for (size_t i = 0; i < batch.series.size(); ++i) {
+      const MetricSeries& s = batch.series[i];
+      const size_t n = s.values.size();
+      if (n == 0) continue;
+      if ((s.has_steps() && s.steps.size() != n) ||
+          (s.has_timestamps() && s.timestamps.size() != n)) {
+        return InvalidArgument(SeriesLabel(i, s.name) +
+                               ": steps or timestamps do not match the values in length");
+      }
+      SeriesRow row;
+      bool is_new = false;
+      {
+        auto q = c.Prepare(
+            "SELECT id, count, max_step, last_seq, last_chunk_count, min_value, max_value "
+            "FROM series WHERE run_id = ? AND name = ?");
+        if (!q.ok()) return c.Error("prepare series lookup");
+        q.Bind(1, run_id).Bind(2, s.name);
+        int rc = q.Step();
+        if (rc == SQLITE_ROW) {
+          row.id = q.Int(0);
+          row.count = static_cast<std::uint64_t>(q.Int(1));
+          row.max_step = q.Int(2);
+          row.last_seq = q.Int(3);
+          row.last_chunk_count = static_cast<std::uint64_t>(q.Int(4));
+          row.min = q.OptDouble(5);
+          row.max = q.OptDouble(6);
+        } else if (rc == SQLITE_DONE) {
+          is_new = true;
+        } else {
+          return q.Error("series lookup");
+        }
+      }
+      if (is_new) {
+        if (Status st = ValidateMetricName(s.name); !st.ok()) {
+          return InvalidArgument(SeriesLabel(i, s.name) + ": " + st.message());
+        }
+        if (!run_series) {
+          auto q = c.Prepare("SELECT series_count FROM runs WHERE run_id = ?");
+          if (!q.ok()) return c.Error("prepare run lookup");
+          q.Bind(1, run_id);
+          const int rc = q.Step();
+          if (rc != SQLITE_ROW && rc != SQLITE_DONE) return q.Error("run lookup");
+          run_series = rc == SQLITE_ROW ? static_cast<std::uint64_t>(q.Int(0)) : 0;
+        }
+        if (*run_series + new_names + 1 > options_.max_names_per_run) {
+          return InvalidArgument(SeriesLabel(i, s.name) + ": the run already has " +
+                                 std::to_string(*run_series + new_names) +
+                                 " metric names; the limit is " +
+                                 std::to_string(options_.max_names_per_run) + " names per run");
+        }
+      }
+      if (row.count + n > options_.max_points_per_series) {
+        return InvalidArgument(SeriesLabel(i, s.name) + ": the series would have " +
+                               std::to_string(row.count + n) + " points; the limit is " +
+                               std::to_string(options_.max_points_per_series) +
+                               " points per series");
+      }
+      // Steps and timestamps the batch left out.
+      std::span<const std::int64_t> steps = s.steps;
+      std::span<const std::int64_t> timestamps = s.timestamps;
+      if (!s.has_steps()) {
+        const std::int64_t first = is_new ? 0 : row.max_step + 1;
+        if (!is_new &&
+            (row.max_step == std::numeric_limits<std::int64_t>::max() ||
+             first > std::numeric_limits<std::int64_t>::max() - static_cast<std::int64_t>(n - 1))) {
+          return InvalidArgument(SeriesLabel(i, s.name) +
+                                 ": no steps after the highest step so far");
+        }
+        auto_steps_.resize(n);
+        for (size_t k = 0; k < n; ++k) auto_steps_[k] = first + static_cast<std::int64_t>(k);
+        steps = auto_steps_;
+      }
+      if (!s.has_timestamps()) {
+        auto_ts_.assign(n, now_ms);
+        timestamps = auto_ts_;
+      }
+      if (is_new) {
+        auto q = c.Prepare(
+            "INSERT INTO series(run_id, name, count, max_step, last_step, last_timestamp,"
+            " last_value, last_seq, last_chunk_count) VALUES (?, ?, 0, 0, 0, 0, 0, -1, 0)");
+        if (!q.ok()) return c.Error("prepare insert series");
+        q.Bind(1, run_id).Bind(2, s.name);
+        if (q.Step() != SQLITE_DONE) return q.Error("insert series");
+        row.id = sqlite3_last_insert_rowid(c.db());
+        ++new_names;
+      }
+      TY_RETURN_IF_ERROR(AppendPoints(&row, steps, timestamps, s.values));
+      // The series summary.
+      const ChunkSummary sum = SummarizePoints(steps, timestamps, s.values);
+      auto q = c.Prepare(
+          "UPDATE series SET count = ?, max_step = ?, last_step = ?, last_timestamp = ?,"
+          " last_value = ?, min_value = ?, max_value = ?, last_seq = ?, last_chunk_count = ?"
+          " WHERE id = ?");
+      if (!q.ok()) return c.Error("prepare update series");
+      q.Bind(1, static_cast<std::int64_t>(row.count + n))
+          .Bind(2, is_new ? sum.max_step : std::max(row.max_step, sum.max_step))
+          .Bind(3, sum.last_step)
+          .Bind(4, sum.last_timestamp)
+          .Bind(5, ToBits(sum.last_value))
+          .BindOpt(6, MinOpt(row.min, sum.min))
+          .BindOpt(7, MaxOpt(row.max, sum.max))
+          .Bind(8, row.last_seq)
+          .Bind(9, static_cast<std::int64_t>(row.last_chunk_count))
+          .Bind(10, row.id);
+      if (q.Step() != SQLITE_DONE) return q.Error("update series");
+    }
+    if (new_names > 0) {
+      auto q = c.Prepare(
+          "INSERT INTO runs(run_id, series_count) VALUES (?, ?) "
+          "ON CONFLICT(run_id) DO UPDATE SET series_count = excluded.series_count");
+      if (!q.ok()) return c.Error("prepare update run");
+      q.Bind(1, run_id).Bind(2, static_cast<std::int64_t>(*run_series + new_names));
+      if (q.Step() != SQLITE_DONE) return q.Error("update run");
+    }
+    return Status::Ok();
+  }
+
+  // Writes the points into the series' chunks: first filling its last chunk, then new ones.
+  // Updates row->last_seq and row->last_chunk_count.
+  Status AppendPoints(SeriesRow* row, std::span<const std::int64_t> steps,
+                      std::span<const std::int64_t> timestamps, std::span<const double> values) {
+    Conn& c = *writer_;
+    const size_t n = values.size();
+    const size_t cap = options_.chunk_points;
+    size_t pos = 0;
+    if (row->last_seq >= 0 && row->last_chunk_count < cap) {
+      // Merge into the open chunk: decode it, add points, rewrite it.
+      merge_.clear();
+      if (!TakeCached(row->id, row->last_seq, row->last_chunk_count, &merge_)) {
+        auto q = c.Prepare("SELECT data FROM chunks WHERE series_id = ? AND seq = ?");
+        if (!q.ok()) return c.Error("prepare read chunk");
+        q.Bind(1, row->id).Bind(2, row->last_seq);
+        if (q.Step() != SQLITE_ROW) return q.Error("read last chunk");
+        TY_RETURN_IF_ERROR(DecodeChunk(q.Blob(0), &merge_));
+      }
+      if (merge_.size() != row->last_chunk_count) {
+        return Internal("tracking store: chunk " + std::to_string(row->last_seq) + " of series " +
+                        std::to_string(row->id) + " has " + std::to_string(merge_.size()) +
+                        " points, its series row says " + std::to_string(row->last_chunk_count));
+      }
+      const size_t k = std::min(n, cap - merge_.size());
+      merge_.steps.insert(merge_.steps.end(), steps.begin(), steps.begin() + k);
+      merge_.timestamps.insert(merge_.timestamps.end(), timestamps.begin(), timestamps.begin() + k);
+      merge_.values.insert(merge_.values.end(), values.begin(), values.begin() + k);
+      TY_RETURN_IF_ERROR(WriteChunk(row->id, row->last_seq, merge_.steps, merge_.timestamps,
+                                    merge_.values, /*replace=*/true));
+      row->last_chunk_count = merge_.size();
+      pos = k;
+      if (pos == n && merge_.size() < cap) {
+        PutCached(row->id, row->last_seq, std::move(merge_));
+        merge_ = PointColumns();
+      }
+    }
+    while (pos < n) {
+      const size_t k = std::min(n - pos, cap);
+      ++row->last_seq;
+      TY_RETURN_IF_ERROR(WriteChunk(row->id, row->last_seq, steps.subspan(pos, k),
+                                    timestamps.subspan(pos, k), values.subspan(pos, k),
+                                    /*replace=*/false));
+      row->last_chunk_count = k;
+      pos += k;
+      if (pos == n && k < cap && options_.open_chunk_cache_points > 0) {
+        PointColumns cols;
+        cols.steps.assign(steps.end() - k, steps.end());
+        cols.timestamps.assign(timestamps.end() - k, timestamps.end());
+        cols.values.assign(values.end() - k, values.end());
+        PutCached(row->id, row->last_seq, std::move(cols));
+      }
+    }
+    return Status::Ok();
+  }
+
+  // The open-chunk cache (see open_).
+  bool TakeCached(std::int64_t id, std::int64_t seq, std::uint64_t count, PointColumns* out) {
+    auto it = open_.find(id);
+    if (it == open_.end()) return false;
+    const bool hit = it->second.seq == seq && it->second.cols.size() == count;
+    open_points_ -= it->second.cols.size();
+    if (hit) std::swap(*out, it->second.cols);
+    open_lru_.erase(it->second.lru);
+    open_.erase(it);
+    return hit;
+  }
+  void PutCached(std::int64_t id, std::int64_t seq, PointColumns cols) {
+    EraseCached(id);
+    if (cols.size() > options_.open_chunk_cache_points) return;
+    open_points_ += cols.size();
+    open_lru_.push_front(id);
+    open_.emplace(id, OpenChunk{seq, std::move(cols), open_lru_.begin()});
+    while (open_points_ > options_.open_chunk_cache_points) {
+      EraseCached(open_lru_.back());
+    }
+  }
+  void EraseCached(std::int64_t id) {
+    auto it = open_.find(id);
+    if (it == open_.end()) return;
+    open_points_ -= it->second.cols.size();
+    open_lru_.erase(it->second.lru);
+    open_.erase(it);
+  }
+  void ClearCache() {
+    open_.clear();
+    open_lru_.clear();
+    open_points_ = 0;
+  }
+
+  Status WriteChunk(std::int64_t series_id, std::int64_t seq, std::span<const std::int64_t> steps,
+                    std::span<const std::int64_t> timestamps, std::span<const double> values,
+                    bool replace) {
+    Conn& c = *writer_;
+    encoded_.clear();
+    EncodeChunk(steps, timestamps, values, &encoded_);
+    const ChunkSummary sum = SummarizePoints(steps, timestamps, values);
+    auto q = replace ? c.Prepare(
+                           "UPDATE chunks SET count = ?3, first_step = ?4, last_step = ?5,"
+                           " min_value = ?6, max_value = ?7, data = ?8"
+                           " WHERE series_id = ?1 AND seq = ?2")
+                     : c.Prepare(
+                           "INSERT INTO chunks(series_id, seq, count, first_step, last_step,"
+                           " min_value, max_value, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    if (!q.ok()) return c.Error("prepare write chunk");
+    q.Bind(1, series_id)
+        .Bind(2, seq)
+        .Bind(3, static_cast<std::int64_t>(values.size()))
+        .Bind(4, sum.first_step)
+        .Bind(5, sum.last_step)
+        .BindOpt(6, sum.min)
+        .BindOpt(7, sum.max)
+        .BindBlob(8, encoded_);
+    if (q.Step() != SQLITE_DONE) return q.Error("write chunk");
+    return Status::Ok();
+  }
+
+  StatusOr<SeriesData> ReadSeriesLocked(const std::string& run_id, const std::string& name,
+                                        std::optional<std::size_t> max_points) {
+    Conn& c = *reader_;
+    SeriesData out;
+    out.name = name;
+    std::int64_t id;
+    {
+      auto q = c.Prepare("SELECT id, count FROM series WHERE run_id = ? AND name = ?");
+      if (!q.ok()) return c.Error("prepare read series");
+      q.Bind(1, run_id).Bind(2, name);
+      const int rc = q.Step();
+      if (rc == SQLITE_DONE) {
+        return NotFound("run " + run_id + " has no metric " + QuoteName(name));
+      }
+      if (rc != SQLITE_ROW) return q.Error("read series");
+      id = q.Int(0);
+      out.count = static_cast<std::uint64_t>(q.Int(1));
+    }
+    const bool downsample = max_points && out.count > *max_points;
+    std::optional<M4> m4;
+    if (downsample) {
+      out.downsampled = true;
+      const bool only_extremes = *max_points < 4;
+      const std::uint64_t buckets = only_extremes ? 1 : *max_points / 4;
+      m4.emplace(out.count, buckets, only_extremes, &out);
+      out.steps.reserve(*max_points);
+      out.timestamps.reserve(*max_points);
+      out.values.reserve(*max_points);
+    } else {
+      out.steps.reserve(out.count);
+      out.timestamps.reserve(out.count);
+      out.values.reserve(out.count);
+    }
+    PointColumns buf;
+    PointColumns* target = downsample ? &buf : nullptr;
+    std::uint64_t seen = 0;
+    auto q = c.Prepare("SELECT data FROM chunks WHERE series_id = ? ORDER BY seq");
+    if (!q.ok()) return c.Error("prepare read chunks");
+    q.Bind(1, id);
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      if (target) {
+        buf.clear();
+        TY_RETURN_IF_ERROR(DecodeChunk(q.Blob(0), &buf));
+        for (size_t k = 0; k < buf.size() && seen + k < out.count; ++k) {
+          m4->Add(buf.steps[k], buf.timestamps[k], buf.values[k]);
+        }
+        seen += buf.size();
+      } else {
+        // Decode straight into the answer's columns.
+        PointColumns cols;
+        cols.steps.swap(out.steps);
+        cols.timestamps.swap(out.timestamps);
+        cols.values.swap(out.values);
+        Status s = DecodeChunk(q.Blob(0), &cols);
+        cols.steps.swap(out.steps);
+        cols.timestamps.swap(out.timestamps);
+        cols.values.swap(out.values);
+        TY_RETURN_IF_ERROR(s);
+        seen = out.values.size();
+      }
+    }
+    if (rc != SQLITE_DONE) return q.Error("read chunks");
+    if (seen != out.count) {
+      return Internal("tracking store: series " + std::to_string(id) + " has " +
+                      std::to_string(seen) + " points in its chunks, its row says " +
+                      std::to_string(out.count));
+    }
+    if (m4) m4->Finish();
+    return out;
+  }
+
+  const SeriesStoreOptions options_;
+  // The group-commit queue of Append.
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::vector<PendingAppend*> queue_;  // Guarded by queue_mu_.
+  bool leader_active_ = false;         // Guarded by queue_mu_.
+  std::mutex write_mu_;
+  std::unique_ptr<Conn> writer_;  // Guarded by write_mu_.
+  // Scratch buffers of Append, guarded by write_mu_.
+  PointColumns merge_;
+  std::string encoded_;
+  std::vector<std::int64_t> auto_steps_, auto_ts_;
+  // The decoded open (not full) last chunk of recently appended series, so a small append need
+  // not decode it again. Holds only states written by appends that were not rolled back: every
+  // rollback and DeleteRun clears it; an entry is used only when its (seq, count) match the
+  // series row. At most options_.open_chunk_cache_points points. Guarded by write_mu_.
+  struct OpenChunk {
+    std::int64_t seq;
+    PointColumns cols;
+    std::list<std::int64_t>::iterator lru;
+  };
+  std::unordered_map<std::int64_t, OpenChunk> open_;
+  std::list<std::int64_t> open_lru_;  // Series ids, most recently used first.
+  std::size_t open_points_ = 0;
+  std::mutex read_mu_;
+  std::unique_ptr<Conn> reader_;  // Guarded by read_mu_.
+};
+
+namespace {
+
+void AppendJsonString(std::string* out, const std::string& s) {
+  *out += nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+template <typename T>
+void AppendNumber(std::string* out, T v) {
+  if constexpr (std::is_floating_point_v<T>) {
+    AppendJsonDouble(out, v);
+  } else {
+    char b[24];
+    auto r = std::to_chars(b, b + sizeof b, v);
+    out->append(b, r.ptr);
+  }
+}
+
+template <typename T>
+void AppendArray(std::string* out, const std::vector<T>& v) {
+  out->push_back('[');
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i) out->push_back(',');
+    AppendNumber(out, v[i]);
+  }
+  out->push_back(']');
+}
+
+}  // namespace
+
+std::string SeriesListToJson(const std::vector<SeriesInfo>& series) {
+  std::string out = "{\"metrics\":[";
+  for (size_t i = 0; i < series.size(); ++i) {
+    const SeriesInfo& s = series[i];
+    if (i) out += ',';
+    out += "{\"name\":";
+    AppendJsonString(&out, s.name);
+    out += ",\"count\":";
+    AppendNumber(&out, s.count);
+    out += ",\"last_value\":";
+    AppendJsonDouble(&out, s.last_value);
+    out += ",\"last_step\":";
+    AppendNumber(&out, s.last_step);
+    out += ",\"last_timestamp\":";
+    AppendNumber(&out, s.last_timestamp);
+    out += ",\"min\":";
+    if (s.min) {
+      AppendJsonDouble(&out, *s.min);
+    } else {
+      out += "null";
+    }
+    out += ",\"max\":";
+    if (s.max) {
+      AppendJsonDouble(&out, *s.max);
+    } else {
+      out += "null";
+    }
+    out += '}';
+  }
+  out += "]}";
+  return out;
+}
+
+std::string SeriesDataToJson(const SeriesData& data) {
+  std::string out;
+  out.reserve(64 + data.values.size() * 40);
+  out += "{\"name\":";
+  AppendJsonString(&out, data.name);
+  out += ",\"count\":";
+  AppendNumber(&out, data.count);
+  out += data.downsampled ? ",\"downsampled\":true" : ",\"downsampled\":false";
+  out += ",\"steps\":";
+  AppendArray(&out, data.steps);
+  out += ",\"timestamps\":";
+  AppendArray(&out, data.timestamps);
+  out += ",\"values\":";
+  AppendArray(&out, data.values);
+  out += '}';
+  return out;
+}
+
+std::string SeriesDataToCsv(const SeriesData& data) {
+  std::string out = "step,timestamp,value\n";
+  out.reserve(out.size() + data.values.size() * 40);
+  for (size_t i = 0; i < data.values.size(); ++i) {
+    AppendNumber(&out, data.steps[i]);
+    out += ',';
+    AppendNumber(&out, data.timestamps[i]);
+    out += ',';
+    const double v = data.values[i];
+    if (std::isnan(v)) {
+      out += "NaN";
+    } else if (std::isinf(v)) {
+      out += v > 0 ? "Infinity" : "-Infinity";
+    } else {
+      AppendJsonDouble(&out, v);
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+StatusOr<std::unique_ptr<SeriesStore>> SeriesStore::Open(const std::string& path,
+                                                         SeriesStoreOptions options) {
+  if (options.chunk_points == 0) return InvalidArgument("chunk_points must be at least 1");
+  TY_ASSIGN_OR_RETURN(auto writer, OpenConn(path, options.durable));
+  TY_ASSIGN_OR_RETURN(auto reader, OpenConn(path, options.durable));
+  auto impl = std::make_unique<Impl>(options, std::move(writer), std::move(reader));
+  TY_RETURN_IF_ERROR(impl->Migrate());
+  return std::unique_ptr<SeriesStore>(new SeriesStore(std::move(impl), options));
+}
+
+SeriesStore::SeriesStore(std::unique_ptr<Impl> impl, SeriesStoreOptions options)
+    : impl_(std::move(impl)), options_(options) {}
+SeriesStore::~SeriesStore() = default;
+
+Status SeriesStore::Append(const std::string& run_id, const MetricBatch& batch,
+                           std::int64_t now_ms) {
+  return impl_->Append(run_id, batch, now_ms);
+}
+StatusOr<std::vector<SeriesInfo>> SeriesStore::ListSeries(const std::string& run_id) {
+  return impl_->ListSeries(run_id);
+}
+StatusOr<SeriesData> SeriesStore::ReadSeries(const std::string& run_id, const std::string& name,
+                                             std::optional<std::size_t> max_points) {
+  return impl_->ReadSeries(run_id, name, max_points);
+}
+Status SeriesStore::DeleteRun(const std::string& run_id) { return impl_->DeleteRun(run_id); }
+Status SeriesStore::AppendEntries(const std::string& run_id, const std::vector<Entry>& entries,
+                                  std::int64_t now_ms) {
+  return impl_->AppendEntries(run_id, entries, now_ms);
+}
+StatusOr<std::vector<Entry>> SeriesStore::ListEntries(const std::string& run_id,
+                                                      const std::optional<std::string>& name) {
+  return impl_->ListEntries(run_id, name);
+}
+
+}  // namespace trainyard::tracking
