@@ -5,8 +5,8 @@
 #           synchronous=FULL), points/s — goal >= 2 M points/s
 #   anchor: one INSERT per point in 1000-point transactions, WAL, synchronous=FULL; ratio printed
 #   read:   a 1 M-point series downsampled to 2000 points — goal <= 50 ms
-# The end-to-end HTTP path (request parsing, socket) is not in this figure; the daemon's
-# benchmark adds it.
+#   end to end: the C++ client header into an in-process daemon over the unix socket and TCP
+#           (bench/metrics/e2e_tool.cc), ratio to the anchor; the Python client's log() cost
 #   bench/metrics.sh [google benchmark flags, e.g. --benchmark_filter=Ingest]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -15,6 +15,20 @@ root="$here/.."
 
 ty_apt_install libbenchmark-dev
 (cd "$root" && cmake --preset release -DTRAINYARD_BUILD_BENCH=ON >/dev/null &&
-  cmake --build --preset release --target metrics_bench >/dev/null)
+  cmake --build --preset release --target metrics_bench metrics_e2e_tool >/dev/null)
 # On the disk (not tmpfs), where a workspace lives: fsync costs what it costs there.
-exec "$root/build/release/bench/metrics/metrics_bench" --dir=/var/tmp "$@"
+"$root/build/release/bench/metrics/metrics_bench" --dir=/var/tmp "$@"
+
+# End to end: the C++ client header into an in-process daemon, through the unix socket a
+# container uses and over TCP, every point durable and counted; the anchor in the same run.
+e2e=$("$root/build/release/bench/metrics/metrics_e2e_tool" /var/tmp 5000000)
+get() { awk -v k="$1" '$1 == k { print $2 }' <<<"$e2e"; }
+mps() { awk -v r="$1" 'BEGIN { printf "%.2f M points/s", r / 1e6 }'; }
+echo
+echo "end to end, C++ client, 5 M points, durable:"
+echo "  unix socket: $(mps "$(get cpp_unix_points_per_s)")  (goal >= 2 M: $(awk -v r="$(get cpp_unix_points_per_s)" 'BEGIN { print (r >= 2e6 ? "met" : "MISSED") }'))"
+echo "  tcp:         $(mps "$(get cpp_tcp_points_per_s)")"
+echo "  anchor, row per point (1000/txn, WAL, FULL): $(mps "$(get baseline_points_per_s)")"
+echo "  ratio, unix socket / anchor: $(awk -v a="$(get cpp_unix_points_per_s)" -v b="$(get baseline_points_per_s)" 'BEGIN { printf "%.1fx", a / b }')"
+echo "Python client, cost of one log() call (sdk/python/bench_log.py):"
+python3 "$root/sdk/python/bench_log.py" | tail -n 1

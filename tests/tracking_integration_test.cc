@@ -453,6 +453,27 @@ TEST_F(TrackingIntegrationTest, CppSdkLogs200kPointsOverTcp) {
   EXPECT_EQ(Call("GET", run, "/tags").Json()["tags"]["lang"], "c++");
 }
 
+// A backlog bigger than the daemon's 64 MiB body limit (the client logged faster than it sent,
+// or the daemon was away) goes out in several bodies, every point stored once, in order.
+TEST_F(TrackingIntegrationTest, CppSdkSplitsABacklogLargerThanTheBodyLimit) {
+  const std::string run = MakeRun("cpp-backlog");
+  constexpr long kPoints = 3'000'000;  // 72 MB of values, steps and timestamps
+  {
+    sdk::Options options;
+    options.flush_interval = std::chrono::hours(1);  // nothing leaves before the flush
+    options.batch_points = 100'000'000;
+    options.max_buffered_points = 100'000'000;
+    sdk::Run r(run, daemon_->url(), Token(run), "", options);
+    for (long i = 0; i < kPoints; ++i) r.Log("loss", static_cast<double>(i));
+  }
+  Reply rep = Call("GET", run, "/metrics");
+  ASSERT_EQ(rep.status, 200) << rep.body;
+  json loss = rep.Json()["metrics"][0];
+  EXPECT_EQ(loss["count"], kPoints) << rep.body;
+  EXPECT_EQ(loss["last_step"], kPoints - 1);
+  EXPECT_EQ(loss["last_value"], static_cast<double>(kPoints - 1)) << "automatic steps in order";
+}
+
 // --- real containers -------------------------------------------------------------------------
 
 class TrackingContainerTest : public TrackingIntegrationTest {

@@ -586,25 +586,61 @@ class Run {
       buffered_ -= points;
       return true;
     }
-    try {
-      detail::Response r = Send("POST", "/metrics", "application/x-trainyard-metrics",
-                                detail::EncodeMetrics(batch));
-      std::lock_guard<std::mutex> lock(mu_);
-      buffered_ -= points;
-      warned_drop_ = false;
-      if (r.status >= 400 && r.status < 500) {
-        std::fprintf(stderr, "trainyard: the daemon refused %zu metric points: %s\n", points,
-                     detail::JsonStringField(r.body, "message").c_str());
-      } else if (r.status >= 500) {
-        throw Error(r.status, "daemon error");
+    // Sent in bodies of at most kBodyPoints points (~24 MB), well under the daemon's body
+    // limit however much piled up while it was away; a series is sliced when it is longer.
+    // Oldest first (retried points before newer ones), taken from the back.
+    std::reverse(batch.begin(), batch.end());
+    while (!batch.empty()) {
+      std::vector<std::pair<std::string, detail::Pending>> body;
+      size_t body_points = 0;
+      while (!batch.empty() && body_points < kBodyPoints) {
+        auto& [name, p] = batch.back();
+        const size_t take = std::min(p.values.size(), kBodyPoints - body_points);
+        if (take == p.values.size()) {
+          body.push_back(std::move(batch.back()));
+          batch.pop_back();
+        } else {
+          body.emplace_back(name, Slice(p, take));
+        }
+        body_points += take;
       }
-      return retry_.empty() && buffered_ == 0;
-    } catch (const Error&) {
-      std::lock_guard<std::mutex> lock(mu_);
-      // Keep the batch for the next attempt, ahead of what was logged since.
-      for (auto& b : batch) retry_.push_back(std::move(b));
-      return false;
+      try {
+        detail::Response r = Send("POST", "/metrics", "application/x-trainyard-metrics",
+                                  detail::EncodeMetrics(body));
+        if (r.status >= 500) throw Error(r.status, "daemon error");
+        std::lock_guard<std::mutex> lock(mu_);
+        buffered_ -= body_points;
+        warned_drop_ = false;
+        if (r.status >= 400) {
+          std::fprintf(stderr, "trainyard: the daemon refused %zu metric points: %s\n",
+                       body_points, detail::JsonStringField(r.body, "message").c_str());
+        }
+      } catch (const Error&) {
+        std::lock_guard<std::mutex> lock(mu_);
+        // Keep what is unsent for the next attempt, ahead of what was logged since.
+        for (auto& b : body) retry_.push_back(std::move(b));
+        for (auto it = batch.rbegin(); it != batch.rend(); ++it) retry_.push_back(std::move(*it));
+        return false;
+      }
     }
+    std::lock_guard<std::mutex> lock(mu_);
+    return retry_.empty() && buffered_ == 0;
+  }
+
+  static constexpr size_t kBodyPoints = 1'000'000;
+
+  // Removes the first `n` points of `p` and returns them.
+  static detail::Pending Slice(detail::Pending& p, size_t n) {
+    detail::Pending head;
+    auto cut = [n](auto& from, auto& to) {
+      if (from.empty()) return;
+      to.assign(from.begin(), from.begin() + static_cast<std::ptrdiff_t>(n));
+      from.erase(from.begin(), from.begin() + static_cast<std::ptrdiff_t>(n));
+    };
+    cut(p.values, head.values);
+    cut(p.steps, head.steps);
+    cut(p.timestamps, head.timestamps);
+    return head;
   }
 
   void SenderLoop() {
