@@ -127,6 +127,26 @@ inline std::string Number(double v) {
   return buf;
 }
 
+// A JSON array of numbers.
+inline std::string NumberArray(const std::vector<double>& values) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) out += (i ? "," : "") + Number(values[i]);
+  return out + "]";
+}
+
+// A JSON object with a member per (key, value) of `members`, each value written by
+// `value_json`.
+template <typename Members, typename ValueJson>
+std::string JsonObject(const Members& members, ValueJson value_json) {
+  std::string out = "{";
+  bool first = true;
+  for (const auto& [key, value] : members) {
+    out += (first ? "" : ",") + Quote(key) + ":" + value_json(value);
+    first = false;
+  }
+  return out + "}";
+}
+
 inline std::string UrlEncode(std::string_view s, bool keep_slash = false) {
   static const char* hex = "0123456789ABCDEF";
   std::string out;
@@ -432,29 +452,15 @@ class Run {
 
   void LogList(std::string_view name, const std::vector<double>& values,
                std::string_view description = "") {
-    std::string v = "[";
-    for (size_t i = 0; i < values.size(); ++i) v += (i ? "," : "") + detail::Number(values[i]);
-    PostEntry(name, "list", v + "]", description);
+    PostEntry(name, "list", detail::NumberArray(values), description);
   }
   void LogRow(std::string_view name, const std::vector<std::pair<std::string, double>>& columns,
               std::string_view description = "") {
-    std::string v = "{";
-    for (size_t i = 0; i < columns.size(); ++i) {
-      v += (i ? "," : "") + detail::Quote(columns[i].first) + ":" + detail::Number(columns[i].second);
-    }
-    PostEntry(name, "row", v + "}", description);
+    PostEntry(name, "row", detail::JsonObject(columns, detail::Number), description);
   }
   void LogTable(std::string_view name, const std::map<std::string, std::vector<double>>& columns,
                 std::string_view description = "") {
-    std::string v = "{";
-    bool first = true;
-    for (const auto& [col, values] : columns) {
-      v += (first ? "" : ",") + detail::Quote(col) + ":[";
-      for (size_t i = 0; i < values.size(); ++i) v += (i ? "," : "") + detail::Number(values[i]);
-      v += "]";
-      first = false;
-    }
-    PostEntry(name, "table", v + "}", description);
+    PostEntry(name, "table", detail::JsonObject(columns, detail::NumberArray), description);
   }
   // A PNG file, stored as the run file images/NAME/N.png.
   void LogImage(std::string_view name, const std::string& png_path, std::string_view description = "") {
@@ -466,23 +472,12 @@ class Run {
 
   void Tag(const std::string& key, const std::string& value = "") { SetTags({{key, value}}); }
   void SetTags(const std::map<std::string, std::string>& tags) {
-    std::string body = "{\"set\":{";
-    bool first = true;
-    for (const auto& [k, v] : tags) {
-      body += (first ? "" : ",") + detail::Quote(k) + ":" + detail::Quote(v);
-      first = false;
-    }
-    Call("PATCH", "/tags", body + "}}", "tags.json");
+    Call("PATCH", "/tags", "{\"set\":" + detail::JsonObject(tags, detail::Quote) + "}",
+         "tags.json");
   }
   // Immutable: a key that exists with another value throws Error (409).
   void AddProperties(const std::map<std::string, std::string>& props) {
-    std::string body = "{";
-    bool first = true;
-    for (const auto& [k, v] : props) {
-      body += (first ? "" : ",") + detail::Quote(k) + ":" + detail::Quote(v);
-      first = false;
-    }
-    Call("POST", "/properties", body + "}", "properties.json");
+    Call("POST", "/properties", detail::JsonObject(props, detail::Quote), "properties.json");
   }
   // Stores the file at `path` as the run file `name` (e.g. "outputs/model.bin").
   void UploadFile(const std::string& name, const std::string& path) {

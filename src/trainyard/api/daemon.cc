@@ -192,18 +192,15 @@ void Daemon::Impl::InstallRoutes() {
   s.Route("GET", "/api/v1/health", SyncHandler([](HttpRequest&) {
             return HttpResponse::Json(200, {{"status", "ok"}, {"version", kVersion}});
           }));
-  s.Route(
-      "GET", "/api/v1/workspace", SyncHandler([this](HttpRequest&) {
-        // The snapshot limits let a remote CLI refuse an oversized folder before uploading.
-        auto cfg = LoadWorkspaceConfig(layout);
-        json limits = nullptr;
-        if (cfg.ok()) {
-          limits = {{"max_files", cfg->snapshot_max_files}, {"max_bytes", cfg->snapshot_max_bytes}};
-        }
-        return HttpResponse::Json(
-            200,
-            {{"root", layout.root.string()}, {"version", kVersion}, {"snapshot_limits", limits}});
-      }));
+  s.Route("GET", "/api/v1/workspace", SyncHandler([this](HttpRequest&) {
+            // The limits the snapshot routes enforce, so a remote CLI refuses an oversized folder
+            // before uploading it.
+            const json limits = {{"max_files", config.snapshot_max_files},
+                                 {"max_bytes", config.snapshot_max_bytes}};
+            return HttpResponse::Json(200, {{"root", layout.root.string()},
+                                            {"version", kVersion},
+                                            {"snapshot_limits", limits}});
+          }));
 
   // Environments.
   s.Route("POST", "/api/v1/environments", SyncHandler([this](HttpRequest& req) {

@@ -44,4 +44,21 @@ Status SyncDir(const std::filesystem::path& dir) {
   return Status::Ok();
 }
 
+Status OpenSourceFile(const std::filesystem::path& src, ScopedFd* fd, struct stat* st) {
+  // O_NONBLOCK: opening a FIFO that appeared in place of a file must not hang.
+  fd->Reset(::open(src.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  if (!fd->valid()) {
+    if (errno == ELOOP) {
+      return InvalidArgument(PrintablePath(src.native()) + " is a symlink; not stored");
+    }
+    return ErrnoError("cannot read", src, errno);
+  }
+  if (::fstat(fd->get(), st) != 0) return ErrnoError("cannot stat", src, errno);
+  if (!S_ISREG(st->st_mode)) {
+    return InvalidArgument(PrintablePath(src.native()) + " is not a regular file");
+  }
+  ::posix_fadvise(fd->get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  return Status::Ok();
+}
+
 }  // namespace trainyard::cas::internal

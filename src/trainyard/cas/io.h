@@ -2,6 +2,7 @@
 
 // Small POSIX helpers shared by the cas module's sources. Internal: not part of the API.
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -58,6 +59,14 @@ void ParallelFor(size_t n, Fn fn, size_t max_workers = 8) {
   for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
   work();
 }  // The jthreads join here.
+
+class ScopedFd;
+
+// Opens the regular file `src` for reading its content once, start to end: never through a
+// final symlink (InvalidArgument "... is a symlink; not stored"), never blocking on a FIFO that
+// appeared in its place, and only a regular file (InvalidArgument otherwise). Fills *fd and
+// *st (its fstat). Other errors as ErrnoError.
+Status OpenSourceFile(const std::filesystem::path& src, ScopedFd* fd, struct stat* st);
 
 // Closes a file descriptor when it goes out of scope.
 class ScopedFd {

@@ -20,6 +20,7 @@ namespace trainyard::cas {
 namespace {
 
 using internal::ErrnoError;
+using internal::OpenSourceFile;
 using internal::ReadSome;
 using internal::ScopedFd;
 using internal::WriteAll;
@@ -180,20 +181,9 @@ StatusOr<std::filesystem::path> ObjectStore::StageBytes(std::string_view data, b
 
 StatusOr<ObjectStore::Staged> ObjectStore::Stage(const std::filesystem::path& src,
                                                  bool sync) const {
-  // O_NONBLOCK: opening a FIFO that appeared in place of a file must not hang.
-  ScopedFd in(::open(src.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-  if (!in.valid()) {
-    if (errno == ELOOP) {
-      return InvalidArgument(PrintablePath(src.native()) + " is a symlink; not stored");
-    }
-    return ErrnoError("cannot read", src, errno);
-  }
+  ScopedFd in;
   struct stat st {};
-  if (::fstat(in.get(), &st) != 0) return ErrnoError("cannot stat", src, errno);
-  if (!S_ISREG(st.st_mode)) {
-    return InvalidArgument(PrintablePath(src.native()) + " is not a regular file");
-  }
-  ::posix_fadvise(in.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  TY_RETURN_IF_ERROR(OpenSourceFile(src, &in, &st));
 
   Staged staged;
   PutResult& result = staged.result;

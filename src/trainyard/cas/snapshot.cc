@@ -421,20 +421,9 @@ Status CheckId(const std::string& id) {
 StatusOr<ObjectStore::PutResult> HashInPlace(const fs::path& src) {
   constexpr size_t kBufferSize = 1 << 20;
   thread_local std::unique_ptr<char[]> buffer(new char[kBufferSize]);
-  // O_NONBLOCK: opening a FIFO that appeared in place of a file must not hang.
-  internal::ScopedFd in(::open(src.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-  if (!in.valid()) {
-    if (errno == ELOOP) {
-      return InvalidArgument(PrintablePath(src.native()) + " is a symlink; not stored");
-    }
-    return ErrnoError("cannot read", src, errno);
-  }
+  internal::ScopedFd in;
   struct stat st {};
-  if (::fstat(in.get(), &st) != 0) return ErrnoError("cannot stat", src, errno);
-  if (!S_ISREG(st.st_mode)) {
-    return InvalidArgument(PrintablePath(src.native()) + " is not a regular file");
-  }
-  ::posix_fadvise(in.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  TY_RETURN_IF_ERROR(internal::OpenSourceFile(src, &in, &st));
   Sha256 hash;
   ObjectStore::PutResult r;
   for (;;) {

@@ -84,6 +84,20 @@ std::string TransportError(const std::string& method, const std::string& url, CU
 
 bool Is2xx(int status) { return status >= 200 && status < 300; }
 
+// The options every exchange sets on a freshly reset handle: the URL, the error buffer, no
+// signals, the user agent, the connect timeout and where the response headers go. The caller
+// adds the method, the body and where the response body goes.
+void SetCommonOptions(CURL* curl, const std::string& url, char* errbuf, long connect_timeout_ms,
+                      std::map<std::string, std::string>* response_headers) {
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_USERAGENT, "trainyard-client");
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &CollectHeader);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, response_headers);
+}
+
 std::string EncodeImpl(std::string_view text, bool keep_slash) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
@@ -208,12 +222,9 @@ StatusOr<HttpResult> HttpClient::Request(const std::string& method,
   // Small bodies are sent at once, without the 100-continue round trip.
   Append(headers, body.size() >= kExpectContinueBytes ? "Expect: 100-continue" : "Expect:");
 
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_USERAGENT, "trainyard-client");
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-                   timeout_ms > 0 ? std::min(timeout_ms, kConnectTimeoutMs) : kConnectTimeoutMs);
+  SetCommonOptions(curl, url, errbuf,
+                   timeout_ms > 0 ? std::min(timeout_ms, kConnectTimeoutMs) : kConnectTimeoutMs,
+                   &result.headers);
   if (timeout_ms > 0) curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
 
   const bool sends_body = !body.empty() || method == "POST" || method == "PUT" || method == "PATCH";
@@ -232,8 +243,6 @@ StatusOr<HttpResult> HttpClient::Request(const std::string& method,
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &AppendToString);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &result.body);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &CollectHeader);
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &result.headers);
 
   const CURLcode rc = curl_easy_perform(curl);
   // The handle goes back to the pool: it must not point at this frame's buffers.
@@ -344,19 +353,13 @@ Status HttpClient::DownloadTo(const std::string& path, const std::filesystem::pa
     char errbuf[CURL_ERROR_SIZE] = {0};
     Slist headers;
     if (!auth_header_.empty()) Append(headers, auth_header_);
-    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_USERAGENT, "trainyard-client");
+    SetCommonOptions(curl, url, errbuf, kConnectTimeoutMs, &result.headers);
     curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, kConnectTimeoutMs);
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, kStallSeconds);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &WriteDownload);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &d);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &CollectHeader);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &result.headers);
     rc = curl_easy_perform(curl);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, nullptr);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
@@ -475,11 +478,7 @@ StatusOr<HttpResult> HttpClient::UploadFile(const std::string& method,
   Append(headers, u.size >= kExpectContinueBytes ? "Expect: 100-continue" : "Expect:");
   Append(headers, "Content-Type: " + content_type);
 
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_USERAGENT, "trainyard-client");
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, kConnectTimeoutMs);
+  SetCommonOptions(curl, url, errbuf, kConnectTimeoutMs, &result.headers);
   curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, kStallSeconds);
   if (method == "PUT") {
@@ -497,8 +496,6 @@ StatusOr<HttpResult> HttpClient::UploadFile(const std::string& method,
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &AppendToString);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &result.body);
-  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &CollectHeader);
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &result.headers);
 
   const CURLcode rc = curl_easy_perform(curl);
   // The handle goes back to the pool: it must not point at this frame's state.

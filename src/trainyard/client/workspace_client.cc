@@ -31,13 +31,6 @@ Status CheckUrl(const std::string& url, const std::string& where) {
   return Status::Ok();
 }
 
-std::string TrimmedToken(std::string text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) {
-    text.pop_back();
-  }
-  return text;
-}
-
 std::string EnvOr(const char* name) {
   const char* v = std::getenv(name);
   return v == nullptr ? "" : v;
@@ -81,7 +74,7 @@ StatusOr<WorkspaceTarget> FromConfig(const fs::path& cfg) {
         return InvalidArgument(cfg.string() + ": cannot read token_file " + token_file.string() +
                                ": " + token.status().message());
       }
-      t.token = TrimmedToken(std::move(token).value());
+      t.token = std::string(Trim(*token));
     } else {
       t.token = EnvOr("TRAINYARD_TOKEN");
     }

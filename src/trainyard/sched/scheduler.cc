@@ -73,10 +73,11 @@ bool CodeIsReadOnly(const spec::RunRequest& req) {
   return !req.snapshot_id.empty() && !req.code_copy;
 }
 
-// Whether the last 64 KiB of the file at `path` contain `needle`.
+// Whether the last 64 KiB of the regular file at `path` (never through a symlink) contain
+// `needle`.
 bool LogTailMentions(const fs::path& path, std::string_view needle) {
   constexpr off_t kTail = 64 << 10;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = OpenRegularNoFollow(path);
   if (fd < 0) return false;
   struct stat st {};
   std::string buf;

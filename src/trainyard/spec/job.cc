@@ -44,6 +44,22 @@ Status CheckName(const SourceFile& file, const Entry& entry, const std::string& 
                                         ", got " + internal::Describe(entry.value));
 }
 
+// A byte size greater than zero ("2g", "512m", bytes; see ParseByteSize); the error names the
+// key and shows `examples`.
+StatusOr<std::int64_t> ReadPositiveSize(const SourceFile& file, const Entry& entry,
+                                        std::string_view examples) {
+  StatusOr<std::int64_t> bytes = entry.value.IsScalar()
+                                     ? ParseByteSize(entry.value.Scalar())
+                                     : StatusOr<std::int64_t>(InvalidArgument("not a scalar"));
+  if (!bytes.ok() || *bytes <= 0) {
+    return file.ErrorAt(entry.mark(), "'" + entry.path +
+                                          "' must be a size greater than zero like " +
+                                          std::string(examples) + " or a number of bytes, got " +
+                                          internal::Describe(entry.value));
+  }
+  return bytes;
+}
+
 // `environment: <string>`: a registered environment or `file:PATH`.
 StatusOr<EnvironmentRef> ParseEnvironmentString(const SourceFile& file, const Entry& entry) {
   TY_ASSIGN_OR_RETURN(std::string raw, internal::ReadNonEmptyString(file, entry));
@@ -429,16 +445,7 @@ StatusOr<JobSpec> ParseJob(const SourceFile& file, const YAML::Node& root) {
       job.instance_count = static_cast<int>(count);
     }
     if (const Entry* s = resources.Find("shm_size")) {
-      StatusOr<std::int64_t> bytes = s->value.IsScalar()
-                                         ? ParseByteSize(s->value.Scalar())
-                                         : StatusOr<std::int64_t>(InvalidArgument("not a scalar"));
-      if (!bytes.ok() || *bytes <= 0) {
-        return file.ErrorAt(s->mark(), "'" + s->path +
-                                           "' must be a size greater than zero like "
-                                           "2g, 512m or a number of bytes, got " +
-                                           internal::Describe(s->value));
-      }
-      job.shm_size_bytes = *bytes;
+      TY_ASSIGN_OR_RETURN(job.shm_size_bytes, ReadPositiveSize(file, *s, "2g, 512m"));
     }
   }
   if (const Entry* e = top.Find("snapshot")) {
@@ -450,16 +457,8 @@ StatusOr<JobSpec> ParseJob(const SourceFile& file, const YAML::Node& root) {
       job.snapshot_max_files = static_cast<std::uint64_t>(files);
     }
     if (const Entry* s = snapshot.Find("max_size")) {
-      StatusOr<std::int64_t> bytes = s->value.IsScalar()
-                                         ? ParseByteSize(s->value.Scalar())
-                                         : StatusOr<std::int64_t>(InvalidArgument("not a scalar"));
-      if (!bytes.ok() || *bytes <= 0) {
-        return file.ErrorAt(s->mark(), "'" + s->path +
-                                           "' must be a size greater than zero like "
-                                           "500m, 2g or a number of bytes, got " +
-                                           internal::Describe(s->value));
-      }
-      job.snapshot_max_bytes = static_cast<std::uint64_t>(*bytes);
+      TY_ASSIGN_OR_RETURN(std::int64_t bytes, ReadPositiveSize(file, *s, "500m, 2g"));
+      job.snapshot_max_bytes = static_cast<std::uint64_t>(bytes);
     }
     if (const Entry* c = snapshot.Find("copy")) {
       TY_ASSIGN_OR_RETURN(job.code_copy, internal::ReadBool(file, *c));
