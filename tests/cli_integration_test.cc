@@ -113,6 +113,19 @@ TEST_F(CliTest, JobCreateStreamsRunsAndDownloads) {
   ASSERT_TRUE(model.ok()) << dl.output;
   EXPECT_EQ(*model, "trained");
   EXPECT_TRUE(fs::exists(home_ / "dl" / name / "user_logs" / "std_log.txt"));
+  EXPECT_NE(dl.output.find("; 1 checked against their digests"), std::string::npos) << dl.output;
+
+  // A recorded output whose bytes changed behind the daemon's back (same size, old mtime) is
+  // refused on download and not left on disk.
+  const fs::path stored = home_ / "ws" / "runs" / name / "outputs" / "model.bin";
+  const auto mtime = fs::last_write_time(stored);
+  ASSERT_TRUE(WriteFileAtomic(stored, "tampere").ok());
+  fs::last_write_time(stored, mtime);
+  CmdResult bad = Run("job download " + name + " --output '" + (home_ / "dl2").string() + "'");
+  EXPECT_NE(bad.exit_code, 0) << bad.output;
+  EXPECT_NE(bad.output.find("does not match its recorded digest"), std::string::npos)
+      << bad.output;
+  EXPECT_FALSE(fs::exists(home_ / "dl2" / name / "outputs" / "model.bin"));
 
   // The snapshot honoured .amlignore: data/ never reached the run.
   EXPECT_FALSE(fs::exists(home_ / "ws" / "runs" / name / "code" / "data"));

@@ -22,6 +22,7 @@
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/secret_box.h"
+#include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
 #include "trainyard/common/workspace.h"
 #include "trainyard/spec/definition.h"
@@ -36,6 +37,7 @@ using namespace std::chrono_literals;
 
 struct Reply {
   int status = 0;
+  std::string head;  // status line and headers
   std::string body;
   json Json() const { return json::parse(body, nullptr, false); }
 };
@@ -86,6 +88,7 @@ Reply Http(int port, const std::string& method, const std::string& path, const s
   }
   reply.status = std::atoi(in.substr(9, 3).c_str());
   std::string head = in.substr(0, head_end);
+  reply.head = head;
   reply.body = in.substr(head_end + 4);
   if (head.find("Transfer-Encoding: chunked") != std::string::npos ||
       head.find("transfer-encoding: chunked") != std::string::npos) {
@@ -109,14 +112,7 @@ class TrackingIntegrationTest : public ::testing::Test {
   void SetUp() override {
     root_ = fs::temp_directory_path() / ("ty-trk-" + RandomHex(4));
     layout_.root = root_;
-    api::DaemonOptions opts;
-    opts.workspace = root_;
-    opts.port = 0;
-    opts.write_server_file = false;
-    opts.docker_config = root_ / "no-docker-config.json";
-    auto d = api::Daemon::Start(opts);
-    ASSERT_TRUE(d.ok()) << d.status().ToString();
-    daemon_ = std::move(d).value();
+    ASSERT_NO_FATAL_FAILURE(StartDaemon());
     auto st = store::OpenSqliteStore(layout_.Database().string());
     ASSERT_TRUE(st.ok()) << st.status().ToString();
     store_ = std::move(st).value();
@@ -129,6 +125,18 @@ class TrackingIntegrationTest : public ::testing::Test {
     store_.reset();
     daemon_.reset();
     (void)RemoveTree(root_);
+  }
+
+  void StartDaemon() {
+    daemon_.reset();
+    api::DaemonOptions opts;
+    opts.workspace = root_;
+    opts.port = 0;
+    opts.write_server_file = false;
+    opts.docker_config = root_ / "no-docker-config.json";
+    auto d = api::Daemon::Start(opts);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    daemon_ = std::move(d).value();
   }
 
   // A run the scheduler never starts (inserted beside the daemon): enough for the tracking API.
@@ -345,6 +353,22 @@ TEST_F(TrackingIntegrationTest, IdempotencyKeyStoresARetriedBatchOnce) {
   EXPECT_EQ(Call("GET", run, "/metrics/y").Json()["count"], 50000);
 }
 
+// A client whose answer was lost because the daemon died resends under the same key after the
+// daemon is back: the key was stored with the batch, so the batch is not stored twice.
+TEST_F(TrackingIntegrationTest, IdempotencyKeySurvivesADaemonRestart) {
+  const std::string run = MakeRun("idem-restart");
+  const std::string body = R"({"series": [{"name": "x", "values": [1, 2, 3, 4]}]})";
+  ASSERT_EQ(
+      Call("POST", run, "/metrics", body, "application/json", {{"Idempotency-Key", "k"}}).status,
+      200);
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+  Reply r = Call("POST", run, "/metrics", body, "application/json", {{"Idempotency-Key", "k"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.Json()["replayed"], true) << r.body;
+  EXPECT_EQ(r.Json()["points"], 4);
+  EXPECT_EQ(Call("GET", run, "/metrics/x").Json()["count"], 4);
+}
+
 TEST_F(TrackingIntegrationTest, TagsPropertiesAndStatus) {
   const std::string run = MakeRun("meta");
   Reply r = Call("PATCH", run, "/tags", R"({"set": {"k": "v", "gone": "x"}})");
@@ -398,6 +422,7 @@ TEST_F(TrackingIntegrationTest, EntriesAndFiles) {
   r = Call("PUT", run, "/files/images/img/0.png", "\x89PNG fake", "image/png");
   ASSERT_EQ(r.status, 201) << r.body;
   EXPECT_EQ(r.Json()["size"], 9);
+  EXPECT_EQ(r.Json()["digest"], "sha256:" + Sha256Hex("\x89PNG fake")) << r.body;
   EXPECT_EQ(*ReadFile(layout_.RunDir(run) / "images/img/0.png"), "\x89PNG fake");
   r = Call("PUT", run, "/files/outputs/model.bin", "weights", "application/octet-stream");
   ASSERT_EQ(r.status, 201) << r.body;
@@ -406,6 +431,31 @@ TEST_F(TrackingIntegrationTest, EntriesAndFiles) {
   EXPECT_EQ(*ReadFile(layout_.RunDir(run) / "outputs/model.bin"), "weights2");
   r = Call("POST", run, "/entries", image);
   ASSERT_EQ(r.status, 200) << r.body;
+
+  // Uploads are listed with the digest of their last version, and served with it.
+  json files = Http(port(), "GET", "/api/v1/jobs/" + run + "/files", admin()).Json();
+  std::map<std::string, json> by_path;
+  for (const json& f : files) by_path[f["path"].get<std::string>()] = f;
+  ASSERT_TRUE(by_path.count("outputs/model.bin")) << files.dump();
+  EXPECT_EQ(by_path["outputs/model.bin"]["digest"], "sha256:" + Sha256Hex("weights2"));
+  EXPECT_EQ(by_path["outputs/model.bin"]["origin"], "upload");
+  r = Http(port(), "GET", "/api/v1/jobs/" + run + "/files/outputs/model.bin", admin());
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "weights2");
+  EXPECT_NE(r.head.find("ETag: \"sha256:" + Sha256Hex("weights2") + "\""), std::string::npos)
+      << r.head;
+  EXPECT_NE(r.head.find("Repr-Digest: sha-256=:"), std::string::npos) << r.head;
+  // A file changed on disk after it was recorded is no longer vouched for.
+  std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(WriteFileAtomic(layout_.RunDir(run) / "images/img/0.png", "rewritten").ok());
+  files = Http(port(), "GET", "/api/v1/jobs/" + run + "/files", admin()).Json();
+  for (const json& f : files) {
+    if (f["path"] == "images/img/0.png") {
+      EXPECT_FALSE(f.contains("digest")) << f.dump();
+    }
+  }
+  r = Http(port(), "GET", "/api/v1/jobs/" + run + "/files/images/img/0.png", admin());
+  EXPECT_EQ(r.head.find("ETag"), std::string::npos) << r.head;
 
   r = Call("GET", run, "/entries");
   ASSERT_EQ(r.status, 200) << r.body;
@@ -472,6 +522,82 @@ TEST_F(TrackingIntegrationTest, CppSdkSplitsABacklogLargerThanTheBodyLimit) {
   EXPECT_EQ(loss["count"], kPoints) << rep.body;
   EXPECT_EQ(loss["last_step"], kPoints - 1);
   EXPECT_EQ(loss["last_value"], static_cast<double>(kPoints - 1)) << "automatic steps in order";
+}
+
+// A body whose answer is lost is resent byte for byte under the same Idempotency-Key. The
+// "daemon" here is a socket that reads the first request and hangs up without answering, then
+// answers the second.
+TEST_F(TrackingIntegrationTest, CppSdkResendsALostBodyUnderItsKey) {
+  int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  socklen_t len = sizeof addr;
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int lost_port = ntohs(addr.sin_port);
+
+  // Reads one whole request (head + Content-Length body) from `fd`.
+  auto read_request = [](int fd) {
+    std::string in;
+    char buf[65536];
+    for (;;) {
+      const std::size_t head_end = in.find("\r\n\r\n");
+      if (head_end != std::string::npos) {
+        const std::size_t cl = in.find("Content-Length: ");
+        const std::size_t n = cl == std::string::npos ? 0 : std::stoul(in.substr(cl + 16));
+        if (in.size() >= head_end + 4 + n) return in;
+      }
+      ssize_t got = ::recv(fd, buf, sizeof buf, 0);
+      if (got <= 0) return in;
+      in.append(buf, static_cast<std::size_t>(got));
+    }
+  };
+  std::vector<std::string> requests;
+  std::thread server([&] {
+    for (int i = 0; i < 3; ++i) {
+      int fd = ::accept(listener, nullptr, nullptr);
+      if (fd < 0) return;
+      std::string req = read_request(fd);
+      requests.push_back(req);
+      if (i > 0) {
+        const std::string ok = "{\"points\": 3}";
+        const std::string answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                   "Content-Length: " + std::to_string(ok.size()) +
+                                   "\r\nConnection: close\r\n\r\n" + ok;
+        (void)::send(fd, answer.data(), answer.size(), MSG_NOSIGNAL);
+      }
+      ::close(fd);  // the first request: hung up on, unanswered
+    }
+  });
+  {
+    sdk::Options options;
+    options.flush_interval = std::chrono::hours(1);  // only the test's Flush calls send
+    options.batch_points = 1'000'000;
+    sdk::Run r("lost", "http://127.0.0.1:" + std::to_string(lost_port), "tok", "", options);
+    r.Log("x", 1);
+    r.Log("x", 2);
+    r.Log("x", 3);
+    EXPECT_ANY_THROW(r.Flush());  // the answer was lost
+    r.Log("y", 9);                // logged meanwhile: must not join the resent body
+    EXPECT_NO_THROW(r.Flush()) << "the resend must succeed";
+  }
+  server.join();
+  ::close(listener);
+  ASSERT_EQ(requests.size(), 3u);
+  auto key_of = [](const std::string& req) {
+    const std::size_t at = req.find("Idempotency-Key: ");
+    return at == std::string::npos ? std::string()
+                                   : req.substr(at + 17, req.find("\r\n", at) - at - 17);
+  };
+  auto body_of = [](const std::string& req) { return req.substr(req.find("\r\n\r\n") + 4); };
+  EXPECT_FALSE(key_of(requests[0]).empty()) << requests[0].substr(0, 300);
+  EXPECT_EQ(key_of(requests[0]), key_of(requests[1]));
+  EXPECT_EQ(body_of(requests[0]), body_of(requests[1]));
+  // What was logged after the failure went in a body of its own, under a new key.
+  EXPECT_NE(key_of(requests[2]), key_of(requests[0]));
+  EXPECT_NE(body_of(requests[2]), body_of(requests[0]));
 }
 
 // --- real containers -------------------------------------------------------------------------
@@ -553,6 +679,33 @@ TEST_F(TrackingContainerTest, PythonSdkInAContainerReportsThroughTheSocket) {
   r = Http(port(), "GET", "/api/v1/jobs/" + name + "/entries", admin());
   ASSERT_EQ(r.Json()["entries"].size(), 1u) << r.body;
   EXPECT_EQ(r.Json()["entries"][0]["value"], json::parse("[1, 2, 3]")) << r.body;
+}
+
+// ./outputs is hashed at Finalizing: each regular file is listed with its digest, what the run
+// planted (a symlink to a host file, a FIFO) is neither listed as an output nor followed.
+TEST_F(TrackingContainerTest, OutputsAreRecordedWithTheirDigestsWhenTheRunEnds) {
+  const std::string name = Submit(
+      "import os\n"
+      "os.makedirs('outputs/sub', exist_ok=True)\n"
+      "open('outputs/model.bin', 'wb').write(b'weights' * 1000)\n"
+      "open('outputs/sub/notes.txt', 'w').write('hello')\n"
+      "os.symlink('/etc/passwd', 'outputs/passwd')\n"
+      "os.mkfifo('outputs/pipe')\n");
+  ASSERT_FALSE(name.empty());
+  json run = WaitForEnd(name);
+  ASSERT_EQ(run["status"], "Completed") << run.dump() << "\n" << Log(name);
+  json files = Http(port(), "GET", "/api/v1/jobs/" + name + "/files", admin()).Json();
+  std::map<std::string, json> outputs;
+  for (const json& f : files) {
+    if (f.value("origin", "") == "output") outputs[f["path"].get<std::string>()] = f;
+  }
+  std::string weights;
+  for (int i = 0; i < 1000; ++i) weights += "weights";
+  ASSERT_EQ(outputs.size(), 2u) << files.dump();
+  EXPECT_EQ(outputs["outputs/model.bin"]["digest"], "sha256:" + Sha256Hex(weights));
+  EXPECT_EQ(outputs["outputs/model.bin"]["size"], 7000);
+  EXPECT_EQ(outputs["outputs/sub/notes.txt"]["digest"], "sha256:" + Sha256Hex("hello"));
+  for (const json& f : files) EXPECT_NE(f["path"], "outputs/passwd") << files.dump();
 }
 
 TEST_F(TrackingContainerTest, ScriptThatCallsFailEndsFailedWhateverItsExitCode) {

@@ -1,17 +1,28 @@
 // End-to-end metric ingest: the C++ client header (sdk/cpp/trainyard/run.h) logging into a real
 // in-process daemon, through the unix socket a container uses and over TCP, until every point
 // is durable; and, in the same run, the anchor of DESIGN.md: one SQLite INSERT per point in
-// 1000-point transactions (WAL, synchronous=FULL).
-//   e2e_tool DIR [POINTS]
+// 1000-point transactions (WAL, synchronous=FULL). With the daemon still up, the Python client
+// (sdk/python) logs too: bench/metrics/py_ingest.py runs as a child process with the environment
+// a run's container gets, logs PY_POINTS points with run.log() in a loop and flushes.
+//   e2e_tool DIR [POINTS [PY_POINTS [PY_ARGS...]]]   (PY_POINTS 0: no Python case; PY_ARGS go to
+//                                                     py_ingest.py, e.g. --profile FILE)
 // Prints one "key value" line per figure (read by bench/metrics.sh).
 
+#include <spawn.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "trainyard/api/daemon.h"
 #include "trainyard/api/socket_relay.h"
@@ -26,6 +37,8 @@ namespace fs = std::filesystem;
 using namespace trainyard;
 using Clock = std::chrono::steady_clock;
 
+extern char** environ;
+
 namespace {
 
 double Seconds(Clock::time_point since) {
@@ -35,6 +48,14 @@ double Seconds(Clock::time_point since) {
 [[noreturn]] void Die(const std::string& what) {
   std::fprintf(stderr, "e2e_tool: %s\n", what.c_str());
   std::exit(1);
+}
+
+// Every point must be stored, or the figure means nothing: the run's one series holds `points`.
+void CheckStored(sdk::Run& r, const std::string& run, long points) {
+  const std::string list = r.Get("/metrics");
+  if (list.find("\"count\":" + std::to_string(points)) == std::string::npos) {
+    Die("run " + run + " did not store all " + std::to_string(points) + " points: " + list);
+  }
 }
 
 // Logs `points` points of one series through the client and returns points/s, counting until
@@ -48,12 +69,99 @@ double Ingest(const std::string& url, const std::string& run, const std::string&
   for (long i = 0; i < points; ++i) r.Log("loss", 1.0 / static_cast<double>(i + 1), i);
   r.Flush();
   const double rate = static_cast<double>(points) / Seconds(start);
-  // Every point must be stored, or the figure means nothing.
-  const std::string list = r.Get("/metrics");
-  if (list.find("\"count\":" + std::to_string(points)) == std::string::npos) {
-    Die("run " + run + " did not store all " + std::to_string(points) + " points: " + list);
-  }
+  CheckStored(r, run, points);
   return rate;
+}
+
+// Runs `argv` with the environment `env`; returns its standard output (its standard error
+// passes through). Dies if it cannot start or does not exit 0.
+std::string RunChild(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+  int fds[2];
+  if (pipe(fds) != 0) Die(std::string("pipe: ") + std::strerror(errno));
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, fds[0]);
+  posix_spawn_file_actions_addclose(&actions, fds[1]);
+  std::vector<char*> args, envp;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  for (const auto& e : env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  close(fds[1]);
+  if (rc != 0) Die("cannot start " + argv[0] + ": " + std::strerror(rc));
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = read(fds[0], buf, sizeof buf);
+    if (n > 0) {
+      out.append(buf, static_cast<size_t>(n));
+    } else if (n == 0 || errno != EINTR) {
+      break;
+    }
+  }
+  close(fds[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    Die(argv[1] + " failed (status " + std::to_string(status) + "); its output: " + out);
+  }
+  return out;
+}
+
+// The value of the "key value" line `key` in `out`, or dies.
+double Field(const std::string& out, const std::string& key) {
+  const std::string head = key + " ";
+  for (size_t pos = 0; pos < out.size();) {
+    size_t end = out.find('\n', pos);
+    if (end == std::string::npos) end = out.size();
+    if (out.compare(pos, head.size(), head) == 0) {
+      return std::strtod(out.c_str() + pos + head.size(), nullptr);
+    }
+    pos = end + 1;
+  }
+  Die("py_ingest.py printed no " + key + ": " + out);
+}
+
+// The Python client (sdk/python) in a child process with a run container's environment: logs
+// `points` points of one series with run.log() in a loop, then run.flush(). Returns points/s
+// from the first log() to flush() returning (measured by the script), after checking through
+// the API that every point is stored. `extra` goes to py_ingest.py.
+double PythonIngest(const std::string& url, const std::string& run, const std::string& token,
+                    long points, const std::vector<std::string>& extra, std::string* details) {
+  const fs::path source = TRAINYARD_SOURCE_DIR;
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view kv(*e);
+    if (kv.starts_with("TRAINYARD_") || kv.starts_with("PYTHONPATH=") ||
+        kv.starts_with("AZUREML_")) {
+      continue;
+    }
+    env.emplace_back(kv);
+  }
+  env.push_back("TRAINYARD_TRACKING_URL=" + url);
+  env.push_back("TRAINYARD_RUN_TOKEN=" + token);
+  env.push_back("TRAINYARD_RUN_ID=" + run);
+  env.push_back("TRAINYARD_EXPERIMENT=bench");
+  env.push_back("AZUREML_RUN_ID=" + run);
+  env.push_back("AZUREML_ARM_PROJECT_NAME=bench");
+  env.push_back("PYTHONPATH=" + (source / "sdk/python").string());
+  std::vector<std::string> argv = {"python3", (source / "bench/metrics/py_ingest.py").string(),
+                                   std::to_string(points)};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  const std::string out = RunChild(argv, env);
+  const double elapsed = Field(out, "py_elapsed_s");
+  char line[160];
+  std::snprintf(line, sizeof line, "py_loop_s %.3f\npy_flush_s %.3f\n", Field(out, "py_loop_s"),
+                Field(out, "py_flush_s"));
+  *details = line;
+  sdk::Run r(run, url, token, "bench");
+  CheckStored(r, run, points);
+  return static_cast<double>(points) / elapsed;
 }
 
 double Baseline(const fs::path& db_path, long points) {
@@ -89,6 +197,8 @@ double Baseline(const fs::path& db_path, long points) {
 int main(int argc, char** argv) {
   if (argc < 2) Die("usage: e2e_tool DIR [POINTS]");
   const long points = argc > 2 ? std::atol(argv[2]) : 5'000'000;
+  const long py_points = argc > 3 ? std::atol(argv[3]) : 1'500'000;
+  const std::vector<std::string> py_extra(argv + std::min(argc, 4), argv + argc);
   const fs::path root = fs::path(argv[1]) / ("ws-" + RandomHex(4));
   api::DaemonOptions opts;
   opts.workspace = root;
@@ -102,7 +212,7 @@ int main(int argc, char** argv) {
   auto store = store::OpenSqliteStore(layout.Database().string());
   auto box = SecretBox::Open(layout.SecretKey());
   if (!store.ok() || !box.ok()) Die("cannot open the workspace's store or key");
-  for (const char* id : {"bench-unix", "bench-tcp"}) {
+  for (const char* id : {"bench-unix", "bench-tcp", "bench-py"}) {
     store::RunRecord r;
     r.id = id;
     r.experiment = "bench";
@@ -116,10 +226,21 @@ int main(int argc, char** argv) {
   const double unix_rate = Ingest(socket_url, "bench-unix", box->RunToken("bench-unix"), points);
   const double tcp_rate =
       Ingest((*daemon)->url(), "bench-tcp", box->RunToken("bench-tcp"), points);
+  double py_rate = 0;
+  std::string py_details;
+  if (py_points > 0) {
+    py_rate = PythonIngest(socket_url, "bench-py", box->RunToken("bench-py"), py_points, py_extra,
+                           &py_details);
+  }
   const double baseline = Baseline(root / "baseline.db", std::min(points, 1'000'000L));
   std::printf("points %ld\n", points);
   std::printf("cpp_unix_points_per_s %.0f\n", unix_rate);
   std::printf("cpp_tcp_points_per_s %.0f\n", tcp_rate);
+  if (py_points > 0) {
+    std::printf("py_points %ld\n", py_points);
+    std::printf("py_unix_points_per_s %.0f\n", py_rate);
+    std::printf("%s", py_details.c_str());
+  }
   std::printf("baseline_points_per_s %.0f\n", baseline);
   daemon->reset();
   (void)RemoveTree(root);

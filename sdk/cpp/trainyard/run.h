@@ -12,7 +12,9 @@
 // (binary, one request per flush) every `flush_interval` or when `batch_points` are waiting,
 // and Flush() / the destructor / Complete() send what is left. While the daemon cannot be
 // reached the client retries with back-off and keeps at most `max_buffered_points`, warning
-// once on stderr if it has to drop points. Answers 4xx are the caller's mistakes: that batch is
+// once on stderr if it has to drop points. Every metric body carries an Idempotency-Key and a
+// failed body is resent unchanged under its key, so a body whose answer was lost (the daemon
+// restarted, say) is still stored once. Answers 4xx are the caller's mistakes: that batch is
 // dropped with a warning naming the daemon's message.
 //
 // Outside a run (no TRAINYARD_RUN_ID) GetContext() returns an offline run that writes JSON
@@ -41,6 +43,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -192,6 +195,18 @@ struct Response {
 };
 
 // One keep-alive HTTP/1.1 connection to the daemon, over a unix socket or TCP.
+// 128 random bits in hex: the prefix of a client's Idempotency-Keys.
+inline std::string RandomKeyPrefix() {
+  std::random_device rd;
+  std::string out;
+  static const char* kHex = "0123456789abcdef";
+  for (int i = 0; i < 8; ++i) {
+    const unsigned v = rd();
+    for (int j = 0; j < 4; ++j) out.push_back(kHex[(v >> (j * 4)) & 0xf]);
+  }
+  return out;
+}
+
 class Connection {
  public:
   explicit Connection(std::string url) : url_(std::move(url)) {}
@@ -200,14 +215,17 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   // Sends one request; throws Error(0, ...) when the daemon cannot be reached.
+  // A non-empty `idempotency_key` is sent as Idempotency-Key, so a resend is stored once.
   Response Send(const std::string& method, const std::string& path, const std::string& token,
-                const std::string& content_type, std::string_view body) {
+                const std::string& content_type, std::string_view body,
+                const std::string& idempotency_key = {}) {
     for (int attempt = 0;; ++attempt) {
       try {
         if (fd_ < 0) Open();
         std::string head = method + " " + path + " HTTP/1.1\r\nHost: trainyard\r\n";
         if (!token.empty()) head += "Authorization: Bearer " + token + "\r\n";
         if (!content_type.empty()) head += "Content-Type: " + content_type + "\r\n";
+        if (!idempotency_key.empty()) head += "Idempotency-Key: " + idempotency_key + "\r\n";
         head += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n";
         WriteAll(head);
         WriteAll(body);
@@ -551,6 +569,14 @@ class Run {
     detail::Pending unstepped;
   };
 
+  // One encoded request body with its Idempotency-Key: a body that failed is resent as it was,
+  // under its key, so the daemon stores it once even when only its answer was lost.
+  struct Body {
+    std::string key;
+    std::string bytes;
+    size_t points = 0;
+  };
+
   // Sends the buffer; true when nothing is left to send. Only one sender at a time.
   bool SendPending() {
     std::lock_guard<std::mutex> send_lock(send_mu_);
@@ -558,9 +584,7 @@ class Run {
     size_t points = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (retry_.empty() && buffered_ == 0) return true;
-      batch = std::move(retry_);
-      retry_.clear();
+      if (unsent_.empty() && buffered_ == unsent_points_) return true;
       for (auto& [name, s] : pending_) {
         if (!s.unstepped.values.empty()) batch.emplace_back(name, std::move(s.unstepped));
         if (!s.stepped.values.empty()) batch.emplace_back(name, std::move(s.stepped));
@@ -581,9 +605,9 @@ class Run {
       buffered_ -= points;
       return true;
     }
-    // Sent in bodies of at most kBodyPoints points (~24 MB), well under the daemon's body
+    // Encoded in bodies of at most kBodyPoints points (~24 MB), well under the daemon's body
     // limit however much piled up while it was away; a series is sliced when it is longer.
-    // Oldest first (retried points before newer ones), taken from the back.
+    // Queued behind the bodies of earlier failed attempts, so points go out oldest first.
     std::reverse(batch.begin(), batch.end());
     while (!batch.empty()) {
       std::vector<std::pair<std::string, detail::Pending>> body;
@@ -599,28 +623,41 @@ class Run {
         }
         body_points += take;
       }
+      Body b{NextKey(), detail::EncodeMetrics(body), body_points};
+      std::lock_guard<std::mutex> lock(mu_);
+      unsent_points_ += body_points;
+      unsent_.push_back(std::move(b));
+    }
+    while (true) {
+      const Body* next = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (unsent_.empty()) break;
+        next = &unsent_.front();  // only this thread (send_mu_) removes bodies
+      }
       try {
         detail::Response r = Send("POST", "/metrics", "application/x-trainyard-metrics",
-                                  detail::EncodeMetrics(body));
+                                  next->bytes, next->key);
         if (r.status >= 500) throw Error(r.status, "daemon error");
         std::lock_guard<std::mutex> lock(mu_);
-        buffered_ -= body_points;
+        buffered_ -= next->points;
+        unsent_points_ -= next->points;
         warned_drop_ = false;
         if (r.status >= 400) {
           std::fprintf(stderr, "trainyard: the daemon refused %zu metric points: %s\n",
-                       body_points, detail::JsonStringField(r.body, "message").c_str());
+                       next->points, detail::JsonStringField(r.body, "message").c_str());
         }
+        unsent_.pop_front();
       } catch (const Error&) {
-        std::lock_guard<std::mutex> lock(mu_);
-        // Keep what is unsent for the next attempt, ahead of what was logged since.
-        for (auto& b : body) retry_.push_back(std::move(b));
-        for (auto it = batch.rbegin(); it != batch.rend(); ++it) retry_.push_back(std::move(*it));
-        return false;
+        return false;  // kept, with its key, for the next attempt
       }
     }
     std::lock_guard<std::mutex> lock(mu_);
-    return retry_.empty() && buffered_ == 0;
+    return unsent_.empty() && buffered_ == 0;
   }
+
+  // A key no other body of any client shares: this client's random prefix and a counter.
+  std::string NextKey() { return key_prefix_ + "-" + std::to_string(++key_counter_); }
 
   static constexpr size_t kBodyPoints = 1'000'000;
 
@@ -660,10 +697,11 @@ class Run {
   }
 
   detail::Response Send(const std::string& method, const std::string& path,
-                        const std::string& content_type, std::string_view body) {
+                        const std::string& content_type, std::string_view body,
+                        const std::string& idempotency_key = {}) {
     std::lock_guard<std::mutex> lock(conn_mu_);
     return conn_.Send(method, "/api/v1/jobs/" + detail::UrlEncode(id_) + path, token_,
-                      content_type, body);
+                      content_type, body, idempotency_key);
   }
 
   std::string Request(const std::string& method, const std::string& path,
@@ -723,7 +761,12 @@ class Run {
     size_t operator()(const std::string& s) const { return std::hash<std::string_view>{}(s); }
   };
   std::unordered_map<std::string, Series, Hash, std::equal_to<>> pending_;
-  std::vector<std::pair<std::string, detail::Pending>> retry_;
+  // Encoded bodies not yet acknowledged, oldest first, and their points. Guarded by mu_; only
+  // the sender (send_mu_) removes from the front.
+  std::deque<Body> unsent_;
+  size_t unsent_points_ = 0;
+  std::string key_prefix_ = detail::RandomKeyPrefix();
+  std::uint64_t key_counter_ = 0;  // Guarded by send_mu_.
   size_t buffered_ = 0;
   bool warned_drop_ = false;
   bool stopping_ = false;

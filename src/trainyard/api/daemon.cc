@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/asio/use_awaitable.hpp>
@@ -29,6 +30,7 @@
 #include "trainyard/exec/executor.h"
 #include "trainyard/sched/scheduler.h"
 #include "trainyard/store/store.h"
+#include "trainyard/tracking/run_files.h"
 #include "trainyard/tracking/series_store.h"
 
 namespace trainyard::api {
@@ -130,10 +132,36 @@ HttpResponse JsonText(int status, const json& j) {
 // served by the snapshot API): outputs/, logs/, user_logs/ and what the run uploaded.
 constexpr const char* kUnservedDir = "code";
 
-json ListRunFiles(const fs::path& run_dir) {
+// The recorded digest of `rel` when the file on disk is still the one recorded: same size and
+// not modified after it was recorded (a run may rewrite a file of its ./logs later).
+const tracking::RunFile* CurrentRecord(const std::map<std::string, tracking::RunFile>& recorded,
+                                       const std::string& rel, std::uint64_t size,
+                                       std::int64_t mtime_ms) {
+  auto it = recorded.find(rel);
+  if (it == recorded.end() || it->second.size != size || mtime_ms > it->second.recorded_ms) {
+    return nullptr;
+  }
+  return &it->second;
+}
+
+std::int64_t MtimeMillis(const struct stat& st) {
+  return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
+}
+
+std::map<std::string, tracking::RunFile> RecordedFiles(tracking::SeriesStore& series,
+                                                       const std::string& run_id) {
+  std::map<std::string, tracking::RunFile> out;
+  if (auto files = series.ListFiles(run_id); files.ok()) {
+    for (auto& f : *files) out.emplace(f.path, std::move(f));
+  }
+  return out;
+}
+
+json ListRunFiles(const fs::path& run_dir,
+                  const std::map<std::string, tracking::RunFile>& recorded) {
   json files = json::array();
   std::error_code ec;
-  std::vector<std::pair<std::string, std::uint64_t>> found;
+  std::vector<std::pair<std::string, struct stat>> found;
   for (auto it = fs::recursive_directory_iterator(run_dir, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (it.depth() == 0 && it->path().filename() == kUnservedDir) {
@@ -141,12 +169,21 @@ json ListRunFiles(const fs::path& run_dir) {
       continue;
     }
     // Symlinks are never followed or served: a run could point one at the host's files.
-    auto st = it->symlink_status(ec);
-    if (ec || !fs::is_regular_file(st)) continue;
-    found.emplace_back(fs::relative(it->path(), run_dir, ec).generic_string(), it->file_size(ec));
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    found.emplace_back(fs::relative(it->path(), run_dir, ec).generic_string(), st);
   }
-  std::sort(found.begin(), found.end());
-  for (const auto& [p, size] : found) files.push_back({{"path", p}, {"size", size}});
+  std::sort(found.begin(), found.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [p, st] : found) {
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    json f = {{"path", p}, {"size", size}};
+    if (const auto* rec = CurrentRecord(recorded, p, size, MtimeMillis(st))) {
+      f["digest"] = rec->digest;
+      f["origin"] = rec->origin;
+    }
+    files.push_back(std::move(f));
+  }
   return files;
 }
 
@@ -288,7 +325,8 @@ void Daemon::Impl::InstallRoutes() {
   s.Route("GET", "/api/v1/jobs/{name}/files", SyncHandler([this](HttpRequest& req) {
             auto run = store->GetRun(req.Param("name"));
             if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return JsonText(200, ListRunFiles(layout.RunDir(run->id)));
+            return JsonText(200,
+                            ListRunFiles(layout.RunDir(run->id), RecordedFiles(*series, run->id)));
           }));
   s.Route("GET", "/api/v1/jobs/{name}/files/{path...}",
           SyncHandler([this](HttpRequest& req) { return File(req); }));
@@ -318,10 +356,24 @@ HttpResponse Daemon::Impl::File(HttpRequest& req) {
   const fs::path real_run_dir = fs::weakly_canonical(run_dir, ec);
   const bool served = IsWithin(real_run_dir, real) && real != real_run_dir / kUnservedDir &&
                       !IsWithin(real_run_dir / kUnservedDir, real);
-  if (!served || ec || !fs::is_regular_file(fs::symlink_status(*path, ec))) {
+  struct stat st {};
+  if (!served || ec || ::lstat(path->c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
     return HttpResponse::FromStatus(NotFound("run " + run->id + " has no file '" + rel + "'"));
   }
-  return HttpResponse::File(*path);
+  HttpResponse response = HttpResponse::File(*path);
+  const std::string clean = fs::relative(*path, run_dir, ec).generic_string();
+  const auto recorded = RecordedFiles(*series, run->id);
+  if (const auto* rec = CurrentRecord(recorded, clean, static_cast<std::uint64_t>(st.st_size),
+                                      MtimeMillis(st))) {
+    std::string raw;
+    const std::string hex = rec->digest.substr(rec->digest.find(':') + 1);
+    for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+      raw.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+    }
+    response.headers.emplace_back("ETag", "\"" + rec->digest + "\"");
+    response.headers.emplace_back("Repr-Digest", "sha-256=:" + Base64Encode(raw) + ":");
+  }
+  return response;
 }
 
 asio::awaitable<HttpResponse> Daemon::Impl::Stream(HttpRequest& req) {
@@ -411,6 +463,9 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   TY_ASSIGN_OR_RETURN(impl->store, store::OpenSqliteStore(impl->layout.Database().string()));
   TY_ASSIGN_OR_RETURN(impl->series,
                       tracking::SeriesStore::Open((impl->layout.root / "tracking.db").string()));
+  // A client retries a batch within minutes; a week of keys covers any outage worth waiting out.
+  constexpr std::int64_t kKeyRetentionMs = 7LL * 24 * 3600 * 1000;
+  TY_RETURN_IF_ERROR(impl->series->ForgetKeysBefore(NowMillis() - kKeyRetentionMs));
   TY_ASSIGN_OR_RETURN(SecretBox box, SecretBox::Open(impl->layout.SecretKey()));
   impl->secrets.emplace(std::move(box));
   if (options.engine != nullptr) {
@@ -435,6 +490,11 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   sopts.stop_grace_seconds = impl->config.stop_grace_seconds;
   sopts.socket_dir = ApiSocketDir(impl->layout.root);
   sopts.sdk_dir = FindPythonSdk();
+  // ./outputs recorded with digests in the tracking store at Finalizing (docs/tracking.md).
+  sopts.collect_outputs = [series = impl->series.get()](const std::string& run_id,
+                                                        const fs::path& run_dir) {
+    return tracking::CollectOutputs(*series, run_id, run_dir, NowMillis()).status();
+  };
   impl->scheduler = std::make_unique<sched::Scheduler>(
       *impl->store, *impl->environments, *impl->builder, *impl->executor, *impl->snapshots,
       *impl->secrets, impl->layout, sopts);

@@ -22,8 +22,10 @@
 #include <vector>
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
 #include "trainyard/tracking/entries.h"
+#include "trainyard/tracking/run_files.h"
 
 namespace trainyard::api {
 namespace {
@@ -47,61 +49,12 @@ StatusOr<json> ParseJson(const std::string& body) {
   return parsed;
 }
 
-// Remembers the Idempotency-Key of applied POST /metrics batches (in memory, bounded; lost on
-// restart). Thread-safe.
-class AppliedKeys {
- public:
-  explicit AppliedKeys(std::size_t capacity) : capacity_(capacity) {}
-
-  // The points of the batch already applied under `key`, or nullopt after claiming `key` for
-  // the caller, who must then call Release. Waits while another request applies the same key.
-  std::optional<std::uint64_t> Claim(const std::string& key) {
-    std::unique_lock lock(mu_);
-    for (;;) {
-      auto it = keys_.find(key);
-      if (it == keys_.end()) {
-        keys_.emplace(key, std::nullopt);
-        return std::nullopt;
-      }
-      if (it->second) return it->second;
-      cv_.wait(lock);
-    }
-  }
-
-  // Ends a claim: remembers the key when the batch was applied, forgets it otherwise.
-  void Release(const std::string& key, bool applied, std::uint64_t points) {
-    {
-      std::lock_guard lock(mu_);
-      if (!applied) {
-        keys_.erase(key);
-      } else {
-        keys_[key] = points;
-        order_.push_back(key);
-        while (order_.size() > capacity_) {
-          keys_.erase(order_.front());
-          order_.pop_front();
-        }
-      }
-    }
-    cv_.notify_all();
-  }
-
- private:
-  const std::size_t capacity_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  // run + '\n' + key -> points applied, or nullopt while being applied. Guarded by mu_.
-  std::unordered_map<std::string, std::optional<std::uint64_t>> keys_;
-  std::deque<std::string> order_;  // Applied keys, oldest first. Guarded by mu_.
-};
-
 // What the handlers share. Lives as long as the server's routes (held by their closures).
 struct Context {
   store::Store& store;
   tracking::SeriesStore& series;
   WorkspaceLayout layout;
   TrackingRouteOptions options;
-  AppliedKeys applied;
 };
 
 // Collects a (small) body and answers from Finish, on the blocking pool, so that database work
@@ -166,27 +119,15 @@ HttpResponse PostMetrics(Context& c, HttpRequest& req) {
     return HttpResponse::FromStatus(InvalidArgument(
         "Idempotency-Key must be 1.." + std::to_string(kMaxIdempotencyKeyBytes) + " bytes"));
   }
-  const std::string slot = key ? run->id + "\n" + *key : "";
   if (key) {
-    if (auto applied = c.applied.Claim(slot)) {
-      return JsonText(200, {{"points", *applied}, {"replayed", true}});
-    }
+    auto result = c.series.AppendOnce(run->id, *key, *batch, NowMillis());
+    if (!result.ok()) return HttpResponse::FromStatus(result.status().WithPrefix("run " + run->id));
+    if (result->replayed) return JsonText(200, {{"points", result->points}, {"replayed", true}});
+    return JsonText(200, {{"points", points}});
   }
-  Status st = Internal("metrics of run " + run->id + " were not stored");
-  {
-    // Releases the claim also when Append throws, so a retry never waits forever.
-    struct Releaser {
-      AppliedKeys* keys;
-      const std::string& slot;
-      const Status& st;
-      std::uint64_t points;
-      ~Releaser() {
-        if (keys != nullptr) keys->Release(slot, st.ok(), points);
-      }
-    } release{key ? &c.applied : nullptr, slot, st, points};
-    st = c.series.Append(run->id, *batch, NowMillis());
+  if (Status st = c.series.Append(run->id, *batch, NowMillis()); !st.ok()) {
+    return HttpResponse::FromStatus(st.WithPrefix("run " + run->id));
   }
-  if (!st.ok()) return HttpResponse::FromStatus(st.WithPrefix("run " + run->id));
   return JsonText(200, {{"points", points}});
 }
 
@@ -401,13 +342,18 @@ HttpResponse PostStatus(Context& c, HttpRequest& req) {
 
 // --- files -----------------------------------------------------------------------------------
 
-// Streams one run file to a temp file in its folder; Finish fsyncs it and renames it over the
-// final name. Folders are walked with O_NOFOLLOW, so a symlink the run planted in its folder
-// can never send the write elsewhere.
+// Streams one run file to a temp file in its folder, hashing it on the way; Finish fsyncs it,
+// renames it over the final name and records its digest. Folders are walked with O_NOFOLLOW,
+// so a symlink the run planted in its folder can never send the write elsewhere.
 class RunFileSink : public BodySink {
  public:
-  RunFileSink(int dir_fd, std::string leaf, std::string rel)
-      : dir_fd_(dir_fd), leaf_(std::move(leaf)), rel_(std::move(rel)) {}
+  RunFileSink(tracking::SeriesStore& series, std::string run_id, int dir_fd, std::string leaf,
+              std::string rel)
+      : series_(series),
+        run_id_(std::move(run_id)),
+        dir_fd_(dir_fd),
+        leaf_(std::move(leaf)),
+        rel_(std::move(rel)) {}
   ~RunFileSink() override {
     if (fd_ >= 0) ::close(fd_);
     if (!temp_.empty()) ::unlinkat(dir_fd_, temp_.c_str(), 0);
@@ -426,6 +372,7 @@ class RunFileSink : public BodySink {
   }
 
   Status Write(std::string_view data) override {
+    hash_.Update(data);
     while (!data.empty()) {
       ssize_t n = ::write(fd_, data.data(), data.size());
       if (n < 0 && errno == EINTR) continue;
@@ -448,10 +395,18 @@ class RunFileSink : public BodySink {
     }
     temp_.clear();
     (void)::fsync(dir_fd_);
-    return JsonText(201, {{"path", rel_}, {"size", size_}});
+    const std::string digest = tracking::DigestOfHex(hash_.FinishHex());
+    const tracking::RunFile record{rel_, size_, digest, "upload", 0};
+    if (Status st = series_.RecordFiles(run_id_, {record}, NowMillis()); !st.ok()) {
+      return HttpResponse::FromStatus(st.WithPrefix("recording '" + rel_ + "'"));
+    }
+    return JsonText(201, {{"path", rel_}, {"size", size_}, {"digest", digest}});
   }
 
  private:
+  tracking::SeriesStore& series_;
+  std::string run_id_;
+  Sha256 hash_;
   int dir_fd_;
   std::string leaf_;
   std::string rel_;
@@ -501,7 +456,9 @@ StatusOr<std::unique_ptr<BodySink>> OpenRunFile(Context& c, HttpRequest& req) {
     ::close(dir);
     return InvalidArgument("file path '" + rel + "' is a folder");
   }
-  auto sink = std::make_unique<RunFileSink>(dir, parts.back(), rel);
+  std::string clean_rel;
+  for (const std::string& part : parts) clean_rel += (clean_rel.empty() ? "" : "/") + part;
+  auto sink = std::make_unique<RunFileSink>(c.series, run.id, dir, parts.back(), clean_rel);
   TY_RETURN_IF_ERROR(sink->Open());
   return std::unique_ptr<BodySink>(std::move(sink));
 }
@@ -512,7 +469,7 @@ void AddTrackingRoutes(HttpServer& server, store::Store& store, tracking::Series
                        const WorkspaceLayout& layout, const TrackingRouteOptions& options) {
   // Shared by every route's closure: it lives as long as the server's routes do.
   auto ctx = std::shared_ptr<Context>(
-      new Context{store, tracking, layout, options, AppliedKeys(options.idempotency_keys)});
+      new Context{store, tracking, layout, options});
   const std::string base = "/api/v1/jobs/{name}/";
   auto bind = [ctx](HttpResponse (*fn)(Context&, HttpRequest&)) {
     return [ctx, fn](HttpRequest& req) { return fn(*ctx, req); };

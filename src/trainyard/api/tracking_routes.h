@@ -22,9 +22,6 @@ struct TrackingRouteOptions {
   // Points GET /metrics/{name} answers without ?max_points (a longer series is downsampled to
   // this many and says "downsampled": true); an explicit max_points may ask for more.
   std::size_t default_max_points = 1'000'000;
-  // Idempotency-Key values of POST /metrics remembered (in memory, across all runs, oldest
-  // forgotten first).
-  std::size_t idempotency_keys = 100'000;
 };
 
 // Registers the routes a run reports through, all under /api/v1/jobs/{name}/ (docs/tracking.md):

@@ -19,6 +19,7 @@
 #include "trainyard/client/snapshot_upload.h"
 #include "trainyard/client/workspace_client.h"
 #include "trainyard/common/fs.h"
+#include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
 #include "trainyard/spec/definition.h"
 #include "trainyard/spec/spec.h"
@@ -418,6 +419,7 @@ int JobDownload(Session& s, const std::string& name, const std::string& dest_arg
   fs::path dest = fs::absolute(dest_arg.empty() ? fs::path(".") : fs::path(dest_arg)) / name;
   std::uint64_t total = 0;
   int count = 0;
+  int verified = 0;
   for (const auto& f : *files) {
     std::string path = Str(f, "path");
     // The server names the files, but a path that would leave the folder is never written.
@@ -426,11 +428,23 @@ int JobDownload(Session& s, const std::string& name, const std::string& dest_arg
     if (Status st = MakeDirs(target->parent_path()); !st.ok()) return Fail(st);
     std::string url = JobPath(name, "/files/" + HttpClient::UrlEncodePath(path));
     if (Status st = (*http)->DownloadTo(url, *target); !st.ok()) return Fail(st);
+    // A recorded file (an output or upload) must arrive with the bytes the daemon recorded.
+    if (const std::string digest = Str(f, "digest"); !digest.empty()) {
+      auto hex = Sha256File(*target);
+      if (!hex.ok()) return Fail(hex.status());
+      if ("sha256:" + *hex != digest) {
+        std::error_code ec;
+        fs::remove(*target, ec);
+        return Fail(Internal("downloaded " + path + " does not match its recorded digest " +
+                             digest + " (got sha256:" + *hex + "); the file was removed"));
+      }
+      ++verified;
+    }
     total += f.value("size", 0ULL);
     ++count;
   }
   std::cout << "Downloaded " << count << " files (" << FormatBytes(total) << ") to "
-            << dest.string() << "\n";
+            << dest.string() << "; " << verified << " checked against their digests\n";
   return 0;
 }
 

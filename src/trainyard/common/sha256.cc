@@ -39,27 +39,30 @@ std::string Sha256Hex(std::string_view data) {
   return h.FinishHex();
 }
 
-StatusOr<std::string> Sha256File(const std::filesystem::path& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return Status(errno == ENOENT ? StatusCode::kNotFound : StatusCode::kInternal,
-                  "open " + path.string() + ": " + std::strerror(errno));
-  }
+StatusOr<std::string> Sha256Fd(int fd, std::string_view what) {
   Sha256 h;
   std::vector<char> buf(1 << 20);
   for (;;) {
     ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0) {
       if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      return Internal("read " + path.string() + ": " + std::strerror(err));
+      return Internal("read " + std::string(what) + ": " + std::strerror(errno));
     }
     if (n == 0) break;
     h.Update(std::string_view(buf.data(), static_cast<size_t>(n)));
   }
-  ::close(fd);
   return h.FinishHex();
+}
+
+StatusOr<std::string> Sha256File(const std::filesystem::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return Status(errno == ENOENT ? StatusCode::kNotFound : StatusCode::kInternal,
+                  "open " + path.string() + ": " + std::strerror(errno));
+  }
+  auto digest = Sha256Fd(fd, path.string());
+  ::close(fd);
+  return digest;
 }
 
 bool IsSha256Hex(std::string_view s) {

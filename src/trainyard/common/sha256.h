@@ -28,6 +28,9 @@ class Sha256 {
 
 std::string Sha256Hex(std::string_view data);
 
+// Digest of what is left to read from `fd`, read in large blocks; `what` names it in errors.
+StatusOr<std::string> Sha256Fd(int fd, std::string_view what);
+
 // Digest of a file's contents, read in large blocks.
 StatusOr<std::string> Sha256File(const std::filesystem::path& path);
 

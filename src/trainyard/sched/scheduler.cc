@@ -573,6 +573,10 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
   // ./outputs and ./logs were written straight into the run's folders by the bind mounts;
   // nothing is left inside the container once it is removed.
   (void)executor_.Cleanup(handle);
+  Status collected = Status::Ok();
+  if (options_.collect_outputs) {
+    collected = options_.collect_outputs(ctx.id, layout_.RunDir(ctx.id));
+  }
 
   if (canceled) {
     Finish(ctx, RunStatus::kCanceled, "canceled by user");
@@ -598,6 +602,8 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
           "--copy (or `snapshot: {copy: true}` in the job file) for a writable copy";
     }
     Finish(ctx, RunStatus::kFailed, reason);
+  } else if (!collected.ok()) {
+    Finish(ctx, RunStatus::kFailed, "cannot collect the outputs: " + collected.message());
   } else {
     Finish(ctx, RunStatus::kCompleted, "");
   }

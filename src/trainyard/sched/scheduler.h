@@ -29,6 +29,11 @@ struct SchedulerOptions {
   // may be empty: that part is then not offered to runs.
   std::filesystem::path sdk_dir;
   std::filesystem::path socket_dir;
+  // Called in Finalizing, after the node is gone and before the final state, to record the
+  // run's ./outputs (in the daemon: hashed into the tracking store). An error fails a run that
+  // would otherwise complete: "cannot collect the outputs: ...". Unset: nothing is recorded.
+  std::function<Status(const std::string& run_id, const std::filesystem::path& run_dir)>
+      collect_outputs;
 };
 
 // Registers environments with versions. Same definition under the same name → the existing

@@ -70,6 +70,27 @@ CREATE TABLE entries (
 );
 CREATE INDEX entries_by_run ON entries(run_id, id);
 )sql",
+    // 2: Idempotency-Key of applied metric batches, so a client's retry after a lost answer is
+    // not stored twice, even across a daemon restart; the digests of a run's recorded files.
+    R"sql(
+CREATE TABLE applied_batches (
+  run_id      TEXT NOT NULL,
+  key         TEXT NOT NULL,
+  points      INTEGER NOT NULL,
+  applied_ms  INTEGER NOT NULL,
+  PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+CREATE INDEX applied_batches_by_time ON applied_batches(applied_ms);
+CREATE TABLE run_files (
+  run_id       TEXT NOT NULL,
+  path         TEXT NOT NULL,
+  size         INTEGER NOT NULL,
+  digest       TEXT NOT NULL,
+  origin       TEXT NOT NULL,
+  recorded_ms  INTEGER NOT NULL,
+  PRIMARY KEY (run_id, path)
+) WITHOUT ROWID;
+)sql",
 };
 
 std::int64_t ToBits(double d) { return std::bit_cast<std::int64_t>(d); }
@@ -348,8 +369,9 @@ class SeriesStore::Impl {
   // Group commit: appends that arrive while a commit is under way wait, then the first of them
   // commits all of them in one transaction (one fsync), each batch inside its own savepoint so
   // a bad batch is rolled back alone. A single caller pays one transaction as before.
-  Status Append(const std::string& run_id, const MetricBatch& batch, std::int64_t now_ms) {
-    PendingAppend me{&run_id, &batch, now_ms};
+  StatusOr<AppendResult> Append(const std::string& run_id, const MetricBatch& batch,
+                                std::int64_t now_ms, std::string_view key) {
+    PendingAppend me{&run_id, &batch, now_ms, key};
     std::unique_lock lk(queue_mu_);
     queue_.push_back(&me);
     while (!me.done) {
@@ -367,7 +389,8 @@ class SeriesStore::Impl {
       leader_active_ = false;
       queue_cv_.notify_all();
     }
-    return me.result;
+    if (!me.result.ok()) return me.result;
+    return AppendResult{me.points, me.replayed};
   }
 
   StatusOr<std::vector<SeriesInfo>> ListSeries(const std::string& run_id) {
@@ -416,6 +439,7 @@ class SeriesStore::Impl {
     for (const char* sql :
          {"DELETE FROM chunks WHERE series_id IN (SELECT id FROM series WHERE run_id = ?)",
           "DELETE FROM series WHERE run_id = ?", "DELETE FROM entries WHERE run_id = ?",
+          "DELETE FROM applied_batches WHERE run_id = ?", "DELETE FROM run_files WHERE run_id = ?",
           "DELETE FROM runs WHERE run_id = ?"}) {
       auto q = c.Prepare(sql);
       if (!q.ok()) {
@@ -431,6 +455,67 @@ class SeriesStore::Impl {
     if (s.ok()) s = c.Exec("COMMIT");
     if (!s.ok()) (void)c.Exec("ROLLBACK");
     return s;
+  }
+
+  Status ForgetKeysBefore(std::int64_t cutoff_ms) {
+    std::lock_guard lock(write_mu_);
+    auto q = writer_->Prepare("DELETE FROM applied_batches WHERE applied_ms < ?");
+    if (!q.ok()) return writer_->Error("prepare forget keys");
+    q.Bind(1, cutoff_ms);
+    if (q.Step() != SQLITE_DONE) return q.Error("forget keys");
+    return Status::Ok();
+  }
+
+  Status RecordFiles(const std::string& run_id, const std::vector<RunFile>& files,
+                     std::int64_t now_ms) {
+    for (const RunFile& f : files) {
+      if (f.path.empty() || f.digest.empty() || f.origin.empty()) {
+        return InvalidArgument("a recorded file needs a path, a digest and an origin");
+      }
+    }
+    std::lock_guard lock(write_mu_);
+    Conn& c = *writer_;
+    TY_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
+    Status s;
+    for (const RunFile& f : files) {
+      auto q = c.Prepare(
+          "INSERT OR REPLACE INTO run_files(run_id, path, size, digest, origin, recorded_ms) "
+          "VALUES (?, ?, ?, ?, ?, ?)");
+      if (!q.ok()) {
+        s = c.Error("prepare record file");
+        break;
+      }
+      q.Bind(1, run_id)
+          .Bind(2, f.path)
+          .Bind(3, static_cast<std::int64_t>(f.size))
+          .Bind(4, f.digest)
+          .Bind(5, f.origin)
+          .Bind(6, f.recorded_ms != 0 ? f.recorded_ms : now_ms);
+      if (q.Step() != SQLITE_DONE) {
+        s = q.Error("record file");
+        break;
+      }
+    }
+    if (s.ok()) s = c.Exec("COMMIT");
+    if (!s.ok()) (void)c.Exec("ROLLBACK");
+    return s;
+  }
+
+  StatusOr<std::vector<RunFile>> ListFiles(const std::string& run_id) {
+    std::lock_guard lock(read_mu_);
+    auto q = reader_->Prepare(
+        "SELECT path, size, digest, origin, recorded_ms FROM run_files WHERE run_id = ? "
+        "ORDER BY path");
+    if (!q.ok()) return reader_->Error("prepare list files");
+    q.Bind(1, run_id);
+    std::vector<RunFile> out;
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      out.push_back(RunFile{q.Text(0), static_cast<std::uint64_t>(q.Int(1)), q.Text(2),
+                            q.Text(3), q.Int(4)});
+    }
+    if (rc != SQLITE_DONE) return q.Error("list files");
+    return out;
   }
 
   Status AppendEntries(const std::string& run_id, const std::vector<Entry>& entries,
@@ -506,7 +591,10 @@ class SeriesStore::Impl {
     const std::string* run_id;
     const MetricBatch* batch;
     std::int64_t now_ms;
+    std::string_view key;  // Idempotency-Key; empty for none
     Status result;
+    std::uint64_t points = 0;  // applied (or, when replayed, applied before under `key`)
+    bool replayed = false;
     bool done = false;  // Guarded by queue_mu_.
   };
 
@@ -526,7 +614,7 @@ class SeriesStore::Impl {
           continue;
         }
       }
-      p->result = AppendLocked(*p->run_id, *p->batch, p->now_ms);
+      p->result = AppendOnceLocked(*p);
       if (!p->result.ok()) ClearCache();
       if (alone) break;
       if (p->result.ok()) {
@@ -546,6 +634,37 @@ class SeriesStore::Impl {
         if (p->result.ok()) p->result = commit;
       }
     }
+  }
+
+  // Applies one batch unless its key was applied to the run before; records the key with it,
+  // in the same transaction, so the batch and its key are durable together.
+  Status AppendOnceLocked(PendingAppend& p) {
+    Conn& c = *writer_;
+    const std::string key(p.key);  // bound without a copy: must outlive the statements' steps
+    if (!key.empty()) {
+      auto q = c.Prepare("SELECT points FROM applied_batches WHERE run_id = ? AND key = ?");
+      if (!q.ok()) return c.Error("prepare key lookup");
+      q.Bind(1, *p.run_id).Bind(2, key);
+      const int rc = q.Step();
+      if (rc == SQLITE_ROW) {
+        p.points = static_cast<std::uint64_t>(q.Int(0));
+        p.replayed = true;
+        return Status::Ok();
+      }
+      if (rc != SQLITE_DONE) return q.Error("key lookup");
+    }
+    TY_RETURN_IF_ERROR(AppendLocked(*p.run_id, *p.batch, p.now_ms));
+    p.points = p.batch->PointCount();
+    if (key.empty()) return Status::Ok();
+    auto ins = c.Prepare(
+        "INSERT INTO applied_batches(run_id, key, points, applied_ms) VALUES (?, ?, ?, ?)");
+    if (!ins.ok()) return c.Error("prepare key insert");
+    ins.Bind(1, *p.run_id)
+        .Bind(2, key)
+        .Bind(3, static_cast<std::int64_t>(p.points))
+        .Bind(4, p.now_ms);
+    if (ins.Step() != SQLITE_DONE) return ins.Error("key insert");
+    return Status::Ok();
   }
 
   Status AppendLocked(const std::string& run_id, const MetricBatch& batch, std::int64_t now_ms) {
@@ -1002,7 +1121,22 @@ SeriesStore::~SeriesStore() = default;
 
 Status SeriesStore::Append(const std::string& run_id, const MetricBatch& batch,
                            std::int64_t now_ms) {
-  return impl_->Append(run_id, batch, now_ms);
+  return impl_->Append(run_id, batch, now_ms, {}).status();
+}
+StatusOr<AppendResult> SeriesStore::AppendOnce(const std::string& run_id, std::string_view key,
+                                               const MetricBatch& batch, std::int64_t now_ms) {
+  if (key.empty()) return InvalidArgument("an idempotency key must not be empty");
+  return impl_->Append(run_id, batch, now_ms, key);
+}
+Status SeriesStore::ForgetKeysBefore(std::int64_t cutoff_ms) {
+  return impl_->ForgetKeysBefore(cutoff_ms);
+}
+Status SeriesStore::RecordFiles(const std::string& run_id, const std::vector<RunFile>& files,
+                                std::int64_t now_ms) {
+  return impl_->RecordFiles(run_id, files, now_ms);
+}
+StatusOr<std::vector<RunFile>> SeriesStore::ListFiles(const std::string& run_id) {
+  return impl_->ListFiles(run_id);
 }
 StatusOr<std::vector<SeriesInfo>> SeriesStore::ListSeries(const std::string& run_id) {
   return impl_->ListSeries(run_id);

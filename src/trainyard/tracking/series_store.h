@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "trainyard/common/status.h"
@@ -78,6 +79,22 @@ std::string SeriesDataToJson(const SeriesData& data);
 // values as NaN, Infinity, -Infinity.
 std::string SeriesDataToCsv(const SeriesData& data);
 
+// What AppendOnce did.
+struct AppendResult {
+  std::uint64_t points = 0;  // points of the batch (when replayed: stored the first time)
+  bool replayed = false;     // the key had been applied before; nothing was stored now
+};
+
+// A file of a run recorded with its digest: a file the run uploaded, or one of ./outputs
+// collected when the run ended.
+struct RunFile {
+  std::string path;    // relative to the run's folder, e.g. "outputs/model.pkl"
+  std::uint64_t size = 0;
+  std::string digest;  // "sha256:<64 hex>"
+  std::string origin;  // "upload" | "output"
+  std::int64_t recorded_ms = 0;  // 0 on RecordFiles: the call's now_ms
+};
+
 class SeriesStore {
  public:
   // Opens (creating when missing) the store at `path` and applies pending migrations.
@@ -97,6 +114,21 @@ class SeriesStore {
   // max_points_per_series; Internal on a storage error.
   Status Append(const std::string& run_id, const MetricBatch& batch, std::int64_t now_ms);
 
+  // Append, at most once per (run, key): a batch whose key was applied to the run before is
+  // not stored again and answers `replayed` with the points stored the first time. The key is
+  // stored in the batch's own transaction, so a crash keeps both or neither. Concurrent calls
+  // with one key store the batch once. InvalidArgument for an empty key.
+  StatusOr<AppendResult> AppendOnce(const std::string& run_id, std::string_view key,
+                                    const MetricBatch& batch, std::int64_t now_ms);
+  // Forgets the keys applied before `cutoff_ms` (a retry that late is stored again).
+  Status ForgetKeysBefore(std::int64_t cutoff_ms);
+
+  // Records (or replaces, by path) files of a run with their digests, in one transaction.
+  Status RecordFiles(const std::string& run_id, const std::vector<RunFile>& files,
+                     std::int64_t now_ms);
+  // The run's recorded files ordered by path.
+  StatusOr<std::vector<RunFile>> ListFiles(const std::string& run_id);
+
   // The run's series ordered by name; empty when it has none (the store does not know runs).
   StatusOr<std::vector<SeriesInfo>> ListSeries(const std::string& run_id);
 
@@ -108,7 +140,7 @@ class SeriesStore {
   StatusOr<SeriesData> ReadSeries(const std::string& run_id, const std::string& name,
                                   std::optional<std::size_t> max_points = std::nullopt);
 
-  // Deletes the run's series and entries. OK when it has none.
+  // Deletes the run's series, entries, idempotency keys and file records. OK when it has none.
   Status DeleteRun(const std::string& run_id);
 
   // Appends entries, validated per kind (entries.h), in one transaction; a missing timestamp

@@ -465,5 +465,92 @@ TEST_F(SeriesStoreTest, DeleteRun) {
   ASSERT_TRUE(s.DeleteRun("never").ok());
 }
 
+// A key is applied once per run: a resend answers "replayed" and stores nothing, also after
+// the store was closed and opened again (a daemon restart), while the same key in another run
+// or a refused batch's key stays free.
+TEST_F(SeriesStoreTest, IdempotencyKeyAppliesOnceAcrossReopen) {
+  SeriesStore& s = Open();
+  auto first = s.AppendOnce("r", "k1", One("loss", {1, 2, 3}), 5);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_FALSE(first->replayed);
+  EXPECT_EQ(first->points, 3u);
+  auto again = s.AppendOnce("r", "k1", One("loss", {1, 2, 3}), 6);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->replayed);
+  EXPECT_EQ(again->points, 3u);
+  EXPECT_EQ(s.ReadSeries("r", "loss")->values.size(), 3u);
+
+  // The same key in another run is another batch.
+  ASSERT_FALSE(s.AppendOnce("r2", "k1", One("loss", {9}), 6)->replayed);
+  // A refused batch does not use up its key.
+  EXPECT_FALSE(s.AppendOnce("r", "bad", One("", {1}), 7).ok());
+  ASSERT_FALSE(s.AppendOnce("r", "bad", One("ok", {1}), 7)->replayed);
+  EXPECT_EQ(s.AppendOnce("r", "", One("x", {1}), 7).status().code(),
+            StatusCode::kInvalidArgument);
+
+  SeriesStore& reopened = Open();
+  auto after = reopened.AppendOnce("r", "k1", One("loss", {1, 2, 3}), 8);
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE(after->replayed);
+  EXPECT_EQ(reopened.ReadSeries("r", "loss")->values.size(), 3u);
+
+  // Forgotten keys (older than the cutoff) are stored again; newer ones still replay.
+  ASSERT_TRUE(reopened.ForgetKeysBefore(6).ok());
+  EXPECT_FALSE(reopened.AppendOnce("r", "k1", One("loss", {4}), 9)->replayed);
+  EXPECT_TRUE(reopened.AppendOnce("r", "bad", One("ok", {1}), 9)->replayed);
+  // DeleteRun drops the run's keys with its series.
+  ASSERT_TRUE(reopened.DeleteRun("r").ok());
+  EXPECT_FALSE(reopened.AppendOnce("r", "bad", One("ok", {1}), 10)->replayed);
+}
+
+// Many threads sending the same keys at once (as retries racing their originals) store each
+// batch exactly once, through group commit.
+TEST_F(SeriesStoreTest, ConcurrentResendsOfOneKeyStoreOnce) {
+  SeriesStoreOptions o;
+  o.durable = false;
+  SeriesStore& s = Open(o);
+  constexpr int kThreads = 6, kKeys = 40;
+  std::atomic<int> applied{0}, replayed{0}, failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int k = 0; k < kKeys; ++k) {
+        auto r = s.AppendOnce("r", "key-" + std::to_string(k), One("x", {double(k), double(k)}), 1);
+        if (!r.ok()) {
+          ++failures;
+        } else {
+          ++(r->replayed ? replayed : applied);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(applied.load(), kKeys);
+  EXPECT_EQ(replayed.load(), (kThreads - 1) * kKeys);
+  EXPECT_EQ(s.ReadSeries("r", "x")->values.size(), static_cast<size_t>(2 * kKeys));
+}
+
+TEST_F(SeriesStoreTest, RecordedFilesReplaceByPathAndGoWithTheRun) {
+  SeriesStore& s = Open();
+  ASSERT_TRUE(s.RecordFiles("r", {{"outputs/b", 2, "sha256:bb", "output", 0},
+                                  {"images/a.png", 1, "sha256:aa", "upload", 0}},
+                            50)
+                  .ok());
+  ASSERT_TRUE(s.RecordFiles("r", {{"outputs/b", 3, "sha256:b2", "output", 0}}, 60).ok());
+  auto files = s.ListFiles("r");
+  ASSERT_TRUE(files.ok());
+  ASSERT_EQ(files->size(), 2u);
+  EXPECT_EQ((*files)[0].path, "images/a.png");
+  EXPECT_EQ((*files)[0].recorded_ms, 50);
+  EXPECT_EQ((*files)[1].digest, "sha256:b2");
+  EXPECT_EQ((*files)[1].size, 3u);
+  EXPECT_EQ((*files)[1].recorded_ms, 60);
+  EXPECT_EQ(s.RecordFiles("r", {{"x", 1, "", "output", 0}}, 1).code(),
+            StatusCode::kInvalidArgument);
+  ASSERT_TRUE(s.DeleteRun("r").ok());
+  EXPECT_TRUE(s.ListFiles("r")->empty());
+}
+
 }  // namespace
 }  // namespace trainyard::tracking
