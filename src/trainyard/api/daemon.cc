@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "trainyard/api/compute_routes.h"
 #include "trainyard/api/http_server.h"
 #include "trainyard/api/snapshot_routes.h"
 #include "trainyard/api/socket_relay.h"
@@ -28,6 +29,7 @@
 #include "trainyard/docker/http_engine.h"
 #include "trainyard/envbuild/image_builder.h"
 #include "trainyard/exec/executor.h"
+#include "trainyard/exec/process_executor.h"
 #include "trainyard/sched/scheduler.h"
 #include "trainyard/store/store.h"
 #include "trainyard/tracking/run_files.h"
@@ -202,6 +204,7 @@ struct Daemon::Impl {
   std::unique_ptr<cas::Snapshotter> snapshots;
   std::unique_ptr<envbuild::ImageBuilder> builder;
   std::unique_ptr<exec::DockerExecutor> executor;
+  std::unique_ptr<exec::ProcessExecutor> process_executor;
   std::unique_ptr<sched::EnvironmentRegistry> environments;
   std::unique_ptr<sched::Scheduler> scheduler;
   std::unique_ptr<tracking::SeriesStore> series;  // Run metrics (<workspace>/tracking.db).
@@ -340,6 +343,9 @@ void Daemon::Impl::InstallRoutes() {
 
   // Run tracking: metrics, entries, tags, properties, files, the script's verdict.
   AddTrackingRoutes(s, *store, *series, layout);
+
+  // Compute targets: create-or-attach, list, the status view, delete.
+  AddComputeRoutes(s, *scheduler);
 }
 
 HttpResponse Daemon::Impl::File(HttpRequest& req) {
@@ -483,10 +489,11 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   impl->executor = std::make_unique<exec::DockerExecutor>(*impl->engine);
   impl->environments = std::make_unique<sched::EnvironmentRegistry>(*impl->store, *impl->secrets);
   sched::SchedulerOptions sopts;
-  sopts.max_concurrent_runs =
-      impl->config.max_concurrent_runs > 0
-          ? impl->config.max_concurrent_runs
-          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // `local` is one node unless the workspace asks for more runs at once (workspace.json).
+  sopts.local_max_nodes = std::max(1, impl->config.max_concurrent_runs);
+  impl->process_executor = std::make_unique<exec::ProcessExecutor>(
+      exec::ProcessExecutorOptions{impl->layout.root / "nodes"});
+  sopts.process_executor = impl->process_executor.get();
   sopts.stop_grace_seconds = impl->config.stop_grace_seconds;
   sopts.socket_dir = ApiSocketDir(impl->layout.root);
   sopts.sdk_dir = FindPythonSdk();

@@ -21,6 +21,7 @@
 #include "trainyard/common/fs.h"
 #include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
+#include "trainyard/spec/compute.h"
 #include "trainyard/spec/definition.h"
 #include "trainyard/spec/spec.h"
 
@@ -238,6 +239,7 @@ struct SubmitOptions {
   bool copy = false;
   std::optional<std::uint64_t> max_files;
   std::string max_size;  // As written: "500m", "2g", bytes.
+  std::string priority;  // As written: low, medium, high or an integer; empty: the file's.
 };
 
 int JobCreate(Session& s, const std::string& file, bool stream, const SubmitOptions& opts,
@@ -256,6 +258,11 @@ int JobCreate(Session& s, const std::string& file, bool stream, const SubmitOpti
                           opts.max_size + "'"));
     }
     job->snapshot_max_bytes = static_cast<std::uint64_t>(*bytes);
+  }
+  if (!opts.priority.empty()) {
+    StatusOr<int> priority = spec::ParsePriority(opts.priority);
+    if (!priority.ok()) return Fail(priority.status().WithPrefix("--priority"));
+    job->priority = *priority;
   }
 
   std::string code_snapshot;
@@ -515,6 +522,134 @@ int EnvShow(Session& s, std::string ref, const std::string& output) {
   return 0;
 }
 
+// `compute create` flags; each one given overrides the file's value.
+struct ComputeFlags {
+  std::string file;
+  std::optional<std::string> name, type, node_memory;
+  std::optional<int> max_nodes, node_gpus;
+  std::optional<double> node_cpus;
+  std::optional<std::int64_t> idle_seconds;
+  bool update = false;
+};
+
+std::string ComputePath(const std::string& name) {
+  return "/api/v1/computes/" + HttpClient::UrlEncode(name);
+}
+
+// The definition `compute create` sends: the file's (if any) with the flags over it.
+StatusOr<spec::ComputeDefinition> ComputeFromFlags(const ComputeFlags& f) {
+  spec::ComputeDefinition def;
+  if (!f.file.empty()) {
+    TY_ASSIGN_OR_RETURN(def, spec::ParseComputeFile(f.file));
+  } else if (!f.name) {
+    return InvalidArgument("compute create needs --name NAME or -f FILE");
+  }
+  if (f.name) def.name = *f.name;
+  if (f.type) def.type = *f.type == "amlcompute" ? "docker" : *f.type;
+  if (f.max_nodes) def.max_nodes = *f.max_nodes;
+  if (f.node_cpus) def.node_cpus = *f.node_cpus;
+  if (f.node_memory) {
+    StatusOr<std::int64_t> bytes = spec::ParseByteSize(*f.node_memory);
+    if (!bytes.ok() || (*bytes != 0 && *bytes < (6LL << 20))) {
+      return InvalidArgument(
+          "--node-memory must be a size like 4g or 512m (at least 6m; 0: the "
+          "machine's), got '" +
+          *f.node_memory + "'");
+    }
+    def.node_memory_bytes = *bytes;
+  }
+  if (f.node_gpus) def.node_gpus = *f.node_gpus;
+  if (f.idle_seconds) def.idle_seconds = *f.idle_seconds;
+  // Checked here too, so a mistake is reported before the daemon is started.
+  TY_RETURN_IF_ERROR(def.Validate());
+  return def;
+}
+
+std::string ComputeSummary(const json& c) {
+  const int nodes = c.value("max_nodes", 0);
+  std::string out = "  type " + Str(c, "type") + ", up to " + std::to_string(nodes) +
+                    (nodes == 1 ? " node" : " nodes") + " of " + FormatNodeSize(c);
+  if (const std::int64_t idle = c.value("idle_seconds", std::int64_t{0}); idle > 0) {
+    out += "; scale-down after " + std::to_string(idle) + " s idle";
+  }
+  return out + "\n";
+}
+
+int ComputeCreate(Session& s, const ComputeFlags& flags, const std::string& output) {
+  auto def = ComputeFromFlags(flags);
+  if (!def.ok()) return Fail(def.status());
+  json body = def->ToJson();
+  if (flags.update) body["update"] = true;
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  auto res = (*http)->Request("POST", "/api/v1/computes", body.dump());
+  if (!res.ok()) return Fail(res.status());
+  if (Status st = StatusFromHttpResult(*res); !st.ok()) return Fail(st);
+  auto stored = json::parse(res->body, nullptr, false);
+  if (!stored.is_object()) return Fail(Internal("the daemon sent a malformed compute answer"));
+  if (output == "json") {
+    PrintJson(stored);
+    return 0;
+  }
+  const std::string name = Str(stored, "name");
+  const std::string outcome = Str(stored, "outcome");
+  if (res->status == 201 || outcome == "created") {
+    std::cout << "Created compute target " << name << "\n";
+  } else if (outcome == "updated") {
+    std::cout << "Updated compute target " << name << "\n";
+  } else {
+    std::cout << "Compute target " << name << " exists with the same settings\n";
+  }
+  std::cout << ComputeSummary(stored);
+  return 0;
+}
+
+int ComputeList(Session& s, const std::string& output) {
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  auto computes = (*http)->GetJson("/api/v1/computes");
+  if (!computes.ok()) return Fail(computes.status());
+  if (output == "json") {
+    PrintJson(*computes);
+    return 0;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& c : *computes) {
+    std::string busy = "?", queued = "?";
+    // A compute deleted between the two calls just shows "?".
+    if (auto st = (*http)->GetJson(ComputePath(Str(c, "name"))); st.ok()) {
+      busy = std::to_string(st->value("nodes", json::object()).value("busy", 0));
+      queued = std::to_string(st->value("queued", json::array()).size());
+    }
+    rows.push_back({Str(c, "name"), Str(c, "type"), std::to_string(c.value("max_nodes", 0)),
+                    FormatNodeSize(c), busy, queued});
+  }
+  std::cout << RenderTable({"NAME", "TYPE", "MAX NODES", "NODE SIZE", "BUSY", "QUEUED"}, rows);
+  return 0;
+}
+
+int ComputeShow(Session& s, const std::string& name, const std::string& output) {
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  auto status = (*http)->GetJson(ComputePath(name));
+  if (!status.ok()) return Fail(status.status());
+  if (output == "json") {
+    PrintJson(*status);
+  } else {
+    std::cout << RenderComputeStatus(*status);
+  }
+  return 0;
+}
+
+int ComputeDelete(Session& s, const std::string& name) {
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  auto deleted = (*http)->DeleteJson(ComputePath(name));
+  if (!deleted.ok()) return Fail(deleted.status());
+  std::cout << "Deleted compute target " << name << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -554,6 +689,9 @@ int Main(int argc, char** argv) {
       ->add_option("--snapshot-max-files", submit.max_files,
                    "Most files the code snapshot may hold (default: the workspace's)")
       ->check(CLI::PositiveNumber);
+  job_create->add_option("--priority", submit.priority,
+                         "Queue priority on the compute: low, medium, high or an integer from "
+                         "-1000 to 1000 (higher starts first; overrides queue_settings.priority)");
   job_create->add_option("--snapshot-max-size", submit.max_size,
                          "Largest total size of the code snapshot, e.g. 500m or 2g (default: "
                          "the workspace's)");
@@ -600,6 +738,38 @@ int Main(int argc, char** argv) {
   auto* env_show = env->add_subcommand("show", "Show an environment (NAME[:VERSION])");
   env_show->add_option("name", name, "NAME, NAME:VERSION or NAME@latest")->required();
   add_output(env_show);
+
+  // compute
+  auto* compute = app.add_subcommand("compute", "Create and inspect compute targets");
+  compute->require_subcommand(1);
+  ComputeFlags cflags;
+  auto* compute_create = compute->add_subcommand(
+      "create", "Create a compute target (or attach to an existing one with the same settings)");
+  compute_create->add_option("-f,--file", cflags.file, "Compute YAML file (docs/compute.md)");
+  compute_create->add_option("--name", cflags.name, "Name (required without -f)");
+  compute_create->add_option("--type", cflags.type, "docker (default) or process (on the host)")
+      ->check(CLI::IsMember({"docker", "process", "amlcompute"}));
+  compute_create->add_option("--max-nodes", cflags.max_nodes, "Nodes runs may hold at once");
+  compute_create->add_option("--node-cpus", cflags.node_cpus,
+                             "CPUs per node, e.g. 2 or 0.5 (0: the machine's)");
+  compute_create->add_option("--node-memory", cflags.node_memory,
+                             "Memory per node, e.g. 4g or 512m (0: the machine's)");
+  compute_create->add_option("--node-gpus", cflags.node_gpus, "GPUs per node");
+  compute_create->add_option("--idle-seconds", cflags.idle_seconds,
+                             "Idle time before scale-down, in seconds");
+  compute_create->add_flag("--update", cflags.update,
+                           "Change an existing compute target's settings (for runs started from "
+                           "now on)");
+  add_output(compute_create);
+  auto* compute_list = compute->add_subcommand("list", "List compute targets");
+  add_output(compute_list);
+  auto* compute_show = compute->add_subcommand(
+      "show", "Show a compute target: nodes busy and idle, running runs, the queue");
+  compute_show->add_option("name", name, "Compute name")->required();
+  add_output(compute_show);
+  auto* compute_delete =
+      compute->add_subcommand("delete", "Delete a compute target (refused while runs use it)");
+  compute_delete->add_option("name", name, "Compute name")->required();
 
   // snapshot: works on the workspace's files directly; no daemon needed.
   auto* snapshot =
@@ -665,6 +835,10 @@ int Main(int argc, char** argv) {
   if (env_create->parsed()) return EnvCreate(session, file, output);
   if (env_list->parsed()) return EnvList(session, output);
   if (env_show->parsed()) return EnvShow(session, name, output);
+  if (compute_create->parsed()) return ComputeCreate(session, cflags, output);
+  if (compute_list->parsed()) return ComputeList(session, output);
+  if (compute_show->parsed()) return ComputeShow(session, name, output);
+  if (compute_delete->parsed()) return ComputeDelete(session, name);
   if (session.target().remote() && !snap_preview->parsed()) {
     return Fail(FailedPrecondition(
         "snapshot commands work on a local workspace's files; this one is the remote daemon " +

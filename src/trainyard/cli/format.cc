@@ -1,6 +1,7 @@
 #include "trainyard/cli/format.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <iostream>
 
 #include "trainyard/common/util.h"
@@ -16,6 +17,31 @@ std::int64_t Millis(const nlohmann::json& run, const char* key) {
 std::string Str(const nlohmann::json& j, const char* key) {
   if (!j.contains(key) || !j[key].is_string()) return "";
   return j[key].get<std::string>();
+}
+
+// Memory in powers of 1024 as Docker sizes are written: "4 GiB", "1.5 GiB", "512 MiB".
+std::string FormatMemory(std::int64_t bytes) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024.0 && u < 5) {
+    v /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  if (v == static_cast<double>(static_cast<std::int64_t>(v))) {
+    std::snprintf(buf, sizeof buf, "%lld %s", static_cast<long long>(v), kUnits[u]);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[u]);
+  }
+  return buf;
+}
+
+// "2", "0.5", "1.25": a CPU count without trailing zeros.
+std::string FormatCpus(double cpus) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", cpus);
+  return buf;
 }
 
 }  // namespace
@@ -125,6 +151,61 @@ std::string RenderRun(const nlohmann::json& run) {
     for (const auto& t : run["transitions"]) {
       out += "  " + Str(t, "at") + "  " + Str(t, "status") + "\n";
     }
+  }
+  return out;
+}
+
+std::string FormatNodeSize(const nlohmann::json& compute) {
+  const double cpus = compute.value("node_cpus", 0.0);
+  const std::int64_t memory = compute.value("node_memory_bytes", std::int64_t{0});
+  const int gpus = compute.value("node_gpus", 0);
+  std::string out = cpus > 0 ? FormatCpus(cpus) + (cpus == 1 ? " CPU" : " CPUs") : "all CPUs";
+  out += ", " + (memory > 0 ? FormatMemory(memory) : std::string("all memory"));
+  if (gpus > 0) out += ", " + std::to_string(gpus) + (gpus == 1 ? " GPU" : " GPUs");
+  return out;
+}
+
+std::string RenderComputeStatus(const nlohmann::json& status) {
+  std::string out;
+  auto row = [&](const std::string& k, const std::string& v) {
+    out += k + std::string(k.size() < 14 ? 14 - k.size() : 1, ' ') + v + "\n";
+  };
+  auto count = [](const nlohmann::json& j, const char* key) {
+    return j.contains(key) && j[key].is_number_integer() ? j[key].get<std::int64_t>() : 0;
+  };
+  row("Name:", Str(status, "name"));
+  row("Type:", Str(status, "type") +
+                   (Str(status, "type") == "process" ? " (runs on the host)" : " (containers)"));
+  row("Node size:", FormatNodeSize(status));
+  const nlohmann::json nodes = status.value("nodes", nlohmann::json::object());
+  row("Nodes:", std::to_string(count(nodes, "busy")) + " busy, " +
+                    std::to_string(count(nodes, "idle")) + " idle, " +
+                    std::to_string(count(nodes, "total")) + " total");
+  if (const std::int64_t idle = count(status, "idle_seconds"); idle > 0) {
+    row("Scale-down:", "after " + std::to_string(idle) + " s idle");
+  }
+  std::string running;
+  const nlohmann::json run_ids = status.value("running", nlohmann::json::array());
+  for (const auto& id : run_ids) {
+    if (id.is_string()) running += (running.empty() ? "" : ", ") + id.get<std::string>();
+  }
+  row("Running (" + std::to_string(run_ids.size()) + "):", running.empty() ? "none" : running);
+  const nlohmann::json queued = status.value("queued", nlohmann::json::array());
+  if (queued.empty()) {
+    row("Queued (0):", "none");
+    return out;
+  }
+  out += "Queued (" + std::to_string(queued.size()) + "), in the order they start:\n";
+  std::vector<std::vector<std::string>> rows;
+  int position = 0;
+  for (const auto& q : queued) {
+    rows.push_back({std::to_string(++position), Str(q, "name"), std::to_string(count(q, "nodes")),
+                    std::to_string(count(q, "priority")), Str(q, "queued_at").substr(0, 19),
+                    Str(q, "wait_reason")});
+  }
+  std::string table = RenderTable({"#", "RUN", "NODES", "PRIORITY", "QUEUED", "WAITING"}, rows);
+  for (const std::string& line : Split(table, '\n')) {
+    if (!line.empty()) out += "  " + line + "\n";
   }
   return out;
 }

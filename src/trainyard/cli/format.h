@@ -22,4 +22,12 @@ std::string RenderSummary(const nlohmann::json& run, const nlohmann::json& files
 // A multi-line description of one run (`job show`).
 std::string RenderRun(const nlohmann::json& run);
 
+// A compute node's size from a compute's JSON: "2 CPUs, 4 GiB", "0.5 CPUs, 512 MiB, 1 GPU";
+// a size of 0 reads "all CPUs" / "all memory" (the machine's).
+std::string FormatNodeSize(const nlohmann::json& compute);
+
+// The status view of one compute target (`compute show`): settings, nodes busy/idle/total,
+// running runs and the queue in order with wait reasons. Takes GET /api/v1/computes/{name}.
+std::string RenderComputeStatus(const nlohmann::json& status);
+
 }  // namespace trainyard::cli

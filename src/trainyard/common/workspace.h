@@ -33,7 +33,7 @@ struct WorkspaceLayout {
 struct WorkspaceConfig {
   std::uint64_t snapshot_max_bytes = 300'000'000;  // snapshot limit, bytes
   std::uint64_t snapshot_max_files = 2000;         // snapshot limit, files
-  int max_concurrent_runs = 0;                     // 0: one per core of the machine
+  int max_concurrent_runs = 0;                     // max_nodes of `local` when first made; 0: 1
   int port = 0;                                    // daemon port; 0: any free port
   int stop_grace_seconds = 10;                     // SIGTERM → SIGKILL on cancel and timeout
 };

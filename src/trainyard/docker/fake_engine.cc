@@ -92,6 +92,11 @@ void FakeEngine::SetRegistryCredentials(const std::string& registry, const std::
   credentials_[registry] = {username, password};
 }
 
+void FakeEngine::SetBuildHook(std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  build_hook_ = std::move(hook);
+}
+
 void FakeEngine::SetBuildFailure(std::optional<std::string> message) {
   std::lock_guard<std::mutex> lock(mutex_);
   build_failure_ = std::move(message);
@@ -260,6 +265,12 @@ Status FakeEngine::PullImage(const std::string& ref, const std::optional<Registr
 Status FakeEngine::BuildImage(const BuildRequest& request, const TextSink& output) {
   std::vector<std::string> lines;
   std::optional<std::string> failure;
+  std::function<void()> hook;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    hook = build_hook_;
+  }
+  if (hook) hook();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     TY_RETURN_IF_ERROR(CheckAvailableLocked());

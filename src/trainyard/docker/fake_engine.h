@@ -48,6 +48,8 @@ class FakeEngine : public Engine {
   // anything else is Unauthenticated. Registries without an entry allow anonymous pulls.
   void SetRegistryCredentials(const std::string& registry, const std::string& username,
                               const std::string& password);
+  // Called (outside the engine's lock) as each build starts, e.g. to hold builds back.
+  void SetBuildHook(std::function<void()> hook);
   // While set, every build fails with InvalidArgument carrying `message` (after the output).
   void SetBuildFailure(std::optional<std::string> message);
   // Lines a build writes to its output (default: a "Step" line and "Successfully tagged TAG").
@@ -113,6 +115,7 @@ class FakeEngine : public Engine {
   std::set<std::string> remote_images_;      // normalised refs
   std::map<std::string, std::pair<std::string, std::string>> credentials_;  // registry -> (u, p)
   std::optional<std::string> build_failure_;
+  std::function<void()> build_hook_;
   std::optional<std::vector<std::string>> build_output_;
   Runner runner_;
   std::map<std::string, std::shared_ptr<Container>> containers_;  // by id; shared with runners

@@ -39,6 +39,9 @@ StatusOr<std::string> DockerExecutor::Launch(const LaunchSpec& spec) {
   c.labels = spec.labels;
   c.mounts = spec.mounts;
   c.shm_size_bytes = spec.shm_size_bytes;
+  c.nano_cpus = spec.nano_cpus;
+  c.memory_bytes = spec.memory_bytes;
+  if (!spec.gpu_device_ids.empty()) c.gpus = docker::GpuRequest{0, spec.gpu_device_ids};
   c.init = true;  // cancel and timeout stop the script with SIGTERM, not only after the grace
   TY_ASSIGN_OR_RETURN(std::string id, engine_.CreateContainer(c));
   Status s = engine_.StartContainer(id);

@@ -23,6 +23,11 @@ struct LaunchSpec {
   std::string working_dir;
   std::vector<docker::Mount> mounts;
   std::int64_t shm_size_bytes = 0;
+  // The node's size (0: no limit): CPU quota in billionths of a CPU, memory limit, and the
+  // machine's GPUs it gets (device ids). A process executor enforces none of them.
+  std::int64_t nano_cpus = 0;
+  std::int64_t memory_bytes = 0;
+  std::vector<std::string> gpu_device_ids;
   std::map<std::string, std::string> labels;
   // Search-path variables to extend rather than replace: for each (VAR, DIR), the node sees
   // VAR=DIR followed by ":" and the value it would otherwise have (from `env`, else from the

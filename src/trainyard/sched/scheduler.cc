@@ -9,6 +9,7 @@
 
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
+#include "trainyard/spec/spec.h"
 
 namespace trainyard::sched {
 namespace {
@@ -99,6 +100,20 @@ std::optional<std::string> ScriptFailure(store::Store& store, const std::string&
   return "failed by the script: " + rec->script_message;
 }
 
+// The reason a run fails with when its image cannot be made.
+std::string ImageFailureReason(const Status& e) {
+  switch (e.code()) {
+    case StatusCode::kUnauthenticated:
+      return e.message();
+    case StatusCode::kNotFound:
+      return "image not found: " + e.message();
+    case StatusCode::kUnavailable:
+      return "compute lost: " + e.message();
+    default:
+      return "image build failed: " + e.message();
+  }
+}
+
 }  // namespace
 
 struct Scheduler::RunContext {
@@ -110,7 +125,18 @@ struct Scheduler::RunContext {
   // How the worker starts: a fresh run, or a re-attach to a container a previous daemon
   // launched.
   bool attach = false;
-  bool holds_slot = false;
+
+  // Where it runs. Set at admission; `slots` while it holds nodes. Guarded by the scheduler's
+  // mu_ (except `compute` and `nodes`, fixed at admission).
+  std::string compute;
+  bool process = false;  // a `process` compute: no image, host paths
+  int nodes = 1;
+  std::pair<int, std::uint64_t> queue_key;  // (-priority, submission order)
+  std::int64_t queued_at = 0;
+  bool image_ready = false;  // its image was built (or needs none): it may start
+  bool queued = false;       // in its compute's queue
+  std::vector<int> slots;    // node slots held
+  std::string image_hash;    // its environment's image, for the prebuild
 
   std::mutex mu;
   std::condition_variable cv;
@@ -118,6 +144,34 @@ struct Scheduler::RunContext {
   bool timed_out = false;         // Guarded by mu.
   bool node_done = false;         // Guarded by mu.
   std::string handle;             // Guarded by mu: the container, once launched.
+};
+
+// An image built while the runs that need it wait in their queues: one build per image for
+// all of them, its log copied into each run's build log (a run that joins late gets what was
+// written so far).
+struct Scheduler::BuildTask {
+  std::uint64_t number = 0;  // its thread's key in build_threads_
+  std::string image_hash;
+  spec::EnvironmentDefinition def;
+  std::mutex mu;
+  std::string text;  // Guarded by mu: the build log so far.
+  std::map<std::string, std::shared_ptr<LogWriter>> logs;  // Guarded by mu: by run id.
+  std::vector<std::shared_ptr<RunContext>> waiting;  // Guarded by the scheduler's mu_.
+
+  void Attach(const std::string& run_id, std::shared_ptr<LogWriter> log) {
+    std::lock_guard lock(mu);
+    log->Write(text);
+    logs[run_id] = std::move(log);
+  }
+  void Detach(const std::string& run_id) {
+    std::lock_guard lock(mu);
+    logs.erase(run_id);
+  }
+  void Write(std::string_view t) {
+    std::lock_guard lock(mu);
+    text.append(t);
+    for (auto& [id, log] : logs) log->Write(t);
+  }
 };
 
 Scheduler::Scheduler(store::Store& store, EnvironmentRegistry& environments,
@@ -132,17 +186,21 @@ Scheduler::Scheduler(store::Store& store, EnvironmentRegistry& environments,
       secrets_(secrets),
       layout_(std::move(layout)),
       options_(options) {
-  if (options_.max_concurrent_runs < 1) options_.max_concurrent_runs = 1;
+  if (options_.local_max_nodes < 1) options_.local_max_nodes = 1;
 }
 
 Scheduler::~Scheduler() {
   std::map<std::string, std::thread> workers;
+  std::map<std::uint64_t, std::thread> builds;
   {
     std::lock_guard lock(mu_);
     shutting_down_ = true;
     workers.swap(workers_);
+    builds.swap(build_threads_);
   }
-  slot_cv_.notify_all();
+  for (auto& [id, t] : builds) {
+    if (t.joinable()) t.join();
+  }
   for (auto& [id, t] : workers) {
     if (t.joinable()) t.join();
   }
@@ -157,17 +215,25 @@ void Scheduler::ReapWorkersLocked() {
     workers_.erase(it);
   }
   finished_.clear();
+  for (const std::uint64_t build : finished_builds_) {
+    auto it = build_threads_.find(build);
+    if (it == build_threads_.end()) continue;
+    if (it->second.joinable()) it->second.join();
+    build_threads_.erase(it);
+  }
+  finished_builds_.clear();
 }
 
 void Scheduler::SetChangeListener(std::function<void(const std::string&)> listener) {
-  std::lock_guard lock(mu_);
+  std::lock_guard lock(listener_mu_);
   listener_ = std::move(listener);
 }
 
 void Scheduler::Notify(const std::string& run_id) {
   std::function<void(const std::string&)> listener;
   {
-    std::lock_guard lock(mu_);
+    // Its own mutex: logs written while mu_ is held (a run joining a build) notify too.
+    std::lock_guard lock(listener_mu_);
     listener = listener_;
   }
   if (listener) listener(run_id);
@@ -186,12 +252,44 @@ Status Scheduler::Transition(RunContext& ctx, RunStatus to) {
 
 StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
   // Fail fast on what can never run.
-  if (request.compute != "local") {
-    return NotFound("compute target '" + request.compute + "' not found; available: local");
+  spec::ComputeDefinition compute;
+  {
+    std::lock_guard lock(mu_);
+    auto c = ComputeLocked(request.compute);
+    if (!c.ok()) {
+      (void)ComputeLocked("local");  // exists by default: listed too
+      std::string names;
+      if (auto all = store_.ListComputes(); all.ok()) {
+        for (const auto& r : *all) names += (names.empty() ? "" : ", ") + r.name;
+      }
+      return NotFound("compute target '" + request.compute +
+                      "' does not exist (create it with `trainyard compute create --name " +
+                      request.compute + " ...`; existing: " + names + ")");
+    }
+    compute = (*c)->def;
   }
-  if (request.instance_count != 1) {
+  if (request.instance_count < 1 || request.instance_count > compute.max_nodes) {
     return InvalidArgument("the job asks for " + std::to_string(request.instance_count) +
-                           " nodes, but compute 'local' has 1 node");
+                           " nodes (resources.instance_count), but compute '" + compute.name +
+                           "' has at most " + std::to_string(compute.max_nodes) +
+                           " (max_nodes); it could never start");
+  }
+  if (request.instance_count > 1) {
+    return InvalidArgument("the job asks for " + std::to_string(request.instance_count) +
+                           " nodes: runs on more than one node are not available yet in this "
+                           "version of trainyard; use resources.instance_count: 1");
+  }
+  if (request.shm_size_bytes && compute.node_memory_bytes > 0 &&
+      *request.shm_size_bytes > compute.node_memory_bytes) {
+    return InvalidArgument("the job asks for " + std::to_string(*request.shm_size_bytes) +
+                           " bytes of shared memory (resources.shm_size), more than a node of '" +
+                           compute.name + "' has (" + std::to_string(compute.node_memory_bytes) +
+                           " bytes); it could never start");
+  }
+  if (request.priority < -spec::kMaxPriority || request.priority > spec::kMaxPriority) {
+    return InvalidArgument("priority must be between " + std::to_string(-spec::kMaxPriority) +
+                           " and " + std::to_string(spec::kMaxPriority) + ", not " +
+                           std::to_string(request.priority));
   }
   if (!IsValidName(request.experiment_name)) {
     return InvalidArgument("invalid experiment name '" + request.experiment_name + "'");
@@ -264,54 +362,193 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
   auto ctx = std::make_shared<RunContext>();
   ctx->id = rec.id;
   ctx->request = std::move(request);
+  ctx->image_hash = env.image_hash;
   if (Status t = Transition(*ctx, RunStatus::kQueued); !t.ok()) {
     Finish(*ctx, RunStatus::kFailed, "internal: " + t.message());
     return t;
   }
+  Status queued;
   {
     std::lock_guard lock(mu_);
-    queue_.push_back(ctx->id);
+    queued = EnqueueLocked(ctx);
   }
-  StartWorker(ctx);
+  if (!queued.ok()) {
+    Finish(*ctx, RunStatus::kFailed, "compute lost: " + queued.message());
+    return queued;
+  }
   return store_.GetRun(rec.id);
 }
 
-void Scheduler::StartWorker(std::shared_ptr<RunContext> ctx) {
+StatusOr<Scheduler::ComputeState*> Scheduler::ComputeLocked(const std::string& name) {
+  auto it = computes_.find(name);
+  if (it != computes_.end()) return &it->second;
+  auto rec = store_.GetCompute(name);
+  if (!rec.ok() && rec.status().code() == StatusCode::kNotFound && name == "local") {
+    // `local` exists by default: the local Docker engine, one node sized to the machine.
+    spec::ComputeDefinition def = spec::DefaultLocalCompute();
+    def.max_nodes = options_.local_max_nodes;
+    store::ComputeRecord r{def.name, def.type, def.ToJson().dump(), NowMillis(), NowMillis()};
+    TY_RETURN_IF_ERROR(store_.PutCompute(r));
+    rec = r;
+  }
+  if (!rec.ok()) return rec.status();
+  auto def = spec::ComputeDefinition::FromJson(
+      nlohmann::json::parse(rec->definition_json, nullptr, false));
+  if (!def.ok()) return def.status().WithPrefix("stored compute target '" + name + "'");
+  ComputeState& c = computes_[name];
+  c.def = std::move(def).value();
+  return &c;
+}
+
+exec::Executor& Scheduler::ExecutorFor(const RunContext& ctx) {
+  return ctx.process && options_.process_executor != nullptr ? *options_.process_executor
+                                                             : executor_;
+}
+
+Status Scheduler::EnqueueLocked(std::shared_ptr<RunContext> ctx) {
+  TY_ASSIGN_OR_RETURN(ComputeState * c, ComputeLocked(ctx->request.compute));
+  ComputeState& compute = *c;
+  ctx->compute = compute.def.name;
+  ctx->process = compute.def.type == "process";
+  ctx->nodes = std::max(1, ctx->request.instance_count);
+  ctx->queue_key = {-ctx->request.priority, next_seq_++};
+  if (ctx->queued_at == 0) ctx->queued_at = NowMillis();
+  ctx->image_ready = ctx->process || ready_images_.count(ctx->image_hash) > 0;
+  ctx->queued = true;
+  active_[ctx->id] = ctx;
+  compute.queue.emplace(ctx->queue_key, ctx);
+  if (!ctx->image_ready) PrebuildLocked(ctx);
+  DispatchLocked(compute);
+  return Status::Ok();
+}
+
+void Scheduler::PrebuildLocked(const std::shared_ptr<RunContext>& ctx) {
+  auto log = std::make_shared<LogWriter>(layout_.RunDir(ctx->id) / kBuildLog, false,
+                                         [this, id = ctx->id] { Notify(id); });
+  auto it = builds_.find(ctx->image_hash);
+  if (it != builds_.end()) {
+    it->second->waiting.push_back(ctx);
+    it->second->Attach(ctx->id, std::move(log));
+    return;
+  }
+  auto def = environments_.Resolve(ctx->request.environment_name,
+                                   ctx->request.environment_version);
+  if (!def.ok()) {
+    // Known at Preparing as well; let the run get there and fail with the reason.
+    ctx->image_ready = true;
+    return;
+  }
+  auto task = std::make_shared<BuildTask>();
+  task->image_hash = ctx->image_hash;
+  task->def = std::move(def).value();
+  task->waiting.push_back(ctx);
+  task->Attach(ctx->id, std::move(log));
+  builds_[task->image_hash] = task;
+  if (shutting_down_) return;
+  task->number = next_build_++;
+  build_threads_[task->number] = std::thread([this, task] { RunBuild(task); });
+}
+
+void Scheduler::RunBuild(std::shared_ptr<BuildTask> task) {
+  const std::string password = task->def.registry ? task->def.registry->password : "";
+  task->Write("Environment " + task->def.name + ":" + task->def.version + "\n");
+  auto image = builder_.EnsureImage(task->def, [&](std::string_view text) {
+    task->Write(password.empty() ? std::string(text) : Redact(std::string(text), password));
+  });
+  std::string reason;
+  if (!image.ok()) {
+    reason = Redact(ImageFailureReason(image.status()), password);
+    task->Write("\n" + reason + "\n");
+  }
+  std::vector<std::shared_ptr<RunContext>> failed;
+  {
+    std::lock_guard lock(mu_);
+    builds_.erase(task->image_hash);
+    if (image.ok()) ready_images_.insert(task->image_hash);
+    for (auto& ctx : task->waiting) {
+      if (!ctx->queued) continue;  // canceled meanwhile
+      if (image.ok()) {
+        ctx->image_ready = true;
+      } else {
+        auto c = computes_.find(ctx->compute);
+        if (c != computes_.end()) c->second.queue.erase(ctx->queue_key);
+        ctx->queued = false;
+        active_.erase(ctx->id);
+        failed.push_back(ctx);
+      }
+    }
+    if (!shutting_down_) {
+      std::set<std::string> touched;
+      for (auto& ctx : task->waiting) touched.insert(ctx->compute);
+      for (const auto& name : touched) {
+        if (auto c = computes_.find(name); c != computes_.end()) DispatchLocked(c->second);
+      }
+    }
+    // Last: a dispatch above reaps finished builds, and must not try to join this one.
+    finished_builds_.push_back(task->number);
+  }
+  // Every run that waited for this image fails with the build's reason.
+  for (auto& ctx : failed) Finish(*ctx, RunStatus::kFailed, reason);
+}
+
+void Scheduler::DispatchLocked(ComputeState& c) {
+  if (shutting_down_ || recovering_) return;
+  if (static_cast<int>(c.slots.size()) < c.def.max_nodes) c.slots.resize(c.def.max_nodes);
+  int free = 0;
+  for (int i = 0; i < c.def.max_nodes; ++i) free += c.slots[i].empty() ? 1 : 0;
+  for (auto it = c.queue.begin(); it != c.queue.end();) {
+    std::shared_ptr<RunContext> ctx = it->second;
+    if (!ctx->image_ready) {
+      ++it;  // its image is being built; runs behind it that are ready go first
+      continue;
+    }
+    if (ctx->nodes > free) break;  // strict order: nothing overtakes a ready run that waits
+    ctx->slots.clear();
+    for (int i = 0; i < c.def.max_nodes && static_cast<int>(ctx->slots.size()) < ctx->nodes;
+         ++i) {
+      if (c.slots[i].empty()) {
+        c.slots[i] = ctx->id;
+        ctx->slots.push_back(i);
+      }
+    }
+    free -= ctx->nodes;
+    c.busy += ctx->nodes;
+    ctx->queued = false;
+    it = c.queue.erase(it);
+    StartWorkerLocked(ctx);
+  }
+}
+
+void Scheduler::ReleaseNodes(RunContext& ctx) {
   std::lock_guard lock(mu_);
+  auto it = computes_.find(ctx.compute);
+  if (it == computes_.end() || ctx.slots.empty()) return;
+  ComputeState& c = it->second;
+  for (int i : ctx.slots) {
+    if (i < static_cast<int>(c.slots.size()) && c.slots[i] == ctx.id) c.slots[i].clear();
+  }
+  c.busy -= static_cast<int>(ctx.slots.size());
+  ctx.slots.clear();
+  DispatchLocked(c);
+}
+
+std::string Scheduler::WaitReasonLocked(const ComputeState& c, const RunContext& ctx,
+                                        const RunContext* blocker) const {
+  if (!ctx.image_ready) return "waiting for its image build";
+  const int free = std::max(0, c.def.max_nodes - c.busy);
+  if (blocker != nullptr) {
+    return "behind run " + blocker->id + " (priority " +
+           std::to_string(blocker->request.priority) + "), which waits for " +
+           std::to_string(blocker->nodes) + (blocker->nodes == 1 ? " node" : " nodes");
+  }
+  return "waiting for " + std::to_string(ctx.nodes) + (ctx.nodes == 1 ? " node" : " nodes") +
+         " (" + std::to_string(free) + " of " + std::to_string(c.def.max_nodes) + " free)";
+}
+
+void Scheduler::StartWorkerLocked(std::shared_ptr<RunContext> ctx) {
   ReapWorkersLocked();
   active_[ctx->id] = ctx;
   workers_[ctx->id] = std::thread([this, ctx] { Work(ctx); });
-}
-
-bool Scheduler::WaitForSlot(RunContext& ctx) {
-  std::unique_lock lock(mu_);
-  slot_cv_.wait(lock, [&] {
-    std::lock_guard run_lock(ctx.mu);
-    return shutting_down_ || ctx.cancel_requested ||
-           (!queue_.empty() && queue_.front() == ctx.id && busy_ < options_.max_concurrent_runs);
-  });
-  std::erase(queue_, ctx.id);
-  bool canceled;
-  {
-    std::lock_guard run_lock(ctx.mu);
-    canceled = ctx.cancel_requested;
-  }
-  if (shutting_down_ || canceled) {
-    slot_cv_.notify_all();  // the queue's head may have changed
-    return false;
-  }
-  ++busy_;
-  ctx.holds_slot = true;
-  slot_cv_.notify_all();  // the queue's head changed: the next run may fit too
-  return true;
-}
-
-void Scheduler::ReleaseSlot() {
-  {
-    std::lock_guard lock(mu_);
-    --busy_;
-  }
-  slot_cv_.notify_all();
 }
 
 void Scheduler::Work(std::shared_ptr<RunContext> ctx) {
@@ -320,7 +557,7 @@ void Scheduler::Work(std::shared_ptr<RunContext> ctx) {
   } else {
     Execute(*ctx);
   }
-  if (ctx->holds_slot) ReleaseSlot();
+  ReleaseNodes(*ctx);
   std::lock_guard lock(mu_);
   active_.erase(ctx->id);
   finished_.push_back(ctx->id);
@@ -342,19 +579,25 @@ void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& rea
 StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std::string& image) {
   const spec::RunRequest& req = ctx.request;
   const fs::path run_dir = layout_.RunDir(ctx.id);
+  // A container sees the run's folders where it mounts them; a process sees the host's paths.
+  const bool process = ctx.process;
+  const std::string code_dir = process ? (run_dir / "code").string() : kCodeDir;
   exec::LaunchSpec spec;
   spec.run_id = ctx.id;
   spec.name = ContainerName(ctx.id);
   spec.image = image;
-  spec.working_dir = kCodeDir;
+  spec.working_dir = code_dir;
   spec.shm_size_bytes = req.shm_size_bytes.value_or(0);
+  const int slot = ctx.slots.empty() ? 0 : ctx.slots.front();
   spec.labels = {{"trainyard.run_id", ctx.id},
                  {"trainyard.node", "0"},
+                 {"trainyard.compute", ctx.compute},
                  {"trainyard.workspace", layout_.root.string()}};
-  spec.mounts.push_back({(run_dir / "code").string(), kCodeDir, CodeIsReadOnly(req)});
-  spec.mounts.push_back(
-      {(run_dir / "outputs").string(), std::string(kCodeDir) + "/outputs", false});
-  spec.mounts.push_back({(run_dir / "logs").string(), std::string(kCodeDir) + "/logs", false});
+  if (!process) {
+    spec.mounts.push_back({(run_dir / "code").string(), kCodeDir, CodeIsReadOnly(req)});
+    spec.mounts.push_back({(run_dir / "outputs").string(), code_dir + "/outputs", false});
+    spec.mounts.push_back({(run_dir / "logs").string(), code_dir + "/logs", false});
+  }
 
   std::map<std::string, std::string> env;
   TY_ASSIGN_OR_RETURN(spec::EnvironmentDefinition def,
@@ -363,11 +606,36 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
   for (const auto& [k, v] : req.environment_variables) env[k] = v;
   if (!env.count("PYTHONUNBUFFERED")) env["PYTHONUNBUFFERED"] = "1";  // logs stream live
 
+  // The node's size. Containers are held to it; a process is told its GPUs.
+  spec::ComputeDefinition compute;
+  {
+    std::lock_guard lock(mu_);
+    if (auto c = computes_.find(ctx.compute); c != computes_.end()) compute = c->second.def;
+  }
+  spec.nano_cpus = static_cast<std::int64_t>(compute.node_cpus * 1e9);
+  spec.memory_bytes = compute.node_memory_bytes;
+  if (compute.node_gpus > 0) {
+    // Node slot k owns GPUs [k*g, (k+1)*g) of the machine.
+    std::string host_ids, local_ids;
+    for (int g = 0; g < compute.node_gpus; ++g) {
+      const std::string id = std::to_string(slot * compute.node_gpus + g);
+      spec.gpu_device_ids.push_back(id);
+      host_ids += (g ? "," : "") + id;
+      local_ids += (g ? "," : "") + std::to_string(g);
+    }
+    // Inside a container only its own GPUs exist, numbered from 0.
+    if (!env.count("CUDA_VISIBLE_DEVICES")) {
+      env["CUDA_VISIBLE_DEVICES"] = process ? host_ids : local_ids;
+    }
+  }
+
   std::map<std::string, std::string> ins, outs;
   for (const auto& [name, in] : req.inputs) {
     std::string value;
     if (in.kind == spec::InputSpec::Kind::kLiteral) {
       value = in.value;
+    } else if (process) {
+      value = in.path;  // the daemon's machine is the host: the path as given
     } else {
       std::string target = std::string(kInputsDir) + "/" + name;
       if (in.kind == spec::InputSpec::Kind::kUriFile) {
@@ -381,18 +649,20 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
   }
   for (const auto& [name, out] : req.outputs) {
     TY_RETURN_IF_ERROR(MakeDirs(run_dir / "outputs" / name));
-    std::string target = std::string(kCodeDir) + "/outputs/" + name;
+    std::string target = (process ? (run_dir / "outputs").string() : code_dir + "/outputs") +
+                         "/" + name;
     outs[name] = target;
     env["AZURE_ML_OUTPUT_" + name] = target;
   }
   if (!options_.socket_dir.empty()) {
-    spec.mounts.push_back({options_.socket_dir.string(), kSocketDir, true});
-    env["TRAINYARD_TRACKING_URL"] = std::string("unix://") + kSocketDir + "/api.sock";
+    const std::string socket_dir = process ? options_.socket_dir.string() : kSocketDir;
+    if (!process) spec.mounts.push_back({options_.socket_dir.string(), kSocketDir, true});
+    env["TRAINYARD_TRACKING_URL"] = "unix://" + socket_dir + "/api.sock";
     env["TRAINYARD_RUN_TOKEN"] = secrets_.RunToken(ctx.id);
   }
   if (!options_.sdk_dir.empty()) {
-    spec.mounts.push_back({options_.sdk_dir.string(), kSdkDir, true});
-    spec.prepend_paths["PYTHONPATH"] = kSdkDir;
+    if (!process) spec.mounts.push_back({options_.sdk_dir.string(), kSdkDir, true});
+    spec.prepend_paths["PYTHONPATH"] = process ? options_.sdk_dir.string() : kSdkDir;
   }
   env["TRAINYARD_RUN_ID"] = ctx.id;
   env["TRAINYARD_EXPERIMENT"] = req.experiment_name;
@@ -411,10 +681,6 @@ void Scheduler::Execute(RunContext& ctx) {
     std::lock_guard lock(ctx.mu);
     return ctx.cancel_requested;
   };
-  if (!WaitForSlot(ctx)) {
-    if (canceled()) Finish(ctx, RunStatus::kCanceled, "canceled by user");
-    return;  // shutting down: the run stays Queued and the next daemon picks it up
-  }
   if (canceled()) {
     Finish(ctx, RunStatus::kCanceled, "canceled by user");
     return;
@@ -432,13 +698,28 @@ void Scheduler::Execute(RunContext& ctx) {
   // mounted over ./outputs and ./logs; their mount points must exist in a read-only folder.
   const fs::path code_dir = run_dir / "code";
   (void)RemoveTree(code_dir);
+  // A process runs on the host with the daemon's rights, which could write through a hard link
+  // into the store: it always gets a copy.
+  const bool copy = ctx.request.code_copy || ctx.process;
   Status s = ctx.request.snapshot_id.empty()
                  ? MakeDirs(code_dir)
                  : snapshots_.Materialize(ctx.request.snapshot_id, code_dir,
-                                          ctx.request.code_copy ? cas::MaterializeMode::kCopy
-                                                                : cas::MaterializeMode::kLink);
-  for (const char* d : {"outputs", "logs", "user_logs", "code/outputs", "code/logs"}) {
+                                          copy ? cas::MaterializeMode::kCopy
+                                               : cas::MaterializeMode::kLink);
+  for (const char* d : {"outputs", "logs", "user_logs"}) {
     if (s.ok()) s = MakeDirs(run_dir / d);
+  }
+  for (const char* d : {"outputs", "logs"}) {
+    if (!s.ok()) break;
+    if (!ctx.process) {
+      s = MakeDirs(code_dir / d);  // mount points of the run's own folders
+      continue;
+    }
+    // No mounts for a process: ./outputs and ./logs lead to the run's own folders.
+    (void)RemoveTree(code_dir / d);
+    std::error_code ec;
+    fs::create_directory_symlink(fs::path("..") / d, code_dir / d, ec);
+    if (ec) s = Internal("cannot link " + (code_dir / d).string() + ": " + ec.message());
   }
   if (!s.ok()) {
     build_log.Write("Preparing the working folder failed: " + s.message() + "\n");
@@ -446,43 +727,34 @@ void Scheduler::Execute(RunContext& ctx) {
     return;
   }
 
-  auto def = environments_.Resolve(ctx.request.environment_name, ctx.request.environment_version);
-  if (!def.ok()) {
-    Finish(ctx, RunStatus::kFailed, "environment: " + def.status().message());
-    return;
-  }
-  build_log.Write("Environment " + def->name + ":" + def->version + "\n");
-  // Secrets never reach a log: the sink redacts the registry password should the engine echo it.
-  std::string password = def->registry ? def->registry->password : "";
-  auto image = builder_.EnsureImage(*def, [&](std::string_view text) {
-    build_log.Write(password.empty() ? std::string(text) : Redact(std::string(text), password));
-  });
-  if (!image.ok()) {
-    const Status& e = image.status();
-    std::string reason;
-    switch (e.code()) {
-      case StatusCode::kUnauthenticated:
-        reason = e.message();
-        break;
-      case StatusCode::kNotFound:
-        reason = "image not found: " + e.message();
-        break;
-      case StatusCode::kUnavailable:
-        reason = "compute lost: " + e.message();
-        break;
-      default:
-        reason = "image build failed: " + e.message();
-        break;
+  std::string image_ref;
+  if (!ctx.process) {
+    auto def =
+        environments_.Resolve(ctx.request.environment_name, ctx.request.environment_version);
+    if (!def.ok()) {
+      Finish(ctx, RunStatus::kFailed, "environment: " + def.status().message());
+      return;
     }
-    reason = Redact(reason, password);
-    build_log.Write("\n" + reason + "\n");
-    Finish(ctx, RunStatus::kFailed, reason);
-    return;
-  }
-  if (auto rec = store_.GetRun(ctx.id); rec.ok()) {
-    rec->image = image->image;
-    rec->image_hash = image->image_hash;
-    (void)store_.UpdateRun(*rec);
+    build_log.Write("Environment " + def->name + ":" + def->version + "\n");
+    // Secrets never reach a log: the sink redacts the registry password should the engine
+    // echo it. Built while the run was queued, the image is normally found at once here.
+    std::string password = def->registry ? def->registry->password : "";
+    auto image = builder_.EnsureImage(*def, [&](std::string_view text) {
+      build_log.Write(password.empty() ? std::string(text)
+                                       : Redact(std::string(text), password));
+    });
+    if (!image.ok()) {
+      const std::string reason = Redact(ImageFailureReason(image.status()), password);
+      build_log.Write("\n" + reason + "\n");
+      Finish(ctx, RunStatus::kFailed, reason);
+      return;
+    }
+    image_ref = image->image;
+    if (auto rec = store_.GetRun(ctx.id); rec.ok()) {
+      rec->image = image->image;
+      rec->image_hash = image->image_hash;
+      (void)store_.UpdateRun(*rec);
+    }
   }
   if (canceled()) {
     Finish(ctx, RunStatus::kCanceled, "canceled by user");
@@ -492,12 +764,13 @@ void Scheduler::Execute(RunContext& ctx) {
     Finish(ctx, RunStatus::kFailed, "internal: " + t.message());
     return;
   }
-  auto launch = MakeLaunchSpec(ctx, image->image);
+  exec::Executor& executor = ExecutorFor(ctx);
+  auto launch = MakeLaunchSpec(ctx, image_ref);
   StatusOr<std::string> handle =
       launch.ok() ? StatusOr<std::string>(Status::Ok()) : launch.status();
   if (launch.ok()) {
-    (void)executor_.Cleanup(launch->name);  // a leftover from an interrupted attempt
-    handle = executor_.Launch(*launch);
+    (void)executor.Cleanup(launch->name);  // a leftover from an interrupted attempt
+    handle = executor.Launch(*launch);
   }
   if (!handle.ok()) {
     Finish(ctx, RunStatus::kFailed, "could not start the run: " + handle.status().message());
@@ -520,6 +793,7 @@ void Scheduler::Execute(RunContext& ctx) {
 
 void Scheduler::FollowAndFinish(RunContext& ctx) {
   const fs::path run_dir = layout_.RunDir(ctx.id);
+  exec::Executor& executor = ExecutorFor(ctx);
   std::string handle;
   {
     std::lock_guard lock(ctx.mu);
@@ -542,14 +816,14 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
     }
     if (ctx.node_done) return;
     lock.unlock();
-    (void)executor_.Stop(handle, options_.stop_grace_seconds);
+    (void)executor.Stop(handle, options_.stop_grace_seconds);
   });
 
   // Re-reading from the first byte into a truncated file keeps the log whole and free of
   // duplicates, also after a re-attach.
   LogWriter std_log(run_dir / kStdLog, true, [this, &ctx] { Notify(ctx.id); });
-  Status logs = executor_.StreamLogs(handle, std_log.Sink());
-  auto exit = executor_.Wait(handle);
+  Status logs = executor.StreamLogs(handle, std_log.Sink());
+  auto exit = executor.Wait(handle);
   {
     std::lock_guard lock(ctx.mu);
     ctx.node_done = true;
@@ -572,7 +846,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
   (void)Transition(ctx, RunStatus::kFinalizing);
   // ./outputs and ./logs were written straight into the run's folders by the bind mounts;
   // nothing is left inside the container once it is removed.
-  (void)executor_.Cleanup(handle);
+  (void)executor.Cleanup(handle);
   Status collected = Status::Ok();
   if (options_.collect_outputs) {
     collected = options_.collect_outputs(ctx.id, layout_.RunDir(ctx.id));
@@ -617,10 +891,22 @@ Status Scheduler::Cancel(const std::string& run_id) {
                               std::string(store::RunStatusName(rec.status)));
   }
   std::shared_ptr<RunContext> ctx;
+  bool was_queued = false;
   {
     std::lock_guard lock(mu_);
     auto it = active_.find(run_id);
     if (it != active_.end()) ctx = it->second;
+    if (ctx && ctx->queued) {
+      // A queued run leaves its queue (and stops waiting for its image build) at once.
+      was_queued = true;
+      ctx->queued = false;
+      if (auto c = computes_.find(ctx->compute); c != computes_.end()) {
+        c->second.queue.erase(ctx->queue_key);
+        DispatchLocked(c->second);  // the runs behind it may fit now
+      }
+      if (auto b = builds_.find(ctx->image_hash); b != builds_.end()) b->second->Detach(run_id);
+      active_.erase(run_id);
+    }
   }
   if (!ctx) return FailedPrecondition("run '" + run_id + "' is not active in this daemon");
   {
@@ -630,18 +916,20 @@ Status Scheduler::Cancel(const std::string& run_id) {
   }
   (void)store_.TransitionRun(run_id, RunStatus::kCancelRequested, NowMillis());
   Notify(run_id);
-  ctx->cv.notify_all();
-  {
-    // A queued worker checks its flag under mu_: taking it here means the wake-up cannot fall
-    // between that check and its wait.
-    std::lock_guard lock(mu_);
+  if (was_queued) {
+    Finish(*ctx, RunStatus::kCanceled, "canceled by user");
+    return Status::Ok();
   }
-  slot_cv_.notify_all();
+  ctx->cv.notify_all();
   return Status::Ok();
 }
 
 Status Scheduler::Recover() {
   TY_ASSIGN_OR_RETURN(auto runs, store_.ListActiveRuns());
+  {
+    std::lock_guard lock(mu_);
+    recovering_ = true;
+  }
   for (const auto& rec : runs) {
     auto req_json = nlohmann::json::parse(rec.request_json, nullptr, false);
     auto req = req_json.is_discarded() ? StatusOr<spec::RunRequest>(Internal("bad request JSON"))
@@ -656,7 +944,23 @@ Status Scheduler::Recover() {
     ctx->request = std::move(req).value();
     ctx->handle = ContainerName(rec.id);
     ctx->running_since = rec.TimeOf(RunStatus::kRunning);
-    auto running = executor_.IsRunning(ctx->handle);
+    ctx->image_hash = rec.image_hash;
+    ctx->queued_at = rec.TimeOf(RunStatus::kQueued);
+    {
+      std::lock_guard lock(mu_);
+      auto c = ComputeLocked(ctx->request.compute);
+      if (c.ok()) {
+        ctx->compute = (*c)->def.name;
+        ctx->process = (*c)->def.type == "process";
+        ctx->nodes = std::max(1, ctx->request.instance_count);
+      }
+    }
+    if (ctx->compute.empty()) {
+      Finish(*ctx, RunStatus::kFailed,
+             "compute lost: compute target '" + ctx->request.compute + "' no longer exists");
+      continue;
+    }
+    auto running = ExecutorFor(*ctx).IsRunning(ctx->handle);
     if (!running.ok() && running.status().code() != StatusCode::kNotFound) {
       // The engine cannot be asked (dockerd down or restarting): failing the run would be a
       // guess, and its container may be alive. It stays as it is until a daemon can ask.
@@ -676,19 +980,28 @@ Status Scheduler::Recover() {
       ctx->attach = true;
       ctx->cancel_requested = rec.status == RunStatus::kCancelRequested;
       if (ctx->running_since == 0) ctx->running_since = NowMillis();
-      {
-        std::lock_guard lock(mu_);
-        ++busy_;
+      std::lock_guard lock(mu_);
+      // It holds its nodes again, before any queued run is dispatched.
+      ComputeState& c = computes_[ctx->compute];
+      if (static_cast<int>(c.slots.size()) < c.def.max_nodes) c.slots.resize(c.def.max_nodes);
+      for (std::size_t i = 0; static_cast<int>(ctx->slots.size()) < ctx->nodes; ++i) {
+        if (i == c.slots.size()) c.slots.emplace_back();
+        if (c.slots[i].empty()) {
+          c.slots[i] = ctx->id;
+          ctx->slots.push_back(static_cast<int>(i));
+        }
       }
-      ctx->holds_slot = true;
-      StartWorker(ctx);
+      c.busy += ctx->nodes;
+      StartWorkerLocked(ctx);
     } else if (rec.status == RunStatus::kNotStarted || rec.status == RunStatus::kQueued ||
                rec.status == RunStatus::kPreparing || rec.status == RunStatus::kStarting) {
+      // Back in its queue, in submission order (runs come oldest first), with its priority.
+      Status queued;
       {
         std::lock_guard lock(mu_);
-        queue_.push_back(rec.id);
+        queued = EnqueueLocked(ctx);
       }
-      StartWorker(ctx);
+      if (!queued.ok()) Finish(*ctx, RunStatus::kFailed, "compute lost: " + queued.message());
     } else if (rec.status == RunStatus::kCancelRequested) {
       Finish(*ctx, RunStatus::kCanceled, "canceled by user");
     } else if (rec.status == RunStatus::kFinalizing && rec.exit_code &&
@@ -702,7 +1015,132 @@ Status Scheduler::Recover() {
       Finish(*ctx, RunStatus::kFailed, "lost — container missing after daemon restart");
     }
   }
+  // Every re-attached run holds its nodes again: the queues may start now.
+  std::lock_guard lock(mu_);
+  recovering_ = false;
+  for (auto& [name, c] : computes_) DispatchLocked(c);
   return Status::Ok();
 }
+
+// --- compute targets -------------------------------------------------------------------------
+
+namespace {
+
+// "max_nodes 4 (stored: 2), node_cpus 2 (stored: 0)" for the settings that differ.
+std::string SettingsDiff(const spec::ComputeDefinition& want, const spec::ComputeDefinition& have) {
+  const nlohmann::json a = want.ToJson(), b = have.ToJson();
+  std::string out;
+  for (const auto& [k, v] : a.items()) {
+    if (k == "name" || (b.contains(k) && b[k] == v)) continue;
+    out += (out.empty() ? "" : ", ") + k + " " + v.dump() + " (it has " +
+           (b.contains(k) ? b[k].dump() : "none") + ")";
+  }
+  return out;
+}
+
+}  // namespace
+
+StatusOr<spec::ComputeDefinition> Scheduler::PutCompute(spec::ComputeDefinition def, bool update,
+                                                        bool* created) {
+  TY_RETURN_IF_ERROR(def.Validate());
+  if (def.type == "process" && options_.process_executor == nullptr) {
+    return FailedPrecondition("this daemon cannot run process computes");
+  }
+  std::lock_guard lock(mu_);
+  auto existing = ComputeLocked(def.name);
+  if (!existing.ok() && existing.status().code() != StatusCode::kNotFound) {
+    return existing.status();
+  }
+  if (created != nullptr) *created = !existing.ok();
+  if (existing.ok()) {
+    ComputeState& c = **existing;
+    if (c.def.SameSettings(def)) return c.def;
+    if (!update) {
+      return AlreadyExists("compute target '" + def.name + "' exists with other settings: " +
+                           SettingsDiff(def, c.def) + "; pass --update to change it");
+    }
+    if (c.def.type != def.type) {
+      std::size_t active = c.queue.size() + static_cast<std::size_t>(c.busy);
+      if (active > 0) {
+        return FailedPrecondition("compute target '" + def.name + "' cannot change its type from " +
+                                  c.def.type + " to " + def.type + " while " +
+                                  std::to_string(active) + " runs use it");
+      }
+    }
+  }
+  const std::int64_t now = NowMillis();
+  store::ComputeRecord rec{def.name, def.type, def.ToJson().dump(), now, now};
+  TY_RETURN_IF_ERROR(store_.PutCompute(rec));
+  ComputeState& c = computes_[def.name];
+  c.def = def;
+  DispatchLocked(c);  // more nodes may start queued runs
+  return def;
+}
+
+StatusOr<std::vector<spec::ComputeDefinition>> Scheduler::ListComputes() {
+  std::lock_guard lock(mu_);
+  (void)ComputeLocked("local");  // exists by default
+  TY_ASSIGN_OR_RETURN(auto recs, store_.ListComputes());
+  std::vector<spec::ComputeDefinition> out;
+  for (const auto& r : recs) {
+    auto c = ComputeLocked(r.name);
+    if (c.ok()) out.push_back((*c)->def);
+  }
+  return out;
+}
+
+StatusOr<ComputeStatus> Scheduler::GetComputeStatus(const std::string& name) {
+  std::lock_guard lock(mu_);
+  TY_ASSIGN_OR_RETURN(ComputeState * c, ComputeLocked(name));
+  ComputeStatus st;
+  st.definition = c->def;
+  st.busy_nodes = c->busy;
+  st.idle_nodes = std::max(0, c->def.max_nodes - c->busy);
+  std::set<std::string> seen;
+  for (const auto& id : c->slots) {
+    if (!id.empty() && seen.insert(id).second) st.running.push_back(id);
+  }
+  // The first ready run that does not fit blocks every ready run behind it.
+  const RunContext* blocker = nullptr;
+  int free = st.idle_nodes;
+  for (const auto& [key, ctx] : c->queue) {
+    QueuedRun q;
+    q.run_id = ctx->id;
+    q.nodes = ctx->nodes;
+    q.priority = ctx->request.priority;
+    q.queued_at = ctx->queued_at;
+    q.wait_reason = WaitReasonLocked(*c, *ctx, ctx->image_ready ? blocker : nullptr);
+    if (ctx->image_ready && blocker == nullptr && ctx->nodes > free) blocker = ctx.get();
+    if (ctx->image_ready && blocker == nullptr) free -= ctx->nodes;
+    st.queued.push_back(std::move(q));
+  }
+  return st;
+}
+
+Status Scheduler::DeleteCompute(const std::string& name) {
+  if (name == "local") {
+    return FailedPrecondition("compute target 'local' always exists and cannot be deleted");
+  }
+  std::lock_guard lock(mu_);
+  TY_ASSIGN_OR_RETURN(ComputeState * c, ComputeLocked(name));
+  std::vector<std::string> active;
+  for (const auto& [id, ctx] : active_) {
+    if (ctx->compute == name) active.push_back(id);
+  }
+  if (!active.empty() || c->busy > 0 || !c->queue.empty()) {
+    std::string names;
+    for (std::size_t i = 0; i < active.size() && i < 5; ++i) {
+      names += (i ? ", " : "") + active[i];
+    }
+    return FailedPrecondition("compute target '" + name + "' has " +
+                              std::to_string(active.size()) + " active runs (" + names +
+                              (active.size() > 5 ? ", ..." : "") +
+                              "); cancel them or wait for them to end");
+  }
+  TY_RETURN_IF_ERROR(store_.DeleteCompute(name));
+  computes_.erase(name);
+  return Status::Ok();
+}
+
 
 }  // namespace trainyard::sched

@@ -1,11 +1,11 @@
 #pragma once
 
 #include <condition_variable>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -14,13 +14,13 @@
 #include "trainyard/common/workspace.h"
 #include "trainyard/envbuild/image_builder.h"
 #include "trainyard/exec/executor.h"
+#include "trainyard/spec/compute.h"
 #include "trainyard/spec/definition.h"
 #include "trainyard/store/store.h"
 
 namespace trainyard::sched {
 
 struct SchedulerOptions {
-  int max_concurrent_runs = 1;  // runs in Preparing..Finalizing at once; others wait in Queued
   int stop_grace_seconds = 10;  // SIGTERM → SIGKILL on cancel and timeout
   // Run tracking from inside containers (docs/tracking.md). `sdk_dir`: the host folder of the
   // Python package (sdk/python), mounted read-only at /trainyard/sdk/python and put first on
@@ -34,6 +34,10 @@ struct SchedulerOptions {
   // would otherwise complete: "cannot collect the outputs: ...". Unset: nothing is recorded.
   std::function<Status(const std::string& run_id, const std::filesystem::path& run_dir)>
       collect_outputs;
+  // Runs the nodes of `process` computes; unset: such computes cannot be created.
+  exec::Executor* process_executor = nullptr;
+  // max_nodes of the `local` compute when the scheduler creates it (it exists by default).
+  int local_max_nodes = 1;
 };
 
 // Registers environments with versions. Same definition under the same name → the existing
@@ -60,17 +64,42 @@ class EnvironmentRegistry {
   std::mutex mu_;  // serialises Register's read-then-insert
 };
 
+// A queued run as `compute show` lists it.
+struct QueuedRun {
+  std::string run_id;
+  int nodes = 1;
+  int priority = 0;
+  std::int64_t queued_at = 0;  // unix millis
+  // Why it has not started, e.g. "waiting for 2 nodes (1 of 4 free)", "waiting for its image
+  // build", "behind run X (priority 10)".
+  std::string wait_reason;
+};
+
+// The `get_status` view of one compute target.
+struct ComputeStatus {
+  spec::ComputeDefinition definition;
+  int busy_nodes = 0;
+  int idle_nodes = 0;
+  std::vector<std::string> running;  // runs holding nodes (Preparing..Finalizing), oldest first
+  std::vector<QueuedRun> queued;     // in the order they will start
+};
+
 // Drives runs through NotStarted → Queued → Preparing → Starting → Running → Finalizing →
-// Completed | Failed | Canceled. Each transition is persisted before it takes effect. Each
-// admitted run has a worker thread; at most `max_concurrent_runs` are past Queued at once, in
-// submission order. Thread-safe.
+// Completed | Failed | Canceled. Each transition is persisted before it takes effect.
+//
+// Each compute target has a queue: higher priority first, then submission order. A queued run
+// starts when its image is built (builds run while runs wait, once per image, holding no nodes)
+// and its instance_count nodes are free; a ready run that does not fit holds back every run
+// behind it, so a large run is never starved by small ones. A run holds its nodes from
+// Preparing to its end and has a worker thread while it does; queued runs have none.
+// Thread-safe.
 class Scheduler {
  public:
   // Every reference is borrowed and must outlive the scheduler.
   Scheduler(store::Store& store, EnvironmentRegistry& environments, envbuild::ImageBuilder& builder,
             exec::Executor& executor, const cas::Snapshotter& snapshots, const SecretBox& secrets,
             WorkspaceLayout layout, SchedulerOptions options);
-  // Wakes queued workers and joins every worker. A daemon that must exit while runs go on
+  // Joins every worker and build. A daemon that must exit while runs go on
   // exits the process instead: runs outlive the daemon and Recover() picks them up.
   ~Scheduler();
 
@@ -87,6 +116,19 @@ class Scheduler {
   // environment or snapshot, AlreadyExists for a taken run name.
   StatusOr<store::RunRecord> Submit(spec::RunRequest request);
 
+  // Compute targets. PutCompute creates `def`, or returns the stored one when its settings are
+  // the same (create-or-attach); a name that exists with other settings is AlreadyExists naming
+  // them, unless `update`, which applies the new settings to runs started from then on.
+  // `*created` tells whether it was new. InvalidArgument for an invalid definition.
+  StatusOr<spec::ComputeDefinition> PutCompute(spec::ComputeDefinition def, bool update,
+                                               bool* created = nullptr);
+  StatusOr<std::vector<spec::ComputeDefinition>> ListComputes();
+  // NotFound naming it.
+  StatusOr<ComputeStatus> GetComputeStatus(const std::string& name);
+  // FailedPrecondition while runs are active on it (naming them) or for `local`; NotFound
+  // naming it.
+  Status DeleteCompute(const std::string& name);
+
   // Cancels a run in any non-terminal state. FailedPrecondition when it already ended.
   Status Cancel(const std::string& run_id);
 
@@ -96,16 +138,42 @@ class Scheduler {
 
  private:
   struct RunContext;
+  struct BuildTask;
+  // One compute target's live state. Guarded by mu_.
+  struct ComputeState {
+    spec::ComputeDefinition def;
+    // Node slots: the run holding each, empty when free. Grows with max_nodes; a slot beyond a
+    // lowered max_nodes is no longer handed out.
+    std::vector<std::string> slots;
+    int busy = 0;
+    // Queued runs in start order: higher priority first, then submission order.
+    std::map<std::pair<int, std::uint64_t>, std::shared_ptr<RunContext>> queue;
+  };
 
-  void StartWorker(std::shared_ptr<RunContext> ctx);
+  // The compute's state, loading it from the store when first used. Requires mu_.
+  StatusOr<ComputeState*> ComputeLocked(const std::string& name);
+  // Why a queued run waits (see QueuedRun::wait_reason). Requires mu_.
+  std::string WaitReasonLocked(const ComputeState& c, const RunContext& ctx,
+                               const RunContext* blocker) const;
+  // Puts an admitted run in its compute's queue; starts its image build when it needs one.
+  // NotFound when its compute does not exist. Requires mu_.
+  Status EnqueueLocked(std::shared_ptr<RunContext> ctx);
+  // Starts the queued runs of `c` that are ready and fit, in queue order; a ready run that does
+  // not fit stops the walk (no run overtakes it). Requires mu_.
+  void DispatchLocked(ComputeState& c);
+  // Builds (or finds) the image of `ctx`'s environment while it waits in the queue, once per
+  // image for every run that needs it. Requires mu_.
+  void PrebuildLocked(const std::shared_ptr<RunContext>& ctx);
+  void RunBuild(std::shared_ptr<BuildTask> task);
+  void ReleaseNodes(RunContext& ctx);
+  exec::Executor& ExecutorFor(const RunContext& ctx);
+
+  void StartWorkerLocked(std::shared_ptr<RunContext> ctx);
   // Joins the workers that have returned. Requires mu_.
   void ReapWorkersLocked();
   void Work(std::shared_ptr<RunContext> ctx);
-  bool WaitForSlot(RunContext& ctx);
-  void ReleaseSlot();
   // Prepares, launches and follows the run; returns the final state and reason.
   void Execute(RunContext& ctx);
-  void Attach(RunContext& ctx, bool finished);
   void FollowAndFinish(RunContext& ctx);
   Status Transition(RunContext& ctx, store::RunStatus to);
   void Finish(RunContext& ctx, store::RunStatus status, const std::string& reason);
@@ -122,14 +190,20 @@ class Scheduler {
   SchedulerOptions options_;
 
   std::mutex mu_;
-  std::condition_variable slot_cv_;
-  std::deque<std::string> queue_;  // Guarded by mu_: runs waiting for a slot, in order.
-  int busy_ = 0;                   // Guarded by mu_: slots in use.
-  bool shutting_down_ = false;     // Guarded by mu_.
+  std::uint64_t next_seq_ = 0;   // Guarded by mu_: submission order.
+  bool shutting_down_ = false;   // Guarded by mu_.
+  bool recovering_ = false;      // Guarded by mu_: no dispatch until every run is placed.
+  std::map<std::string, ComputeState> computes_;               // Guarded by mu_.
+  std::map<std::string, std::shared_ptr<BuildTask>> builds_;   // Guarded by mu_: by image hash.
+  std::map<std::uint64_t, std::thread> build_threads_;  // Guarded by mu_: by build number.
+  std::uint64_t next_build_ = 0;                         // Guarded by mu_.
+  std::set<std::string> ready_images_;  // Guarded by mu_: image hashes built in this daemon.
   std::map<std::string, std::shared_ptr<RunContext>> active_;  // Guarded by mu_.
   std::map<std::string, std::thread> workers_;                 // Guarded by mu_.
   std::vector<std::string> finished_;  // Guarded by mu_: workers that returned, to be joined.
-  std::function<void(const std::string&)> listener_;  // Guarded by mu_.
+  std::vector<std::uint64_t> finished_builds_;  // Guarded by mu_: build threads to join.
+  std::mutex listener_mu_;
+  std::function<void(const std::string&)> listener_;  // Guarded by listener_mu_.
 };
 
 }  // namespace trainyard::sched

@@ -3,12 +3,18 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
 #include "trainyard/docker/fake_engine.h"
+#include "trainyard/exec/process_executor.h"
+#include "trainyard/spec/spec.h"
 
 namespace trainyard::sched {
 namespace {
@@ -34,12 +40,15 @@ class SchedulerTest : public ::testing::Test {
       builder_ = std::make_unique<envbuild::ImageBuilder>(engine_, *snapshots_,
                                                           layout_.ScratchDir(), root_ / "none");
       executor_ = std::make_unique<exec::DockerExecutor>(engine_);
+      process_executor_ =
+          std::make_unique<exec::ProcessExecutor>(exec::ProcessExecutorOptions{root_ / "nodes"});
       registry_ = std::make_unique<EnvironmentRegistry>(*store_, secrets_);
       engine_.AddImage("python:3.11-slim");
     }
     SchedulerOptions opts;
-    opts.max_concurrent_runs = max_concurrent;
+    opts.local_max_nodes = max_concurrent;
     opts.stop_grace_seconds = 1;
+    opts.process_executor = process_executor_.get();
     scheduler_ = std::make_unique<Scheduler>(*store_, *registry_, *builder_, *executor_,
                                              *snapshots_, secrets_, layout_, opts);
   }
@@ -117,6 +126,7 @@ class SchedulerTest : public ::testing::Test {
   std::unique_ptr<cas::Snapshotter> snapshots_;
   std::unique_ptr<envbuild::ImageBuilder> builder_;
   std::unique_ptr<exec::DockerExecutor> executor_;
+  std::unique_ptr<exec::ProcessExecutor> process_executor_;
   std::unique_ptr<EnvironmentRegistry> registry_;
   std::unique_ptr<Scheduler> scheduler_;
 };
@@ -238,7 +248,7 @@ TEST_F(SchedulerTest, CodeFolderIsReadOnlyLinksUnlessCopied) {
 // image's own PYTHONPATH, and the run gets a token that names it alone.
 TEST_F(SchedulerTest, RunsGetTheTrackingSocketSdkAndARunToken) {
   SchedulerOptions opts;
-  opts.max_concurrent_runs = 1;
+  opts.local_max_nodes = 1;
   opts.sdk_dir = root_ / "sdk-python";
   opts.socket_dir = root_ / "sock";
   scheduler_.reset();
@@ -389,9 +399,31 @@ TEST_F(SchedulerTest, ApiPathRefusesPathLikeNames) {
 TEST_F(SchedulerTest, FailFastOnWhatCanNeverRun) {
   auto req = Request("true");
   req.compute = "gpu-cluster";
-  EXPECT_EQ(scheduler_->Submit(req).status().code(), StatusCode::kNotFound);
+  auto refused = scheduler_->Submit(req);
+  EXPECT_EQ(refused.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(refused.status().message().find("compute target 'gpu-cluster' does not exist"),
+            std::string::npos)
+      << refused.status().message();
+  EXPECT_NE(refused.status().message().find("existing: local"), std::string::npos);
   req = Request("true");
-  req.instance_count = 2;
+  req.instance_count = 3;
+  refused = scheduler_->Submit(req);
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("at most 2 (max_nodes)"), std::string::npos)
+      << refused.status().message();
+  spec::ComputeDefinition small;
+  small.name = "small";
+  small.node_memory_bytes = 64 << 20;
+  ASSERT_TRUE(scheduler_->PutCompute(small, false).ok());
+  req = Request("true");
+  req.compute = "small";
+  req.shm_size_bytes = 128 << 20;
+  refused = scheduler_->Submit(req);
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("more than a node of 'small' has"), std::string::npos)
+      << refused.status().message();
+  req = Request("true");
+  req.priority = 5000;
   EXPECT_EQ(scheduler_->Submit(req).status().code(), StatusCode::kInvalidArgument);
   req = Request("echo ${{inputs.missing}}");
   EXPECT_EQ(scheduler_->Submit(req).status().code(), StatusCode::kInvalidArgument);
@@ -498,6 +530,273 @@ TEST_F(SchedulerTest, EnvironmentVersioning) {
   def.name = "bad/name";
   def.version = "";
   EXPECT_EQ(registry_->Register(def).status().code(), StatusCode::kInvalidArgument);
+}
+
+// A runner that records the order containers start in and runs until stopped.
+class Recorder {
+ public:
+  docker::FakeEngine::Runner Runner() {
+    return [this](const docker::ContainerConfig& c, const docker::TextSink&) {
+      {
+        std::lock_guard lock(mu_);
+        order_.push_back(c.labels.at("trainyard.run_id"));
+        configs_.push_back(c);
+      }
+      docker::FakeEngine::WaitForStop();
+      return 0;
+    };
+  }
+  std::vector<std::string> order() {
+    std::lock_guard lock(mu_);
+    return order_;
+  }
+  std::vector<docker::ContainerConfig> configs() {
+    std::lock_guard lock(mu_);
+    return configs_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> order_;
+  std::vector<docker::ContainerConfig> configs_;
+};
+
+// Higher priority first, then submission order; nothing overtakes the queue's head.
+TEST_F(SchedulerTest, QueueOrderIsPriorityThenSubmission) {
+  Build(1);
+  Recorder rec;
+  engine_.SetRunner(rec.Runner());
+  auto first = scheduler_->Submit(Request("sleep 1000"));
+  ASSERT_TRUE(first.ok());
+  WaitForStatus(first->id, RunStatus::kRunning);
+  std::vector<std::pair<std::string, int>> submitted = {
+      {"low", spec::kPriorityLow}, {"high-1", spec::kPriorityHigh}, {"medium", 0},
+      {"high-2", spec::kPriorityHigh}};
+  for (const auto& [name, priority] : submitted) {
+    auto req = Request("sleep 1000");
+    req.name = name;
+    req.priority = priority;
+    ASSERT_TRUE(scheduler_->Submit(req).ok());
+  }
+  auto st = scheduler_->GetComputeStatus("local");
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ(st->busy_nodes, 1);
+  EXPECT_EQ(st->idle_nodes, 0);
+  ASSERT_EQ(st->running, std::vector<std::string>{first->id});
+  ASSERT_EQ(st->queued.size(), 4u);
+  EXPECT_EQ(st->queued[0].run_id, "high-1");
+  EXPECT_EQ(st->queued[0].wait_reason, "waiting for 1 node (0 of 1 free)");
+  EXPECT_EQ(st->queued[1].run_id, "high-2");
+  EXPECT_EQ(st->queued[1].wait_reason,
+            "behind run high-1 (priority 100), which waits for 1 node");
+  EXPECT_EQ(st->queued[3].run_id, "low");
+  for (const std::string& id : {first->id, std::string("high-1"), std::string("high-2"),
+                               std::string("medium"), std::string("low")}) {
+    WaitForStatus(id, RunStatus::kRunning);
+    ASSERT_TRUE(scheduler_->Cancel(id).ok());
+    WaitFor(id);
+  }
+  EXPECT_EQ(rec.order(),
+            (std::vector<std::string>{first->id, "high-1", "high-2", "medium", "low"}));
+}
+
+// Capacity is counted in nodes of the run's compute; a compute's node size reaches the engine,
+// and each node slot gets its own GPUs.
+TEST_F(SchedulerTest, ComputeCapacityNodeSizeAndGpuSlots) {
+  Recorder rec;
+  engine_.SetRunner(rec.Runner());
+  spec::ComputeDefinition gpu;
+  gpu.name = "gpus";
+  gpu.max_nodes = 2;
+  gpu.node_cpus = 1.5;
+  gpu.node_memory_bytes = 2LL << 30;
+  gpu.node_gpus = 2;
+  bool created = false;
+  ASSERT_TRUE(scheduler_->PutCompute(gpu, false, &created).ok());
+  EXPECT_TRUE(created);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto req = Request("sleep 1000");
+    req.compute = "gpus";
+    auto run = scheduler_->Submit(req);
+    ASSERT_TRUE(run.ok()) << run.status().ToString();
+    ids.push_back(run->id);
+  }
+  WaitForStatus(ids[0], RunStatus::kRunning);
+  WaitForStatus(ids[1], RunStatus::kRunning);
+  EXPECT_EQ(store_->GetRun(ids[2])->status, RunStatus::kQueued);
+  auto st = scheduler_->GetComputeStatus("gpus");
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->busy_nodes, 2);
+  ASSERT_EQ(st->queued.size(), 1u);
+  EXPECT_EQ(st->queued[0].wait_reason, "waiting for 1 node (0 of 2 free)");
+
+  auto configs = rec.configs();
+  ASSERT_EQ(configs.size(), 2u);
+  std::set<std::vector<std::string>> devices;
+  for (const auto& c : configs) {
+    EXPECT_EQ(c.nano_cpus, 1'500'000'000);
+    EXPECT_EQ(c.memory_bytes, 2LL << 30);
+    ASSERT_TRUE(c.gpus.has_value());
+    devices.insert(c.gpus->device_ids);
+    // Inside the container its own two GPUs are 0 and 1.
+    EXPECT_NE(std::find(c.env.begin(), c.env.end(), "CUDA_VISIBLE_DEVICES=0,1"), c.env.end());
+  }
+  EXPECT_EQ(devices, (std::set<std::vector<std::string>>{{"0", "1"}, {"2", "3"}}));
+
+  // A node freed starts the queued run on the freed slot.
+  ASSERT_TRUE(scheduler_->Cancel(ids[0]).ok());
+  WaitForStatus(ids[2], RunStatus::kRunning);
+  std::vector<std::string> freed;
+  for (const auto& c : configs) {
+    if (c.labels.at("trainyard.run_id") == ids[0]) freed = c.gpus->device_ids;
+  }
+  EXPECT_EQ(rec.configs().back().gpus->device_ids, freed);
+  // Deleting a compute in use is refused, naming its runs; local never goes.
+  auto del = scheduler_->DeleteCompute("gpus");
+  EXPECT_EQ(del.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(del.message().find("2 active runs"), std::string::npos) << del.message();
+  EXPECT_EQ(scheduler_->DeleteCompute("local").code(), StatusCode::kFailedPrecondition);
+  for (const auto& id : {ids[1], ids[2]}) ASSERT_TRUE(scheduler_->Cancel(id).ok());
+  for (const auto& id : ids) WaitFor(id);
+  EXPECT_TRUE(scheduler_->DeleteCompute("gpus").ok());
+  EXPECT_EQ(scheduler_->GetComputeStatus("gpus").status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(SchedulerTest, ComputeCreateOrAttachAndUpdate) {
+  spec::ComputeDefinition c;
+  c.name = "cpu";
+  c.max_nodes = 4;
+  bool created = false;
+  ASSERT_TRUE(scheduler_->PutCompute(c, false, &created).ok());
+  EXPECT_TRUE(created);
+  ASSERT_TRUE(scheduler_->PutCompute(c, false, &created).ok());
+  EXPECT_FALSE(created);  // attached: same settings
+  c.max_nodes = 8;
+  auto differ = scheduler_->PutCompute(c, false, &created);
+  EXPECT_EQ(differ.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_NE(differ.status().message().find("max_nodes 8 (it has 4)"), std::string::npos)
+      << differ.status().message();
+  ASSERT_TRUE(scheduler_->PutCompute(c, true, &created).ok());
+  EXPECT_EQ(scheduler_->GetComputeStatus("cpu")->definition.max_nodes, 8);
+  // Stored: a new scheduler on the same store sees it, and `local` exists by default.
+  Build(1);
+  auto all = scheduler_->ListComputes();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].name, "cpu");
+  EXPECT_EQ((*all)[0].max_nodes, 8);
+  EXPECT_EQ((*all)[1].name, "local");
+  c.max_nodes = 0;
+  EXPECT_EQ(scheduler_->PutCompute(c, true).status().code(), StatusCode::kInvalidArgument);
+}
+
+// Ten runs needing one image that is not built yet: one build, while they wait holding no
+// node; a failing build fails every one of them with its reason.
+TEST_F(SchedulerTest, OneBuildForManyRunsAndAFailedBuildFailsThemAll) {
+  Build(4);
+  auto with_dockerfile = [](const std::string& text) {
+    auto req = Request("true");
+    req.environment->image.clear();
+    req.environment->dockerfile = text;
+    return req;
+  };
+  // Builds are held until every run is queued, so all ten wait for the same one.
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  bool open = false;
+  engine_.SetBuildHook([&] {
+    std::unique_lock lock(gate_mu);
+    gate_cv.wait(lock, [&] { return open; });
+  });
+  auto release = [&] {
+    {
+      std::lock_guard lock(gate_mu);
+      open = true;
+    }
+    gate_cv.notify_all();
+  };
+  std::vector<std::string> ids;
+  for (int i = 0; i < 10; ++i) {
+    auto run = scheduler_->Submit(with_dockerfile("FROM python:3.11-slim\nRUN echo one\n"));
+    ASSERT_TRUE(run.ok()) << run.status().ToString();
+    ids.push_back(run->id);
+  }
+  // While the image builds, they wait in the queue holding no node.
+  auto st = scheduler_->GetComputeStatus("local");
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->busy_nodes, 0);
+  ASSERT_EQ(st->queued.size(), 10u);
+  EXPECT_EQ(st->queued[0].wait_reason, "waiting for its image build");
+  release();
+  for (const auto& id : ids) EXPECT_EQ(WaitFor(id).status, RunStatus::kCompleted) << id;
+  EXPECT_EQ(engine_.builds(), 1);
+  // Every run's build log has the build's output.
+  for (const auto& id : ids) {
+    auto log = ReadFile(layout_.RunDir(id) / Scheduler::kBuildLog);
+    ASSERT_TRUE(log.ok());
+    EXPECT_NE(log->find("Successfully tagged"), std::string::npos) << id << ": " << *log;
+  }
+
+  engine_.SetBuildFailure("RUN pip install nothing: exit 1");
+  {
+    std::lock_guard lock(gate_mu);
+    open = false;
+  }
+  ids.clear();
+  for (int i = 0; i < 5; ++i) {
+    auto run = scheduler_->Submit(with_dockerfile("FROM python:3.11-slim\nRUN echo two\n"));
+    ASSERT_TRUE(run.ok());
+    ids.push_back(run->id);
+  }
+  release();
+  for (const auto& id : ids) {
+    auto r = WaitFor(id);
+    EXPECT_EQ(r.status, RunStatus::kFailed);
+    EXPECT_NE(r.failure_reason.find("image build failed"), std::string::npos) << r.failure_reason;
+    EXPECT_NE(r.failure_reason.find("RUN pip install nothing"), std::string::npos);
+    // It failed from the queue: it never held a node.
+    EXPECT_EQ(r.TimeOf(RunStatus::kPreparing), 0) << id;
+  }
+  EXPECT_EQ(engine_.builds(), 2);
+}
+
+// A `process` compute runs the command on the host: same lifecycle, logs, env and outputs.
+TEST_F(SchedulerTest, ProcessComputeRunsOnTheHost) {
+  spec::ComputeDefinition host;
+  host.name = "host";
+  host.type = "process";
+  host.max_nodes = 2;
+  ASSERT_TRUE(scheduler_->PutCompute(host, false).ok());
+  auto req = Request("echo run=$TRAINYARD_RUN_ID; echo weights > outputs/model.bin; "
+                     "echo in-logs > logs/note.txt; echo err >&2; exit 0");
+  req.compute = "host";
+  auto run = scheduler_->Submit(req);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  auto done = WaitFor(run->id);
+  ASSERT_EQ(done.status, RunStatus::kCompleted) << done.failure_reason;
+  EXPECT_EQ(engine_.creates(), 0) << "no container for a process compute";
+  auto log = ReadFile(layout_.RunDir(run->id) / Scheduler::kStdLog);
+  ASSERT_TRUE(log.ok());
+  EXPECT_NE(log->find("run=" + run->id), std::string::npos) << *log;
+  EXPECT_NE(log->find("err"), std::string::npos) << *log;
+  EXPECT_EQ(*ReadFile(layout_.RunDir(run->id) / "outputs/model.bin"), "weights\n");
+  EXPECT_EQ(*ReadFile(layout_.RunDir(run->id) / "logs/note.txt"), "in-logs\n");
+
+  auto failing = Request("exit 7");
+  failing.compute = "host";
+  auto bad = scheduler_->Submit(failing);
+  ASSERT_TRUE(bad.ok());
+  EXPECT_EQ(WaitFor(bad->id).failure_reason, "script exited with code 7");
+
+  auto slow = Request("sleep 1000");
+  slow.compute = "host";
+  slow.timeout_seconds = 1;
+  auto timed = scheduler_->Submit(slow);
+  ASSERT_TRUE(timed.ok());
+  auto t = WaitFor(timed->id);
+  EXPECT_EQ(t.status, RunStatus::kFailed);
+  EXPECT_NE(t.failure_reason.find("timed out"), std::string::npos) << t.failure_reason;
 }
 
 }  // namespace

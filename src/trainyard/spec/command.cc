@@ -1,5 +1,7 @@
-// SubstituteCommand and ParseByteSize: the two small grammars of a job file.
+// SubstituteCommand, ParseByteSize and ParsePriority: the small grammars of a job file.
 
+#include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -207,6 +209,24 @@ StatusOr<std::int64_t> ParseByteSize(const std::string& text) {
                  static_cast<long double>(fraction_scale)));
   if (bytes > kMax - extra) return bad("too large");
   return static_cast<std::int64_t>(bytes + extra);
+}
+
+StatusOr<int> ParsePriority(const std::string& text) {
+  std::string word(Trim(text));
+  for (char& c : word) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (word == "low") return kPriorityLow;
+  if (word == "medium") return kPriorityMedium;
+  if (word == "high") return kPriorityHigh;
+  std::string_view digits = word;
+  if (!digits.empty() && digits[0] == '+') digits.remove_prefix(1);
+  int value = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (digits.empty() || ec != std::errc() || end != digits.data() + digits.size() ||
+      value < kMinPriority || value > kMaxPriority) {
+    return InvalidArgument("bad priority '" + text +
+                           "': use low, medium, high or an integer from -1000 to 1000");
+  }
+  return value;
 }
 
 }  // namespace trainyard::spec

@@ -224,6 +224,7 @@ json RunRequest::ToJson(SecretMode mode) const {
          {"environment_version", environment_version},
          {"environment_variables", environment_variables},
          {"instance_count", instance_count},
+         {"priority", priority},
          {"compute", compute}};
   j["environment"] = environment ? environment->ToJson(mode) : json(nullptr);
   json in = json::object();
@@ -297,6 +298,7 @@ StatusOr<RunRequest> RunRequest::FromJson(const json& j) {
   r.Str("environment_version", &q.environment_version);
   r.StrMap("environment_variables", &q.environment_variables);
   r.Int("instance_count", &q.instance_count);
+  r.Int("priority", &q.priority);
   r.Str("compute", &q.compute);
   r.Int("timeout_seconds", &q.timeout_seconds);
   r.Int("shm_size_bytes", &q.shm_size_bytes);
@@ -387,6 +389,7 @@ RunRequest RequestFromJob(const JobSpec& job, const std::string& code_snapshot,
   q.timeout_seconds = job.timeout_seconds;
   q.shm_size_bytes = job.shm_size_bytes;
   q.instance_count = job.instance_count;
+  q.priority = job.priority;
   q.compute = job.compute;
   q.distribution = job.distribution;
   return q;

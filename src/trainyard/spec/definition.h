@@ -78,6 +78,8 @@ struct RunRequest {
   std::optional<std::int64_t> timeout_seconds;
   std::optional<std::int64_t> shm_size_bytes;
   int instance_count = 1;
+  // Queue order within a compute: higher first, then submission order (spec.h: kPriorityLow..High).
+  int priority = 0;
   std::string compute = "local";
   std::optional<DistributionSpec> distribution;
 

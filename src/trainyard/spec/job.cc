@@ -21,16 +21,17 @@ using internal::Mapping;
 using internal::SourceFile;
 
 // clang-format off
-constexpr std::array<std::string_view, 18> kJobKeys = {
+constexpr std::array<std::string_view, 19> kJobKeys = {
     "$schema", "type", "name", "command", "code", "environment", "environment_variables",
     "inputs", "outputs", "experiment_name", "display_name", "description", "tags", "limits",
-    "resources", "compute", "distribution", "snapshot"};
+    "resources", "compute", "distribution", "snapshot", "queue_settings"};
 // clang-format on
 constexpr std::array<std::string_view, 6> kInputKeys = {"type",    "path", "value",
                                                         "default", "mode", "description"};
 constexpr std::array<std::string_view, 2> kOutputKeys = {"type", "mode"};
 constexpr std::array<std::string_view, 1> kLimitsKeys = {"timeout"};
 constexpr std::array<std::string_view, 2> kResourcesKeys = {"instance_count", "shm_size"};
+constexpr std::array<std::string_view, 2> kQueueSettingsKeys = {"priority", "job_tier"};
 constexpr std::array<std::string_view, 3> kSnapshotKeys = {"max_files", "max_size", "copy"};
 constexpr std::array<std::string_view, 2> kDistributionKeys = {"type",
                                                                "process_count_per_instance"};
@@ -446,6 +447,25 @@ StatusOr<JobSpec> ParseJob(const SourceFile& file, const YAML::Node& root) {
     }
     if (const Entry* s = resources.Find("shm_size")) {
       TY_ASSIGN_OR_RETURN(job.shm_size_bytes, ReadPositiveSize(file, *s, "2g, 512m"));
+    }
+  }
+  if (const Entry* e = top.Find("queue_settings")) {
+    TY_ASSIGN_OR_RETURN(Mapping queue, Mapping::Read(file, e->value, "queue_settings",
+                                                     "queue_settings", kQueueSettingsKeys));
+    if (const Entry* p = queue.Find("priority")) {
+      StatusOr<int> priority = p->value.IsScalar() ? ParsePriority(p->value.Scalar())
+                                                   : StatusOr<int>(InvalidArgument("not a scalar"));
+      if (!priority.ok()) {
+        return file.ErrorAt(p->mark(), "'" + p->path +
+                                           "' must be low, medium, high or an integer from "
+                                           "-1000 to 1000, got " +
+                                           internal::Describe(p->value));
+      }
+      job.priority = *priority;
+    }
+    if (const Entry* t = queue.Find("job_tier")) {
+      TY_ASSIGN_OR_RETURN(std::string tier, internal::ReadString(file, *t));
+      (void)tier;  // Azure's service tier (spot, basic, standard, premium): no meaning here
     }
   }
   if (const Entry* e = top.Find("snapshot")) {

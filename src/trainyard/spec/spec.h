@@ -101,6 +101,7 @@ struct JobSpec {
   std::optional<std::int64_t> timeout_seconds;  // limits.timeout
   std::optional<std::int64_t> shm_size_bytes;   // resources.shm_size ("2g", "512m", bytes)
   int instance_count = 1;                       // resources.instance_count
+  int priority = 0;  // queue_settings.priority: low -100, medium 0, high 100, or an integer
   std::string compute = "local";                // `azureml:` prefix removed
   std::optional<DistributionSpec> distribution;
   // `snapshot:` (a trainyard extension): limits on the code snapshot of this job, overriding
@@ -138,6 +139,18 @@ StatusOr<EnvironmentSpec> ParseEnvironmentYaml(const std::string& yaml,
 
 // Parses conda environment YAML text. `file_name` is used in messages.
 StatusOr<CondaSpec> ParseCondaYaml(const std::string& text, const std::string& file_name);
+
+// Queue priorities (JobSpec::priority, RunRequest::priority): higher starts first.
+inline constexpr int kMinPriority = -1000;
+inline constexpr int kMaxPriority = 1000;
+inline constexpr int kPriorityLow = -100;
+inline constexpr int kPriorityMedium = 0;
+inline constexpr int kPriorityHigh = 100;
+
+// Parses a queue priority (`queue_settings.priority`, `job create --priority`): low, medium,
+// high (any case) or an integer from kMinPriority to kMaxPriority. InvalidArgument saying what is
+// allowed otherwise.
+StatusOr<int> ParsePriority(const std::string& text);
 
 // Parses "2g", "512m", "64k", "1024" (bytes; units are powers of 1024, as Docker's).
 // Units b, k, m, g, t, p in either case, optionally followed by "b" or "ib" ("2gb", "2GiB"), with

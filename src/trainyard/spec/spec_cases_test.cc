@@ -1,6 +1,7 @@
 // The data-driven catalogue of bad specs: every tests/cases/bad-specs/*.yml must fail to parse
 // with the message its `# expect:` lines give. A file whose name starts with "env-" is an
-// environment file; any other is a job file. Adding a case is adding a file.
+// environment file, one starting with "compute-" a compute file; any other is a job file. Adding
+// a case is adding a file.
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
+#include "trainyard/spec/compute.h"
 #include "trainyard/spec/spec.h"
 
 namespace trainyard::spec {
@@ -87,9 +89,12 @@ TEST_P(BadSpecTest, FailsWithExpectedMessage) {
   ASSERT_FALSE(c.expectations.empty())
       << c.path << ": the first line must be '# expect: <part of the error message>'";
   const std::string path = c.path.string();
-  const bool is_environment = trainyard::StartsWith(c.path.filename().string(), "env-");
-  Status status = is_environment ? ParseEnvironmentFile(path, FakeEnvironment()).status()
-                                 : ParseJobFile(path, FakeEnvironment()).status();
+  const std::string file_name = c.path.filename().string();
+  Status status = trainyard::StartsWith(file_name, "env-")
+                      ? ParseEnvironmentFile(path, FakeEnvironment()).status()
+                  : trainyard::StartsWith(file_name, "compute-")
+                      ? ParseComputeFile(path).status()
+                      : ParseJobFile(path, FakeEnvironment()).status();
   ASSERT_FALSE(status.ok()) << c.path << " parsed, but should fail with: " << c.expectations[0];
   EXPECT_EQ(status.code(), StatusCode::kInvalidArgument) << status.ToString();
   for (const std::string& expected : c.expectations) {

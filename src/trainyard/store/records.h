@@ -38,6 +38,15 @@ struct EnvironmentRecord {
   std::int64_t created_at = 0;  // unix millis
 };
 
+// A compute target: where runs execute (spec::ComputeDefinition holds its settings).
+struct ComputeRecord {
+  std::string name;
+  std::string type;             // "docker" | "process"
+  std::string definition_json;  // spec::ComputeDefinition JSON
+  std::int64_t created_at = 0;  // unix millis
+  std::int64_t updated_at = 0;
+};
+
 struct RunTransition {
   RunStatus status;
   std::int64_t at = 0;  // unix millis

@@ -119,6 +119,16 @@ CREATE TABLE run_properties (
 ALTER TABLE runs ADD COLUMN script_status TEXT NOT NULL DEFAULT '';
 ALTER TABLE runs ADD COLUMN script_message TEXT NOT NULL DEFAULT '';
 )sql",
+    // 3: compute targets.
+    R"sql(
+CREATE TABLE computes (
+  name             TEXT PRIMARY KEY,
+  type             TEXT NOT NULL,
+  definition_json  TEXT NOT NULL,
+  created_at       INTEGER NOT NULL,
+  updated_at       INTEGER NOT NULL
+);
+)sql",
 };
 
 // A prepared statement, finalised on destruction.
@@ -249,6 +259,55 @@ class SqliteStore : public Store {
       return AlreadyExists("environment " + env.name + ":" + env.version + " already exists");
     }
     if (rc != SQLITE_DONE) return q.Error("insert environment");
+    return Status::Ok();
+  }
+
+  Status PutCompute(const ComputeRecord& c) override {
+    std::lock_guard lock(mu_);
+    Stmt q(db_,
+           "INSERT INTO computes(name, type, definition_json, created_at, updated_at) "
+           "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET type = excluded.type, "
+           "definition_json = excluded.definition_json, updated_at = excluded.updated_at");
+    q.Bind(1, c.name).Bind(2, c.type).Bind(3, c.definition_json).Bind(4, c.created_at).Bind(
+        5, c.updated_at != 0 ? c.updated_at : c.created_at);
+    if (q.Step() != SQLITE_DONE) return q.Error("put compute");
+    return Status::Ok();
+  }
+
+  StatusOr<ComputeRecord> GetCompute(const std::string& name) override {
+    std::lock_guard lock(mu_);
+    Stmt q(db_,
+           "SELECT name, type, definition_json, created_at, updated_at FROM computes "
+           "WHERE name = ?");
+    q.Bind(1, name);
+    const int rc = q.Step();
+    if (rc == SQLITE_DONE) return NotFound("compute target '" + name + "' does not exist");
+    if (rc != SQLITE_ROW) return q.Error("get compute");
+    return ComputeRecord{q.Text(0), q.Text(1), q.Text(2), q.Int(3), q.Int(4)};
+  }
+
+  StatusOr<std::vector<ComputeRecord>> ListComputes() override {
+    std::lock_guard lock(mu_);
+    Stmt q(db_,
+           "SELECT name, type, definition_json, created_at, updated_at FROM computes "
+           "ORDER BY name");
+    std::vector<ComputeRecord> out;
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      out.push_back(ComputeRecord{q.Text(0), q.Text(1), q.Text(2), q.Int(3), q.Int(4)});
+    }
+    if (rc != SQLITE_DONE) return q.Error("list computes");
+    return out;
+  }
+
+  Status DeleteCompute(const std::string& name) override {
+    std::lock_guard lock(mu_);
+    Stmt q(db_, "DELETE FROM computes WHERE name = ?");
+    q.Bind(1, name);
+    if (q.Step() != SQLITE_DONE) return q.Error("delete compute");
+    if (sqlite3_changes(db_) == 0) {
+      return NotFound("compute target '" + name + "' does not exist");
+    }
     return Status::Ok();
   }
 

@@ -32,6 +32,15 @@ class Store {
   // Every version of `name`, oldest first (empty name: every environment).
   virtual StatusOr<std::vector<EnvironmentRecord>> ListEnvironments(const std::string& name) = 0;
 
+  // Inserts a compute target, or replaces the one of the same name (keeping its created_at).
+  virtual Status PutCompute(const ComputeRecord& compute) = 0;
+  // NotFound "compute target 'NAME' does not exist".
+  virtual StatusOr<ComputeRecord> GetCompute(const std::string& name) = 0;
+  // Ordered by name.
+  virtual StatusOr<std::vector<ComputeRecord>> ListComputes() = 0;
+  // NotFound when there is no such compute target.
+  virtual Status DeleteCompute(const std::string& name) = 0;
+
   // Inserts a run with its first transition. AlreadyExists for a taken id.
   virtual Status InsertRun(const RunRecord& run) = 0;
   virtual StatusOr<RunRecord> GetRun(const std::string& id) = 0;
