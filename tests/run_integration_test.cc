@@ -332,6 +332,61 @@ TEST_F(RunIntegrationTest, PipChangeRebuildsOnlyTheDependencyLayer) {
   EXPECT_NE(counting_.build_dockerfiles()[2].find("FROM " + base_tag), std::string::npos);
 }
 
+// The issue's multi-node test: a 2-node PyTorch-style job on a 2-node compute whose ranks
+// rendezvous over TCP at MASTER_ADDR:MASTER_PORT with only the standard library, on the run's own
+// network, and each print their rank.
+TEST_F(RunIntegrationTest, TwoNodeRanksRendezvousAtTheMaster) {
+  auto compute = client_->PostJson("/api/v1/computes",
+                                   json{{"name", "pair"}, {"type", "docker"}, {"max_nodes", 2}});
+  ASSERT_TRUE(compute.ok()) << compute.status().ToString();
+  const std::string script = R"py(
+import os, socket, time
+rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+if rank == 0:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(world)
+    peers = []
+    for _ in range(world - 1):
+        c, _ = s.accept()
+        peers.append(int(c.recv(16).decode()))
+        c.sendall(b"ok")
+    print(f"rank 0 of {world}: met ranks {sorted(peers)}", flush=True)
+else:
+    for _ in range(600):
+        try:
+            c = socket.create_connection((addr, port), timeout=2)
+            break
+        except OSError:
+            time.sleep(0.1)
+    c.sendall(str(rank).encode())
+    assert c.recv(2) == b"ok"
+    print(f"rank {rank} of {world}: joined {addr}:{port}", flush=True)
+)py";
+  json job = Job("python rendezvous.py");
+  job["snapshot_id"] = Snapshot({{"rendezvous.py", script}});
+  job["compute"] = "pair";
+  job["instance_count"] = 2;
+  job["distribution"] = {{"type", "pytorch"}, {"process_count_per_instance", 1}};
+  std::string name = Submit(job);
+  json done = WaitFor(name, "", 180s);
+  ASSERT_EQ(done["status"], "Completed") << done.dump() << "\n"
+                                          << ReadRunFile(name, "user_logs/std_log.txt");
+  EXPECT_NE(ReadRunFile(name, "user_logs/std_log_node_0.txt").find("rank 0 of 2: met ranks [1]"),
+            std::string::npos)
+      << ReadRunFile(name, "user_logs/std_log.txt");
+  EXPECT_NE(
+      ReadRunFile(name, "user_logs/std_log_node_1.txt").find("rank 1 of 2: joined node-0:6105"),
+      std::string::npos)
+      << ReadRunFile(name, "user_logs/std_log.txt");
+  // Containers and the run's network are gone.
+  EXPECT_EQ(real_.InspectContainer("trainyard-" + name + "-0").status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(real_.RemoveNetwork("trainyard-" + name).code(), StatusCode::kOk);
+}
+
 class RegistryIntegrationTest : public RunIntegrationTest {
  protected:
   void SetUp() override {

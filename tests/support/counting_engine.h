@@ -68,6 +68,11 @@ class CountingEngine : public docker::Engine {
   Status RemoveContainer(const std::string& id, bool force) override {
     return real_.RemoveContainer(id, force);
   }
+  Status CreateNetwork(const std::string& name,
+                       const std::map<std::string, std::string>& labels) override {
+    return real_.CreateNetwork(name, labels);
+  }
+  Status RemoveNetwork(const std::string& name) override { return real_.RemoveNetwork(name); }
   StatusOr<docker::ContainerState> InspectContainer(const std::string& id) override {
     return real_.InspectContainer(id);
   }

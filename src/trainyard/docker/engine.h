@@ -151,6 +151,13 @@ class Engine {
   virtual Status RemoveContainer(const std::string& id, bool force) = 0;
   virtual StatusOr<ContainerState> InspectContainer(const std::string& id) = 0;
 
+  // Creates a bridge network of that name with `labels` (containers on it reach each other by
+  // name and alias); OK when one of that name exists already.
+  virtual Status CreateNetwork(const std::string& name,
+                               const std::map<std::string, std::string>& labels) = 0;
+  // Removes the network; OK when it does not exist. FailedPrecondition while containers use it.
+  virtual Status RemoveNetwork(const std::string& name) = 0;
+
   // Containers (running or not) that carry label `key` (any value, when `value` is empty).
   virtual StatusOr<std::vector<ContainerSummary>> ListContainers(const std::string& key,
                                                                  const std::string& value) = 0;

@@ -92,6 +92,26 @@ void FakeEngine::SetRegistryCredentials(const std::string& registry, const std::
   credentials_[registry] = {username, password};
 }
 
+Status FakeEngine::CreateNetwork(const std::string& name,
+                                 const std::map<std::string, std::string>&) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  TY_RETURN_IF_ERROR(CheckAvailableLocked());
+  networks_.insert(name);
+  return Status::Ok();
+}
+
+Status FakeEngine::RemoveNetwork(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  TY_RETURN_IF_ERROR(CheckAvailableLocked());
+  networks_.erase(name);
+  return Status::Ok();
+}
+
+std::set<std::string> FakeEngine::Networks() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return networks_;
+}
+
 void FakeEngine::SetBuildHook(std::function<void()> hook) {
   std::lock_guard<std::mutex> lock(mutex_);
   build_hook_ = std::move(hook);

@@ -74,6 +74,8 @@ class FakeEngine : public Engine {
   std::optional<ContainerConfig> last_container_config() const;
   std::optional<RegistryAuth> last_pull_auth() const;
   bool HasImage(const std::string& ref) const;
+  // Names of the networks that exist.
+  std::set<std::string> Networks() const;
   // Ids of containers that exist (created and not removed).
   std::vector<std::string> ContainerIds() const;
   // Blocks until the container with this id or name is running; false after `timeout`.
@@ -95,6 +97,9 @@ class FakeEngine : public Engine {
   Status KillContainer(const std::string& id) override;
   Status RemoveContainer(const std::string& id, bool force) override;
   StatusOr<ContainerState> InspectContainer(const std::string& id) override;
+  Status CreateNetwork(const std::string& name,
+                       const std::map<std::string, std::string>& labels) override;
+  Status RemoveNetwork(const std::string& name) override;
   StatusOr<std::vector<ContainerSummary>> ListContainers(const std::string& key,
                                                          const std::string& value) override;
 
@@ -116,6 +121,7 @@ class FakeEngine : public Engine {
   std::map<std::string, std::pair<std::string, std::string>> credentials_;  // registry -> (u, p)
   std::optional<std::string> build_failure_;
   std::function<void()> build_hook_;
+  std::set<std::string> networks_;
   std::optional<std::vector<std::string>> build_output_;
   Runner runner_;
   std::map<std::string, std::shared_ptr<Container>> containers_;  // by id; shared with runners

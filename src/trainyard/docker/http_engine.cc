@@ -715,6 +715,42 @@ Status HttpEngine::RemoveContainer(const std::string& id, bool force) {
   return Status::Ok();
 }
 
+Status HttpEngine::CreateNetwork(const std::string& name,
+                                 const std::map<std::string, std::string>& labels) {
+  Request req;
+  req.method = "POST";
+  req.path = "/networks/create";
+  req.content_type = "application/json";
+  json body = {{"Name", name}, {"Driver", "bridge"}, {"CheckDuplicate", true}};
+  body["Labels"] = json::object();
+  for (const auto& [k, v] : labels) body["Labels"][k] = v;
+  const std::string text = Dump(body);  // the request borrows it
+  req.body = text;
+  req.timeout_seconds = kShortCallTimeoutSeconds;
+  TY_ASSIGN_OR_RETURN(Response resp, Send(req));
+  if (resp.status == 409) return Status::Ok();  // it exists: a retried start
+  if (!IsSuccess(resp.status)) {
+    return StatusFromHttp(resp.status, resp.body, "create network " + name);
+  }
+  return Status::Ok();
+}
+
+Status HttpEngine::RemoveNetwork(const std::string& name) {
+  Request req;
+  req.method = "DELETE";
+  req.path = "/networks/" + PathPart(name);
+  req.timeout_seconds = kShortCallTimeoutSeconds;
+  TY_ASSIGN_OR_RETURN(Response resp, Send(req));
+  if (resp.status == 404) return Status::Ok();
+  if (resp.status == 403 || resp.status == 409) {
+    return FailedPrecondition("network " + name + " is in use");
+  }
+  if (!IsSuccess(resp.status)) {
+    return StatusFromHttp(resp.status, resp.body, "remove network " + name);
+  }
+  return Status::Ok();
+}
+
 StatusOr<ContainerState> HttpEngine::InspectContainer(const std::string& id) {
   Request req;
   req.path = "/containers/" + PathPart(id) + "/json";

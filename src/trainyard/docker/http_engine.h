@@ -57,6 +57,9 @@ class HttpEngine : public Engine {
   Status KillContainer(const std::string& id) override;
   Status RemoveContainer(const std::string& id, bool force) override;
   StatusOr<ContainerState> InspectContainer(const std::string& id) override;
+  Status CreateNetwork(const std::string& name,
+                       const std::map<std::string, std::string>& labels) override;
+  Status RemoveNetwork(const std::string& name) override;
   StatusOr<std::vector<ContainerSummary>> ListContainers(const std::string& key,
                                                          const std::string& value) override;
 

@@ -42,6 +42,9 @@ StatusOr<std::string> DockerExecutor::Launch(const LaunchSpec& spec) {
   c.nano_cpus = spec.nano_cpus;
   c.memory_bytes = spec.memory_bytes;
   if (!spec.gpu_device_ids.empty()) c.gpus = docker::GpuRequest{0, spec.gpu_device_ids};
+  c.network_mode = spec.network;
+  c.hostname = spec.hostname;
+  c.network_aliases = spec.network_aliases;
   c.init = true;  // cancel and timeout stop the script with SIGTERM, not only after the grace
   TY_ASSIGN_OR_RETURN(std::string id, engine_.CreateContainer(c));
   Status s = engine_.StartContainer(id);
@@ -75,6 +78,15 @@ StatusOr<bool> DockerExecutor::IsRunning(const std::string& handle) {
 
 Status DockerExecutor::Cleanup(const std::string& handle) {
   return engine_.RemoveContainer(handle, true);
+}
+
+Status DockerExecutor::CreateNetwork(const std::string& name,
+                                     const std::map<std::string, std::string>& labels) {
+  return engine_.CreateNetwork(name, labels);
+}
+
+Status DockerExecutor::RemoveNetwork(const std::string& name) {
+  return engine_.RemoveNetwork(name);
 }
 
 }  // namespace trainyard::exec

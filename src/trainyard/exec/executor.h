@@ -22,6 +22,11 @@ struct LaunchSpec {
   std::vector<std::string> env;   // "KEY=VALUE"
   std::string working_dir;
   std::vector<docker::Mount> mounts;
+  // A multi-node run's nodes share a network of their own, where each is reachable by its
+  // hostname (and aliases). Empty: the default network.
+  std::string network;
+  std::string hostname;
+  std::vector<std::string> network_aliases;
   std::int64_t shm_size_bytes = 0;
   // The node's size (0: no limit): CPU quota in billionths of a CPU, memory limit, and the
   // machine's GPUs it gets (device ids). A process executor enforces none of them.
@@ -57,6 +62,14 @@ class Executor {
   virtual StatusOr<bool> IsRunning(const std::string& handle) = 0;
   // Removes what the node left behind. OK when nothing is left.
   virtual Status Cleanup(const std::string& handle) = 0;
+  // The network of a multi-node run's nodes (LaunchSpec::network), made before they launch and
+  // removed after they are cleaned up. OK when it exists / is gone. Executors whose nodes share
+  // the host's network need none.
+  virtual Status CreateNetwork(const std::string& /*name*/,
+                               const std::map<std::string, std::string>& /*labels*/) {
+    return Status::Ok();
+  }
+  virtual Status RemoveNetwork(const std::string& /*name*/) { return Status::Ok(); }
 };
 
 // Runs nodes as containers on a Docker engine (borrowed; must outlive the executor).
@@ -70,6 +83,9 @@ class DockerExecutor : public Executor {
   Status Stop(const std::string& handle, int grace_seconds) override;
   StatusOr<bool> IsRunning(const std::string& handle) override;
   Status Cleanup(const std::string& handle) override;
+  Status CreateNetwork(const std::string& name,
+                       const std::map<std::string, std::string>& labels) override;
+  Status RemoveNetwork(const std::string& name) override;
 
  private:
   docker::Engine& engine_;

@@ -25,6 +25,84 @@ constexpr const char* kAnonymousEnv = "anonymous";
 
 std::string ContainerName(const std::string& run_id) { return "trainyard-" + run_id; }
 
+// The container (or process) of node `i` of a run on `n` nodes; a one-node run's is the run's.
+std::string NodeName(const std::string& run_id, int i, int n) {
+  return n == 1 ? ContainerName(run_id) : ContainerName(run_id) + "-" + std::to_string(i);
+}
+
+// Node `i`'s log, relative to the run's folder (multi-node runs).
+std::string NodeLogName(int i) { return "user_logs/std_log_node_" + std::to_string(i) + ".txt"; }
+
+// Where a multi-node run's hostfile is kept (relative to the run's folder), and where its
+// containers see it.
+constexpr const char* kHostfile = "hostfile";
+constexpr const char* kHostfileInContainer = "/trainyard/hostfile";
+
+// The hostname of node `i` on a multi-node run's network.
+std::string NodeHost(int i) { return "node-" + std::to_string(i); }
+
+constexpr int kDefaultMasterPort = 6105;  // REFERENCE.md
+constexpr int kTensorFlowPort = 2222;
+
+// Runs `process_count_per_instance` copies of the command ($TRAINYARD_COMMAND) on one node,
+// each with its own rank variables, and exits with the first non-zero exit code among them. A
+// TERM reaches every copy.
+constexpr const char* kLauncher = R"sh(
+pids=""
+i=0
+while [ "$i" -lt "$TRAINYARD_PROCESSES" ]; do
+  rank=$((TRAINYARD_NODE_RANK * TRAINYARD_PROCESSES + i))
+  if [ "$TRAINYARD_DISTRIBUTION" = mpi ]; then
+    ( export OMPI_COMM_WORLD_RANK=$rank OMPI_COMM_WORLD_LOCAL_RANK=$i
+      exec /bin/sh -c "$TRAINYARD_COMMAND" ) &
+  else
+    ( export RANK=$rank LOCAL_RANK=$i; exec /bin/sh -c "$TRAINYARD_COMMAND" ) &
+  fi
+  pids="$pids $!"
+  i=$((i + 1))
+done
+trap 'kill -TERM $pids 2>/dev/null' TERM INT
+rc=0
+for p in $pids; do
+  wait "$p"
+  c=$?
+  if [ "$rc" -eq 0 ] && [ "$c" -ne 0 ]; then rc=$c; fi
+done
+exit "$rc"
+)sh";
+
+// Writes whole lines to `sink`, each after `prefix`; a partial line waits for its end (or Flush).
+class LinePrefixer {
+ public:
+  LinePrefixer(std::string prefix, docker::TextSink sink)
+      : prefix_(std::move(prefix)), sink_(std::move(sink)) {}
+  void Write(std::string_view t) {
+    std::string out;
+    while (!t.empty()) {
+      const std::size_t nl = t.find('\n');
+      if (nl == std::string_view::npos) {
+        pending_.append(t);
+        break;
+      }
+      out += prefix_;
+      out += pending_;
+      out.append(t.substr(0, nl + 1));
+      pending_.clear();
+      t.remove_prefix(nl + 1);
+    }
+    if (!out.empty()) sink_(out);
+  }
+  void Flush() {
+    if (!pending_.empty()) sink_(prefix_ + pending_ + "\n");
+    pending_.clear();
+  }
+
+ private:
+  std::string prefix_;
+  docker::TextSink sink_;
+  std::string pending_;
+};
+
 // Appends to one of a run's log files and tells listeners after each write.
 class LogWriter {
  public:
@@ -50,6 +128,7 @@ class LogWriter {
 
   void Write(std::string_view text) {
     if (fd_ < 0 || text.empty()) return;
+    std::lock_guard lock(mu_);  // the nodes of a run write into one log
     while (!text.empty()) {
       ssize_t n = ::write(fd_, text.data(), text.size());
       if (n < 0) {
@@ -66,6 +145,7 @@ class LogWriter {
 
  private:
   int fd_ = -1;
+  std::mutex mu_;
   std::function<void()> on_write_;
 };
 
@@ -142,8 +222,9 @@ struct Scheduler::RunContext {
   std::condition_variable cv;
   bool cancel_requested = false;  // Guarded by mu.
   bool timed_out = false;         // Guarded by mu.
-  bool node_done = false;         // Guarded by mu.
-  std::string handle;             // Guarded by mu: the container, once launched.
+  bool node_done = false;         // Guarded by mu: every node ended.
+  bool node_failed = false;       // Guarded by mu: a node ended with an error.
+  std::vector<std::string> handles;  // Guarded by mu: one per node, once launched.
 };
 
 // An image built while the runs that need it wait in their queues: one build per image for
@@ -274,10 +355,21 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
                            "' has at most " + std::to_string(compute.max_nodes) +
                            " (max_nodes); it could never start");
   }
-  if (request.instance_count > 1) {
-    return InvalidArgument("the job asks for " + std::to_string(request.instance_count) +
-                           " nodes: runs on more than one node are not available yet in this "
-                           "version of trainyard; use resources.instance_count: 1");
+  if (request.distribution) {
+    const auto& d = *request.distribution;
+    if (d.type != "pytorch" && d.type != "mpi" && d.type != "tensorflow") {
+      return InvalidArgument("distribution.type must be pytorch, mpi or tensorflow, not '" +
+                             d.type + "'");
+    }
+    if (d.process_count_per_instance < 1 || d.process_count_per_instance > 1024) {
+      return InvalidArgument("distribution.process_count_per_instance must be 1..1024, not " +
+                             std::to_string(d.process_count_per_instance));
+    }
+    if (d.type == "tensorflow" && d.process_count_per_instance != 1) {
+      return InvalidArgument(
+          "a tensorflow distribution runs one worker per node: process_count_per_instance must "
+          "be 1 (ask for more nodes with resources.instance_count)");
+    }
   }
   if (request.shm_size_bytes && compute.node_memory_bytes > 0 &&
       *request.shm_size_bytes > compute.node_memory_bytes) {
@@ -576,7 +668,19 @@ void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& rea
   (void)Transition(ctx, status);
 }
 
-StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std::string& image) {
+std::string Scheduler::Hostfile(const RunContext& ctx) {
+  const int per_node =
+      ctx.request.distribution ? std::max(1, ctx.request.distribution->process_count_per_instance) : 1;
+  std::string out;
+  for (int i = 0; i < ctx.nodes; ++i) {
+    out += (ctx.process ? std::string("localhost") : NodeHost(i)) + " slots=" +
+           std::to_string(per_node) + "\n";
+  }
+  return out;
+}
+
+StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std::string& image,
+                                                     int node) {
   const spec::RunRequest& req = ctx.request;
   const fs::path run_dir = layout_.RunDir(ctx.id);
   // A container sees the run's folders where it mounts them; a process sees the host's paths.
@@ -584,13 +688,14 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
   const std::string code_dir = process ? (run_dir / "code").string() : kCodeDir;
   exec::LaunchSpec spec;
   spec.run_id = ctx.id;
-  spec.name = ContainerName(ctx.id);
+  spec.name = NodeName(ctx.id, node, ctx.nodes);
   spec.image = image;
   spec.working_dir = code_dir;
   spec.shm_size_bytes = req.shm_size_bytes.value_or(0);
-  const int slot = ctx.slots.empty() ? 0 : ctx.slots.front();
+  const int slot =
+      node < static_cast<int>(ctx.slots.size()) ? ctx.slots[static_cast<std::size_t>(node)] : 0;
   spec.labels = {{"trainyard.run_id", ctx.id},
-                 {"trainyard.node", "0"},
+                 {"trainyard.node", std::to_string(node)},
                  {"trainyard.compute", ctx.compute},
                  {"trainyard.workspace", layout_.root.string()}};
   if (!process) {
@@ -669,10 +774,67 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
   env["TRAINYARD_WORKSPACE"] = layout_.root.string();
   env["AZUREML_RUN_ID"] = ctx.id;
   env["AZUREML_ARM_PROJECT_NAME"] = req.experiment_name;
-  for (const auto& [k, v] : env) spec.env.push_back(k + "=" + v);
+
+  // Distributed training (REFERENCE.md): every node learns the run's shape and its place in it.
+  const std::string type = req.distribution ? req.distribution->type : "";
+  const int per_node = req.distribution ? std::max(1, req.distribution->process_count_per_instance) : 1;
+  const int world = ctx.nodes * per_node;
+  const std::string master = process ? "127.0.0.1" : NodeHost(0);
+  if (ctx.nodes > 1 && !process) {
+    spec.network = ContainerName(ctx.id);
+    spec.hostname = NodeHost(node);
+    spec.network_aliases = {NodeHost(node)};
+    spec.mounts.push_back({(run_dir / kHostfile).string(), kHostfileInContainer, true});
+  }
+  if (ctx.nodes > 1 || !type.empty()) {
+    env["TRAINYARD_NODE_RANK"] = std::to_string(node);
+    env["TRAINYARD_NODE_COUNT"] = std::to_string(ctx.nodes);
+    env["TRAINYARD_PROCESSES"] = std::to_string(per_node);
+    env["TRAINYARD_DISTRIBUTION"] = type;
+    if (ctx.nodes > 1) {
+      env["TRAINYARD_HOSTFILE"] =
+          process ? (run_dir / kHostfile).string() : std::string(kHostfileInContainer);
+    }
+  }
+  if (type == "mpi") {
+    env["OMPI_COMM_WORLD_SIZE"] = std::to_string(world);
+    env["OMPI_COMM_WORLD_LOCAL_SIZE"] = std::to_string(per_node);
+    env["OMPI_COMM_WORLD_NODE_RANK"] = std::to_string(node);
+    if (per_node == 1) {
+      env["OMPI_COMM_WORLD_RANK"] = std::to_string(node);
+      env["OMPI_COMM_WORLD_LOCAL_RANK"] = "0";
+    }
+  } else if (type == "tensorflow") {
+    nlohmann::json workers = nlohmann::json::array();
+    for (int i = 0; i < ctx.nodes; ++i) {
+      workers.push_back((process ? "127.0.0.1" : NodeHost(i)) + ":" +
+                        std::to_string(kTensorFlowPort + (process ? i : 0)));
+    }
+    env["TF_CONFIG"] = nlohmann::json{{"cluster", {{"worker", workers}}},
+                                      {"task", {{"type", "worker"}, {"index", node}}},
+                                      {"environment", "cloud"}}
+                           .dump();
+  } else if (type == "pytorch" || ctx.nodes > 1) {
+    env["MASTER_ADDR"] = master;
+    if (!env.count("MASTER_PORT")) env["MASTER_PORT"] = std::to_string(kDefaultMasterPort);
+    env["WORLD_SIZE"] = std::to_string(world);
+    env["NODE_RANK"] = std::to_string(node);
+    if (per_node == 1) {
+      env["RANK"] = std::to_string(node);
+      env["LOCAL_RANK"] = "0";
+    }
+  }
 
   TY_ASSIGN_OR_RETURN(std::string command, spec::SubstituteCommand(req.command, ins, outs));
-  spec.argv = {"/bin/sh", "-c", command};
+  if (per_node > 1) {
+    // Several processes per node: a launcher starts them, each with its own ranks.
+    env["TRAINYARD_COMMAND"] = command;
+    spec.argv = {"/bin/sh", "-c", kLauncher};
+  } else {
+    spec.argv = {"/bin/sh", "-c", command};
+  }
+  spec.env.clear();
+  for (const auto& [k, v] : env) spec.env.push_back(k + "=" + v);
   return spec;
 }
 
@@ -765,24 +927,44 @@ void Scheduler::Execute(RunContext& ctx) {
     return;
   }
   exec::Executor& executor = ExecutorFor(ctx);
-  auto launch = MakeLaunchSpec(ctx, image_ref);
-  StatusOr<std::string> handle =
-      launch.ok() ? StatusOr<std::string>(Status::Ok()) : launch.status();
-  if (launch.ok()) {
-    (void)executor.Cleanup(launch->name);  // a leftover from an interrupted attempt
-    handle = executor.Launch(*launch);
+  // A multi-node run's nodes share a network of their own, where they find each other by name.
+  Status launched = Status::Ok();
+  if (ctx.nodes > 1) {
+    launched = WriteFileAtomic(layout_.RunDir(ctx.id) / kHostfile, Hostfile(ctx));
+    if (launched.ok()) {
+      launched = executor.CreateNetwork(ContainerName(ctx.id), {{"trainyard.run_id", ctx.id}});
+    }
   }
-  if (!handle.ok()) {
-    Finish(ctx, RunStatus::kFailed, "could not start the run: " + handle.status().message());
+  std::vector<std::string> handles;
+  for (int node = 0; node < ctx.nodes && launched.ok(); ++node) {
+    auto launch = MakeLaunchSpec(ctx, image_ref, node);
+    if (!launch.ok()) {
+      launched = launch.status();
+      break;
+    }
+    (void)executor.Cleanup(launch->name);  // a leftover from an interrupted attempt
+    auto handle = executor.Launch(*launch);
+    if (!handle.ok()) {
+      launched = handle.status().WithPrefix(ctx.nodes > 1 ? "node " + std::to_string(node) : "");
+      break;
+    }
+    handles.push_back(launch->name);
+    if (node == 0) {
+      if (auto rec = store_.GetRun(ctx.id); rec.ok()) {
+        rec->container_id = *handle;
+        (void)store_.UpdateRun(*rec);
+      }
+    }
+  }
+  if (!launched.ok()) {
+    for (const auto& h : handles) (void)executor.Cleanup(h);
+    if (ctx.nodes > 1) (void)executor.RemoveNetwork(ContainerName(ctx.id));
+    Finish(ctx, RunStatus::kFailed, "could not start the run: " + launched.message());
     return;
   }
   {
     std::lock_guard lock(ctx.mu);
-    ctx.handle = launch->name;
-  }
-  if (auto rec = store_.GetRun(ctx.id); rec.ok()) {
-    rec->container_id = *handle;
-    (void)store_.UpdateRun(*rec);
+    ctx.handles = std::move(handles);
   }
   if (!Transition(ctx, RunStatus::kRunning).ok()) {
     // Canceled between launch and now: FollowAndFinish stops the container.
@@ -794,12 +976,14 @@ void Scheduler::Execute(RunContext& ctx) {
 void Scheduler::FollowAndFinish(RunContext& ctx) {
   const fs::path run_dir = layout_.RunDir(ctx.id);
   exec::Executor& executor = ExecutorFor(ctx);
-  std::string handle;
+  std::vector<std::string> handles;
   {
     std::lock_guard lock(ctx.mu);
-    handle = ctx.handle;
+    handles = ctx.handles;
   }
-  // Cancel and timeout are carried out by a watchdog, so the log stream is never blocked.
+  const int n = static_cast<int>(handles.size());
+  // Cancel, timeout and a failed node are carried out by a watchdog, so the log streams are
+  // never blocked: it stops every node that still runs.
   std::optional<std::chrono::steady_clock::time_point> deadline;
   if (ctx.request.timeout_seconds) {
     std::int64_t elapsed_ms = std::max<std::int64_t>(0, NowMillis() - ctx.running_since);
@@ -808,7 +992,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
   }
   std::thread watchdog([&] {
     std::unique_lock lock(ctx.mu);
-    auto stop_wanted = [&] { return ctx.node_done || ctx.cancel_requested; };
+    auto stop_wanted = [&] { return ctx.node_done || ctx.cancel_requested || ctx.node_failed; };
     if (deadline) {
       if (!ctx.cv.wait_until(lock, *deadline, stop_wanted)) ctx.timed_out = true;
     } else {
@@ -816,14 +1000,51 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
     }
     if (ctx.node_done) return;
     lock.unlock();
-    (void)executor.Stop(handle, options_.stop_grace_seconds);
+    std::vector<std::thread> stops;
+    for (const auto& h : handles) {
+      stops.emplace_back([&, h] { (void)executor.Stop(h, options_.stop_grace_seconds); });
+    }
+    for (auto& t : stops) t.join();
   });
 
   // Re-reading from the first byte into a truncated file keeps the log whole and free of
-  // duplicates, also after a re-attach.
+  // duplicates, also after a re-attach. One node: its output is the run's log. Several: each
+  // has its own (user_logs/std_log_node_<i>.txt) and the run's log has every node's lines,
+  // each prefixed "[node i] ".
   LogWriter std_log(run_dir / kStdLog, true, [this, &ctx] { Notify(ctx.id); });
-  Status logs = executor.StreamLogs(handle, std_log.Sink());
-  auto exit = executor.Wait(handle);
+  std::vector<StatusOr<exec::ExitInfo>> exits(n, Internal("not waited for"));
+  std::vector<std::int64_t> failed_at(n, 0);  // when a node ended badly (ms), 0 when it did not
+  auto follow = [&](int i) {
+    std::optional<LogWriter> node_log;
+    std::optional<LinePrefixer> prefixed;
+    docker::TextSink sink = std_log.Sink();
+    if (n > 1) {
+      node_log.emplace(run_dir / NodeLogName(i), true, [] {});
+      prefixed.emplace("[node " + std::to_string(i) + "] ", std_log.Sink());
+      sink = [&](std::string_view t) {
+        node_log->Write(t);
+        prefixed->Write(t);
+      };
+    }
+    (void)executor.StreamLogs(handles[i], sink);
+    if (prefixed) prefixed->Flush();
+    exits[i] = executor.Wait(handles[i]);
+    if (!exits[i].ok() || exits[i]->exit_code != 0) {
+      failed_at[i] = NowMillis();
+      {
+        std::lock_guard lock(ctx.mu);
+        ctx.node_failed = true;
+      }
+      ctx.cv.notify_all();
+    }
+  };
+  if (n == 1) {
+    follow(0);
+  } else {
+    std::vector<std::thread> followers;
+    for (int i = 0; i < n; ++i) followers.emplace_back(follow, i);
+    for (auto& t : followers) t.join();
+  }
   {
     std::lock_guard lock(ctx.mu);
     ctx.node_done = true;
@@ -837,6 +1058,13 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
     canceled = ctx.cancel_requested;
     timed_out = ctx.timed_out;
   }
+  // The node the run's outcome is told by: the first to fail, else node 0.
+  int cause = 0;
+  for (int i = 0; i < n; ++i) {
+    if (failed_at[i] != 0 && (failed_at[cause] == 0 || failed_at[i] < failed_at[cause])) cause = i;
+  }
+  const StatusOr<exec::ExitInfo>& exit = exits[cause];
+  const std::string node_prefix = n > 1 ? "node " + std::to_string(cause) + ": " : "";
   if (exit.ok()) {
     if (auto rec = store_.GetRun(ctx.id); rec.ok()) {
       rec->exit_code = exit->exit_code;
@@ -846,7 +1074,8 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
   (void)Transition(ctx, RunStatus::kFinalizing);
   // ./outputs and ./logs were written straight into the run's folders by the bind mounts;
   // nothing is left inside the container once it is removed.
-  (void)executor.Cleanup(handle);
+  for (const auto& h : handles) (void)executor.Cleanup(h);
+  if (n > 1) (void)executor.RemoveNetwork(ContainerName(ctx.id));
   Status collected = Status::Ok();
   if (options_.collect_outputs) {
     collected = options_.collect_outputs(ctx.id, layout_.RunDir(ctx.id));
@@ -858,16 +1087,19 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
     Finish(ctx, RunStatus::kFailed,
            "timed out after " + std::to_string(*ctx.request.timeout_seconds) + " s");
   } else if (!exit.ok()) {
-    Finish(ctx, RunStatus::kFailed, "compute lost: " + exit.status().message());
+    Finish(ctx, RunStatus::kFailed, "compute lost: " + node_prefix + exit.status().message());
   } else if (auto verdict = ScriptFailure(store_, ctx.id)) {
     // The script called fail(): its verdict stands whatever the exit code (docs/tracking.md).
     Finish(ctx, RunStatus::kFailed, *verdict);
   } else if (exit->oom_killed) {
     Finish(ctx, RunStatus::kFailed,
-           "out of memory: the kernel killed the script (exit code " +
+           "out of memory: " + node_prefix + "the kernel killed the script (exit code " +
                std::to_string(exit->exit_code) + ")");
   } else if (exit->exit_code != 0) {
-    std::string reason = "script exited with code " + std::to_string(exit->exit_code);
+    std::string reason = node_prefix + "script exited with code " + std::to_string(exit->exit_code);
+    if (n > 1) {
+      reason += " (its log: " + NodeLogName(cause) + "; the other nodes were stopped)";
+    }
     if (CodeIsReadOnly(ctx.request) &&
         LogTailMentions(layout_.RunDir(ctx.id) / kStdLog, "Read-only file system")) {
       reason +=
@@ -881,7 +1113,6 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
   } else {
     Finish(ctx, RunStatus::kCompleted, "");
   }
-  (void)logs;
 }
 
 Status Scheduler::Cancel(const std::string& run_id) {
@@ -942,7 +1173,6 @@ Status Scheduler::Recover() {
       continue;
     }
     ctx->request = std::move(req).value();
-    ctx->handle = ContainerName(rec.id);
     ctx->running_since = rec.TimeOf(RunStatus::kRunning);
     ctx->image_hash = rec.image_hash;
     ctx->queued_at = rec.TimeOf(RunStatus::kQueued);
@@ -960,7 +1190,8 @@ Status Scheduler::Recover() {
              "compute lost: compute target '" + ctx->request.compute + "' no longer exists");
       continue;
     }
-    auto running = ExecutorFor(*ctx).IsRunning(ctx->handle);
+    for (int i = 0; i < ctx->nodes; ++i) ctx->handles.push_back(NodeName(rec.id, i, ctx->nodes));
+    auto running = ExecutorFor(*ctx).IsRunning(ctx->handles.front());
     if (!running.ok() && running.status().code() != StatusCode::kNotFound) {
       // The engine cannot be asked (dockerd down or restarting): failing the run would be a
       // guess, and its container may be alive. It stays as it is until a daemon can ask.

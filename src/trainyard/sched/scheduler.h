@@ -178,7 +178,10 @@ class Scheduler {
   Status Transition(RunContext& ctx, store::RunStatus to);
   void Finish(RunContext& ctx, store::RunStatus status, const std::string& reason);
   void Notify(const std::string& run_id);
-  StatusOr<exec::LaunchSpec> MakeLaunchSpec(RunContext& ctx, const std::string& image);
+  // The launch of node `node` (0-based) of the run.
+  StatusOr<exec::LaunchSpec> MakeLaunchSpec(RunContext& ctx, const std::string& image, int node);
+  // A multi-node run's hostfile: one "HOST slots=P" line per node.
+  static std::string Hostfile(const RunContext& ctx);
 
   store::Store& store_;
   EnvironmentRegistry& environments_;

@@ -799,5 +799,125 @@ TEST_F(SchedulerTest, ProcessComputeRunsOnTheHost) {
   EXPECT_NE(t.failure_reason.find("timed out"), std::string::npos) << t.failure_reason;
 }
 
+// Multi-node: one container per node on a network of the run's own, each told the run's shape
+// (PyTorch variables), logs per node and prefixed in the run's log; the network goes at the end.
+TEST_F(SchedulerTest, MultiNodeRunGetsANetworkRanksAndLogsPerNode) {
+  Build(4);
+  std::mutex mu;
+  std::vector<docker::ContainerConfig> configs;
+  engine_.SetRunner([&](const docker::ContainerConfig& c, const docker::TextSink& log) {
+    {
+      std::lock_guard lock(mu);
+      configs.push_back(c);
+    }
+    log("hello from " + c.hostname + "\npartial");
+    return 0;
+  });
+  auto req = Request("python train.py");
+  req.instance_count = 3;
+  req.distribution = spec::DistributionSpec{"pytorch", 1};
+  auto run = scheduler_->Submit(req);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  auto done = WaitFor(run->id);
+  ASSERT_EQ(done.status, RunStatus::kCompleted) << done.failure_reason;
+  ASSERT_EQ(configs.size(), 3u);
+  std::set<std::string> hosts;
+  for (const auto& c : configs) {
+    const std::string node = c.labels.at("trainyard.node");
+    hosts.insert(c.hostname);
+    EXPECT_EQ(c.hostname, "node-" + node);
+    EXPECT_EQ(c.network_mode, "trainyard-" + run->id);
+    EXPECT_EQ(c.name, "trainyard-" + run->id + "-" + node);
+    auto has = [&](const std::string& kv) {
+      return std::find(c.env.begin(), c.env.end(), kv) != c.env.end();
+    };
+    EXPECT_TRUE(has("MASTER_ADDR=node-0"));
+    EXPECT_TRUE(has("MASTER_PORT=6105"));
+    EXPECT_TRUE(has("WORLD_SIZE=3"));
+    EXPECT_TRUE(has("NODE_RANK=" + node));
+    EXPECT_TRUE(has("RANK=" + node));
+    EXPECT_TRUE(has("LOCAL_RANK=0"));
+  }
+  EXPECT_EQ(hosts, (std::set<std::string>{"node-0", "node-1", "node-2"}));
+  EXPECT_TRUE(engine_.Networks().empty()) << "the run's network is removed at the end";
+  for (int i = 0; i < 3; ++i) {
+    auto log = ReadFile(layout_.RunDir(run->id) / ("user_logs/std_log_node_" +
+                                                   std::to_string(i) + ".txt"));
+    ASSERT_TRUE(log.ok());
+    EXPECT_EQ(*log, "hello from node-" + std::to_string(i) + "\npartial");
+  }
+  auto all = ReadFile(layout_.RunDir(run->id) / Scheduler::kStdLog);
+  ASSERT_TRUE(all.ok());
+  EXPECT_NE(all->find("[node 1] hello from node-1\n"), std::string::npos) << *all;
+  EXPECT_NE(all->find("[node 2] partial\n"), std::string::npos) << *all;
+  auto hostfile = ReadFile(layout_.RunDir(run->id) / "hostfile");
+  ASSERT_TRUE(hostfile.ok());
+  EXPECT_EQ(*hostfile, "node-0 slots=1\nnode-1 slots=1\nnode-2 slots=1\n");
+}
+
+// One node failing fails the run, naming the node; the others are stopped, not waited for.
+TEST_F(SchedulerTest, MultiNodeRunFailsWhenANodeFailsAndStopsTheOthers) {
+  Build(2);
+  engine_.SetRunner([](const docker::ContainerConfig& c, const docker::TextSink&) {
+    if (c.labels.at("trainyard.node") == "1") return 3;
+    docker::FakeEngine::WaitForStop();
+    return 0;
+  });
+  auto req = Request("python train.py");
+  req.instance_count = 2;
+  auto run = scheduler_->Submit(req);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  auto done = WaitFor(run->id, 10s);
+  EXPECT_EQ(done.status, RunStatus::kFailed);
+  EXPECT_NE(done.failure_reason.find("node 1: script exited with code 3"), std::string::npos)
+      << done.failure_reason;
+  EXPECT_TRUE(engine_.ContainerIds().empty());
+  // MPI: its own variables and a launcher for several processes per node.
+  engine_.SetRunner([](const docker::ContainerConfig&, const docker::TextSink&) { return 0; });
+  req = Request("./train");
+  req.instance_count = 2;
+  req.distribution = spec::DistributionSpec{"mpi", 4};
+  run = scheduler_->Submit(req);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(WaitFor(run->id).status, RunStatus::kCompleted);
+  auto c = engine_.last_container_config();
+  ASSERT_TRUE(c.has_value());
+  auto has = [&](const std::string& kv) {
+    return std::find(c->env.begin(), c->env.end(), kv) != c->env.end();
+  };
+  EXPECT_TRUE(has("OMPI_COMM_WORLD_SIZE=8"));
+  EXPECT_TRUE(has("OMPI_COMM_WORLD_LOCAL_SIZE=4"));
+  EXPECT_TRUE(has("TRAINYARD_COMMAND=./train"));
+  // tensorflow with several processes per node can never run.
+  req.distribution = spec::DistributionSpec{"tensorflow", 2};
+  EXPECT_EQ(scheduler_->Submit(req).status().code(), StatusCode::kInvalidArgument);
+}
+
+// The launcher on a process compute: two nodes of two processes each get ranks 0..3 once.
+TEST_F(SchedulerTest, ProcessComputeMultiNodeRanks) {
+  spec::ComputeDefinition host;
+  host.name = "host";
+  host.type = "process";
+  host.max_nodes = 2;
+  ASSERT_TRUE(scheduler_->PutCompute(host, false).ok());
+  auto req = Request("echo rank=$RANK local=$LOCAL_RANK node=$NODE_RANK world=$WORLD_SIZE "
+                     "master=$MASTER_ADDR");
+  req.compute = "host";
+  req.instance_count = 2;
+  req.distribution = spec::DistributionSpec{"pytorch", 2};
+  auto run = scheduler_->Submit(req);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  auto done = WaitFor(run->id);
+  ASSERT_EQ(done.status, RunStatus::kCompleted) << done.failure_reason;
+  auto log = ReadFile(layout_.RunDir(run->id) / Scheduler::kStdLog);
+  ASSERT_TRUE(log.ok());
+  for (const char* line : {"[node 0] rank=0 local=0 node=0 world=4 master=127.0.0.1",
+                           "[node 0] rank=1 local=1 node=0 world=4",
+                           "[node 1] rank=2 local=0 node=1 world=4",
+                           "[node 1] rank=3 local=1 node=1 world=4"}) {
+    EXPECT_NE(log->find(line), std::string::npos) << line << "\n" << *log;
+  }
+}
+
 }  // namespace
 }  // namespace trainyard::sched
