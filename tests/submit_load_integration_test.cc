@@ -64,9 +64,11 @@ class SubmitLoadTest : public ::testing::Test {
     const auto start = std::chrono::steady_clock::now();
     http_.reset();
     daemon_.reset();
+    const auto mid = std::chrono::steady_clock::now();
     (void)RemoveTree(root_);
-    std::printf("teardown %.2f s\n",
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    std::printf("teardown %.2f s + %.2f s\n",
+                std::chrono::duration<double>(mid - start).count(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - mid).count());
   }
 
   // Every run of the experiment, newest first.

@@ -133,8 +133,11 @@ void FakeEngine::SetRunner(Runner runner) {
 }
 
 void FakeEngine::SetAvailable(bool available) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  available_ = available;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    available_ = available;
+  }
+  changed_.notify_all();  // streams and waits break, as their connections would
 }
 
 bool FakeEngine::StopRequested() {
@@ -398,6 +401,7 @@ Status FakeEngine::FollowLogs(const std::string& id, const TextSink& sink) {
       continue;
     }
     if (c->status != "running" || c->removed) return Status::Ok();
+    TY_RETURN_IF_ERROR(CheckAvailableLocked());
     changed_.wait(lock);
   }
 }
@@ -407,7 +411,8 @@ StatusOr<int> FakeEngine::WaitContainer(const std::string& id) {
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   std::shared_ptr<Container> c = FindLocked(id);
   if (c == nullptr) return NotFound("wait for container " + id + ": No such container: " + id);
-  changed_.wait(lock, [&] { return c->status != "running" || c->removed; });
+  changed_.wait(lock, [&] { return c->status != "running" || c->removed || !available_; });
+  TY_RETURN_IF_ERROR(CheckAvailableLocked());
   return c->exit_code;
 }
 

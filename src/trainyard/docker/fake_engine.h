@@ -56,7 +56,8 @@ class FakeEngine : public Engine {
   void SetBuildOutput(std::vector<std::string> lines);
   // The process of every container started from now on (default: exits 0 without output).
   void SetRunner(Runner runner);
-  // While false, every call is Unavailable as when dockerd is down.
+  // While false, every call is Unavailable as when dockerd is down; log streams and waits under
+  // way end Unavailable at once.
   void SetAvailable(bool available);
 
   // --- For runners (call only from a runner's own thread) ---

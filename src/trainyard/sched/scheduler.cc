@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 
@@ -1013,7 +1014,10 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
   // each prefixed "[node i] ".
   LogWriter std_log(run_dir / kStdLog, true, [this, &ctx] { Notify(ctx.id); });
   std::vector<StatusOr<exec::ExitInfo>> exits(n, Internal("not waited for"));
-  std::vector<std::int64_t> failed_at(n, 0);  // when a node ended badly (ms), 0 when it did not
+  // The order nodes ended badly in (1 = first), 0 for those that did not: the first is the cause,
+  // the others were most likely stopped because of it.
+  std::vector<int> failed_at(n, 0);
+  std::atomic<int> failures{0};
   auto follow = [&](int i) {
     std::optional<LogWriter> node_log;
     std::optional<LinePrefixer> prefixed;
@@ -1030,7 +1034,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
     if (prefixed) prefixed->Flush();
     exits[i] = executor.Wait(handles[i]);
     if (!exits[i].ok() || exits[i]->exit_code != 0) {
-      failed_at[i] = NowMillis();
+      failed_at[i] = ++failures;
       {
         std::lock_guard lock(ctx.mu);
         ctx.node_failed = true;

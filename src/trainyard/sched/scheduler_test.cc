@@ -919,5 +919,65 @@ TEST_F(SchedulerTest, ProcessComputeMultiNodeRanks) {
   }
 }
 
+// Canceling a run that waits for its image build: it leaves the queue at once; the build goes
+// on for whoever else needs it.
+TEST_F(SchedulerTest, CancelWhileWaitingForItsImageBuild) {
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  bool open = false;
+  engine_.SetBuildHook([&] {
+    std::unique_lock lock(gate_mu);
+    gate_cv.wait(lock, [&] { return open; });
+  });
+  auto req = Request("true");
+  req.environment->image.clear();
+  req.environment->dockerfile = "FROM python:3.11-slim\nRUN echo cancel-me\n";
+  auto run = scheduler_->Submit(req);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  ASSERT_TRUE(scheduler_->Cancel(run->id).ok());
+  auto done = WaitFor(run->id, 5s);
+  EXPECT_EQ(done.status, RunStatus::kCanceled);
+  EXPECT_EQ(done.failure_reason, "canceled by user");
+  EXPECT_EQ(done.TimeOf(RunStatus::kPreparing), 0);
+  EXPECT_TRUE(scheduler_->GetComputeStatus("local")->queued.empty());
+  {
+    std::lock_guard lock(gate_mu);
+    open = true;
+  }
+  gate_cv.notify_all();
+}
+
+// dockerd going away: a running run fails at once with a reason, a run submitted meanwhile fails
+// clearly, and once it is back runs go through again with nothing to restart by hand.
+TEST_F(SchedulerTest, DockerdDownFailsRunsClearlyAndSchedulingResumes) {
+  engine_.SetRunner([](const docker::ContainerConfig&, const docker::TextSink&) {
+    docker::FakeEngine::WaitForStop();
+    return 0;
+  });
+  auto running = scheduler_->Submit(Request("sleep 1000"));
+  ASSERT_TRUE(running.ok());
+  WaitForStatus(running->id, RunStatus::kRunning);
+  const auto down = std::chrono::steady_clock::now();
+  engine_.SetAvailable(false);
+  auto lost = WaitFor(running->id, 30s);
+  EXPECT_EQ(lost.status, RunStatus::kFailed);
+  EXPECT_NE(lost.failure_reason.find("compute lost"), std::string::npos) << lost.failure_reason;
+  EXPECT_LT(std::chrono::steady_clock::now() - down, 30s);
+
+  auto meanwhile = scheduler_->Submit(Request("true"));
+  ASSERT_TRUE(meanwhile.ok());
+  auto refused = WaitFor(meanwhile->id, 30s);
+  EXPECT_EQ(refused.status, RunStatus::kFailed);
+  EXPECT_NE(refused.failure_reason.find("cannot reach the Docker engine"), std::string::npos)
+      << refused.failure_reason;
+
+  engine_.SetAvailable(true);
+  engine_.SetRunner([](const docker::ContainerConfig&, const docker::TextSink&) { return 0; });
+  auto after = scheduler_->Submit(Request("true"));
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(WaitFor(after->id).status, RunStatus::kCompleted);
+  EXPECT_EQ(scheduler_->GetComputeStatus("local")->busy_nodes, 0);
+}
+
 }  // namespace
 }  // namespace trainyard::sched

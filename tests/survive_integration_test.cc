@@ -1,0 +1,484 @@
+// The daemon survives `kill -9`: with runs queued, preparing and running, the real `trainyard
+// server` process is SIGKILLed, the world moves on without it (nodes end, a container is
+// removed), and a new daemon on the same workspace brings every run to its right end with
+// its whole log, once. Runs on a `process` compute need no Docker; the rest need dockerd and
+// python:3.11-slim.
+//
+// The test process is a child subreaper: the shims a killed daemon leaves behind (and any
+// process they would orphan) become its children, so the test can tell that nothing is left
+// running and reap what ended.
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/support/test_env.h"
+#include "trainyard/client/http_client.h"
+#include "trainyard/common/fs.h"
+#include "trainyard/common/util.h"
+#include "trainyard/common/workspace.h"
+#include "trainyard/docker/http_engine.h"
+#include "trainyard/spec/definition.h"
+
+namespace trainyard {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kStdLog = "user_logs/std_log.txt";
+constexpr const char* kBuildLog = "logs/image_build.log";
+
+bool IsTerminal(const std::string& s) {
+  return s == "Completed" || s == "Failed" || s == "Canceled";
+}
+
+// "line 1\n" .. "line n\n": what the counting runs print.
+std::string Lines(int n) {
+  std::string out;
+  for (int i = 1; i <= n; ++i) out += "line " + std::to_string(i) + "\n";
+  return out;
+}
+
+// A shell loop printing "line 1" .. "line n", one every 0.1 s.
+std::string CountingCommand(int n) {
+  return "for i in $(seq 1 " + std::to_string(n) + "); do echo line $i; sleep 0.1; done";
+}
+
+// The time (ms) of the first transition of `run` to `status`, 0 when there is none.
+std::int64_t FirstTransition(const json& run, const std::string& status) {
+  for (const auto& t : run.value("transitions", json::array())) {
+    if (t.value("status", "") == status) return t.value("at_ms", std::int64_t{0});
+  }
+  return 0;
+}
+
+int CountTransitions(const json& run, const std::string& status) {
+  int n = 0;
+  for (const auto& t : run.value("transitions", json::array())) n += t.value("status", "") == status;
+  return n;
+}
+
+// The pids whose parent is this process, with their state letter from /proc/<pid>/stat.
+std::vector<std::pair<pid_t, char>> Children() {
+  std::vector<std::pair<pid_t, char>> out;
+  const pid_t self = ::getpid();
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    auto stat = ReadFile(e.path() / "stat");
+    if (!stat.ok()) continue;
+    // pid (comm) state ppid ...; comm may hold spaces and parentheses.
+    const auto close = stat->rfind(')');
+    if (close == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0;
+    if (std::sscanf(stat->c_str() + close + 1, " %c %d", &state, &ppid) != 2) continue;
+    if (ppid == self) out.emplace_back(static_cast<pid_t>(std::stoi(name)), state);
+  }
+  return out;
+}
+
+class SurviveTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    root_ = fs::temp_directory_path() / ("ty-surv-" + RandomHex(4));
+    layout_.root = root_ / "ws";
+    ASSERT_TRUE(MakeDirs(layout_.root).ok());
+    suffix_ = RandomHex(3);
+  }
+
+  void TearDown() override {
+    client_.reset();
+    if (daemon_pid_ > 0) KillDaemon();
+    // Whatever a failed case left running: with the daemon gone, every shim is a child of this
+    // process, and so is a node's process once its shim is killed; each leads a process group.
+    for (int round = 0; round < 40; ++round) {
+      std::vector<pid_t> alive = ReapChildren(0ms);
+      if (alive.empty()) break;
+      for (pid_t pid : alive) {
+        ::kill(-pid, SIGKILL);
+        ::kill(pid, SIGKILL);
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+    if (docker_used_) {
+      docker::HttpEngine engine;
+      auto left = engine.ListContainers("trainyard.workspace", layout_.root.string());
+      if (left.ok()) {
+        for (const auto& c : *left) (void)engine.RemoveContainer(c.id, true);
+      }
+      for (const auto& image : images_) (void)engine.RemoveImage(image, true);
+    }
+    if (HasFailure()) {
+      auto log = ReadFile(layout_.root / "daemon.log");
+      std::fprintf(stderr, "--- daemon log ---\n%s\n", log.ok() ? log->c_str() : "(none)");
+    }
+    (void)RemoveTree(root_);
+  }
+
+  // Starts `trainyard server` on the workspace as a process of its own, and waits until it
+  // serves (it publishes server.json after recovering the runs of a previous daemon).
+  void StartDaemon() {
+    const std::string binary = testing::TrainyardBinary();
+    const std::string workspace = layout_.root.string();
+    const std::string log = (layout_.root / "daemon.log").string();
+    std::vector<std::string> args = {binary, "server", "--workspace", workspace, "--port", "0"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const auto started = Clock::now();
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    daemon_pid_ = pid;
+    ++daemon_starts_;
+    const auto deadline = Clock::now() + 60s;
+    while (Clock::now() < deadline) {
+      int st = 0;
+      if (::waitpid(pid, &st, WNOHANG) == pid) {
+        daemon_pid_ = -1;
+        FAIL() << "the daemon exited with status " << st << " before serving";
+      }
+      auto info = ReadFile(layout_.root / "server.json");
+      if (info.ok()) {
+        auto j = json::parse(*info, nullptr, false);
+        if (j.is_object() && j.value("pid", 0) == pid) {
+          client_ = std::make_unique<HttpClient>(j["url"].get<std::string>(),
+                                                 j["token"].get<std::string>());
+          std::fprintf(stderr, "daemon %d serving after %lld ms\n", pid,
+                       static_cast<long long>(
+                           std::chrono::duration_cast<std::chrono::milliseconds>(
+                               Clock::now() - started)
+                               .count()));
+          return;
+        }
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    FAIL() << "the daemon did not publish server.json within 60 s";
+  }
+
+  // kill -9, then reaps it.
+  void KillDaemon() {
+    client_.reset();
+    ::kill(daemon_pid_, SIGKILL);
+    int st = 0;
+    ::waitpid(daemon_pid_, &st, 0);
+    daemon_pid_ = -1;
+  }
+
+  // Reaps the children that ended (the killed daemon's shims) for up to `budget`, until only
+  // the daemon is left; returns the pids of the others still alive.
+  std::vector<pid_t> ReapChildren(std::chrono::milliseconds budget) {
+    const auto deadline = Clock::now() + budget;
+    std::vector<pid_t> alive;
+    for (;;) {
+      alive.clear();
+      for (const auto& [pid, state] : Children()) {
+        if (pid == daemon_pid_) continue;
+        if (state == 'Z') {
+          ::waitpid(pid, nullptr, WNOHANG);
+        } else {
+          alive.push_back(pid);
+        }
+      }
+      if (alive.empty() || Clock::now() >= deadline) return alive;
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+
+  static json Job(const std::string& name, const std::string& command,
+                  const std::string& compute, int priority = 0, int nodes = 1,
+                  const std::string& dockerfile = "") {
+    spec::RunRequest r;
+    r.name = name;
+    r.experiment_name = "survive";
+    r.command = command;
+    r.compute = compute;
+    r.priority = priority;
+    r.instance_count = nodes;
+    spec::EnvironmentDefinition env;
+    if (dockerfile.empty()) {
+      env.image = "python:3.11-slim";
+    } else {
+      env.dockerfile = dockerfile;
+    }
+    env.user_managed_dependencies = true;
+    r.environment = env;
+    return r.ToJson(spec::SecretMode::kPlain);
+  }
+
+  void CreateCompute(const std::string& name, const std::string& type, int max_nodes) {
+    auto c = client_->PostJson("/api/v1/computes",
+                               {{"name", name}, {"type", type}, {"max_nodes", max_nodes}});
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+  }
+
+  std::string Submit(const json& job) {
+    auto run = client_->PostJson("/api/v1/jobs", job);
+    EXPECT_TRUE(run.ok()) << run.status().ToString();
+    return run.ok() ? (*run)["name"].get<std::string>() : "";
+  }
+
+  json Get(const std::string& name) {
+    auto run = client_->GetJson("/api/v1/jobs/" + name);
+    EXPECT_TRUE(run.ok()) << run.status().ToString();
+    return run.ok() ? *run : json::object();
+  }
+
+  // Waits until `pred(run)` holds; fails naming the run's status when it does not in time.
+  template <typename Pred>
+  json WaitUntil(const std::string& name, Pred pred, const std::string& what,
+                 std::chrono::seconds timeout = 60s) {
+    const auto deadline = Clock::now() + timeout;
+    json run;
+    while (Clock::now() < deadline) {
+      run = Get(name);
+      if (pred(run)) return run;
+      std::this_thread::sleep_for(50ms);
+    }
+    ADD_FAILURE() << "run " << name << " not " << what << " in time; it is "
+                  << run.value("status", "?") << " (" << run.value("failure_reason", "") << ")";
+    return run;
+  }
+
+  json WaitStatus(const std::string& name, const std::string& status,
+                  std::chrono::seconds timeout = 60s) {
+    return WaitUntil(
+        name, [&](const json& r) { return r.value("status", "") == status; }, status, timeout);
+  }
+
+  json WaitEnd(const std::string& name, std::chrono::seconds timeout = 120s) {
+    return WaitUntil(
+        name, [](const json& r) { return IsTerminal(r.value("status", "")); }, "ended",
+        timeout);
+  }
+
+  std::string RunFile(const std::string& name, const std::string& rel) {
+    auto r = ReadFile(layout_.RunDir(name) / rel);
+    return r.ok() ? *r : "";
+  }
+
+  // Nothing left on `compute`: no busy node, no queued or running run.
+  void ExpectIdle(const std::string& compute) {
+    auto c = client_->GetJson("/api/v1/computes/" + compute);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    EXPECT_EQ((*c)["nodes"]["busy"], 0) << c->dump();
+    EXPECT_TRUE((*c)["running"].empty()) << c->dump();
+    EXPECT_TRUE((*c)["queued"].empty()) << c->dump();
+  }
+
+  // Every run of the workspace has ended.
+  void ExpectAllEnded() {
+    auto runs = client_->GetJson("/api/v1/jobs");
+    ASSERT_TRUE(runs.ok()) << runs.status().ToString();
+    for (const auto& r : *runs) {
+      EXPECT_TRUE(IsTerminal(r.value("status", ""))) << r["name"] << " is " << r["status"];
+    }
+  }
+
+  fs::path root_;
+  WorkspaceLayout layout_;
+  std::string suffix_;  // keeps run (and container) names apart from other tests on dockerd
+  pid_t daemon_pid_ = -1;
+  int daemon_starts_ = 0;
+  std::unique_ptr<HttpClient> client_;
+  bool docker_used_ = false;
+  std::vector<std::string> images_;  // built by the test's runs; removed in TearDown
+};
+
+// Process compute: A runs, B runs and fails while the daemon is down, C and D wait in the
+// queue (D submitted first at low priority, C at high; each needs both nodes, so they run one
+// after the other, after A and B).
+TEST_F(SurviveTest, ProcessRunsSurviveKill9) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+  ASSERT_NO_FATAL_FAILURE(CreateCompute("host", "process", 2));
+  const std::string a = Submit(Job("surv-a-" + suffix_, CountingCommand(40), "host"));
+  const std::string b = Submit(Job("surv-b-" + suffix_, "echo b starts; sleep 1; exit 3", "host"));
+  const std::string d = Submit(Job("surv-d-" + suffix_, "echo d", "host", -100, 2));
+  const std::string c = Submit(Job("surv-c-" + suffix_, "echo c", "host", 100, 2));
+  ASSERT_FALSE(a.empty() || b.empty() || c.empty() || d.empty());
+  WaitStatus(a, "Running");
+  WaitStatus(b, "Running");
+  EXPECT_EQ(Get(c)["status"], "Queued");
+  EXPECT_EQ(Get(d)["status"], "Queued");
+
+  const auto killed_at = Clock::now();
+  KillDaemon();
+  std::this_thread::sleep_for(2s);  // B ends meanwhile (A most likely not)
+  ASSERT_TRUE(fs::exists(layout_.root / "nodes" / ("trainyard-" + b) / "exit"))
+      << "B should have ended while the daemon was down";
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+
+  json ra = WaitEnd(a), rb = WaitEnd(b), rc = WaitEnd(c), rd = WaitEnd(d);
+  std::fprintf(stderr, "all ended %lld ms after the kill\n",
+               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          Clock::now() - killed_at)
+                                          .count()));
+
+  EXPECT_EQ(ra["status"], "Completed") << ra.dump(1);
+  EXPECT_EQ(ra["exit_code"], 0);
+  EXPECT_EQ(RunFile(a, kStdLog), Lines(40)) << "every line once, in order";
+  EXPECT_EQ(CountTransitions(ra, "Running"), 1) << ra.dump(1);
+
+  EXPECT_EQ(rb["status"], "Failed") << rb.dump(1);
+  EXPECT_EQ(rb["exit_code"], 3);
+  EXPECT_EQ(rb["failure_reason"], "script exited with code 3");
+  EXPECT_EQ(RunFile(b, kStdLog), "b starts\n");
+
+  EXPECT_EQ(rc["status"], "Completed") << rc.dump(1);
+  EXPECT_EQ(rd["status"], "Completed") << rd.dump(1);
+  EXPECT_EQ(RunFile(c, kStdLog), "[node 0] c\n[node 1] c\n");
+  EXPECT_EQ(RunFile(d, kStdLog), "[node 0] d\n[node 1] d\n");
+  // Priority survived the restart: C (high, submitted later) ran before D, and D only after
+  // C had ended (each needs both nodes).
+  const std::int64_t c_start = FirstTransition(rc, "Preparing");
+  const std::int64_t d_start = FirstTransition(rd, "Preparing");
+  ASSERT_GT(c_start, 0);
+  ASSERT_GT(d_start, 0);
+  EXPECT_LT(c_start, d_start);
+  EXPECT_LE(rc["ended_ms"].get<std::int64_t>(), d_start);
+  // C and D waited in the queue through the restart: neither started before A and B ended.
+  EXPECT_GE(c_start, FirstTransition(rb, "Finalizing"));
+
+  ExpectAllEnded();
+  ExpectIdle("host");
+  std::error_code ec;
+  EXPECT_TRUE(fs::is_empty(layout_.root / "nodes", ec)) << "node state folders left behind";
+  EXPECT_TRUE(ReapChildren(5s).empty()) << "a shim or a run's process is still alive";
+}
+
+// Docker compute: L runs through the kill and completes with all its lines once; M's container
+// is removed while the daemon is down, so M fails as lost.
+TEST_F(SurviveTest, DockerRunsSurviveKill9) {
+  TY_REQUIRE_SERVICE(testing::DockerAvailable(), "dockerd at /var/run/docker.sock");
+  docker_used_ = true;
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+  ASSERT_NO_FATAL_FAILURE(CreateCompute("dock", "docker", 2));
+  const std::string l = Submit(Job("surv-l-" + suffix_, CountingCommand(50), "dock"));
+  const std::string m = Submit(Job("surv-m-" + suffix_, "echo m starts; sleep 60", "dock"));
+  ASSERT_FALSE(l.empty() || m.empty());
+  WaitStatus(l, "Running");
+  WaitUntil(
+      m, [&](const json&) { return RunFile(m, kStdLog) == "m starts\n"; }, "logging");
+  ASSERT_FALSE(HasFailure());
+
+  KillDaemon();
+  docker::HttpEngine engine;
+  ASSERT_TRUE(engine.RemoveContainer("trainyard-" + m, true).ok());
+  std::this_thread::sleep_for(1s);
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+
+  json rm = WaitEnd(m, 30s);
+  EXPECT_EQ(rm["status"], "Failed") << rm.dump(1);
+  EXPECT_NE(rm.value("failure_reason", "").find("lost"), std::string::npos) << rm.dump(1);
+  json rl = WaitEnd(l);
+  EXPECT_EQ(rl["status"], "Completed") << rl.dump(1);
+  EXPECT_EQ(rl["exit_code"], 0);
+  EXPECT_EQ(RunFile(l, kStdLog), Lines(50)) << "every line once, in order";
+  EXPECT_EQ(CountTransitions(rl, "Running"), 1) << rl.dump(1);
+
+  ExpectAllEnded();
+  ExpectIdle("dock");
+  auto left = engine.ListContainers("trainyard.workspace", layout_.root.string());
+  ASSERT_TRUE(left.ok()) << left.status().ToString();
+  EXPECT_TRUE(left->empty()) << left->size() << " containers left behind";
+}
+
+// Docker compute with one node: P is killed in Preparing (its image, removed from the engine
+// after an earlier run built it, is being rebuilt), Q waits in the queue behind it for the
+// same image, and R waits in the queue while its own image builds. All three complete after
+// the restart.
+TEST_F(SurviveTest, RunsKilledInPreparingAndQueuedComplete) {
+  TY_REQUIRE_SERVICE(testing::DockerAvailable(), "dockerd at /var/run/docker.sock");
+  docker_used_ = true;
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+  ASSERT_NO_FATAL_FAILURE(CreateCompute("dock1", "docker", 1));
+  // Unique Dockerfiles, so no build cache of another test run applies.
+  const std::string slow_build =
+      "FROM python:3.11-slim\nRUN sleep 5 && echo survive-" + suffix_ + "\n";
+  const std::string other_build =
+      "FROM python:3.11-slim\nRUN sleep 5 && echo survive-other-" + suffix_ + "\n";
+
+  // First: a run builds the image (while queued) and completes.
+  const std::string first = Submit(Job("surv-first-" + suffix_, "echo first", "dock1", 0, 1,
+                                       slow_build));
+  ASSERT_FALSE(first.empty());
+  json rf = WaitEnd(first);
+  ASSERT_EQ(rf["status"], "Completed") << rf.dump(1);
+  const std::string image = rf.value("image", "");
+  ASSERT_FALSE(image.empty()) << rf.dump(1);
+  images_.push_back(image);
+  // The image goes away behind the daemon's back: the next run with it finds it missing only
+  // at Preparing, and builds it then.
+  docker::HttpEngine engine;
+  ASSERT_TRUE(engine.RemoveImage(image, true).ok());
+
+  const std::string p = Submit(Job("surv-p-" + suffix_, "echo p", "dock1", 0, 1, slow_build));
+  const std::string q = Submit(Job("surv-q-" + suffix_, "echo q", "dock1", 0, 1, slow_build));
+  const std::string r = Submit(Job("surv-r-" + suffix_, "echo r", "dock1", 0, 1, other_build));
+  ASSERT_FALSE(p.empty() || q.empty() || r.empty());
+  WaitUntil(
+      p,
+      [&](const json& run) {
+        return run.value("status", "") == "Preparing" &&
+               RunFile(p, kBuildLog).find("Building image") != std::string::npos;
+      },
+      "building in Preparing", 30s);
+  WaitUntil(
+      r, [&](const json&) { return RunFile(r, kBuildLog).find("Step 2/2") != std::string::npos; },
+      "building while queued", 30s);
+  ASSERT_FALSE(HasFailure());
+  EXPECT_EQ(Get(p)["status"], "Preparing");
+  EXPECT_EQ(Get(q)["status"], "Queued");
+  EXPECT_EQ(Get(r)["status"], "Queued");
+
+  KillDaemon();
+  std::this_thread::sleep_for(1s);
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+
+  json rp = WaitEnd(p), rq = WaitEnd(q), rr = WaitEnd(r);
+  for (const auto& [name, run] : {std::pair{p, rp}, {q, rq}, {r, rr}}) {
+    EXPECT_EQ(run["status"], "Completed") << run.dump(1);
+    EXPECT_EQ(run["exit_code"], 0);
+    EXPECT_EQ(CountTransitions(run, "Running"), 1) << run.dump(1);
+  }
+  if (!rr.value("image", "").empty()) images_.push_back(rr["image"]);
+  EXPECT_EQ(RunFile(p, kStdLog), "p\n");
+  EXPECT_EQ(RunFile(q, kStdLog), "q\n");
+  EXPECT_EQ(RunFile(r, kStdLog), "r\n");
+  // P and Q keep their order (same priority, same image): P first.
+  EXPECT_LT(FirstTransition(rp, "Running"), FirstTransition(rq, "Running"));
+
+  ExpectAllEnded();
+  ExpectIdle("dock1");
+  auto left = engine.ListContainers("trainyard.workspace", layout_.root.string());
+  ASSERT_TRUE(left.ok()) << left.status().ToString();
+  EXPECT_TRUE(left->empty()) << left->size() << " containers left behind";
+}
+
+}  // namespace
+}  // namespace trainyard
