@@ -61,14 +61,9 @@ class SubmitLoadTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    const auto start = std::chrono::steady_clock::now();
     http_.reset();
     daemon_.reset();
-    const auto mid = std::chrono::steady_clock::now();
     (void)RemoveTree(root_);
-    std::printf("teardown %.2f s + %.2f s\n",
-                std::chrono::duration<double>(mid - start).count(),
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - mid).count());
   }
 
   // Every run of the experiment, newest first.
@@ -89,8 +84,8 @@ TEST_F(SubmitLoadTest, ConcurrentSubmissionsAreNeitherLostNorDuplicated) {
   ASSERT_TRUE(compute.ok()) << compute.status().ToString();
 
   std::mutex mu;
-  std::vector<std::string> returned;    // GUARDED_BY(mu): the names the 201 answers gave
-  std::vector<std::string> failures;    // GUARDED_BY(mu)
+  std::vector<std::string> returned;  // GUARDED_BY(mu): the names the 201 answers gave
+  std::vector<std::string> failures;  // GUARDED_BY(mu)
   const auto start = std::chrono::steady_clock::now();
   std::vector<std::thread> clients;
   for (int c = 0; c < kClients; ++c) {
@@ -98,13 +93,13 @@ TEST_F(SubmitLoadTest, ConcurrentSubmissionsAreNeitherLostNorDuplicated) {
       for (int i = 0; i < kJobsPerClient; ++i) {
         const std::string want =
             i % 2 == 0 ? "load-" + std::to_string(c) + "-" + std::to_string(i) : "";
-        auto r = http_->Request("POST", "/api/v1/jobs", TrivialJob(want), "application/json",
-                                120000);
+        auto r =
+            http_->Request("POST", "/api/v1/jobs", TrivialJob(want), "application/json", 120000);
         std::lock_guard lock(mu);
         if (!r.ok() || r->status != 201) {
-          failures.push_back(want + ": " +
-                             (r.ok() ? std::to_string(r->status) + " " + r->body
-                                     : r.status().ToString()));
+          failures.push_back(
+              want + ": " +
+              (r.ok() ? std::to_string(r->status) + " " + r->body : r.status().ToString()));
           continue;
         }
         json body = json::parse(r->body, nullptr, false);
@@ -128,8 +123,7 @@ TEST_F(SubmitLoadTest, ConcurrentSubmissionsAreNeitherLostNorDuplicated) {
   for (int k = 0; k < kResubmits; ++k) {
     again.emplace_back([&, k] {
       const std::string name = "load-" + std::to_string(k) + "-0";
-      auto r = http_->Request("POST", "/api/v1/jobs", TrivialJob(name), "application/json",
-                              120000);
+      auto r = http_->Request("POST", "/api/v1/jobs", TrivialJob(name), "application/json", 120000);
       if (r.ok()) answers[k] = *r;
     });
   }

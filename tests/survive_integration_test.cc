@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -29,6 +30,7 @@
 #include "trainyard/common/util.h"
 #include "trainyard/common/workspace.h"
 #include "trainyard/docker/http_engine.h"
+#include "trainyard/envbuild/image_builder.h"
 #include "trainyard/spec/definition.h"
 
 namespace trainyard {
@@ -49,6 +51,17 @@ bool IsTerminal(const std::string& s) {
 std::string Lines(int n) {
   std::string out;
   for (int i = 1; i <= n; ++i) out += "line " + std::to_string(i) + "\n";
+  return out;
+}
+
+// The lines of `text`, sorted.
+std::string SortedLines(const std::string& text) {
+  std::vector<std::string> lines = Split(text, '\n');
+  std::sort(lines.begin(), lines.end());
+  std::string out;
+  for (const auto& l : lines) {
+    if (!l.empty()) out += l + "\n";
+  }
   return out;
 }
 
@@ -210,16 +223,8 @@ class SurviveTest : public ::testing::Test {
     }
   }
 
-  static json Job(const std::string& name, const std::string& command,
-                  const std::string& compute, int priority = 0, int nodes = 1,
-                  const std::string& dockerfile = "") {
-    spec::RunRequest r;
-    r.name = name;
-    r.experiment_name = "survive";
-    r.command = command;
-    r.compute = compute;
-    r.priority = priority;
-    r.instance_count = nodes;
+  // An environment of python:3.11-slim, or one built from `dockerfile`.
+  static spec::EnvironmentDefinition Env(const std::string& dockerfile = "") {
     spec::EnvironmentDefinition env;
     if (dockerfile.empty()) {
       env.image = "python:3.11-slim";
@@ -227,6 +232,19 @@ class SurviveTest : public ::testing::Test {
       env.dockerfile = dockerfile;
     }
     env.user_managed_dependencies = true;
+    return env;
+  }
+
+  static json Job(const std::string& name, const std::string& command,
+                  const std::string& compute, int priority = 0, int nodes = 1,
+                  const spec::EnvironmentDefinition& env = Env()) {
+    spec::RunRequest r;
+    r.name = name;
+    r.experiment_name = "survive";
+    r.command = command;
+    r.compute = compute;
+    r.priority = priority;
+    r.instance_count = nodes;
     r.environment = env;
     return r.ToJson(spec::SecretMode::kPlain);
   }
@@ -261,7 +279,10 @@ class SurviveTest : public ::testing::Test {
       std::this_thread::sleep_for(50ms);
     }
     ADD_FAILURE() << "run " << name << " not " << what << " in time; it is "
-                  << run.value("status", "?") << " (" << run.value("failure_reason", "") << ")";
+                  << run.value("status", "?") << " (" << run.value("failure_reason", "")
+                  << ")\n--- build log ---\n"
+                  << RunFile(name, kBuildLog) << "--- run log ---\n"
+                  << RunFile(name, kStdLog);
     return run;
   }
 
@@ -351,8 +372,9 @@ TEST_F(SurviveTest, ProcessRunsSurviveKill9) {
 
   EXPECT_EQ(rc["status"], "Completed") << rc.dump(1);
   EXPECT_EQ(rd["status"], "Completed") << rd.dump(1);
-  EXPECT_EQ(RunFile(c, kStdLog), "[node 0] c\n[node 1] c\n");
-  EXPECT_EQ(RunFile(d, kStdLog), "[node 0] d\n[node 1] d\n");
+  // The nodes' lines interleave in either order.
+  EXPECT_EQ(SortedLines(RunFile(c, kStdLog)), "[node 0] c\n[node 1] c\n");
+  EXPECT_EQ(SortedLines(RunFile(d, kStdLog)), "[node 0] d\n[node 1] d\n");
   // Priority survived the restart: C (high, submitted later) ran before D, and D only after
   // C had ended (each needs both nodes).
   const std::int64_t c_start = FirstTransition(rc, "Preparing");
@@ -417,11 +439,14 @@ TEST_F(SurviveTest, RunsKilledInPreparingAndQueuedComplete) {
   docker_used_ = true;
   ASSERT_NO_FATAL_FAILURE(StartDaemon());
   ASSERT_NO_FATAL_FAILURE(CreateCompute("dock1", "docker", 1));
-  // Unique Dockerfiles, so no build cache of another test run applies.
-  const std::string slow_build =
-      "FROM python:3.11-slim\nRUN sleep 5 && echo survive-" + suffix_ + "\n";
-  const std::string other_build =
-      "FROM python:3.11-slim\nRUN sleep 5 && echo survive-other-" + suffix_ + "\n";
+  // Unique Dockerfiles, so no build cache of another test run applies. Their images are
+  // removed in TearDown.
+  const spec::EnvironmentDefinition slow_build =
+      Env("FROM python:3.11-slim\nRUN sleep 5 && echo survive-" + suffix_ + "\n");
+  const spec::EnvironmentDefinition other_build =
+      Env("FROM python:3.11-slim\nRUN sleep 5 && echo survive-other-" + suffix_ + "\n");
+  const std::string image = envbuild::PlanImage(slow_build).final_image;
+  images_ = {image, envbuild::PlanImage(other_build).final_image};
 
   // First: a run builds the image (while queued) and completes.
   const std::string first = Submit(Job("surv-first-" + suffix_, "echo first", "dock1", 0, 1,
@@ -429,9 +454,7 @@ TEST_F(SurviveTest, RunsKilledInPreparingAndQueuedComplete) {
   ASSERT_FALSE(first.empty());
   json rf = WaitEnd(first);
   ASSERT_EQ(rf["status"], "Completed") << rf.dump(1);
-  const std::string image = rf.value("image", "");
-  ASSERT_FALSE(image.empty()) << rf.dump(1);
-  images_.push_back(image);
+  ASSERT_EQ(rf["image"], image) << rf.dump(1);
   // The image goes away behind the daemon's back: the next run with it finds it missing only
   // at Preparing, and builds it then.
   docker::HttpEngine engine;
@@ -449,7 +472,7 @@ TEST_F(SurviveTest, RunsKilledInPreparingAndQueuedComplete) {
       },
       "building in Preparing", 30s);
   WaitUntil(
-      r, [&](const json&) { return RunFile(r, kBuildLog).find("Step 2/2") != std::string::npos; },
+      r, [&](const json&) { return RunFile(r, kBuildLog).find("RUN sleep 5") != std::string::npos; },
       "building while queued", 30s);
   ASSERT_FALSE(HasFailure());
   EXPECT_EQ(Get(p)["status"], "Preparing");
@@ -466,7 +489,6 @@ TEST_F(SurviveTest, RunsKilledInPreparingAndQueuedComplete) {
     EXPECT_EQ(run["exit_code"], 0);
     EXPECT_EQ(CountTransitions(run, "Running"), 1) << run.dump(1);
   }
-  if (!rr.value("image", "").empty()) images_.push_back(rr["image"]);
   EXPECT_EQ(RunFile(p, kStdLog), "p\n");
   EXPECT_EQ(RunFile(q, kStdLog), "q\n");
   EXPECT_EQ(RunFile(r, kStdLog), "r\n");

@@ -124,8 +124,7 @@ int main(int argc, char** argv) {
   WorkspaceLayout layout;
   layout.root = root;
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2(layout.Database().c_str(), &db, SQLITE_OPEN_READONLY, nullptr) !=
-      SQLITE_OK) {
+  if (sqlite3_open_v2(layout.Database().c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
     Die("cannot open " + layout.Database().string());
   }
   sqlite3_busy_timeout(db, 5000);
@@ -153,8 +152,8 @@ int main(int argc, char** argv) {
         if (!r.ok() || r->status != 201) {
           std::lock_guard lock(mu);
           if (first_error.empty()) {
-            first_error = r.ok() ? std::to_string(r->status) + " " + r->body
-                                 : r.status().ToString();
+            first_error =
+                r.ok() ? std::to_string(r->status) + " " + r->body : r.status().ToString();
           }
         }
       }
@@ -169,8 +168,8 @@ int main(int argc, char** argv) {
   const auto deadline = Clock::now() + std::chrono::seconds(600);
   long done = 0;
   while ((done = TerminalRuns(db)) < runs) {
-    if (Clock::now() > deadline) Die(std::to_string(done) + " runs of " +
-                                     std::to_string(runs) + " ended within 600 s");
+    if (Clock::now() > deadline)
+      Die(std::to_string(done) + " runs of " + std::to_string(runs) + " ended within 600 s");
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   const double observed_s = std::chrono::duration<double>(Clock::now() - start).count();
@@ -179,8 +178,8 @@ int main(int argc, char** argv) {
   // Every run, as the API reports it, with its persisted history.
   auto list = http.GetJson("/api/v1/jobs?experiment=throughput&limit=10000", 120000);
   if (!list.ok()) Die("listing the runs: " + list.status().ToString());
-  const std::vector<std::string> want = {"Queued",   "Preparing",  "Starting",
-                                         "Running",  "Finalizing", "Completed"};
+  const std::vector<std::string> want = {"Queued",  "Preparing",  "Starting",
+                                         "Running", "Finalizing", "Completed"};
   std::set<std::string> names;
   std::int64_t last_ms = 0;
   std::vector<double> queued, preparing, running, finalizing, latency;

@@ -661,10 +661,11 @@ void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& rea
     std::fprintf(stderr, "[%s] run %s: %s\n", FormatTimeIso(NowMillis()).c_str(), ctx.id.c_str(),
                  reason.c_str());
   }
-  auto rec = store_.GetRun(ctx.id);
-  if (rec.ok()) {
-    rec->failure_reason = reason;
-    (void)store_.UpdateRun(*rec);
+  if (!reason.empty()) {
+    if (auto rec = store_.GetRun(ctx.id); rec.ok()) {
+      rec->failure_reason = reason;
+      (void)store_.UpdateRun(*rec);
+    }
   }
   (void)Transition(ctx, status);
 }
@@ -853,7 +854,12 @@ void Scheduler::Execute(RunContext& ctx) {
     return;
   }
   const fs::path run_dir = layout_.RunDir(ctx.id);
-  LogWriter build_log(run_dir / kBuildLog, false, [this, &ctx] { Notify(ctx.id); });
+  // A process compute builds nothing: its runs have no build log.
+  std::optional<LogWriter> build_log;
+  if (!ctx.process) build_log.emplace(run_dir / kBuildLog, false, [this, &ctx] { Notify(ctx.id); });
+  auto build_note = [&](std::string_view text) {
+    if (build_log) build_log->Write(text);
+  };
 
   // The snapshot becomes the working folder: hard links to its read-only objects (the folder
   // is then mounted read-only, so a run cannot write through a link into the store), or a
@@ -885,7 +891,7 @@ void Scheduler::Execute(RunContext& ctx) {
     if (ec) s = Internal("cannot link " + (code_dir / d).string() + ": " + ec.message());
   }
   if (!s.ok()) {
-    build_log.Write("Preparing the working folder failed: " + s.message() + "\n");
+    build_note("Preparing the working folder failed: " + s.message() + "\n");
     Finish(ctx, RunStatus::kFailed, "preparing the working folder failed: " + s.message());
     return;
   }
@@ -898,17 +904,17 @@ void Scheduler::Execute(RunContext& ctx) {
       Finish(ctx, RunStatus::kFailed, "environment: " + def.status().message());
       return;
     }
-    build_log.Write("Environment " + def->name + ":" + def->version + "\n");
+    build_note("Environment " + def->name + ":" + def->version + "\n");
     // Secrets never reach a log: the sink redacts the registry password should the engine
     // echo it. Built while the run was queued, the image is normally found at once here.
     std::string password = def->registry ? def->registry->password : "";
     auto image = builder_.EnsureImage(*def, [&](std::string_view text) {
-      build_log.Write(password.empty() ? std::string(text)
+      build_note(password.empty() ? std::string(text)
                                        : Redact(std::string(text), password));
     });
     if (!image.ok()) {
       const std::string reason = Redact(ImageFailureReason(image.status()), password);
-      build_log.Write("\n" + reason + "\n");
+      build_note("\n" + reason + "\n");
       Finish(ctx, RunStatus::kFailed, reason);
       return;
     }
