@@ -80,8 +80,14 @@ std::int64_t FirstTransition(const json& run, const std::string& status) {
 
 int CountTransitions(const json& run, const std::string& status) {
   int n = 0;
-  for (const auto& t : run.value("transitions", json::array())) n += t.value("status", "") == status;
+  for (const auto& t : run.value("transitions", json::array())) {
+    n += t.value("status", "") == status;
+  }
   return n;
+}
+
+long long MillisSince(Clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
 }
 
 // The pids whose parent is this process, with their state letter from /proc/<pid>/stat.
@@ -181,11 +187,7 @@ class SurviveTest : public ::testing::Test {
         if (j.is_object() && j.value("pid", 0) == pid) {
           client_ = std::make_unique<HttpClient>(j["url"].get<std::string>(),
                                                  j["token"].get<std::string>());
-          std::fprintf(stderr, "daemon %d serving after %lld ms\n", pid,
-                       static_cast<long long>(
-                           std::chrono::duration_cast<std::chrono::milliseconds>(
-                               Clock::now() - started)
-                               .count()));
+          std::fprintf(stderr, "daemon %d serving after %lld ms\n", pid, MillisSince(started));
           return;
         }
       }
@@ -235,9 +237,8 @@ class SurviveTest : public ::testing::Test {
     return env;
   }
 
-  static json Job(const std::string& name, const std::string& command,
-                  const std::string& compute, int priority = 0, int nodes = 1,
-                  const spec::EnvironmentDefinition& env = Env()) {
+  static json Job(const std::string& name, const std::string& command, const std::string& compute,
+                  int priority = 0, int nodes = 1, const spec::EnvironmentDefinition& env = Env()) {
     spec::RunRequest r;
     r.name = name;
     r.experiment_name = "survive";
@@ -294,8 +295,37 @@ class SurviveTest : public ::testing::Test {
 
   json WaitEnd(const std::string& name, std::chrono::seconds timeout = 120s) {
     return WaitUntil(
-        name, [](const json& r) { return IsTerminal(r.value("status", "")); }, "ended",
-        timeout);
+        name, [](const json& r) { return IsTerminal(r.value("status", "")); }, "ended", timeout);
+  }
+
+  // What a client following the run's log through the stream API receives, from the first
+  // byte until the run has ended, and how many answers brought log bytes while it still ran.
+  struct Streamed {
+    std::string log;
+    int live_answers = 0;
+  };
+  Streamed StreamLog(const std::string& name, std::chrono::seconds timeout = 60s) {
+    Streamed out;
+    std::uint64_t offset = 0;
+    std::string status;
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      auto answer =
+          client_->GetJson("/api/v1/jobs/" + name + "/stream?log_offset=" + std::to_string(offset) +
+                           "&status=" + status + "&wait_ms=5000");
+      if (!answer.ok()) {
+        ADD_FAILURE() << answer.status().ToString();
+        return out;
+      }
+      const std::string log = (*answer)["log"];
+      out.log += log;
+      offset = (*answer)["log_offset"];
+      status = (*answer)["status"];
+      if (!log.empty() && status == "Running") ++out.live_answers;
+      if ((*answer)["done"] == true) return out;
+    }
+    ADD_FAILURE() << "the stream of run " << name << " did not end in time";
+    return out;
   }
 
   std::string RunFile(const std::string& name, const std::string& rel) {
@@ -354,11 +384,12 @@ TEST_F(SurviveTest, ProcessRunsSurviveKill9) {
       << "B should have ended while the daemon was down";
   ASSERT_NO_FATAL_FAILURE(StartDaemon());
 
+  // A client following A's log from the first byte gets every line once, live.
+  Streamed streamed = StreamLog(a);
+  EXPECT_EQ(streamed.log, Lines(40));
+  EXPECT_GT(streamed.live_answers, 0) << "A's log should stream while it runs";
   json ra = WaitEnd(a), rb = WaitEnd(b), rc = WaitEnd(c), rd = WaitEnd(d);
-  std::fprintf(stderr, "all ended %lld ms after the kill\n",
-               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                          Clock::now() - killed_at)
-                                          .count()));
+  std::fprintf(stderr, "all ended %lld ms after the kill\n", MillisSince(killed_at));
 
   EXPECT_EQ(ra["status"], "Completed") << ra.dump(1);
   EXPECT_EQ(ra["exit_code"], 0);
@@ -393,17 +424,20 @@ TEST_F(SurviveTest, ProcessRunsSurviveKill9) {
   EXPECT_TRUE(ReapChildren(5s).empty()) << "a shim or a run's process is still alive";
 }
 
-// Docker compute: L runs through the kill and completes with all its lines once; M's container
-// is removed while the daemon is down, so M fails as lost.
+// Docker compute: L runs through the kill and completes with all its lines once; N's container
+// exits with 3 while the daemon is down; M's container is removed while the daemon is down, so
+// M fails as lost.
 TEST_F(SurviveTest, DockerRunsSurviveKill9) {
   TY_REQUIRE_SERVICE(testing::DockerAvailable(), "dockerd at /var/run/docker.sock");
   docker_used_ = true;
   ASSERT_NO_FATAL_FAILURE(StartDaemon());
-  ASSERT_NO_FATAL_FAILURE(CreateCompute("dock", "docker", 2));
+  ASSERT_NO_FATAL_FAILURE(CreateCompute("dock", "docker", 3));
   const std::string l = Submit(Job("surv-l-" + suffix_, CountingCommand(50), "dock"));
   const std::string m = Submit(Job("surv-m-" + suffix_, "echo m starts; sleep 60", "dock"));
-  ASSERT_FALSE(l.empty() || m.empty());
+  const std::string n = Submit(Job("surv-n-" + suffix_, "echo n starts; sleep 1; exit 3", "dock"));
+  ASSERT_FALSE(l.empty() || m.empty() || n.empty());
   WaitStatus(l, "Running");
+  WaitStatus(n, "Running");
   WaitUntil(
       m, [&](const json&) { return RunFile(m, kStdLog) == "m starts\n"; }, "logging");
   ASSERT_FALSE(HasFailure());
@@ -411,12 +445,23 @@ TEST_F(SurviveTest, DockerRunsSurviveKill9) {
   KillDaemon();
   docker::HttpEngine engine;
   ASSERT_TRUE(engine.RemoveContainer("trainyard-" + m, true).ok());
-  std::this_thread::sleep_for(1s);
+  std::this_thread::sleep_for(2s);  // N ends meanwhile (L does not)
+  auto n_state = engine.InspectContainer("trainyard-" + n);
+  ASSERT_TRUE(n_state.ok()) << n_state.status().ToString();
+  ASSERT_FALSE(n_state->running) << "N should have ended while the daemon was down";
   ASSERT_NO_FATAL_FAILURE(StartDaemon());
 
   json rm = WaitEnd(m, 30s);
   EXPECT_EQ(rm["status"], "Failed") << rm.dump(1);
   EXPECT_NE(rm.value("failure_reason", "").find("lost"), std::string::npos) << rm.dump(1);
+  Streamed streamed = StreamLog(l);
+  EXPECT_EQ(streamed.log, Lines(50));
+  EXPECT_GT(streamed.live_answers, 0) << "L's log should stream while it runs";
+  json rn = WaitEnd(n, 30s);
+  EXPECT_EQ(rn["status"], "Failed") << rn.dump(1);
+  EXPECT_EQ(rn["exit_code"], 3);
+  EXPECT_EQ(rn["failure_reason"], "script exited with code 3");
+  EXPECT_EQ(RunFile(n, kStdLog), "n starts\n");
   json rl = WaitEnd(l);
   EXPECT_EQ(rl["status"], "Completed") << rl.dump(1);
   EXPECT_EQ(rl["exit_code"], 0);
@@ -449,8 +494,8 @@ TEST_F(SurviveTest, RunsKilledInPreparingAndQueuedComplete) {
   images_ = {image, envbuild::PlanImage(other_build).final_image};
 
   // First: a run builds the image (while queued) and completes.
-  const std::string first = Submit(Job("surv-first-" + suffix_, "echo first", "dock1", 0, 1,
-                                       slow_build));
+  const std::string first =
+      Submit(Job("surv-first-" + suffix_, "echo first", "dock1", 0, 1, slow_build));
   ASSERT_FALSE(first.empty());
   json rf = WaitEnd(first);
   ASSERT_EQ(rf["status"], "Completed") << rf.dump(1);
@@ -472,7 +517,8 @@ TEST_F(SurviveTest, RunsKilledInPreparingAndQueuedComplete) {
       },
       "building in Preparing", 30s);
   WaitUntil(
-      r, [&](const json&) { return RunFile(r, kBuildLog).find("RUN sleep 5") != std::string::npos; },
+      r,
+      [&](const json&) { return RunFile(r, kBuildLog).find("RUN sleep 5") != std::string::npos; },
       "building while queued", 30s);
   ASSERT_FALSE(HasFailure());
   EXPECT_EQ(Get(p)["status"], "Preparing");

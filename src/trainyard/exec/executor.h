@@ -70,6 +70,8 @@ class Executor {
     return Status::Ok();
   }
   virtual Status RemoveNetwork(const std::string& /*name*/) { return Status::Ok(); }
+  // OK while whatever runs the nodes answers (the Docker engine); Unavailable otherwise.
+  virtual Status Ping() { return Status::Ok(); }
 };
 
 // Runs nodes as containers on a Docker engine (borrowed; must outlive the executor).
@@ -86,6 +88,7 @@ class DockerExecutor : public Executor {
   Status CreateNetwork(const std::string& name,
                        const std::map<std::string, std::string>& labels) override;
   Status RemoveNetwork(const std::string& name) override;
+  Status Ping() override { return engine_.Ping(); }
 
  private:
   docker::Engine& engine_;

@@ -1073,7 +1073,20 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
   for (int i = 0; i < n; ++i) {
     if (failed_at[i] != 0 && (failed_at[cause] == 0 || failed_at[i] < failed_at[cause])) cause = i;
   }
-  const StatusOr<exec::ExitInfo>& exit = exits[cause];
+  StatusOr<exec::ExitInfo> exit = exits[cause];
+  if (!ctx.process && !canceled && !timed_out && exit.ok() && !exit->oom_killed &&
+      (exit->exit_code == 137 || exit->exit_code == 143)) {
+    // Killed by a signal nobody here sent: the engine may be shutting down (dockerd stops its
+    // containers as it goes). Its API goes away moments after the containers do.
+    for (int i = 0; i < 30; ++i) {
+      if (Status ping = executor.Ping(); !ping.ok()) {
+        exit = Unavailable("the node was killed (exit code " + std::to_string(exit->exit_code) +
+                           ") as its engine went away: " + ping.message());
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
   const std::string node_prefix = n > 1 ? "node " + std::to_string(cause) + ": " : "";
   if (exit.ok()) {
     if (auto rec = store_.GetRun(ctx.id); rec.ok()) {
@@ -1236,7 +1249,11 @@ Status Scheduler::Recover() {
       StartWorkerLocked(ctx);
     } else if (rec.status == RunStatus::kNotStarted || rec.status == RunStatus::kQueued ||
                rec.status == RunStatus::kPreparing || rec.status == RunStatus::kStarting) {
-      // Back in its queue, in submission order (runs come oldest first), with its priority.
+      // Back in its queue, in submission order (runs come oldest first), with its priority. A
+      // run caught in Preparing or Starting holds no nodes now: it says so.
+      if (rec.status != RunStatus::kQueued && rec.status != RunStatus::kNotStarted) {
+        (void)Transition(*ctx, RunStatus::kQueued);
+      }
       Status queued;
       {
         std::lock_guard lock(mu_);

@@ -474,6 +474,7 @@ TEST_F(SchedulerTest, RecoverReattachesFailsTheVanishedAndRequeues) {
   InsertLeftoverRun("alive", RunStatus::kRunning);
   InsertLeftoverRun("vanished", RunStatus::kRunning);
   InsertLeftoverRun("waiting", RunStatus::kQueued);
+  InsertLeftoverRun("preparing", RunStatus::kPreparing);
   engine_.SetRunner([](const docker::ContainerConfig& c, const docker::TextSink& log) {
     if (c.name != "trainyard-alive") return 0;
     log("before restart\n");
@@ -499,6 +500,16 @@ TEST_F(SchedulerTest, RecoverReattachesFailsTheVanishedAndRequeues) {
   EXPECT_EQ(v.failure_reason, "lost — container missing after daemon restart");
   auto w = WaitFor("waiting");
   EXPECT_EQ(w.status, RunStatus::kCompleted) << w.failure_reason;
+  // A run caught in Preparing went back to the queue (holding no node) and says so.
+  auto p = WaitFor("preparing");
+  EXPECT_EQ(p.status, RunStatus::kCompleted) << p.failure_reason;
+  std::vector<RunStatus> history;
+  for (const auto& t : p.transitions) history.push_back(t.status);
+  const std::vector<RunStatus> want = {
+      RunStatus::kNotStarted, RunStatus::kQueued,     RunStatus::kPreparing,
+      RunStatus::kQueued,     RunStatus::kPreparing,  RunStatus::kStarting,
+      RunStatus::kRunning,    RunStatus::kFinalizing, RunStatus::kCompleted};
+  EXPECT_EQ(history, want);
 }
 
 TEST_F(SchedulerTest, RecoverLeavesRunsAloneWhenTheEngineCannotBeAsked) {
@@ -569,9 +580,10 @@ TEST_F(SchedulerTest, QueueOrderIsPriorityThenSubmission) {
   auto first = scheduler_->Submit(Request("sleep 1000"));
   ASSERT_TRUE(first.ok());
   WaitForStatus(first->id, RunStatus::kRunning);
-  std::vector<std::pair<std::string, int>> submitted = {
-      {"low", spec::kPriorityLow}, {"high-1", spec::kPriorityHigh}, {"medium", 0},
-      {"high-2", spec::kPriorityHigh}};
+  std::vector<std::pair<std::string, int>> submitted = {{"low", spec::kPriorityLow},
+                                                        {"high-1", spec::kPriorityHigh},
+                                                        {"medium", 0},
+                                                        {"high-2", spec::kPriorityHigh}};
   for (const auto& [name, priority] : submitted) {
     auto req = Request("sleep 1000");
     req.name = name;
@@ -587,11 +599,10 @@ TEST_F(SchedulerTest, QueueOrderIsPriorityThenSubmission) {
   EXPECT_EQ(st->queued[0].run_id, "high-1");
   EXPECT_EQ(st->queued[0].wait_reason, "waiting for 1 node (0 of 1 free)");
   EXPECT_EQ(st->queued[1].run_id, "high-2");
-  EXPECT_EQ(st->queued[1].wait_reason,
-            "behind run high-1 (priority 100), which waits for 1 node");
+  EXPECT_EQ(st->queued[1].wait_reason, "behind run high-1 (priority 100), which waits for 1 node");
   EXPECT_EQ(st->queued[3].run_id, "low");
   for (const std::string& id : {first->id, std::string("high-1"), std::string("high-2"),
-                               std::string("medium"), std::string("low")}) {
+                                std::string("medium"), std::string("low")}) {
     WaitForStatus(id, RunStatus::kRunning);
     ASSERT_TRUE(scheduler_->Cancel(id).ok());
     WaitFor(id);
@@ -768,8 +779,9 @@ TEST_F(SchedulerTest, ProcessComputeRunsOnTheHost) {
   host.type = "process";
   host.max_nodes = 2;
   ASSERT_TRUE(scheduler_->PutCompute(host, false).ok());
-  auto req = Request("echo run=$TRAINYARD_RUN_ID; echo weights > outputs/model.bin; "
-                     "echo in-logs > logs/note.txt; echo err >&2; exit 0");
+  auto req = Request(
+      "echo run=$TRAINYARD_RUN_ID; echo weights > outputs/model.bin; "
+      "echo in-logs > logs/note.txt; echo err >&2; exit 0");
   req.compute = "host";
   auto run = scheduler_->Submit(req);
   ASSERT_TRUE(run.ok()) << run.status().ToString();
@@ -841,8 +853,8 @@ TEST_F(SchedulerTest, MultiNodeRunGetsANetworkRanksAndLogsPerNode) {
   EXPECT_EQ(hosts, (std::set<std::string>{"node-0", "node-1", "node-2"}));
   EXPECT_TRUE(engine_.Networks().empty()) << "the run's network is removed at the end";
   for (int i = 0; i < 3; ++i) {
-    auto log = ReadFile(layout_.RunDir(run->id) / ("user_logs/std_log_node_" +
-                                                   std::to_string(i) + ".txt"));
+    auto log = ReadFile(layout_.RunDir(run->id) /
+                        ("user_logs/std_log_node_" + std::to_string(i) + ".txt"));
     ASSERT_TRUE(log.ok());
     EXPECT_EQ(*log, "hello from node-" + std::to_string(i) + "\npartial");
   }
@@ -900,8 +912,9 @@ TEST_F(SchedulerTest, ProcessComputeMultiNodeRanks) {
   host.type = "process";
   host.max_nodes = 2;
   ASSERT_TRUE(scheduler_->PutCompute(host, false).ok());
-  auto req = Request("echo rank=$RANK local=$LOCAL_RANK node=$NODE_RANK world=$WORLD_SIZE "
-                     "master=$MASTER_ADDR");
+  auto req = Request(
+      "echo rank=$RANK local=$LOCAL_RANK node=$NODE_RANK world=$WORLD_SIZE "
+      "master=$MASTER_ADDR");
   req.compute = "host";
   req.instance_count = 2;
   req.distribution = spec::DistributionSpec{"pytorch", 2};
@@ -911,10 +924,10 @@ TEST_F(SchedulerTest, ProcessComputeMultiNodeRanks) {
   ASSERT_EQ(done.status, RunStatus::kCompleted) << done.failure_reason;
   auto log = ReadFile(layout_.RunDir(run->id) / Scheduler::kStdLog);
   ASSERT_TRUE(log.ok());
-  for (const char* line : {"[node 0] rank=0 local=0 node=0 world=4 master=127.0.0.1",
-                           "[node 0] rank=1 local=1 node=0 world=4",
-                           "[node 1] rank=2 local=0 node=1 world=4",
-                           "[node 1] rank=3 local=1 node=1 world=4"}) {
+  for (const char* line :
+       {"[node 0] rank=0 local=0 node=0 world=4 master=127.0.0.1",
+        "[node 0] rank=1 local=1 node=0 world=4", "[node 1] rank=2 local=0 node=1 world=4",
+        "[node 1] rank=3 local=1 node=1 world=4"}) {
     EXPECT_NE(log->find(line), std::string::npos) << line << "\n" << *log;
   }
 }
