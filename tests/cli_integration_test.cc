@@ -33,18 +33,7 @@ class CliTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    // Stop the daemon the CLI started.
-    auto info = ReadFile(home_ / "ws" / "server.json");
-    if (info.ok()) {
-      auto j = json::parse(*info, nullptr, false);
-      if (j.is_object() && j.contains("pid")) {
-        pid_t pid = j["pid"].get<int>();
-        ::kill(pid, SIGTERM);
-        for (int i = 0; i < 100 && ::kill(pid, 0) == 0; ++i) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        }
-      }
-    }
+    testing::StopWorkspaceDaemon(home_ / "ws");  // the daemon the CLI started
     (void)RemoveTree(home_);
   }
 

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "tests/support/test_daemon.h"
 #include "tests/support/test_env.h"
 #include "trainyard/api/daemon.h"
 #include "trainyard/client/http_client.h"
@@ -55,11 +56,7 @@ class DockerdRestartTest : public ::testing::Test {
   void SetUp() override {
     TY_REQUIRE_SERVICE(testing::DockerAvailable(), "dockerd at /var/run/docker.sock");
     root_ = fs::temp_directory_path() / ("ty-dockerd-" + RandomHex(4));
-    api::DaemonOptions opts;
-    opts.workspace = root_;
-    opts.port = 0;
-    opts.write_server_file = false;
-    opts.docker_config = root_ / "no-docker-config.json";
+    api::DaemonOptions opts = testing::TestDaemonOptions(root_);
     auto d = api::Daemon::Start(opts);
     ASSERT_TRUE(d.ok()) << d.status().ToString();
     daemon_ = std::move(d).value();

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "tests/support/counting_engine.h"
+#include "tests/support/test_daemon.h"
 #include "tests/support/test_env.h"
 #include "trainyard/api/daemon.h"
 #include "trainyard/cas/snapshot.h"
@@ -29,12 +30,8 @@ class RunIntegrationTest : public ::testing::Test {
     TY_REQUIRE_SERVICE(testing::DockerAvailable(), "dockerd at /var/run/docker.sock");
     root_ = fs::temp_directory_path() / ("ty-it-" + RandomHex(4));
     layout_.root = root_;
-    api::DaemonOptions opts;
-    opts.workspace = root_;
-    opts.port = 0;
+    api::DaemonOptions opts = testing::TestDaemonOptions(root_);
     opts.engine = &counting_;
-    opts.write_server_file = false;
-    opts.docker_config = root_ / "no-docker-config.json";
     auto d = api::Daemon::Start(opts);
     ASSERT_TRUE(d.ok()) << d.status().ToString();
     daemon_ = std::move(d).value();

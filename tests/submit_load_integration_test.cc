@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/test_daemon.h"
 #include "trainyard/api/daemon.h"
 #include "trainyard/client/http_client.h"
 #include "trainyard/common/fs.h"
@@ -49,11 +50,7 @@ class SubmitLoadTest : public ::testing::Test {
  protected:
   void SetUp() override {
     root_ = fs::temp_directory_path() / ("ty-load-" + RandomHex(4));
-    api::DaemonOptions opts;
-    opts.workspace = root_;
-    opts.port = 0;
-    opts.write_server_file = false;
-    opts.docker_config = root_ / "no-docker-config.json";
+    api::DaemonOptions opts = testing::TestDaemonOptions(root_);
     auto daemon = api::Daemon::Start(opts);
     ASSERT_TRUE(daemon.ok()) << daemon.status().ToString();
     daemon_ = std::move(daemon).value();

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "sdk/cpp/trainyard/run.h"
+#include "tests/support/test_daemon.h"
 #include "tests/support/test_env.h"
 #include "trainyard/api/daemon.h"
 #include "trainyard/cas/snapshot.h"
@@ -129,11 +130,7 @@ class TrackingIntegrationTest : public ::testing::Test {
 
   void StartDaemon() {
     daemon_.reset();
-    api::DaemonOptions opts;
-    opts.workspace = root_;
-    opts.port = 0;
-    opts.write_server_file = false;
-    opts.docker_config = root_ / "no-docker-config.json";
+    api::DaemonOptions opts = testing::TestDaemonOptions(root_);
     auto d = api::Daemon::Start(opts);
     ASSERT_TRUE(d.ok()) << d.status().ToString();
     daemon_ = std::move(d).value();

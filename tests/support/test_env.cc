@@ -1,9 +1,13 @@
 #include "tests/support/test_env.h"
 
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <chrono>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
 
 #include "trainyard/docker/http_engine.h"
 
@@ -31,6 +35,18 @@ std::optional<RegistryInfo> LoadRegistryInfo() {
 }
 
 std::string TrainyardBinary() { return TRAINYARD_BINARY_DIR "/src/main/trainyard"; }
+
+void StopWorkspaceDaemon(const std::filesystem::path& workspace) {
+  std::ifstream in(workspace / "server.json");
+  if (!in) return;
+  const nlohmann::json info = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!info.is_object() || !info.contains("pid") || !info["pid"].is_number_integer()) return;
+  const pid_t pid = info["pid"].get<int>();
+  if (pid <= 0 || ::kill(pid, SIGTERM) != 0) return;
+  for (int i = 0; i < 100 && ::kill(pid, 0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
 
 CmdResult RunTrainyard(const std::string& cwd, const std::string& workspace,
                        const std::string& args, const std::string& binary) {

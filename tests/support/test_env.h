@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
@@ -48,6 +49,10 @@ struct CmdResult {
   int exit_code = -1;
   std::string output;
 };
+
+// Stops the daemon a CLI started for `workspace` (its server.json names it), waiting up to 5 s
+// for it to exit. Nothing when none runs.
+void StopWorkspaceDaemon(const std::filesystem::path& workspace);
 
 // The trainyard binary this build made.
 std::string TrainyardBinary();

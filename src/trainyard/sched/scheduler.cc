@@ -650,9 +650,9 @@ void Scheduler::Work(std::shared_ptr<RunContext> ctx) {
   } else {
     Execute(*ctx);
   }
-  ReleaseNodes(*ctx);
+  ReleaseNodes(*ctx);  // when it ended without Finish (the daemon shutting down)
   std::lock_guard lock(mu_);
-  active_.erase(ctx->id);
+  if (auto it = active_.find(ctx->id); it != active_.end() && it->second == ctx) active_.erase(it);
   finished_.push_back(ctx->id);
 }
 
@@ -665,6 +665,15 @@ void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& rea
     if (auto rec = store_.GetRun(ctx.id); rec.ok()) {
       rec->failure_reason = reason;
       (void)store_.UpdateRun(*rec);
+    }
+  }
+  // Its nodes are free and it is no longer active before anyone can see it ended: a compute
+  // can be deleted, or its nodes given to the next run, the moment the run reads as ended.
+  ReleaseNodes(ctx);
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = active_.find(ctx.id); it != active_.end() && it->second.get() == &ctx) {
+      active_.erase(it);
     }
   }
   (void)Transition(ctx, status);

@@ -543,33 +543,42 @@ TEST_F(SchedulerTest, EnvironmentVersioning) {
   EXPECT_EQ(registry_->Register(def).status().code(), StatusCode::kInvalidArgument);
 }
 
-// A runner that records the order containers start in and runs until stopped.
+// A runner that records the order containers start in and runs until stopped. What it records
+// is shared with the runner threads, which may outlive the test's own scope.
 class Recorder {
  public:
   docker::FakeEngine::Runner Runner() {
-    return [this](const docker::ContainerConfig& c, const docker::TextSink&) {
+    return [state = state_](const docker::ContainerConfig& c, const docker::TextSink&) {
       {
-        std::lock_guard lock(mu_);
-        order_.push_back(c.labels.at("trainyard.run_id"));
-        configs_.push_back(c);
+        std::lock_guard lock(state->mu);
+        state->order.push_back(c.labels.at("trainyard.run_id"));
+        state->configs.push_back(c);
       }
       docker::FakeEngine::WaitForStop();
       return 0;
     };
   }
   std::vector<std::string> order() {
-    std::lock_guard lock(mu_);
-    return order_;
+    std::lock_guard lock(state_->mu);
+    return state_->order;
   }
   std::vector<docker::ContainerConfig> configs() {
-    std::lock_guard lock(mu_);
-    return configs_;
+    std::lock_guard lock(state_->mu);
+    return state_->configs;
+  }
+  // The configs once `n` containers have started (or what there is after 10 s).
+  std::vector<docker::ContainerConfig> WaitForConfigs(std::size_t n) {
+    for (int i = 0; i < 2000 && configs().size() < n; ++i) std::this_thread::sleep_for(5ms);
+    return configs();
   }
 
  private:
-  std::mutex mu_;
-  std::vector<std::string> order_;
-  std::vector<docker::ContainerConfig> configs_;
+  struct State {
+    std::mutex mu;
+    std::vector<std::string> order;
+    std::vector<docker::ContainerConfig> configs;
+  };
+  std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
 // Higher priority first, then submission order; nothing overtakes the queue's head.
@@ -642,7 +651,7 @@ TEST_F(SchedulerTest, ComputeCapacityNodeSizeAndGpuSlots) {
   ASSERT_EQ(st->queued.size(), 1u);
   EXPECT_EQ(st->queued[0].wait_reason, "waiting for 1 node (0 of 2 free)");
 
-  auto configs = rec.configs();
+  auto configs = rec.WaitForConfigs(2);
   ASSERT_EQ(configs.size(), 2u);
   std::set<std::vector<std::string>> devices;
   for (const auto& c : configs) {
@@ -662,6 +671,7 @@ TEST_F(SchedulerTest, ComputeCapacityNodeSizeAndGpuSlots) {
   for (const auto& c : configs) {
     if (c.labels.at("trainyard.run_id") == ids[0]) freed = c.gpus->device_ids;
   }
+  ASSERT_EQ(rec.WaitForConfigs(3).size(), 3u);
   EXPECT_EQ(rec.configs().back().gpus->device_ids, freed);
   // Deleting a compute in use is refused, naming its runs; local never goes.
   auto del = scheduler_->DeleteCompute("gpus");
