@@ -76,6 +76,11 @@ StatusOr<bool> DockerExecutor::IsRunning(const std::string& handle) {
   return state.running;
 }
 
+StatusOr<bool> DockerExecutor::HasEnded(const std::string& handle) {
+  TY_ASSIGN_OR_RETURN(docker::ContainerState state, engine_.InspectContainer(handle));
+  return state.status == "exited" || state.status == "dead";
+}
+
 Status DockerExecutor::Cleanup(const std::string& handle) {
   return engine_.RemoveContainer(handle, true);
 }

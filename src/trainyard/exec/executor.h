@@ -72,6 +72,12 @@ class Executor {
   virtual Status RemoveNetwork(const std::string& /*name*/) { return Status::Ok(); }
   // OK while whatever runs the nodes answers (the Docker engine); Unavailable otherwise.
   virtual Status Ping() { return Status::Ok(); }
+  // True when the node was started and has ended (its exit code is known), false while it runs
+  // or when it was made but never started; NotFound when it vanished.
+  virtual StatusOr<bool> HasEnded(const std::string& handle) {
+    TY_ASSIGN_OR_RETURN(bool running, IsRunning(handle));
+    return !running;
+  }
 };
 
 // Runs nodes as containers on a Docker engine (borrowed; must outlive the executor).
@@ -89,6 +95,7 @@ class DockerExecutor : public Executor {
                        const std::map<std::string, std::string>& labels) override;
   Status RemoveNetwork(const std::string& name) override;
   Status Ping() override { return engine_.Ping(); }
+  StatusOr<bool> HasEnded(const std::string& handle) override;
 
  private:
   docker::Engine& engine_;

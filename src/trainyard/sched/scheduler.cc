@@ -1232,12 +1232,17 @@ Status Scheduler::Recover() {
                    running.status().message().c_str());
       continue;
     }
-    // A run caught in Starting is followed when its container runs, else started again
-    // (Execute removes a half-made container first).
+    // A run caught in Starting is followed when its container runs or ran to its end (its
+    // command must not run twice), else started again (Execute removes a half-made container).
+    bool started = running.ok() && *running;
+    if (rec.status == RunStatus::kStarting && running.ok() && !*running) {
+      auto ended = ExecutorFor(*ctx).HasEnded(ctx->handles.front());
+      started = ended.ok() && *ended;
+    }
     const bool launched = rec.status == RunStatus::kRunning ||
                           rec.status == RunStatus::kFinalizing ||
                           rec.status == RunStatus::kCancelRequested ||
-                          (rec.status == RunStatus::kStarting && running.ok() && *running);
+                          (rec.status == RunStatus::kStarting && started);
     if (launched && running.ok()) {
       // The container is there, running or finished: follow it to its end.
       ctx->attach = true;

@@ -512,6 +512,31 @@ TEST_F(SchedulerTest, RecoverReattachesFailsTheVanishedAndRequeues) {
   EXPECT_EQ(history, want);
 }
 
+// A run caught in Starting whose container already ran to its end is finalised with that
+// container's exit code; its command is not run a second time.
+TEST_F(SchedulerTest, RecoverFinalisesAStartingRunWhoseContainerEnded) {
+  InsertLeftoverRun("ended", RunStatus::kStarting);
+  engine_.SetRunner([](const docker::ContainerConfig&, const docker::TextSink& log) {
+    log("ran once\n");
+    return 5;
+  });
+  docker::ContainerConfig c;
+  c.name = "trainyard-ended";
+  c.image = "python:3.11-slim";
+  auto id = engine_.CreateContainer(c);
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(engine_.StartContainer(*id).ok());
+  ASSERT_TRUE(engine_.WaitContainer(*id).ok());
+  const int starts = engine_.starts();
+
+  ASSERT_TRUE(scheduler_->Recover().ok());
+  auto r = WaitFor("ended");
+  EXPECT_EQ(r.status, RunStatus::kFailed);
+  EXPECT_EQ(r.failure_reason, "script exited with code 5");
+  EXPECT_EQ(engine_.starts(), starts) << "the command must not run again";
+  EXPECT_EQ(*ReadFile(layout_.RunDir("ended") / Scheduler::kStdLog), "ran once\n");
+}
+
 TEST_F(SchedulerTest, RecoverLeavesRunsAloneWhenTheEngineCannotBeAsked) {
   InsertLeftoverRun("unknowable", RunStatus::kRunning);
   engine_.SetAvailable(false);  // dockerd down: the container may well be alive
