@@ -329,6 +329,29 @@ TEST_F(RunIntegrationTest, PipChangeRebuildsOnlyTheDependencyLayer) {
   EXPECT_NE(counting_.build_dockerfiles()[2].find("FROM " + base_tag), std::string::npos);
 }
 
+// A compute's node size is enforced by the engine: the container's own cgroup says so (v2 or
+// v1 files, whichever the machine has).
+TEST_F(RunIntegrationTest, NodeSizeIsTheContainersCgroupLimit) {
+  auto compute = client_->PostJson("/api/v1/computes", json{{"name", "small"},
+                                                            {"type", "docker"},
+                                                            {"max_nodes", 1},
+                                                            {"node_cpus", 0.5},
+                                                            {"node_memory_bytes", 64 << 20}});
+  ASSERT_TRUE(compute.ok()) << compute.status().ToString();
+  json job = Job(
+      "echo mem=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || "
+      "cat /sys/fs/cgroup/memory/memory.limit_in_bytes); "
+      "echo cpu=$(cut -d' ' -f1 /sys/fs/cgroup/cpu.max 2>/dev/null || "
+      "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)");
+  job["compute"] = "small";
+  std::string name = Submit(job);
+  json done = WaitFor(name);
+  ASSERT_EQ(done["status"], "Completed") << done.dump();
+  const std::string log = ReadRunFile(name, "user_logs/std_log.txt");
+  EXPECT_NE(log.find("mem=67108864"), std::string::npos) << log;
+  EXPECT_NE(log.find("cpu=50000"), std::string::npos) << log;  // half of a 100 ms period
+}
+
 // The multi-node test: a 2-node PyTorch-style job on a 2-node compute whose ranks
 // rendezvous over TCP at MASTER_ADDR:MASTER_PORT with only the standard library, on the run's own
 // network, and each print their rank.
