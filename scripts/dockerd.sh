@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Installs Debian's docker.io and makes sure dockerd answers on /var/run/docker.sock. Idempotent.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
