@@ -39,6 +39,11 @@ std::string NodeLogName(int i) { return "user_logs/std_log_node_" + std::to_stri
 constexpr const char* kHostfile = "hostfile";
 constexpr const char* kHostfileInContainer = "/trainyard/hostfile";
 
+// Processes the command runs as on each node (distribution.process_count_per_instance).
+int ProcessesPerNode(const spec::RunRequest& req) {
+  return req.distribution ? std::max(1, req.distribution->process_count_per_instance) : 1;
+}
+
 // The hostname of node `i` on a multi-node run's network.
 std::string NodeHost(int i) { return "node-" + std::to_string(i); }
 
@@ -680,8 +685,7 @@ void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& rea
 }
 
 std::string Scheduler::Hostfile(const RunContext& ctx) {
-  const int per_node =
-      ctx.request.distribution ? std::max(1, ctx.request.distribution->process_count_per_instance) : 1;
+  const int per_node = ProcessesPerNode(ctx.request);
   std::string out;
   for (int i = 0; i < ctx.nodes; ++i) {
     out += (ctx.process ? std::string("localhost") : NodeHost(i)) + " slots=" +
@@ -788,7 +792,7 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
 
   // Distributed training (REFERENCE.md): every node learns the run's shape and its place in it.
   const std::string type = req.distribution ? req.distribution->type : "";
-  const int per_node = req.distribution ? std::max(1, req.distribution->process_count_per_instance) : 1;
+  const int per_node = ProcessesPerNode(req);
   const int world = ctx.nodes * per_node;
   const std::string master = process ? "127.0.0.1" : NodeHost(0);
   if (ctx.nodes > 1 && !process) {

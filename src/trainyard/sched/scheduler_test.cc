@@ -109,6 +109,15 @@ class SchedulerTest : public ::testing::Test {
     }
   }
 
+  // A `process` compute named `name` with `max_nodes` nodes.
+  void AddProcessCompute(const std::string& name, int max_nodes) {
+    spec::ComputeDefinition c;
+    c.name = name;
+    c.type = "process";
+    c.max_nodes = max_nodes;
+    ASSERT_TRUE(scheduler_->PutCompute(c, false).ok());
+  }
+
   void WaitForStatus(const std::string& id, RunStatus s) {
     for (int i = 0; i < 2000; ++i) {
       if (store_->GetRun(id)->status == s) return;
@@ -809,11 +818,7 @@ TEST_F(SchedulerTest, OneBuildForManyRunsAndAFailedBuildFailsThemAll) {
 
 // A `process` compute runs the command on the host: same lifecycle, logs, env and outputs.
 TEST_F(SchedulerTest, ProcessComputeRunsOnTheHost) {
-  spec::ComputeDefinition host;
-  host.name = "host";
-  host.type = "process";
-  host.max_nodes = 2;
-  ASSERT_TRUE(scheduler_->PutCompute(host, false).ok());
+  ASSERT_NO_FATAL_FAILURE(AddProcessCompute("host", 2));
   auto req = Request(
       "echo run=$TRAINYARD_RUN_ID; echo weights > outputs/model.bin; "
       "echo in-logs > logs/note.txt; echo err >&2; exit 0");
@@ -942,11 +947,7 @@ TEST_F(SchedulerTest, MultiNodeRunFailsWhenANodeFailsAndStopsTheOthers) {
 
 // The launcher on a process compute: two nodes of two processes each get ranks 0..3 once.
 TEST_F(SchedulerTest, ProcessComputeMultiNodeRanks) {
-  spec::ComputeDefinition host;
-  host.name = "host";
-  host.type = "process";
-  host.max_nodes = 2;
-  ASSERT_TRUE(scheduler_->PutCompute(host, false).ok());
+  ASSERT_NO_FATAL_FAILURE(AddProcessCompute("host", 2));
   auto req = Request(
       "echo rank=$RANK local=$LOCAL_RANK node=$NODE_RANK world=$WORLD_SIZE "
       "master=$MASTER_ADDR");

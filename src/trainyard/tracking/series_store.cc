@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cmath>
 #include <condition_variable>
+#include <functional>
 #include <limits>
 #include <list>
 #include <mutex>
@@ -433,28 +434,19 @@ class SeriesStore::Impl {
   Status DeleteRun(const std::string& run_id) {
     std::lock_guard lock(write_mu_);
     ClearCache();
-    Conn& c = *writer_;
-    TY_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
-    Status s;
-    for (const char* sql :
-         {"DELETE FROM chunks WHERE series_id IN (SELECT id FROM series WHERE run_id = ?)",
-          "DELETE FROM series WHERE run_id = ?", "DELETE FROM entries WHERE run_id = ?",
-          "DELETE FROM applied_batches WHERE run_id = ?", "DELETE FROM run_files WHERE run_id = ?",
-          "DELETE FROM runs WHERE run_id = ?"}) {
-      auto q = c.Prepare(sql);
-      if (!q.ok()) {
-        s = c.Error("prepare delete");
-        break;
+    return WriteTransactionLocked([&](Conn& c) -> Status {
+      for (const char* sql :
+           {"DELETE FROM chunks WHERE series_id IN (SELECT id FROM series WHERE run_id = ?)",
+            "DELETE FROM series WHERE run_id = ?", "DELETE FROM entries WHERE run_id = ?",
+            "DELETE FROM applied_batches WHERE run_id = ?",
+            "DELETE FROM run_files WHERE run_id = ?", "DELETE FROM runs WHERE run_id = ?"}) {
+        auto q = c.Prepare(sql);
+        if (!q.ok()) return c.Error("prepare delete");
+        q.Bind(1, run_id);
+        if (q.Step() != SQLITE_DONE) return q.Error("delete run");
       }
-      q.Bind(1, run_id);
-      if (q.Step() != SQLITE_DONE) {
-        s = q.Error("delete run");
-        break;
-      }
-    }
-    if (s.ok()) s = c.Exec("COMMIT");
-    if (!s.ok()) (void)c.Exec("ROLLBACK");
-    return s;
+      return Status::Ok();
+    });
   }
 
   Status ForgetKeysBefore(std::int64_t cutoff_ms) {
@@ -474,31 +466,22 @@ class SeriesStore::Impl {
       }
     }
     std::lock_guard lock(write_mu_);
-    Conn& c = *writer_;
-    TY_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
-    Status s;
-    for (const RunFile& f : files) {
-      auto q = c.Prepare(
-          "INSERT OR REPLACE INTO run_files(run_id, path, size, digest, origin, recorded_ms) "
-          "VALUES (?, ?, ?, ?, ?, ?)");
-      if (!q.ok()) {
-        s = c.Error("prepare record file");
-        break;
+    return WriteTransactionLocked([&](Conn& c) -> Status {
+      for (const RunFile& f : files) {
+        auto q = c.Prepare(
+            "INSERT OR REPLACE INTO run_files(run_id, path, size, digest, origin, recorded_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?)");
+        if (!q.ok()) return c.Error("prepare record file");
+        q.Bind(1, run_id)
+            .Bind(2, f.path)
+            .Bind(3, static_cast<std::int64_t>(f.size))
+            .Bind(4, f.digest)
+            .Bind(5, f.origin)
+            .Bind(6, f.recorded_ms != 0 ? f.recorded_ms : now_ms);
+        if (q.Step() != SQLITE_DONE) return q.Error("record file");
       }
-      q.Bind(1, run_id)
-          .Bind(2, f.path)
-          .Bind(3, static_cast<std::int64_t>(f.size))
-          .Bind(4, f.digest)
-          .Bind(5, f.origin)
-          .Bind(6, f.recorded_ms != 0 ? f.recorded_ms : now_ms);
-      if (q.Step() != SQLITE_DONE) {
-        s = q.Error("record file");
-        break;
-      }
-    }
-    if (s.ok()) s = c.Exec("COMMIT");
-    if (!s.ok()) (void)c.Exec("ROLLBACK");
-    return s;
+      return Status::Ok();
+    });
   }
 
   StatusOr<std::vector<RunFile>> ListFiles(const std::string& run_id) {
@@ -527,33 +510,24 @@ class SeriesStore::Impl {
       }
     }
     std::lock_guard lock(write_mu_);
-    Conn& c = *writer_;
-    TY_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
-    Status s;
-    for (const Entry& e : entries) {
-      auto q = c.Prepare(
-          "INSERT INTO entries(run_id, name, kind, value, step, description, timestamp) "
-          "VALUES (?, ?, ?, ?, ?, ?, ?)");
-      if (!q.ok()) {
-        s = c.Error("prepare insert entry");
-        break;
+    return WriteTransactionLocked([&](Conn& c) -> Status {
+      for (const Entry& e : entries) {
+        auto q = c.Prepare(
+            "INSERT INTO entries(run_id, name, kind, value, step, description, timestamp) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)");
+        if (!q.ok()) return c.Error("prepare insert entry");
+        const std::string kind(EntryKindName(e.kind));
+        q.Bind(1, run_id)
+            .Bind(2, e.name)
+            .Bind(3, kind)
+            .Bind(4, e.value_json)
+            .BindOptInt(5, e.step)
+            .Bind(6, e.description)
+            .Bind(7, e.timestamp.value_or(now_ms));
+        if (q.Step() != SQLITE_DONE) return q.Error("insert entry");
       }
-      const std::string kind(EntryKindName(e.kind));
-      q.Bind(1, run_id)
-          .Bind(2, e.name)
-          .Bind(3, kind)
-          .Bind(4, e.value_json)
-          .BindOptInt(5, e.step)
-          .Bind(6, e.description)
-          .Bind(7, e.timestamp.value_or(now_ms));
-      if (q.Step() != SQLITE_DONE) {
-        s = q.Error("insert entry");
-        break;
-      }
-    }
-    if (s.ok()) s = c.Exec("COMMIT");
-    if (!s.ok()) (void)c.Exec("ROLLBACK");
-    return s;
+      return Status::Ok();
+    });
   }
 
   StatusOr<std::vector<Entry>> ListEntries(const std::string& run_id,
@@ -587,6 +561,17 @@ class SeriesStore::Impl {
   }
 
  private:
+  // Runs `body` in one write transaction on the writer: committed when it returns OK, rolled
+  // back otherwise. Requires write_mu_.
+  Status WriteTransactionLocked(const std::function<Status(Conn&)>& body) {
+    Conn& c = *writer_;
+    TY_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
+    Status s = body(c);
+    if (s.ok()) s = c.Exec("COMMIT");
+    if (!s.ok()) (void)c.Exec("ROLLBACK");
+    return s;
+  }
+
   struct PendingAppend {
     const std::string* run_id;
     const MetricBatch* batch;
