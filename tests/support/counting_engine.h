@@ -53,6 +53,13 @@ class CountingEngine : public docker::Engine {
   Status RemoveImage(const std::string& ref, bool force) override {
     return real_.RemoveImage(ref, force);
   }
+  Status TagImage(const std::string& source, const std::string& target) override {
+    return real_.TagImage(source, target);
+  }
+  Status PushImage(const std::string& ref, const std::optional<docker::RegistryAuth>& auth,
+                   const docker::TextSink& progress) override {
+    return real_.PushImage(ref, auth, progress);
+  }
   StatusOr<std::string> CreateContainer(const docker::ContainerConfig& config) override {
     return real_.CreateContainer(config);
   }

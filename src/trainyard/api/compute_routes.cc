@@ -39,7 +39,7 @@ HttpResponse CreateCompute(sched::Scheduler& scheduler, HttpRequest& req) {
   bool created = false;
   auto stored = scheduler.PutCompute(*def, update, &created);
   if (!stored.ok()) return HttpResponse::FromStatus(stored.status());
-  json out = stored->ToJson();
+  json out = stored->ToJson(spec::SecretMode::kRedact);
   out["outcome"] = created                                    ? "created"
                    : before && !before->SameSettings(*stored) ? "updated"
                                                               : "unchanged";
@@ -49,7 +49,7 @@ HttpResponse CreateCompute(sched::Scheduler& scheduler, HttpRequest& req) {
 }  // namespace
 
 json ComputeStatusToJson(const sched::ComputeStatus& status) {
-  json out = status.definition.ToJson();
+  json out = status.definition.ToJson(spec::SecretMode::kRedact);
   out["nodes"] = {{"busy", status.busy_nodes},
                   {"idle", status.idle_nodes},
                   {"total", status.definition.max_nodes}};
@@ -65,6 +65,7 @@ json ComputeStatusToJson(const sched::ComputeStatus& status) {
   }
   out["queued"] = std::move(queued);
   out["totals"] = {{"running", status.running.size()}, {"queued", status.queued.size()}};
+  if (!status.cluster.is_null()) out["slurm"] = status.cluster;
   return out;
 }
 
@@ -76,7 +77,7 @@ void AddComputeRoutes(HttpServer& server, sched::Scheduler& scheduler) {
                  auto all = s->ListComputes();
                  if (!all.ok()) return HttpResponse::FromStatus(all.status());
                  json out = json::array();
-                 for (const auto& c : *all) out.push_back(c.ToJson());
+                 for (const auto& c : *all) out.push_back(c.ToJson(spec::SecretMode::kRedact));
                  return HttpResponse::Json(200, out);
                }));
   server.Route("GET", "/api/v1/computes/{name}", SyncHandler([s](HttpRequest& req) {

@@ -30,6 +30,7 @@
 #include "trainyard/envbuild/image_builder.h"
 #include "trainyard/exec/executor.h"
 #include "trainyard/exec/process_executor.h"
+#include "trainyard/slurm/slurm.h"
 #include "trainyard/sched/scheduler.h"
 #include "trainyard/store/store.h"
 #include "trainyard/tracking/run_files.h"
@@ -74,7 +75,9 @@ std::string ReadChunk(const fs::path& path, std::uint64_t offset, std::uint64_t 
 
 std::string StatusText(RunStatus s) { return std::string(store::RunStatusName(s)); }
 
-json RunToJson(const store::RunRecord& r, const std::string& base_url) {
+// `wait_reason`: why an active run waits (Scheduler::WaitReason), empty when it does not.
+json RunToJson(const store::RunRecord& r, const std::string& base_url,
+               const std::string& wait_reason = "") {
   json transitions = json::array();
   for (const auto& t : r.transitions) {
     transitions.push_back(
@@ -116,6 +119,10 @@ json RunToJson(const store::RunRecord& r, const std::string& base_url) {
               {"snapshot_id", r.snapshot_id},
               {"exit_code", r.exit_code ? json(*r.exit_code) : json(nullptr)},
               {"failure_reason", r.failure_reason},
+              {"wait_reason", wait_reason},
+              {"slurm_job", StartsWith(r.container_id, "slurm:")
+                                ? json(std::atoll(r.container_id.c_str() + 6))
+                                : json(nullptr)},
               {"tags", r.tags},
               {"transitions", transitions},
               {"created_at", FormatTimeIso(r.created_at)},
@@ -205,6 +212,7 @@ struct Daemon::Impl {
   std::unique_ptr<envbuild::ImageBuilder> builder;
   std::unique_ptr<exec::DockerExecutor> executor;
   std::unique_ptr<exec::ProcessExecutor> process_executor;
+  std::unique_ptr<slurm::Client> owned_slurm;
   std::unique_ptr<sched::EnvironmentRegistry> environments;
   std::unique_ptr<sched::Scheduler> scheduler;
   std::unique_ptr<tracking::SeriesStore> series;  // Run metrics (<workspace>/tracking.db).
@@ -308,20 +316,22 @@ void Daemon::Impl::InstallRoutes() {
             auto runs = store->ListRuns(filter);
             if (!runs.ok()) return HttpResponse::FromStatus(runs.status());
             json out = json::array();
-            for (const auto& r : *runs) out.push_back(RunToJson(r, BaseUrl()));
+            for (const auto& r : *runs) {
+              out.push_back(RunToJson(r, BaseUrl(), scheduler->WaitReason(r.id)));
+            }
             return JsonText(200, out);
           }));
   s.Route("GET", "/api/v1/jobs/{name}", SyncHandler([this](HttpRequest& req) {
             auto run = store->GetRun(req.Param("name"));
             if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return JsonText(200, RunToJson(*run, BaseUrl()));
+            return JsonText(200, RunToJson(*run, BaseUrl(), scheduler->WaitReason(run->id)));
           }));
   s.Route("POST", "/api/v1/jobs/{name}/cancel", SyncHandler([this](HttpRequest& req) {
             Status st = scheduler->Cancel(req.Param("name"));
             if (!st.ok()) return HttpResponse::FromStatus(st);
             auto run = store->GetRun(req.Param("name"));
             if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return JsonText(200, RunToJson(*run, BaseUrl()));
+            return JsonText(200, RunToJson(*run, BaseUrl(), scheduler->WaitReason(run->id)));
           }));
   s.Route("GET", "/api/v1/jobs/{name}/stream",
           AsyncHandler([this](HttpRequest& req) { return Stream(req); }));
@@ -494,6 +504,14 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   impl->process_executor = std::make_unique<exec::ProcessExecutor>(
       exec::ProcessExecutorOptions{impl->layout.root / "nodes"});
   sopts.process_executor = impl->process_executor.get();
+  // Slurm's commands are run only for slurm computes; a machine without Slurm can have none.
+  if (options.slurm != nullptr) {
+    sopts.slurm = options.slurm;
+  } else {
+    impl->owned_slurm = slurm::MakeCommandClient();
+    sopts.slurm = impl->owned_slurm.get();
+  }
+  sopts.engine = impl->engine;
   sopts.stop_grace_seconds = impl->config.stop_grace_seconds;
   sopts.socket_dir = ApiSocketDir(impl->layout.root);
   sopts.sdk_dir = FindPythonSdk();

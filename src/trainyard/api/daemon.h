@@ -6,6 +6,7 @@
 
 #include "trainyard/common/status.h"
 #include "trainyard/docker/engine.h"
+#include "trainyard/slurm/slurm.h"
 
 namespace trainyard::api {
 
@@ -16,6 +17,7 @@ struct DaemonOptions {
   std::string docker_socket = "/var/run/docker.sock";
   std::filesystem::path docker_config;  // empty: $DOCKER_CONFIG or ~/.docker/config.json
   docker::Engine* engine = nullptr;     // borrowed; null: the engine at docker_socket
+  slurm::Client* slurm = nullptr;       // borrowed; null: Slurm's commands on PATH
   bool write_server_file = true;        // publish server.json for CLI clients
 };
 

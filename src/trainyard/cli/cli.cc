@@ -529,6 +529,12 @@ struct ComputeFlags {
   std::optional<int> max_nodes, node_gpus;
   std::optional<double> node_cpus;
   std::optional<std::int64_t> idle_seconds;
+  // slurm
+  std::optional<std::string> partition, account, qos, container_runtime, registry,
+      registry_username, shared_dir;
+  std::optional<int> gpus_per_node;
+  std::vector<std::string> sbatch_args;
+  bool registry_password_stdin = false;
   bool update = false;
 };
 
@@ -560,6 +566,39 @@ StatusOr<spec::ComputeDefinition> ComputeFromFlags(const ComputeFlags& f) {
   }
   if (f.node_gpus) def.node_gpus = *f.node_gpus;
   if (f.idle_seconds) def.idle_seconds = *f.idle_seconds;
+  if (f.partition) def.partition = *f.partition;
+  if (f.account) def.account = *f.account;
+  if (f.qos) def.qos = *f.qos;
+  if (f.container_runtime) def.container_runtime = *f.container_runtime;
+  if (f.gpus_per_node) def.gpus_per_node = *f.gpus_per_node;
+  if (!f.sbatch_args.empty()) def.sbatch_args = f.sbatch_args;
+  if (f.shared_dir) {
+    std::error_code ec;
+    const fs::path dir = fs::absolute(*f.shared_dir, ec);
+    if (ec || !fs::is_directory(dir, ec)) {
+      return InvalidArgument("--shared-dir " + *f.shared_dir + " is not a folder");
+    }
+    def.shared_dir = dir.lexically_normal().string();
+  }
+  if (f.registry) {
+    // The password never goes on a command line: it comes from stdin or the environment.
+    spec::RegistryCredentials creds;
+    creds.address = *f.registry;
+    creds.username = f.registry_username.value_or("");
+    if (f.registry_password_stdin) {
+      std::getline(std::cin, creds.password);
+    } else if (const char* pw = std::getenv("TRAINYARD_REGISTRY_PASSWORD")) {
+      creds.password = pw;
+    }
+    if (creds.username.empty() || creds.password.empty()) {
+      return InvalidArgument(
+          "--registry needs --registry-username and a password, from "
+          "--registry-password-stdin or the TRAINYARD_REGISTRY_PASSWORD variable");
+    }
+    def.registry = std::move(creds);
+  } else if (f.registry_username || f.registry_password_stdin) {
+    return InvalidArgument("--registry-username and --registry-password-stdin go with --registry");
+  }
   // Checked here too, so a mistake is reported before the daemon is started.
   TY_RETURN_IF_ERROR(def.Validate());
   return def;
@@ -568,7 +607,16 @@ StatusOr<spec::ComputeDefinition> ComputeFromFlags(const ComputeFlags& f) {
 std::string ComputeSummary(const json& c) {
   const int nodes = c.value("max_nodes", 0);
   std::string out = "  type " + Str(c, "type") + ", up to " + std::to_string(nodes) +
-                    (nodes == 1 ? " node" : " nodes") + " of " + FormatNodeSize(c);
+                    (nodes == 1 ? " node" : " nodes");
+  if (Str(c, "type") == "slurm") {
+    out += " of partition " + Str(c, "partition") + ", containers by " +
+           Str(c, "container_runtime");
+    if (c.contains("registry") && c["registry"].is_object()) {
+      out += ", images through " + Str(c["registry"], "address");
+    }
+  } else {
+    out += " of " + FormatNodeSize(c);
+  }
   if (const std::int64_t idle = c.value("idle_seconds", std::int64_t{0}); idle > 0) {
     out += "; scale-down after " + std::to_string(idle) + " s idle";
   }
@@ -578,7 +626,7 @@ std::string ComputeSummary(const json& c) {
 int ComputeCreate(Session& s, const ComputeFlags& flags, const std::string& output) {
   auto def = ComputeFromFlags(flags);
   if (!def.ok()) return Fail(def.status());
-  json body = def->ToJson();
+  json body = def->ToJson(spec::SecretMode::kPlain);  // to the daemon over loopback only
   if (flags.update) body["update"] = true;
   auto http = s.Client();
   if (!http.ok()) return Fail(http.status());
@@ -747,8 +795,9 @@ int Main(int argc, char** argv) {
       "create", "Create a compute target (or attach to an existing one with the same settings)");
   compute_create->add_option("-f,--file", cflags.file, "Compute YAML file (docs/compute.md)");
   compute_create->add_option("--name", cflags.name, "Name (required without -f)");
-  compute_create->add_option("--type", cflags.type, "docker (default) or process (on the host)")
-      ->check(CLI::IsMember({"docker", "process", "amlcompute"}));
+  compute_create->add_option("--type", cflags.type,
+                             "docker (default), process (on the host) or slurm (a Slurm cluster)")
+      ->check(CLI::IsMember({"docker", "process", "slurm", "amlcompute"}));
   compute_create->add_option("--max-nodes", cflags.max_nodes, "Nodes runs may hold at once");
   compute_create->add_option("--node-cpus", cflags.node_cpus,
                              "CPUs per node, e.g. 2 or 0.5 (0: the machine's)");
@@ -757,6 +806,29 @@ int Main(int argc, char** argv) {
   compute_create->add_option("--node-gpus", cflags.node_gpus, "GPUs per node");
   compute_create->add_option("--idle-seconds", cflags.idle_seconds,
                              "Idle time before scale-down, in seconds");
+  compute_create->add_option("--partition", cflags.partition, "slurm: the partition jobs go to");
+  compute_create->add_option("--account", cflags.account, "slurm: sbatch --account");
+  compute_create->add_option("--qos", cflags.qos, "slurm: sbatch --qos");
+  compute_create->add_option("--gpus-per-node", cflags.gpus_per_node,
+                             "slurm: GPUs each node of a run gets");
+  compute_create->add_option("--container-runtime", cflags.container_runtime,
+                             "slurm: the container CLI on the nodes, docker (default) or podman")
+      ->check(CLI::IsMember({"docker", "podman"}));
+  compute_create
+      ->add_option("--sbatch-arg", cflags.sbatch_args,
+                   "slurm: an extra sbatch option, e.g. --sbatch-arg=--exclusive (repeatable)")
+      ->allow_extra_args(false);
+  compute_create->add_option("--registry", cflags.registry,
+                             "slurm: registry HOST[:PORT] the image is pushed to and nodes pull "
+                             "from");
+  compute_create->add_option("--registry-username", cflags.registry_username,
+                             "slurm: the registry's user");
+  compute_create->add_flag("--registry-password-stdin", cflags.registry_password_stdin,
+                           "slurm: read the registry's password from stdin (else from "
+                           "TRAINYARD_REGISTRY_PASSWORD)");
+  compute_create->add_option("--shared-dir", cflags.shared_dir,
+                             "slurm: a folder every node sees at the same path (default: the "
+                             "workspace)");
   compute_create->add_flag("--update", cflags.update,
                            "Change an existing compute target's settings (for runs started from "
                            "now on)");

@@ -130,7 +130,11 @@ std::string RenderRun(const nlohmann::json& run) {
   row("Experiment:", Str(run, "experiment"));
   row("Status:", Str(run, "status"));
   row("Reason:", Str(run, "failure_reason"));
+  row("Waiting:", Str(run, "wait_reason"));
   row("Compute:", Str(run, "compute"));
+  if (run.contains("slurm_job") && run["slurm_job"].is_number_integer()) {
+    row("Slurm job:", std::to_string(run["slurm_job"].get<std::int64_t>()));
+  }
   row("Environment:", Str(run, "environment"));
   row("Image:", Str(run, "image"));
   row("Snapshot:", Str(run, "snapshot_id"));
@@ -156,6 +160,11 @@ std::string RenderRun(const nlohmann::json& run) {
 }
 
 std::string FormatNodeSize(const nlohmann::json& compute) {
+  if (Str(compute, "type") == "slurm") {
+    const int gpus = compute.value("gpus_per_node", 0);
+    return "partition " + Str(compute, "partition") + "'s nodes" +
+           (gpus > 0 ? ", " + std::to_string(gpus) + (gpus == 1 ? " GPU" : " GPUs") : "");
+  }
   const double cpus = compute.value("node_cpus", 0.0);
   const std::int64_t memory = compute.value("node_memory_bytes", std::int64_t{0});
   const int gpus = compute.value("node_gpus", 0);
@@ -174,8 +183,10 @@ std::string RenderComputeStatus(const nlohmann::json& status) {
     return j.contains(key) && j[key].is_number_integer() ? j[key].get<std::int64_t>() : 0;
   };
   row("Name:", Str(status, "name"));
-  row("Type:", Str(status, "type") +
-                   (Str(status, "type") == "process" ? " (runs on the host)" : " (containers)"));
+  const std::string type = Str(status, "type");
+  row("Type:", type + (type == "process" ? " (runs on the host)"
+                       : type == "slurm" ? " (batch jobs on a Slurm cluster)"
+                                         : " (containers)"));
   row("Node size:", FormatNodeSize(status));
   const nlohmann::json nodes = status.value("nodes", nlohmann::json::object());
   row("Nodes:", std::to_string(count(nodes, "busy")) + " busy, " +
@@ -183,6 +194,35 @@ std::string RenderComputeStatus(const nlohmann::json& status) {
                     std::to_string(count(nodes, "total")) + " total");
   if (const std::int64_t idle = count(status, "idle_seconds"); idle > 0) {
     row("Scale-down:", "after " + std::to_string(idle) + " s idle");
+  }
+  if (status.contains("slurm") && status["slurm"].is_object()) {
+    const nlohmann::json& slurm = status["slurm"];
+    if (!Str(slurm, "error").empty()) row("Slurm:", "cannot be asked: " + Str(slurm, "error"));
+    std::string nodes_text;
+    for (const auto& n : slurm.value("nodes", nlohmann::json::array())) {
+      nodes_text += (nodes_text.empty() ? "" : ", ") + Str(n, "name") + " " + Str(n, "state") +
+                    " (" + std::to_string(count(n, "alloc_cpus")) + "/" +
+                    std::to_string(count(n, "cpus")) + " CPUs" +
+                    (count(n, "gpus") > 0 ? ", " + std::to_string(count(n, "gpus")) + " GPUs" : "") +
+                    ")";
+    }
+    row("Partition:", Str(slurm, "partition") + ": " + (nodes_text.empty() ? "no nodes" : nodes_text));
+    const nlohmann::json jobs = slurm.value("jobs", nlohmann::json::array());
+    if (jobs.empty()) {
+      row("Slurm queue:", "empty");
+    } else {
+      out += "Slurm queue (" + std::to_string(jobs.size()) + " jobs in the partition, every user's):\n";
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& j : jobs) {
+        rows.push_back({std::to_string(count(j, "job_id")), Str(j, "name"),
+                        Str(j, "run").empty() ? "-" : Str(j, "run"), Str(j, "state"),
+                        Str(j, "reason").empty() ? "-" : Str(j, "reason"), Str(j, "nodes")});
+      }
+      for (const std::string& line :
+           Split(RenderTable({"JOB", "NAME", "RUN", "STATE", "REASON", "NODES"}, rows), '\n')) {
+        if (!line.empty()) out += "  " + line + "\n";
+      }
+    }
   }
   std::string running;
   const nlohmann::json run_ids = status.value("running", nlohmann::json::array());

@@ -68,6 +68,19 @@ std::map<std::string, std::string> ReadEnvFile(const std::string& text) {
   return out;
 }
 
+// The settings scripts/registry.sh writes: REGISTRY, REGISTRY_USER, REGISTRY_PASSWORD,
+// REGISTRY_IMAGE. The file's read error when it cannot be read (the registry is missing);
+// InvalidArgument when it lacks one of them.
+StatusOr<std::map<std::string, std::string>> ReadRegistryEnv() {
+  const std::string path = RegistryEnvPath();
+  TY_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  std::map<std::string, std::string> env = ReadEnvFile(text);
+  for (const char* key : {"REGISTRY", "REGISTRY_USER", "REGISTRY_PASSWORD", "REGISTRY_IMAGE"}) {
+    if (env[key].empty()) return InvalidArgument(std::string(key) + " missing from " + path);
+  }
+  return env;
+}
+
 class DockerIntegrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -335,16 +348,13 @@ TEST_F(DockerIntegrationTest, ContainerOptionsReachTheEngine) {
 }
 
 TEST_F(DockerIntegrationTest, PrivateRegistryPullWithAuth) {
-  const std::string env_path = RegistryEnvPath();
-  StatusOr<std::string> env_text = ReadFile(env_path);
-  if (!env_text.ok()) {
-    TY_SERVICE_MISSING(env_path + ": " + env_text.status().message() +
+  StatusOr<std::map<std::string, std::string>> registry_env = ReadRegistryEnv();
+  if (!registry_env.ok() && registry_env.status().code() != StatusCode::kInvalidArgument) {
+    TY_SERVICE_MISSING(RegistryEnvPath() + ": " + registry_env.status().message() +
                        " (run scripts/registry.sh)");
   }
-  std::map<std::string, std::string> env = ReadEnvFile(*env_text);
-  for (const char* key : {"REGISTRY", "REGISTRY_USER", "REGISTRY_PASSWORD", "REGISTRY_IMAGE"}) {
-    ASSERT_FALSE(env[key].empty()) << key << " missing from " << env_path;
-  }
+  ASSERT_TRUE(registry_env.ok()) << registry_env.status().ToString();
+  std::map<std::string, std::string> env = *registry_env;
   const std::string image = env["REGISTRY_IMAGE"];
   const std::string registry = env["REGISTRY"];
   const RegistryAuth good{env["REGISTRY_USER"], env["REGISTRY_PASSWORD"], registry};
@@ -394,6 +404,73 @@ TEST_F(DockerIntegrationTest, PrivateRegistryPullWithAuth) {
     Status restored = engine_.PullImage(image, good, nullptr);
     EXPECT_TRUE(restored.ok()) << restored.ToString();
   }
+}
+
+TEST_F(DockerIntegrationTest, PrivateRegistryTagPushAndPullBack) {
+  StatusOr<std::map<std::string, std::string>> registry_env = ReadRegistryEnv();
+  if (!registry_env.ok() && registry_env.status().code() != StatusCode::kInvalidArgument) {
+    TY_SERVICE_MISSING(RegistryEnvPath() + ": " + registry_env.status().message() +
+                       " (run scripts/registry.sh)");
+  }
+  ASSERT_TRUE(registry_env.ok()) << registry_env.status().ToString();
+  std::map<std::string, std::string> env = *registry_env;
+  const std::string registry = env["REGISTRY"];
+  const RegistryAuth good{env["REGISTRY_USER"], env["REGISTRY_PASSWORD"], registry};
+  const std::string wrong_password = "wrong-" + RandomHex(8);
+  const RegistryAuth bad{env["REGISTRY_USER"], wrong_password, registry};
+  // The tag stays in the registry (it shares the base image's layers); the local one is removed.
+  const std::string pushed = registry + "/trainyard-test/pushed:" + nonce_;
+  images_.push_back(pushed);
+
+  EXPECT_EQ(engine_.TagImage("trainyard-test/no-such-image:" + nonce_, pushed).code(),
+            StatusCode::kNotFound);
+  ASSERT_TRUE(engine_.TagImage(kBaseImage, pushed).ok());
+  auto base = engine_.InspectImage(kBaseImage);
+  auto tagged = engine_.InspectImage(pushed);
+  ASSERT_TRUE(base.ok() && base->has_value() && tagged.ok() && tagged->has_value());
+  EXPECT_EQ((*tagged)->id, (*base)->id);
+
+  std::vector<std::string> progress;
+  auto sink = [&](std::string_view l) { progress.emplace_back(l); };
+  Status ok = engine_.PushImage(pushed, good, sink);
+  if (ok.code() == StatusCode::kUnavailable) {
+    TY_SERVICE_MISSING("registry " + registry + ": " + ok.ToString());
+  }
+  ASSERT_TRUE(ok.ok()) << ok.ToString();
+  EXPECT_FALSE(progress.empty());
+  for (const std::string& l : progress) {
+    EXPECT_EQ(l.find('\n'), std::string::npos) << "one line per call";
+    EXPECT_EQ(l.find(good.password), std::string::npos) << l;
+  }
+
+  // Gone locally (the base image keeps its own name), then back from the registry.
+  ASSERT_TRUE(engine_.RemoveImage(pushed, false).ok());
+  auto absent = engine_.InspectImage(pushed);
+  ASSERT_TRUE(absent.ok());
+  EXPECT_FALSE(absent->has_value());
+  Status pulled = engine_.PullImage(pushed, good, nullptr);
+  ASSERT_TRUE(pulled.ok()) << pulled.ToString();
+  auto back = engine_.InspectImage(pushed);
+  ASSERT_TRUE(back.ok() && back->has_value());
+  EXPECT_EQ((*back)->id, (*base)->id);
+
+  progress.clear();
+  Status refused = engine_.PushImage(pushed, bad, sink);
+  RecordProperty("refused", refused.ToString());
+  EXPECT_EQ(refused.code(), StatusCode::kUnauthenticated) << refused.ToString();
+  EXPECT_TRUE(StartsWith(refused.message(), "unauthorized: pushing " + pushed + " to " + registry))
+      << refused.message();
+  EXPECT_EQ(refused.message().find(wrong_password), std::string::npos) << refused.message();
+  for (const std::string& l : progress) EXPECT_EQ(l.find(wrong_password), std::string::npos) << l;
+
+  Status anonymous = engine_.PushImage(pushed, std::nullopt, nullptr);
+  RecordProperty("anonymous", anonymous.ToString());
+  EXPECT_EQ(anonymous.code(), StatusCode::kUnauthenticated) << anonymous.ToString();
+
+  Status missing =
+      engine_.PushImage(registry + "/trainyard-test/no-such-image:" + nonce_, good, nullptr);
+  RecordProperty("missing", missing.ToString());
+  EXPECT_EQ(missing.code(), StatusCode::kNotFound) << missing.ToString();
 }
 
 }  // namespace

@@ -540,6 +540,63 @@ TEST(FakeEngineTest, BuildsAreCountedAndCanFail) {
   EXPECT_EQ(engine.BuildImage(req, nullptr).code(), StatusCode::kUnavailable);
 }
 
+TEST(FakeEngineTest, TagAndPushWithCredentials) {
+  FakeEngine engine;
+  engine.AddImage("python:3.11-slim", {{"a", "b"}});
+  engine.SetRegistryCredentials("127.0.0.1:5000", "alice", "right-pw");
+  const std::string ref = "127.0.0.1:5000/team/py:v1";
+  const RegistryAuth good{"alice", "right-pw", "127.0.0.1:5000"};
+
+  EXPECT_EQ(engine.TagImage("python:3.12-slim", ref).code(), StatusCode::kNotFound);
+  EXPECT_EQ(engine.TagImage("python:3.11-slim", "Bad Ref").code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(engine.TagImage("python:3.11-slim", ref).ok());
+  auto source = engine.InspectImage("python:3.11-slim");
+  auto tagged = engine.InspectImage(ref);
+  ASSERT_TRUE(source.ok() && source->has_value() && tagged.ok() && tagged->has_value());
+  EXPECT_EQ((*tagged)->id, (*source)->id);
+  EXPECT_EQ((*tagged)->labels.at("a"), "b");
+  EXPECT_EQ((*tagged)->repo_tags, (std::vector<std::string>{ref, "python:3.11-slim"}));
+  // By id, and with no tag meaning "latest".
+  ASSERT_TRUE(engine.TagImage((*source)->id, "127.0.0.1:5000/team/py").ok());
+  EXPECT_TRUE(engine.HasImage("127.0.0.1:5000/team/py:latest"));
+
+  std::vector<std::string> progress;
+  auto collect = [&](std::string_view l) { progress.emplace_back(l); };
+  Status wrong =
+      engine.PushImage(ref, RegistryAuth{"alice", "wrong-pw-123", "127.0.0.1:5000"}, collect);
+  EXPECT_EQ(wrong.code(), StatusCode::kUnauthenticated);
+  EXPECT_TRUE(StartsWith(wrong.message(), "unauthorized: pushing " + ref + " to 127.0.0.1:5000"))
+      << wrong.message();
+  EXPECT_EQ(wrong.message().find("wrong-pw-123"), std::string::npos);
+  EXPECT_EQ(engine.PushImage(ref, std::nullopt, collect).code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(engine.PushImage("127.0.0.1:5000/team/none:1", good, collect).code(),
+            StatusCode::kNotFound);
+  EXPECT_TRUE(engine.pushed().empty());
+  EXPECT_TRUE(progress.empty());
+
+  ASSERT_TRUE(engine.PushImage(ref, good, collect).ok());
+  EXPECT_EQ(engine.pushed(), std::vector<std::string>{ref});
+  EXPECT_EQ(engine.pushes(), 4);
+  ASSERT_TRUE(engine.last_push_auth().has_value());
+  EXPECT_EQ(engine.last_push_auth()->username, "alice");
+  EXPECT_FALSE(progress.empty());
+  for (const std::string& line : progress) EXPECT_EQ(line.find("pw"), std::string::npos);
+
+  // What was pushed can be pulled back.
+  ASSERT_TRUE(engine.RemoveImage(ref, false).ok());
+  EXPECT_FALSE(engine.HasImage(ref));
+  auto untagged = engine.InspectImage("python:3.11-slim");
+  ASSERT_TRUE(untagged.ok() && untagged->has_value());
+  EXPECT_EQ((*untagged)->repo_tags,
+            (std::vector<std::string>{"127.0.0.1:5000/team/py:latest", "python:3.11-slim"}));
+  ASSERT_TRUE(engine.PullImage(ref, good, nullptr).ok());
+  EXPECT_TRUE(engine.HasImage(ref));
+
+  engine.SetAvailable(false);
+  EXPECT_EQ(engine.TagImage("python:3.11-slim", ref).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(engine.PushImage(ref, good, nullptr).code(), StatusCode::kUnavailable);
+}
+
 TEST(FakeEngineTest, ContainerRunsLogsAndExitCode) {
   FakeEngine engine;
   engine.AddImage("python:3.11-slim");
@@ -906,6 +963,93 @@ TEST(HttpEngineTest, BuildStreamsLinesAndReportsFailingStep) {
   std::string decoded;
   ASSERT_TRUE(Base64Decode(HeaderValue(seen[0].headers, "X-Registry-Config"), &decoded));
   EXPECT_EQ(json::parse(decoded)["127.0.0.1:5000"]["password"], "build-secret");
+}
+
+TEST(HttpEngineTest, TagAndPushMapStatusAndStreamErrors) {
+  const std::string password = "Pa55-push-secret";
+  ScriptedServer server({
+      {201, "text/plain", ""},
+      {404, "application/json", "{\"message\":\"No such image: nope:1\"}"},
+      {200,
+       "application/json",
+       "",
+       {"{\"status\":\"The push refers to repository [127.0.0.1:5000/team/py]\"}\r\n{\"stat",
+        "us\":\"Pushing\",\"progressDetail\":{\"current\":512,\"total\":1024},\"progress\":\"[=> "
+        " ] 512B/1KB\",\"id\":\"abc\"}\r\n",
+        "{\"status\":\"v1: digest: sha256:" + std::string(64, 'd') +
+            " size: 528\"}\r\n{\"progressDetail\":{},\"aux\":{\"Tag\":\"v1\"}}\r\n"}},
+      {200,
+       "application/json",
+       "",
+       {"{\"status\":\"The push refers to repository [127.0.0.1:5000/team/py]\"}\r\n",
+        "{\"errorDetail\":{\"message\":\"unauthorized: authentication required for alice:" +
+            password + "\"},\"error\":\"unauthorized: authentication required\"}\r\n"}},
+      {200,
+       "application/json",
+       "",
+       {"{\"errorDetail\":{\"message\":\"Get \\\"https://127.0.0.1:5001/v2/\\\": dial tcp "
+        "127.0.0.1:5001: connect: connection refused\"},\"error\":\"x\"}\r\n"}},
+      {404, "application/json",
+       "{\"message\":\"An image does not exist locally with the tag: 127.0.0.1:5000/team/none\"}"},
+      {500, "application/json", "{\"message\":\"something broke for " + password + "\"}"},
+  });
+  HttpEngine engine(server.path());
+  std::vector<std::string> lines;
+  auto sink = [&](std::string_view l) { lines.emplace_back(l); };
+  const RegistryAuth auth{"alice", password, "127.0.0.1:5000"};
+
+  ASSERT_TRUE(engine.TagImage("sha256:abc", "127.0.0.1:5000/team/py:v1").ok());
+  Status no_source = engine.TagImage("nope:1", "127.0.0.1:5000/team/py");
+  EXPECT_EQ(no_source.code(), StatusCode::kNotFound);
+  EXPECT_NE(no_source.message().find("No such image: nope:1"), std::string::npos);
+  EXPECT_EQ(engine.TagImage("x", "Bad Ref").code(), StatusCode::kInvalidArgument);
+
+  ASSERT_TRUE(engine.PushImage("127.0.0.1:5000/team/py:v1", auth, sink).ok());
+  EXPECT_EQ(lines, (std::vector<std::string>{
+                       "The push refers to repository [127.0.0.1:5000/team/py]",
+                       "abc: Pushing [=>  ] 512B/1KB",
+                       "v1: digest: sha256:" + std::string(64, 'd') + " size: 528"}));
+
+  Status refused = engine.PushImage("127.0.0.1:5000/team/py:v1", auth, sink);
+  EXPECT_EQ(refused.code(), StatusCode::kUnauthenticated);
+  EXPECT_TRUE(StartsWith(refused.message(),
+                         "unauthorized: pushing 127.0.0.1:5000/team/py:v1 to 127.0.0.1:5000"))
+      << refused.message();
+  EXPECT_NE(refused.message().find("authentication required"), std::string::npos);
+  EXPECT_EQ(refused.message().find(password), std::string::npos) << refused.message();
+
+  Status unreachable = engine.PushImage("127.0.0.1:5001/team/py", std::nullopt, sink);
+  EXPECT_EQ(unreachable.code(), StatusCode::kUnavailable) << unreachable.ToString();
+  EXPECT_TRUE(StartsWith(unreachable.message(),
+                         "pushing 127.0.0.1:5001/team/py:latest to 127.0.0.1:5001: "))
+      << unreachable.message();
+  EXPECT_EQ(engine.PushImage("127.0.0.1:5000/team/none", auth, sink).code(), StatusCode::kNotFound);
+  Status broken = engine.PushImage("127.0.0.1:5000/team/py:v1", auth, sink);
+  EXPECT_EQ(broken.code(), StatusCode::kInternal);
+  EXPECT_NE(broken.message().find("something broke for ***"), std::string::npos)
+      << broken.message();
+  EXPECT_EQ(broken.message().find(password), std::string::npos) << broken.message();
+  EXPECT_EQ(
+      engine.PushImage("127.0.0.1:5000/team/py@sha256:" + std::string(64, 'c'), auth, sink).code(),
+      StatusCode::kInvalidArgument);
+  for (const std::string& l : lines) EXPECT_EQ(l.find(password), std::string::npos);
+
+  std::vector<Seen> seen = server.seen();
+  ASSERT_EQ(seen.size(), 7u);
+  EXPECT_EQ(seen[0].request_line,
+            "POST /v1.41/images/sha256:abc/tag?repo=127.0.0.1%3A5000%2Fteam%2Fpy&tag=v1 HTTP/1.1");
+  EXPECT_EQ(seen[1].request_line,
+            "POST /v1.41/images/nope:1/tag?repo=127.0.0.1%3A5000%2Fteam%2Fpy&tag=latest HTTP/1.1");
+  EXPECT_EQ(seen[2].request_line, "POST /v1.41/images/127.0.0.1:5000/team/py/push?tag=v1 HTTP/1.1");
+  std::string decoded;
+  ASSERT_TRUE(Base64Decode(HeaderValue(seen[2].headers, "X-Registry-Auth"), &decoded));
+  json auth_json = json::parse(decoded);
+  EXPECT_EQ(auth_json["username"], "alice");
+  EXPECT_EQ(auth_json["password"], password);
+  EXPECT_EQ(auth_json["serveraddress"], "127.0.0.1:5000");
+  // Without credentials the header is still sent (the engine refuses a push without it).
+  ASSERT_TRUE(Base64Decode(HeaderValue(seen[4].headers, "X-Registry-Auth"), &decoded));
+  EXPECT_EQ(decoded, "{}");
 }
 
 TEST(HttpEngineTest, ContainerCallsMapStatusAndBodies) {

@@ -131,6 +131,17 @@ class Engine {
 
   virtual Status RemoveImage(const std::string& ref, bool force) = 0;
 
+  // Tags the image `source` (a reference or an id) as `target` ("REPOSITORY[:TAG]"; no tag
+  // means "latest"). NotFound when `source` does not exist.
+  virtual Status TagImage(const std::string& source, const std::string& target) = 0;
+  // Pushes `ref` to its registry, sending `auth` when given (the X-Registry-Auth header, like
+  // PullImage). Progress goes to `progress` one line at a time. A registry refusing the
+  // credentials is Unauthenticated "unauthorized: pushing REF to REGISTRY"; one that cannot be
+  // reached is Unavailable naming it; other failures carry the engine's message. No message
+  // ever contains the password.
+  virtual Status PushImage(const std::string& ref, const std::optional<RegistryAuth>& auth,
+                           const TextSink& progress) = 0;
+
   // Creates a container and returns its id.
   virtual StatusOr<std::string> CreateContainer(const ContainerConfig& config) = 0;
   virtual Status StartContainer(const std::string& id) = 0;

@@ -1,5 +1,6 @@
 #include "trainyard/docker/fake_engine.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "trainyard/common/sha256.h"
@@ -164,6 +165,11 @@ int FakeEngine::pulls() const {
   return pulls_;
 }
 
+int FakeEngine::pushes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return pushes_;
+}
+
 int FakeEngine::creates() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return creates_;
@@ -187,6 +193,16 @@ std::optional<ContainerConfig> FakeEngine::last_container_config() const {
 std::optional<RegistryAuth> FakeEngine::last_pull_auth() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return last_pull_auth_;
+}
+
+std::optional<RegistryAuth> FakeEngine::last_push_auth() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return last_push_auth_;
+}
+
+std::vector<std::string> FakeEngine::pushed() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return pushed_;
 }
 
 bool FakeEngine::HasImage(const std::string& ref) const {
@@ -235,6 +251,19 @@ Status FakeEngine::CheckAvailableLocked() const {
   return Unavailable("cannot reach the Docker engine at fake://docker.sock: connection refused");
 }
 
+Status FakeEngine::CheckCredentialsLocked(const std::string& registry,
+                                          const std::optional<RegistryAuth>& auth,
+                                          const std::string& action) const {
+  auto it = credentials_.find(registry);
+  if (it == credentials_.end()) return Status::Ok();
+  if (auth && auth->username == it->second.first && auth->password == it->second.second) {
+    return Status::Ok();
+  }
+  return Unauthenticated(
+      "unauthorized: " + action + ": " +
+      (auth ? "unauthorized: authentication required" : "no basic auth credentials"));
+}
+
 Status FakeEngine::Ping() {
   std::lock_guard<std::mutex> lock(mutex_);
   return CheckAvailableLocked();
@@ -263,14 +292,7 @@ Status FakeEngine::PullImage(const std::string& ref, const std::optional<Registr
     ++pulls_;
     last_pull_auth_ = auth;
     const std::string where = key + " from " + parsed.registry;
-    if (auto it = credentials_.find(parsed.registry); it != credentials_.end()) {
-      bool good = auth && auth->username == it->second.first && auth->password == it->second.second;
-      if (!good) {
-        return Unauthenticated(
-            "unauthorized: pulling " + where + ": " +
-            (auth ? "unauthorized: authentication required" : "no basic auth credentials"));
-      }
-    }
+    TY_RETURN_IF_ERROR(CheckCredentialsLocked(parsed.registry, auth, "pulling " + where));
     if (remote_images_.count(key) == 0) return NotFound("pulling " + where + ": manifest unknown");
     ImageInfo& info = images_[key];
     info.id = "sha256:" + Sha256Hex(key);
@@ -326,7 +348,79 @@ Status FakeEngine::RemoveImage(const std::string& ref, bool force) {
       }
     }
   }
+  const ImageInfo removed = std::move(it->second);
   images_.erase(it);
+  // Other names of the same image no longer list this one.
+  const std::string name = NormalizeRef(ref);
+  for (auto& [key, info] : images_) {
+    if (info.id != removed.id) continue;
+    std::erase(info.repo_tags, name);
+  }
+  return Status::Ok();
+}
+
+Status FakeEngine::TagImage(const std::string& source, const std::string& target) {
+  const std::string what = "tag image " + source + " as " + target;
+  StatusOr<ImageRef> parsed = ParseImageRef(target);
+  if (!parsed.ok()) return InvalidArgument(what + ": " + parsed.status().message());
+  if (!parsed->digest.empty()) return InvalidArgument(what + ": a tag cannot be a digest");
+  std::lock_guard<std::mutex> lock(mutex_);
+  TY_RETURN_IF_ERROR(CheckAvailableLocked());
+  auto it = images_.find(NormalizeRef(source));
+  if (it == images_.end()) {
+    it = std::find_if(images_.begin(), images_.end(),
+                      [&](const auto& entry) { return entry.second.id == source; });
+  }
+  if (it == images_.end()) return NotFound(what + ": No such image: " + source);
+  const std::string key = NormalizeRef(target);
+  if (it->first == key) return Status::Ok();
+  if (auto old = images_.find(key); old != images_.end()) {  // the name moves to this image
+    const std::string old_id = old->second.id;
+    images_.erase(old);
+    for (auto& [name, info] : images_) {
+      if (info.id == old_id) std::erase(info.repo_tags, key);
+    }
+  }
+  ImageInfo copy = it->second;
+  images_[key] = std::move(copy);
+  // Every name of the image lists all of its names, as RepoTags does.
+  std::vector<std::string> tags;
+  for (const auto& [name, info] : images_) {
+    if (info.id == it->second.id) tags.push_back(name);
+  }
+  for (auto& [name, info] : images_) {
+    if (info.id == it->second.id) info.repo_tags = tags;
+  }
+  return Status::Ok();
+}
+
+Status FakeEngine::PushImage(const std::string& ref, const std::optional<RegistryAuth>& auth,
+                             const TextSink& progress) {
+  TY_ASSIGN_OR_RETURN(ImageRef parsed, ParseImageRef(ref));
+  const std::string key = NormalizeRef(ref);
+  const std::string action = "pushing " + parsed.ToString() + " to " + parsed.registry;
+  std::vector<std::string> lines;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    TY_RETURN_IF_ERROR(CheckAvailableLocked());
+    ++pushes_;
+    last_push_auth_ = auth;
+    if (!parsed.digest.empty()) {
+      return InvalidArgument(action + ": a digest cannot be pushed, only a tag");
+    }
+    auto it = images_.find(key);
+    if (it == images_.end()) {
+      return NotFound(action + ": An image does not exist locally with the tag: " + ref);
+    }
+    TY_RETURN_IF_ERROR(CheckCredentialsLocked(parsed.registry, auth, action));
+    remote_images_.insert(key);
+    pushed_.push_back(key);
+    lines = {"The push refers to repository [" + parsed.repository + "]",
+             parsed.tag + ": digest: " + it->second.id + " size: 528"};
+  }
+  if (progress) {
+    for (const std::string& line : lines) progress(line);
+  }
   return Status::Ok();
 }
 

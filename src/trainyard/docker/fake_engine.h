@@ -20,7 +20,10 @@
 namespace trainyard::docker {
 
 // Thread-safe. Behaves like HttpEngine where tests can tell: the same status codes and, for pull
-// authentication failures, the same message prefix ("unauthorized: pulling REF from REGISTRY").
+// and push authentication failures, the same message prefixes ("unauthorized: pulling REF from
+// REGISTRY", "unauthorized: pushing REF to REGISTRY").
+//
+// Registries: a push of a local image makes it pullable (AddRemoteImage) and is recorded.
 //
 // Containers: StartContainer runs the runner on a new thread and returns at once. What the runner
 // writes to its `log` sink is what FollowLogs delivers; its return value is the exit code. Stop
@@ -44,8 +47,9 @@ class FakeEngine : public Engine {
   void SetImageEnv(const std::string& ref, std::vector<std::string> env);
   // Makes `ref` pullable from its registry (otherwise a pull is NotFound).
   void AddRemoteImage(const std::string& ref);
-  // Pulls from `registry` ("127.0.0.1:5000", "docker.io") then need exactly these credentials;
-  // anything else is Unauthenticated. Registries without an entry allow anonymous pulls.
+  // Pulls from and pushes to `registry` ("127.0.0.1:5000", "docker.io") then need exactly these
+  // credentials; anything else is Unauthenticated. Registries without an entry allow anonymous
+  // pulls and pushes.
   void SetRegistryCredentials(const std::string& registry, const std::string& username,
                               const std::string& password);
   // Called (outside the engine's lock) as each build starts, e.g. to hold builds back.
@@ -69,11 +73,16 @@ class FakeEngine : public Engine {
   // --- Observation ---
   int builds() const;
   int pulls() const;
+  // Push attempts, failed ones included.
+  int pushes() const;
   int creates() const;
   int starts() const;
   std::optional<BuildRequest> last_build() const;
   std::optional<ContainerConfig> last_container_config() const;
   std::optional<RegistryAuth> last_pull_auth() const;
+  std::optional<RegistryAuth> last_push_auth() const;
+  // The references pushed successfully, normalised, in order.
+  std::vector<std::string> pushed() const;
   bool HasImage(const std::string& ref) const;
   // Names of the networks that exist.
   std::set<std::string> Networks() const;
@@ -90,6 +99,9 @@ class FakeEngine : public Engine {
                    const TextSink& progress) override;
   Status BuildImage(const BuildRequest& request, const TextSink& output) override;
   Status RemoveImage(const std::string& ref, bool force) override;
+  Status TagImage(const std::string& source, const std::string& target) override;
+  Status PushImage(const std::string& ref, const std::optional<RegistryAuth>& auth,
+                   const TextSink& progress) override;
   StatusOr<std::string> CreateContainer(const ContainerConfig& config) override;
   Status StartContainer(const std::string& id) override;
   Status FollowLogs(const std::string& id, const TextSink& sink) override;
@@ -113,6 +125,11 @@ class FakeEngine : public Engine {
   // Requires mutex_. Ends a running container with `exit_code`.
   void FinishLocked(Container& c, int exit_code);
   Status CheckAvailableLocked() const;
+  // Requires mutex_. Unauthenticated ("unauthorized: ACTION: ...") unless `auth` matches what
+  // SetRegistryCredentials asked of `registry`.
+  Status CheckCredentialsLocked(const std::string& registry,
+                                const std::optional<RegistryAuth>& auth,
+                                const std::string& action) const;
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;
@@ -129,11 +146,14 @@ class FakeEngine : public Engine {
   std::vector<std::thread> threads_;
   int builds_ = 0;
   int pulls_ = 0;
+  int pushes_ = 0;
   int creates_ = 0;
   int starts_ = 0;
   std::optional<BuildRequest> last_build_;
   std::optional<ContainerConfig> last_container_config_;
   std::optional<RegistryAuth> last_pull_auth_;
+  std::optional<RegistryAuth> last_push_auth_;
+  std::vector<std::string> pushed_;  // normalised refs
 };
 
 }  // namespace trainyard::docker

@@ -257,20 +257,22 @@ bool LooksUnauthorized(std::string_view text) {
       text, {"unauthorized", "authentication required", "no basic auth credentials", "denied"});
 }
 
-// Classifies a pull failure by the engine's text.
-Status PullError(const ImageRef& ref, long http_status, const std::string& text) {
-  std::string where = ref.ToString() + " from " + ref.registry;
-  if (LooksUnauthorized(text)) {
-    return Unauthenticated("unauthorized: pulling " + where + ": " + text);
-  }
-  if (http_status == 404 || ContainsAny(text, {"not found", "manifest unknown", "no such"})) {
-    return NotFound("pulling " + where + ": " + text);
-  }
+// Classifies a pull or push failure by the engine's text. `action` names the call and the
+// registry: "pulling REF from REGISTRY", "pushing REF to REGISTRY".
+Status RegistryError(const std::string& action, long http_status, const std::string& text) {
+  std::string message = action + ": " + text;
+  if (LooksUnauthorized(text)) return Unauthenticated("unauthorized: " + message);
+  // Before the NotFound patterns: "no such host" is an unreachable registry, not a missing image.
   if (ContainsAny(text, {"connection refused", "no such host", "i/o timeout", "dial tcp",
                          "server gave http response to https client"})) {
-    return Unavailable("pulling " + where + ": " + text);
+    return Unavailable(std::move(message));
   }
-  return Internal("pulling " + where + ": " + text);
+  if (http_status == 404 ||
+      ContainsAny(text, {"not found", "manifest unknown", "no such", "does not exist locally"})) {
+    return NotFound(std::move(message));
+  }
+  if (http_status == 400) return InvalidArgument(std::move(message));
+  return Internal(std::move(message));
 }
 
 json AuthJson(const RegistryAuth& auth) {
@@ -514,6 +516,29 @@ StatusOr<std::optional<ImageInfo>> HttpEngine::InspectImage(const std::string& r
   });
 }
 
+Status HttpEngine::SendRegistryStream(Request request, const std::optional<RegistryAuth>& auth,
+                                      const TextSink& progress, const std::string& action) {
+  std::vector<std::string> secrets;
+  if (auth) {
+    request.headers.push_back("X-Registry-Auth: " + Base64UrlEncode(Dump(AuthJson(*auth))));
+    secrets.push_back(auth->password);
+  }
+  JsonMessageStream stream(progress, secrets);
+  request.on_data = [&](std::string_view data) {
+    stream.Feed(data);
+    return Status::Ok();
+  };
+  TY_ASSIGN_OR_RETURN(Response resp, Send(request));
+  if (!IsSuccess(resp.status)) {
+    std::string text = EngineMessage(resp.body);
+    for (const std::string& s : secrets) text = Redact(std::move(text), s);
+    return RegistryError(action, resp.status, text);
+  }
+  stream.Finish();
+  if (stream.failed()) return RegistryError(action, resp.status, stream.error());
+  return Status::Ok();
+}
+
 Status HttpEngine::PullImage(const std::string& ref, const std::optional<RegistryAuth>& auth,
                              const TextSink& progress) {
   TY_ASSIGN_OR_RETURN(ImageRef parsed, ParseImageRef(ref));
@@ -523,25 +548,25 @@ Status HttpEngine::PullImage(const std::string& ref, const std::optional<Registr
                                     .Add("fromImage", parsed.repository)
                                     .Add("tag", parsed.digest.empty() ? parsed.tag : parsed.digest)
                                     .str();
-  std::vector<std::string> secrets;
-  if (auth) {
-    req.headers.push_back("X-Registry-Auth: " + Base64UrlEncode(Dump(AuthJson(*auth))));
-    secrets.push_back(auth->password);
+  return SendRegistryStream(std::move(req), auth, progress,
+                            "pulling " + parsed.ToString() + " from " + parsed.registry);
+}
+
+Status HttpEngine::PushImage(const std::string& ref, const std::optional<RegistryAuth>& auth,
+                             const TextSink& progress) {
+  TY_ASSIGN_OR_RETURN(ImageRef parsed, ParseImageRef(ref));
+  const std::string action = "pushing " + parsed.ToString() + " to " + parsed.registry;
+  if (!parsed.digest.empty()) {
+    return InvalidArgument(action + ": a digest cannot be pushed, only a tag");
   }
-  JsonMessageStream stream(progress, secrets);
-  req.on_data = [&](std::string_view data) {
-    stream.Feed(data);
-    return Status::Ok();
-  };
-  TY_ASSIGN_OR_RETURN(Response resp, Send(req));
-  if (!IsSuccess(resp.status)) {
-    std::string text = EngineMessage(resp.body);
-    for (const std::string& s : secrets) text = Redact(std::move(text), s);
-    return PullError(parsed, resp.status, text);
-  }
-  stream.Finish();
-  if (stream.failed()) return PullError(parsed, resp.status, stream.error());
-  return Status::Ok();
+  Request req;
+  req.method = "POST";
+  req.path =
+      "/images/" + PathPart(parsed.repository) + "/push" + Query().Add("tag", parsed.tag).str();
+  // The engine refuses a push without the header ("missing X-Registry-Auth"): send empty
+  // credentials instead.
+  if (!auth) req.headers.push_back("X-Registry-Auth: " + Base64UrlEncode("{}"));
+  return SendRegistryStream(std::move(req), auth, progress, action);
 }
 
 Status HttpEngine::BuildImage(const BuildRequest& request, const TextSink& output) {
@@ -602,6 +627,20 @@ Status HttpEngine::RemoveImage(const std::string& ref, bool force) {
   req.timeout_seconds = kShortCallTimeoutSeconds;
   TY_ASSIGN_OR_RETURN(Response resp, Send(req));
   if (!IsSuccess(resp.status)) return StatusFromHttp(resp.status, resp.body, "remove image " + ref);
+  return Status::Ok();
+}
+
+Status HttpEngine::TagImage(const std::string& source, const std::string& target) {
+  TY_ASSIGN_OR_RETURN(ImageRef parsed, ParseImageRef(target));
+  const std::string what = "tag image " + source + " as " + target;
+  if (!parsed.digest.empty()) return InvalidArgument(what + ": a tag cannot be a digest");
+  Request req;
+  req.method = "POST";
+  req.path = "/images/" + PathPart(source) + "/tag" +
+             Query().Add("repo", parsed.repository).Add("tag", parsed.tag).str();
+  req.timeout_seconds = kShortCallTimeoutSeconds;
+  TY_ASSIGN_OR_RETURN(Response resp, Send(req));
+  if (!IsSuccess(resp.status)) return StatusFromHttp(resp.status, resp.body, what);
   return Status::Ok();
 }
 

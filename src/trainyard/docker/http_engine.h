@@ -25,8 +25,11 @@ std::string DefaultDockerSocketPath();
 // Unavailable, anything else Internal, with the engine's "message" in the text. Exceptions to
 // that mapping are noted below.
 //
-// - PullImage: registry errors are classified by their text (see Engine::PullImage); the password
-//   is redacted from every message and progress line.
+// - PullImage and PushImage: registry errors are classified by their text (see Engine::PullImage
+//   and Engine::PushImage); the password is redacted from every message and progress line.
+//   PushImage takes a tag, not a digest (InvalidArgument), and always sends X-Registry-Auth
+//   (empty credentials when `auth` is not given), as the engine requires it.
+// - TagImage: InvalidArgument for a `target` that is not a valid REPOSITORY[:TAG].
 // - BuildImage: a failing step, a bad Dockerfile or a missing FROM image is InvalidArgument with
 //   the engine's message; a registry refusing credentials for a FROM image is Unauthenticated
 //   ("unauthorized: building TAG: ..."). Progress of FROM pulls is passed to `output` as well.
@@ -49,6 +52,9 @@ class HttpEngine : public Engine {
                    const TextSink& progress) override;
   Status BuildImage(const BuildRequest& request, const TextSink& output) override;
   Status RemoveImage(const std::string& ref, bool force) override;
+  Status TagImage(const std::string& source, const std::string& target) override;
+  Status PushImage(const std::string& ref, const std::optional<RegistryAuth>& auth,
+                   const TextSink& progress) override;
   StatusOr<std::string> CreateContainer(const ContainerConfig& config) override;
   Status StartContainer(const std::string& id) override;
   Status FollowLogs(const std::string& id, const TextSink& sink) override;
@@ -69,6 +75,12 @@ class HttpEngine : public Engine {
 
   // Sends one request. An HTTP error status is not an error here: the caller maps it.
   StatusOr<Response> Send(const Request& request);
+  // Sends a pull or a push: `auth` (when given) goes in X-Registry-Auth, the JSON message stream
+  // of the answer goes to `progress`, and a failure (an HTTP error status or an error in the
+  // stream) is classified by its text as "ACTION: TEXT" (see RegistryError in the .cc), with
+  // the password redacted everywhere.
+  Status SendRegistryStream(Request request, const std::optional<RegistryAuth>& auth,
+                            const TextSink& progress, const std::string& action);
   void* AcquireHandle();
   void ReleaseHandle(void* handle);
 

@@ -10,11 +10,51 @@
 
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
+#include "trainyard/sched/internal.h"
 #include "trainyard/spec/spec.h"
 
 namespace trainyard::sched {
+namespace internal {
+
+std::string ContainerName(const std::string& run_id) { return "trainyard-" + run_id; }
+
+std::string NodeLogName(int i) { return "user_logs/std_log_node_" + std::to_string(i) + ".txt"; }
+
+int ProcessesPerNode(const spec::RunRequest& req) {
+  return req.distribution ? std::max(1, req.distribution->process_count_per_instance) : 1;
+}
+
+bool CodeIsReadOnly(const spec::RunRequest& req) {
+  return !req.snapshot_id.empty() && !req.code_copy;
+}
+
+bool LogTailMentions(const fs::path& path, std::string_view needle) {
+  constexpr off_t kTail = 64 << 10;
+  const int fd = OpenRegularNoFollow(path);
+  if (fd < 0) return false;
+  struct stat st {};
+  std::string buf;
+  if (::fstat(fd, &st) == 0) {
+    const off_t start = st.st_size > kTail ? st.st_size - kTail : 0;
+    buf.resize(static_cast<size_t>(st.st_size - start));
+    const ssize_t n = ::pread(fd, buf.data(), buf.size(), start);
+    buf.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  }
+  ::close(fd);
+  return buf.find(needle) != std::string::npos;
+}
+
+std::optional<std::string> ScriptFailure(store::Store& store, const std::string& run_id) {
+  auto rec = store.GetRun(run_id);
+  if (!rec.ok() || rec->script_status != store::RunStatus::kFailed) return std::nullopt;
+  return "failed by the script: " + rec->script_message;
+}
+
+}  // namespace internal
+
 namespace {
 
+using namespace internal;  // NOLINT(google-build-using-namespace)
 using store::RunStatus;
 
 // Paths inside the container.
@@ -24,25 +64,15 @@ constexpr const char* kSdkDir = "/trainyard/sdk/python";
 constexpr const char* kInputsDir = "/trainyard/inputs";
 constexpr const char* kAnonymousEnv = "anonymous";
 
-std::string ContainerName(const std::string& run_id) { return "trainyard-" + run_id; }
-
 // The container (or process) of node `i` of a run on `n` nodes; a one-node run's is the run's.
 std::string NodeName(const std::string& run_id, int i, int n) {
   return n == 1 ? ContainerName(run_id) : ContainerName(run_id) + "-" + std::to_string(i);
 }
 
-// Node `i`'s log, relative to the run's folder (multi-node runs).
-std::string NodeLogName(int i) { return "user_logs/std_log_node_" + std::to_string(i) + ".txt"; }
-
 // Where a multi-node run's hostfile is kept (relative to the run's folder), and where its
 // containers see it.
 constexpr const char* kHostfile = "hostfile";
 constexpr const char* kHostfileInContainer = "/trainyard/hostfile";
-
-// Processes the command runs as on each node (distribution.process_count_per_instance).
-int ProcessesPerNode(const spec::RunRequest& req) {
-  return req.distribution ? std::max(1, req.distribution->process_count_per_instance) : 1;
-}
 
 // The hostname of node `i` on a multi-node run's network.
 std::string NodeHost(int i) { return "node-" + std::to_string(i); }
@@ -77,115 +107,6 @@ done
 exit "$rc"
 )sh";
 
-// Writes whole lines to `sink`, each after `prefix`; a partial line waits for its end (or Flush).
-class LinePrefixer {
- public:
-  LinePrefixer(std::string prefix, docker::TextSink sink)
-      : prefix_(std::move(prefix)), sink_(std::move(sink)) {}
-  void Write(std::string_view t) {
-    std::string out;
-    while (!t.empty()) {
-      const std::size_t nl = t.find('\n');
-      if (nl == std::string_view::npos) {
-        pending_.append(t);
-        break;
-      }
-      out += prefix_;
-      out += pending_;
-      out.append(t.substr(0, nl + 1));
-      pending_.clear();
-      t.remove_prefix(nl + 1);
-    }
-    if (!out.empty()) sink_(out);
-  }
-  void Flush() {
-    if (!pending_.empty()) sink_(prefix_ + pending_ + "\n");
-    pending_.clear();
-  }
-
- private:
-  std::string prefix_;
-  docker::TextSink sink_;
-  std::string pending_;
-};
-
-// Appends to one of a run's log files and tells listeners after each write.
-class LogWriter {
- public:
-  LogWriter(const fs::path& path, bool truncate, std::function<void()> on_write)
-      : on_write_(std::move(on_write)) {
-    (void)MakeDirs(path.parent_path());
-    // The folder may be writable by the run: never write through a symlink or into a FIFO.
-    fd_ = ::open(
-        path.c_str(),
-        O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (truncate ? O_TRUNC : O_APPEND),
-        0644);
-    struct stat st {};
-    if (fd_ >= 0 && (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode))) {
-      ::close(fd_);
-      fd_ = -1;
-    }
-  }
-  ~LogWriter() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  LogWriter(const LogWriter&) = delete;
-  LogWriter& operator=(const LogWriter&) = delete;
-
-  void Write(std::string_view text) {
-    if (fd_ < 0 || text.empty()) return;
-    std::lock_guard lock(mu_);  // the nodes of a run write into one log
-    while (!text.empty()) {
-      ssize_t n = ::write(fd_, text.data(), text.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return;
-      }
-      text.remove_prefix(static_cast<size_t>(n));
-    }
-    on_write_();
-  }
-  docker::TextSink Sink() {
-    return [this](std::string_view t) { Write(t); };
-  }
-
- private:
-  int fd_ = -1;
-  std::mutex mu_;
-  std::function<void()> on_write_;
-};
-
-// Whether a run's code folder is mounted read-only (hard links to the snapshot's objects).
-bool CodeIsReadOnly(const spec::RunRequest& req) {
-  return !req.snapshot_id.empty() && !req.code_copy;
-}
-
-// Whether the last 64 KiB of the regular file at `path` (never through a symlink) contain
-// `needle`.
-bool LogTailMentions(const fs::path& path, std::string_view needle) {
-  constexpr off_t kTail = 64 << 10;
-  const int fd = OpenRegularNoFollow(path);
-  if (fd < 0) return false;
-  struct stat st {};
-  std::string buf;
-  if (::fstat(fd, &st) == 0) {
-    const off_t start = st.st_size > kTail ? st.st_size - kTail : 0;
-    buf.resize(static_cast<size_t>(st.st_size - start));
-    const ssize_t n = ::pread(fd, buf.data(), buf.size(), start);
-    buf.resize(n > 0 ? static_cast<size_t>(n) : 0);
-  }
-  ::close(fd);
-  return buf.find(needle) != std::string::npos;
-}
-
-// The reason a run ends with when its script reported fail(message) (POST /jobs/{run}/status),
-// or nullopt when it did not (or the store cannot say).
-std::optional<std::string> ScriptFailure(store::Store& store, const std::string& run_id) {
-  auto rec = store.GetRun(run_id);
-  if (!rec.ok() || rec->script_status != store::RunStatus::kFailed) return std::nullopt;
-  return "failed by the script: " + rec->script_message;
-}
-
 // The reason a run fails with when its image cannot be made.
 std::string ImageFailureReason(const Status& e) {
   switch (e.code()) {
@@ -202,36 +123,6 @@ std::string ImageFailureReason(const Status& e) {
 
 }  // namespace
 
-struct Scheduler::RunContext {
-  std::string id;
-  spec::RunRequest request;
-  RunStatus status = RunStatus::kNotStarted;
-  std::int64_t running_since = 0;
-
-  // How the worker starts: a fresh run, or a re-attach to a container a previous daemon
-  // launched.
-  bool attach = false;
-
-  // Where it runs. Set at admission; `slots` while it holds nodes. Guarded by the scheduler's
-  // mu_ (except `compute` and `nodes`, fixed at admission).
-  std::string compute;
-  bool process = false;  // a `process` compute: no image, host paths
-  int nodes = 1;
-  std::pair<int, std::uint64_t> queue_key;  // (-priority, submission order)
-  std::int64_t queued_at = 0;
-  bool image_ready = false;  // its image was built (or needs none): it may start
-  bool queued = false;       // in its compute's queue
-  std::vector<int> slots;    // node slots held
-  std::string image_hash;    // its environment's image, for the prebuild
-
-  std::mutex mu;
-  std::condition_variable cv;
-  bool cancel_requested = false;  // Guarded by mu.
-  bool timed_out = false;         // Guarded by mu.
-  bool node_done = false;         // Guarded by mu: every node ended.
-  bool node_failed = false;       // Guarded by mu: a node ended with an error.
-  std::vector<std::string> handles;  // Guarded by mu: one per node, once launched.
-};
 
 // An image built while the runs that need it wait in their queues: one build per image for
 // all of them, its log copied into each run's build log (a run that joins late gets what was
@@ -361,6 +252,7 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
                            "' has at most " + std::to_string(compute.max_nodes) +
                            " (max_nodes); it could never start");
   }
+  if (compute.type == "slurm") TY_RETURN_IF_ERROR(CheckSlurmFit(compute, request));
   if (request.distribution) {
     const auto& d = *request.distribution;
     if (d.type != "pytorch" && d.type != "mpi" && d.type != "tensorflow") {
@@ -508,6 +400,8 @@ Status Scheduler::EnqueueLocked(std::shared_ptr<RunContext> ctx) {
   ComputeState& compute = *c;
   ctx->compute = compute.def.name;
   ctx->process = compute.def.type == "process";
+  ctx->slurm = compute.def.type == "slurm";
+  ctx->shared_dir = compute.def.shared_dir;
   ctx->nodes = std::max(1, ctx->request.instance_count);
   ctx->queue_key = {-ctx->request.priority, next_seq_++};
   if (ctx->queued_at == 0) ctx->queued_at = NowMillis();
@@ -643,6 +537,19 @@ std::string Scheduler::WaitReasonLocked(const ComputeState& c, const RunContext&
          " (" + std::to_string(free) + " of " + std::to_string(c.def.max_nodes) + " free)";
 }
 
+void Scheduler::HoldNodesLocked(RunContext& ctx) {
+  ComputeState& c = computes_[ctx.compute];
+  if (static_cast<int>(c.slots.size()) < c.def.max_nodes) c.slots.resize(c.def.max_nodes);
+  for (std::size_t i = 0; static_cast<int>(ctx.slots.size()) < ctx.nodes; ++i) {
+    if (i == c.slots.size()) c.slots.emplace_back();
+    if (c.slots[i].empty()) {
+      c.slots[i] = ctx.id;
+      ctx.slots.push_back(static_cast<int>(i));
+    }
+  }
+  c.busy += ctx.nodes;
+}
+
 void Scheduler::StartWorkerLocked(std::shared_ptr<RunContext> ctx) {
   ReapWorkersLocked();
   active_[ctx->id] = ctx;
@@ -650,7 +557,9 @@ void Scheduler::StartWorkerLocked(std::shared_ptr<RunContext> ctx) {
 }
 
 void Scheduler::Work(std::shared_ptr<RunContext> ctx) {
-  if (ctx->attach) {
+  if (ctx->attach && ctx->slurm) {
+    FollowSlurm(*ctx);
+  } else if (ctx->attach) {
     FollowAndFinish(*ctx);
   } else {
     Execute(*ctx);
@@ -697,7 +606,7 @@ std::string Scheduler::Hostfile(const RunContext& ctx) {
 StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std::string& image,
                                                      int node) {
   const spec::RunRequest& req = ctx.request;
-  const fs::path run_dir = layout_.RunDir(ctx.id);
+  const fs::path run_dir = WorkDir(ctx);
   // A container sees the run's folders where it mounts them; a process sees the host's paths.
   const bool process = ctx.process;
   const std::string code_dir = process ? (run_dir / "code").string() : kCodeDir;
@@ -795,6 +704,14 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
   const int per_node = ProcessesPerNode(req);
   const int world = ctx.nodes * per_node;
   const std::string master = process ? "127.0.0.1" : NodeHost(0);
+  if (ctx.slurm) {
+    // Each task of the Slurm job derives its place in the run from SLURM_* (slurm::TaskSpec)
+    // and runs the command in a container of its own.
+    TY_ASSIGN_OR_RETURN(std::string command, spec::SubstituteCommand(req.command, ins, outs));
+    spec.argv = {"/bin/sh", "-c", command};
+    for (const auto& [k, v] : env) spec.env.push_back(k + "=" + v);
+    return spec;
+  }
   if (ctx.nodes > 1 && !process) {
     spec.network = ContainerName(ctx.id);
     spec.hostname = NodeHost(node);
@@ -878,11 +795,14 @@ void Scheduler::Execute(RunContext& ctx) {
   // is then mounted read-only, so a run cannot write through a link into the store), or a
   // writable copy when the job asks for one. Outputs and logs are the run's own folders,
   // mounted over ./outputs and ./logs; their mount points must exist in a read-only folder.
-  const fs::path code_dir = run_dir / "code";
+  // A slurm run whose compute has a shared folder of its own works there, where its nodes see it.
+  const fs::path work_dir = WorkDir(ctx);
+  const fs::path code_dir = work_dir / "code";
   (void)RemoveTree(code_dir);
   // A process runs on the host with the daemon's rights, which could write through a hard link
-  // into the store: it always gets a copy.
-  const bool copy = ctx.request.code_copy || ctx.process;
+  // into the store: it always gets a copy. So does a run in a shared folder elsewhere, which
+  // may be another file system.
+  const bool copy = ctx.request.code_copy || ctx.process || work_dir != run_dir;
   Status s = ctx.request.snapshot_id.empty()
                  ? MakeDirs(code_dir)
                  : snapshots_.Materialize(ctx.request.snapshot_id, code_dir,
@@ -890,6 +810,7 @@ void Scheduler::Execute(RunContext& ctx) {
                                                : cas::MaterializeMode::kLink);
   for (const char* d : {"outputs", "logs", "user_logs"}) {
     if (s.ok()) s = MakeDirs(run_dir / d);
+    if (s.ok() && work_dir != run_dir) s = MakeDirs(work_dir / d);
   }
   for (const char* d : {"outputs", "logs"}) {
     if (!s.ok()) break;
@@ -940,6 +861,10 @@ void Scheduler::Execute(RunContext& ctx) {
   }
   if (canceled()) {
     Finish(ctx, RunStatus::kCanceled, "canceled by user");
+    return;
+  }
+  if (ctx.slurm) {
+    ExecuteSlurm(ctx, image_ref);
     return;
   }
   if (Status t = Transition(ctx, RunStatus::kStarting); !t.ok()) {
@@ -1218,6 +1143,8 @@ Status Scheduler::Recover() {
       if (c.ok()) {
         ctx->compute = (*c)->def.name;
         ctx->process = (*c)->def.type == "process";
+        ctx->slurm = (*c)->def.type == "slurm";
+        ctx->shared_dir = (*c)->def.shared_dir;
         ctx->nodes = std::max(1, ctx->request.instance_count);
       }
     }
@@ -1226,6 +1153,7 @@ Status Scheduler::Recover() {
              "compute lost: compute target '" + ctx->request.compute + "' no longer exists");
       continue;
     }
+    if (ctx->slurm && RecoverSlurm(ctx, rec)) continue;
     for (int i = 0; i < ctx->nodes; ++i) ctx->handles.push_back(NodeName(rec.id, i, ctx->nodes));
     auto running = ExecutorFor(*ctx).IsRunning(ctx->handles.front());
     if (!running.ok() && running.status().code() != StatusCode::kNotFound) {
@@ -1253,17 +1181,7 @@ Status Scheduler::Recover() {
       ctx->cancel_requested = rec.status == RunStatus::kCancelRequested;
       if (ctx->running_since == 0) ctx->running_since = NowMillis();
       std::lock_guard lock(mu_);
-      // It holds its nodes again, before any queued run is dispatched.
-      ComputeState& c = computes_[ctx->compute];
-      if (static_cast<int>(c.slots.size()) < c.def.max_nodes) c.slots.resize(c.def.max_nodes);
-      for (std::size_t i = 0; static_cast<int>(ctx->slots.size()) < ctx->nodes; ++i) {
-        if (i == c.slots.size()) c.slots.emplace_back();
-        if (c.slots[i].empty()) {
-          c.slots[i] = ctx->id;
-          ctx->slots.push_back(static_cast<int>(i));
-        }
-      }
-      c.busy += ctx->nodes;
+      HoldNodesLocked(*ctx);  // before any queued run is dispatched
       StartWorkerLocked(ctx);
     } else if (rec.status == RunStatus::kNotStarted || rec.status == RunStatus::kQueued ||
                rec.status == RunStatus::kPreparing || rec.status == RunStatus::kStarting) {
@@ -1304,7 +1222,8 @@ namespace {
 
 // "max_nodes 4 (stored: 2), node_cpus 2 (stored: 0)" for the settings that differ.
 std::string SettingsDiff(const spec::ComputeDefinition& want, const spec::ComputeDefinition& have) {
-  const nlohmann::json a = want.ToJson(), b = have.ToJson();
+  const nlohmann::json a = want.ToJson(spec::SecretMode::kRedact),
+                       b = have.ToJson(spec::SecretMode::kRedact);
   std::string out;
   for (const auto& [k, v] : a.items()) {
     if (k == "name" || (b.contains(k) && b[k] == v)) continue;
@@ -1322,6 +1241,13 @@ StatusOr<spec::ComputeDefinition> Scheduler::PutCompute(spec::ComputeDefinition 
   if (def.type == "process" && options_.process_executor == nullptr) {
     return FailedPrecondition("this daemon cannot run process computes");
   }
+  if (def.type == "slurm") {
+    if (options_.slurm == nullptr) {
+      return FailedPrecondition("this daemon cannot run slurm computes");
+    }
+    // Fail fast: a partition Slurm does not have is refused now, not at the first run.
+    TY_RETURN_IF_ERROR(CheckSlurmFit(def, std::nullopt));
+  }
   std::lock_guard lock(mu_);
   auto existing = ComputeLocked(def.name);
   if (!existing.ok() && existing.status().code() != StatusCode::kNotFound) {
@@ -1330,7 +1256,11 @@ StatusOr<spec::ComputeDefinition> Scheduler::PutCompute(spec::ComputeDefinition 
   if (created != nullptr) *created = !existing.ok();
   if (existing.ok()) {
     ComputeState& c = **existing;
-    if (c.def.SameSettings(def)) return c.def;
+    spec::ComputeDefinition have = c.def;
+    if (have.registry && SecretBox::IsSealed(have.registry->password)) {
+      TY_ASSIGN_OR_RETURN(have.registry->password, secrets_.Unseal(have.registry->password));
+    }
+    if (have.SameSettings(def)) return def;
     if (!update) {
       return AlreadyExists("compute target '" + def.name + "' exists with other settings: " +
                            SettingsDiff(def, c.def) + "; pass --update to change it");
@@ -1345,10 +1275,13 @@ StatusOr<spec::ComputeDefinition> Scheduler::PutCompute(spec::ComputeDefinition 
     }
   }
   const std::int64_t now = NowMillis();
-  store::ComputeRecord rec{def.name, def.type, def.ToJson().dump(), now, now};
+  // A registry password is stored sealed, and kept sealed in memory until a run needs it.
+  spec::ComputeDefinition sealed = def;
+  if (sealed.registry) sealed.registry->password = secrets_.Seal(sealed.registry->password);
+  store::ComputeRecord rec{def.name, def.type, sealed.ToJson().dump(), now, now};
   TY_RETURN_IF_ERROR(store_.PutCompute(rec));
   ComputeState& c = computes_[def.name];
-  c.def = def;
+  c.def = std::move(sealed);
   DispatchLocked(c);  // more nodes may start queued runs
   return def;
 }
@@ -1365,7 +1298,7 @@ StatusOr<std::vector<spec::ComputeDefinition>> Scheduler::ListComputes() {
   return out;
 }
 
-StatusOr<ComputeStatus> Scheduler::GetComputeStatus(const std::string& name) {
+StatusOr<ComputeStatus> Scheduler::GetQueueStatus(const std::string& name) {
   std::lock_guard lock(mu_);
   TY_ASSIGN_OR_RETURN(ComputeState * c, ComputeLocked(name));
   ComputeStatus st;
@@ -1393,6 +1326,13 @@ StatusOr<ComputeStatus> Scheduler::GetComputeStatus(const std::string& name) {
   return st;
 }
 
+StatusOr<ComputeStatus> Scheduler::GetComputeStatus(const std::string& name) {
+  TY_ASSIGN_OR_RETURN(ComputeStatus st, GetQueueStatus(name));
+  // Slurm is asked without holding mu_: its commands take milliseconds to seconds.
+  if (st.definition.type == "slurm") st.cluster = ClusterStatus(st.definition);
+  return st;
+}
+
 Status Scheduler::DeleteCompute(const std::string& name) {
   if (name == "local") {
     return FailedPrecondition("compute target 'local' always exists and cannot be deleted");
@@ -1417,6 +1357,5 @@ Status Scheduler::DeleteCompute(const std::string& name) {
   computes_.erase(name);
   return Status::Ok();
 }
-
 
 }  // namespace trainyard::sched

@@ -1,10 +1,12 @@
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -14,6 +16,7 @@
 #include "trainyard/common/workspace.h"
 #include "trainyard/envbuild/image_builder.h"
 #include "trainyard/exec/executor.h"
+#include "trainyard/slurm/slurm.h"
 #include "trainyard/spec/compute.h"
 #include "trainyard/spec/definition.h"
 #include "trainyard/store/store.h"
@@ -38,6 +41,12 @@ struct SchedulerOptions {
   exec::Executor* process_executor = nullptr;
   // max_nodes of the `local` compute when the scheduler creates it (it exists by default).
   int local_max_nodes = 1;
+  // The cluster of `slurm` computes; unset: such computes cannot be created.
+  slurm::Client* slurm = nullptr;
+  // The engine images are built on, to push them to a slurm compute's registry.
+  docker::Engine* engine = nullptr;
+  // How often Slurm is asked how the jobs of running runs are doing.
+  int slurm_poll_ms = 500;
 };
 
 // Registers environments with versions. Same definition under the same name → the existing
@@ -82,6 +91,10 @@ struct ComputeStatus {
   int idle_nodes = 0;
   std::vector<std::string> running;  // runs holding nodes (Preparing..Finalizing), oldest first
   std::vector<QueuedRun> queued;     // in the order they will start
+  // A slurm compute's cluster as Slurm reports it: {"partition", "nodes": [{name, state, cpus,
+  // alloc_cpus, memory_mb, gpus}], "jobs": [{job_id, name, run, state, reason, nodes}] (the
+  // partition's queue, every user's), "error" when Slurm could not be asked}. Null otherwise.
+  nlohmann::json cluster;
 };
 
 // Drives runs through NotStarted → Queued → Preparing → Starting → Running → Finalizing →
@@ -132,6 +145,10 @@ class Scheduler {
   // Cancels a run in any non-terminal state. FailedPrecondition when it already ended.
   Status Cancel(const std::string& run_id);
 
+  // Why an active run waits: in its compute's queue (as QueuedRun::wait_reason), or in Slurm's
+  // ("Slurm job 42 pending: Resources"). Empty when it does not wait.
+  std::string WaitReason(const std::string& run_id);
+
   // Names of a run's log files, relative to its folder.
   static constexpr const char* kStdLog = "user_logs/std_log.txt";
   static constexpr const char* kBuildLog = "logs/image_build.log";
@@ -168,6 +185,8 @@ class Scheduler {
   void ReleaseNodes(RunContext& ctx);
   exec::Executor& ExecutorFor(const RunContext& ctx);
 
+  // A re-attached run holds its nodes again. Requires mu_.
+  void HoldNodesLocked(RunContext& ctx);
   void StartWorkerLocked(std::shared_ptr<RunContext> ctx);
   // Joins the workers that have returned. Requires mu_.
   void ReapWorkersLocked();
@@ -182,6 +201,32 @@ class Scheduler {
   StatusOr<exec::LaunchSpec> MakeLaunchSpec(RunContext& ctx, const std::string& image, int node);
   // A multi-node run's hostfile: one "HOST slots=P" line per node.
   static std::string Hostfile(const RunContext& ctx);
+
+  // Slurm runs (slurm_runs.cc). The folder a run works in: its own, or its folder under a slurm
+  // compute's shared_dir.
+  std::filesystem::path WorkDir(const RunContext& ctx) const;
+  // Pushes the image to the compute's registry (once per image and registry), submits the job
+  // and follows it to its end.
+  void ExecuteSlurm(RunContext& ctx, const std::string& image);
+  // Follows a submitted job (ctx.slurm_job) to its end: its state, its nodes' logs, cancel and
+  // timeout; then finishes the run.
+  void FollowSlurm(RunContext& ctx);
+  // Finds the Slurm job of a run a previous daemon submitted, by the run id in its comment.
+  // Returns true when the run was taken care of (attached, finished or requeued).
+  bool RecoverSlurm(const std::shared_ptr<RunContext>& ctx, const store::RunRecord& rec);
+  // The job comment that names a run of this workspace.
+  std::string SlurmComment(const std::string& run_id) const;
+  // The compute's definition with its registry password unsealed.
+  StatusOr<spec::ComputeDefinition> UnsealedCompute(const std::string& name);
+  // Fails fast when the partition does not exist or cannot hold the run (more nodes or GPUs
+  // than it has); without a run, checks the partition only.
+  Status CheckSlurmFit(const spec::ComputeDefinition& compute,
+                       const std::optional<spec::RunRequest>& req);
+  // GetComputeStatus without the cluster part.
+  StatusOr<ComputeStatus> GetQueueStatus(const std::string& name);
+  nlohmann::json ClusterStatus(const spec::ComputeDefinition& compute);
+  // Slurm's job list, asked at most once per `max_age` by all the runs that follow jobs.
+  StatusOr<std::vector<slurm::JobInfo>> SlurmJobs(std::chrono::milliseconds max_age);
 
   store::Store& store_;
   EnvironmentRegistry& environments_;
@@ -202,9 +247,13 @@ class Scheduler {
   std::uint64_t next_build_ = 0;                         // Guarded by mu_.
   std::set<std::string> ready_images_;  // Guarded by mu_: image hashes built in this daemon.
   std::map<std::string, std::shared_ptr<RunContext>> active_;  // Guarded by mu_.
+  std::set<std::string> pushed_images_;  // Guarded by mu_: "<registry ref>" pushed by this daemon.
   std::map<std::string, std::thread> workers_;                 // Guarded by mu_.
   std::vector<std::string> finished_;  // Guarded by mu_: workers that returned, to be joined.
   std::vector<std::uint64_t> finished_builds_;  // Guarded by mu_: build threads to join.
+  std::mutex slurm_jobs_mu_;  // held while squeue runs: callers meanwhile wait for its answer
+  std::chrono::steady_clock::time_point slurm_jobs_at_;  // Guarded by slurm_jobs_mu_.
+  std::optional<StatusOr<std::vector<slurm::JobInfo>>> slurm_jobs_;  // Guarded by slurm_jobs_mu_.
   std::mutex listener_mu_;
   std::function<void(const std::string&)> listener_;  // Guarded by listener_mu_.
 };

@@ -32,11 +32,17 @@ constexpr int kMaxGpus = 64;
 constexpr std::int64_t kMinMemoryBytes = 6LL << 20;  // Docker refuses a smaller memory limit
 
 // clang-format off
-constexpr std::array<std::string_view, 12> kComputeKeys = {
+constexpr std::array<std::string_view, 20> kComputeKeys = {
     "$schema", "name", "type", "description", "max_nodes", "max_instances", "min_instances",
-    "node_cpus", "node_memory", "node_gpus", "idle_seconds", "idle_time_before_scale_down"};
-constexpr std::array<std::string_view, 7> kJsonKeys = {
-    "name", "type", "max_nodes", "node_cpus", "node_memory_bytes", "node_gpus", "idle_seconds"};
+    "node_cpus", "node_memory", "node_gpus", "idle_seconds", "idle_time_before_scale_down",
+    "partition", "account", "qos", "gpus_per_node", "container_runtime", "sbatch_args",
+    "registry", "shared_dir"};
+constexpr std::array<std::string_view, 15> kJsonKeys = {
+    "name", "type", "max_nodes", "node_cpus", "node_memory_bytes", "node_gpus", "idle_seconds",
+    "partition", "account", "qos", "gpus_per_node", "container_runtime", "sbatch_args",
+    "registry", "shared_dir"};
+constexpr std::array<std::string_view, 3> kRegistryKeys = {"address", "username", "password"};
+constexpr const char* kRuntimes = "docker or podman";
 // clang-format on
 
 // "2", "0.5": a finite decimal number, nothing else.
@@ -61,6 +67,90 @@ Status EitherNotBoth(const SourceFile& file, const Mapping& m, std::string_view 
   const Entry* later = a->key_node.Mark().pos > b->key_node.Mark().pos ? a : b;
   return file.ErrorAt(later->key_node.Mark(), "give either '" + std::string(ours) + "' or '" +
                                                   std::string(azure) + "', not both");
+}
+
+// The `slurm` keys: partition, account, qos, gpus_per_node, container_runtime, sbatch_args (a
+// list of strings), registry {address, username, password} (values may be ${{env.VAR}}
+// references) and shared_dir.
+Status ParseSlurmKeys(const SourceFile& file, const Mapping& top, ComputeDefinition* def) {
+  const bool slurm = def->type == "slurm";
+  for (std::string_view key : {"partition", "account", "qos", "gpus_per_node",
+                               "container_runtime", "sbatch_args", "registry", "shared_dir"}) {
+    const Entry* e = top.Find(key);
+    if (e != nullptr && !slurm) {
+      return file.ErrorAt(e->key_node.Mark(), "'" + std::string(key) +
+                                                  "' is a setting of slurm computes (type: "
+                                                  "slurm), not of type " + def->type);
+    }
+  }
+  if (!slurm) return Status::Ok();
+  std::string* strings[] = {&def->partition, &def->account, &def->qos, &def->container_runtime,
+                            &def->shared_dir};
+  const char* string_keys[] = {"partition", "account", "qos", "container_runtime", "shared_dir"};
+  for (std::size_t i = 0; i < std::size(string_keys); ++i) {
+    if (const Entry* e = top.Find(string_keys[i])) {
+      TY_ASSIGN_OR_RETURN(*strings[i], internal::ReadNonEmptyString(file, *e));
+    }
+  }
+  if (def->partition.empty()) {
+    return file.ErrorAt(top.mark(),
+                        "a slurm compute needs 'partition' (the Slurm partition its jobs go to, "
+                        "e.g. gpu)");
+  }
+  if (const Entry* e = top.Find("container_runtime");
+      e != nullptr && def->container_runtime != "docker" && def->container_runtime != "podman") {
+    return file.ErrorAt(e->mark(), "'container_runtime' must be " + std::string(kRuntimes) +
+                                       ", got " + internal::Describe(e->value));
+  }
+  if (const Entry* e = top.Find("shared_dir");
+      e != nullptr && !std::filesystem::path(def->shared_dir).is_absolute()) {
+    return file.ErrorAt(e->mark(), "'shared_dir' must be an absolute path (the folder every "
+                                   "node sees at the same path), got " +
+                                       internal::Describe(e->value));
+  }
+  if (const Entry* e = top.Find("gpus_per_node")) {
+    TY_ASSIGN_OR_RETURN(
+        std::int64_t gpus,
+        internal::ReadInteger(file, *e, 0, "an integer from 0 to " + std::to_string(kMaxGpus)));
+    if (gpus > kMaxGpus) {
+      return file.ErrorAt(e->mark(), "'gpus_per_node' must be at most " +
+                                         std::to_string(kMaxGpus) + ", got " +
+                                         internal::Describe(e->value));
+    }
+    def->gpus_per_node = static_cast<int>(gpus);
+  }
+  if (const Entry* e = top.Find("sbatch_args")) {
+    if (!e->value.IsSequence()) {
+      return file.ErrorAt(e->mark(), "'sbatch_args' must be a list of sbatch options, like "
+                                     "[\"--exclusive\", \"--constraint=a100\"], got " +
+                                         internal::Describe(e->value));
+    }
+    for (const auto& item : e->value) {
+      if (!item.IsScalar() || item.Scalar().empty()) {
+        return file.ErrorAt(item.Mark(), "each of 'sbatch_args' must be a non-empty string, got " +
+                                             internal::Describe(item));
+      }
+      def->sbatch_args.push_back(item.Scalar());
+    }
+  }
+  if (const Entry* e = top.Find("registry")) {
+    TY_ASSIGN_OR_RETURN(Mapping registry,
+                        Mapping::Read(file, e->value, e->path, e->path, kRegistryKeys));
+    RegistryCredentials credentials;
+    std::string* fields[] = {&credentials.address, &credentials.username, &credentials.password};
+    for (std::size_t i = 0; i < kRegistryKeys.size(); ++i) {
+      const Entry* field = registry.Find(kRegistryKeys[i]);
+      if (field == nullptr) {
+        return file.ErrorAt(e->mark(), "'registry' needs address, username and password; "
+                                       "missing " +
+                                           std::string(kRegistryKeys[i]));
+      }
+      TY_ASSIGN_OR_RETURN(std::string text, internal::ReadNonEmptyString(file, *field));
+      TY_ASSIGN_OR_RETURN(*fields[i], internal::ResolveEnvReferences(file, *field, text));
+    }
+    def->registry = std::move(credentials);
+  }
+  return Status::Ok();
 }
 
 StatusOr<ComputeDefinition> ParseCompute(const SourceFile& file, const YAML::Node& root) {
@@ -100,9 +190,9 @@ StatusOr<ComputeDefinition> ParseCompute(const SourceFile& file, const YAML::Nod
   if (const Entry* e = top.Find("type")) {
     TY_ASSIGN_OR_RETURN(std::string type, internal::ReadString(file, *e));
     if (type == "amlcompute") type = "docker";
-    if (type != "docker" && type != "process") {
+    if (type != "docker" && type != "process" && type != "slurm") {
       return file.ErrorAt(e->mark(),
-                          "'type' must be docker, process or amlcompute (= docker), "
+                          "'type' must be docker, process, slurm or amlcompute (= docker), "
                           "got " +
                               internal::Describe(e->value));
     }
@@ -176,6 +266,7 @@ StatusOr<ComputeDefinition> ParseCompute(const SourceFile& file, const YAML::Nod
     TY_ASSIGN_OR_RETURN(def.idle_seconds,
                         internal::ReadInteger(file, *idle, 0, "an integer >= 0 (seconds)"));
   }
+  TY_RETURN_IF_ERROR(ParseSlurmKeys(file, top, &def));
   // Every field was checked where it was read; this catches a rule added to Validate only.
   if (Status valid = def.Validate(); !valid.ok()) {
     return file.ErrorAt(top.mark(), valid.message());
@@ -185,14 +276,30 @@ StatusOr<ComputeDefinition> ParseCompute(const SourceFile& file, const YAML::Nod
 
 }  // namespace
 
-json ComputeDefinition::ToJson() const {
-  return json{{"name", name},
-              {"type", type},
-              {"max_nodes", max_nodes},
-              {"node_cpus", node_cpus},
-              {"node_memory_bytes", node_memory_bytes},
-              {"node_gpus", node_gpus},
-              {"idle_seconds", idle_seconds}};
+json ComputeDefinition::ToJson(SecretMode mode) const {
+  json j{{"name", name},
+         {"type", type},
+         {"max_nodes", max_nodes},
+         {"node_cpus", node_cpus},
+         {"node_memory_bytes", node_memory_bytes},
+         {"node_gpus", node_gpus},
+         {"idle_seconds", idle_seconds}};
+  if (type != "slurm") return j;
+  j["partition"] = partition;
+  j["account"] = account;
+  j["qos"] = qos;
+  j["gpus_per_node"] = gpus_per_node;
+  j["container_runtime"] = container_runtime;
+  j["sbatch_args"] = sbatch_args;
+  j["shared_dir"] = shared_dir;
+  if (registry) {
+    j["registry"] = {{"address", registry->address},
+                     {"username", registry->username},
+                     {"password", mode == SecretMode::kRedact ? "***" : registry->password}};
+  } else {
+    j["registry"] = nullptr;
+  }
+  return j;
 }
 
 StatusOr<ComputeDefinition> ComputeDefinition::FromJson(const json& j) {
@@ -228,7 +335,44 @@ StatusOr<ComputeDefinition> ComputeDefinition::FromJson(const json& j) {
     if (!j["node_cpus"].is_number()) return bad("node_cpus", "a number");
     d.node_cpus = j["node_cpus"].get<double>();
   }
-  std::int64_t max_nodes = d.max_nodes, gpus = d.node_gpus;
+  for (auto [key, out] : {std::pair{"partition", &d.partition}, std::pair{"account", &d.account},
+                          std::pair{"qos", &d.qos},
+                          std::pair{"container_runtime", &d.container_runtime},
+                          std::pair{"shared_dir", &d.shared_dir}}) {
+    if (!present(key)) continue;
+    if (!j[key].is_string()) return bad(key, "a string");
+    *out = j[key].get<std::string>();
+  }
+  if (present("sbatch_args")) {
+    if (!j["sbatch_args"].is_array()) return bad("sbatch_args", "a list of strings");
+    for (const auto& a : j["sbatch_args"]) {
+      if (!a.is_string()) return bad("sbatch_args", "a list of strings");
+      d.sbatch_args.push_back(a.get<std::string>());
+    }
+  }
+  if (present("registry")) {
+    const json& r = j["registry"];
+    if (!r.is_object()) return bad("registry", "an object {address, username, password}");
+    RegistryCredentials creds;
+    std::string* fields[] = {&creds.address, &creds.username, &creds.password};
+    for (std::size_t i = 0; i < kRegistryKeys.size(); ++i) {
+      const std::string key(kRegistryKeys[i]);
+      if (!r.contains(key) || !r[key].is_string()) {
+        return InvalidArgument("compute.registry." + key + " must be a string");
+      }
+      *fields[i] = r[key].get<std::string>();
+    }
+    for (const auto& [key, value] : r.items()) {
+      if (std::find(kRegistryKeys.begin(), kRegistryKeys.end(), key) == kRegistryKeys.end()) {
+        return InvalidArgument("unknown field '" + key +
+                               "' in compute.registry; allowed: address, username, password");
+      }
+    }
+    d.registry = std::move(creds);
+  }
+  std::int64_t max_nodes = d.max_nodes, gpus = d.node_gpus, gpus_per_node = d.gpus_per_node;
+  TY_RETURN_IF_ERROR(integer("gpus_per_node", &gpus_per_node));
+  d.gpus_per_node = static_cast<int>(std::clamp<std::int64_t>(gpus_per_node, -1, kMaxGpus + 1));
   TY_RETURN_IF_ERROR(integer("max_nodes", &max_nodes));
   TY_RETURN_IF_ERROR(integer("node_memory_bytes", &d.node_memory_bytes));
   TY_RETURN_IF_ERROR(integer("node_gpus", &gpus));
@@ -245,9 +389,9 @@ Status ComputeDefinition::Validate() const {
                            "' must be a name of letters, digits, '.', '_' and '-' starting with a "
                            "letter or digit");
   }
-  if (type != "docker" && type != "process") {
-    return InvalidArgument("compute " + name + ": type must be docker or process, got '" + type +
-                           "'");
+  if (type != "docker" && type != "process" && type != "slurm") {
+    return InvalidArgument("compute " + name + ": type must be docker, process or slurm, got '" +
+                           type + "'");
   }
   if (max_nodes < 1 || max_nodes > kMaxNodes) {
     return InvalidArgument("compute " + name + ": max_nodes must be from 1 to " +
@@ -279,13 +423,89 @@ Status ComputeDefinition::Validate() const {
     return InvalidArgument("compute " + name + ": idle_seconds must be >= 0, got " +
                            std::to_string(idle_seconds));
   }
+  return ValidateSlurm();
+}
+
+Status ComputeDefinition::ValidateSlurm() const {
+  const std::string where = "compute " + name + ": ";
+  if (type != "slurm") {
+    if (!partition.empty() || !account.empty() || !qos.empty() || gpus_per_node != 0 ||
+        container_runtime != "docker" || !sbatch_args.empty() || registry ||
+        !shared_dir.empty()) {
+      return InvalidArgument(where +
+                             "partition, account, qos, gpus_per_node, container_runtime, "
+                             "sbatch_args, registry and shared_dir are settings of slurm "
+                             "computes, not of type " +
+                             type);
+    }
+    return Status::Ok();
+  }
+  if (partition.empty()) {
+    return InvalidArgument(where + "a slurm compute needs a partition (--partition NAME)");
+  }
+  // The values travel as sbatch arguments (never through a shell) and into job scripts (quoted);
+  // a name with a newline or NUL has no business in either.
+  auto plain = [](const std::string& v) {
+    return v.find_first_of(std::string("\n\r\0", 3)) == std::string::npos;
+  };
+  for (auto [key, value] : {std::pair{"partition", &partition}, std::pair{"account", &account},
+                            std::pair{"qos", &qos}}) {
+    if (!plain(*value) || value->find_first_of(" \t") != std::string::npos) {
+      return InvalidArgument(where + key + " must be a Slurm name without spaces, got '" +
+                             *value + "'");
+    }
+  }
+  if (gpus_per_node < 0 || gpus_per_node > kMaxGpus) {
+    return InvalidArgument(where + "gpus_per_node must be from 0 to " + std::to_string(kMaxGpus) +
+                           ", got " + std::to_string(gpus_per_node));
+  }
+  if (container_runtime != "docker" && container_runtime != "podman") {
+    return InvalidArgument(where + "container_runtime must be " + kRuntimes + ", got '" +
+                           container_runtime + "'");
+  }
+  for (const auto& a : sbatch_args) {
+    if (a.empty() || !plain(a) || a[0] != '-') {
+      return InvalidArgument(where + "each sbatch argument must be an option starting with '-' "
+                                     "(like --exclusive or --constraint=a100), got '" +
+                             a + "'");
+    }
+  }
+  if (!shared_dir.empty() &&
+      (!std::filesystem::path(shared_dir).is_absolute() || !plain(shared_dir))) {
+    return InvalidArgument(where + "shared_dir must be an absolute path, got '" + shared_dir +
+                           "'");
+  }
+  if (registry) {
+    if (registry->address.empty() || registry->username.empty() || registry->password.empty()) {
+      return InvalidArgument(where + "the registry needs an address, a username and a password");
+    }
+    if (!plain(registry->address) || registry->address.find_first_of(" /\t") != std::string::npos) {
+      return InvalidArgument(where + "the registry address must be HOST[:PORT], got '" +
+                             registry->address + "'");
+    }
+  }
+  if (node_cpus != 0 || node_memory_bytes != 0 || node_gpus != 0) {
+    return InvalidArgument(where +
+                           "a slurm node's size is its partition's: leave node_cpus, "
+                           "node_memory and node_gpus out (ask for GPUs with gpus_per_node, "
+                           "for memory with an sbatch argument such as --mem=64G)");
+  }
   return Status::Ok();
 }
 
 bool ComputeDefinition::SameSettings(const ComputeDefinition& other) const {
+  auto same_registry = [&] {
+    if (registry.has_value() != other.registry.has_value()) return false;
+    return !registry || (registry->address == other.registry->address &&
+                         registry->username == other.registry->username &&
+                         registry->password == other.registry->password);
+  };
   return type == other.type && max_nodes == other.max_nodes && node_cpus == other.node_cpus &&
          node_memory_bytes == other.node_memory_bytes && node_gpus == other.node_gpus &&
-         idle_seconds == other.idle_seconds;
+         idle_seconds == other.idle_seconds && partition == other.partition &&
+         account == other.account && qos == other.qos && gpus_per_node == other.gpus_per_node &&
+         container_runtime == other.container_runtime && sbatch_args == other.sbatch_args &&
+         shared_dir == other.shared_dir && same_registry();
 }
 
 ComputeDefinition DefaultLocalCompute() {

@@ -107,8 +107,8 @@ TEST(ComputeDefinitionTest, ValidateNamesTheField) {
   const Case cases[] = {
       {[](ComputeDefinition& d) { d.name = ""; }, "compute name '' must be"},
       {[](ComputeDefinition& d) { d.name = "a/b"; }, "compute name 'a/b' must be"},
-      {[](ComputeDefinition& d) { d.type = "kubernetes"; }, "type must be docker or process"},
-      {[](ComputeDefinition& d) { d.type = "amlcompute"; }, "type must be docker or process"},
+      {[](ComputeDefinition& d) { d.type = "kubernetes"; }, "type must be docker, process or slurm"},
+      {[](ComputeDefinition& d) { d.type = "amlcompute"; }, "type must be docker, process or slurm"},
       {[](ComputeDefinition& d) { d.max_nodes = 0; }, "max_nodes must be from 1 to 10000, got 0"},
       {[](ComputeDefinition& d) { d.max_nodes = 10001; }, "max_nodes must be from 1 to 10000"},
       {[](ComputeDefinition& d) { d.node_cpus = -1; }, "node_cpus must be a number >= 0"},
@@ -345,6 +345,66 @@ TEST(QueueSettingsTest, BadPriorityNamesFileLineAndField) {
   auto tier = ParseJobYaml(base + "queue_settings: {job_tier: {a: b}}\n", "job.yml", ".");
   ASSERT_FALSE(tier.ok());
   EXPECT_THAT(tier.status().message(), HasSubstr("'queue_settings.job_tier' must be a string"));
+}
+
+TEST(SlurmComputeTest, YamlJsonRoundTripAndRedaction) {
+  ::setenv("TY_TEST_REGISTRY_PASSWORD", "s3cret pass", 1);
+  auto def = ParseComputeYaml(
+      "name: hpc\ntype: slurm\npartition: gpu\nmax_nodes: 4\naccount: ml\nqos: high\n"
+      "gpus_per_node: 2\ncontainer_runtime: podman\nsbatch_args: [--exclusive, "
+      "--constraint=a100]\nshared_dir: /shared/ty\nregistry:\n  address: 127.0.0.1:5000\n"
+      "  username: ci\n  password: ${{env.TY_TEST_REGISTRY_PASSWORD}}\n",
+      "hpc.yml");
+  ASSERT_TRUE(def.ok()) << def.status().ToString();
+  EXPECT_EQ(def->type, "slurm");
+  EXPECT_EQ(def->partition, "gpu");
+  EXPECT_EQ(def->account, "ml");
+  EXPECT_EQ(def->qos, "high");
+  EXPECT_EQ(def->gpus_per_node, 2);
+  EXPECT_EQ(def->container_runtime, "podman");
+  EXPECT_EQ(def->sbatch_args, (std::vector<std::string>{"--exclusive", "--constraint=a100"}));
+  EXPECT_EQ(def->shared_dir, "/shared/ty");
+  ASSERT_TRUE(def->registry.has_value());
+  EXPECT_EQ(def->registry->password, "s3cret pass");
+
+  auto back = ComputeDefinition::FromJson(def->ToJson(SecretMode::kPlain));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->SameSettings(*def));
+  back->sbatch_args.pop_back();
+  EXPECT_FALSE(back->SameSettings(*def));
+
+  const std::string redacted = def->ToJson(SecretMode::kRedact).dump();
+  EXPECT_THAT(redacted, Not(HasSubstr("s3cret")));
+  EXPECT_THAT(redacted, HasSubstr("\"***\""));
+}
+
+TEST(SlurmComputeTest, ValidateRefusesWhatCannotWork) {
+  ComputeDefinition d;
+  d.name = "hpc";
+  d.type = "slurm";
+  EXPECT_THAT(d.Validate().message(), HasSubstr("needs a partition"));
+  d.partition = "debug";
+  EXPECT_TRUE(d.Validate().ok()) << d.Validate().ToString();
+  auto with = [&](auto change) {
+    ComputeDefinition c = d;
+    change(c);
+    return c.Validate().message();
+  };
+  EXPECT_THAT(with([](auto& c) { c.partition = "a b"; }), HasSubstr("without spaces"));
+  EXPECT_THAT(with([](auto& c) { c.container_runtime = "lxc"; }), HasSubstr("docker or podman"));
+  EXPECT_THAT(with([](auto& c) { c.sbatch_args = {"exclusive"}; }), HasSubstr("starting with '-'"));
+  EXPECT_THAT(with([](auto& c) { c.sbatch_args = {"--x\n#SBATCH --y"}; }),
+              HasSubstr("starting with '-'"));
+  EXPECT_THAT(with([](auto& c) { c.shared_dir = "rel/dir"; }), HasSubstr("absolute"));
+  EXPECT_THAT(with([](auto& c) { c.node_cpus = 2; }), HasSubstr("partition's"));
+  EXPECT_THAT(with([](auto& c) { c.registry = RegistryCredentials{"127.0.0.1:5000", "u", ""}; }),
+              HasSubstr("address, a username and a password"));
+  EXPECT_THAT(with([](auto& c) { c.gpus_per_node = 65; }), HasSubstr("gpus_per_node"));
+  // The slurm settings belong to slurm computes only.
+  ComputeDefinition docker;
+  docker.name = "cpu";
+  docker.partition = "debug";
+  EXPECT_THAT(docker.Validate().message(), HasSubstr("settings of slurm computes"));
 }
 
 }  // namespace

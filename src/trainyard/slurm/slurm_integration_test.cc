@@ -1,0 +1,354 @@
+// The Slurm client and the job scripts against the real one-node cluster of scripts/slurm.sh
+// (partition "debug") and, for the container case, the real dockerd of scripts/dockerd.sh with
+// debian:bookworm-slim (scripts/base-images.sh). A cluster that cannot be reached fails every
+// test: this file exists to exercise it. Each test uses its own temp folder and random names,
+// and cancels what it submitted.
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "trainyard/common/fs.h"
+#include "trainyard/common/util.h"
+#include "trainyard/slurm/slurm.h"
+
+namespace trainyard::slurm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::seconds;
+
+constexpr char kPartition[] = "debug";
+constexpr char kImage[] = "debian:bookworm-slim";
+
+struct Cmd {
+  int exit_code = -1;
+  std::string output;
+};
+
+// Runs a shell command line (test-only).
+Cmd Shell(const std::string& line) {
+  Cmd r;
+  FILE* p = ::popen((line + " 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string Read(const fs::path& p) {
+  auto text = ReadFile(p);
+  return text.ok() ? *text : "";
+}
+
+class SlurmIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    client_ = MakeCommandClient();
+    auto nodes = client_->ListNodes();
+    ASSERT_TRUE(nodes.ok()) << "the Slurm cluster cannot be reached (" << nodes.status().ToString()
+                            << "); start it with `bash scripts/slurm.sh`";
+    tag_ = RandomHex(4);
+    std::string tmpl = (fs::temp_directory_path() / "slurm_it.XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+
+  void TearDown() override {
+    for (std::int64_t id : submitted_) (void)client_->Cancel(id);
+    if (!dir_.empty()) (void)RemoveTree(dir_);
+  }
+
+  // A batch script running `body`, and a request for it.
+  JobRequest Request(const std::string& name, const std::string& body) {
+    fs::path script = dir_ / (name + ".sh");
+    EXPECT_TRUE(WriteFileAtomic(script, "#!/bin/sh\n" + body + "\n", 0700).ok());
+    JobRequest req;
+    req.name = "ty-it-" + name + "-" + tag_;
+    req.comment = "trainyard run=" + name + "-" + tag_;
+    req.partition = kPartition;
+    req.script = script;
+    req.output = dir_ / (name + ".log");
+    req.working_dir = dir_;
+    req.time_limit_seconds = 300;
+    return req;
+  }
+
+  StatusOr<std::int64_t> Submit(const JobRequest& req) {
+    auto id = client_->Submit(req);
+    if (id.ok()) submitted_.push_back(*id);
+    return id;
+  }
+
+  // Polls squeue until job `id` is in a state `done` accepts, or `limit` passes.
+  template <typename Pred>
+  std::optional<JobInfo> WaitFor(std::int64_t id, Pred done, seconds limit = seconds(60)) {
+    auto deadline = Clock::now() + limit;
+    std::optional<JobInfo> last;
+    while (Clock::now() < deadline) {
+      auto jobs = client_->ListJobs();
+      EXPECT_TRUE(jobs.ok()) << jobs.status().ToString();
+      if (jobs.ok()) {
+        for (const JobInfo& j : *jobs) {
+          if (j.id == id) last = j;
+        }
+        if (last && done(*last)) return last;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    ADD_FAILURE() << "job " << id << " did not get there within " << limit.count()
+                  << " s; last state " << (last ? last->state + " " + last->reason : "unknown");
+    return last;
+  }
+
+  std::optional<JobInfo> WaitFinal(std::int64_t id, seconds limit = seconds(60)) {
+    return WaitFor(
+        id, [](const JobInfo& j) { return IsFinalState(j.state); }, limit);
+  }
+
+  std::unique_ptr<Client> client_;
+  std::string tag_;
+  fs::path dir_;
+  std::vector<std::int64_t> submitted_;
+};
+
+TEST_F(SlurmIntegrationTest, TrivialJobCompletes) {
+  JobRequest req = Request("ok", "echo hello from \"$SLURM_JOB_ID\"");
+  auto id = Submit(req);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto job = WaitFinal(*id);
+  ASSERT_TRUE(job.has_value());
+  EXPECT_EQ(job->state, "COMPLETED");
+  EXPECT_EQ(job->exit_code, 0);
+  EXPECT_FALSE(job->signal.has_value());
+  EXPECT_EQ(job->name, req.name);
+  EXPECT_EQ(job->comment, req.comment);
+  EXPECT_EQ(job->partition, kPartition);
+  EXPECT_EQ(job->time_limit_minutes, 5);
+  EXPECT_GT(job->submit_time, 0);
+  EXPECT_GE(job->end_time, job->start_time);
+  EXPECT_EQ(Read(req.output), "hello from " + std::to_string(*id) + "\n");
+}
+
+TEST_F(SlurmIntegrationTest, FailingJobReportsItsExitCode) {
+  auto id = Submit(Request("fail", "exit 3"));
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto job = WaitFinal(*id);
+  ASSERT_TRUE(job.has_value());
+  EXPECT_EQ(job->state, "FAILED");
+  EXPECT_EQ(job->exit_code, 3);
+  EXPECT_FALSE(job->signal.has_value());
+  EXPECT_EQ(job->reason, "NonZeroExitCode");
+}
+
+TEST_F(SlurmIntegrationTest, NodesOfThePartition) {
+  auto nodes = client_->ListNodes();
+  ASSERT_TRUE(nodes.ok()) << nodes.status().ToString();
+  bool found = false;
+  for (const NodeInfo& n : *nodes) {
+    bool in_debug =
+        std::find(n.partitions.begin(), n.partitions.end(), kPartition) != n.partitions.end();
+    if (in_debug && n.cpus > 0 && n.memory_mb > 0 && !n.state.empty()) found = true;
+  }
+  EXPECT_TRUE(found) << "no node with CPUs in partition " << kPartition;
+}
+
+TEST_F(SlurmIntegrationTest, AccountingDisabledGivesNothing) {
+  // The test cluster keeps no accounting (AccountingStorageType=accounting_storage/none).
+  for (int i = 0; i < 2; ++i) {  // the second call answers from the cached fact
+    auto job = client_->AccountedJob(1);
+    ASSERT_TRUE(job.ok()) << job.status().ToString();
+    EXPECT_FALSE(job->has_value());
+  }
+}
+
+TEST_F(SlurmIntegrationTest, UnknownPartitionIsRefused) {
+  JobRequest req = Request("bogus", "true");
+  req.partition = "bogus" + tag_;
+  auto id = Submit(req);
+  ASSERT_FALSE(id.ok());
+  EXPECT_EQ(id.status().code(), StatusCode::kInvalidArgument) << id.status().ToString();
+  EXPECT_NE(id.status().message().find("partition"), std::string::npos) << id.status().ToString();
+  EXPECT_NE(id.status().message().find(req.partition), std::string::npos) << id.status().ToString();
+}
+
+TEST_F(SlurmIntegrationTest, CancelStopsARunningJob) {
+  auto id = Submit(Request("sleep", "sleep 100"));
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto running = WaitFor(*id, [](const JobInfo& j) { return j.state == "RUNNING"; });
+  ASSERT_TRUE(running.has_value() && running->state == "RUNNING");
+  auto t0 = Clock::now();
+  ASSERT_TRUE(client_->Cancel(*id).ok());
+  auto job = WaitFinal(*id, seconds(10));
+  ASSERT_TRUE(job.has_value());
+  EXPECT_EQ(job->state, "CANCELLED");
+  EXPECT_LT(Clock::now() - t0, seconds(10));
+  // Cancelling an ended job, or one Slurm never had, is fine.
+  EXPECT_TRUE(client_->Cancel(*id).ok());
+  EXPECT_TRUE(client_->Cancel(999'999'999).ok());
+}
+
+// The generated scripts for real: two tasks on one node, each in its own container.
+TEST_F(SlurmIntegrationTest, ContainerJobWithTwoTasks) {
+  Cmd docker = Shell("docker image inspect " + std::string(kImage) + " >/dev/null");
+  ASSERT_EQ(docker.exit_code, 0) << "dockerd or " << kImage << " missing: " << docker.output
+                                 << " (run `bash scripts/dockerd.sh` and "
+                                    "`bash scripts/base-images.sh`)";
+  auto nodes = client_->ListNodes();
+  ASSERT_TRUE(nodes.ok() && !nodes->empty());
+  const std::string host = (*nodes)[0].name;
+
+  JobFiles files{dir_ / "job"};
+  TaskSpec task;
+  task.run_id = "it_" + tag_;
+  task.runtime = "docker";
+  task.image = kImage;
+  task.container_prefix = "trainyard-slurm-it-" + tag_;
+  task.env = {{"GREETING", "it's a \"test\"\n$HOME"}};
+  task.command =
+      "echo \"$RANK $WORLD_SIZE $MASTER_ADDR $LOCAL_RANK $NODE_RANK\"; "
+      "printf '[%s]\\n' \"$GREETING\"";
+  task.distribution = "pytorch";
+  task.tasks_per_node = 2;
+  task.stop_grace_seconds = 2;
+  ASSERT_TRUE(WriteJobFiles(task, files).ok());
+
+  JobRequest req;
+  req.name = "ty-it-docker-" + tag_;
+  req.comment = "trainyard run=" + task.run_id;
+  req.partition = kPartition;
+  req.nodes = 1;
+  req.tasks_per_node = 2;
+  req.time_limit_seconds = 300;
+  req.script = files.BatchScript();
+  req.output = files.BatchLog();
+  req.working_dir = files.dir;
+  auto id = Submit(req);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto job = WaitFinal(*id, seconds(180));
+  ASSERT_TRUE(job.has_value());
+  std::string log = Read(files.NodeLog(0));
+  EXPECT_EQ(job->state, "COMPLETED") << "batch.log:\n"
+                                     << Read(files.BatchLog()) << "\nnode-0.log:\n"
+                                     << log;
+  EXPECT_EQ(job->exit_code, 0);
+  EXPECT_NE(log.find("0 2 " + host + " 0 0\n"), std::string::npos) << log;
+  EXPECT_NE(log.find("1 2 " + host + " 1 0\n"), std::string::npos) << log;
+  // Values reach the container exactly (through env.sh and -e NAME).
+  EXPECT_NE(log.find("[it's a \"test\"\n"), std::string::npos) << log;
+  EXPECT_NE(log.find("$HOME]\n"), std::string::npos) << log;
+  EXPECT_EQ(Read(files.Hostfile()), host + " slots=2\n");
+  for (int t = 0; t < 2; ++t) {
+    auto exit = ReadTaskExit(files, t);
+    ASSERT_TRUE(exit.has_value()) << "task " << t << ": " << Read(files.TaskExitFile(t));
+    EXPECT_EQ(exit->exit_code, 0);
+    EXPECT_FALSE(exit->oom_killed);
+    EXPECT_EQ(exit->node, 0);
+  }
+  auto job_exit = ReadJobExit(files);
+  ASSERT_TRUE(job_exit.has_value()) << Read(files.ExitFile());
+  EXPECT_EQ(job_exit->exit_code, 0);
+  EXPECT_FALSE(job_exit->pull_failed);
+  Cmd left = Shell("docker ps -aq --filter name=" + task.container_prefix);
+  EXPECT_EQ(left.exit_code, 0);
+  EXPECT_EQ(left.output, "") << "containers left behind";
+}
+
+// A pull that fails on the node ends the job before any task, says so in the exit file, and
+// leaves no credentials behind.
+TEST_F(SlurmIntegrationTest, FailedPullIsRecorded) {
+  Cmd docker = Shell("docker info >/dev/null");
+  ASSERT_EQ(docker.exit_code, 0) << "dockerd missing: " << docker.output
+                                 << " (run `bash scripts/dockerd.sh`)";
+  JobFiles files{dir_ / "job"};
+  TaskSpec task;
+  task.run_id = "itp_" + tag_;
+  task.image = "127.0.0.1:9/trainyard/none:" + tag_;  // nothing listens on port 9
+  task.pull_auth = docker::RegistryAuth{"user", "pass", "127.0.0.1:9"};
+  task.container_prefix = "trainyard-slurm-itp-" + tag_;
+  task.command = "true";
+  ASSERT_TRUE(WriteJobFiles(task, files).ok());
+  ASSERT_TRUE(fs::exists(files.dir / "auth" / "config.json"));
+  JobRequest req;
+  req.name = "ty-it-pull-" + tag_;
+  req.partition = kPartition;
+  req.script = files.BatchScript();
+  req.output = files.BatchLog();
+  req.working_dir = files.dir;
+  auto id = Submit(req);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto job = WaitFinal(*id, seconds(120));
+  ASSERT_TRUE(job.has_value());
+  EXPECT_EQ(job->state, "FAILED") << Read(files.BatchLog());
+  auto exit = ReadJobExit(files);
+  ASSERT_TRUE(exit.has_value()) << Read(files.ExitFile()) << Read(files.BatchLog());
+  EXPECT_TRUE(exit->pull_failed);
+  EXPECT_NE(exit->exit_code, 0);
+  EXPECT_EQ(job->exit_code, exit->exit_code);
+  EXPECT_FALSE(fs::exists(files.dir / "auth"));
+  EXPECT_FALSE(ReadTaskExit(files, 0).has_value());
+}
+
+// scancel reaches the containers: they are stopped, each task records its end, and nothing is
+// left behind.
+TEST_F(SlurmIntegrationTest, CancelStopsTheContainers) {
+  Cmd docker = Shell("docker image inspect " + std::string(kImage) + " >/dev/null");
+  ASSERT_EQ(docker.exit_code, 0) << "dockerd or " << kImage << " missing: " << docker.output
+                                 << " (run `bash scripts/dockerd.sh` and "
+                                    "`bash scripts/base-images.sh`)";
+  JobFiles files{dir_ / "job"};
+  TaskSpec task;
+  task.run_id = "itc_" + tag_;
+  task.image = kImage;
+  task.container_prefix = "trainyard-slurm-itc-" + tag_;
+  task.command = "echo started; exec sleep 300";
+  task.stop_grace_seconds = 1;
+  ASSERT_TRUE(WriteJobFiles(task, files).ok());
+  JobRequest req;
+  req.name = "ty-it-cancel-" + tag_;
+  req.partition = kPartition;
+  req.script = files.BatchScript();
+  req.output = files.BatchLog();
+  req.working_dir = files.dir;
+  auto id = Submit(req);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto deadline = Clock::now() + seconds(60);
+  while (Read(files.NodeLog(0)).find("started") == std::string::npos && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_NE(Read(files.NodeLog(0)).find("started"), std::string::npos) << Read(files.BatchLog());
+  ASSERT_TRUE(client_->Cancel(*id).ok());
+  auto job = WaitFinal(*id, seconds(30));
+  ASSERT_TRUE(job.has_value());
+  EXPECT_EQ(job->state, "CANCELLED");
+  // The task script records the container's end before it exits.
+  deadline = Clock::now() + seconds(20);
+  while (!ReadTaskExit(files, 0) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  auto exit = ReadTaskExit(files, 0);
+  ASSERT_TRUE(exit.has_value()) << Read(files.NodeLog(0)) << Read(files.BatchLog());
+  EXPECT_NE(exit->exit_code, 0);
+  deadline = Clock::now() + seconds(20);
+  Cmd left;
+  do {
+    left = Shell("docker ps -aq --filter name=" + task.container_prefix);
+    if (left.output.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  } while (Clock::now() < deadline);
+  EXPECT_EQ(left.output, "") << "containers left behind";
+}
+
+}  // namespace
+}  // namespace trainyard::slurm
