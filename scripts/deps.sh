@@ -13,7 +13,7 @@ packages=(
   libboost-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev libarchive-dev libyaml-cpp-dev
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libsodium-dev
   # tests and benchmarks
-  libgtest-dev libgmock-dev googletest libbenchmark-dev curl jq hyperfine python3
+  libgtest-dev libgmock-dev googletest libbenchmark-dev curl jq hyperfine python3 shellcheck
   # real services for the integration tests and the demo
   apache2-utils docker-registry docker.io debootstrap ca-certificates
 )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # The one command that sets everything up and runs every test:
-#   deps.sh -> dockerd.sh -> base-images.sh -> registry.sh -> cmake --preset dev -> build -> ctest
+#   deps.sh -> dockerd.sh -> base-images.sh -> registry.sh -> slurm.sh -> cmake --preset dev ->
+#   build -> ctest
 # Tests run with TRAINYARD_REQUIRE_SERVICES=1: a missing service is a failure, never a skip.
 # Extra arguments go to ctest (e.g. scripts/test.sh -R spec). Works from any folder.
 # The last line printed is "N passed, N failed"; a setup or build step that fails counts as one
@@ -24,7 +25,7 @@ setup_failed() {
   exit 1
 }
 
-for s in deps dockerd base-images registry; do
+for s in deps dockerd base-images registry slurm; do
   "$here/$s.sh" || setup_failed "scripts/$s.sh"
 done
 # Integration tests read the private registry's coordinates from

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/daemon_process.h"
 #include "tests/support/test_env.h"
 #include "trainyard/client/http_client.h"
 #include "trainyard/common/fs.h"
@@ -122,7 +123,6 @@ class SurviveTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    client_.reset();
     if (daemon_pid_ > 0) KillDaemon();
     // Whatever a failed case left running: with the daemon gone, every shim is a child of this
     // process, and so is a node's process once its shim is killed; each leads a process group.
@@ -153,55 +153,15 @@ class SurviveTest : public ::testing::Test {
   // Starts `trainyard server` on the workspace as a process of its own, and waits until it
   // serves (it publishes server.json after recovering the runs of a previous daemon).
   void StartDaemon() {
-    const std::string binary = testing::TrainyardBinary();
-    const std::string workspace = layout_.root.string();
-    const std::string log = (layout_.root / "daemon.log").string();
-    std::vector<std::string> args = {binary, "server", "--workspace", workspace, "--port", "0"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const auto started = Clock::now();
-    pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    daemon_pid_ = pid;
-    ++daemon_starts_;
-    const auto deadline = Clock::now() + 60s;
-    while (Clock::now() < deadline) {
-      int st = 0;
-      if (::waitpid(pid, &st, WNOHANG) == pid) {
-        daemon_pid_ = -1;
-        FAIL() << "the daemon exited with status " << st << " before serving";
-      }
-      auto info = ReadFile(layout_.root / "server.json");
-      if (info.ok()) {
-        auto j = json::parse(*info, nullptr, false);
-        if (j.is_object() && j.value("pid", 0) == pid) {
-          client_ = std::make_unique<HttpClient>(j["url"].get<std::string>(),
-                                                 j["token"].get<std::string>());
-          std::fprintf(stderr, "daemon %d serving after %lld ms\n", pid, MillisSince(started));
-          return;
-        }
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-    FAIL() << "the daemon did not publish server.json within 60 s";
+    ASSERT_NO_FATAL_FAILURE(daemon_.Start(layout_.root));
+    daemon_pid_ = daemon_.pid();
+    client_ = daemon_.client();
   }
 
   // kill -9, then reaps it.
   void KillDaemon() {
-    client_.reset();
-    ::kill(daemon_pid_, SIGKILL);
-    int st = 0;
-    ::waitpid(daemon_pid_, &st, 0);
+    client_ = nullptr;
+    daemon_.Kill();
     daemon_pid_ = -1;
   }
 
@@ -354,9 +314,9 @@ class SurviveTest : public ::testing::Test {
   fs::path root_;
   WorkspaceLayout layout_;
   std::string suffix_;  // keeps run (and container) names apart from other tests on dockerd
+  testing::DaemonProcess daemon_;
   pid_t daemon_pid_ = -1;
-  int daemon_starts_ = 0;
-  std::unique_ptr<HttpClient> client_;
+  HttpClient* client_ = nullptr;  // daemon_'s
   bool docker_used_ = false;
   std::vector<std::string> images_;  // built by the test's runs; removed in TearDown
 };

@@ -22,6 +22,93 @@ namespace {
 using store::RunStatus;
 using namespace std::chrono_literals;
 
+// An in-memory Slurm: jobs are records a test moves through their states; nothing runs.
+class FakeSlurm : public slurm::Client {
+ public:
+  StatusOr<std::int64_t> Submit(const slurm::JobRequest& req) override {
+    std::lock_guard lock(mu_);
+    if (!refuse_.empty()) return InvalidArgument(refuse_);
+    slurm::JobInfo j;
+    j.id = next_id_++;
+    j.name = req.name;
+    j.comment = req.comment;
+    j.partition = req.partition;
+    j.state = "PENDING";
+    j.reason = "Priority";
+    j.time_limit_minutes = (req.time_limit_seconds + 59) / 60;
+    jobs_.push_back(j);
+    requests_.push_back(req);
+    cv_.notify_all();
+    return j.id;
+  }
+  StatusOr<std::vector<slurm::JobInfo>> ListJobs() override {
+    std::lock_guard lock(mu_);
+    return jobs_;
+  }
+  StatusOr<std::optional<slurm::JobInfo>> AccountedJob(std::int64_t) override {
+    return std::optional<slurm::JobInfo>();
+  }
+  Status Cancel(std::int64_t id) override {
+    std::lock_guard lock(mu_);
+    ++cancels_;
+    for (auto& j : jobs_) {
+      if (j.id == id && !slurm::IsFinalState(j.state)) {
+        j.state = "CANCELLED";
+        j.signal = 15;
+      }
+    }
+    return Status::Ok();
+  }
+  StatusOr<std::vector<slurm::NodeInfo>> ListNodes() override {
+    slurm::NodeInfo n;
+    n.name = "n1";
+    n.state = "idle";
+    n.cpus = 2;
+    n.partitions = {"debug"};
+    return std::vector<slurm::NodeInfo>{n};
+  }
+
+  // The request of the `i`th submit, once it came (else fails the test).
+  slurm::JobRequest WaitForSubmit(std::size_t i = 0) {
+    std::unique_lock lock(mu_);
+    EXPECT_TRUE(cv_.wait_for(lock, 20s, [&] { return requests_.size() > i; }))
+        << "no sbatch call #" << i;
+    return requests_.size() > i ? requests_[i] : slurm::JobRequest{};
+  }
+  void Set(std::int64_t id, const std::string& state, const std::string& reason = "",
+           std::optional<int> exit_code = std::nullopt) {
+    std::lock_guard lock(mu_);
+    for (auto& j : jobs_) {
+      if (j.id != id) continue;
+      j.state = state;
+      j.reason = reason;
+      j.exit_code = exit_code;
+      if (state != "PENDING") j.start_time = 1;
+    }
+  }
+  void Forget(std::int64_t id) {
+    std::lock_guard lock(mu_);
+    std::erase_if(jobs_, [&](const auto& j) { return j.id == id; });
+  }
+  void Refuse(std::string message) {
+    std::lock_guard lock(mu_);
+    refuse_ = std::move(message);
+  }
+  int cancels() {
+    std::lock_guard lock(mu_);
+    return cancels_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<slurm::JobInfo> jobs_;
+  std::vector<slurm::JobRequest> requests_;
+  std::int64_t next_id_ = 1;
+  int cancels_ = 0;
+  std::string refuse_;
+};
+
 class SchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override { Build(2); }
@@ -49,6 +136,9 @@ class SchedulerTest : public ::testing::Test {
     opts.local_max_nodes = max_concurrent;
     opts.stop_grace_seconds = 1;
     opts.process_executor = process_executor_.get();
+    opts.slurm = &slurm_;
+    opts.engine = &engine_;
+    opts.slurm_poll_ms = 20;
     scheduler_ = std::make_unique<Scheduler>(*store_, *registry_, *builder_, *executor_,
                                              *snapshots_, secrets_, layout_, opts);
   }
@@ -138,6 +228,7 @@ class SchedulerTest : public ::testing::Test {
   std::unique_ptr<exec::ProcessExecutor> process_executor_;
   std::unique_ptr<EnvironmentRegistry> registry_;
   std::unique_ptr<Scheduler> scheduler_;
+  FakeSlurm slurm_;
 };
 
 TEST_F(SchedulerTest, CompletedRunWalksEveryStateAndGetsItsIdentity) {
@@ -1026,6 +1117,251 @@ TEST_F(SchedulerTest, DockerdDownFailsRunsClearlyAndSchedulingResumes) {
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(WaitFor(after->id).status, RunStatus::kCompleted);
   EXPECT_EQ(scheduler_->GetComputeStatus("local")->busy_nodes, 0);
+}
+
+// --- slurm computes ------------------------------------------------------------------------
+
+class SlurmSchedulerTest : public SchedulerTest {
+ protected:
+  void SetUp() override {
+    SchedulerTest::SetUp();
+    spec::ComputeDefinition c;
+    c.name = "hpc";
+    c.type = "slurm";
+    c.partition = "debug";
+    c.max_nodes = 1;
+    auto put = scheduler_->PutCompute(c, false);
+    ASSERT_TRUE(put.ok()) << put.status().ToString();
+  }
+  static spec::RunRequest SlurmRequest(const std::string& command) {
+    spec::RunRequest r = Request(command);
+    r.compute = "hpc";
+    return r;
+  }
+  // The job's folder, where its nodes' logs and exit files are.
+  fs::path JobDir(const std::string& run) const { return layout_.RunDir(run) / "slurm"; }
+  // What the job's scripts write when they end.
+  void WriteExits(const std::string& run, int task_code, const std::string& phase = "run",
+                  bool oom = false) {
+    ASSERT_TRUE(WriteFileAtomic(JobDir(run) / "task-0.exit",
+                                std::to_string(task_code) + (oom ? " true" : " false") +
+                                    " 0 1000\n")
+                    .ok());
+    ASSERT_TRUE(
+        WriteFileAtomic(JobDir(run) / "exit", std::to_string(task_code) + " " + phase + "\n").ok());
+  }
+};
+
+TEST_F(SlurmSchedulerTest, RunFollowsItsJobFromPendingToCompleted) {
+  auto req = SlurmRequest("echo hi");
+  req.timeout_seconds = 90;
+  auto run = scheduler_->Submit(req);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  const slurm::JobRequest job = slurm_.WaitForSubmit();
+  EXPECT_EQ(job.name, "trainyard-" + run->id);
+  EXPECT_NE(job.comment.find("trainyard run=" + run->id + " "), std::string::npos) << job.comment;
+  EXPECT_EQ(job.partition, "debug");
+  EXPECT_EQ(job.nodes, 1);
+  EXPECT_EQ(job.tasks_per_node, 1);
+  EXPECT_EQ(job.time_limit_seconds, 90);
+  EXPECT_EQ(job.output, layout_.RunDir(run->id) / "logs" / "slurm_job.log");
+  EXPECT_TRUE(fs::exists(job.script)) << job.script;
+
+  // Pending in Slurm: Queued, with Slurm's reason.
+  slurm_.Set(1, "PENDING", "Resources");
+  WaitForStatus(run->id, RunStatus::kQueued);
+  for (int i = 0; i < 200 && scheduler_->WaitReason(run->id).find("Resources") == std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(scheduler_->WaitReason(run->id),
+            "Slurm job 1 pending: Resources (the partition's nodes are busy)");
+
+  slurm_.Set(1, "RUNNING");
+  WaitForStatus(run->id, RunStatus::kRunning);
+  EXPECT_EQ(scheduler_->WaitReason(run->id), "");
+  ASSERT_TRUE(AppendFile(JobDir(run->id) / "node-0.log", "hello from the node\n").ok());
+  WriteExits(run->id, 0);
+  slurm_.Set(1, "COMPLETED", "", 0);
+  auto done = WaitFor(run->id);
+  EXPECT_EQ(done.status, RunStatus::kCompleted) << done.failure_reason;
+  EXPECT_EQ(done.exit_code, 0);
+  EXPECT_EQ(done.container_id, "slurm:1");
+  EXPECT_EQ(*ReadFile(layout_.RunDir(run->id) / Scheduler::kStdLog), "hello from the node\n");
+  // Queued (Slurm) → Starting → Running, all recorded.
+  EXPECT_GT(done.TimeOf(RunStatus::kRunning), 0);
+}
+
+TEST_F(SlurmSchedulerTest, SlurmEndingsBecomeReasons) {
+  struct Case {
+    std::string state;
+    int task_code;
+    std::string phase;
+    bool oom;
+    RunStatus want;
+    std::string reason;
+  };
+  const std::vector<Case> cases = {
+      {"FAILED", 3, "run", false, RunStatus::kFailed, "script exited with code 3"},
+      {"TIMEOUT", 143, "run", false, RunStatus::kFailed, "reached its Slurm time limit"},
+      {"NODE_FAIL", 0, "", false, RunStatus::kFailed, "compute lost: a node of Slurm job"},
+      {"OUT_OF_MEMORY", 137, "run", false, RunStatus::kFailed, "out of memory"},
+      {"FAILED", 137, "run", true, RunStatus::kFailed, "out of memory"},
+      {"CANCELLED", 143, "run", false, RunStatus::kCanceled, "cancelled in Slurm"},
+      {"FAILED", 1, "pull", false, RunStatus::kFailed, "could not pull the run's image"},
+  };
+  std::int64_t id = 0;
+  for (const Case& c : cases) {
+    auto run = scheduler_->Submit(SlurmRequest("true"));
+    ASSERT_TRUE(run.ok()) << run.status().ToString();
+    slurm_.WaitForSubmit(static_cast<std::size_t>(id++));
+    slurm_.Set(id, "RUNNING");
+    WaitForStatus(run->id, RunStatus::kRunning);
+    if (!c.phase.empty()) WriteExits(run->id, c.task_code, c.phase, c.oom);
+    slurm_.Set(id, c.state, "", c.task_code);
+    auto done = WaitFor(run->id);
+    EXPECT_EQ(done.status, c.want) << c.state << ": " << done.failure_reason;
+    EXPECT_NE(done.failure_reason.find(c.reason), std::string::npos)
+        << c.state << ": " << done.failure_reason;
+  }
+}
+
+TEST_F(SlurmSchedulerTest, CancelAndTimeoutRunScancel) {
+  auto pending = scheduler_->Submit(SlurmRequest("sleep 100"));
+  ASSERT_TRUE(pending.ok());
+  slurm_.WaitForSubmit(0);
+  WaitForStatus(pending->id, RunStatus::kQueued);
+  ASSERT_TRUE(scheduler_->Cancel(pending->id).ok());
+  auto canceled = WaitFor(pending->id);
+  EXPECT_EQ(canceled.status, RunStatus::kCanceled);
+  EXPECT_EQ(canceled.failure_reason, "canceled by user");
+  EXPECT_EQ(slurm_.cancels(), 1);
+
+  auto req = SlurmRequest("sleep 100");
+  req.timeout_seconds = 1;
+  auto timed = scheduler_->Submit(req);
+  ASSERT_TRUE(timed.ok());
+  slurm_.WaitForSubmit(1);
+  slurm_.Set(2, "RUNNING");
+  auto out = WaitFor(timed->id);
+  EXPECT_EQ(out.status, RunStatus::kFailed);
+  EXPECT_EQ(out.failure_reason, "timed out after 1 s");
+  EXPECT_EQ(slurm_.cancels(), 2);
+}
+
+TEST_F(SlurmSchedulerTest, RecoveryFindsTheJobByItsComment) {
+  auto run = scheduler_->Submit(SlurmRequest("echo hi"));
+  ASSERT_TRUE(run.ok());
+  slurm_.WaitForSubmit();
+  slurm_.Set(1, "RUNNING");
+  WaitForStatus(run->id, RunStatus::kRunning);
+  // The daemon goes away (its job goes on), as if it died before recording the job id.
+  Build(2);
+  auto rec = store_->GetRun(run->id);
+  rec->container_id.clear();
+  ASSERT_TRUE(store_->UpdateRun(*rec).ok());
+  ASSERT_TRUE(scheduler_->Recover().ok());
+  ASSERT_TRUE(AppendFile(JobDir(run->id) / "node-0.log", "line\n").ok());
+  WriteExits(run->id, 0);
+  slurm_.Set(1, "COMPLETED", "", 0);
+  auto done = WaitFor(run->id);
+  EXPECT_EQ(done.status, RunStatus::kCompleted) << done.failure_reason;
+  EXPECT_EQ(*ReadFile(layout_.RunDir(run->id) / Scheduler::kStdLog), "line\n");
+
+  // A job slurmctld forgot while no daemon watched: its exit file tells how it ended.
+  auto second = scheduler_->Submit(SlurmRequest("exit 4"));
+  ASSERT_TRUE(second.ok());
+  slurm_.WaitForSubmit(1);
+  slurm_.Set(2, "RUNNING");
+  WaitForStatus(second->id, RunStatus::kRunning);
+  Build(2);
+  WriteExits(second->id, 4);
+  slurm_.Forget(2);
+  ASSERT_TRUE(scheduler_->Recover().ok());
+  auto forgotten = WaitFor(second->id);
+  EXPECT_EQ(forgotten.status, RunStatus::kFailed);
+  EXPECT_EQ(forgotten.exit_code, 4);
+  EXPECT_EQ(forgotten.failure_reason, "script exited with code 4");
+}
+
+TEST_F(SlurmSchedulerTest, FailsFastAndSaysWhy) {
+  auto two = SlurmRequest("true");
+  two.instance_count = 2;
+  spec::ComputeDefinition big;
+  big.name = "hpc-big";
+  big.type = "slurm";
+  big.partition = "debug";
+  big.max_nodes = 4;
+  ASSERT_TRUE(scheduler_->PutCompute(big, false).ok());
+  two.compute = "hpc-big";
+  auto refused = scheduler_->Submit(two);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("Slurm partition debug has 1"), std::string::npos)
+      << refused.status().message();
+
+  spec::ComputeDefinition nope = big;
+  nope.name = "hpc-nope";
+  nope.partition = "gpu";
+  auto bad = scheduler_->PutCompute(nope, false);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(),
+            "Slurm partition 'gpu' does not exist or has no nodes (partitions: debug)");
+
+  slurm_.Refuse("sbatch: error: Invalid account or account/partition combination specified");
+  auto run = scheduler_->Submit(SlurmRequest("true"));
+  ASSERT_TRUE(run.ok());
+  auto done = WaitFor(run->id);
+  EXPECT_EQ(done.status, RunStatus::kFailed);
+  EXPECT_EQ(done.failure_reason,
+            "Slurm refused the job: sbatch: error: Invalid account or account/partition "
+            "combination specified");
+}
+
+TEST_F(SlurmSchedulerTest, ImagePushedOnceAndPasswordSealed) {
+  engine_.SetRegistryCredentials("127.0.0.1:5000", "ci", "pa55word");
+  spec::ComputeDefinition c;
+  c.name = "hpc-reg";
+  c.type = "slurm";
+  c.partition = "debug";
+  c.max_nodes = 1;
+  c.registry = spec::RegistryCredentials{"127.0.0.1:5000", "ci", "pa55word"};
+  ASSERT_TRUE(scheduler_->PutCompute(c, false).ok());
+  // Stored sealed; the same settings again attach.
+  auto stored = store_->GetCompute("hpc-reg");
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->definition_json.find("pa55word"), std::string::npos);
+  bool created = true;
+  ASSERT_TRUE(scheduler_->PutCompute(c, false, &created).ok());
+  EXPECT_FALSE(created);
+
+  std::string image;
+  for (int i = 0; i < 2; ++i) {
+    auto req = SlurmRequest("true");
+    req.compute = "hpc-reg";
+    auto run = scheduler_->Submit(req);
+    ASSERT_TRUE(run.ok());
+    slurm_.WaitForSubmit(static_cast<std::size_t>(i));
+    const std::string env = *ReadFile(JobDir(run->id) / "env.sh");
+    EXPECT_EQ(env.find("pa55word"), std::string::npos);
+    const std::string auth = *ReadFile(JobDir(run->id) / "auth" / "config.json");
+    EXPECT_NE(auth.find(Base64Encode("ci:pa55word")), std::string::npos);
+    slurm_.Set(i + 1, "RUNNING");
+    WaitForStatus(run->id, RunStatus::kRunning);
+    WriteExits(run->id, 0);
+    slurm_.Set(i + 1, "COMPLETED", "", 0);
+    auto done = WaitFor(run->id);
+    EXPECT_EQ(done.status, RunStatus::kCompleted) << done.failure_reason;
+    EXPECT_EQ(done.image.rfind("127.0.0.1:5000/trainyard/environments:", 0), 0u) << done.image;
+    if (i == 1) {
+      EXPECT_EQ(done.image, image);
+    }
+    image = done.image;
+    // The credentials do not outlive the job.
+    EXPECT_FALSE(fs::exists(JobDir(run->id) / "auth"));
+  }
+  EXPECT_EQ(engine_.pushes(), 1);
+  ASSERT_TRUE(engine_.last_push_auth().has_value());
+  EXPECT_EQ(engine_.last_push_auth()->username, "ci");
 }
 
 }  // namespace

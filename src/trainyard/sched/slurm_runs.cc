@@ -402,6 +402,11 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
   auto next_poll = std::chrono::steady_clock::now();
   for (;;) {
     read_logs();
+    {
+      // The job goes on without this daemon; the next one finds it again (RecoverSlurm).
+      std::lock_guard lock(mu_);
+      if (shutting_down_) return;
+    }
     const auto now = std::chrono::steady_clock::now();
     bool cancel, timed_out;
     {
