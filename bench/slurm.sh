@@ -7,13 +7,20 @@
 #   plain:     `sbatch --wrap "docker run --rm --network host IMAGE date +%s%N > FILE"`
 # Latency = the timestamp the container wrote - the time just before the submit command.
 # Each round waits until both jobs have ended. Goal (issue 6): median ratio <= 1.2.
+# Slurm's main scheduler starts a pending batch job only on its next pass, every ~3 s here
+# (batch_sched_delay): back-to-back rounds would lock onto that cadence, each waiting for the
+# tick by however long the job before it took to be seen ended, which would favour one side.
+# So every submit waits a random 0..JITTER s first (outside the measurement), and the
+# medians are also shown without Slurm's scheduler wait (allocated - submitted, from its log).
 # Where the time goes comes from the Slurm daemons' logs (ms timestamps) when readable:
 # submit -> allocate (Slurm's scheduler) -> batch script launched -> (trainyard: srun step
 # launched) -> container started.
 #   bench/slurm.sh [ROUNDS]   (default 10)
 #   Environment: BUILD_DIR (default build/release, configured and built; a BUILD_DIR given
-#   is used as it is, built only when it has no trainyard binary), IMAGE (debian:bookworm-slim).
+#   is used as it is, built only when it has no trainyard binary), IMAGE (debian:bookworm-slim),
+#   JITTER (seconds, default 3: the scheduler's cadence; 0 submits back to back).
 set -euo pipefail
+shopt -s inherit_errexit  # the rounds run in $(...): an error there stops the bench too
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/.."
 . "$root/scripts/lib.sh"
@@ -21,6 +28,7 @@ rounds="${1:-10}"
 image="${IMAGE:-debian:bookworm-slim}"
 partition=debug
 goal=1.2
+jitter="${JITTER:-3}"
 case "$rounds" in '' | *[!0-9]* | 0) echo "usage: bench/slurm.sh [ROUNDS >= 1]" >&2; exit 2 ;; esac
 
 ty_apt_install jq curl
@@ -65,6 +73,7 @@ cleanup() {
 trap cleanup EXIT
 
 now_us() { echo "${EPOCHREALTIME/./}"; }
+pause() { sleep "$(awk -v r="$RANDOM" -v j="$jitter" 'BEGIN { printf "%.3f", r / 32768 * j }')"; }
 die() { echo "bench/slurm.sh: $*" >&2; exit 1; }
 
 # A Slurm daemon's log line for a job -> epoch microseconds of its [YYYY-MM-DDTHH:MM:SS.mmm]
@@ -84,7 +93,7 @@ slurmd_log="${slurmd_log:-/var/log/slurm/slurmd.log}"
 slurm_marks() {
   local id="$1" t0="$2" v out=""
   for v in "$(log_us "$ctld_log" "_slurm_rpc_submit_batch_job: JobId=$id ")" \
-    "$(log_us "$ctld_log" "sched.*: Allocate JobId=$id ")" \
+    "$(log_us "$ctld_log" "(sched: Allocate JobId=$id |_start_job: Started JobId=$id |_slurm_rpc_submit_batch_job: JobId=$id .*NodeList=)")" \
     "$(log_us "$slurmd_log" "Launching batch job $id ")" \
     "$(log_us "$slurmd_log" "launch task StepId=$id\.0 ")"; do
     if [ -n "$v" ]; then out+=" $(((v - t0) / 1000))"; else out+=" -"; fi
@@ -96,7 +105,7 @@ slurm_marks() {
 wait_slurm() {
   local id="$1" state deadline=$((SECONDS + 600))
   while :; do
-    state=$(scontrol show job -o "$id" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
+    state=$(scontrol show job -o "$id" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p') || true
     case "$state" in
       COMPLETED) return 0 ;;
       PENDING | CONFIGURING | RUNNING | COMPLETING | SUSPENDED | REQUEUED | RESIZING | "") ;;
@@ -122,9 +131,16 @@ YAML
 # Starts the workspace daemon (first client call) and the Slurm compute.
 "$ty" compute create --name hpc --type slurm --partition "$partition" --max-nodes 1 >/dev/null
 
-# One round of plain sbatch: prints "latency_ms sbatch_returned_ms submitted allocated batch -".
+# "sched net" of a row: Slurm's scheduler wait (allocated - submitted) and the latency without it.
+sched_net() {  # sched_net LATENCY SUBMITTED ALLOCATED
+  if [ "$2" = - ] || [ "$3" = - ]; then echo "- -"; else echo "$(($3 - $2)) $(($1 - ($3 - $2)))"; fi
+}
+
+# One round of plain sbatch: prints
+# "latency_ms sbatch_returned_ms submitted allocated batch - - sched net".
 plain_round() {
-  local out="$work/plain/$1" t0 t1 id started
+  local out="$work/plain/$1" t0 t1 id started lat
+  pause
   t0=$(now_us)
   id=$(sbatch --parsable -p "$partition" --job-name=bench-slurm-plain --output=/dev/null \
     --chdir="$work/plain" --wrap "docker run --rm --network host $image date +%s%N > $out")
@@ -134,13 +150,16 @@ plain_round() {
   wait_slurm "$id"
   started=$(cat "$out") || die "plain sbatch job $id wrote no timestamp"
   read -r sub alloc batch _ <<<"$(slurm_marks "$id" "$t0")"
-  echo "$(((started / 1000 - t0) / 1000)) $(((t1 - t0) / 1000)) $sub $alloc $batch -"
+  lat=$(((started / 1000 - t0) / 1000))
+  echo "$lat $(((t1 - t0) / 1000)) $sub $alloc $batch - - $(sched_net "$lat" "$sub" "$alloc")"
 }
 
 # One round through trainyard: prints
-# "latency_ms cli_returned_ms submitted allocated batch step running_seen_ms".
+# "latency_ms cli_returned_ms submitted allocated batch step running_seen_ms sched net".
 trainyard_round() {
-  local t0 t1 run doc status id="" seen="" started running deadline=$((SECONDS + 600))
+  local t0 t1 run doc status id="" seen="" started running lat deadline
+  pause
+  deadline=$((SECONDS + 600))
   t0=$(now_us)
   run=$("$ty" job create -f "$work/job/job.yml" -o json | jq -r .name)
   t1=$(now_us)
@@ -162,8 +181,11 @@ trainyard_round() {
   started=$(cat "$TRAINYARD_HOME/runs/$run/outputs/started") || die "run $run wrote no timestamp"
   running=$(jq -r '[.transitions[] | select(.status == "Running") | .at_ms][0] // empty' <<<"$doc")
   [ -n "$id" ] || die "run $run has no Slurm job"
-  echo "$(((started / 1000 - t0) / 1000)) $(((t1 - t0) / 1000)) $(slurm_marks "$id" "$t0")" \
-    "$(if [ -n "$running" ]; then echo $((running - t0 / 1000)); else echo -; fi)"
+  read -r sub alloc batch step <<<"$(slurm_marks "$id" "$t0")"
+  lat=$(((started / 1000 - t0) / 1000))
+  echo "$lat $(((t1 - t0) / 1000)) $sub $alloc $batch $step" \
+    "$(if [ -n "$running" ]; then echo $((running - t0 / 1000)); else echo -; fi)" \
+    "$(sched_net "$lat" "$sub" "$alloc")"
 }
 
 echo "warm-up (not counted): one job of each kind ..." >&2
@@ -171,8 +193,10 @@ plain_round warmup >/dev/null
 trainyard_round >/dev/null
 
 echo "Submit -> container start, $rounds rounds alternating; ms after the submit command started"
-printf '%-5s | %-9s %6s %6s %6s %6s | %-9s %6s %6s %6s %6s %6s %7s\n' \
-  round plain sbatch submit alloc batch trainyard cli submit alloc batch step running
+fmt='%-5s | %-6s %6s %6s %6s %6s %6s | %-9s %6s %6s %6s %6s %6s %7s %6s\n'
+# shellcheck disable=SC2059  # the format is the one above
+printf "$fmt" round plain sbatch submit alloc batch sched trainyard cli submit alloc batch step \
+  running sched
 plain_rows=()
 ty_rows=()
 for i in $(seq "$rounds"); do
@@ -184,10 +208,11 @@ for i in $(seq "$rounds"); do
   fi
   plain_rows+=("$p")
   ty_rows+=("$t")
-  read -r pl ps psub pal pba _ <<<"$p"
-  read -r tl tc tsub tal tba tst trn <<<"$t"
-  printf '%-5s | %-9s %6s %6s %6s %6s | %-9s %6s %6s %6s %6s %6s %7s\n' \
-    "$i" "$pl" "$ps" "$psub" "$pal" "$pba" "$tl" "$tc" "$tsub" "$tal" "$tba" "$tst" "$trn"
+  read -r pl ps psub pal pba _ _ psch _ <<<"$p"
+  read -r tl tc tsub tal tba tst trn tsch _ <<<"$t"
+  # shellcheck disable=SC2059
+  printf "$fmt" "$i" "$pl" "$ps" "$psub" "$pal" "$pba" "$psch" \
+    "$tl" "$tc" "$tsub" "$tal" "$tba" "$tst" "$trn" "$tsch"
 done
 
 # Column $1 (1-based) of the rows on stdin -> "median p90" (nearest rank), "-" when unknown.
@@ -207,6 +232,8 @@ read -r t_med t_p90 <<<"$(col 1 "${ty_rows[@]}")"
 ratio=$(awk -v a="$t_med" -v b="$p_med" 'BEGIN { printf "%.2f", a / b }')
 verdict=$(awk -v r="$ratio" -v g="$goal" 'BEGIN { print (r <= g ? "MET" : "NOT MET") }')
 med() { col "$@" | cut -d' ' -f1; }
+# Median over the rows of column $1 - column $2 (both known).
+dmed() { printf '%s\n' "${@:3}" | awk -v a="$1" -v b="$2" '$a != "-" && $b != "-" { print $a - $b }' | stats 1 | cut -d' ' -f1; }
 
 echo
 echo "plain sbatch: median $p_med ms, p90 $p_p90 ms"
@@ -219,4 +246,19 @@ echo "  trainyard: CLI returned $(med 2 "${ty_rows[@]}"), Slurm submit $(med 3 "
   "allocated $(med 4 "${ty_rows[@]}"), batch script launched $(med 5 "${ty_rows[@]}")," \
   "srun step launched $(med 6 "${ty_rows[@]}"), container started $t_med," \
   "Running seen by the daemon $(med 7 "${ty_rows[@]}")"
+read -r pn_med pn_p90 <<<"$(col 9 "${plain_rows[@]}")"
+read -r tn_med tn_p90 <<<"$(col 9 "${ty_rows[@]}")"
+echo "  stages, median ms: to the Slurm submit: plain $(med 3 "${plain_rows[@]}"), trainyard" \
+  "$(med 3 "${ty_rows[@]}") (CLI $(med 2 "${ty_rows[@]}") + daemon to sbatch $(dmed 3 2 "${ty_rows[@]}"));" \
+  "allocated -> batch script: plain $(dmed 5 4 "${plain_rows[@]}"), trainyard $(dmed 5 4 "${ty_rows[@]}");" \
+  "batch script -> container: plain $(dmed 1 5 "${plain_rows[@]}") (docker run), trainyard" \
+  "$(dmed 1 5 "${ty_rows[@]}") (srun step launched after $(dmed 6 5 "${ty_rows[@]}"), then task.sh:" \
+  "docker rm -f, create, start -a $(dmed 1 6 "${ty_rows[@]}"))"
+echo "  Slurm's scheduler wait (allocated - submitted): median plain $(med 8 "${plain_rows[@]}")," \
+  "trainyard $(med 8 "${ty_rows[@]}") ms"
+if [ "$pn_med" != - ] && [ "$tn_med" != - ]; then
+  echo "  without it: trainyard median $tn_med ms (p90 $tn_p90) vs sbatch $pn_med ms (p90 $pn_p90):" \
+    "ratio $(awk -v a="$tn_med" -v b="$pn_med" 'BEGIN { printf "%.2f", a / b }')," \
+    "trainyard's own extra $(awk -v a="$tn_med" -v b="$pn_med" 'BEGIN { print a - b }') ms"
+fi
 echo "trainyard $t_med ms vs sbatch $p_med ms: ratio $ratio (goal ≤ $goal): $verdict"

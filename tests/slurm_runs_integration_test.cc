@@ -228,6 +228,22 @@ class SlurmRunsTest : public ::testing::Test {
     return hits;
   }
 
+  // Run `name` on a compute whose registry password is `wrong` fails as unauthorized, and
+  // neither its reason nor any file of the workspace shows that password.
+  void ExpectUnauthorized(const std::string& name, const std::string& wrong) {
+    json failed = WaitEnd(name, 180s);
+    EXPECT_EQ(failed["status"], "Failed") << failed.dump(1);
+    const std::string reason = failed.value("failure_reason", "");
+    EXPECT_TRUE(Holds(Lower(reason), "unauthorized"))
+        << name << ": " << reason << "\n--- logs/image_build.log ---\n"
+        << RunFile(name, "logs/image_build.log")
+        << "--- logs/slurm_job.log ---\n" << RunFile(name, "logs/slurm_job.log");
+    EXPECT_FALSE(Holds(reason, wrong)) << reason;
+    EXPECT_FALSE(Holds(RunFile(name, kStdLog), "should not run"));
+    std::vector<std::string> leaks = FilesHolding(layout_.root, wrong);
+    EXPECT_TRUE(leaks.empty()) << "the wrong password in plain text in " << leaks.front();
+  }
+
   testing::DaemonProcess daemon_;
   fs::path root_, project_;
   WorkspaceLayout layout_;
@@ -238,7 +254,8 @@ class SlurmRunsTest : public ::testing::Test {
 
 // The demo's path on Slurm: code uploaded by the CLI, the image pushed to the private registry
 // with the compute's credentials and pulled on the node, outputs recorded; the password never
-// shown nor stored in plain text. Then the same with a wrong password: refused as unauthorized.
+// shown nor stored in plain text. A wrong password fails the run as unauthorized, both when the
+// push is refused and when (the image already pushed) the nodes' pull is.
 TEST_F(SlurmRunsTest, DemoStyleJobRunsOnSlurmThroughThePrivateRegistry) {
   std::optional<testing::RegistryInfo> reg = testing::LoadRegistryInfo();
   ASSERT_TRUE(reg.has_value())
@@ -249,6 +266,15 @@ TEST_F(SlurmRunsTest, DemoStyleJobRunsOnSlurmThroughThePrivateRegistry) {
   ASSERT_EQ(Trim(ping.output), "401")
       << "the private registry at " << reg->address
       << " does not answer with its auth; run `bash scripts/registry.sh`: " << ping.output;
+
+  // A compute with a wrong password, first: pushing the image there is refused (this daemon has
+  // pushed nothing yet), and the run fails saying so.
+  const std::string wrong = "wrong-" + RandomHex(8);
+  ASSERT_NO_FATAL_FAILURE(CreateCompute(
+      "hpc-bad", 1, {{"address", reg->address}, {"username", reg->user}, {"password", wrong}}));
+  const std::string bad_push = RunName("badpush");
+  ASSERT_FALSE(Submit(Request(bad_push, "echo should not run", "hpc-bad")).empty());
+  ExpectUnauthorized(bad_push, wrong);
 
   // The compute, through the CLI as a user makes it: the password from the environment.
   ASSERT_EQ(::setenv("TRAINYARD_REGISTRY_PASSWORD", reg->password.c_str(), 1), 0);
@@ -324,24 +350,11 @@ TEST_F(SlurmRunsTest, DemoStyleJobRunsOnSlurmThroughThePrivateRegistry) {
       FilesHolding(layout_.root, Base64Encode(reg->user + ":" + reg->password));
   EXPECT_TRUE(auth_left.empty()) << "the registry credentials left in " << auth_left.front();
 
-  // A compute with a wrong password: the run fails as unauthorized, and the reason does not
-  // carry the (wrong) password either.
-  const std::string wrong = "wrong-" + RandomHex(8);
-  ASSERT_NO_FATAL_FAILURE(CreateCompute(
-      "hpc-bad", 1,
-      {{"address", reg->address}, {"username", reg->user}, {"password", wrong}}));
-  const std::string bad = RunName("badpw");
-  spec::RunRequest bad_req = Request(bad, "echo should not run", "hpc-bad");
-  ASSERT_FALSE(Submit(bad_req).empty());
-  json failed = WaitEnd(bad, 180s);
-  EXPECT_EQ(failed["status"], "Failed") << failed.dump(1);
-  const std::string reason = failed.value("failure_reason", "");
-  EXPECT_TRUE(Holds(Lower(reason), "unauthorized")) << reason;
-  EXPECT_FALSE(Holds(reason, wrong)) << reason;
-  EXPECT_FALSE(Holds(RunFile(bad, kStdLog), "should not run"));
-  std::vector<std::string> wrong_leaks = FilesHolding(layout_.root, wrong);
-  EXPECT_TRUE(wrong_leaks.empty()) << "the wrong password in plain text in "
-                                   << wrong_leaks.front();
+  // The compute with the wrong password again: the image is in the registry now, so its nodes'
+  // pull is what is refused.
+  const std::string bad_pull = RunName("badpull");
+  ASSERT_FALSE(Submit(Request(bad_pull, "echo should not run", "hpc-bad")).empty());
+  ExpectUnauthorized(bad_pull, wrong);
 }
 
 // pytorch, two processes on the one node: each task gets its rank, the world size and the
@@ -409,7 +422,10 @@ TEST_F(SlurmRunsTest, CancelStopsTheJobAndItsContainer) {
 TEST_F(SlurmRunsTest, TimeoutFailsTheRunAtItsLimit) {
   ASSERT_NO_FATAL_FAILURE(CreateCompute("hpc", 1));
   const std::string name = RunName("timeout");
-  spec::RunRequest r = Request(name, "echo sleeping; sleep 300");
+  // It stops as soon as it is told to (SIGTERM), so the run ends right at its limit rather than
+  // after the stop grace period.
+  spec::RunRequest r =
+      Request(name, "trap 'echo stopping; exit 143' TERM; echo sleeping; sleep 300 & wait");
   r.timeout_seconds = 3;
   ASSERT_FALSE(Submit(r).empty());
   json running = WaitStatus(name, "Running");
@@ -426,7 +442,13 @@ TEST_F(SlurmRunsTest, TimeoutFailsTheRunAtItsLimit) {
                static_cast<long long>(took.count()));
   EXPECT_EQ(run["status"], "Failed") << run.dump(1);
   EXPECT_EQ(run["failure_reason"], "timed out after 3 s") << run.dump(1);
-  EXPECT_LT(took, 15s) << "stopped long after its 3 s limit";
+  // Running is seen a little after the daemon starts the clock: the run cannot end much
+  // before 3 s after it, and should end soon after (not at Slurm's 1 min limit).
+  EXPECT_GE(took, 2500ms) << "stopped before its 3 s limit";
+  EXPECT_LT(took, 8s) << "stopped long after its 3 s limit";
+  EXPECT_TRUE(StartsWith(RunFile(name, kStdLog), "sleeping\n")) << RunFile(name, kStdLog);
+  EXPECT_EQ(RunFile(name, kStdLog), RunFile(name, "slurm/node-0.log"))
+      << "the run's log should hold all its node wrote";
   EXPECT_NE(SlurmState(job), "RUNNING");
 }
 

@@ -162,8 +162,14 @@ scontrol show hostnames "$SLURM_JOB_NODELIST" | while IFS= read -r host; do
     << task.tasks_per_node << R"SH(
 done >"$dir/hostfile.tmp" && mv -f "$dir/hostfile.tmp" "$dir/hostfile"
 
-run_step srun --kill-on-bad-exit=1 --output=)SH"
+if [ "${SLURM_JOB_NUM_NODES:-1}" -eq 1 ] && [ "${SLURM_NTASKS:-1}" -eq 1 ]; then
+  # One task: this script is already on its node, with its SLURM_* (a job step would only add
+  # its start-up time). A TERM reaches task.sh through run_step.
+  run_step "$dir/task.sh" >>"$dir/node-0.log" 2>&1
+else
+  run_step srun --kill-on-bad-exit=1 --output=)SH"
     << ShellQuote(out_dir + "/node-%n.log") << R"SH( "$dir/task.sh"
+fi
 finish "$?" run
 )SH";
   return s.str();
@@ -318,9 +324,14 @@ on_signal() {
 }
 trap on_signal TERM INT
 
-"$runtime" rm -f "$name" >/dev/null 2>&1
-"$runtime" create "$@" >/dev/null
+# A container of that name left by an interrupted attempt is removed, and only then: removing
+# first would cost every run a round trip to the engine.
+if ! "$runtime" create "$@" >/dev/null 2>"$dir/create-$SLURM_PROCID.err"; then
+  "$runtime" rm -f "$name" >/dev/null 2>&1
+  "$runtime" create "$@" >/dev/null 2>"$dir/create-$SLURM_PROCID.err"
+fi
 rc=$?
+if [ "$rc" -ne 0 ]; then cat "$dir/create-$SLURM_PROCID.err" >&2; fi
 oom=false
 if [ "$rc" -eq 0 ] && [ "$stop_requested" = 0 ]; then
   started=1
