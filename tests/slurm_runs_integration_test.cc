@@ -44,20 +44,9 @@ bool IsTerminal(const std::string& s) {
   return s == "Completed" || s == "Failed" || s == "Canceled";
 }
 
-// Runs a shell command line (test-only), stdout and stderr together.
-testing::CmdResult Shell(const std::string& line) {
-  testing::CmdResult r;
-  FILE* p = ::popen((line + " 2>&1").c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = ::pclose(p);
-  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+using testing::RunShell;
 
-std::string ShortHostname() { return std::string(Trim(Shell("hostname -s").output)); }
+std::string ShortHostname() { return std::string(Trim(RunShell("hostname -s").output)); }
 
 // "line 1\n" .. "line n\n".
 std::string Lines(int n) {
@@ -86,14 +75,14 @@ class SlurmRunsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     // Every service is checked before anything starts; a missing one fails, naming its script.
-    testing::CmdResult sinfo = Shell(std::string("sinfo -h -p ") + kPartition + " -o %N");
+    testing::CmdResult sinfo = RunShell(std::string("sinfo -h -p ") + kPartition + " -o %N");
     ASSERT_TRUE(sinfo.exit_code == 0 && !Trim(sinfo.output).empty())
         << "the Slurm cluster (partition " << kPartition
         << ") cannot be reached; start it with `bash scripts/slurm.sh`: " << sinfo.output;
     ASSERT_TRUE(testing::DockerAvailable())
         << "dockerd does not answer on /var/run/docker.sock; start it with "
            "`bash scripts/dockerd.sh`";
-    ASSERT_EQ(Shell(std::string("docker image inspect ") + kImage + " >/dev/null").exit_code, 0)
+    ASSERT_EQ(RunShell(std::string("docker image inspect ") + kImage + " >/dev/null").exit_code, 0)
         << kImage << " is not in the local engine; `bash scripts/base-images.sh` makes it";
     host_ = ShortHostname();
     ASSERT_FALSE(host_.empty());
@@ -107,16 +96,16 @@ class SlurmRunsTest : public ::testing::Test {
   }
 
   void TearDown() override {
-    for (const std::string& id : blockers_) (void)Shell("scancel " + id);
+    for (const std::string& id : blockers_) (void)RunShell("scancel " + id);
     const bool failed = HasFailure();
     daemon_.Kill();
     // What a failed case left: its jobs in Slurm (named trainyard-<run>) and their containers.
-    for (const std::string& run : runs_) (void)Shell("scancel --name=trainyard-" + run);
+    for (const std::string& run : runs_) (void)RunShell("scancel --name=trainyard-" + run);
     for (int i = 0; i < 100; ++i) {
-      if (Trim(Shell("squeue -h -o %j | grep -- '" + suffix_ + "'").output).empty()) break;
+      if (Trim(RunShell("squeue -h -o %j | grep -- '" + suffix_ + "'").output).empty()) break;
       std::this_thread::sleep_for(100ms);
     }
-    (void)Shell("docker ps -aq --filter name=" + suffix_ + " | xargs -r docker rm -f");
+    (void)RunShell("docker ps -aq --filter name=" + suffix_ + " | xargs -r docker rm -f");
     if (failed) {
       auto log = ReadFile(layout_.root / "daemon.log");
       std::fprintf(stderr, "--- daemon log ---\n%s\n", log.ok() ? log->c_str() : "(none)");
@@ -206,13 +195,13 @@ class SlurmRunsTest : public ::testing::Test {
 
   // squeue's state of job `id` ("" when squeue no longer lists it).
   static std::string SlurmState(std::int64_t id) {
-    return std::string(Trim(Shell("squeue -h -j " + std::to_string(id) + " -o %T").output));
+    return std::string(Trim(RunShell("squeue -h -j " + std::to_string(id) + " -o %T").output));
   }
 
   // The names of the containers (running or not) whose name holds `fragment`.
   static std::string Containers(const std::string& fragment) {
     return std::string(
-        Trim(Shell("docker ps -a --filter name=" + fragment + " --format '{{.Names}}'").output));
+        Trim(RunShell("docker ps -a --filter name=" + fragment + " --format '{{.Names}}'").output));
   }
 
   // The regular files under `dir` whose bytes hold `needle`.
@@ -262,7 +251,7 @@ TEST_F(SlurmRunsTest, DemoStyleJobRunsOnSlurmThroughThePrivateRegistry) {
       << "no private registry credentials in /var/lib/trainyard-test/registry.env; run "
          "`bash scripts/registry.sh`";
   const testing::CmdResult ping =
-      Shell("curl -s -o /dev/null -w '%{http_code}' http://" + reg->address + "/v2/");
+      RunShell("curl -s -o /dev/null -w '%{http_code}' http://" + reg->address + "/v2/");
   ASSERT_EQ(Trim(ping.output), "401")
       << "the private registry at " << reg->address
       << " does not answer with its auth; run `bash scripts/registry.sh`: " << ping.output;
@@ -350,11 +339,50 @@ TEST_F(SlurmRunsTest, DemoStyleJobRunsOnSlurmThroughThePrivateRegistry) {
       FilesHolding(layout_.root, Base64Encode(reg->user + ":" + reg->password));
   EXPECT_TRUE(auth_left.empty()) << "the registry credentials left in " << auth_left.front();
 
-  // The compute with the wrong password again: the image is in the registry now, so its nodes'
-  // pull is what is refused.
+  // The compute with the wrong password again, now that the image is in the registry: the
+  // daemon pushed it with other credentials, so it pushes again with these, and is refused.
   const std::string bad_pull = RunName("badpull");
   ASSERT_FALSE(Submit(Request(bad_pull, "echo should not run", "hpc-bad")).empty());
   ExpectUnauthorized(bad_pull, wrong);
+}
+
+// The demo job (examples/digits-custom-image: an image built from a Dockerfile, Python,
+// scikit-learn) unchanged on the slurm compute, picked on the command line: built here, pushed
+// to the private registry, pulled by the node, trained, its outputs collected.
+TEST_F(SlurmRunsTest, DemoJobRunsUnchangedOnSlurm) {
+  std::optional<testing::RegistryInfo> reg = testing::LoadRegistryInfo();
+  ASSERT_TRUE(reg.has_value())
+      << "no private registry credentials in /var/lib/trainyard-test/registry.env; run "
+         "`bash scripts/registry.sh`";
+  ASSERT_EQ(::setenv("TRAINYARD_REGISTRY_PASSWORD", reg->password.c_str(), 1), 0);
+  testing::CmdResult created = testing::RunTrainyard(
+      project_.string(), layout_.root.string(),
+      "compute create --name hpc --type slurm --partition debug --max-nodes 1 --registry " +
+          reg->address + " --registry-username " + reg->user);
+  ::unsetenv("TRAINYARD_REGISTRY_PASSWORD");
+  ASSERT_EQ(created.exit_code, 0) << created.output;
+
+  const std::string name = RunName("digits");
+  testing::CmdResult out = testing::RunTrainyard(
+      project_.string(), layout_.root.string(),
+      std::string("job create -f ") + TRAINYARD_SOURCE_DIR +
+          "/examples/digits-custom-image/job.yml --compute hpc --name " + name + " --stream");
+  ASSERT_EQ(out.exit_code, 0) << out.output;
+  EXPECT_TRUE(Holds(out.output, "test_accuracy")) << out.output;
+  json run = Get(name);
+  EXPECT_EQ(run.value("status", ""), "Completed") << run.dump(1);
+  EXPECT_EQ(run.value("compute", ""), "hpc");
+  EXPECT_TRUE(run["slurm_job"].is_number_integer()) << run.dump(1);
+  EXPECT_TRUE(StartsWith(run.value("image", ""), reg->address + "/trainyard/environments:"))
+      << run.dump(1);
+  auto files = api().GetJson("/api/v1/jobs/" + name + "/files");
+  ASSERT_TRUE(files.ok()) << files.status().ToString();
+  std::set<std::string> outputs;
+  for (const auto& f : *files) {
+    if (f.contains("digest")) outputs.insert(f.value("path", ""));
+  }
+  EXPECT_TRUE(outputs.count("outputs/model.pkl")) << files->dump(1);
+  EXPECT_TRUE(outputs.count("outputs/metrics.json")) << files->dump(1);
 }
 
 // pytorch, two processes on the one node: each task gets its rank, the world size and the
@@ -433,7 +461,7 @@ TEST_F(SlurmRunsTest, TimeoutFailsTheRunAtItsLimit) {
   const auto running_at = Clock::now();
   ASSERT_TRUE(running["slurm_job"].is_number_integer()) << running.dump(1);
   const std::int64_t job = running["slurm_job"];
-  const testing::CmdResult shown = Shell("scontrol show job " + std::to_string(job));
+  const testing::CmdResult shown = RunShell("scontrol show job " + std::to_string(job));
   EXPECT_TRUE(Holds(shown.output, "TimeLimit=00:01:00")) << shown.output;
 
   json run = WaitEnd(name, 20s);
@@ -457,7 +485,7 @@ TEST_F(SlurmRunsTest, TimeoutFailsTheRunAtItsLimit) {
 TEST_F(SlurmRunsTest, PendingReasonIsVisible) {
   ASSERT_NO_FATAL_FAILURE(CreateCompute("hpc", 1));
   const testing::CmdResult blocker =
-      Shell(std::string("sbatch --parsable -p ") + kPartition +
+      RunShell(std::string("sbatch --parsable -p ") + kPartition +
             " --exclusive --job-name=ty-blocker-" + suffix_ +
             " --output=/dev/null --time=5 --wrap 'sleep 120'");
   ASSERT_EQ(blocker.exit_code, 0) << blocker.output;
@@ -506,7 +534,7 @@ TEST_F(SlurmRunsTest, PendingReasonIsVisible) {
   }
   EXPECT_TRUE(job_listed) << slurm.dump(1);
 
-  ASSERT_EQ(Shell("scancel " + blocker_id).exit_code, 0);
+  ASSERT_EQ(RunShell("scancel " + blocker_id).exit_code, 0);
   json run = WaitEnd(name, 60s);
   EXPECT_EQ(run["status"], "Completed") << run.dump(1);
   EXPECT_EQ(run["wait_reason"], "") << run.dump(1);

@@ -48,19 +48,21 @@ void StopWorkspaceDaemon(const std::filesystem::path& workspace) {
   }
 }
 
-CmdResult RunTrainyard(const std::string& cwd, const std::string& workspace,
-                       const std::string& args, const std::string& binary) {
-  std::string cmd =
-      "cd '" + cwd + "' && TRAINYARD_HOME='" + workspace + "' " + binary + " " + args + " 2>&1";
+CmdResult RunShell(const std::string& line) {
   CmdResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
+  FILE* p = ::popen((line + " 2>&1").c_str(), "r");
   if (p == nullptr) return r;
   char buf[4096];
   size_t n;
   while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int st = ::pclose(p);
+  const int st = ::pclose(p);
   r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
+}
+
+CmdResult RunTrainyard(const std::string& cwd, const std::string& workspace,
+                       const std::string& args, const std::string& binary) {
+  return RunShell("cd '" + cwd + "' && TRAINYARD_HOME='" + workspace + "' " + binary + " " + args);
 }
 
 bool DockerAvailable() {

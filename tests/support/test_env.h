@@ -57,6 +57,10 @@ void StopWorkspaceDaemon(const std::filesystem::path& workspace);
 // The trainyard binary this build made.
 std::string TrainyardBinary();
 
+// Runs a shell command line (test-only: the code under test never runs commands through a
+// shell), its stdout and stderr together.
+CmdResult RunShell(const std::string& line);
+
 // Runs `binary ARGS` in folder `cwd` with TRAINYARD_HOME=`workspace`, as a user would.
 CmdResult RunTrainyard(const std::string& cwd, const std::string& workspace,
                        const std::string& args, const std::string& binary = TrainyardBinary());

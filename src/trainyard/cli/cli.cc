@@ -240,6 +240,7 @@ struct SubmitOptions {
   std::optional<std::uint64_t> max_files;
   std::string max_size;  // As written: "500m", "2g", bytes.
   std::string priority;  // As written: low, medium, high or an integer; empty: the file's.
+  std::string compute;   // Empty: the file's.
 };
 
 int JobCreate(Session& s, const std::string& file, bool stream, const SubmitOptions& opts,
@@ -248,6 +249,10 @@ int JobCreate(Session& s, const std::string& file, bool stream, const SubmitOpti
   if (!job.ok()) return Fail(job.status());
   if (!opts.name.empty()) job->name = opts.name;
   if (opts.copy) job->code_copy = true;
+  if (!opts.compute.empty()) {
+    // As in the file: an `azureml:` prefix names the same target.
+    job->compute = StartsWith(opts.compute, "azureml:") ? opts.compute.substr(8) : opts.compute;
+  }
   if (opts.max_files) job->snapshot_max_files = opts.max_files;
   if (!opts.max_size.empty()) {
     StatusOr<std::int64_t> bytes = spec::ParseByteSize(opts.max_size);
@@ -737,6 +742,9 @@ int Main(int argc, char** argv) {
       ->add_option("--snapshot-max-files", submit.max_files,
                    "Most files the code snapshot may hold (default: the workspace's)")
       ->check(CLI::PositiveNumber);
+  job_create->add_option("--compute", submit.compute,
+                         "Compute target to run on (overrides the file's `compute:`), so one job "
+                         "file runs on local and on a cluster");
   job_create->add_option("--priority", submit.priority,
                          "Queue priority on the compute: low, medium, high or an integer from "
                          "-1000 to 1000 (higher starts first; overrides queue_settings.priority)");

@@ -247,7 +247,8 @@ class Scheduler {
   std::uint64_t next_build_ = 0;                         // Guarded by mu_.
   std::set<std::string> ready_images_;  // Guarded by mu_: image hashes built in this daemon.
   std::map<std::string, std::shared_ptr<RunContext>> active_;  // Guarded by mu_.
-  std::set<std::string> pushed_images_;  // Guarded by mu_: "<registry ref>" pushed by this daemon.
+  // Guarded by mu_: images this daemon pushed, as "<reference> <user> <sha256 of the password>".
+  std::set<std::string> pushed_images_;
   std::map<std::string, std::thread> workers_;                 // Guarded by mu_.
   std::vector<std::string> finished_;  // Guarded by mu_: workers that returned, to be joined.
   std::vector<std::uint64_t> finished_builds_;  // Guarded by mu_: build threads to join.

@@ -47,17 +47,20 @@ class Tail {
   off_t offset_ = 0;
 };
 
-// The last non-empty line of a file (at most its last 4 KiB), for failure reasons.
+// The last line of a batch log (at most its last 4 KiB) that is not Slurm's own ("srun: ...",
+// "slurmstepd: ..."), for failure reasons: the error of the command that failed.
 std::string LastLine(const fs::path& path) {
   auto text = ReadFile(path);
   if (!text.ok()) return "";
   std::string_view t = *text;
   if (t.size() > 4096) t = t.substr(t.size() - 4096);
-  std::string last;
+  std::string last, last_slurm;
   for (const std::string& line : Split(t, '\n')) {
-    if (!Trim(line).empty()) last = std::string(Trim(line));
+    const std::string_view l = Trim(line);
+    if (l.empty()) continue;
+    (StartsWith(l, "srun:") || StartsWith(l, "slurmstepd:") ? last_slurm : last) = l;
   }
-  return last;
+  return last.empty() ? last_slurm : last;
 }
 
 // "pending: Resources" from squeue's reason, in words a user can act on where Slurm's are terse.
@@ -231,10 +234,12 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
     std::string hash = ctx.image_hash;
     if (hash.empty()) hash = Sha256Hex(image);
     image_ref = reg.address + "/" + kPushRepository + ":" + hash.substr(0, 64);
+    // Pushed once per image and credentials: other credentials must prove they may push too.
+    const std::string push_key = image_ref + " " + reg.username + " " + Sha256Hex(reg.password);
     bool pushed;
     {
       std::lock_guard lock(mu_);
-      pushed = pushed_images_.count(image_ref) > 0;
+      pushed = pushed_images_.count(push_key) > 0;
     }
     if (!pushed) {
       if (options_.engine == nullptr) {
@@ -257,7 +262,7 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
         return;
       }
       std::lock_guard lock(mu_);
-      pushed_images_.insert(image_ref);
+      pushed_images_.insert(push_key);
     }
     if (auto rec = store_.GetRun(ctx.id); rec.ok()) {
       rec->image = image_ref;

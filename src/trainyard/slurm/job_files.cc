@@ -312,6 +312,7 @@ fi
 # elsewhere) stop it with a grace period, and the script waits until it is really gone.
 stop_requested=0
 started=0
+stopper=
 # shellcheck disable=SC2317  # invoked by the trap
 stop_container() {
   "$runtime" stop -t )SH"
@@ -320,7 +321,10 @@ stop_container() {
 # shellcheck disable=SC2317  # invoked by the trap
 on_signal() {
   stop_requested=1
-  if [ "$started" = 1 ]; then stop_container; fi
+  if [ "$started" = 1 ] && [ -z "$stopper" ]; then
+    stop_container &
+    stopper=$!
+  fi
 }
 trap on_signal TERM INT
 
@@ -340,10 +344,24 @@ if [ "$rc" -eq 0 ] && [ "$stop_requested" = 0 ]; then
   while :; do
     wait "$pid"
     rc=$?
+    # A trapped signal interrupts wait; the client may still run.
     kill -0 "$pid" 2>/dev/null || break
-    # A signal interrupted the wait; it may have come before the container started.
-    stop_container
   done
+  client_end=$(date +%s.%N)
+  if [ "$stop_requested" = 1 ]; then
+    # The attached client ends as soon as it is signalled itself (Slurm signals every process of
+    # the job), while the container may take its grace period to stop: once it has, what it
+    # printed after the client left is read back from its log, so a run's last words are kept.
+    if [ -z "$stopper" ]; then
+      stop_container &
+      stopper=$!
+    fi
+    while [ "$("$runtime" inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" = true ]; do
+      sleep 0.2
+    done
+    "$runtime" logs --since "$client_end" "$name" 2>&1
+  fi
+  if [ -n "$stopper" ]; then wait "$stopper"; fi
   if state=$("$runtime" inspect -f '{{.State.ExitCode}} {{.State.OOMKilled}}' "$name" 2>/dev/null); then
     rc=${state%% *}
     oom=${state##* }

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/test_env.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
 #include "trainyard/slurm/slurm.h"
@@ -29,23 +30,8 @@ using std::chrono::seconds;
 constexpr char kPartition[] = "debug";
 constexpr char kImage[] = "debian:bookworm-slim";
 
-struct Cmd {
-  int exit_code = -1;
-  std::string output;
-};
-
-// Runs a shell command line (test-only).
-Cmd Shell(const std::string& line) {
-  Cmd r;
-  FILE* p = ::popen((line + " 2>&1").c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using Cmd = trainyard::testing::CmdResult;
+using trainyard::testing::RunShell;
 
 std::string Read(const fs::path& p) {
   auto text = ReadFile(p);
@@ -82,6 +68,17 @@ class SlurmIntegrationTest : public ::testing::Test {
     req.output = dir_ / (name + ".log");
     req.working_dir = dir_;
     req.time_limit_seconds = 300;
+    return req;
+  }
+
+  // A request for the batch script WriteJobFiles wrote into `files`.
+  JobRequest JobFilesRequest(const std::string& name, const JobFiles& files) {
+    JobRequest req;
+    req.name = "ty-it-" + name + "-" + tag_;
+    req.partition = kPartition;
+    req.script = files.BatchScript();
+    req.output = files.BatchLog();
+    req.working_dir = files.dir;
     return req;
   }
 
@@ -201,7 +198,7 @@ TEST_F(SlurmIntegrationTest, CancelStopsARunningJob) {
 
 // The generated scripts for real: two tasks on one node, each in its own container.
 TEST_F(SlurmIntegrationTest, ContainerJobWithTwoTasks) {
-  Cmd docker = Shell("docker image inspect " + std::string(kImage) + " >/dev/null");
+  Cmd docker = RunShell("docker image inspect " + std::string(kImage) + " >/dev/null");
   ASSERT_EQ(docker.exit_code, 0) << "dockerd or " << kImage << " missing: " << docker.output
                                  << " (run `bash scripts/dockerd.sh` and "
                                     "`bash scripts/base-images.sh`)";
@@ -224,16 +221,11 @@ TEST_F(SlurmIntegrationTest, ContainerJobWithTwoTasks) {
   task.stop_grace_seconds = 2;
   ASSERT_TRUE(WriteJobFiles(task, files).ok());
 
-  JobRequest req;
-  req.name = "ty-it-docker-" + tag_;
+  JobRequest req = JobFilesRequest("docker", files);
   req.comment = "trainyard run=" + task.run_id;
-  req.partition = kPartition;
   req.nodes = 1;
   req.tasks_per_node = 2;
   req.time_limit_seconds = 300;
-  req.script = files.BatchScript();
-  req.output = files.BatchLog();
-  req.working_dir = files.dir;
   auto id = Submit(req);
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   auto job = WaitFinal(*id, seconds(180));
@@ -260,7 +252,7 @@ TEST_F(SlurmIntegrationTest, ContainerJobWithTwoTasks) {
   ASSERT_TRUE(job_exit.has_value()) << Read(files.ExitFile());
   EXPECT_EQ(job_exit->exit_code, 0);
   EXPECT_FALSE(job_exit->pull_failed);
-  Cmd left = Shell("docker ps -aq --filter name=" + task.container_prefix);
+  Cmd left = RunShell("docker ps -aq --filter name=" + task.container_prefix);
   EXPECT_EQ(left.exit_code, 0);
   EXPECT_EQ(left.output, "") << "containers left behind";
 }
@@ -268,7 +260,7 @@ TEST_F(SlurmIntegrationTest, ContainerJobWithTwoTasks) {
 // A pull that fails on the node ends the job before any task, says so in the exit file, and
 // leaves no credentials behind.
 TEST_F(SlurmIntegrationTest, FailedPullIsRecorded) {
-  Cmd docker = Shell("docker info >/dev/null");
+  Cmd docker = RunShell("docker info >/dev/null");
   ASSERT_EQ(docker.exit_code, 0) << "dockerd missing: " << docker.output
                                  << " (run `bash scripts/dockerd.sh`)";
   JobFiles files{dir_ / "job"};
@@ -280,13 +272,7 @@ TEST_F(SlurmIntegrationTest, FailedPullIsRecorded) {
   task.command = "true";
   ASSERT_TRUE(WriteJobFiles(task, files).ok());
   ASSERT_TRUE(fs::exists(files.dir / "auth" / "config.json"));
-  JobRequest req;
-  req.name = "ty-it-pull-" + tag_;
-  req.partition = kPartition;
-  req.script = files.BatchScript();
-  req.output = files.BatchLog();
-  req.working_dir = files.dir;
-  auto id = Submit(req);
+  auto id = Submit(JobFilesRequest("pull", files));
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   auto job = WaitFinal(*id, seconds(120));
   ASSERT_TRUE(job.has_value());
@@ -303,7 +289,7 @@ TEST_F(SlurmIntegrationTest, FailedPullIsRecorded) {
 // scancel reaches the containers: they are stopped, each task records its end, and nothing is
 // left behind.
 TEST_F(SlurmIntegrationTest, CancelStopsTheContainers) {
-  Cmd docker = Shell("docker image inspect " + std::string(kImage) + " >/dev/null");
+  Cmd docker = RunShell("docker image inspect " + std::string(kImage) + " >/dev/null");
   ASSERT_EQ(docker.exit_code, 0) << "dockerd or " << kImage << " missing: " << docker.output
                                  << " (run `bash scripts/dockerd.sh` and "
                                     "`bash scripts/base-images.sh`)";
@@ -315,13 +301,7 @@ TEST_F(SlurmIntegrationTest, CancelStopsTheContainers) {
   task.command = "echo started; exec sleep 300";
   task.stop_grace_seconds = 1;
   ASSERT_TRUE(WriteJobFiles(task, files).ok());
-  JobRequest req;
-  req.name = "ty-it-cancel-" + tag_;
-  req.partition = kPartition;
-  req.script = files.BatchScript();
-  req.output = files.BatchLog();
-  req.working_dir = files.dir;
-  auto id = Submit(req);
+  auto id = Submit(JobFilesRequest("cancel", files));
   ASSERT_TRUE(id.ok()) << id.status().ToString();
   auto deadline = Clock::now() + seconds(60);
   while (Read(files.NodeLog(0)).find("started") == std::string::npos && Clock::now() < deadline) {
@@ -343,7 +323,7 @@ TEST_F(SlurmIntegrationTest, CancelStopsTheContainers) {
   deadline = Clock::now() + seconds(20);
   Cmd left;
   do {
-    left = Shell("docker ps -aq --filter name=" + task.container_prefix);
+    left = RunShell("docker ps -aq --filter name=" + task.container_prefix);
     if (left.output.empty()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   } while (Clock::now() < deadline);

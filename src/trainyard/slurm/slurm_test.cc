@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/test_env.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
 
@@ -35,23 +36,8 @@ class TempDir {
   fs::path path_;
 };
 
-struct Cmd {
-  int exit_code = -1;
-  std::string output;
-};
-
-// Runs a shell command line (test-only; the code under test never uses a shell to run commands).
-Cmd Shell(const std::string& line) {
-  Cmd r;
-  FILE* p = ::popen((line + " 2>&1").c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int status = ::pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using Cmd = trainyard::testing::CmdResult;
+using trainyard::testing::RunShell;
 
 unsigned Mode(const fs::path& p) {
   struct stat st {};
@@ -510,7 +496,7 @@ TEST(JobFilesTest, EnvFileRoundTripsAnyValue) {
   EXPECT_EQ(Mode(files.TaskScript()), 0700u);
   auto read_back = [&](const std::string& name) {
     // A trailing "x" keeps the value's own trailing newlines through $(...)-free output.
-    return Shell("sh -c '. " + ShellQuote(files.EnvFile().string()) + "; printf %s \"$" + name +
+    return RunShell("sh -c '. " + ShellQuote(files.EnvFile().string()) + "; printf %s \"$" + name +
                  "\"'");
   };
   for (const auto& [name, value] : values) {
@@ -520,7 +506,7 @@ TEST(JobFilesTest, EnvFileRoundTripsAnyValue) {
   }
   EXPECT_EQ(read_back("TRAINYARD_COMMAND").output, t.command);
   // Exported: a child process sees them.
-  Cmd child = Shell("sh -c '. " + ShellQuote(files.EnvFile().string()) + "; env' | grep '^PLAIN='");
+  Cmd child = RunShell("sh -c '. " + ShellQuote(files.EnvFile().string()) + "; env' | grep '^PLAIN='");
   EXPECT_EQ(child.output, "PLAIN=value\n");
   // Values never appear in the scripts.
   EXPECT_EQ(Read(files.TaskScript()).find("line1"), std::string::npos);
@@ -599,12 +585,12 @@ TEST(JobFilesTest, UserInputIsQuoted) {
   EXPECT_NE(task.find("-v " + ShellQuote("/x';id;':/out")), std::string::npos);
   EXPECT_NE(task.find("dir=" + ShellQuote(fs::absolute(files.dir).string())), std::string::npos);
   // `sh -n` parses them: quoting did not break the syntax.
-  EXPECT_EQ(Shell("sh -n " + ShellQuote(files.TaskScript().string())).exit_code, 0);
-  EXPECT_EQ(Shell("sh -n " + ShellQuote(files.BatchScript().string())).exit_code, 0);
+  EXPECT_EQ(RunShell("sh -n " + ShellQuote(files.TaskScript().string())).exit_code, 0);
+  EXPECT_EQ(RunShell("sh -n " + ShellQuote(files.BatchScript().string())).exit_code, 0);
 }
 
 TEST(JobFilesTest, ScriptsPassShellcheck) {
-  if (Shell("command -v shellcheck").exit_code != 0) {
+  if (RunShell("command -v shellcheck").exit_code != 0) {
     const char* ci = std::getenv("CI");
     if (ci != nullptr && *ci != '\0')
       FAIL() << "shellcheck is missing (apt-get install shellcheck)";
@@ -637,7 +623,7 @@ TEST(JobFilesTest, ScriptsPassShellcheck) {
     JobFiles files{tmp.path()};
     ASSERT_TRUE(WriteJobFiles(t, files).ok());
     for (const fs::path& p : {files.BatchScript(), files.TaskScript(), files.EnvFile()}) {
-      Cmd r = Shell("shellcheck -s sh " + ShellQuote(p.string()));
+      Cmd r = RunShell("shellcheck -s sh " + ShellQuote(p.string()));
       EXPECT_EQ(r.exit_code, 0) << "variant " << i << " " << p.filename() << ":\n"
                                 << r.output << "\n"
                                 << Read(p);
@@ -683,7 +669,7 @@ esac
   std::string env = "PATH=" + ShellQuote(bin.string()) +
                     ":/usr/bin:/bin SLURM_PROCID=3 SLURM_LOCALID=1 SLURM_NODEID=1 SLURM_NTASKS=4 "
                     "SLURM_JOB_NUM_NODES=2 SLURM_JOB_NODELIST='n[1-2]' RANK=99 MYPATH=/old ";
-  Cmd r = Shell(env + ShellQuote(files.TaskScript().string()));
+  Cmd r = RunShell(env + ShellQuote(files.TaskScript().string()));
   EXPECT_EQ(r.exit_code, 4) << r.output;
   EXPECT_EQ(r.output, "/sdk:/old\n");
   std::string seen = Read(state + ".env");
