@@ -1155,7 +1155,9 @@ Status Scheduler::Recover() {
     }
     if (ctx->slurm && RecoverSlurm(ctx, rec)) continue;
     for (int i = 0; i < ctx->nodes; ++i) ctx->handles.push_back(NodeName(rec.id, i, ctx->nodes));
-    auto running = ExecutorFor(*ctx).IsRunning(ctx->handles.front());
+    // A slurm run without a job (RecoverSlurm found none) has no container here to ask about.
+    auto running = ctx->slurm ? StatusOr<bool>(NotFound("no Slurm job"))
+                              : ExecutorFor(*ctx).IsRunning(ctx->handles.front());
     if (!running.ok() && running.status().code() != StatusCode::kNotFound) {
       // The engine cannot be asked (dockerd down or restarting): failing the run would be a
       // guess, and its container may be alive. It stays as it is until a daemon can ask.
