@@ -13,8 +13,8 @@
 # So every submit waits a random 0..JITTER s first (outside the measurement), and the
 # medians are also shown without Slurm's scheduler wait (allocated - submitted, from its log).
 # Where the time goes comes from the Slurm daemons' logs (ms timestamps) when readable:
-# submit -> allocate (Slurm's scheduler) -> batch script launched -> (trainyard: srun step
-# launched) -> container started.
+# submit -> allocate (Slurm's scheduler) -> batch script launched -> (trainyard, jobs of more
+# than one task only: srun step launched) -> container started.
 #   bench/slurm.sh [ROUNDS]   (default 10)
 #   Environment: BUILD_DIR (default build/release, configured and built; a BUILD_DIR given
 #   is used as it is, built only when it has no trainyard binary), IMAGE (debian:bookworm-slim),
@@ -252,8 +252,8 @@ echo "  stages, median ms: to the Slurm submit: plain $(med 3 "${plain_rows[@]}"
   "$(med 3 "${ty_rows[@]}") (CLI $(med 2 "${ty_rows[@]}") + daemon to sbatch $(dmed 3 2 "${ty_rows[@]}"));" \
   "allocated -> batch script: plain $(dmed 5 4 "${plain_rows[@]}"), trainyard $(dmed 5 4 "${ty_rows[@]}");" \
   "batch script -> container: plain $(dmed 1 5 "${plain_rows[@]}") (docker run), trainyard" \
-  "$(dmed 1 5 "${ty_rows[@]}") (srun step launched after $(dmed 6 5 "${ty_rows[@]}"), then task.sh:" \
-  "docker rm -f, create, start -a $(dmed 1 6 "${ty_rows[@]}"))"
+  "$(dmed 1 5 "${ty_rows[@]}") (task.sh: docker create, start -a; a one-task job has no srun" \
+  "step, so that stamp is \"-\")"
 echo "  Slurm's scheduler wait (allocated - submitted): median plain $(med 8 "${plain_rows[@]}")," \
   "trainyard $(med 8 "${ty_rows[@]}") ms"
 if [ "$pn_med" != - ] && [ "$tn_med" != - ]; then
