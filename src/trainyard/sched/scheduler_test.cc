@@ -1284,6 +1284,44 @@ TEST_F(SlurmSchedulerTest, RecoveryFindsTheJobByItsComment) {
   EXPECT_EQ(forgotten.failure_reason, "script exited with code 4");
 }
 
+TEST_F(SlurmSchedulerTest, SharedFolderHoldsTheRunAndOutputsComeBack) {
+  const fs::path shared = root_ / "shared";
+  ASSERT_TRUE(MakeDirs(shared).ok());
+  spec::ComputeDefinition c;
+  c.name = "hpc-shared";
+  c.type = "slurm";
+  c.partition = "debug";
+  c.shared_dir = shared.string();
+  ASSERT_TRUE(scheduler_->PutCompute(c, false).ok());
+  auto req = SlurmRequest("true");
+  req.compute = "hpc-shared";
+  auto run = scheduler_->Submit(req);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  const slurm::JobRequest job = slurm_.WaitForSubmit();
+  // Everything the nodes need is under the shared folder: the job's files, its log, the code.
+  const fs::path work = job.script.parent_path().parent_path();
+  EXPECT_TRUE(IsWithin(shared, work)) << work;
+  EXPECT_EQ(work.filename(), run->id);
+  EXPECT_TRUE(IsWithin(shared, job.output)) << job.output;
+  EXPECT_TRUE(fs::is_directory(work / "code"));
+  const std::string task = *ReadFile(work / "slurm" / "task.sh");
+  EXPECT_NE(task.find((work / "code").string() + ":/trainyard/code"), std::string::npos) << task;
+
+  slurm_.Set(1, "RUNNING");
+  WaitForStatus(run->id, RunStatus::kRunning);
+  ASSERT_TRUE(MakeDirs(work / "outputs" / "model").ok());
+  ASSERT_TRUE(WriteFileAtomic(work / "outputs" / "model" / "weights.bin", "w").ok());
+  ASSERT_TRUE(AppendFile(work / "slurm" / "node-0.log", "trained\n").ok());
+  ASSERT_TRUE(WriteFileAtomic(work / "slurm" / "task-0.exit", "0 false 0 1\n").ok());
+  ASSERT_TRUE(WriteFileAtomic(work / "slurm" / "exit", "0 run\n").ok());
+  slurm_.Set(1, "COMPLETED", "", 0);
+  auto done = WaitFor(run->id);
+  EXPECT_EQ(done.status, RunStatus::kCompleted) << done.failure_reason;
+  // The workspace keeps the run: its log, and its outputs copied back from the shared folder.
+  EXPECT_EQ(*ReadFile(layout_.RunDir(run->id) / Scheduler::kStdLog), "trained\n");
+  EXPECT_EQ(*ReadFile(layout_.RunDir(run->id) / "outputs" / "model" / "weights.bin"), "w");
+}
+
 TEST_F(SlurmSchedulerTest, FailsFastAndSaysWhy) {
   auto two = SlurmRequest("true");
   two.instance_count = 2;
