@@ -40,10 +40,6 @@ constexpr const char* kPartition = "debug";
 constexpr const char* kImage = "debian:bookworm-slim";
 constexpr const char* kStdLog = "user_logs/std_log.txt";
 
-bool IsTerminal(const std::string& s) {
-  return s == "Completed" || s == "Failed" || s == "Canceled";
-}
-
 using testing::RunShell;
 
 std::string ShortHostname() { return std::string(Trim(RunShell("hostname -s").output)); }
@@ -150,47 +146,27 @@ class SlurmRunsTest : public ::testing::Test {
     return run.ok() ? (*run)["name"].get<std::string>() : "";
   }
 
-  json Get(const std::string& name) {
-    auto run = api().GetJson("/api/v1/jobs/" + name);
-    EXPECT_TRUE(run.ok()) << run.status().ToString();
-    return run.ok() ? *run : json::object();
-  }
+  json Get(const std::string& name) { return daemon_.Run(name); }
 
   std::string RunFile(const std::string& name, const std::string& rel) {
-    auto r = ReadFile(layout_.RunDir(name) / rel);
-    return r.ok() ? *r : "";
+    return daemon_.RunFile(name, rel);
   }
+
 
   // Waits until `pred(run)` holds; fails naming the run's status and logs when it does not.
   template <typename Pred>
   json WaitUntil(const std::string& name, Pred pred, const std::string& what,
                  std::chrono::seconds timeout = 90s) {
-    const auto deadline = Clock::now() + timeout;
-    json run;
-    while (Clock::now() < deadline) {
-      run = Get(name);
-      if (pred(run)) return run;
-      std::this_thread::sleep_for(50ms);
-    }
-    ADD_FAILURE() << "run " << name << " not " << what << " within " << timeout.count()
-                  << " s; it is " << run.value("status", "?") << " ("
-                  << run.value("failure_reason", "") << ")\n--- run ---\n"
-                  << run.dump(1) << "\n--- build log ---\n"
-                  << RunFile(name, "logs/image_build.log") << "--- slurm job log ---\n"
-                  << RunFile(name, "logs/slurm_job.log") << "--- run log ---\n"
-                  << RunFile(name, kStdLog);
-    return run;
+    return daemon_.WaitRun(name, pred, what, timeout);
   }
 
   json WaitStatus(const std::string& name, const std::string& status,
                   std::chrono::seconds timeout = 90s) {
-    return WaitUntil(
-        name, [&](const json& r) { return r.value("status", "") == status; }, status, timeout);
+    return daemon_.WaitRunStatus(name, status, timeout);
   }
 
   json WaitEnd(const std::string& name, std::chrono::seconds timeout = 120s) {
-    return WaitUntil(
-        name, [](const json& r) { return IsTerminal(r.value("status", "")); }, "ended", timeout);
+    return daemon_.WaitRunEnd(name, timeout);
   }
 
   // squeue's state of job `id` ("" when squeue no longer lists it).

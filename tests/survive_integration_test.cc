@@ -222,40 +222,23 @@ class SurviveTest : public ::testing::Test {
     return run.ok() ? (*run)["name"].get<std::string>() : "";
   }
 
-  json Get(const std::string& name) {
-    auto run = client_->GetJson("/api/v1/jobs/" + name);
-    EXPECT_TRUE(run.ok()) << run.status().ToString();
-    return run.ok() ? *run : json::object();
-  }
+  json Get(const std::string& name) { return daemon_.Run(name); }
 
-  // Waits until `pred(run)` holds; fails naming the run's status when it does not in time.
+
+  // Waits until `pred(run)` holds; fails naming the run's status and logs when it does not.
   template <typename Pred>
   json WaitUntil(const std::string& name, Pred pred, const std::string& what,
                  std::chrono::seconds timeout = 60s) {
-    const auto deadline = Clock::now() + timeout;
-    json run;
-    while (Clock::now() < deadline) {
-      run = Get(name);
-      if (pred(run)) return run;
-      std::this_thread::sleep_for(50ms);
-    }
-    ADD_FAILURE() << "run " << name << " not " << what << " in time; it is "
-                  << run.value("status", "?") << " (" << run.value("failure_reason", "")
-                  << ")\n--- build log ---\n"
-                  << RunFile(name, kBuildLog) << "--- run log ---\n"
-                  << RunFile(name, kStdLog);
-    return run;
+    return daemon_.WaitRun(name, pred, what, timeout);
   }
 
   json WaitStatus(const std::string& name, const std::string& status,
                   std::chrono::seconds timeout = 60s) {
-    return WaitUntil(
-        name, [&](const json& r) { return r.value("status", "") == status; }, status, timeout);
+    return daemon_.WaitRunStatus(name, status, timeout);
   }
 
   json WaitEnd(const std::string& name, std::chrono::seconds timeout = 120s) {
-    return WaitUntil(
-        name, [](const json& r) { return IsTerminal(r.value("status", "")); }, "ended", timeout);
+    return daemon_.WaitRunEnd(name, timeout);
   }
 
   // What a client following the run's log through the stream API receives, from the first
@@ -289,8 +272,7 @@ class SurviveTest : public ::testing::Test {
   }
 
   std::string RunFile(const std::string& name, const std::string& rel) {
-    auto r = ReadFile(layout_.RunDir(name) / rel);
-    return r.ok() ? *r : "";
+    return daemon_.RunFile(name, rel);
   }
 
   // Nothing left on `compute`: no busy node, no queued or running run.

@@ -22,6 +22,7 @@
 #include "tests/support/test_env.h"
 #include "trainyard/client/http_client.h"
 #include "trainyard/common/fs.h"
+#include "trainyard/common/workspace.h"
 
 namespace trainyard::testing {
 
@@ -38,6 +39,7 @@ class DaemonProcess {
   // serves: it publishes server.json after recovering the runs of a previous daemon. Fails the
   // test (fatally; wrap in ASSERT_NO_FATAL_FAILURE) when it exits or does not serve in time.
   void Start(const std::filesystem::path& workspace) {
+    workspace_ = workspace;
     using namespace std::chrono_literals;
     const std::string binary = TrainyardBinary();
     const std::string ws = workspace.string();
@@ -96,6 +98,63 @@ class DaemonProcess {
     pid_ = -1;
   }
 
+  // The run `name` as GET /api/v1/jobs/{name} answers it; an empty object (and a test failure)
+  // when it cannot be had.
+  nlohmann::json Run(const std::string& name) {
+    if (!client_) {
+      ADD_FAILURE() << "no daemon serves";
+      return nlohmann::json::object();
+    }
+    auto run = client_->GetJson("/api/v1/jobs/" + name);
+    EXPECT_TRUE(run.ok()) << run.status().ToString();
+    return run.ok() ? *run : nlohmann::json::object();
+  }
+
+  // A file of the run's folder in the workspace; "" when it is missing.
+  std::string RunFile(const std::string& name, const std::string& rel) const {
+    WorkspaceLayout layout;
+    layout.root = workspace_;
+    auto text = ReadFile(layout.RunDir(name) / rel);
+    return text.ok() ? *text : "";
+  }
+
+  // Polls the run until `pred(run)` holds, for at most `timeout`. When it does not, fails the
+  // test naming the run's status and reason, with the run and its logs.
+  template <typename Pred>
+  nlohmann::json WaitRun(const std::string& name, Pred pred, const std::string& what,
+                         std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    nlohmann::json run;
+    while (std::chrono::steady_clock::now() < deadline) {
+      run = Run(name);
+      if (pred(run)) return run;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "run " << name << " not " << what << " within " << timeout.count()
+                  << " s; it is " << run.value("status", "?") << " ("
+                  << run.value("failure_reason", "") << ")\n--- run ---\n"
+                  << run.dump(1) << "\n--- build log ---\n"
+                  << RunFile(name, "logs/image_build.log") << "--- slurm job log ---\n"
+                  << RunFile(name, "logs/slurm_job.log") << "--- run log ---\n"
+                  << RunFile(name, "user_logs/std_log.txt");
+    return run;
+  }
+  nlohmann::json WaitRunStatus(const std::string& name, const std::string& status,
+                               std::chrono::seconds timeout) {
+    return WaitRun(
+        name, [&](const nlohmann::json& r) { return r.value("status", "") == status; }, status,
+        timeout);
+  }
+  nlohmann::json WaitRunEnd(const std::string& name, std::chrono::seconds timeout) {
+    return WaitRun(
+        name,
+        [](const nlohmann::json& r) {
+          const std::string s = r.value("status", "");
+          return s == "Completed" || s == "Failed" || s == "Canceled";
+        },
+        "ended", timeout);
+  }
+
   pid_t pid() const { return pid_; }
   int starts() const { return starts_; }
   // The client of the daemon serving now; null when none does.
@@ -104,6 +163,7 @@ class DaemonProcess {
  private:
   pid_t pid_ = -1;
   int starts_ = 0;
+  std::filesystem::path workspace_;
   std::unique_ptr<HttpClient> client_;
 };
 
