@@ -120,6 +120,18 @@ class SlurmRunsTest : public ::testing::Test {
     ASSERT_TRUE(c.ok()) << c.status().ToString();
   }
 
+  // `trainyard compute create` of the slurm compute `hpc` with the registry, as a user runs it:
+  // the password from the environment, never an argument.
+  testing::CmdResult CreateComputeWithCli(const testing::RegistryInfo& reg) {
+    EXPECT_EQ(::setenv("TRAINYARD_REGISTRY_PASSWORD", reg.password.c_str(), 1), 0);
+    testing::CmdResult created = testing::RunTrainyard(
+        project_.string(), layout_.root.string(),
+        "compute create --name hpc --type slurm --partition debug --max-nodes 1 --registry " +
+            reg.address + " --registry-username " + reg.user);
+    ::unsetenv("TRAINYARD_REGISTRY_PASSWORD");
+    return created;
+  }
+
   std::string RunName(const std::string& what) {
     const std::string name = "sl-" + what + "-" + suffix_;
     runs_.push_back(name);
@@ -242,12 +254,7 @@ TEST_F(SlurmRunsTest, DemoStyleJobRunsOnSlurmThroughThePrivateRegistry) {
   ExpectUnauthorized(bad_push, wrong);
 
   // The compute, through the CLI as a user makes it: the password from the environment.
-  ASSERT_EQ(::setenv("TRAINYARD_REGISTRY_PASSWORD", reg->password.c_str(), 1), 0);
-  testing::CmdResult created = testing::RunTrainyard(
-      project_.string(), layout_.root.string(),
-      "compute create --name hpc --type slurm --partition debug --max-nodes 1 --registry " +
-          reg->address + " --registry-username " + reg->user);
-  ::unsetenv("TRAINYARD_REGISTRY_PASSWORD");
+  testing::CmdResult created = CreateComputeWithCli(*reg);
   ASSERT_EQ(created.exit_code, 0) << created.output;
   EXPECT_FALSE(Holds(created.output, reg->password)) << created.output;
 
@@ -330,12 +337,7 @@ TEST_F(SlurmRunsTest, DemoJobRunsUnchangedOnSlurm) {
   ASSERT_TRUE(reg.has_value())
       << "no private registry credentials in /var/lib/trainyard-test/registry.env; run "
          "`bash scripts/registry.sh`";
-  ASSERT_EQ(::setenv("TRAINYARD_REGISTRY_PASSWORD", reg->password.c_str(), 1), 0);
-  testing::CmdResult created = testing::RunTrainyard(
-      project_.string(), layout_.root.string(),
-      "compute create --name hpc --type slurm --partition debug --max-nodes 1 --registry " +
-          reg->address + " --registry-username " + reg->user);
-  ::unsetenv("TRAINYARD_REGISTRY_PASSWORD");
+  testing::CmdResult created = CreateComputeWithCli(*reg);
   ASSERT_EQ(created.exit_code, 0) << created.output;
 
   const std::string name = RunName("digits");
