@@ -15,6 +15,7 @@
 
 #include "tests/support/test_daemon.h"
 #include "tests/support/test_env.h"
+#include "trainyard/docker/http_engine.h"
 #include "trainyard/api/daemon.h"
 #include "trainyard/client/http_client.h"
 #include "trainyard/common/fs.h"
@@ -129,6 +130,12 @@ TEST_F(DockerdRestartTest, RunsFailWithAReasonAndSchedulingResumes) {
   auto compute = client_->GetJson("/api/v1/computes/local");
   ASSERT_TRUE(compute.ok());
   EXPECT_EQ((*compute)["nodes"]["busy"], 0) << compute->dump();
+  // The lost run's container, which could not be removed while the engine was gone, is removed
+  // once the engine is back and a run starts.
+  docker::HttpEngine engine;
+  auto left = engine.ListContainers("trainyard.workspace", root_.string());
+  ASSERT_TRUE(left.ok()) << left.status().ToString();
+  EXPECT_TRUE(left->empty()) << left->size() << " containers left, the first " << left->front().id;
 }
 
 }  // namespace

@@ -880,6 +880,18 @@ void Scheduler::Execute(RunContext& ctx) {
       launched = executor.CreateNetwork(ContainerName(ctx.id), {{"trainyard.run_id", ctx.id}});
     }
   }
+  // Nodes of earlier runs that could not be removed when their engine was gone; it answers now.
+  std::vector<std::pair<exec::Executor*, std::string>> leftovers;
+  {
+    std::lock_guard lock(mu_);
+    leftovers.swap(leftovers_);
+  }
+  for (const auto& [e, h] : leftovers) {
+    if (!e->Cleanup(h).ok()) {
+      std::lock_guard lock(mu_);
+      leftovers_.emplace_back(e, h);
+    }
+  }
   std::vector<std::string> handles;
   for (int node = 0; node < ctx.nodes && launched.ok(); ++node) {
     auto launch = MakeLaunchSpec(ctx, image_ref, node);
@@ -1035,7 +1047,13 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
   (void)Transition(ctx, RunStatus::kFinalizing);
   // ./outputs and ./logs were written straight into the run's folders by the bind mounts;
   // nothing is left inside the container once it is removed.
-  for (const auto& h : handles) (void)executor.Cleanup(h);
+  for (const auto& h : handles) {
+    if (!executor.Cleanup(h).ok()) {
+      // The engine went away with the node: removed the next time a run starts on it.
+      std::lock_guard lock(mu_);
+      leftovers_.emplace_back(&executor, h);
+    }
+  }
   if (n > 1) (void)executor.RemoveNetwork(ContainerName(ctx.id));
   Status collected = Status::Ok();
   if (options_.collect_outputs) {

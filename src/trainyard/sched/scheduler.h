@@ -247,6 +247,9 @@ class Scheduler {
   std::uint64_t next_build_ = 0;                         // Guarded by mu_.
   std::set<std::string> ready_images_;  // Guarded by mu_: image hashes built in this daemon.
   std::map<std::string, std::shared_ptr<RunContext>> active_;  // Guarded by mu_.
+  // Guarded by mu_: nodes whose removal failed (their engine was gone), tried again when a run
+  // is launched.
+  std::vector<std::pair<exec::Executor*, std::string>> leftovers_;
   // Guarded by mu_: images this daemon pushed, as "<reference> <user> <sha256 of the password>".
   std::set<std::string> pushed_images_;
   std::map<std::string, std::thread> workers_;                 // Guarded by mu_.
