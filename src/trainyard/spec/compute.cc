@@ -134,21 +134,7 @@ Status ParseSlurmKeys(const SourceFile& file, const Mapping& top, ComputeDefinit
     }
   }
   if (const Entry* e = top.Find("registry")) {
-    TY_ASSIGN_OR_RETURN(Mapping registry,
-                        Mapping::Read(file, e->value, e->path, e->path, kRegistryKeys));
-    RegistryCredentials credentials;
-    std::string* fields[] = {&credentials.address, &credentials.username, &credentials.password};
-    for (std::size_t i = 0; i < kRegistryKeys.size(); ++i) {
-      const Entry* field = registry.Find(kRegistryKeys[i]);
-      if (field == nullptr) {
-        return file.ErrorAt(e->mark(), "'registry' needs address, username and password; "
-                                       "missing " +
-                                           std::string(kRegistryKeys[i]));
-      }
-      TY_ASSIGN_OR_RETURN(std::string text, internal::ReadNonEmptyString(file, *field));
-      TY_ASSIGN_OR_RETURN(*fields[i], internal::ResolveEnvReferences(file, *field, text));
-    }
-    def->registry = std::move(credentials);
+    TY_ASSIGN_OR_RETURN(def->registry, internal::ReadRegistry(file, *e));
   }
   return Status::Ok();
 }
@@ -292,13 +278,7 @@ json ComputeDefinition::ToJson(SecretMode mode) const {
   j["container_runtime"] = container_runtime;
   j["sbatch_args"] = sbatch_args;
   j["shared_dir"] = shared_dir;
-  if (registry) {
-    j["registry"] = {{"address", registry->address},
-                     {"username", registry->username},
-                     {"password", mode == SecretMode::kRedact ? "***" : registry->password}};
-  } else {
-    j["registry"] = nullptr;
-  }
+  j["registry"] = registry ? RegistryToJson(*registry, mode) : json(nullptr);
   return j;
 }
 

@@ -100,6 +100,14 @@ const char* InputKindName(InputSpec::Kind k) {
 
 }  // namespace
 
+json RegistryToJson(const RegistryCredentials& registry, SecretMode mode) {
+  const std::string password = mode == SecretMode::kRedact && !registry.password.empty()
+                                   ? "***"
+                                   : registry.password;
+  return json{
+      {"address", registry.address}, {"username", registry.username}, {"password", password}};
+}
+
 json EnvironmentDefinition::ToJson(SecretMode mode) const {
   json j{{"name", name},
          {"version", version},
@@ -114,14 +122,7 @@ json EnvironmentDefinition::ToJson(SecretMode mode) const {
          {"platform", platform},
          {"tags", tags}};
   j["conda"] = conda ? CondaToJson(*conda) : json(nullptr);
-  if (registry) {
-    std::string pw = mode == SecretMode::kRedact ? (registry->password.empty() ? "" : "***")
-                                                 : registry->password;
-    j["image_registry"] = {
-        {"address", registry->address}, {"username", registry->username}, {"password", pw}};
-  } else {
-    j["image_registry"] = nullptr;
-  }
+  j["image_registry"] = registry ? RegistryToJson(*registry, mode) : json(nullptr);
   return j;
 }
 

@@ -21,6 +21,10 @@ enum class SecretMode {
   kAsIs,    // the stored text, which the daemon has sealed before storing
 };
 
+// A registry's credentials as JSON: {"address", "username", "password"}, the password "***"
+// under kRedact when it is set.
+nlohmann::json RegistryToJson(const RegistryCredentials& registry, SecretMode mode);
+
 struct EnvironmentDefinition {
   std::string name;
   std::string version;

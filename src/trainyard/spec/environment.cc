@@ -211,7 +211,9 @@ Status ParseBuild(const SourceFile& file, const Entry& entry, EnvironmentSpec* e
   return Status::Ok();
 }
 
-Status ParseRegistry(const SourceFile& file, const Entry& entry, EnvironmentSpec* env) {
+}  // namespace
+
+StatusOr<RegistryCredentials> ReadRegistry(const SourceFile& file, const Entry& entry) {
   TY_ASSIGN_OR_RETURN(Mapping registry,
                       Mapping::Read(file, entry.value, entry.path, entry.path, kRegistryKeys));
   std::string missing;
@@ -236,11 +238,8 @@ Status ParseRegistry(const SourceFile& file, const Entry& entry, EnvironmentSpec
       return file.ErrorAt(field.mark(), "'" + field.path + "' is empty");
     }
   }
-  env->registry = std::move(credentials);
-  return Status::Ok();
+  return credentials;
 }
-
-}  // namespace
 
 StatusOr<EnvironmentSpec> ParseEnvironmentNode(const SourceFile& file, const YAML::Node& node,
                                                std::string_view path) {
@@ -347,8 +346,9 @@ StatusOr<EnvironmentSpec> ParseEnvironmentNode(const SourceFile& file, const YAM
   if (const Entry* e = top.Find("environment_variables")) {
     TY_ASSIGN_OR_RETURN(env.environment_variables, ReadStringMap(file, *e, /*env_names=*/true));
   }
-  if (const Entry* e = top.Find("image_registry"))
-    TY_RETURN_IF_ERROR(ParseRegistry(file, *e, &env));
+  if (const Entry* e = top.Find("image_registry")) {
+    TY_ASSIGN_OR_RETURN(env.registry, ReadRegistry(file, *e));
+  }
   if (const Entry* e = top.Find("os_type")) {
     TY_ASSIGN_OR_RETURN(std::string os, ReadString(file, *e));
     if (os != "linux" && os != "Linux") {

@@ -132,4 +132,8 @@ StatusOr<EnvironmentSpec> ParseEnvironmentFileAs(const std::filesystem::path& pa
 StatusOr<std::string> ResolveEnvReferences(const SourceFile& file, const Entry& entry,
                                            const std::string& text);
 
+// A registry's `{address, username, password}` mapping (values may be `${{env.VAR}}`
+// references), each one a non-empty string.
+StatusOr<RegistryCredentials> ReadRegistry(const SourceFile& file, const Entry& entry);
+
 }  // namespace trainyard::spec::internal
