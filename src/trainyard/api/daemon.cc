@@ -99,6 +99,7 @@ json RunToJson(const store::RunRecord& r, const std::string& base_url,
   if (auto v = span(RunStatus::kRunning, RunStatus::kFinalizing); v >= 0) {
     phases["running_ms"] = v;
   }
+  const std::optional<std::int64_t> slurm_job = sched::Scheduler::SlurmJobOf(r);
   std::string command;
   auto req = json::parse(r.request_json, nullptr, false);
   if (req.is_object() && req.contains("command") && req["command"].is_string()) {
@@ -120,9 +121,7 @@ json RunToJson(const store::RunRecord& r, const std::string& base_url,
               {"exit_code", r.exit_code ? json(*r.exit_code) : json(nullptr)},
               {"failure_reason", r.failure_reason},
               {"wait_reason", wait_reason},
-              {"slurm_job", StartsWith(r.container_id, "slurm:")
-                                ? json(std::atoll(r.container_id.c_str() + 6))
-                                : json(nullptr)},
+              {"slurm_job", slurm_job ? json(*slurm_job) : json(nullptr)},
               {"tags", r.tags},
               {"transitions", transitions},
               {"created_at", FormatTimeIso(r.created_at)},

@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
 #include "trainyard/sched/internal.h"
 #include "trainyard/spec/spec.h"
@@ -165,6 +166,7 @@ Scheduler::Scheduler(store::Store& store, EnvironmentRegistry& environments,
       layout_(std::move(layout)),
       options_(options) {
   if (options_.local_max_nodes < 1) options_.local_max_nodes = 1;
+  workspace_id_ = Sha256Hex(layout_.root.string()).substr(0, 12);
 }
 
 Scheduler::~Scheduler() {
@@ -398,11 +400,7 @@ exec::Executor& Scheduler::ExecutorFor(const RunContext& ctx) {
 Status Scheduler::EnqueueLocked(std::shared_ptr<RunContext> ctx) {
   TY_ASSIGN_OR_RETURN(ComputeState * c, ComputeLocked(ctx->request.compute));
   ComputeState& compute = *c;
-  ctx->compute = compute.def.name;
-  ctx->process = compute.def.type == "process";
-  ctx->slurm = compute.def.type == "slurm";
-  ctx->shared_dir = compute.def.shared_dir;
-  ctx->nodes = std::max(1, ctx->request.instance_count);
+  PlaceLocked(*ctx, compute.def);
   ctx->queue_key = {-ctx->request.priority, next_seq_++};
   if (ctx->queued_at == 0) ctx->queued_at = NowMillis();
   ctx->image_ready = ctx->process || ready_images_.count(ctx->image_hash) > 0;
@@ -535,6 +533,14 @@ std::string Scheduler::WaitReasonLocked(const ComputeState& c, const RunContext&
   }
   return "waiting for " + std::to_string(ctx.nodes) + (ctx.nodes == 1 ? " node" : " nodes") +
          " (" + std::to_string(free) + " of " + std::to_string(c.def.max_nodes) + " free)";
+}
+
+void Scheduler::PlaceLocked(RunContext& ctx, const spec::ComputeDefinition& def) {
+  ctx.compute = def.name;
+  ctx.process = def.type == "process";
+  ctx.slurm = def.type == "slurm";
+  ctx.shared_dir = def.shared_dir;
+  ctx.nodes = std::max(1, ctx.request.instance_count);
 }
 
 void Scheduler::HoldNodesLocked(RunContext& ctx) {
@@ -1158,13 +1164,7 @@ Status Scheduler::Recover() {
     {
       std::lock_guard lock(mu_);
       auto c = ComputeLocked(ctx->request.compute);
-      if (c.ok()) {
-        ctx->compute = (*c)->def.name;
-        ctx->process = (*c)->def.type == "process";
-        ctx->slurm = (*c)->def.type == "slurm";
-        ctx->shared_dir = (*c)->def.shared_dir;
-        ctx->nodes = std::max(1, ctx->request.instance_count);
-      }
+      if (c.ok()) PlaceLocked(*ctx, (*c)->def);
     }
     if (ctx->compute.empty()) {
       Finish(*ctx, RunStatus::kFailed,

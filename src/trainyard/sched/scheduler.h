@@ -145,6 +145,11 @@ class Scheduler {
   // Cancels a run in any non-terminal state. FailedPrecondition when it already ended.
   Status Cancel(const std::string& run_id);
 
+  // The Slurm job of a run on a slurm compute, once submitted (kept in its container_id as
+  // "slurm:<id>").
+  static std::optional<std::int64_t> SlurmJobOf(const store::RunRecord& rec);
+  static constexpr const char* kSlurmJobPrefix = "slurm:";
+
   // Why an active run waits: in its compute's queue (as QueuedRun::wait_reason), or in Slurm's
   // ("Slurm job 42 pending: Resources"). Empty when it does not wait.
   std::string WaitReason(const std::string& run_id);
@@ -185,6 +190,9 @@ class Scheduler {
   void ReleaseNodes(RunContext& ctx);
   exec::Executor& ExecutorFor(const RunContext& ctx);
 
+  // Sets where the run goes (compute, its kind, shared folder, nodes) from the compute's
+  // definition. Requires mu_.
+  void PlaceLocked(RunContext& ctx, const spec::ComputeDefinition& def);
   // A re-attached run holds its nodes again. Requires mu_.
   void HoldNodesLocked(RunContext& ctx);
   void StartWorkerLocked(std::shared_ptr<RunContext> ctx);
@@ -236,6 +244,9 @@ class Scheduler {
   const SecretBox& secrets_;
   WorkspaceLayout layout_;
   SchedulerOptions options_;
+  // A short id of the workspace (a hash of its path): in job comments and shared folders, so
+  // two workspaces sharing a cluster never take each other's jobs or files.
+  std::string workspace_id_;
 
   std::mutex mu_;
   std::uint64_t next_seq_ = 0;   // Guarded by mu_: submission order.

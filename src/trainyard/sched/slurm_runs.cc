@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <thread>
 
 #include "trainyard/common/fs.h"
@@ -21,6 +22,12 @@ using store::RunStatus;
 
 // The image a slurm compute's nodes pull: one repository per registry, tagged by image hash.
 constexpr const char* kPushRepository = "trainyard/environments";
+// The start of the job comment that names a run (SlurmComment).
+constexpr const char* kCommentPrefix = "trainyard run=";
+// A run's job folder (slurm::JobFiles) in its working folder, and where its batch script's
+// output goes.
+constexpr const char* kJobFolder = "slurm";
+constexpr const char* kJobLog = "logs/slurm_job.log";
 // How often a job is looked at until it runs.
 constexpr std::chrono::milliseconds kStartPoll(100);
 
@@ -63,6 +70,11 @@ std::string LastLine(const fs::path& path) {
   return last.empty() ? last_slurm : last;
 }
 
+bool InPartition(const slurm::NodeInfo& node, const std::string& partition) {
+  return std::find(node.partitions.begin(), node.partitions.end(), partition) !=
+         node.partitions.end();
+}
+
 // "pending: Resources" from squeue's reason, in words a user can act on where Slurm's are terse.
 std::string PendingReason(const slurm::JobInfo& job) {
   std::string out = "Slurm job " + std::to_string(job.id) + " pending";
@@ -82,13 +94,11 @@ std::string PendingReason(const slurm::JobInfo& job) {
 fs::path Scheduler::WorkDir(const RunContext& ctx) const {
   if (!ctx.slurm || ctx.shared_dir.empty()) return layout_.RunDir(ctx.id);
   // One folder per workspace, so two daemons sharing a cluster folder never meet.
-  return fs::path(ctx.shared_dir) / "trainyard" / Sha256Hex(layout_.root.string()).substr(0, 12) /
-         ctx.id;
+  return fs::path(ctx.shared_dir) / "trainyard" / workspace_id_ / ctx.id;
 }
 
 std::string Scheduler::SlurmComment(const std::string& run_id) const {
-  return "trainyard run=" + run_id + " workspace=" +
-         Sha256Hex(layout_.root.string()).substr(0, 12);
+  return std::string(kCommentPrefix) + run_id + " workspace=" + workspace_id_;
 }
 
 StatusOr<spec::ComputeDefinition> Scheduler::UnsealedCompute(const std::string& name) {
@@ -114,10 +124,7 @@ Status Scheduler::CheckSlurmFit(const spec::ComputeDefinition& compute,
   std::set<std::string> partitions;
   for (const auto& n : *nodes) {
     partitions.insert(n.partitions.begin(), n.partitions.end());
-    if (std::find(n.partitions.begin(), n.partitions.end(), compute.partition) ==
-        n.partitions.end()) {
-      continue;
-    }
+    if (!InPartition(n, compute.partition)) continue;
     ++count;
     min_gpus = min_gpus < 0 ? n.gpus : std::min(min_gpus, n.gpus);
   }
@@ -158,10 +165,7 @@ nlohmann::json Scheduler::ClusterStatus(const spec::ComputeDefinition& compute) 
     return out;
   }
   for (const auto& n : *nodes) {
-    if (std::find(n.partitions.begin(), n.partitions.end(), compute.partition) ==
-        n.partitions.end()) {
-      continue;
-    }
+    if (!InPartition(n, compute.partition)) continue;
     out["nodes"].push_back({{"name", n.name},
                             {"state", n.state},
                             {"cpus", n.cpus},
@@ -174,7 +178,7 @@ nlohmann::json Scheduler::ClusterStatus(const spec::ComputeDefinition& compute) 
     out["error"] = jobs.status().message();
     return out;
   }
-  const std::string prefix = "trainyard run=";
+  const std::string_view prefix = kCommentPrefix;
   for (const auto& j : *jobs) {
     if (j.partition != compute.partition || slurm::IsFinalState(j.state)) continue;
     std::string run;
@@ -189,6 +193,11 @@ nlohmann::json Scheduler::ClusterStatus(const spec::ComputeDefinition& compute) 
                            {"nodes", j.nodes}});
   }
   return out;
+}
+
+std::optional<std::int64_t> Scheduler::SlurmJobOf(const store::RunRecord& rec) {
+  if (!StartsWith(rec.container_id, kSlurmJobPrefix)) return std::nullopt;
+  return std::atoll(rec.container_id.c_str() + std::strlen(kSlurmJobPrefix));
 }
 
 StatusOr<std::vector<slurm::JobInfo>> Scheduler::SlurmJobs(std::chrono::milliseconds max_age) {
@@ -283,7 +292,7 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
 
   auto launch = MakeLaunchSpec(ctx, image_ref, 0);
   const fs::path work = WorkDir(ctx);
-  const slurm::JobFiles files{work / "slurm"};
+  const slurm::JobFiles files{work / kJobFolder};
   Status written = launch.status();
   slurm::TaskSpec task;
   if (written.ok()) {
@@ -329,7 +338,7 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
   req.time_limit_seconds = ctx.request.timeout_seconds.value_or(0);
   req.extra_args = compute->sbatch_args;
   req.script = files.BatchScript();
-  req.output = work / "logs" / "slurm_job.log";
+  req.output = work / kJobLog;
   req.working_dir = files.dir;
   auto job = options_.slurm->Submit(req);
   if (!job.ok()) {
@@ -340,7 +349,7 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
                FormatTimeIso(NowMillis()).c_str(), ctx.id.c_str(), static_cast<long long>(*job),
                compute->partition.c_str());
   if (auto rec = store_.GetRun(ctx.id); rec.ok()) {
-    rec->container_id = "slurm:" + std::to_string(*job);
+    rec->container_id = kSlurmJobPrefix + std::to_string(*job);
     (void)store_.UpdateRun(*rec);
   }
   {
@@ -353,7 +362,7 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
 void Scheduler::FollowSlurm(RunContext& ctx) {
   const fs::path run_dir = layout_.RunDir(ctx.id);
   const fs::path work = WorkDir(ctx);
-  const slurm::JobFiles files{work / "slurm"};
+  const slurm::JobFiles files{work / kJobFolder};
   std::int64_t job_id;
   {
     std::lock_guard lock(ctx.mu);
@@ -400,7 +409,6 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
   if (ctx.status == RunStatus::kRunning) arm_deadline();
 
   std::optional<slurm::JobInfo> ended;  // the job as it ended, when Slurm still knew it
-  bool gone = false;                    // Slurm no longer knows the job
   bool cancel_sent = false;
   int misses = 0;
   const auto poll = std::chrono::milliseconds(std::max(20, options_.slurm_poll_ms));
@@ -443,7 +451,6 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
           // listed: the job's own exit file and accounting tell how it ended.
           if (slurm::ReadJobExit(files) || ++misses >= 3) {
             if (auto acct = options_.slurm->AccountedJob(job_id); acct.ok() && *acct) ended = **acct;
-            gone = true;
             break;
           }
         } else {
@@ -582,7 +589,7 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
   } else if (state == "PREEMPTED" || state == "DEADLINE" || state == "REVOKED") {
     Finish(ctx, RunStatus::kFailed, job_name + " ended " + state + " in Slurm");
   } else if (job_exit && job_exit->pull_failed) {
-    const std::string last = LastLine(work / "logs" / "slurm_job.log");
+    const std::string last = LastLine(work / kJobLog);
     Finish(ctx, RunStatus::kFailed,
            "the nodes could not pull the run's image" + (last.empty() ? "" : ": " + last) +
                " (its log: logs/slurm_job.log)");
@@ -612,7 +619,6 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
   } else {
     Finish(ctx, RunStatus::kCompleted, "");
   }
-  (void)gone;
 }
 
 bool Scheduler::RecoverSlurm(const std::shared_ptr<RunContext>& ctx, const store::RunRecord& rec) {
@@ -633,13 +639,12 @@ bool Scheduler::RecoverSlurm(const std::shared_ptr<RunContext>& ctx, const store
   for (const auto& j : *jobs) {
     if (j.comment == comment && j.id > job) job = j.id;
   }
-  if (job == 0 && StartsWith(rec.container_id, "slurm:")) {
+  if (const auto recorded = SlurmJobOf(rec); job == 0 && recorded) {
     // Forgotten by slurmctld: its exit file says whether it ran to its end.
-    const std::int64_t recorded = std::atoll(rec.container_id.c_str() + 6);
-    if (slurm::ReadJobExit(slurm::JobFiles{WorkDir(*ctx) / "slurm"}) ||
+    if (slurm::ReadJobExit(slurm::JobFiles{WorkDir(*ctx) / kJobFolder}) ||
         rec.status == RunStatus::kRunning || rec.status == RunStatus::kFinalizing ||
         rec.status == RunStatus::kCancelRequested) {
-      job = recorded;
+      job = *recorded;
     }
   }
   if (job == 0) return false;  // never submitted: back in its queue like any run
