@@ -96,6 +96,18 @@ class DockerIntegrationTest : public ::testing::Test {
     nonce_ = RandomHex(6);
   }
 
+  // The registry's settings (ReadRegistryEnv) into `env`. A registry that is not there fails or
+  // skips the test (TY_SERVICE_MISSING); a settings file without every setting fails it.
+  void LoadRegistryEnv(std::map<std::string, std::string>* env) {
+    StatusOr<std::map<std::string, std::string>> registry_env = ReadRegistryEnv();
+    if (!registry_env.ok() && registry_env.status().code() != StatusCode::kInvalidArgument) {
+      TY_SERVICE_MISSING(RegistryEnvPath() + ": " + registry_env.status().message() +
+                         " (run scripts/registry.sh)");
+    }
+    ASSERT_TRUE(registry_env.ok()) << registry_env.status().ToString();
+    *env = std::move(registry_env).value();
+  }
+
   void TearDown() override {
     for (const std::string& id : containers_) {
       Status s = engine_.RemoveContainer(id, /*force=*/true);
@@ -348,13 +360,9 @@ TEST_F(DockerIntegrationTest, ContainerOptionsReachTheEngine) {
 }
 
 TEST_F(DockerIntegrationTest, PrivateRegistryPullWithAuth) {
-  StatusOr<std::map<std::string, std::string>> registry_env = ReadRegistryEnv();
-  if (!registry_env.ok() && registry_env.status().code() != StatusCode::kInvalidArgument) {
-    TY_SERVICE_MISSING(RegistryEnvPath() + ": " + registry_env.status().message() +
-                       " (run scripts/registry.sh)");
-  }
-  ASSERT_TRUE(registry_env.ok()) << registry_env.status().ToString();
-  std::map<std::string, std::string> env = *registry_env;
+  std::map<std::string, std::string> env;
+  LoadRegistryEnv(&env);
+  if (HasFatalFailure() || IsSkipped()) return;
   const std::string image = env["REGISTRY_IMAGE"];
   const std::string registry = env["REGISTRY"];
   const RegistryAuth good{env["REGISTRY_USER"], env["REGISTRY_PASSWORD"], registry};
@@ -407,13 +415,9 @@ TEST_F(DockerIntegrationTest, PrivateRegistryPullWithAuth) {
 }
 
 TEST_F(DockerIntegrationTest, PrivateRegistryTagPushAndPullBack) {
-  StatusOr<std::map<std::string, std::string>> registry_env = ReadRegistryEnv();
-  if (!registry_env.ok() && registry_env.status().code() != StatusCode::kInvalidArgument) {
-    TY_SERVICE_MISSING(RegistryEnvPath() + ": " + registry_env.status().message() +
-                       " (run scripts/registry.sh)");
-  }
-  ASSERT_TRUE(registry_env.ok()) << registry_env.status().ToString();
-  std::map<std::string, std::string> env = *registry_env;
+  std::map<std::string, std::string> env;
+  LoadRegistryEnv(&env);
+  if (HasFatalFailure() || IsSkipped()) return;
   const std::string registry = env["REGISTRY"];
   const RegistryAuth good{env["REGISTRY_USER"], env["REGISTRY_PASSWORD"], registry};
   const std::string wrong_password = "wrong-" + RandomHex(8);

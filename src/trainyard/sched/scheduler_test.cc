@@ -199,6 +199,17 @@ class SchedulerTest : public ::testing::Test {
     }
   }
 
+  // Starts a container `name` on the fake engine, as a previous daemon would have left it;
+  // returns its id, "" when it could not be created and started.
+  std::string StartLeftoverContainer(const std::string& name) {
+    docker::ContainerConfig c;
+    c.name = name;
+    c.image = "python:3.11-slim";
+    auto id = engine_.CreateContainer(c);
+    if (!id.ok() || !engine_.StartContainer(*id).ok()) return "";
+    return *id;
+  }
+
   // A `process` compute named `name` with `max_nodes` nodes.
   void AddProcessCompute(const std::string& name, int max_nodes) {
     spec::ComputeDefinition c;
@@ -582,12 +593,7 @@ TEST_F(SchedulerTest, RecoverReattachesFailsTheVanishedAndRequeues) {
     log("after restart\n");
     return 0;
   });
-  docker::ContainerConfig alive;
-  alive.name = "trainyard-alive";
-  alive.image = "python:3.11-slim";
-  auto id = engine_.CreateContainer(alive);
-  ASSERT_TRUE(id.ok());
-  ASSERT_TRUE(engine_.StartContainer(*id).ok());
+  ASSERT_FALSE(StartLeftoverContainer("trainyard-alive").empty());
 
   ASSERT_TRUE(scheduler_->Recover().ok());
   auto a = WaitFor("alive");
@@ -620,13 +626,9 @@ TEST_F(SchedulerTest, RecoverFinalisesAStartingRunWhoseContainerEnded) {
     log("ran once\n");
     return 5;
   });
-  docker::ContainerConfig c;
-  c.name = "trainyard-ended";
-  c.image = "python:3.11-slim";
-  auto id = engine_.CreateContainer(c);
-  ASSERT_TRUE(id.ok());
-  ASSERT_TRUE(engine_.StartContainer(*id).ok());
-  ASSERT_TRUE(engine_.WaitContainer(*id).ok());
+  const std::string id = StartLeftoverContainer("trainyard-ended");
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(engine_.WaitContainer(id).ok());
   const int starts = engine_.starts();
 
   ASSERT_TRUE(scheduler_->Recover().ok());
