@@ -233,6 +233,26 @@ class Scheduler {
   // GetComputeStatus without the cluster part.
   StatusOr<ComputeStatus> GetQueueStatus(const std::string& name);
   nlohmann::json ClusterStatus(const spec::ComputeDefinition& compute);
+  // The last successful answer of a call, given again while younger than `max_age` (an error is
+  // never kept: the next caller asks again); one call at a time, callers meanwhile waiting for
+  // its answer. Thread-safe.
+  template <typename T>
+  class CachedCall {
+   public:
+    StatusOr<T> Get(std::chrono::milliseconds max_age, const std::function<StatusOr<T>()>& call) {
+      std::lock_guard lock(mu_);
+      if (!value_ || !value_->ok() || std::chrono::steady_clock::now() - at_ > max_age) {
+        value_ = call();
+        at_ = std::chrono::steady_clock::now();
+      }
+      return *value_;
+    }
+
+   private:
+    std::mutex mu_;
+    std::chrono::steady_clock::time_point at_;  // Guarded by mu_.
+    std::optional<StatusOr<T>> value_;          // Guarded by mu_.
+  };
   // Slurm's job list, asked at most once per `max_age` by all the runs that follow jobs.
   StatusOr<std::vector<slurm::JobInfo>> SlurmJobs(std::chrono::milliseconds max_age);
 
@@ -266,9 +286,8 @@ class Scheduler {
   std::map<std::string, std::thread> workers_;                 // Guarded by mu_.
   std::vector<std::string> finished_;  // Guarded by mu_: workers that returned, to be joined.
   std::vector<std::uint64_t> finished_builds_;  // Guarded by mu_: build threads to join.
-  std::mutex slurm_jobs_mu_;  // held while squeue runs: callers meanwhile wait for its answer
-  std::chrono::steady_clock::time_point slurm_jobs_at_;  // Guarded by slurm_jobs_mu_.
-  std::optional<StatusOr<std::vector<slurm::JobInfo>>> slurm_jobs_;  // Guarded by slurm_jobs_mu_.
+  CachedCall<std::vector<slurm::JobInfo>> slurm_jobs_;    // squeue
+  CachedCall<std::vector<slurm::NodeInfo>> slurm_nodes_;  // sinfo, for the checks at submit
   std::mutex listener_mu_;
   std::function<void(const std::string&)> listener_;  // Guarded by listener_mu_.
 };

@@ -28,6 +28,8 @@ constexpr const char* kCommentPrefix = "trainyard run=";
 // output goes.
 constexpr const char* kJobFolder = "slurm";
 constexpr const char* kJobLog = "logs/slurm_job.log";
+// How old the partition's nodes may be when a submit is checked against them.
+constexpr std::chrono::milliseconds kNodesMaxAge(5000);
 // How often a job is looked at until it runs.
 constexpr std::chrono::milliseconds kStartPoll(100);
 
@@ -117,7 +119,8 @@ StatusOr<spec::ComputeDefinition> Scheduler::UnsealedCompute(const std::string& 
 Status Scheduler::CheckSlurmFit(const spec::ComputeDefinition& compute,
                                 const std::optional<spec::RunRequest>& req) {
   if (options_.slurm == nullptr) return FailedPrecondition("this daemon cannot run slurm computes");
-  auto nodes = options_.slurm->ListNodes();
+  // A partition's nodes change rarely: one sinfo serves a burst of submits.
+  auto nodes = slurm_nodes_.Get(kNodesMaxAge, [this] { return options_.slurm->ListNodes(); });
   if (!nodes.ok()) return nodes.status().WithPrefix("asking Slurm for partition " + compute.partition);
   int count = 0;
   int min_gpus = -1;
@@ -201,13 +204,7 @@ std::optional<std::int64_t> Scheduler::SlurmJobOf(const store::RunRecord& rec) {
 }
 
 StatusOr<std::vector<slurm::JobInfo>> Scheduler::SlurmJobs(std::chrono::milliseconds max_age) {
-  std::lock_guard lock(slurm_jobs_mu_);
-  const auto now = std::chrono::steady_clock::now();
-  if (!slurm_jobs_ || now - slurm_jobs_at_ > max_age) {
-    slurm_jobs_ = options_.slurm->ListJobs();
-    slurm_jobs_at_ = std::chrono::steady_clock::now();
-  }
-  return *slurm_jobs_;
+  return slurm_jobs_.Get(max_age, [this] { return options_.slurm->ListJobs(); });
 }
 
 std::string Scheduler::WaitReason(const std::string& run_id) {
