@@ -150,7 +150,7 @@ class TrackingIntegrationTest : public ::testing::Test {
     return id;
   }
 
-  std::string Token(const std::string& run) { return box_->RunToken(run); }
+  std::string Token(const std::string& run) { return box_->RunToken(run, NowMillis() / 1000 + 3600); }
   int port() const { return daemon_->port(); }
   const std::string& admin() const { return daemon_->token(); }
 
@@ -359,7 +359,10 @@ TEST_F(TrackingIntegrationTest, IdempotencyKeySurvivesADaemonRestart) {
       Call("POST", run, "/metrics", body, "application/json", {{"Idempotency-Key", "k"}}).status,
       200);
   ASSERT_NO_FATAL_FAILURE(StartDaemon());
-  Reply r = Call("POST", run, "/metrics", body, "application/json", {{"Idempotency-Key", "k"}});
+  // The new daemon fails the run (no container behind it), so its run token may no longer
+  // write: the replay is sent with the workspace token.
+  Reply r = Http(port(), "POST", "/api/v1/jobs/" + run + "/metrics", admin(), body,
+                 "application/json", {{"Idempotency-Key", "k"}});
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.Json()["replayed"], true) << r.body;
   EXPECT_EQ(r.Json()["points"], 4);
@@ -396,9 +399,11 @@ TEST_F(TrackingIntegrationTest, TagsPropertiesAndStatus) {
   EXPECT_EQ(rec->script_status, store::RunStatus::kFailed);
   EXPECT_EQ(rec->script_message, "bad data");
 
-  // Once the run has ended, its verdict is settled.
+  // Once the run has ended, its token writes nothing, and its verdict is settled.
   ASSERT_TRUE(store_->TransitionRun(run, store::RunStatus::kCompleted, NowMillis()).ok());
   r = Call("POST", run, "/status", R"({"status": "Completed"})");
+  EXPECT_EQ(r.status, 403) << r.body;
+  r = Http(port(), "POST", "/api/v1/jobs/" + run + "/status", admin(), R"({"status": "Completed"})");
   EXPECT_EQ(r.status, 409) << r.body;
 }
 
@@ -465,11 +470,17 @@ TEST_F(TrackingIntegrationTest, EntriesAndFiles) {
   ASSERT_EQ(r.Json()["entries"].size(), 1u) << r.body;
 
   // Refused paths: the daemon's folders, climbing out, a folder, symlinks planted by the run.
+  // A run token is stopped before its body is read (403); the user's token gets the reason.
   for (const char* bad : {"code/train.py", "user_logs/std_log.txt", "outputs/../../x",
-                          "outputs/%2e%2e/code/x", "outputs"}) {
+                          "outputs/%2e%2e/code/x", "slurm/env.sh", "hostfile", "x.txt"}) {
     r = Call("PUT", run, std::string("/files/") + bad, "x", "application/octet-stream");
+    EXPECT_EQ(r.status, 403) << bad << ": " << r.body;
+    r = Http(port(), "PUT", "/api/v1/jobs/" + run + "/files/" + bad, admin(), "x",
+             "application/octet-stream");
     EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
   }
+  r = Call("PUT", run, "/files/outputs", "x", "application/octet-stream");
+  EXPECT_EQ(r.status, 400) << r.body;
   fs::create_directory_symlink(root_, layout_.RunDir(run) / "outputs" / "escape");
   r = Call("PUT", run, "/files/outputs/escape/evil", "x", "application/octet-stream");
   EXPECT_EQ(r.status, 400) << r.body;

@@ -16,12 +16,14 @@
 
 #include "trainyard/api/compute_routes.h"
 #include "trainyard/api/http_server.h"
+#include "trainyard/api/run_scope.h"
 #include "trainyard/api/snapshot_routes.h"
 #include "trainyard/api/socket_relay.h"
 #include "trainyard/api/tracking_routes.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/common/fs.h"
+#include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/secret_box.h"
 #include "trainyard/common/util.h"
 #include "trainyard/common/workspace.h"
@@ -45,18 +47,19 @@ using store::RunStatus;
 constexpr const char* kVersion = "0.1.0";
 constexpr std::uint64_t kMaxChunk = 256 * 1024;  // log bytes per stream answer and file
 
-// Reads up to `max` bytes of `path` from `offset`, ending on a UTF-8 character boundary unless
-// `at_end` (the run has ended: a dangling partial character is then passed on, to be replaced).
-// Log files sit in folders a run can write, so a symlink or FIFO planted there is never
-// followed: it reads as empty.
-std::string ReadChunk(const fs::path& path, std::uint64_t offset, std::uint64_t max, bool at_end,
-                      bool* more) {
+// Reads up to `max` bytes of the run file `rel` from `offset`, ending on a UTF-8 character
+// boundary unless `at_end` (the run has ended: a dangling partial character is then passed on,
+// to be replaced). Log files sit in folders a run can write, so they are opened below the run's
+// folder without following any link and without blocking: a symlink or FIFO reads as empty.
+std::string ReadChunk(const RootedDir* run_dir, std::string_view rel, std::uint64_t offset,
+                      std::uint64_t max, bool at_end, bool* more) {
   *more = false;
-  int fd = OpenRegularNoFollow(path);
-  if (fd < 0) return "";
+  if (run_dir == nullptr) return "";
+  auto file = run_dir->OpenFile(rel);
+  if (!file.ok()) return "";
+  const int fd = file->get();
   std::string buf(max, '\0');
   ssize_t n = ::pread(fd, buf.data(), max, static_cast<off_t>(offset));
-  ::close(fd);
   if (n <= 0) return "";
   buf.resize(static_cast<size_t>(n));
   *more = static_cast<std::uint64_t>(n) == max;
@@ -165,24 +168,21 @@ std::map<std::string, tracking::RunFile> RecordedFiles(tracking::SeriesStore& se
   return out;
 }
 
-json ListRunFiles(const fs::path& run_dir,
-                  const std::map<std::string, tracking::RunFile>& recorded) {
+// The files of a run folder the caller may see: for the user everything but code/, for a run
+// token (`run_scoped`) only its kRunFileFolders. Walked by descriptor, never entering a link.
+json ListRunFiles(const fs::path& run_dir, const std::map<std::string, tracking::RunFile>& recorded,
+                  bool run_scoped) {
   json files = json::array();
-  std::error_code ec;
-  std::vector<std::pair<std::string, struct stat>> found;
-  for (auto it = fs::recursive_directory_iterator(run_dir, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    if (it.depth() == 0 && it->path().filename() == kUnservedDir) {
-      it.disable_recursion_pending();
-      continue;
-    }
-    // Symlinks are never followed or served: a run could point one at the host's files.
-    struct stat st {};
-    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    found.emplace_back(fs::relative(it->path(), run_dir, ec).generic_string(), st);
-  }
-  std::sort(found.begin(), found.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
+  auto root = RootedDir::Open(run_dir);
+  if (!root.ok()) return files;
+  std::vector<RootedDir::Entry> found;
+  (void)root->Walk("", [&](const RootedDir::Entry& e) {
+    if (e.rel == kUnservedDir || StartsWith(e.rel, std::string(kUnservedDir) + "/")) return true;
+    if (!S_ISREG(e.st.st_mode)) return true;  // links, FIFOs and the like are never served
+    if (run_scoped && !IsRunFilePath(e.rel)) return true;
+    found.push_back(e);
+    return true;
+  });
   for (const auto& [p, st] : found) {
     const auto size = static_cast<std::uint64_t>(st.st_size);
     json f = {{"path", p}, {"size", size}};
@@ -337,8 +337,9 @@ void Daemon::Impl::InstallRoutes() {
   s.Route("GET", "/api/v1/jobs/{name}/files", SyncHandler([this](HttpRequest& req) {
             auto run = store->GetRun(req.Param("name"));
             if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return JsonText(200,
-                            ListRunFiles(layout.RunDir(run->id), RecordedFiles(*series, run->id)));
+            return JsonText(200, ListRunFiles(layout.RunDir(run->id),
+                                              RecordedFiles(*series, run->id),
+                                              !req.principal.empty()));
           }));
   s.Route("GET", "/api/v1/jobs/{name}/files/{path...}",
           SyncHandler([this](HttpRequest& req) { return File(req); }));
@@ -360,23 +361,25 @@ void Daemon::Impl::InstallRoutes() {
 HttpResponse Daemon::Impl::File(HttpRequest& req) {
   auto run = store->GetRun(req.Param("name"));
   if (!run.ok()) return HttpResponse::FromStatus(run.status());
-  const fs::path run_dir = layout.RunDir(run->id);
   const std::string rel = req.Param("path");
-  auto path = ResolveUnder(run_dir, rel);
-  if (!path.ok()) return HttpResponse::FromStatus(path.status());
-  // Resolved for real, the file must stay inside a served folder of the run: a symlink the run
-  // made anywhere along the path would resolve elsewhere and is refused.
-  std::error_code ec;
-  const fs::path real = fs::weakly_canonical(*path, ec);
-  const fs::path real_run_dir = fs::weakly_canonical(run_dir, ec);
-  const bool served = IsWithin(real_run_dir, real) && real != real_run_dir / kUnservedDir &&
-                      !IsWithin(real_run_dir / kUnservedDir, real);
-  struct stat st {};
-  if (!served || ec || ::lstat(path->c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    return HttpResponse::FromStatus(NotFound("run " + run->id + " has no file '" + rel + "'"));
+  auto parts = SplitRelativePath(rel);
+  if (!parts.ok()) return HttpResponse::FromStatus(parts.status());
+  std::string clean;
+  for (const std::string& p : *parts) clean += (clean.empty() ? "" : "/") + p;
+  const Status missing = NotFound("run " + run->id + " has no file '" + rel + "'");
+  // code/ is the snapshot (served by the snapshot API); a run token sees its run folders only.
+  if (parts->front() == kUnservedDir || (!req.principal.empty() && !IsRunFilePath(clean))) {
+    return HttpResponse::FromStatus(missing);
   }
-  HttpResponse response = HttpResponse::File(*path);
-  const std::string clean = fs::relative(*path, run_dir, ec).generic_string();
+  // Opened below the run's folder by descriptor: no link anywhere along the path is followed,
+  // so a folder the run swaps for a link mid-request cannot send the daemon elsewhere. What is
+  // checked below is the file that is sent.
+  auto root = RootedDir::Open(layout.RunDir(run->id));
+  if (!root.ok()) return HttpResponse::FromStatus(missing);
+  struct stat st {};
+  auto file = root->OpenFile(clean, &st);
+  if (!file.ok()) return HttpResponse::FromStatus(missing);
+  HttpResponse response = HttpResponse::File(std::move(file).value());
   const auto recorded = RecordedFiles(*series, run->id);
   if (const auto* rec = CurrentRecord(recorded, clean, static_cast<std::uint64_t>(st.st_size),
                                       MtimeMillis(st))) {
@@ -401,9 +404,16 @@ asio::awaitable<HttpResponse> Daemon::Impl::Stream(HttpRequest& req) {
   const std::uint64_t log_offset = num("log_offset");
   const std::string known_status = req.Query("status").value_or("");
   const std::uint64_t wait_ms = std::min<std::uint64_t>(num("wait_ms"), 60'000);
-  const fs::path run_dir = layout.RunDir(name);
-  const fs::path build_path = run_dir / sched::Scheduler::kBuildLog;
-  const fs::path log_path = run_dir / sched::Scheduler::kStdLog;
+  // Opened once per answer; the run folder appears when the run is prepared.
+  std::optional<RootedDir> run_dir;
+  auto size_of = [&](const char* rel) -> std::uint64_t {
+    if (!run_dir) return 0;
+    struct stat st {};
+    auto f = run_dir->OpenFile(rel, &st);
+    return f.ok() ? static_cast<std::uint64_t>(st.st_size) : 0;
+  };
+  const char* build_path = sched::Scheduler::kBuildLog;
+  const char* log_path = sched::Scheduler::kStdLog;
 
   auto deadline = Notifier::Clock::now() + std::chrono::milliseconds(wait_ms);
   for (;;) {
@@ -412,16 +422,23 @@ asio::awaitable<HttpResponse> Daemon::Impl::Stream(HttpRequest& req) {
     if (!run.ok()) co_return HttpResponse::FromStatus(run.status());
     const std::string status = StatusText(run->status);
     const bool terminal = store::IsTerminal(run->status);
-    const bool news = status != known_status || RegularFileSizeOr0(build_path) > build_offset ||
-                      RegularFileSizeOr0(log_path) > log_offset;
+    if (!run_dir) {
+      if (auto opened = RootedDir::Open(layout.RunDir(name)); opened.ok()) {
+        run_dir.emplace(std::move(opened).value());
+      }
+    }
+    const RootedDir* dir = run_dir ? &*run_dir : nullptr;
+    const bool news = status != known_status || size_of(build_path) > build_offset ||
+                      size_of(log_path) > log_offset;
     if (news || terminal || Notifier::Clock::now() >= deadline) {
       bool build_more = false, log_more = false;
-      std::string build = ReadChunk(build_path, build_offset, kMaxChunk, terminal, &build_more);
-      std::string log = ReadChunk(log_path, log_offset, kMaxChunk, terminal, &log_more);
+      std::string build =
+          ReadChunk(dir, build_path, build_offset, kMaxChunk, terminal, &build_more);
+      std::string log = ReadChunk(dir, log_path, log_offset, kMaxChunk, terminal, &log_more);
       const std::uint64_t new_build = build_offset + build.size();
       const std::uint64_t new_log = log_offset + log.size();
-      const bool done = terminal && new_build >= RegularFileSizeOr0(build_path) &&
-                        new_log >= RegularFileSizeOr0(log_path);
+      const bool done =
+          terminal && new_build >= size_of(build_path) && new_log >= size_of(log_path);
       co_return JsonText(200, {{"status", status},
                                {"build", build},
                                {"build_offset", new_build},
@@ -516,8 +533,12 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   sopts.sdk_dir = FindPythonSdk();
   // ./outputs recorded with digests in the tracking store at Finalizing (docs/tracking.md).
   sopts.collect_outputs = [series = impl->series.get()](const std::string& run_id,
-                                                        const fs::path& run_dir) {
-    return tracking::CollectOutputs(*series, run_id, run_dir, NowMillis()).status();
+                                                        const fs::path& run_dir)
+      -> StatusOr<std::vector<std::string>> {
+    std::vector<std::string> skipped;
+    TY_RETURN_IF_ERROR(
+        tracking::CollectOutputs(*series, run_id, run_dir, NowMillis(), &skipped).status());
+    return skipped;
   };
   impl->scheduler = std::make_unique<sched::Scheduler>(
       *impl->store, *impl->environments, *impl->builder, *impl->executor, *impl->snapshots,
@@ -530,10 +551,9 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   hopts.bearer_token = impl->token;
   // Runs report with tokens scoped to their own run (docs/tracking.md).
   const SecretBox* secrets = &*impl->secrets;
-  hopts.token_scope = [secrets](std::string_view token) -> std::optional<std::string> {
-    std::string run = secrets->RunOfToken(token);
-    if (run.empty()) return std::nullopt;
-    return "/api/v1/jobs/" + run + "/";
+  hopts.token_scope = [secrets](std::string_view token,
+                                const HttpRequest& request) -> StatusOr<std::string> {
+    return AuthorizeRunToken(*secrets, token, request, NowMillis() / 1000);
   };
   impl->http = std::make_unique<HttpServer>(hopts);
   impl->InstallRoutes();

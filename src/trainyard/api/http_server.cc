@@ -182,11 +182,11 @@ HttpResponse HttpResponse::FromStatus(const Status& status) {
   return Json(HttpStatusFor(status.code()), error);
 }
 
-HttpResponse HttpResponse::File(std::filesystem::path path, std::string content_type) {
+HttpResponse HttpResponse::File(ScopedFd fd, std::string content_type) {
   HttpResponse r;
   r.status = 200;
   r.content_type = std::move(content_type);
-  r.file = std::move(path);
+  r.file = std::make_shared<const ScopedFd>(std::move(fd));
   return r;
 }
 
@@ -350,7 +350,8 @@ struct HttpServer::Impl {
                                     bool keep_alive);
   // OK, Unauthenticated (no or unknown token) or PermissionDenied (a scoped token outside its
   // scope).
-  Status Authorize(const HttpRequest& request) const;
+  // Checks the bearer token; for a token_scope token, sets request.principal.
+  Status Authorize(HttpRequest& request) const;
 
   HttpServerOptions options;
   std::vector<RouteEntry> routes;  // Immutable once started.
@@ -428,17 +429,13 @@ asio::awaitable<bool> WriteResponse(beast::tcp_stream& stream, const HttpRespons
   if (response.file) {
     beast::file file;
     boost::system::error_code ec;
-    // A served file is opened without following a final symlink and without blocking on a FIFO,
-    // and must be a regular file: run folders are writable by the runs.
-    int fd = ::open(response.file->c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    struct stat st {};
+    // Read from its start through a descriptor of our own (the response may be sent again).
+    int fd = ::dup(response.file->get());
     if (fd < 0) {
       ec.assign(errno, boost::system::generic_category());
-    } else if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      ec = boost::system::errc::make_error_code(boost::system::errc::not_supported);
     } else {
       file.native_handle(fd);  // the file object owns and closes it
+      file.seek(0, ec);
     }
     std::uint64_t size = 0;
     if (!ec) size = file.size(ec);
@@ -447,7 +444,7 @@ asio::awaitable<bool> WriteResponse(beast::tcp_stream& stream, const HttpRespons
       co_return ok;
     }
     HttpResponse missing = HttpResponse::FromStatus(NotFound(
-        "file " + response.file->filename().string() + " cannot be read: " + ec.message()));
+        "the file cannot be read: " + ec.message()));
     const bool ok = co_await WriteResponse(stream, missing, version, keep_alive);
     co_return ok;
   }
@@ -526,7 +523,7 @@ asio::awaitable<HttpResponse> FinishSink(BodySink* sink, std::string what) {
 
 }  // namespace
 
-Status HttpServer::Impl::Authorize(const HttpRequest& request) const {
+Status HttpServer::Impl::Authorize(HttpRequest& request) const {
   if (options.bearer_token.empty()) return Status::Ok();
   if (request.method == "GET" && request.path == kHealthPath) return Status::Ok();
   const Status unauthenticated =
@@ -541,12 +538,13 @@ Status HttpServer::Impl::Authorize(const HttpRequest& request) const {
   const std::string_view token = Trim(value.substr(kScheme.size()));
   if (ConstantTimeEquals(token, options.bearer_token)) return Status::Ok();
   if (!options.token_scope || token.empty()) return unauthenticated;
-  const std::optional<std::string> scope = options.token_scope(token);
-  if (!scope) return unauthenticated;
-  // A ".." segment cannot climb out of the prefix: routes never treat it as a parent.
-  if (StartsWith(request.path + "/", *scope)) return Status::Ok();
-  return PermissionDenied("this token may only reach " + *scope + "...; " + request.path +
-                          " is outside it");
+  StatusOr<std::string> principal = options.token_scope(token, request);
+  if (!principal.ok()) {
+    if (principal.status().code() == StatusCode::kPermissionDenied) return principal.status();
+    return unauthenticated;
+  }
+  request.principal = std::move(principal).value();
+  return Status::Ok();
 }
 
 RouteMatch HttpServer::Impl::FindRoute(const HttpRequest& request,

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "trainyard/api/notifier.h"
+#include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/status.h"
 
 namespace trainyard {
@@ -37,12 +38,14 @@ struct HttpServerOptions {
   // "Authorization: Bearer <bearer_token>".
   std::string bearer_token;
   // Optional: consulted when a request carries a bearer token that is not `bearer_token` (e.g.
-  // the run-scoped tokens of the in-run SDK). Returns the path prefix the token may reach (e.g.
-  // "/api/v1/jobs/run-1/"), or nullopt for a token it does not know (answered 401). A known
-  // token used on a path outside its prefix is answered 403. The prefix is compared with the
-  // percent-decoded path. Runs on an event-loop thread before the body is read: must be fast and
-  // thread-safe. Ignored when bearer_token is empty.
-  std::function<std::optional<std::string>(std::string_view token)> token_scope;
+  // the run-scoped tokens of the in-run SDK), with the request's method, path, query and headers
+  // (not its body). Returns the principal the token stands for (put in HttpRequest::principal)
+  // when it may make this request; Unauthenticated for a token it does not know or that expired
+  // (answered 401); PermissionDenied for a known token that may not make this request (403).
+  // Runs on an event-loop thread before the body is read: must be fast, thread-safe and must
+  // not block. Ignored when bearer_token is empty.
+  std::function<StatusOr<std::string>(std::string_view token, const HttpRequest& request)>
+      token_scope;
   // Largest accepted request body of a normal route (upload routes have their own limit); a
   // larger one is answered 413.
   std::size_t max_body_bytes = 64 << 20;
@@ -64,6 +67,9 @@ struct HttpRequest {
   // Header names lower-cased; repeated headers joined with ", ".
   std::map<std::string, std::string, std::less<>> headers;
   std::string body;
+  // Who made the request: "" for the workspace token (or no auth), else what
+  // HttpServerOptions::token_scope named (the daemon: the run id of a run token).
+  std::string principal;
 
   // The first value of query parameter `name`; nullopt when absent.
   std::optional<std::string> Query(std::string_view name) const;
@@ -84,9 +90,9 @@ struct HttpResponse {
   // Extra headers (Content-Type and Content-Length are set by the server).
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
-  // When set, the body is streamed from this file instead of `body`. If the file cannot be
-  // opened when the response is sent, the client gets a 404 JSON error.
-  std::optional<std::filesystem::path> file;
+  // When set, the body is streamed from this open regular file (from its start) instead of
+  // `body`. Shared so that a response stays copyable; read through a duplicate descriptor.
+  std::shared_ptr<const ScopedFd> file;
 
   static HttpResponse Json(int status, const nlohmann::json& value);
   static HttpResponse Text(int status, std::string text,
@@ -94,10 +100,10 @@ struct HttpResponse {
   // 200 {} for OK; otherwise HttpStatusFor(code) with
   // {"error": {"code": "NOT_FOUND", "message": "..."}}.
   static HttpResponse FromStatus(const Status& status);
-  // Streams `path` from disk (for large downloads). The caller has already checked that the
-  // path is one the client may read (see ResolveUnder in common/fs.h).
-  static HttpResponse File(std::filesystem::path path,
-                           std::string content_type = "application/octet-stream");
+  // Streams the regular file open as `fd` (for large downloads). The caller opened it, through
+  // a RootedDir when it lies in a folder others can write, so that what was checked is what is
+  // sent: nothing is opened by path later.
+  static HttpResponse File(ScopedFd fd, std::string content_type = "application/octet-stream");
 };
 
 // A handler runs on an event-loop thread. Async handlers may co_await (timers, Notifier);

@@ -105,7 +105,8 @@ void AddTestRoutes(HttpServer& server, const fs::path& files_root, Observed* obs
                  return HttpResponse::Json(200, {{"ok", true}});
                }));
   server.Route("GET", "/api/v1/runs/{id}", SyncHandler([](HttpRequest& req) {
-                 return HttpResponse::Json(200, {{"id", req.Param("id")}});
+                 return HttpResponse::Json(200,
+                                           {{"id", req.Param("id")}, {"by", req.principal}});
                }));
   server.Route("GET", "/api/v1/runs/search", SyncHandler([](HttpRequest&) {
                  return HttpResponse::Json(200, {{"search", true}});
@@ -150,12 +151,11 @@ void AddTestRoutes(HttpServer& server, const fs::path& files_root, Observed* obs
         throw std::logic_error("async boom");
       }));
   server.Route("GET", "/files/{path...}", SyncHandler([files_root](HttpRequest& req) {
-                 StatusOr<fs::path> file = ResolveUnder(files_root, req.Param("path"));
+                 auto root = RootedDir::Open(files_root);
+                 if (!root.ok()) return HttpResponse::FromStatus(root.status());
+                 auto file = root->OpenFile(req.Param("path"));
                  if (!file.ok()) return HttpResponse::FromStatus(file.status());
-                 if (!fs::is_regular_file(*file)) {
-                   return HttpResponse::FromStatus(NotFound("no file " + req.Param("path")));
-                 }
-                 return HttpResponse::File(*file);
+                 return HttpResponse::File(std::move(file).value());
                }));
   // Long poll: ?since=<sequence>&timeout_ms=<n>. Replies whether the key's sequence moved.
   Notifier* notifier = &server.notifier();
@@ -356,9 +356,13 @@ TEST_F(HttpTest, StatusErrorsKeepCodeAndMessage) {
 TEST_F(HttpTest, BearerTokenRequiredExceptForHealth) {
   HttpServerOptions options;
   options.bearer_token = "s3cret-token";
-  options.token_scope = [](std::string_view token) -> std::optional<std::string> {
-    if (token == "run-token") return "/api/v1/runs/r1/";
-    return std::nullopt;
+  options.token_scope = [](std::string_view token,
+                           const HttpRequest& request) -> StatusOr<std::string> {
+    if (token != "run-token") return Unauthenticated("unknown token");
+    if (!StartsWith(request.path + "/", "/api/v1/runs/r1/")) {
+      return PermissionDenied("outside /api/v1/runs/r1/");
+    }
+    return std::string("run r1");
   };
   StartServer(std::move(options));
 
@@ -394,9 +398,12 @@ TEST_F(HttpTest, BearerTokenRequiredExceptForHealth) {
   ASSERT_TRUE(raw.ok()) << raw.status().ToString();
   EXPECT_EQ(raw->status, 401);
 
-  // The token_scope hook admits scoped tokens under their prefix; elsewhere they are 403.
+  // The token_scope hook's verdict stands: its tokens are admitted where it says, else 403.
   HttpClient run_client(BaseUrl(), "run-token");
-  EXPECT_TRUE(run_client.GetJson("/api/v1/runs/r1").ok());
+  StatusOr<json> as_run = run_client.GetJson("/api/v1/runs/r1");
+  ASSERT_TRUE(as_run.ok()) << as_run.status().ToString();
+  EXPECT_EQ((*as_run)["by"], "run r1") << "the handler sees who the token stands for";
+  EXPECT_EQ((*allowed)["by"], "") << "the workspace token stands for the user";
   EXPECT_EQ(run_client.GetJson("/api/v1/runs/r2").status().code(), StatusCode::kPermissionDenied);
   EXPECT_EQ(run_client.GetJson("/api/v1/runs/r10").status().code(), StatusCode::kPermissionDenied)
       << "a prefix of another run's name is not that run";
@@ -579,9 +586,9 @@ TEST_F(HttpTest, FileResponseDownloadsIntact) {
   const fs::path missing_dest = root_ / "out" / "missing.bin";
   const Status missing = client_->DownloadTo("/files/sub%20dir/nope.bin", missing_dest);
   EXPECT_EQ(missing.code(), StatusCode::kNotFound);
-  EXPECT_EQ(missing.message(), "no file sub dir/nope.bin");
+  EXPECT_EQ(missing.message(), "'sub dir/nope.bin' does not exist");
   EXPECT_FALSE(fs::exists(missing_dest));
-  // "{path...}" captures arrive decoded; ".." is refused by ResolveUnder in the handler.
+  // "{path...}" captures arrive decoded; ".." is refused by RootedDir in the handler.
   EXPECT_EQ(client_->DownloadTo("/files/%2E%2E/secret", missing_dest).code(),
             StatusCode::kInvalidArgument);
 }

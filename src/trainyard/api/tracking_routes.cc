@@ -21,7 +21,9 @@
 #include <utility>
 #include <vector>
 
+#include "trainyard/api/run_scope.h"
 #include "trainyard/common/fs.h"
+#include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
 #include "trainyard/tracking/entries.h"
@@ -97,9 +99,12 @@ void Blocking(HttpServer& server, const std::string& method, const std::string& 
                      });
 }
 
-// The run named by the request's {name}; NotFound naming it.
+// The run named by the request's {name}; NotFound naming it. PermissionDenied for a write
+// made with the run's token once the run reached Finalizing (CheckRunWritable).
 StatusOr<store::RunRecord> RunOf(Context& c, const HttpRequest& req) {
-  return c.store.GetRun(req.Param("name"));
+  TY_ASSIGN_OR_RETURN(store::RunRecord run, c.store.GetRun(req.Param("name")));
+  TY_RETURN_IF_ERROR(CheckRunWritable(req, run));
+  return run;
 }
 
 // --- metrics ---------------------------------------------------------------------------------
@@ -169,12 +174,11 @@ HttpResponse GetMetric(Context& c, HttpRequest& req) {
 
 // --- entries ---------------------------------------------------------------------------------
 
-// OK when `rel` names a regular file of the run's folder (a symlink is not one).
+// OK when `rel` names a regular file of the run's folder, reached without following a link.
 Status CheckRunFile(const fs::path& run_dir, const std::string& rel) {
-  auto path = ResolveUnder(run_dir, rel);
-  if (!path.ok()) return path.status();
-  struct stat st {};
-  if (::lstat(path->c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+  TY_RETURN_IF_ERROR(SplitRelativePath(rel).status());
+  auto root = RootedDir::Open(run_dir);
+  if (!root.ok() || !root->OpenFile(rel).ok()) {
     return InvalidArgument("file '" + rel + "' was not uploaded (PUT /files/" + rel + " first)");
   }
   return Status::Ok();
@@ -347,17 +351,19 @@ HttpResponse PostStatus(Context& c, HttpRequest& req) {
 // so a symlink the run planted in its folder can never send the write elsewhere.
 class RunFileSink : public BodySink {
  public:
-  RunFileSink(tracking::SeriesStore& series, std::string run_id, int dir_fd, std::string leaf,
-              std::string rel)
-      : series_(series),
+  // `request` is the PUT without its body: who made it, checked again before the file lands.
+  RunFileSink(Context& c, HttpRequest request, std::string run_id, ScopedFd dir,
+              std::string leaf, std::string rel)
+      : c_(c),
+        request_(std::move(request)),
         run_id_(std::move(run_id)),
-        dir_fd_(dir_fd),
+        dir_(std::move(dir)),
+        dir_fd_(dir_.get()),
         leaf_(std::move(leaf)),
         rel_(std::move(rel)) {}
   ~RunFileSink() override {
     if (fd_ >= 0) ::close(fd_);
     if (!temp_.empty()) ::unlinkat(dir_fd_, temp_.c_str(), 0);
-    ::close(dir_fd_);
   }
 
   Status Open() {
@@ -384,6 +390,9 @@ class RunFileSink : public BodySink {
   }
 
   HttpResponse Finish() override {
+    // A run token's upload that outlived its run's Running state does not land: what was
+    // collected at Finalizing stays what the run left.
+    if (auto run = RunOf(c_, request_); !run.ok()) return HttpResponse::FromStatus(run.status());
     if (::fsync(fd_) != 0) {
       return HttpResponse::FromStatus(Internal("writing '" + rel_ + "': " + std::strerror(errno)));
     }
@@ -397,16 +406,18 @@ class RunFileSink : public BodySink {
     (void)::fsync(dir_fd_);
     const std::string digest = tracking::DigestOfHex(hash_.FinishHex());
     const tracking::RunFile record{rel_, size_, digest, "upload", 0};
-    if (Status st = series_.RecordFiles(run_id_, {record}, NowMillis()); !st.ok()) {
+    if (Status st = c_.series.RecordFiles(run_id_, {record}, NowMillis()); !st.ok()) {
       return HttpResponse::FromStatus(st.WithPrefix("recording '" + rel_ + "'"));
     }
     return JsonText(201, {{"path", rel_}, {"size", size_}, {"digest", digest}});
   }
 
  private:
-  tracking::SeriesStore& series_;
+  Context& c_;
+  HttpRequest request_;
   std::string run_id_;
   Sha256 hash_;
+  ScopedFd dir_;
   int dir_fd_;
   std::string leaf_;
   std::string rel_;
@@ -416,49 +427,33 @@ class RunFileSink : public BodySink {
 };
 
 // Opens a sink for PUT /files/{path}: on the event loop (a database lookup, a few mkdirat).
+// Files are stored only under the run folders runs write (kRunFileFolders), never beside the
+// daemon's own files of the run (job scripts, the hostfile, user_logs/, code/).
 StatusOr<std::unique_ptr<BodySink>> OpenRunFile(Context& c, HttpRequest& req) {
   TY_ASSIGN_OR_RETURN(store::RunRecord run, RunOf(c, req));
   const std::string rel = req.Param("path");
-  const fs::path run_dir = c.layout.RunDir(run.id);
-  TY_RETURN_IF_ERROR(ResolveUnder(run_dir, rel).status());
-  std::vector<std::string> parts;
-  for (std::size_t start = 0; start <= rel.size();) {
-    std::size_t slash = rel.find('/', start);
-    if (slash == std::string::npos) slash = rel.size();
-    std::string part = rel.substr(start, slash - start);
-    if (part == "..") return InvalidArgument("file path '" + rel + "' must not contain '..'");
-    if (!part.empty() && part != ".") parts.push_back(std::move(part));
-    start = slash + 1;
-  }
-  if (parts.empty()) return InvalidArgument("file path '" + rel + "' names no file");
-  if (parts.front() == "code" || parts.front() == "user_logs") {
-    return InvalidArgument("file path '" + rel + "' is under " + parts.front() +
-                           "/, which the daemon owns; store run files elsewhere (e.g. outputs/)");
-  }
-  TY_RETURN_IF_ERROR(MakeDirs(run_dir));
-  int dir = ::open(run_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (dir < 0) return Internal("cannot open the folder of run " + run.id);
-  for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
-    if (::mkdirat(dir, parts[i].c_str(), 0755) != 0 && errno != EEXIST) {
-      ::close(dir);
-      return Internal("cannot create the folder of '" + rel + "': " + std::strerror(errno));
-    }
-    int next = ::openat(dir, parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    ::close(dir);
-    if (next < 0) {
-      return InvalidArgument("file path '" + rel + "': '" + parts[i] +
-                             "' is not a folder (symbolic links are not followed)");
-    }
-    dir = next;
-  }
-  struct stat st {};
-  if (::fstatat(dir, parts.back().c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
-    ::close(dir);
-    return InvalidArgument("file path '" + rel + "' is a folder");
-  }
+  TY_ASSIGN_OR_RETURN(std::vector<std::string> parts, SplitRelativePath(rel));
   std::string clean_rel;
   for (const std::string& part : parts) clean_rel += (clean_rel.empty() ? "" : "/") + part;
-  auto sink = std::make_unique<RunFileSink>(c.series, run.id, dir, parts.back(), clean_rel);
+  if (!IsRunFilePath(clean_rel)) {
+    return InvalidArgument("file path '" + rel +
+                           "' is outside outputs/, logs/ and images/, the folders run files are "
+                           "stored in (e.g. outputs/" + parts.back() + ")");
+  }
+  TY_ASSIGN_OR_RETURN(RootedDir run_dir, RootedDir::Create(c.layout.RunDir(run.id)));
+  std::string parent;
+  for (std::size_t i = 0; i + 1 < parts.size(); ++i) parent += (parent.empty() ? "" : "/") + parts[i];
+  // Created and entered by descriptor: a folder the run swapped for a link is refused.
+  auto dir = run_dir.MakeDirs(parent);
+  if (!dir.ok()) return dir.status().WithPrefix("file path '" + rel + "'");
+  struct stat st {};
+  if (::fstatat(dir->get(), parts.back().c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+      S_ISDIR(st.st_mode)) {
+    return InvalidArgument("file path '" + rel + "' is a folder");
+  }
+  HttpRequest head = req;  // without a body: who asked, for the check in Finish
+  auto sink = std::make_unique<RunFileSink>(c, std::move(head), run.id, std::move(dir).value(),
+                                            parts.back(), clean_rel);
   TY_RETURN_IF_ERROR(sink->Open());
   return std::unique_ptr<BodySink>(std::move(sink));
 }

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/status.h"
 
 namespace trainyard::cas::internal {
@@ -60,7 +61,7 @@ void ParallelFor(size_t n, Fn fn, size_t max_workers = 8) {
   work();
 }  // The jthreads join here.
 
-class ScopedFd;
+using ScopedFd = ::trainyard::ScopedFd;
 
 // Opens the regular file `src` for reading its content once, start to end: never through a
 // final symlink (InvalidArgument "... is a symlink; not stored"), never blocking on a FIFO that
@@ -68,29 +69,5 @@ class ScopedFd;
 // *st (its fstat). Other errors as ErrnoError.
 Status OpenSourceFile(const std::filesystem::path& src, ScopedFd* fd, struct stat* st);
 
-// Closes a file descriptor when it goes out of scope.
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd = -1) : fd_(fd) {}
-  ~ScopedFd() { Reset(); }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  void Reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-  // Closes now and reports a failed close (which can mean a failed write-back).
-  int Close() {
-    int rc = fd_ >= 0 ? ::close(fd_) : 0;
-    fd_ = -1;
-    return rc;
-  }
-
- private:
-  int fd_;
-};
 
 }  // namespace trainyard::cas::internal

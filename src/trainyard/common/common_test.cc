@@ -130,21 +130,34 @@ namespace {
 TEST(SecretBoxTest, RunTokensNameOneRunAndNeedTheKey) {
   SecretBox box = SecretBox::ForTesting("0123456789abcdef0123456789abcdef");
   SecretBox other = SecretBox::ForTesting("fedcba9876543210fedcba9876543210");
-  const std::string token = box.RunToken("run-1.a_b");
-  EXPECT_EQ(box.RunOfToken(token), "run-1.a_b");
+  constexpr std::int64_t kNow = 1'800'000'000, kExpires = kNow + 3600;
+  const std::string token = box.RunToken("run-1.a_b", kExpires);
+  EXPECT_EQ(box.RunOfToken(token, kNow), "run-1.a_b");
   EXPECT_EQ(token.find("0123456789"), std::string::npos) << "the key must not show";
-  EXPECT_EQ(other.RunOfToken(token), "") << "another workspace's key";
-  EXPECT_NE(box.RunToken("run-2"), box.RunToken("run-1.a_b"));
+  EXPECT_EQ(other.RunOfToken(token, kNow), "") << "another workspace's key";
+  EXPECT_NE(box.RunToken("run-2", kExpires), box.RunToken("run-1.a_b", kExpires));
   // Claiming another run with this run's MAC, or tampering with the MAC, fails.
   std::string forged = token;
   forged.replace(5, 9, "run-2.a_b");
-  EXPECT_EQ(box.RunOfToken(forged), "");
+  EXPECT_EQ(box.RunOfToken(forged, kNow), "");
   std::string flipped = token;
   flipped.back() = flipped.back() == 'A' ? 'B' : 'A';
-  EXPECT_EQ(box.RunOfToken(flipped), "");
-  for (const char* bad : {"", "tyr1.", "tyr1..", "tyr1.run", "Bearer x", "tyr1.run."}) {
-    EXPECT_EQ(box.RunOfToken(bad), "") << bad;
+  EXPECT_EQ(box.RunOfToken(flipped, kNow), "");
+  for (const char* bad : {"", "tyr2.", "tyr2..", "tyr2.run", "Bearer x", "tyr2.run.", "tyr2.run.1."}) {
+    EXPECT_EQ(box.RunOfToken(bad, kNow), "") << bad;
   }
+}
+
+TEST(SecretBoxTest, RunTokensExpire) {
+  SecretBox box = SecretBox::ForTesting("0123456789abcdef0123456789abcdef");
+  const std::string token = box.RunToken("run-1", 1000);
+  EXPECT_EQ(box.RunOfToken(token, 999), "run-1");
+  EXPECT_EQ(box.RunOfToken(token, 1000), "") << "expired at its expiry";
+  EXPECT_EQ(box.RunOfToken(token, 5000), "");
+  // Moving the expiry forward breaks the MAC.
+  std::string later = token;
+  later.replace(later.find(".1000.") + 1, 4, "9999");
+  EXPECT_EQ(box.RunOfToken(later, 999), "");
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 
 #include <sodium.h>
 
+#include <cstdint>
+
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
 
@@ -65,39 +67,50 @@ bool SecretBox::IsSealed(std::string_view text) { return StartsWith(text, kPrefi
 
 namespace {
 
-constexpr std::string_view kRunTokenPrefix = "tyr1.";
+constexpr std::string_view kRunTokenPrefix = "tyr2.";
 
-// MAC of `run_id` under a subkey of `key` set aside for run tokens (so a token reveals nothing
-// about the key that seals secrets).
-std::string RunTokenMac(const std::string& key, std::string_view run_id) {
+// MAC of "<run_id>.<expires>" under a subkey of `key` set aside for run tokens (so a token
+// reveals nothing about the key that seals secrets).
+std::string RunTokenMac(const std::string& key, std::string_view signed_part) {
   unsigned char subkey[crypto_auth_KEYBYTES];
-  crypto_kdf_derive_from_key(subkey, sizeof subkey, 1, "runtoken",
+  crypto_kdf_derive_from_key(subkey, sizeof subkey, 2, "runtoken",
                              reinterpret_cast<const unsigned char*>(key.data()));
   unsigned char mac[crypto_auth_BYTES];
-  crypto_auth(mac, reinterpret_cast<const unsigned char*>(run_id.data()), run_id.size(), subkey);
+  crypto_auth(mac, reinterpret_cast<const unsigned char*>(signed_part.data()), signed_part.size(),
+              subkey);
   sodium_memzero(subkey, sizeof subkey);
   return Base64UrlEncode(std::string_view(reinterpret_cast<const char*>(mac), sizeof mac));
 }
 
 }  // namespace
 
-std::string SecretBox::RunToken(std::string_view run_id) const {
-  return std::string(kRunTokenPrefix) + std::string(run_id) + "." + RunTokenMac(key_, run_id);
+std::string SecretBox::RunToken(std::string_view run_id, std::int64_t expires_unix_s) const {
+  const std::string signed_part = std::string(run_id) + "." + std::to_string(expires_unix_s);
+  return std::string(kRunTokenPrefix) + signed_part + "." + RunTokenMac(key_, signed_part);
 }
 
-std::string SecretBox::RunOfToken(std::string_view token) const {
+std::string SecretBox::RunOfToken(std::string_view token, std::int64_t now_unix_s) const {
   if (!StartsWith(token, kRunTokenPrefix)) return "";
   token.remove_prefix(kRunTokenPrefix.size());
   const size_t dot = token.rfind('.');
   if (dot == std::string_view::npos || dot == 0) return "";
-  const std::string_view run_id = token.substr(0, dot);
+  const std::string_view signed_part = token.substr(0, dot);
   const std::string_view mac = token.substr(dot + 1);
-  const std::string expected = RunTokenMac(key_, run_id);
+  const std::string expected = RunTokenMac(key_, signed_part);
   if (mac.size() != expected.size() ||
       sodium_memcmp(mac.data(), expected.data(), expected.size()) != 0) {
     return "";
   }
-  return std::string(run_id);
+  // Authentic: the expiry after the run id's last '.' is the one the daemon wrote.
+  const size_t exp_dot = signed_part.rfind('.');
+  if (exp_dot == std::string_view::npos || exp_dot == 0) return "";
+  std::int64_t expires = 0;
+  for (char c : signed_part.substr(exp_dot + 1)) {
+    if (c < '0' || c > '9' || expires > (INT64_MAX - 9) / 10) return "";
+    expires = expires * 10 + (c - '0');
+  }
+  if (now_unix_s >= expires) return "";
+  return std::string(signed_part.substr(0, exp_dot));
 }
 
 }  // namespace trainyard

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -24,13 +25,14 @@ class SecretBox {
 
   static bool IsSealed(std::string_view text);
 
-  // A bearer token that names one run: "tyr1." + run_id + "." + base64url(MAC of the run id
-  // under a key derived from this box's key). Verifiable without storing it, and useless for
-  // any other run or workspace. Run ids are names ([A-Za-z0-9._-]) so the format is unambiguous.
-  std::string RunToken(std::string_view run_id) const;
+  // A bearer token that names one run until `expires_unix_s`: "tyr2." + run_id + "." + expiry
+  // + "." + base64url(MAC of both under a key derived from this box's key). Verifiable without
+  // storing it, and useless for any other run or workspace, or after it expires. Run ids are
+  // names ([A-Za-z0-9._-]) so the format is unambiguous.
+  std::string RunToken(std::string_view run_id, std::int64_t expires_unix_s) const;
   // The run id a token from RunToken names, or "" when `token` is not one made with this key
-  // (checked in constant time).
-  std::string RunOfToken(std::string_view token) const;
+  // (checked in constant time) or has expired at `now_unix_s`.
+  std::string RunOfToken(std::string_view token, std::int64_t now_unix_s) const;
 
  private:
   explicit SecretBox(std::string key) : key_(std::move(key)) {}

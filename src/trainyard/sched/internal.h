@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/rooted_dir.h"
 #include "trainyard/docker/engine.h"
 #include "trainyard/sched/scheduler.h"
 #include "trainyard/spec/definition.h"
@@ -36,9 +37,9 @@ std::string NodeLogName(int i);
 int ProcessesPerNode(const spec::RunRequest& req);
 // Whether a run's code folder is mounted read-only (hard links to the snapshot's objects).
 bool CodeIsReadOnly(const spec::RunRequest& req);
-// Whether the last 64 KiB of the regular file at `path` (never through a symlink) contain
-// `needle`.
-bool LogTailMentions(const fs::path& path, std::string_view needle);
+// Whether the last 64 KiB of the regular file `rel` below `run_dir` (reached without following
+// any link) contain `needle`.
+bool LogTailMentions(const fs::path& run_dir, std::string_view rel, std::string_view needle);
 // The reason a run ends with when its script reported fail(message), or nullopt.
 std::optional<std::string> ScriptFailure(store::Store& store, const std::string& run_id);
 
@@ -77,19 +78,16 @@ class LinePrefixer {
 // Appends to one of a run's log files and tells listeners after each write.
 class LogWriter {
  public:
-  LogWriter(const fs::path& path, bool truncate, std::function<void()> on_write)
+  // Writes the file `rel` below the folder `root` (created when missing). The folder may be
+  // writable by the run: the file is opened by descriptor without following any link on the way
+  // and never blocks on a FIFO planted there; such a log is not written (and not a failure).
+  LogWriter(const fs::path& root, std::string_view rel, bool truncate,
+            std::function<void()> on_write)
       : on_write_(std::move(on_write)) {
-    (void)MakeDirs(path.parent_path());
-    // The folder may be writable by the run: never write through a symlink or into a FIFO.
-    fd_ = ::open(
-        path.c_str(),
-        O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (truncate ? O_TRUNC : O_APPEND),
-        0644);
-    struct stat st {};
-    if (fd_ >= 0 && (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode))) {
-      ::close(fd_);
-      fd_ = -1;
-    }
+    auto dir = RootedDir::Create(root);
+    if (!dir.ok()) return;
+    auto fd = dir->OpenForWrite(rel, truncate);
+    if (fd.ok()) fd_ = fd->Release();
   }
   ~LogWriter() {
     if (fd_ >= 0) ::close(fd_);

@@ -29,20 +29,11 @@ bool CodeIsReadOnly(const spec::RunRequest& req) {
   return !req.snapshot_id.empty() && !req.code_copy;
 }
 
-bool LogTailMentions(const fs::path& path, std::string_view needle) {
-  constexpr off_t kTail = 64 << 10;
-  const int fd = OpenRegularNoFollow(path);
-  if (fd < 0) return false;
-  struct stat st {};
-  std::string buf;
-  if (::fstat(fd, &st) == 0) {
-    const off_t start = st.st_size > kTail ? st.st_size - kTail : 0;
-    buf.resize(static_cast<size_t>(st.st_size - start));
-    const ssize_t n = ::pread(fd, buf.data(), buf.size(), start);
-    buf.resize(n > 0 ? static_cast<size_t>(n) : 0);
-  }
-  ::close(fd);
-  return buf.find(needle) != std::string::npos;
+bool LogTailMentions(const fs::path& run_dir, std::string_view rel, std::string_view needle) {
+  auto dir = RootedDir::Open(run_dir);
+  if (!dir.ok()) return false;
+  auto tail = dir->ReadTail(rel, 64 << 10);
+  return tail.ok() && tail->find(needle) != std::string::npos;
 }
 
 std::optional<std::string> ScriptFailure(store::Store& store, const std::string& run_id) {
@@ -217,6 +208,16 @@ void Scheduler::Notify(const std::string& run_id) {
     listener = listener_;
   }
   if (listener) listener(run_id);
+}
+
+std::int64_t Scheduler::RunTokenExpiry(const spec::RunRequest& req, std::int64_t now_ms) {
+  // A run with a timeout cannot need its token longer than that; one without gets 30 days.
+  // The margin covers the wait for a node and the finalising after the timeout.
+  constexpr std::int64_t kDefaultLifetime = 30LL * 24 * 3600, kMargin = 3600;
+  const std::int64_t lifetime = req.timeout_seconds && *req.timeout_seconds > 0
+                                    ? std::min(*req.timeout_seconds, kDefaultLifetime)
+                                    : kDefaultLifetime;
+  return now_ms / 1000 + lifetime + kMargin;
 }
 
 Status Scheduler::Transition(RunContext& ctx, RunStatus to) {
@@ -413,7 +414,7 @@ Status Scheduler::EnqueueLocked(std::shared_ptr<RunContext> ctx) {
 }
 
 void Scheduler::PrebuildLocked(const std::shared_ptr<RunContext>& ctx) {
-  auto log = std::make_shared<LogWriter>(layout_.RunDir(ctx->id) / kBuildLog, false,
+  auto log = std::make_shared<LogWriter>(layout_.RunDir(ctx->id), kBuildLog, false,
                                          [this, id = ctx->id] { Notify(id); });
   auto it = builds_.find(ctx->image_hash);
   if (it != builds_.end()) {
@@ -599,6 +600,20 @@ void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& rea
   (void)Transition(ctx, status);
 }
 
+Status Scheduler::CollectOutputs(RunContext& ctx) {
+  if (!options_.collect_outputs) return Status::Ok();
+  const fs::path run_dir = layout_.RunDir(ctx.id);
+  TY_ASSIGN_OR_RETURN(std::vector<std::string> skipped, options_.collect_outputs(ctx.id, run_dir));
+  if (skipped.empty()) return Status::Ok();
+  LogWriter log(run_dir, kStdLog, /*truncate=*/false, [this, &ctx] { Notify(ctx.id); });
+  for (const std::string& why : skipped) {
+    std::fprintf(stderr, "[%s] run %s: output not collected: %s\n",
+                 FormatTimeIso(NowMillis()).c_str(), ctx.id.c_str(), why.c_str());
+    log.Write("[trainyard] warning: output not collected: " + why + "\n");
+  }
+  return Status::Ok();
+}
+
 std::string Scheduler::Hostfile(const RunContext& ctx) {
   const int per_node = ProcessesPerNode(ctx.request);
   std::string out;
@@ -693,7 +708,7 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
     const std::string socket_dir = process ? options_.socket_dir.string() : kSocketDir;
     if (!process) spec.mounts.push_back({options_.socket_dir.string(), kSocketDir, true});
     env["TRAINYARD_TRACKING_URL"] = "unix://" + socket_dir + "/api.sock";
-    env["TRAINYARD_RUN_TOKEN"] = secrets_.RunToken(ctx.id);
+    env["TRAINYARD_RUN_TOKEN"] = secrets_.RunToken(ctx.id, RunTokenExpiry(req, NowMillis()));
   }
   if (!options_.sdk_dir.empty()) {
     if (!process) spec.mounts.push_back({options_.sdk_dir.string(), kSdkDir, true});
@@ -792,7 +807,7 @@ void Scheduler::Execute(RunContext& ctx) {
   const fs::path run_dir = layout_.RunDir(ctx.id);
   // A process compute builds nothing: its runs have no build log.
   std::optional<LogWriter> build_log;
-  if (!ctx.process) build_log.emplace(run_dir / kBuildLog, false, [this, &ctx] { Notify(ctx.id); });
+  if (!ctx.process) build_log.emplace(run_dir, kBuildLog, false, [this, &ctx] { Notify(ctx.id); });
   auto build_note = [&](std::string_view text) {
     if (build_log) build_log->Write(text);
   };
@@ -974,7 +989,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
   // duplicates, also after a re-attach. One node: its output is the run's log. Several: each
   // has its own (user_logs/std_log_node_<i>.txt) and the run's log has every node's lines,
   // each prefixed "[node i] ".
-  LogWriter std_log(run_dir / kStdLog, true, [this, &ctx] { Notify(ctx.id); });
+  LogWriter std_log(run_dir, kStdLog, true, [this, &ctx] { Notify(ctx.id); });
   std::vector<StatusOr<exec::ExitInfo>> exits(n, Internal("not waited for"));
   // The order nodes ended badly in (1 = first), 0 for those that did not: the first is the cause,
   // the others were most likely stopped because of it.
@@ -985,7 +1000,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
     std::optional<LinePrefixer> prefixed;
     docker::TextSink sink = std_log.Sink();
     if (n > 1) {
-      node_log.emplace(run_dir / NodeLogName(i), true, [] {});
+      node_log.emplace(run_dir, NodeLogName(i), true, [] {});
       prefixed.emplace("[node " + std::to_string(i) + "] ", std_log.Sink());
       sink = [&](std::string_view t) {
         node_log->Write(t);
@@ -1061,10 +1076,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
     }
   }
   if (n > 1) (void)executor.RemoveNetwork(ContainerName(ctx.id));
-  Status collected = Status::Ok();
-  if (options_.collect_outputs) {
-    collected = options_.collect_outputs(ctx.id, layout_.RunDir(ctx.id));
-  }
+  const Status collected = CollectOutputs(ctx);
 
   if (canceled) {
     Finish(ctx, RunStatus::kCanceled, "canceled by user");
@@ -1086,7 +1098,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
       reason += " (its log: " + NodeLogName(cause) + "; the other nodes were stopped)";
     }
     if (CodeIsReadOnly(ctx.request) &&
-        LogTailMentions(layout_.RunDir(ctx.id) / kStdLog, "Read-only file system")) {
+        LogTailMentions(layout_.RunDir(ctx.id), kStdLog, "Read-only file system")) {
       reason +=
           "; it tried to write into its code folder, which is read-only (the files are the "
           "snapshot's, shared with other runs): write into ./outputs or ./logs, or submit with "

@@ -33,9 +33,12 @@ struct SchedulerOptions {
   std::filesystem::path sdk_dir;
   std::filesystem::path socket_dir;
   // Called in Finalizing, after the node is gone and before the final state, to record the
-  // run's ./outputs (in the daemon: hashed into the tracking store). An error fails a run that
-  // would otherwise complete: "cannot collect the outputs: ...". Unset: nothing is recorded.
-  std::function<Status(const std::string& run_id, const std::filesystem::path& run_dir)>
+  // run's ./outputs (in the daemon: hashed into the tracking store). Returns warnings about
+  // files it skipped (each written to the run's log, the run still completes). An error fails a
+  // run that would otherwise complete: "cannot collect the outputs: ...". Unset: nothing is
+  // recorded.
+  std::function<StatusOr<std::vector<std::string>>(const std::string& run_id,
+                                                   const std::filesystem::path& run_dir)>
       collect_outputs;
   // Runs the nodes of `process` computes; unset: such computes cannot be created.
   exec::Executor* process_executor = nullptr;
@@ -154,6 +157,10 @@ class Scheduler {
   // ("Slurm job 42 pending: Resources"). Empty when it does not wait.
   std::string WaitReason(const std::string& run_id);
 
+  // When a run token handed to a run submitted as `req` at `now_ms` expires (unix seconds):
+  // after the run's timeout (at most 30 days) plus an hour.
+  static std::int64_t RunTokenExpiry(const spec::RunRequest& req, std::int64_t now_ms);
+
   // Names of a run's log files, relative to its folder.
   static constexpr const char* kStdLog = "user_logs/std_log.txt";
   static constexpr const char* kBuildLog = "logs/image_build.log";
@@ -204,6 +211,9 @@ class Scheduler {
   void FollowAndFinish(RunContext& ctx);
   Status Transition(RunContext& ctx, store::RunStatus to);
   void Finish(RunContext& ctx, store::RunStatus status, const std::string& reason);
+  // Records the run's outputs (SchedulerOptions::collect_outputs); a file that was skipped is
+  // named in the run's log as a warning.
+  Status CollectOutputs(RunContext& ctx);
   void Notify(const std::string& run_id);
   // The launch of node `node` (0-based) of the run.
   StatusOr<exec::LaunchSpec> MakeLaunchSpec(RunContext& ctx, const std::string& image, int node);

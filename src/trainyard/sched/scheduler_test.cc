@@ -376,7 +376,10 @@ TEST_F(SchedulerTest, RunsGetTheTrackingSocketSdkAndARunToken) {
   for (const std::string& kv : cfg->env)
     env[kv.substr(0, kv.find('='))] = kv.substr(kv.find('=') + 1);
   EXPECT_EQ(env["TRAINYARD_TRACKING_URL"], "unix:///trainyard/sock/api.sock");
-  EXPECT_EQ(secrets_.RunOfToken(env["TRAINYARD_RUN_TOKEN"]), run->id);
+  const std::int64_t now_s = NowMillis() / 1000;
+  EXPECT_EQ(secrets_.RunOfToken(env["TRAINYARD_RUN_TOKEN"], now_s), run->id);
+  // No timeout: the token lasts 30 days and an hour, not forever.
+  EXPECT_EQ(secrets_.RunOfToken(env["TRAINYARD_RUN_TOKEN"], now_s + 30 * 86400 + 3700), "");
   EXPECT_EQ(env["PYTHONPATH"], "/trainyard/sdk/python:/app/lib");
   std::map<std::string, docker::Mount> mounts;
   for (const docker::Mount& m : cfg->mounts) mounts[m.target] = m;

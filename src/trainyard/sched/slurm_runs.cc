@@ -33,36 +33,42 @@ constexpr std::chrono::milliseconds kNodesMaxAge(5000);
 // How often a job is looked at until it runs.
 constexpr std::chrono::milliseconds kStartPoll(100);
 
-// A file another host (or process) appends to, read from where the last read stopped.
+// A file another host (or process) appends to, read from where the last read stopped. The file
+// is in a folder the run can write: opened below `root` by descriptor, never through a link and
+// never blocking on a FIFO.
 class Tail {
  public:
-  explicit Tail(fs::path path) : path_(std::move(path)) {}
+  Tail(fs::path root, std::string rel) : root_(std::move(root)), rel_(std::move(rel)) {}
   // Sends what was appended since the last call to `sink`.
   void Read(const docker::TextSink& sink) {
-    const int fd = OpenRegularNoFollow(path_);
-    if (fd < 0) return;
+    auto dir = RootedDir::Open(root_);
+    if (!dir.ok()) return;
+    auto fd = dir->OpenFile(rel_);
+    if (!fd.ok()) return;
     std::string buf(64 << 10, '\0');
     for (;;) {
-      const ssize_t n = ::pread(fd, buf.data(), buf.size(), offset_);
+      const ssize_t n = ::pread(fd->get(), buf.data(), buf.size(), offset_);
       if (n <= 0) break;
       offset_ += n;
       sink(std::string_view(buf.data(), static_cast<std::size_t>(n)));
     }
-    ::close(fd);
   }
 
  private:
-  fs::path path_;
+  fs::path root_;
+  std::string rel_;
   off_t offset_ = 0;
 };
 
 // The last line of a batch log (at most its last 4 KiB) that is not Slurm's own ("srun: ...",
-// "slurmstepd: ..."), for failure reasons: the error of the command that failed.
-std::string LastLine(const fs::path& path) {
-  auto text = ReadFile(path);
+// "slurmstepd: ..."), for failure reasons: the error of the command that failed. The log is in
+// the run's logs/ folder: read by descriptor below `root`, the tail only.
+std::string LastLine(const fs::path& root, std::string_view rel) {
+  auto dir = RootedDir::Open(root);
+  if (!dir.ok()) return "";
+  auto text = dir->ReadTail(rel, 4096);
   if (!text.ok()) return "";
   std::string_view t = *text;
-  if (t.size() > 4096) t = t.substr(t.size() - 4096);
   std::string last, last_slurm;
   for (const std::string& line : Split(t, '\n')) {
     const std::string_view l = Trim(line);
@@ -230,7 +236,7 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
     Finish(ctx, RunStatus::kFailed, "compute lost: " + compute.status().message());
     return;
   }
-  LogWriter build_log(run_dir / kBuildLog, false, [this, &ctx] { Notify(ctx.id); });
+  LogWriter build_log(run_dir, kBuildLog, false, [this, &ctx] { Notify(ctx.id); });
   std::string image_ref = image;
   std::optional<docker::RegistryAuth> auth;
   if (compute->registry) {
@@ -371,14 +377,14 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
   // own, and the run's log has every node's lines prefixed "[node i] ". Re-read from the first
   // byte into truncated files, also after a re-attach.
   const int n = ctx.nodes;
-  LogWriter std_log(run_dir / kStdLog, true, [this, &ctx] { Notify(ctx.id); });
+  LogWriter std_log(run_dir, kStdLog, true, [this, &ctx] { Notify(ctx.id); });
   std::vector<Tail> tails;
   std::vector<std::unique_ptr<LogWriter>> node_logs;
   std::vector<std::unique_ptr<LinePrefixer>> prefixed;
   for (int i = 0; i < n; ++i) {
-    tails.emplace_back(files.NodeLog(i));
+    tails.emplace_back(files.dir, files.NodeLog(i).filename().string());
     if (n > 1) {
-      node_logs.push_back(std::make_unique<LogWriter>(run_dir / NodeLogName(i), true, [] {}));
+      node_logs.push_back(std::make_unique<LogWriter>(run_dir, NodeLogName(i), true, [] {}));
       prefixed.push_back(
           std::make_unique<LinePrefixer>("[node " + std::to_string(i) + "] ", std_log.Sink()));
     }
@@ -510,8 +516,10 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
   read_logs();
   for (auto& p : prefixed) p->Flush();
   // The registry credentials stay only as long as the pull: a job canceled before it ran never
-  // pulled, and its auth file is still there.
+  // pulled, and its auth file is still there. The variables file holds the run token: the job
+  // has ended, so neither is left behind.
   (void)RemoveTree(files.dir / "auth");
+  (void)RemoveTree(files.EnvFile());
 
   bool canceled, timed_out;
   {
@@ -544,20 +552,16 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
   Status collected = Status::Ok();
   if (work != run_dir) {
     // The run wrote its outputs and logs on the shared folder; they are kept in the workspace.
+    // Both folders were the run's to write: copied by descriptor, links left behind.
+    auto from = RootedDir::Open(work);
+    auto to = RootedDir::Create(run_dir);
+    collected = !from.ok() ? from.status() : to.status();
     for (const char* d : {"outputs", "logs"}) {
-      std::error_code ec;
-      fs::copy(work / d, run_dir / d,
-               fs::copy_options::recursive | fs::copy_options::overwrite_existing |
-                   fs::copy_options::copy_symlinks,
-               ec);
-      if (ec && collected.ok()) {
-        collected = Internal("copying " + (work / d).string() + " back: " + ec.message());
-      }
+      if (collected.ok()) collected = CopyTree(*from, *to, d);
     }
+    if (!collected.ok()) collected = collected.WithPrefix("copying " + work.string() + " back");
   }
-  if (collected.ok() && options_.collect_outputs) {
-    collected = options_.collect_outputs(ctx.id, run_dir);
-  }
+  if (collected.ok()) collected = CollectOutputs(ctx);
 
   const std::string state = ended ? ended->state : "";
   const std::string node_prefix =
@@ -586,7 +590,7 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
   } else if (state == "PREEMPTED" || state == "DEADLINE" || state == "REVOKED") {
     Finish(ctx, RunStatus::kFailed, job_name + " ended " + state + " in Slurm");
   } else if (job_exit && job_exit->pull_failed) {
-    const std::string last = LastLine(work / kJobLog);
+    const std::string last = LastLine(work, kJobLog);
     Finish(ctx, RunStatus::kFailed,
            "the nodes could not pull the run's image" + (last.empty() ? "" : ": " + last) +
                " (its log: logs/slurm_job.log)");
@@ -602,7 +606,7 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
       reason += " (its log: " + NodeLogName(cause->node) + "; the other nodes were stopped)";
     }
     if (!cause) reason = job_name + " failed: " + reason + " (its log: logs/slurm_job.log)";
-    if (CodeIsReadOnly(ctx.request) && LogTailMentions(run_dir / kStdLog, "Read-only file system")) {
+    if (CodeIsReadOnly(ctx.request) && LogTailMentions(run_dir, kStdLog, "Read-only file system")) {
       reason +=
           "; it tried to write into its code folder, which is read-only: write into ./outputs "
           "or ./logs, or submit with --copy for a writable copy";

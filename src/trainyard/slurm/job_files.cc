@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/util.h"
 #include "trainyard/slurm/slurm.h"
 
@@ -388,9 +389,13 @@ Status WriteWithMode(const fs::path& path, const std::string& data, unsigned mod
   return Status::Ok();
 }
 
+// A small file of the job folder: never through a link, never blocking on a FIFO, never more
+// than 4 KiB read.
 std::optional<std::string> ReadSmall(const fs::path& path) {
-  auto text = ReadFile(path);
-  if (!text.ok() || text->size() > 4096) return std::nullopt;
+  auto dir = RootedDir::Open(path.parent_path());
+  if (!dir.ok()) return std::nullopt;
+  auto text = dir->ReadFile(path.filename().string(), 4096);
+  if (!text.ok()) return std::nullopt;
   return std::move(*text);
 }
 

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -79,6 +81,43 @@ TEST_F(CollectOutputsTest, NoOutputsFolderRecordsNothing) {
   ASSERT_TRUE(files.ok());
   EXPECT_TRUE(files->empty());
   EXPECT_TRUE(store_->ListFiles("r1")->empty());
+}
+
+TEST_F(CollectOutputsTest, AnUnreadableFileIsSkippedAndNamedTheOthersAreKept) {
+  Write("outputs/a.txt", "a");
+  Write("outputs/locked.bin", "secret");
+  Write("outputs/z.txt", "z");
+  ASSERT_EQ(::chmod((run_dir_ / "outputs/locked.bin").c_str(), 0), 0);
+  // Root reads a mode-0 file: collect as an unprivileged user in a child, which reports back
+  // through its exit code (0: as expected; 1..: the check that failed).
+  store_.reset();
+  for (const auto& e : fs::recursive_directory_iterator(dir_)) {
+    if (e.path().filename() != "locked.bin") ::chmod(e.path().c_str(), 0777);
+  }
+  ::chmod(dir_.c_str(), 0777);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (::getuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) ::_exit(10);
+    auto store = SeriesStore::Open((dir_ / "child.db").string());
+    if (!store.ok()) ::_exit(11);
+    std::vector<std::string> skipped;
+    auto files = CollectOutputs(**store, "r1", run_dir_, 1, &skipped);
+    if (!files.ok()) ::_exit(12);
+    if (files->size() != 2 || (*files)[0].path != "outputs/a.txt" ||
+        (*files)[1].path != "outputs/z.txt") {
+      ::_exit(13);
+    }
+    if (skipped.size() != 1 || skipped[0].find("outputs/locked.bin") == std::string::npos) {
+      ::_exit(14);
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10: setuid, 11: store, 12: collect failed, 13: wrong "
+                                       "files recorded, 14: the skipped file not named";
 }
 
 }  // namespace
