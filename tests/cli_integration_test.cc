@@ -260,15 +260,8 @@ TEST_F(CliTest, RemoteDaemonReceivesOnlyMissingObjects) {
   ASSERT_TRUE(info.contains("port")) << info.dump();
   const fs::path remote = home_ / "elsewhere";
   ASSERT_TRUE(MakeDirs(remote / ".trainyard").ok());
-  ASSERT_TRUE(
-      WriteFileAtomic(remote / ".trainyard" / "token", info["token"].get<std::string>(), 0600)
-          .ok());
-  ASSERT_TRUE(
-      WriteFileAtomic(remote / ".trainyard" / "config.json",
-                      json{{"url", "http://127.0.0.1:" + std::to_string(info["port"].get<int>())},
-                           {"token_file", "token"}}
-                          .dump())
-          .ok());
+  const std::string url = "http://127.0.0.1:" + std::to_string(info["port"].get<int>());
+  ASSERT_TRUE(WriteFileAtomic(remote / ".trainyard" / "config.json", json{{"url", url}}.dump()).ok());
   ASSERT_TRUE(MakeDirs(remote / "src").ok());
   ASSERT_TRUE(
       WriteFileAtomic(remote / "src" / "train.py", "print(open('data.txt').read())\n").ok());
@@ -278,9 +271,18 @@ TEST_F(CliTest, RemoteDaemonReceivesOnlyMissingObjects) {
                               "command: python train.py\ncode: ./src\n"
                               "environment: {image: python:3.11-slim}\n")
                   .ok());
-  // The stat cache of remote snapshots goes to $XDG_CACHE_HOME, kept inside the test folder.
-  const std::string cli =
-      "env XDG_CACHE_HOME='" + (home_ / "cache").string() + "' " + testing::TrainyardBinary();
+  // The stat cache of remote snapshots goes to $XDG_CACHE_HOME and the token to
+  // $XDG_CONFIG_HOME, both kept inside the test folder.
+  const std::string cli = "env XDG_CACHE_HOME='" + (home_ / "cache").string() +
+                          "' XDG_CONFIG_HOME='" + (home_ / "config").string() + "' " +
+                          testing::TrainyardBinary();
+  CmdResult no_login = testing::RunTrainyard(remote.string(), (home_ / "none").string(),
+                                             "job list", cli);
+  EXPECT_NE(no_login.exit_code, 0) << no_login.output;
+  EXPECT_NE(no_login.output.find("trainyard login " + url), std::string::npos) << no_login.output;
+  CmdResult login = testing::RunShell("printf '%s\\n' '" + info["token"].get<std::string>() +
+                                      "' | " + cli + " login " + url);
+  ASSERT_EQ(login.exit_code, 0) << login.output;
   auto submit = [&] {
     return testing::RunTrainyard(remote.string(), (home_ / "none").string(),
                                  "job create -f job.yml --stream", cli);

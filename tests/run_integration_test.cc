@@ -9,6 +9,7 @@
 #include "tests/support/counting_engine.h"
 #include "tests/support/test_daemon.h"
 #include "tests/support/test_env.h"
+#include "trainyard/sched/scheduler.h"
 #include "trainyard/api/daemon.h"
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/client/http_client.h"
@@ -171,7 +172,7 @@ TEST_F(RunIntegrationTest, RunSucceedsWritesOutputsAndStreamsLogsLive) {
   ASSERT_TRUE(escape.ok());
   EXPECT_GE(escape->status, 400);
   // The container is gone once the run ended.
-  auto gone = real_.InspectContainer("trainyard-" + name);
+  auto gone = real_.InspectContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name);
   EXPECT_EQ(gone.status().code(), StatusCode::kNotFound);
 }
 
@@ -262,7 +263,7 @@ TEST_F(RunIntegrationTest, CancelStopsTheContainer) {
   for (const auto& t : done["transitions"])
     saw_cancel_requested |= t["status"] == "CancelRequested";
   EXPECT_TRUE(saw_cancel_requested);
-  EXPECT_EQ(real_.InspectContainer("trainyard-" + name).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(real_.InspectContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name).status().code(), StatusCode::kNotFound);
   auto again = client_->PostJson("/api/v1/jobs/" + name + "/cancel", json::object());
   EXPECT_EQ(again.status().code(), StatusCode::kFailedPrecondition);
 }
@@ -402,9 +403,9 @@ else:
       std::string::npos)
       << ReadRunFile(name, "user_logs/std_log.txt");
   // Containers and the run's network are gone.
-  EXPECT_EQ(real_.InspectContainer("trainyard-" + name + "-0").status().code(),
+  EXPECT_EQ(real_.InspectContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name + "-0").status().code(),
             StatusCode::kNotFound);
-  EXPECT_EQ(real_.RemoveNetwork("trainyard-" + name).code(), StatusCode::kOk);
+  EXPECT_EQ(real_.RemoveNetwork("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name).code(), StatusCode::kOk);
 }
 
 class RegistryIntegrationTest : public RunIntegrationTest {

@@ -23,6 +23,7 @@
 
 #include "tests/support/daemon_process.h"
 #include "tests/support/test_env.h"
+#include "trainyard/sched/scheduler.h"
 #include "trainyard/client/http_client.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
@@ -402,7 +403,7 @@ TEST_F(SlurmRunsTest, CancelStopsTheJobAndItsContainer) {
   ASSERT_TRUE(running["slurm_job"].is_number_integer()) << running.dump(1);
   const std::int64_t job = running["slurm_job"];
   EXPECT_EQ(SlurmState(job), "RUNNING");
-  EXPECT_TRUE(Holds(Containers("trainyard-" + name), "trainyard-" + name));
+  EXPECT_TRUE(Holds(Containers("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name), "trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name));
 
   const auto canceled_at = Clock::now();
   auto answer = api().PostJson("/api/v1/jobs/" + name + "/cancel", json::object());
@@ -415,10 +416,10 @@ TEST_F(SlurmRunsTest, CancelStopsTheJobAndItsContainer) {
   EXPECT_EQ(run["status"], "Canceled") << run.dump(1);
   EXPECT_EQ(run["failure_reason"], "canceled by user") << run.dump(1);
   EXPECT_NE(SlurmState(job), "RUNNING");
-  std::string left = Containers("trainyard-" + name);
+  std::string left = Containers("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name);
   for (int i = 0; i < 100 && !left.empty(); ++i) {
     std::this_thread::sleep_for(100ms);
-    left = Containers("trainyard-" + name);
+    left = Containers("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name);
   }
   EXPECT_EQ(left, "") << "the run's container is still there 10 s after it was canceled";
 }
@@ -507,7 +508,7 @@ TEST_F(SlurmRunsTest, PendingReasonIsVisible) {
       job_listed = true;
       EXPECT_EQ(j["job_id"], job);
       EXPECT_EQ(j["state"], "PENDING");
-      EXPECT_EQ(j["name"], "trainyard-" + name);
+      EXPECT_EQ(j["name"], "trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name);
     }
   }
   EXPECT_TRUE(job_listed) << slurm.dump(1);

@@ -26,6 +26,7 @@
 
 #include "tests/support/daemon_process.h"
 #include "tests/support/test_env.h"
+#include "trainyard/sched/scheduler.h"
 #include "trainyard/client/http_client.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
@@ -322,7 +323,7 @@ TEST_F(SurviveTest, ProcessRunsSurviveKill9) {
   const auto killed_at = Clock::now();
   KillDaemon();
   std::this_thread::sleep_for(2s);  // B ends meanwhile (A most likely not)
-  ASSERT_TRUE(fs::exists(layout_.root / "nodes" / ("trainyard-" + b) / "exit"))
+  ASSERT_TRUE(fs::exists(layout_.root / "nodes" / ("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + b) / "exit"))
       << "B should have ended while the daemon was down";
   ASSERT_NO_FATAL_FAILURE(StartDaemon());
 
@@ -386,9 +387,9 @@ TEST_F(SurviveTest, DockerRunsSurviveKill9) {
 
   KillDaemon();
   docker::HttpEngine engine;
-  ASSERT_TRUE(engine.RemoveContainer("trainyard-" + m, true).ok());
+  ASSERT_TRUE(engine.RemoveContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + m, true).ok());
   std::this_thread::sleep_for(2s);  // N ends meanwhile (L does not)
-  auto n_state = engine.InspectContainer("trainyard-" + n);
+  auto n_state = engine.InspectContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + n);
   ASSERT_TRUE(n_state.ok()) << n_state.status().ToString();
   ASSERT_FALSE(n_state->running) << "N should have ended while the daemon was down";
   ASSERT_NO_FATAL_FAILURE(StartDaemon());

@@ -5,6 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <map>
 #include <string>
@@ -17,6 +23,7 @@
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/client/http_client.h"
 #include "trainyard/common/fs.h"
+#include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
 #include "trainyard/common/workspace.h"
 #include "trainyard/spec/definition.h"
@@ -25,6 +32,7 @@ namespace trainyard {
 namespace {
 
 using json = nlohmann::json;
+using testing::CmdResult;
 using namespace std::chrono_literals;
 
 // The in-run half every attack shares: HTTP to the daemon over the run's socket with the run's
@@ -74,14 +82,22 @@ class AttackTest : public ::testing::Test {
 
   // Submits `script` (Python, after kRunHttp) as train.py of a plain job and waits for its end.
   json RunScript(const std::string& script, int timeout_s = 240) {
+    const std::string name = SubmitScript(*client_, layout_, script);
+    return name.empty() ? json::object() : WaitEnd(*client_, name, timeout_s);
+  }
+  // Submits `script` to the daemon of `client` (workspace `layout`) as run `name` (generated
+  // when empty); returns the run's name.
+  std::string SubmitScript(HttpClient& client, const WorkspaceLayout& layout,
+                           const std::string& script, const std::string& run_name = "") {
     fs::path dir = root_ / ("src-" + RandomHex(4));
     EXPECT_TRUE(MakeDirs(dir).ok());
     EXPECT_TRUE(WriteFileAtomic(dir / "train.py", std::string(kRunHttp) + script).ok());
-    cas::ObjectStore objects(layout_.ObjectsDir());
-    cas::Snapshotter snap(objects, layout_.SnapshotsDir());
+    cas::ObjectStore objects(layout.ObjectsDir());
+    cas::Snapshotter snap(objects, layout.SnapshotsDir());
     auto snapshot = snap.Snapshot(dir, {});
     EXPECT_TRUE(snapshot.ok()) << snapshot.status().ToString();
     spec::RunRequest r;
+    r.name = run_name;
     r.experiment_name = "attacks";
     r.command = "python3 train.py";
     spec::EnvironmentDefinition env;
@@ -90,14 +106,15 @@ class AttackTest : public ::testing::Test {
     r.environment = env;
     json job = r.ToJson(spec::SecretMode::kPlain);
     job["snapshot_id"] = snapshot.ok() ? snapshot->id : "";
-    auto run = client_->PostJson("/api/v1/jobs", job);
+    auto run = client.PostJson("/api/v1/jobs", job);
     EXPECT_TRUE(run.ok()) << run.status().ToString();
-    if (!run.ok()) return json::object();
-    const std::string name = (*run)["name"];
+    return run.ok() ? (*run)["name"].get<std::string>() : "";
+  }
+  json WaitEnd(HttpClient& client, const std::string& name, int timeout_s = 240) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
     json now;
     while (std::chrono::steady_clock::now() < deadline) {
-      auto got = client_->GetJson("/api/v1/jobs/" + name);
+      auto got = client.GetJson("/api/v1/jobs/" + name);
       if (got.ok()) now = *got;
       const std::string s = now.value("status", "");
       if (s == "Completed" || s == "Failed" || s == "Canceled") return now;
@@ -256,6 +273,169 @@ print("TOKEN_SAVED=1")
   auto refused = HttpClient(daemon_->url(), stretched).Request("GET", base + "/files/outputs/model.pt");
   ASSERT_TRUE(refused.ok());
   EXPECT_EQ(refused->status, 401);
+}
+
+// Finding 4: two workspaces share one Docker engine and both run a job named `baseline`. The
+// second must neither remove the first one's container (as a leftover of its own) nor follow
+// it; each run completes with its own output.
+TEST_F(AttackTest, TwoWorkspacesWithTheSameRunNameLeaveEachOtherAlone) {
+  WorkspaceLayout other;
+  other.root = root_ / "other-workspace";
+  auto second = api::Daemon::Start(testing::TestDaemonOptions(other.root));
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  HttpClient other_client((*second)->url(), (*second)->token());
+
+  const std::string first = SubmitScript(*client_, layout_, R"PY(
+import time
+time.sleep(8)
+open("outputs/who", "w").write("first")
+)PY", "baseline");
+  ASSERT_EQ(first, "baseline");
+  // The second submits once the first one's container runs.
+  const auto deadline = std::chrono::steady_clock::now() + 120s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto got = client_->GetJson("/api/v1/jobs/baseline");
+    if (got.ok() && (*got)["status"] == "Running") break;
+    std::this_thread::sleep_for(100ms);
+  }
+  const std::string second_name = SubmitScript(other_client, other, R"PY(
+open("outputs/who", "w").write("second")
+)PY", "baseline");
+  ASSERT_EQ(second_name, "baseline");
+  json b = WaitEnd(other_client, "baseline");
+  json a = WaitEnd(*client_, "baseline");
+  EXPECT_EQ(a.value("status", ""), "Completed") << a.dump(1);
+  EXPECT_EQ(b.value("status", ""), "Completed") << b.dump(1);
+  EXPECT_EQ(*ReadFile(layout_.RunDir("baseline") / "outputs/who"), "first");
+  EXPECT_EQ(*ReadFile(other.RunDir("baseline") / "outputs/who"), "second");
+}
+
+// Finding 5: a cloned repository ships `.trainyard/config.json`. It must not make the CLI use a
+// workspace folder shipped beside it (whose database could hold runs that a new daemon would
+// start), nor send a token (a file it names, or $TRAINYARD_TOKEN) to a URL it names.
+TEST_F(AttackTest, AnUntrustedCheckoutCannotSteerTheCli) {
+  const fs::path repo = root_ / "cloned-repo";
+  const fs::path shipped = repo / "ws";
+  // As a checkout makes them: folders 0755, files 0644.
+  ASSERT_TRUE(MakeDirs(shipped / "runs").ok());
+  ::chmod(shipped.c_str(), 0755);
+  ASSERT_TRUE(WriteFileAtomic(shipped / "trainyard.db", "not a real database", 0644).ok());
+  ASSERT_TRUE(MakeDirs(repo / ".trainyard").ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(repo / ".trainyard/config.json", R"({"workspace_dir": "../ws"})").ok());
+  const std::string cli = "env -u TRAINYARD_URL XDG_CONFIG_HOME='" + (root_ / "config").string() +
+                          "' " + testing::TrainyardBinary();
+  CmdResult r = testing::RunTrainyard(repo.string(), (root_ / "home-ws").string(), "job list", cli);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("is not private to you"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(shipped / "daemon.log")) << "no daemon was started on it";
+  EXPECT_FALSE(fs::exists(shipped / "server.json"));
+  EXPECT_FALSE(fs::exists(shipped / "secret.key"));
+
+  // A remote URL with a token file the config names (the user's own workspace token), or with
+  // $TRAINYARD_TOKEN set: nothing is sent to the URL. A listener stands in for the attacker.
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(listener, 8), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  for (const std::string& config :
+       {R"({"url": ")" + url + R"(", "token_file": ")" + layout_.ServerFile().string() + R"("})",
+        R"({"url": ")" + url + R"("})"}) {
+    ASSERT_TRUE(WriteFileAtomic(repo / ".trainyard/config.json", config).ok());
+    r = testing::RunTrainyard(repo.string(), (root_ / "home-ws").string(), "job list",
+                              "env -u TRAINYARD_URL TRAINYARD_TOKEN=user-secret-token "
+                              "XDG_CONFIG_HOME='" + (root_ / "config").string() + "' " +
+                                  testing::TrainyardBinary());
+    EXPECT_NE(r.exit_code, 0) << config << "\n" << r.output;
+    EXPECT_NE(r.output.find("trainyard login"), std::string::npos) << r.output;
+    EXPECT_LT(::accept(listener, nullptr, nullptr), 0) << "the CLI connected to " << url;
+  }
+  ::close(listener);
+}
+
+// Finding 6: secrets in the user's shell stay out of the daemon the CLI starts and out of every
+// run: a job whose command is `env` (on the host, a process compute) shows none of them.
+TEST_F(AttackTest, SecretsInTheUsersShellReachNoDaemonAndNoRun) {
+  const fs::path ws = root_ / "cli-ws";
+  const fs::path project = root_ / "project";
+  ASSERT_TRUE(MakeDirs(project).ok());
+  ASSERT_TRUE(WriteFileAtomic(project / "env.yml",
+                              "command: env\nenvironment: {image: python:3.11-slim}\n"
+                              "compute: host\n")
+                  .ok());
+  const std::string secrets =
+      "env -u TRAINYARD_URL TRAINYARD_REGISTRY_PASSWORD=hunter2-registry "
+      "TRAINYARD_TOKEN=tok-user-secret AWS_SECRET_ACCESS_KEY=aws-user-secret " +
+      testing::TrainyardBinary();
+  CmdResult r = testing::RunTrainyard(project.string(), ws.string(),
+                                      "compute create --name host --type process --max-nodes 1",
+                                      secrets);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = testing::RunTrainyard(project.string(), ws.string(), "job create -f env.yml --stream",
+                            secrets);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("TRAINYARD_RUN_ID="), std::string::npos) << "env did not run:\n"
+                                                                   << r.output;
+  EXPECT_NE(r.output.find("PATH="), std::string::npos) << r.output;
+  for (const char* secret : {"hunter2-registry", "tok-user-secret", "aws-user-secret"}) {
+    EXPECT_EQ(r.output.find(secret), std::string::npos) << secret << " reached the run";
+  }
+  // Nor does the daemon hold them.
+  auto info = ReadFile(ws / "server.json");
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  const int pid = json::parse(*info).value("pid", 0);
+  auto environ_text = ReadFile("/proc/" + std::to_string(pid) + "/environ");
+  ASSERT_TRUE(environ_text.ok());
+  for (const char* secret : {"hunter2-registry", "tok-user-secret", "aws-user-secret"}) {
+    EXPECT_EQ(environ_text->find(secret), std::string::npos) << secret << " reached the daemon";
+  }
+  testing::StopWorkspaceDaemon(ws);
+}
+
+// Finding 7: the API socket's folder, when the workspace path is too long for a socket address,
+// lives in a shared place. Another local user who creates it first (a link to a folder of
+// theirs, or a folder they own) must not get the daemon to put its socket there.
+TEST_F(AttackTest, APreCreatedSocketFolderIsRefused) {
+  ASSERT_EQ(::unsetenv("XDG_RUNTIME_DIR"), 0);
+  const fs::path ws = root_ / std::string(100, 'w');  // too long for <ws>/sock/api.sock
+  const fs::path shared = fs::path("/tmp") / ("trainyard-" + std::to_string(::geteuid()) + "-" +
+                                               Sha256Hex(ws.string()).substr(0, 16));
+  (void)RemoveTree(shared);
+  const fs::path theirs = root_ / "attacker";
+  ASSERT_TRUE(MakeDirs(theirs).ok());
+  ASSERT_EQ(::symlink(theirs.c_str(), shared.c_str()), 0);
+  auto refused = api::Daemon::Start(testing::TestDaemonOptions(ws));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find(shared.string()), std::string::npos)
+      << refused.status().ToString();
+  EXPECT_FALSE(fs::exists(theirs / "sock")) << "nothing was made in the attacker's folder";
+  ::unlink(shared.c_str());
+  // A folder someone else owns, open to all.
+  ASSERT_EQ(::mkdir(shared.c_str(), 0777), 0);
+  ASSERT_EQ(::chown(shared.c_str(), 65534, 65534), 0);
+  ::chmod(shared.c_str(), 0777);
+  refused = api::Daemon::Start(testing::TestDaemonOptions(ws));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("not private"), std::string::npos)
+      << refused.status().ToString();
+  ASSERT_TRUE(RemoveTree(shared).ok());
+  // Gone: the daemon makes it itself, 0700 and its own.
+  auto started = api::Daemon::Start(testing::TestDaemonOptions(ws));
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  struct stat st {};
+  ASSERT_EQ(::lstat(shared.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  EXPECT_EQ(st.st_uid, ::geteuid());
+  EXPECT_TRUE(fs::exists(shared / "sock" / "api.sock"));
+  started->reset();
+  (void)RemoveTree(shared);
 }
 
 }  // namespace

@@ -529,7 +529,7 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   }
   sopts.engine = impl->engine;
   sopts.stop_grace_seconds = impl->config.stop_grace_seconds;
-  sopts.socket_dir = ApiSocketDir(impl->layout.root);
+  TY_ASSIGN_OR_RETURN(sopts.socket_dir, ApiSocketDir(impl->layout.root));
   sopts.sdk_dir = FindPythonSdk();
   // ./outputs recorded with digests in the tracking store at Finalizing (docs/tracking.md).
   sopts.collect_outputs = [series = impl->series.get()](const std::string& run_id,

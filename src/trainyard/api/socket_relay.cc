@@ -16,6 +16,9 @@
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "trainyard/common/fs.h"
@@ -127,11 +130,32 @@ SocketRelay::~SocketRelay() {
   ::unlink(impl_->path.c_str());
 }
 
-std::filesystem::path ApiSocketDir(const std::filesystem::path& workspace_root) {
+StatusOr<std::filesystem::path> ApiSocketDir(const std::filesystem::path& workspace_root) {
   const std::filesystem::path preferred = workspace_root / "sock";
-  if ((preferred / "api.sock").native().size() < sizeof(sockaddr_un{}.sun_path)) return preferred;
-  return std::filesystem::path("/tmp") /
-         ("trainyard-sock-" + Sha256Hex(workspace_root.string()).substr(0, 16));
+  if ((preferred / "api.sock").native().size() < sizeof(sockaddr_un{}.sun_path)) {
+    TY_RETURN_IF_ERROR(MakeDirs(preferred));
+    return preferred;
+  }
+  const std::string hash = Sha256Hex(workspace_root.string()).substr(0, 16);
+  std::filesystem::path base;
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && xdg[0] == '/') {
+    base = std::filesystem::path(xdg) / ("trainyard-" + hash);
+  } else {
+    base = std::filesystem::path("/tmp") /
+           ("trainyard-" + std::to_string(::geteuid()) + "-" + hash);
+  }
+  TY_RETURN_IF_ERROR(EnsurePrivateDir(base));
+  // The folder mounted into containers: enterable by a container's non-root user, while the
+  // 0700 folder above keeps other users of this machine out.
+  const std::filesystem::path dir = base / "sock";
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Internal("cannot create " + dir.string() + ": " + std::strerror(errno));
+  }
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) {
+    return FailedPrecondition(dir.string() + " is not a folder of this user");
+  }
+  return dir;
 }
 
 }  // namespace trainyard

@@ -31,8 +31,13 @@ class SocketRelay {
   std::unique_ptr<Impl> impl_;
 };
 
-// Where a workspace's API socket lives: `<root>/sock/api.sock` when that path fits in a unix
-// socket address, else a folder under /tmp named after the workspace.
-std::filesystem::path ApiSocketDir(const std::filesystem::path& workspace_root);
+// The folder of a workspace's API socket (`api.sock`), made when missing: `<root>/sock` when
+// that path fits in a unix socket address (the workspace root is 0700, so no other local user
+// reaches it); else `<private>/sock`, where <private> is `$XDG_RUNTIME_DIR/trainyard-<hash>`
+// or `/tmp/trainyard-<uid>-<hash>`, a 0700 folder of this user, created exclusively and checked
+// for owner and mode before use (EnsurePrivateDir). The path is the same for every daemon of
+// the workspace, so runs that outlive a daemon reach the next one. FailedPrecondition when the
+// private folder is someone else's.
+StatusOr<std::filesystem::path> ApiSocketDir(const std::filesystem::path& workspace_root);
 
 }  // namespace trainyard

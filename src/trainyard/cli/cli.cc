@@ -724,6 +724,14 @@ int Main(int argc, char** argv) {
   server->add_option("--port", port, "Port to listen on (default: workspace.json, else any)");
   server->add_option("--host", host, "Address to bind (default 127.0.0.1)");
 
+  // login / logout: the user's own tokens for remote daemons (client::CredentialsFile).
+  std::string login_url;
+  auto* login = app.add_subcommand(
+      "login", "Store the token of a remote daemon (read from stdin) for its URL");
+  login->add_option("url", login_url, "The daemon's URL, http(s)://HOST:PORT")->required();
+  auto* logout = app.add_subcommand("logout", "Forget the stored token of a remote daemon");
+  logout->add_option("url", login_url, "The daemon's URL")->required();
+
   // job
   auto* job = app.add_subcommand("job", "Submit and follow training jobs");
   job->require_subcommand(1);
@@ -887,6 +895,22 @@ int Main(int argc, char** argv) {
     return app.exit(e);
   }
 
+  if (login->parsed()) {
+    // Never from an argument (process listings show those): stdin, a pipe or the terminal.
+    if (::isatty(0)) std::fprintf(stderr, "Token for %s: ", login_url.c_str());
+    std::string token;
+    std::getline(std::cin, token);
+    if (Status st = client::SaveCredential(login_url, std::string(Trim(token))); !st.ok()) {
+      return Fail(st);
+    }
+    std::fprintf(stderr, "Stored the token for %s in %s\n", login_url.c_str(),
+                 client::CredentialsFile().c_str());
+    return 0;
+  }
+  if (logout->parsed()) {
+    if (Status st = client::RemoveCredential(login_url); !st.ok()) return Fail(st);
+    return 0;
+  }
   if (server->parsed()) {
     if (ws_dir.empty()) {
       auto target = client::FindWorkspace(fs::current_path());

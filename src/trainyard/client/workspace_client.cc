@@ -1,14 +1,21 @@
 #include "trainyard/client/workspace_client.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <vector>
+
+extern char** environ;
 
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
@@ -43,9 +50,15 @@ StatusOr<WorkspaceTarget> FromConfig(const fs::path& cfg) {
     return InvalidArgument(cfg.string() + ": not a JSON object");
   }
   for (const auto& [k, v] : j.items()) {
-    if (k != "workspace_dir" && k != "workspace_name" && k != "url" && k != "token_file") {
+    if (k == "token_file") {
+      return InvalidArgument(cfg.string() +
+                             ": 'token_file' is not read (a config found in a folder may come "
+                             "from a cloned repository): run `trainyard login URL` once instead, "
+                             "which keeps the token in your own credentials file");
+    }
+    if (k != "workspace_dir" && k != "workspace_name" && k != "url") {
       return InvalidArgument(cfg.string() + ": unknown key '" + k +
-                             "'; allowed keys: workspace_dir, workspace_name, url, token_file");
+                             "'; allowed keys: workspace_dir, workspace_name, url");
     }
     if (!v.is_string() || v.get<std::string>().empty()) {
       return InvalidArgument(cfg.string() + ": '" + k + "' must be a non-empty string");
@@ -67,22 +80,16 @@ StatusOr<WorkspaceTarget> FromConfig(const fs::path& cfg) {
     if (!t.url.empty() && t.url.back() == '/') t.url.pop_back();
     TY_RETURN_IF_ERROR(CheckUrl(t.url, cfg.string()));
     t.found_by = cfg.string();
-    if (j.contains("token_file")) {
-      const fs::path token_file = relative_to_config("token_file");
-      StatusOr<std::string> token = ReadFile(token_file);
-      if (!token.ok()) {
-        return InvalidArgument(cfg.string() + ": cannot read token_file " + token_file.string() +
-                               ": " + token.status().message());
-      }
-      t.token = std::string(Trim(*token));
-    } else {
-      t.token = EnvOr("TRAINYARD_TOKEN");
+    // Not the token of $TRAINYARD_TOKEN nor a file the config names: a config in a cloned
+    // repository could send either to a URL of its choosing.
+    auto token = LoadCredential(t.url);
+    if (!token.ok()) {
+      if (token.status().code() != StatusCode::kNotFound) return token.status();
+      return InvalidArgument(cfg.string() + ": no token for " + t.url +
+                             ": run `trainyard login " + t.url +
+                             "` once (it reads the daemon's token from stdin)");
     }
-    if (t.token.empty()) {
-      return InvalidArgument(cfg.string() +
-                             ": a remote daemon needs its token: set 'token_file' or "
-                             "$TRAINYARD_TOKEN");
-    }
+    t.token = std::move(token).value();
     return t;
   }
   if (!j.contains("workspace_dir")) {
@@ -90,7 +97,44 @@ StatusOr<WorkspaceTarget> FromConfig(const fs::path& cfg) {
                            ": 'workspace_dir' (a folder path, relative to the config's "
                            "folder or absolute) or 'url' (a remote daemon) is required");
   }
-  return WorkspaceTarget{{relative_to_config("workspace_dir")}, cfg.string()};
+  WorkspaceTarget t{{relative_to_config("workspace_dir")}, cfg.string()};
+  if (Status st = CheckWorkspaceIsPrivate(t.layout); !st.ok()) {
+    return Status(st.code(), st.message() + " (named by " + cfg.string() + ")");
+  }
+  return t;
+}
+
+// "{...}" of the credentials file, or an empty object when it does not exist.
+StatusOr<nlohmann::json> ReadCredentials() {
+  const fs::path file = CredentialsFile();
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) {
+    if (errno == ENOENT) return nlohmann::json::object();
+    return Internal("cannot read " + file.string() + ": " + std::strerror(errno));
+  }
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+    return FailedPrecondition(file.string() +
+                              " is readable or writable by others (or not yours); it holds "
+                              "tokens: chmod 600 it, or remove it and log in again");
+  }
+  TY_ASSIGN_OR_RETURN(std::string text, ReadFile(file));
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return InvalidArgument(file.string() + ": not a JSON object");
+  }
+  return j;
+}
+
+std::string NormalUrl(std::string url) {
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  return url;
+}
+
+Status WriteCredentials(const nlohmann::json& j) {
+  const fs::path file = CredentialsFile();
+  TY_RETURN_IF_ERROR(MakeDirs(file.parent_path()));
+  ::chmod(file.parent_path().c_str(), 0700);
+  return WriteFileAtomic(file, j.dump(2), 0600);
 }
 
 }  // namespace
@@ -120,6 +164,38 @@ StatusOr<WorkspaceTarget> FindWorkspace(const std::filesystem::path& cwd) {
     return WorkspaceTarget{{fs::absolute(home).lexically_normal()}, "$TRAINYARD_HOME"};
   }
   return WorkspaceTarget{{HomeDir() / ".trainyard"}, "~/.trainyard"};
+}
+
+fs::path CredentialsFile() {
+  if (std::string xdg = EnvOr("XDG_CONFIG_HOME"); !xdg.empty() && fs::path(xdg).is_absolute()) {
+    return fs::path(xdg) / "trainyard" / "credentials.json";
+  }
+  return HomeDir() / ".config" / "trainyard" / "credentials.json";
+}
+
+Status SaveCredential(const std::string& url, const std::string& token) {
+  const std::string key = NormalUrl(url);
+  TY_RETURN_IF_ERROR(CheckUrl(key, "trainyard login"));
+  if (token.empty()) return InvalidArgument("trainyard login: the token is empty");
+  TY_ASSIGN_OR_RETURN(nlohmann::json j, ReadCredentials());
+  j[key] = {{"token", token}};
+  return WriteCredentials(j);
+}
+
+Status RemoveCredential(const std::string& url) {
+  TY_ASSIGN_OR_RETURN(nlohmann::json j, ReadCredentials());
+  if (j.erase(NormalUrl(url)) == 0) return Status::Ok();
+  return WriteCredentials(j);
+}
+
+StatusOr<std::string> LoadCredential(const std::string& url) {
+  TY_ASSIGN_OR_RETURN(nlohmann::json j, ReadCredentials());
+  const std::string key = NormalUrl(url);
+  if (!j.contains(key) || !j[key].is_object() || !j[key].contains("token") ||
+      !j[key]["token"].is_string()) {
+    return NotFound("no token stored for " + key);
+  }
+  return j[key]["token"].get<std::string>();
 }
 
 fs::path ClientCacheDir() {
@@ -202,12 +278,37 @@ StatusOr<std::unique_ptr<HttpClient>> TryConnect(const WorkspaceLayout& layout,
   return client;
 }
 
+}  // namespace
+
+std::vector<std::string> DaemonEnvironment(char** env) {
+  std::vector<std::string_view> names = BaseEnvironmentNames();
+  for (std::string_view n : {"XDG_RUNTIME_DIR", "DOCKER_HOST", "DOCKER_CONFIG", "SLURM_CONF",
+                             "TRAINYARD_SDK_DIR"}) {
+    names.push_back(n);
+  }
+  std::vector<std::string> out = SelectEnvironment(env, names);
+  if (std::none_of(out.begin(), out.end(),
+                   [](const std::string& kv) { return StartsWith(kv, "PATH="); })) {
+    out.emplace_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  }
+  return out;
+}
+
+namespace {
+
 Status SpawnDaemon(const WorkspaceLayout& layout, const fs::path& self_exe) {
   TY_RETURN_IF_ERROR(layout.Create());
   // Everything the child needs is built before fork: it must not allocate.
   const std::string exe = self_exe.string();
   const std::string root = layout.root.string();
   const std::string log_path = layout.DaemonLog().string();
+  // The daemon gets an explicit environment, never the CLI's: a registry password or token in
+  // this shell is not the daemon's, nor its children's (docs/security.md).
+  const std::vector<std::string> env = DaemonEnvironment(environ);
+  std::vector<char*> envp;
+  for (const std::string& kv : env) envp.push_back(const_cast<char*>(kv.c_str()));
+  envp.push_back(nullptr);
+  const char* argv[] = {exe.c_str(), "server", "--workspace", root.c_str(), nullptr};
   pid_t pid = ::fork();
   if (pid < 0) return Internal("fork failed: " + std::string(std::strerror(errno)));
   if (pid == 0) {
@@ -223,8 +324,7 @@ Status SpawnDaemon(const WorkspaceLayout& layout, const fs::path& self_exe) {
     }
     // Nothing else the CLI had open (a caller's pipe, say) may be held by the daemon.
     ::close_range(3, ~0U, 0);
-    execl(exe.c_str(), exe.c_str(), "server", "--workspace", root.c_str(),
-          static_cast<char*>(nullptr));
+    ::execve(exe.c_str(), const_cast<char* const*>(argv), envp.data());
     ::_exit(127);
   }
   int st = 0;

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "trainyard/client/http_client.h"
 #include "trainyard/common/status.h"
@@ -27,13 +28,27 @@ struct WorkspaceTarget {
 //   1. $TRAINYARD_URL (with the token in $TRAINYARD_TOKEN): a remote daemon;
 //   2. the first `.trainyard/config.json` found walking up from `cwd`, either
 //      {"workspace_dir": "<path, relative to the config's folder>"} for a local workspace, or
-//      {"url": "http://HOST:PORT", "token_file": "<path, relative to the config's folder>"}
-//      for a remote daemon (the token file holds the daemon's bearer token; $TRAINYARD_TOKEN
-//      may give it instead);
+//      {"url": "http://HOST:PORT"} for a remote daemon.
 //   3. $TRAINYARD_HOME; 4. ~/.trainyard.
-// InvalidArgument naming the config file (or variable) when it is malformed, or when a remote
-// target has no token.
+// A config found in the tree may come from a cloned repository, so it steers nothing the user
+// did not set up: its workspace_dir must pass CheckWorkspaceIsPrivate (FailedPrecondition
+// otherwise), and a remote daemon's token comes only from the user's own credentials for that
+// URL (`trainyard login URL`, see LoadCredential), never from a file the config names or from
+// $TRAINYARD_TOKEN. InvalidArgument naming the config file (or variable) when it is
+// malformed, or when a remote target has no token.
 StatusOr<WorkspaceTarget> FindWorkspace(const std::filesystem::path& cwd);
+
+// The user's own tokens for remote daemons, keyed by URL ("http(s)://HOST:PORT"), in
+// $XDG_CONFIG_HOME/trainyard/credentials.json (else ~/.config/trainyard/credentials.json):
+// {"<url>": {"token": "..."}}, mode 0600 in a 0700 folder, like a credential store.
+std::filesystem::path CredentialsFile();
+// Stores (or replaces) the token for `url`. InvalidArgument for a URL that is not a daemon URL.
+Status SaveCredential(const std::string& url, const std::string& token);
+// Forgets the token for `url`; OK when there was none.
+Status RemoveCredential(const std::string& url);
+// The token stored for `url`; NotFound when there is none; FailedPrecondition when the file is
+// not private to the user (then it is not read).
+StatusOr<std::string> LoadCredential(const std::string& url);
 
 // Where this machine keeps client-side caches (the stat caches of remote snapshots):
 // $XDG_CACHE_HOME/trainyard, else ~/.cache/trainyard.
@@ -49,6 +64,12 @@ struct ServerInfo {
   std::int64_t exe_mtime = 0;
 };
 StatusOr<ServerInfo> ReadServerInfo(const WorkspaceLayout& layout);
+
+// The environment a daemon the CLI starts gets, from the CLI's `env`: only the variables a
+// daemon uses (PATH, HOME, locale, TMPDIR, XDG_RUNTIME_DIR, DOCKER_HOST, DOCKER_CONFIG,
+// SLURM_CONF, TRAINYARD_SDK_DIR, ...), never a password or token the user's shell holds
+// (TRAINYARD_REGISTRY_PASSWORD, TRAINYARD_TOKEN, cloud keys). PATH gets a default when absent.
+std::vector<std::string> DaemonEnvironment(char** env);
 
 // Returns a client for the workspace's daemon. When none answers, starts `self_exe server
 // --workspace ROOT` in the background (its output goes to the workspace's daemon.log) and waits

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -152,6 +153,28 @@ int OpenRegularNoFollow(const fs::path& path) {
     return -1;
   }
   return fd;
+}
+
+Status EnsurePrivateDir(const fs::path& dir) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return ErrnoStatus("mkdir", dir, errno);
+  }
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) return ErrnoStatus("lstat", dir, errno);
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  if (!S_ISDIR(st.st_mode)) {
+    return FailedPrecondition(dir.string() + " exists and is not a folder (" +
+                              (S_ISLNK(st.st_mode) ? "a symbolic link" : "a file") +
+                              "); remove it: trainyard does not use it");
+  }
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+    return FailedPrecondition(dir.string() + " is not private to this user (owner uid " +
+                              std::to_string(st.st_uid) + ", mode " + mode +
+                              "; want owner uid " + std::to_string(::geteuid()) +
+                              ", mode 0700); remove it: trainyard does not use it");
+  }
+  return Status::Ok();
 }
 
 fs::path HomeDir() {

@@ -25,6 +25,12 @@ Status AppendFile(const fs::path& path, std::string_view data);
 // Creates a folder and its parents; OK when it exists.
 Status MakeDirs(const fs::path& path);
 
+// Makes `dir` a folder only this user can enter: created with mode 0700 when missing (its
+// parent must exist); when it exists, it must be a real folder (not a link), owned by this
+// user, with no group or other permission bits. FailedPrecondition naming what is wrong
+// otherwise (e.g. another local user created it first in a shared /tmp): never used then.
+Status EnsurePrivateDir(const fs::path& dir);
+
 // Removes a tree; OK when it does not exist.
 Status RemoveTree(const fs::path& path);
 

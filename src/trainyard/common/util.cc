@@ -1,5 +1,7 @@
 #include "trainyard/common/util.h"
 
+#include <algorithm>
+
 #include <sys/random.h>
 
 #include <chrono>
@@ -215,6 +217,25 @@ bool IsValidName(std::string_view name) {
     if (!alnum(c) && c != '.' && c != '_' && c != '-') return false;
   }
   return true;
+}
+
+std::vector<std::string> SelectEnvironment(char** env, const std::vector<std::string_view>& names) {
+  std::vector<std::string> out;
+  for (char** e = env; e != nullptr && *e != nullptr; ++e) {
+    const std::string_view kv = *e;
+    const std::size_t eq = kv.find('=');
+    if (eq == std::string_view::npos || eq == 0) continue;
+    if (std::find(names.begin(), names.end(), kv.substr(0, eq)) != names.end()) {
+      out.emplace_back(kv);
+    }
+  }
+  return out;
+}
+
+const std::vector<std::string_view>& BaseEnvironmentNames() {
+  static const std::vector<std::string_view> kNames = {"PATH", "HOME",    "LANG",    "LC_ALL",
+                                                       "TZ",   "USER",    "LOGNAME", "TMPDIR"};
+  return kNames;
 }
 
 }  // namespace trainyard

@@ -40,6 +40,14 @@ std::string ShellQuote(std::string_view word);
 // Replaces every occurrence of `secret` (when non-empty) in `text` with "***".
 std::string Redact(std::string text, std::string_view secret);
 
+// The entries "NAME=value" of the environment `env` (an environ-style array) whose NAME is one of
+// `names`, in `env`'s order: how a child is given an explicit environment of known variables
+// instead of everything its parent holds (docs/security.md).
+std::vector<std::string> SelectEnvironment(char** env, const std::vector<std::string_view>& names);
+// The variables every child the daemon starts may see: PATH, HOME, locale, time zone, user,
+// TMPDIR. Never a token or password.
+const std::vector<std::string_view>& BaseEnvironmentNames();
+
 // Valid asset names (environments, experiments, runs): [A-Za-z0-9][A-Za-z0-9._-]{0,254}.
 bool IsValidName(std::string_view name);
 

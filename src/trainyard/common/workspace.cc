@@ -1,7 +1,11 @@
 #include "trainyard/common/workspace.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "trainyard/common/fs.h"
@@ -13,6 +17,38 @@ Status WorkspaceLayout::Create() const {
     TY_RETURN_IF_ERROR(MakeDirs(dir));
   }
   ::chmod(root.c_str(), 0700);
+  return Status::Ok();
+}
+
+Status CheckWorkspaceIsPrivate(const WorkspaceLayout& layout) {
+  auto describe = [](const struct stat& st) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return "owner uid " + std::to_string(st.st_uid) + ", mode " + mode;
+  };
+  struct stat st {};
+  if (::stat(layout.root.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Status::Ok();
+    return Internal("cannot look at workspace " + layout.root.string() + ": " +
+                    std::strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return FailedPrecondition("workspace " + layout.root.string() + " is not a folder");
+  }
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+    return FailedPrecondition(
+        "workspace " + layout.root.string() + " is not private to you (" + describe(st) +
+        "): a workspace must be your own folder with mode 0700, so that a folder shipped in a "
+        "cloned repository or made by another user is never used as one. If you trust it: "
+        "chmod 700 '" + layout.root.string() + "'");
+  }
+  if (::stat(layout.Database().c_str(), &st) == 0 &&
+      (st.st_uid != ::geteuid() || (st.st_mode & 022) != 0)) {
+    return FailedPrecondition("the database " + layout.Database().string() +
+                              " of workspace " + layout.root.string() +
+                              " is not private to you (" + describe(st) +
+                              "); it must be yours and writable by you only");
+  }
   return Status::Ok();
 }
 

@@ -29,6 +29,16 @@ struct WorkspaceLayout {
   Status Create() const;
 };
 
+// Whether the workspace folder at `layout.root` may be used by this user when something other
+// than the user named it (a `.trainyard/config.json` found in the tree, which a cloned
+// repository may ship): like git's safe.directory, the folder must be owned by this user with
+// no group or other permission bits (trainyard makes its workspaces 0700; a folder checked out
+// from a repository or unpacked for someone else is not), and its database, when present,
+// owned by this user and not writable by group or others. OK when the folder does not exist
+// yet (it is then made 0700). FailedPrecondition naming the folder, its owner and mode, and
+// the way out, otherwise.
+Status CheckWorkspaceIsPrivate(const WorkspaceLayout& layout);
+
 // Settings of a workspace, from its workspace.json (every field optional).
 struct WorkspaceConfig {
   std::uint64_t snapshot_max_bytes = 300'000'000;  // snapshot limit, bytes

@@ -93,6 +93,7 @@ struct ContainerState {
   std::string error;
   std::string started_at;
   std::string finished_at;
+  std::map<std::string, std::string> labels;  // as created (Config.Labels)
 };
 
 struct ContainerSummary {

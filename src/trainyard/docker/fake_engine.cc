@@ -556,6 +556,7 @@ StatusOr<ContainerState> FakeEngine::InspectContainer(const std::string& id) {
   s.exit_code = c->exit_code;
   s.started_at = c->started_at.empty() ? "0001-01-01T00:00:00Z" : c->started_at;
   s.finished_at = c->finished_at.empty() ? "0001-01-01T00:00:00Z" : c->finished_at;
+  s.labels = c->config.labels;
   return s;
 }
 

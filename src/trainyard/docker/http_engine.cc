@@ -809,6 +809,9 @@ StatusOr<ContainerState> HttpEngine::InspectContainer(const std::string& id) {
     state.error = StringOr(s, "Error");
     state.started_at = StringOr(s, "StartedAt");
     state.finished_at = StringOr(s, "FinishedAt");
+    if (j.contains("Config") && j["Config"].is_object()) {
+      state.labels = StringMap(j["Config"], "Labels");
+    }
     return state;
   });
 }

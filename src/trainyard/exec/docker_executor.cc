@@ -81,6 +81,11 @@ StatusOr<bool> DockerExecutor::HasEnded(const std::string& handle) {
   return state.status == "exited" || state.status == "dead";
 }
 
+StatusOr<Executor::NodeLabels> DockerExecutor::Labels(const std::string& handle) {
+  TY_ASSIGN_OR_RETURN(docker::ContainerState state, engine_.InspectContainer(handle));
+  return NodeLabels(std::move(state.labels));
+}
+
 Status DockerExecutor::Cleanup(const std::string& handle) {
   return engine_.RemoveContainer(handle, true);
 }

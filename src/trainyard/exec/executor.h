@@ -5,6 +5,7 @@
 // run state.
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,12 @@ class Executor {
     return Status::Ok();
   }
   virtual Status RemoveNetwork(const std::string& /*name*/) { return Status::Ok(); }
+  // The labels the node was launched with (LaunchSpec::labels), read back from where it runs,
+  // so that a node of another workspace or run that happens to have the same name is never
+  // stopped, removed or followed. NotFound when it does not exist; nullopt for executors whose
+  // nodes no one else can have (the process executor keeps them in the workspace's folder).
+  using NodeLabels = std::optional<std::map<std::string, std::string>>;
+  virtual StatusOr<NodeLabels> Labels(const std::string& /*handle*/) { return NodeLabels(); }
   // OK while whatever runs the nodes answers (the Docker engine); Unavailable otherwise.
   virtual Status Ping() { return Status::Ok(); }
   // True when the node was started and has ended (its exit code is known), false while it runs
@@ -96,6 +103,7 @@ class DockerExecutor : public Executor {
   Status RemoveNetwork(const std::string& name) override;
   Status Ping() override { return engine_.Ping(); }
   StatusOr<bool> HasEnded(const std::string& handle) override;
+  StatusOr<NodeLabels> Labels(const std::string& handle) override;
 
  private:
   docker::Engine& engine_;

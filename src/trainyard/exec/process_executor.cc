@@ -494,7 +494,9 @@ std::vector<char*> CStrings(std::vector<std::string>& strings) {
   return out;
 }
 
-// The daemon's environment overlaid with the spec's.
+// A minimal base taken from the daemon's environment (PATH, HOME, locale, time zone, user,
+// TMPDIR) overlaid with the spec's: nothing else of the daemon's reaches a run, so no token or
+// password the daemon was started with does (docs/security.md).
 StatusOr<std::vector<std::string>> NodeEnvironment(const LaunchSpec& spec) {
   std::vector<std::string> env;
   std::unordered_map<std::string, size_t> index;
@@ -507,11 +509,7 @@ StatusOr<std::vector<std::string>> NodeEnvironment(const LaunchSpec& spec) {
       env[it->second] = std::move(kv);
     }
   };
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    std::string_view kv(*e);
-    size_t eq = kv.find('=');
-    if (eq != std::string_view::npos && eq > 0) set(std::string(kv));
-  }
+  for (std::string& kv : SelectEnvironment(environ, BaseEnvironmentNames())) set(std::move(kv));
   for (const std::string& kv : spec.env) {
     size_t eq = kv.find('=');
     if (eq == std::string::npos || eq == 0) {

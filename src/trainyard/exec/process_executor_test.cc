@@ -146,7 +146,10 @@ TEST_F(ProcessExecutorTest, RecordsDeathBySignal) {
   EXPECT_NE(exit->find("\"signal\":15"), std::string::npos) << *exit;
 }
 
-TEST_F(ProcessExecutorTest, OverlaysTheEnvironmentAndPrependsPaths) {
+TEST_F(ProcessExecutorTest, GivesAMinimalBaseOverlaidWithTheSpecAndPrependsPaths) {
+  // Of the daemon's environment a node gets PATH, HOME and the like, never the rest (a password
+  // the daemon was started with, say).
+  ASSERT_EQ(::setenv("TRAINYARD_REGISTRY_PASSWORD", "daemon-secret", 1), 0);
   ASSERT_EQ(::setenv("TY_PEXEC_INHERITED", "from-daemon", 1), 0);
   ASSERT_EQ(::setenv("TY_PEXEC_OVERRIDDEN", "from-daemon", 1), 0);
   ASSERT_EQ(::setenv("TY_PEXEC_DAEMON_PATH", "/daemon", 1), 0);
@@ -157,7 +160,8 @@ TEST_F(ProcessExecutorTest, OverlaysTheEnvironmentAndPrependsPaths) {
   LaunchSpec s = Spec("env", {"ty-pexec-tool"});
   s.argv = {"/bin/sh", "-c",
             "echo I=$TY_PEXEC_INHERITED O=$TY_PEXEC_OVERRIDDEN L=$TY_PEXEC_LATER "
-            "U=$TY_PEXEC_UNSET_PATH S=$TY_PEXEC_SPEC_PATH D=$TY_PEXEC_DAEMON_PATH; ty-pexec-tool"};
+            "U=$TY_PEXEC_UNSET_PATH S=$TY_PEXEC_SPEC_PATH D=$TY_PEXEC_DAEMON_PATH "
+            "P=$TRAINYARD_REGISTRY_PASSWORD H=${HOME:+set}; ty-pexec-tool"};
   s.env = {"TY_PEXEC_OVERRIDDEN=from-spec", "TY_PEXEC_LATER=first", "TY_PEXEC_LATER=second",
            "TY_PEXEC_SPEC_PATH=/spec"};
   s.prepend_paths = {{"TY_PEXEC_UNSET_PATH", "/new"},
@@ -167,7 +171,8 @@ TEST_F(ProcessExecutorTest, OverlaysTheEnvironmentAndPrependsPaths) {
   std::string h = Launch(s);
   EXPECT_EQ(WaitCode(h), 0);
   EXPECT_EQ(Logs(h),
-            "I=from-daemon O=from-spec L=second U=/new S=/new:/spec D=/new:/daemon\ntool-ran\n");
+            "I= O=from-spec L=second U=/new S=/new:/spec D=/new P= H=set\ntool-ran\n");
+  ::unsetenv("TRAINYARD_REGISTRY_PASSWORD");
   ::unsetenv("TY_PEXEC_INHERITED");
   ::unsetenv("TY_PEXEC_OVERRIDDEN");
   ::unsetenv("TY_PEXEC_DAEMON_PATH");

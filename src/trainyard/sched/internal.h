@@ -28,9 +28,10 @@ namespace trainyard::sched::internal {
 
 namespace fs = std::filesystem;
 
-// "trainyard-<run>": the container of a one-node run, the network of a multi-node one, the
-// Slurm job of a run.
-std::string ContainerName(const std::string& run_id);
+// "trainyard-<workspace id>-<run>": the container of a one-node run, the network of a multi-node
+// one, the Slurm job of a run. The workspace id keeps two workspaces that share an engine or a
+// cluster (and both run a job named `baseline`) apart.
+std::string ContainerName(const std::string& workspace_id, const std::string& run_id);
 // Node `i`'s log, relative to the run's folder (multi-node runs).
 std::string NodeLogName(int i);
 // Processes the command runs as on each node (distribution.process_count_per_instance).

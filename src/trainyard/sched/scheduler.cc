@@ -17,7 +17,9 @@
 namespace trainyard::sched {
 namespace internal {
 
-std::string ContainerName(const std::string& run_id) { return "trainyard-" + run_id; }
+std::string ContainerName(const std::string& workspace_id, const std::string& run_id) {
+  return "trainyard-" + workspace_id + "-" + run_id;
+}
 
 std::string NodeLogName(int i) { return "user_logs/std_log_node_" + std::to_string(i) + ".txt"; }
 
@@ -57,8 +59,9 @@ constexpr const char* kInputsDir = "/trainyard/inputs";
 constexpr const char* kAnonymousEnv = "anonymous";
 
 // The container (or process) of node `i` of a run on `n` nodes; a one-node run's is the run's.
-std::string NodeName(const std::string& run_id, int i, int n) {
-  return n == 1 ? ContainerName(run_id) : ContainerName(run_id) + "-" + std::to_string(i);
+std::string NodeName(const std::string& workspace_id, const std::string& run_id, int i, int n) {
+  const std::string base = ContainerName(workspace_id, run_id);
+  return n == 1 ? base : base + "-" + std::to_string(i);
 }
 
 // Where a multi-node run's hostfile is kept (relative to the run's folder), and where its
@@ -157,7 +160,7 @@ Scheduler::Scheduler(store::Store& store, EnvironmentRegistry& environments,
       layout_(std::move(layout)),
       options_(options) {
   if (options_.local_max_nodes < 1) options_.local_max_nodes = 1;
-  workspace_id_ = Sha256Hex(layout_.root.string()).substr(0, 12);
+  workspace_id_ = WorkspaceId(layout_.root);
 }
 
 Scheduler::~Scheduler() {
@@ -208,6 +211,26 @@ void Scheduler::Notify(const std::string& run_id) {
     listener = listener_;
   }
   if (listener) listener(run_id);
+}
+
+StatusOr<bool> Scheduler::OwnsNode(exec::Executor& executor, const std::string& handle,
+                                   const std::string& run_id) {
+  auto labels = executor.Labels(handle);
+  if (!labels.ok()) {
+    if (labels.status().code() == StatusCode::kNotFound) return false;
+    return labels.status();
+  }
+  if (!labels->has_value()) return true;  // nodes no one else can have
+  const auto& l = **labels;
+  auto is = [&](const char* key, const std::string& want) {
+    auto it = l.find(key);
+    return it != l.end() && it->second == want;
+  };
+  return is("trainyard.workspace", layout_.root.string()) && is("trainyard.run_id", run_id);
+}
+
+std::string Scheduler::WorkspaceId(const fs::path& root) {
+  return Sha256Hex(root.string()).substr(0, 12);
 }
 
 std::int64_t Scheduler::RunTokenExpiry(const spec::RunRequest& req, std::int64_t now_ms) {
@@ -633,7 +656,7 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
   const std::string code_dir = process ? (run_dir / "code").string() : kCodeDir;
   exec::LaunchSpec spec;
   spec.run_id = ctx.id;
-  spec.name = NodeName(ctx.id, node, ctx.nodes);
+  spec.name = NodeName(workspace_id_, ctx.id, node, ctx.nodes);
   spec.image = image;
   spec.working_dir = code_dir;
   spec.shm_size_bytes = req.shm_size_bytes.value_or(0);
@@ -734,7 +757,7 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
     return spec;
   }
   if (ctx.nodes > 1 && !process) {
-    spec.network = ContainerName(ctx.id);
+    spec.network = ContainerName(workspace_id_, ctx.id);
     spec.hostname = NodeHost(node);
     spec.network_aliases = {NodeHost(node)};
     spec.mounts.push_back({(run_dir / kHostfile).string(), kHostfileInContainer, true});
@@ -898,7 +921,9 @@ void Scheduler::Execute(RunContext& ctx) {
   if (ctx.nodes > 1) {
     launched = WriteFileAtomic(layout_.RunDir(ctx.id) / kHostfile, Hostfile(ctx));
     if (launched.ok()) {
-      launched = executor.CreateNetwork(ContainerName(ctx.id), {{"trainyard.run_id", ctx.id}});
+      launched = executor.CreateNetwork(
+          ContainerName(workspace_id_, ctx.id),
+          {{"trainyard.run_id", ctx.id}, {"trainyard.workspace", layout_.root.string()}});
     }
   }
   // Nodes of earlier runs that could not be removed when their engine was gone; it answers now.
@@ -920,7 +945,11 @@ void Scheduler::Execute(RunContext& ctx) {
       launched = launch.status();
       break;
     }
-    (void)executor.Cleanup(launch->name);  // a leftover from an interrupted attempt
+    // A leftover from an interrupted attempt of this run is removed; a node of that name that
+    // is not this run's of this workspace is never touched (the launch then fails, naming it).
+    if (auto owned = OwnsNode(executor, launch->name, ctx.id); owned.ok() && *owned) {
+      (void)executor.Cleanup(launch->name);
+    }
     auto handle = executor.Launch(*launch);
     if (!handle.ok()) {
       launched = handle.status().WithPrefix(ctx.nodes > 1 ? "node " + std::to_string(node) : "");
@@ -936,7 +965,7 @@ void Scheduler::Execute(RunContext& ctx) {
   }
   if (!launched.ok()) {
     for (const auto& h : handles) (void)executor.Cleanup(h);
-    if (ctx.nodes > 1) (void)executor.RemoveNetwork(ContainerName(ctx.id));
+    if (ctx.nodes > 1) (void)executor.RemoveNetwork(ContainerName(workspace_id_, ctx.id));
     Finish(ctx, RunStatus::kFailed, "could not start the run: " + launched.message());
     return;
   }
@@ -1075,7 +1104,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
       leftovers_.emplace_back(&executor, h);
     }
   }
-  if (n > 1) (void)executor.RemoveNetwork(ContainerName(ctx.id));
+  if (n > 1) (void)executor.RemoveNetwork(ContainerName(workspace_id_, ctx.id));
   const Status collected = CollectOutputs(ctx);
 
   if (canceled) {
@@ -1184,10 +1213,16 @@ Status Scheduler::Recover() {
       continue;
     }
     if (ctx->slurm && RecoverSlurm(ctx, rec)) continue;
-    for (int i = 0; i < ctx->nodes; ++i) ctx->handles.push_back(NodeName(rec.id, i, ctx->nodes));
-    // A slurm run without a job (RecoverSlurm found none) has no container here to ask about.
-    auto running = ctx->slurm ? StatusOr<bool>(NotFound("no Slurm job"))
-                              : ExecutorFor(*ctx).IsRunning(ctx->handles.front());
+    for (int i = 0; i < ctx->nodes; ++i) ctx->handles.push_back(NodeName(workspace_id_, rec.id, i, ctx->nodes));
+    // A slurm run without a job (RecoverSlurm found none) has no container here to ask about;
+    // a container of that name that is not this run's (another workspace's) is not its either.
+    StatusOr<bool> running = NotFound("no Slurm job");
+    if (!ctx->slurm) {
+      auto owned = OwnsNode(ExecutorFor(*ctx), ctx->handles.front(), rec.id);
+      running = !owned.ok() ? StatusOr<bool>(owned.status())
+                : *owned    ? ExecutorFor(*ctx).IsRunning(ctx->handles.front())
+                            : StatusOr<bool>(NotFound("the container of that name is not this run's"));
+    }
     if (!running.ok() && running.status().code() != StatusCode::kNotFound) {
       // The engine cannot be asked (dockerd down or restarting): failing the run would be a
       // guess, and its container may be alive. It stays as it is until a daemon can ask.

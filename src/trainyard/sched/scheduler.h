@@ -161,6 +161,10 @@ class Scheduler {
   // after the run's timeout (at most 30 days) plus an hour.
   static std::int64_t RunTokenExpiry(const spec::RunRequest& req, std::int64_t now_ms);
 
+  // A short id of the workspace at `root` (12 hex digits of a hash of its path): in container,
+  // network and Slurm job names ("trainyard-<id>-<run>"), job comments and shared folders.
+  static std::string WorkspaceId(const std::filesystem::path& root);
+
   // Names of a run's log files, relative to its folder.
   static constexpr const char* kStdLog = "user_logs/std_log.txt";
   static constexpr const char* kBuildLog = "logs/image_build.log";
@@ -196,6 +200,11 @@ class Scheduler {
   void RunBuild(std::shared_ptr<BuildTask> task);
   void ReleaseNodes(RunContext& ctx);
   exec::Executor& ExecutorFor(const RunContext& ctx);
+  // Whether node `handle` is run `run_id`'s of this workspace, by the labels it was launched
+  // with: false when it does not exist or belongs to someone else (never to be stopped or
+  // removed); an error when the executor cannot be asked.
+  StatusOr<bool> OwnsNode(exec::Executor& executor, const std::string& handle,
+                          const std::string& run_id);
 
   // Sets where the run goes (compute, its kind, shared folder, nodes) from the compute's
   // definition. Requires mu_.

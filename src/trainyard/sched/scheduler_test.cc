@@ -201,13 +201,22 @@ class SchedulerTest : public ::testing::Test {
 
   // Starts a container `name` on the fake engine, as a previous daemon would have left it;
   // returns its id, "" when it could not be created and started.
-  std::string StartLeftoverContainer(const std::string& name) {
+  // The container a previous daemon of this workspace launched for `run`: its name and labels.
+  // `workspace` names another workspace's instead.
+  std::string StartLeftoverContainer(const std::string& run, const std::string& workspace = "") {
     docker::ContainerConfig c;
-    c.name = name;
+    c.name = ContainerOf(run);
+    c.labels = {{"trainyard.run_id", run},
+                {"trainyard.workspace", workspace.empty() ? layout_.root.string() : workspace}};
     c.image = "python:3.11-slim";
     auto id = engine_.CreateContainer(c);
     if (!id.ok() || !engine_.StartContainer(*id).ok()) return "";
     return *id;
+  }
+
+  // The container name of one-node run `run` of this workspace.
+  std::string ContainerOf(const std::string& run) const {
+    return "trainyard-" + Scheduler::WorkspaceId(layout_.root) + "-" + run;
   }
 
   // A `process` compute named `name` with `max_nodes` nodes.
@@ -589,14 +598,15 @@ TEST_F(SchedulerTest, RecoverReattachesFailsTheVanishedAndRequeues) {
   InsertLeftoverRun("vanished", RunStatus::kRunning);
   InsertLeftoverRun("waiting", RunStatus::kQueued);
   InsertLeftoverRun("preparing", RunStatus::kPreparing);
-  engine_.SetRunner([](const docker::ContainerConfig& c, const docker::TextSink& log) {
-    if (c.name != "trainyard-alive") return 0;
+  const std::string alive = ContainerOf("alive");
+  engine_.SetRunner([alive](const docker::ContainerConfig& c, const docker::TextSink& log) {
+    if (c.name != alive) return 0;
     log("before restart\n");
     std::this_thread::sleep_for(200ms);
     log("after restart\n");
     return 0;
   });
-  ASSERT_FALSE(StartLeftoverContainer("trainyard-alive").empty());
+  ASSERT_FALSE(StartLeftoverContainer("alive").empty());
 
   ASSERT_TRUE(scheduler_->Recover().ok());
   auto a = WaitFor("alive");
@@ -629,7 +639,7 @@ TEST_F(SchedulerTest, RecoverFinalisesAStartingRunWhoseContainerEnded) {
     log("ran once\n");
     return 5;
   });
-  const std::string id = StartLeftoverContainer("trainyard-ended");
+  const std::string id = StartLeftoverContainer("ended");
   ASSERT_FALSE(id.empty());
   ASSERT_TRUE(engine_.WaitContainer(id).ok());
   const int starts = engine_.starts();
@@ -640,6 +650,25 @@ TEST_F(SchedulerTest, RecoverFinalisesAStartingRunWhoseContainerEnded) {
   EXPECT_EQ(r.failure_reason, "script exited with code 5");
   EXPECT_EQ(engine_.starts(), starts) << "the command must not run again";
   EXPECT_EQ(*ReadFile(layout_.RunDir("ended") / Scheduler::kStdLog), "ran once\n");
+}
+
+// A container with this run's name that another workspace launched (its labels say so) is not
+// this run's: recovery neither follows nor removes it, and a new launch never removes it.
+TEST_F(SchedulerTest, ContainersOfAnotherWorkspaceAreNeverTouched) {
+  InsertLeftoverRun("theirs", RunStatus::kRunning);
+  engine_.SetRunner([](const docker::ContainerConfig&, const docker::TextSink&) {
+    std::this_thread::sleep_for(2s);
+    return 0;
+  });
+  const std::string id = StartLeftoverContainer("theirs", "/elsewhere/other-workspace");
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(scheduler_->Recover().ok());
+  auto r = WaitFor("theirs");
+  EXPECT_EQ(r.status, RunStatus::kFailed);
+  EXPECT_EQ(r.failure_reason, "lost — container missing after daemon restart");
+  auto still = engine_.InspectContainer(id);
+  ASSERT_TRUE(still.ok()) << "the other workspace's container was removed";
+  EXPECT_TRUE(still->running);
 }
 
 TEST_F(SchedulerTest, RecoverLeavesRunsAloneWhenTheEngineCannotBeAsked) {
@@ -974,8 +1003,8 @@ TEST_F(SchedulerTest, MultiNodeRunGetsANetworkRanksAndLogsPerNode) {
     const std::string node = c.labels.at("trainyard.node");
     hosts.insert(c.hostname);
     EXPECT_EQ(c.hostname, "node-" + node);
-    EXPECT_EQ(c.network_mode, "trainyard-" + run->id);
-    EXPECT_EQ(c.name, "trainyard-" + run->id + "-" + node);
+    EXPECT_EQ(c.network_mode, ContainerOf(run->id));
+    EXPECT_EQ(c.name, ContainerOf(run->id) + "-" + node);
     auto has = [&](const std::string& kv) {
       return std::find(c.env.begin(), c.env.end(), kv) != c.env.end();
     };
@@ -1163,7 +1192,7 @@ TEST_F(SlurmSchedulerTest, RunFollowsItsJobFromPendingToCompleted) {
   auto run = scheduler_->Submit(req);
   ASSERT_TRUE(run.ok()) << run.status().ToString();
   const slurm::JobRequest job = slurm_.WaitForSubmit();
-  EXPECT_EQ(job.name, "trainyard-" + run->id);
+  EXPECT_EQ(job.name, ContainerOf(run->id));
   EXPECT_NE(job.comment.find("trainyard run=" + run->id + " "), std::string::npos) << job.comment;
   EXPECT_EQ(job.partition, "debug");
   EXPECT_EQ(job.nodes, 1);
@@ -1358,6 +1387,9 @@ TEST_F(SlurmSchedulerTest, FailsFastAndSaysWhy) {
   EXPECT_EQ(done.failure_reason,
             "Slurm refused the job: sbatch: error: Invalid account or account/partition "
             "combination specified");
+  // The variables file holds the run token: a job that never ran leaves none behind.
+  EXPECT_TRUE(fs::exists(layout_.RunDir(run->id) / "slurm" / "job.sh"));
+  EXPECT_FALSE(fs::exists(layout_.RunDir(run->id) / "slurm" / "env.sh"));
 }
 
 TEST_F(SlurmSchedulerTest, ImagePushedOnceAndPasswordSealed) {

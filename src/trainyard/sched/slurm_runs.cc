@@ -303,7 +303,7 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
     task.runtime = compute->container_runtime;
     task.image = image_ref;
     task.pull_auth = auth;
-    task.container_prefix = ContainerName(ctx.id);
+    task.container_prefix = ContainerName(workspace_id_, ctx.id);
     for (const std::string& kv : launch->env) {
       const std::size_t eq = kv.find('=');
       task.env[kv.substr(0, eq)] = eq == std::string::npos ? "" : kv.substr(eq + 1);
@@ -323,12 +323,19 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
     (void)RemoveTree(files.dir);  // a leftover from an interrupted attempt
     written = slurm::WriteJobFiles(task, files);
   }
+  // The registry credentials and the variables file (with the run token) are only for a job
+  // that runs: when none does, they go at once.
+  auto drop_secrets = [&files] {
+    (void)RemoveTree(files.dir / "auth");
+    (void)RemoveTree(files.EnvFile());
+  };
   if (!written.ok()) {
+    drop_secrets();
     Finish(ctx, RunStatus::kFailed, "could not start the run: " + written.message());
     return;
   }
   slurm::JobRequest req;
-  req.name = ContainerName(ctx.id);
+  req.name = ContainerName(workspace_id_, ctx.id);
   req.comment = SlurmComment(ctx.id);
   req.partition = compute->partition;
   req.account = compute->account;
@@ -345,6 +352,7 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
   req.working_dir = files.dir;
   auto job = options_.slurm->Submit(req);
   if (!job.ok()) {
+    drop_secrets();
     Finish(ctx, RunStatus::kFailed, "Slurm refused the job: " + job.status().message());
     return;
   }

@@ -183,10 +183,18 @@ class CommandClient : public Client {
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    // Slurm's commands get the base variables and Slurm's own, nothing else of the daemon's:
+    // with sbatch --export=NONE, nothing of it reaches a job either.
+    std::vector<std::string_view> names = BaseEnvironmentNames();
+    names.insert(names.end(), {"SLURM_CONF", "MUNGE_SOCKET"});
+    std::vector<std::string> env = SelectEnvironment(environ, names);
+    std::vector<char*> envp;
+    for (std::string& kv : env) envp.push_back(kv.data());
+    envp.push_back(nullptr);
     pid_t pid = -1;
     int rc = options_.bin_dir.empty()
-                 ? ::posix_spawnp(&pid, path.c_str(), &actions, &attr, cargv.data(), environ)
-                 : ::posix_spawn(&pid, path.c_str(), &actions, &attr, cargv.data(), environ);
+                 ? ::posix_spawnp(&pid, path.c_str(), &actions, &attr, cargv.data(), envp.data())
+                 : ::posix_spawn(&pid, path.c_str(), &actions, &attr, cargv.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attr);
     if (rc == ENOENT) {

@@ -116,6 +116,13 @@ std::string BatchScript(const TaskSpec& task, const std::string& dir) {
     << "set -u\n"
     << "dir=" << ShellQuote(dir) << "\n"
     << R"SH(
+# sbatch ran with --export=NONE: the script has a PATH of its own, and its job steps get the
+# script's environment (which holds nothing of the daemon's).
+: "${PATH:=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}"
+export PATH
+SLURM_EXPORT_ENV=ALL
+export SLURM_EXPORT_ENV
+
 # How the batch script ended, "<code> <phase>", written whole (a temp file renamed).
 finish() {
   printf '%s %s\n' "$1" "$2" >"$dir/exit.tmp" && mv -f "$dir/exit.tmp" "$dir/exit"

@@ -230,7 +230,9 @@ JobInfo ReadJob(const json& j) {
 }  // namespace
 
 std::vector<std::string> SbatchArgs(const JobRequest& req) {
-  std::vector<std::string> args = {"--parsable"};
+  // --export=NONE: nothing of the daemon's environment reaches the job; the run's variables
+  // go through the job folder's 0600 env.sh.
+  std::vector<std::string> args = {"--parsable", "--export=NONE"};
   args.push_back("--job-name=" + req.name);
   args.push_back("--comment=" + req.comment);
   if (!req.partition.empty()) args.push_back("--partition=" + req.partition);

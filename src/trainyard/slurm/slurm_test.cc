@@ -68,6 +68,7 @@ TEST(SbatchArgsTest, Full) {
   req.output = "/shared/r1/batch.log";
   req.working_dir = "/shared/r1";
   std::vector<std::string> want = {"--parsable",
+                                   "--export=NONE",
                                    "--job-name=trainyard-r1",
                                    "--comment=trainyard run=r1",
                                    "--partition=gpu",
@@ -91,7 +92,7 @@ TEST(SbatchArgsTest, OptionalOnesLeftOut) {
   req.partition = "debug";
   req.script = "/j.sh";
   std::vector<std::string> want = {
-      "--parsable", "--job-name=n",        "--comment=", "--partition=debug",
+      "--parsable", "--export=NONE",       "--job-name=n", "--comment=", "--partition=debug",
       "--nodes=1",  "--ntasks-per-node=1", "/j.sh"};
   EXPECT_EQ(SbatchArgs(req), want);
 }

@@ -407,13 +407,23 @@ class SqliteStore : public Store {
 
   Status TransitionRun(const std::string& id, RunStatus to, std::int64_t at) override {
     std::lock_guard lock(mu_);
-    TY_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    Status s = TransitionLocked(id, to, at);
-    if (!s.ok()) {
-      (void)Exec("ROLLBACK");
-      return s;
+    // Starting is followed by an external effect (a container, an sbatch) and a final state is
+    // what the user is told: those commits reach the disk before this returns (synchronous=FULL
+    // fsyncs the WAL, and with it every commit before). The others may be lost to a power cut
+    // (not to a crash of the process), which recovery handles (docs/design-notes.md).
+    const bool durable = to == RunStatus::kStarting || IsTerminal(to);
+    if (durable) TY_RETURN_IF_ERROR(Exec("PRAGMA synchronous=FULL"));
+    Status s = Exec("BEGIN IMMEDIATE");
+    if (s.ok()) {
+      s = TransitionLocked(id, to, at);
+      if (s.ok()) {
+        s = Exec("COMMIT");
+      } else {
+        (void)Exec("ROLLBACK");
+      }
     }
-    return Exec("COMMIT");
+    if (durable) (void)Exec("PRAGMA synchronous=NORMAL");
+    return s;
   }
 
   Status UpdateRun(const RunRecord& run) override {
