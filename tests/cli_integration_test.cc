@@ -55,7 +55,8 @@ TEST_F(CliTest, JobCreateStreamsRunsAndDownloads) {
         "for epoch in range(3):\n"
         "    print(f'epoch {epoch} accuracy 0.{epoch + 7}', flush=True)\n"
         "    time.sleep(0.2)\n"
-        "open('outputs/model.bin', 'w').write('trained')\n");
+        "open('outputs/model.bin', 'w').write('trained')\n"
+        "open(b'outputs/caf\\xe9.txt', 'w').write('latin-1 name')\n");
   Write("src/.amlignore", "data/\n");
   Write("src/data/huge.bin", std::string(1000, 'x'));
   Write("job.yml",
@@ -102,7 +103,11 @@ TEST_F(CliTest, JobCreateStreamsRunsAndDownloads) {
   ASSERT_TRUE(model.ok()) << dl.output;
   EXPECT_EQ(*model, "trained");
   EXPECT_TRUE(fs::exists(home_ / "dl" / name / "user_logs" / "std_log.txt"));
-  EXPECT_NE(dl.output.find("; 1 checked against their digests"), std::string::npos) << dl.output;
+  EXPECT_NE(dl.output.find("; 2 checked against their digests"), std::string::npos) << dl.output;
+  // A file name that is not UTF-8 arrives under its own bytes.
+  auto latin1 = ReadFile(home_ / "dl" / name / "outputs" / "caf\xe9.txt");
+  ASSERT_TRUE(latin1.ok()) << dl.output;
+  EXPECT_EQ(*latin1, "latin-1 name");
 
   // A recorded output whose bytes changed behind the daemon's back (same size, old mtime) is
   // refused on download and not left on disk.

@@ -319,6 +319,14 @@ TEST_F(RemoteSnapshotTest, ManifestWithMissingObjectIs409AndInvalidOneIs400) {
   EXPECT_EQ(invalid->status, 400);
 
   m.entries.pop_back();
+  // A declared size that is not the object's (1 byte, under any limit, for a 4-byte object).
+  cas::Manifest lying = m;
+  lying.entries[0].size = 1;
+  StatusOr<HttpResult> lie = http_->Request("POST", "/api/v1/snapshots", lying.ToJson(),
+                                            "application/json");
+  ASSERT_TRUE(lie.ok());
+  EXPECT_EQ(lie->status, 400) << lie->body;
+  EXPECT_NE(lie->body.find("declares 1 bytes but its object"), std::string::npos) << lie->body;
   StatusOr<json> stored = http_->PostJson("/api/v1/snapshots", json::parse(m.ToJson()));
   ASSERT_TRUE(stored.ok()) << stored.status().ToString();
   EXPECT_EQ(*stored, json({{"id", m.Id()}, {"files", 1}, {"bytes", 4}}));

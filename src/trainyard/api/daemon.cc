@@ -20,6 +20,7 @@
 #include "trainyard/api/snapshot_routes.h"
 #include "trainyard/api/socket_relay.h"
 #include "trainyard/api/tracking_routes.h"
+#include "trainyard/cas/manifest.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/common/fs.h"
@@ -186,6 +187,11 @@ json ListRunFiles(const fs::path& run_dir, const std::map<std::string, tracking:
   for (const auto& [p, st] : found) {
     const auto size = static_cast<std::uint64_t>(st.st_size);
     json f = {{"path", p}, {"size", size}};
+    if (!cas::IsValidUtf8(p)) {
+      // JSON holds text: such a name is listed printably, and whole in path_b64.
+      f["path"] = cas::PrintablePath(p);
+      f["path_b64"] = Base64Encode(p);
+    }
     if (const auto* rec = CurrentRecord(recorded, p, size, MtimeMillis(st))) {
       f["digest"] = rec->digest;
       f["origin"] = rec->origin;

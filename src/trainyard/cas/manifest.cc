@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <deque>
+#include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <vector>
 
 #include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
@@ -265,7 +269,11 @@ std::string Manifest::Id() const { return Sha256Hex(ToJson()); }
 std::uint64_t Manifest::TotalBytes() const {
   std::uint64_t total = 0;
   for (const ManifestEntry& e : entries) {
-    if (e.type == ManifestEntry::Type::kFile) total += e.size;
+    if (e.type != ManifestEntry::Type::kFile) continue;
+    if (e.size > std::numeric_limits<std::uint64_t>::max() - total) {
+      return std::numeric_limits<std::uint64_t>::max();
+    }
+    total += e.size;
   }
   return total;
 }
@@ -296,6 +304,59 @@ StatusOr<Manifest> Manifest::FromJson(std::string_view json) {
     return InvalidArgument(std::string("manifest: ") + e.what());
   }
 }
+
+namespace {
+
+// Resolves the symlink at `link_path` the way the kernel will once the snapshot is
+// materialised, following the snapshot's other links on the way: false when the walk climbs
+// above the root or follows more than 40 links.
+bool ChainStaysInside(const std::map<std::string_view, std::string_view>& links,
+                      std::string_view link_path) {
+  constexpr int kMaxHops = 40;
+  std::vector<std::string> cur;  // the resolved folder so far, as components below the root
+  for (std::size_t start = 0, slash; (slash = link_path.find('/', start)) != std::string::npos;
+       start = slash + 1) {
+    cur.emplace_back(link_path.substr(start, slash - start));
+  }
+  std::deque<std::string> pending;
+  auto push_front = [&](std::string_view target) {
+    std::vector<std::string> parts;
+    std::size_t start = 0;
+    for (;;) {
+      const std::size_t slash = target.find('/', start);
+      parts.emplace_back(target.substr(start, slash == std::string_view::npos
+                                                   ? std::string_view::npos
+                                                   : slash - start));
+      if (slash == std::string_view::npos) break;
+      start = slash + 1;
+    }
+    pending.insert(pending.begin(), parts.begin(), parts.end());
+  };
+  push_front(links.at(link_path));
+  int hops = 1;
+  std::string joined;
+  while (!pending.empty()) {
+    std::string part = std::move(pending.front());
+    pending.pop_front();
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (cur.empty()) return false;
+      cur.pop_back();
+      continue;
+    }
+    cur.push_back(std::move(part));
+    joined.clear();
+    for (const std::string& c : cur) joined += (joined.empty() ? "" : "/") + c;
+    auto it = links.find(joined);
+    if (it == links.end()) continue;
+    if (++hops > kMaxHops || it->second.empty() || it->second[0] == '/') return false;
+    cur.pop_back();  // a link resolves from the folder that holds it
+    push_front(it->second);
+  }
+  return true;
+}
+
+}  // namespace
 
 Status Manifest::Validate() const {
   std::set<std::string_view> folders;
@@ -329,10 +390,21 @@ Status Manifest::Validate() const {
       folders.insert(std::string_view(e.path).substr(0, slash));
     }
   }
+  std::map<std::string_view, std::string_view> links;
   for (const ManifestEntry& e : entries) {
     if (folders.count(e.path) != 0) {
       return InvalidArgument("'" + PrintablePath(e.path) +
                              "' is both a file or symlink and a folder holding other entries");
+    }
+    if (e.type == ManifestEntry::Type::kSymlink) links.emplace(e.path, e.link_target);
+  }
+  // Each link stays inside on its own (above); as a chain through the others it must too.
+  for (const auto& [path, target] : links) {
+    if (!ChainStaysInside(links, path)) {
+      return InvalidArgument("symlink '" + PrintablePath(path) + "' -> '" +
+                             PrintablePath(target) +
+                             "' leaves the snapshot through the snapshot's other links (or "
+                             "follows more than 40 of them)");
     }
   }
   return Status::Ok();

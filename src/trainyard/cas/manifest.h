@@ -46,12 +46,15 @@ struct Manifest {
 
   // The snapshot id: SHA-256 (hex) of ToJson().
   std::string Id() const;
-  // Sum of file sizes.
+  // Sum of file sizes, saturating at UINT64_MAX (declared sizes come from clients and cannot
+  // wrap the sum below a limit).
   std::uint64_t TotalBytes() const;
 
   // Checks the invariants: paths safe and relative, sorted and unique, no path below a file or
   // symlink, file digests well-formed, modes 0644/0755, symlink targets relative and never
-  // climbing above the snapshot root. Errors: InvalidArgument naming the entry.
+  // climbing above the snapshot root, each on its own and as a chain through the snapshot's
+  // other links (`d/y -> ..` with `z -> d/y/..` leaves it; at most 40 links are followed, as
+  // the kernel does). Errors: InvalidArgument naming the entry.
   Status Validate() const;
 };
 

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <string>
 
 #include "trainyard/common/sha256.h"
@@ -126,6 +128,30 @@ TEST(ManifestTest, SymlinkStaysInside) {
   EXPECT_FALSE(SymlinkStaysInside("l", ""));
   // Climbs out and back in by the root's own name: outside once materialised elsewhere.
   EXPECT_FALSE(SymlinkStaysInside("l", "sub/../../src/a.txt"));
+}
+
+TEST(ManifestTest, SymlinkChainsAreResolvedAsAWhole) {
+  // Each link stays inside on its own; through d/y (the root itself), z climbs above it.
+  Manifest escape;
+  escape.entries = {Link("d/y", ".."), Link("z", "d/y/..")};
+  const Status st = escape.Validate();
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("'z'"));
+  // Through a link into a deeper folder and back up: inside.
+  Manifest fine;
+  fine.entries = {File("a/b/f.txt", "x"), Link("a/b/l", "../up/a/b/f.txt"), Link("a/up", ".."),
+                  Link("m", "a/b")};
+  EXPECT_TRUE(fine.Validate().ok()) << fine.Validate().ToString();
+  // A loop never ends inside: refused rather than followed forever.
+  Manifest loop;
+  loop.entries = {Link("p", "q/x"), Link("q", "p/x")};
+  EXPECT_EQ(loop.Validate().code(), StatusCode::kInvalidArgument);
+  // The sum of declared sizes saturates instead of wrapping under a limit.
+  Manifest huge;
+  huge.entries = {File("a", "x"), File("b", "y")};
+  huge.entries[0].size = std::numeric_limits<std::uint64_t>::max() - 1;
+  huge.entries[1].size = 5;
+  EXPECT_EQ(huge.TotalBytes(), std::numeric_limits<std::uint64_t>::max());
 }
 
 TEST(ManifestTest, PrintablePath) {

@@ -716,6 +716,19 @@ StatusOr<std::string> Snapshotter::AddManifest(const Manifest& manifest) {
                 PrintablePath(files[i]->path) + ")";
     }
   }
+  // A declared size must be the object's: limits are checked against declared sizes, and a
+  // materialised file must be what the manifest says.
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (!present[i]) continue;
+    struct stat st {};
+    if (::stat(objects_.PathFor(files[i]->digest).c_str(), &st) == 0 &&
+        static_cast<std::uint64_t>(st.st_size) != files[i]->size) {
+      return InvalidArgument("invalid manifest: file '" + PrintablePath(files[i]->path) +
+                             "' declares " + std::to_string(files[i]->size) +
+                             " bytes but its object " + files[i]->digest + " has " +
+                             std::to_string(st.st_size));
+    }
+  }
   if (missing > 0) {
     return NotFound("snapshot " + id + " lacks " + PlainCount(missing, "object", "objects") +
                     " in the store at " + objects_.root().string() + ": " + listed +

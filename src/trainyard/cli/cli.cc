@@ -434,6 +434,10 @@ int JobDownload(Session& s, const std::string& name, const std::string& dest_arg
   int verified = 0;
   for (const auto& f : *files) {
     std::string path = Str(f, "path");
+    // A name that is not UTF-8 comes whole in path_b64 (path is then only printable).
+    if (const std::string b64 = Str(f, "path_b64"); !b64.empty() && !Base64Decode(b64, &path)) {
+      return Fail(Internal("the daemon listed a file with a bad path_b64: " + b64));
+    }
     // The server names the files, but a path that would leave the folder is never written.
     auto target = ResolveUnder(dest, path);
     if (!target.ok()) return Fail(target.status().WithPrefix("refusing to download " + path));

@@ -31,7 +31,8 @@ StatusOr<std::string> DockerExecutor::Launch(const LaunchSpec& spec) {
     for (const auto& [var, dir] : spec.prepend_paths) {
       std::optional<std::string> current = value_in(c.env, var);
       if (!current) current = value_in(image_env, var);
-      std::erase_if(c.env, [&](const std::string& kv) { return kv.rfind(var + "=", 0) == 0; });
+      const std::string prefix = var + "=";  // (clang 14 cannot capture a structured binding)
+      std::erase_if(c.env, [&prefix](const std::string& kv) { return kv.rfind(prefix, 0) == 0; });
       c.env.push_back(var + "=" + dir + (current && !current->empty() ? ":" + *current : ""));
     }
   }
