@@ -2,7 +2,7 @@
 # shellcheck source-path=SCRIPTDIR
 # The one command that sets everything up and runs every test:
 #   deps.sh -> dockerd.sh -> base-images.sh -> registry.sh -> slurm.sh -> cmake --preset dev ->
-#   build -> ctest
+#   build -> ctest -> fuzz.sh (every fuzz target for FUZZ_SECONDS, default 15; 0 skips it)
 # Tests run with TRAINYARD_REQUIRE_SERVICES=1: a missing service is a failure, never a skip.
 # Extra arguments go to ctest (e.g. scripts/test.sh -R spec). Works from any folder.
 # The last line printed is "N passed, N failed"; a setup or build step that fails counts as one
@@ -42,6 +42,14 @@ TRAINYARD_REQUIRE_SERVICES=1 ctest --preset dev --timeout 900 --output-on-failur
 rc=${PIPESTATUS[0]}
 set -e
 
+# Every fuzz target for a short budget (scripts/fuzz.sh): counted as one test.
+fuzz_seconds="${FUZZ_SECONDS:-15}"
+fuzz_rc=0
+if [ "$fuzz_seconds" -gt 0 ] && [ $# -eq 0 ]; then
+  ty_log "fuzzing every target for ${fuzz_seconds} s"
+  "$here/fuzz.sh" "$fuzz_seconds" || fuzz_rc=$?
+fi
+
 line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$logdir/ctest.log" | tail -n1 || true)
 if [ -n "$line" ]; then
   failed=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
@@ -52,6 +60,9 @@ else
   passed=0 failed=1
 fi
 [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
+if [ "$fuzz_seconds" -gt 0 ] && [ $# -eq 0 ]; then
+  if [ "$fuzz_rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+fi
 echo
 summary "$passed" "$failed"
 [ "$rc" -eq 0 ] && [ "$failed" -eq 0 ]
