@@ -51,18 +51,24 @@ Status OpenError(std::string_view rel, int err) {
   }
 }
 
-int OpenWalk(int dir_fd, std::string_view rel, int flags, unsigned mode) {
-  std::vector<std::string> parts;
+// The components of `rel` without empty and "." ones; false when one is "..".
+bool Components(std::string_view rel, std::vector<std::string>* parts) {
   for (std::size_t start = 0; start <= rel.size();) {
     std::size_t slash = rel.find('/', start);
     if (slash == std::string_view::npos) slash = rel.size();
     std::string part(rel.substr(start, slash - start));
-    if (part == "..") {
-      errno = EXDEV;
-      return -1;
-    }
-    if (!part.empty() && part != ".") parts.push_back(std::move(part));
+    if (part == "..") return false;
+    if (!part.empty() && part != ".") parts->push_back(std::move(part));
     start = slash + 1;
+  }
+  return true;
+}
+
+int OpenWalk(int dir_fd, std::string_view rel, int flags, unsigned mode) {
+  std::vector<std::string> parts;
+  if (!Components(rel, &parts)) {
+    errno = EXDEV;
+    return -1;
   }
   if (parts.empty()) return ::openat(dir_fd, ".", flags | O_CLOEXEC, mode);
   int cur = dir_fd;
@@ -168,15 +174,8 @@ StatusOr<std::vector<std::string>> SplitRelativePath(std::string_view rel) {
     return InvalidArgument("path '" + std::string(rel) + "' must be relative");
   }
   std::vector<std::string> parts;
-  for (std::size_t start = 0; start <= rel.size();) {
-    std::size_t slash = rel.find('/', start);
-    if (slash == std::string_view::npos) slash = rel.size();
-    std::string part(rel.substr(start, slash - start));
-    if (part == "..") {
-      return InvalidArgument("path '" + std::string(rel) + "' must not contain '..'");
-    }
-    if (!part.empty() && part != ".") parts.push_back(std::move(part));
-    start = slash + 1;
+  if (!Components(rel, &parts)) {
+    return InvalidArgument("path '" + std::string(rel) + "' must not contain '..'");
   }
   if (parts.empty()) return InvalidArgument("path '" + std::string(rel) + "' names no file");
   return parts;
