@@ -243,8 +243,8 @@ std::int64_t Scheduler::RunTokenExpiry(const spec::RunRequest& req, std::int64_t
   return now_ms / 1000 + lifetime + kMargin;
 }
 
-Status Scheduler::Transition(RunContext& ctx, RunStatus to) {
-  TY_RETURN_IF_ERROR(store_.TransitionRun(ctx.id, to, NowMillis()));
+Status Scheduler::Transition(RunContext& ctx, RunStatus to, std::int64_t at_ms) {
+  TY_RETURN_IF_ERROR(store_.TransitionRun(ctx.id, to, at_ms != 0 ? at_ms : NowMillis()));
   // One line per transition in the daemon's log (stderr): what happened to which run, and when.
   std::fprintf(stderr, "[%s] run %s: %s -> %s\n", FormatTimeIso(NowMillis()).c_str(),
                ctx.id.c_str(), std::string(store::RunStatusName(ctx.status)).c_str(),
@@ -601,6 +601,9 @@ void Scheduler::Work(std::shared_ptr<RunContext> ctx) {
 }
 
 void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& reason) {
+  // The run ended now, before its nodes go to the next run: its end is never recorded after
+  // the next run's start (the durable final commit can take a while).
+  const std::int64_t ended_at = NowMillis();
   if (!reason.empty()) {
     std::fprintf(stderr, "[%s] run %s: %s\n", FormatTimeIso(NowMillis()).c_str(), ctx.id.c_str(),
                  reason.c_str());
@@ -620,7 +623,7 @@ void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& rea
       active_.erase(it);
     }
   }
-  (void)Transition(ctx, status);
+  (void)Transition(ctx, status, ended_at);
 }
 
 Status Scheduler::CollectOutputs(RunContext& ctx) {

@@ -218,7 +218,8 @@ class Scheduler {
   // Prepares, launches and follows the run; returns the final state and reason.
   void Execute(RunContext& ctx);
   void FollowAndFinish(RunContext& ctx);
-  Status Transition(RunContext& ctx, store::RunStatus to);
+  // Records `to` at `at_ms` (now when 0).
+  Status Transition(RunContext& ctx, store::RunStatus to, std::int64_t at_ms = 0);
   void Finish(RunContext& ctx, store::RunStatus status, const std::string& reason);
   // Records the run's outputs (SchedulerOptions::collect_outputs); a file that was skipped is
   // named in the run's log as a warning.
