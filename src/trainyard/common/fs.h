@@ -45,13 +45,6 @@ StatusOr<fs::path> ResolveUnder(const fs::path& root, std::string_view relative)
 // Size of a file, or 0 on error.
 std::uint64_t FileSizeOr0(const fs::path& path);
 
-// Size of a regular file, without following a symlink: 0 for anything else or on error.
-std::uint64_t RegularFileSizeOr0(const fs::path& path);
-
-// Opens a regular file for reading without following a final symlink or blocking on a FIFO.
-// Returns the descriptor, or -1 (errno set; ELOOP/EINVAL for a link or a non-regular file).
-int OpenRegularNoFollow(const fs::path& path);
-
 // The home folder of the current user ($HOME, else the passwd entry).
 fs::path HomeDir();
 
