@@ -21,7 +21,11 @@ dir="${DIR:-/var/tmp}"
 (cd "$root" && cmake --preset release -B "$build" -DTRAINYARD_BUILD_BENCH=ON >/dev/null &&
   cmake --build "$build" --target throughput_tool >/dev/null)
 
-out=$("$build/bench/throughput/throughput_tool" "$dir" "$runs" "$clients")
+# What durable transitions cost (Starting and final states fsynced before they return): the
+# same runs with them off, measured first, in this run.
+fast=$("$build/bench/throughput/throughput_tool" "$dir" "$runs" "$clients" fast)
+fast_rate=$(awk '$1 == "runs_per_s" { print $2 }' <<<"$fast")
+out=$("$build/bench/throughput/throughput_tool" "$dir" "$runs" "$clients" durable)
 get() { awk -v k="$1" '$1 == k { print $2 }' <<<"$out"; }
 rate=$(get runs_per_s)
 echo "trainyard: $runs trivial runs, $clients clients, process compute with 2 nodes, states persisted:"
@@ -30,6 +34,8 @@ echo "  $rate runs/s ($(get seconds) s, submit of the first -> last Completed)" 
 echo "  submits: $(get submits_per_s)/s, p50 $(get submit_ms_p50) ms, p99 $(get submit_ms_p99) ms"
 echo "  per run on its node: $(get node_ms_mean) ms (Preparing->Running $(get preparing_to_running_ms_mean)," \
   "Running $(get running_ms_mean), Finalizing $(get finalizing_ms_mean))"
+echo "  without durable transitions (not a mode the daemon has; the cost of durability): $fast_rate runs/s;" \
+  "durable / not: $(awk -v a="$rate" -v b="$fast_rate" 'BEGIN { printf "%.2f", a / b }')"
 
 # The anchor: the same trivial jobs through Slurm, when a responsive one is here.
 if ! command -v sbatch >/dev/null 2>&1 || ! timeout 10 sinfo -h >/dev/null 2>&1; then

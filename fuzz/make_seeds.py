@@ -102,4 +102,30 @@ put("docker", b"\x02" + json.dumps({"auths": {"127.0.0.1:5000": {"auth": "dXNlcj
                                               "https://index.docker.io/v1/": {"username": "u",
                                                                               "password": "p"}},
                                     "credHelpers": {"ghcr.io": "x"}}).encode())
+for lines in [
+        [{"status": "Pulling from team/img", "id": "latest"},
+         {"status": "Downloading", "id": "abc", "progress": "[=>   ] 1MB/5MB"}],
+        [{"stream": "Step 1/2 : FROM scratch\n"}, {"stream": "partial "}, {"stream": "line\n"},
+         {"aux": {"ID": "sha256:" + "b" * 64}}],
+        [{"errorDetail": {"message": "unauthorized: s3cret"}, "error": "unauthorized"}]]:
+    put("docker", b"\x03" + b"\r\n".join(json.dumps(m).encode() for m in lines) + b"\n")
+put("docker", b"\x03not json\n{\"stream\": 5}\n")
+
+
+def frame(stream, payload):
+    return bytes([stream, 0, 0, 0]) + struct.pack(">I", len(payload)) + payload
+
+
+stream = (frame(1, b"2026-12-06T18:00:00.000000001Z one\n") +
+          frame(2, b"2026-12-06T18:00:00.000000001Z two\n") +
+          frame(1, b"2026-12-06T18:00:01+01:00 three\n"))
+put("docker", b"\x04\n" + stream)
+put("docker", b"\x04" + b"2026-12-06T18:00:00.000000001Z 1\n" + stream)
+put("docker", b"\x04" + b"2026-12-06T18:00:00.000000001Z 5\n" + frame(1, b"no timestamp\n"))
+
+for s in [b"1234 987654 0f1e2d3c-aaaa\n", b"77 1", b"-5 3", b"99999999999999999999 1", b"x y"]:
+    put("process_files", b"\x00" + s)
+for s in [b'{"exit_code": 3, "signal": 0}', b'{"exit_code": 1e99}', b'{"exit_code": -2147483649}',
+          b"[]", b""]:
+    put("process_files", b"\x01" + s)
 print("seeds written to", os.path.join(here, "corpus"))

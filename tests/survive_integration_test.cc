@@ -418,6 +418,80 @@ TEST_F(SurviveTest, DockerRunsSurviveKill9) {
   EXPECT_TRUE(left->empty()) << left->size() << " containers left behind";
 }
 
+// The numbers of the "line N" lines of `log` that start with `prefix`, in order.
+std::vector<int> LineNumbers(const std::string& log, const std::string& prefix = "") {
+  std::vector<int> out;
+  for (const std::string& line : Split(log, '\n')) {
+    if (line.rfind(prefix + "line ", 0) == 0) out.push_back(std::stoi(line.substr(prefix.size() + 5)));
+  }
+  return out;
+}
+
+// Checks that `numbers` start with 1..30, end with `last`, and only ever go up: nothing the log
+// had before the crash was lost and nothing was written twice. Returns how many there are.
+std::size_t ExpectResumed(const std::vector<int>& numbers, int last, const std::string& what) {
+  EXPECT_GE(numbers.size(), 30u) << what;
+  for (int i = 0; i < 30 && i < static_cast<int>(numbers.size()); ++i) {
+    EXPECT_EQ(numbers[static_cast<std::size_t>(i)], i + 1) << what << ": line " << i;
+  }
+  for (std::size_t i = 1; i < numbers.size(); ++i) {
+    EXPECT_LT(numbers[i - 1], numbers[i]) << what << ": out of order or repeated at " << i;
+  }
+  EXPECT_FALSE(numbers.empty() || numbers.back() != last) << what << ": does not end with " << last;
+  return numbers.size();
+}
+
+// Hardening finding 10: a daemon that re-attaches after kill -9 resumes each node's output where
+// its logs stopped. Meanwhile the engine rotated its own copy of the output (kept small here,
+// workspace.json container_log_max_bytes): re-reading that from the start, as a re-attach did
+// before, loses the lines the run's log already had.
+TEST_F(SurviveTest, ReattachResumesTheLogAfterTheEngineRotatedIt) {
+  TY_REQUIRE_SERVICE(testing::DockerAvailable(), "dockerd at /var/run/docker.sock");
+  docker_used_ = true;
+  ASSERT_TRUE(WriteFileAtomic(layout_.ConfigFile(), R"({"container_log_max_bytes": 4096})").ok());
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+  ASSERT_NO_FATAL_FAILURE(CreateCompute("dock", "docker", 3));
+  const std::string command =
+      "for i in $(seq 1 30); do echo line $i; done; sleep 4; "
+      "for i in $(seq 31 2000); do echo line $i; done; sleep 1";
+  const std::string one = Submit(Job("surv-rot1-" + suffix_, command, "dock"));
+  const std::string two = Submit(Job("surv-rot2-" + suffix_, command, "dock", 0, 2));
+  ASSERT_FALSE(one.empty() || two.empty());
+  auto has_30 = [&](const std::string& run, const std::string& rel) {
+    return RunFile(run, rel).find("line 30\n") != std::string::npos;
+  };
+  WaitUntil(one, [&](const json&) { return has_30(one, kStdLog); }, "logging line 30");
+  WaitUntil(
+      two,
+      [&](const json&) {
+        return has_30(two, "user_logs/std_log_node_0.txt") &&
+               has_30(two, "user_logs/std_log_node_1.txt");
+      },
+      "logging line 30 on both nodes");
+  ASSERT_FALSE(HasFailure());
+
+  KillDaemon();
+  std::this_thread::sleep_for(6s);  // 20 KB more, five times what the engine keeps, meanwhile
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+
+  json r1 = WaitEnd(one);
+  EXPECT_EQ(r1["status"], "Completed") << r1.dump(1);
+  const std::size_t kept = ExpectResumed(LineNumbers(RunFile(one, kStdLog)), 2000, "one node");
+  EXPECT_LT(kept, 2000u) << "the engine kept every line: the test did not make it rotate";
+  json r2 = WaitEnd(two);
+  EXPECT_EQ(r2["status"], "Completed") << r2.dump(1);
+  const std::string merged = RunFile(two, kStdLog);
+  for (int node = 0; node < 2; ++node) {
+    const std::string what = "node " + std::to_string(node);
+    ExpectResumed(LineNumbers(RunFile(two, "user_logs/std_log_node_" + std::to_string(node) +
+                                                ".txt")),
+                  2000, what + "'s log");
+    ExpectResumed(LineNumbers(merged, "[" + what + "] "), 2000, what + " in the run's log");
+  }
+  EXPECT_FALSE(fs::exists(layout_.RunDir(one) / "user_logs/.follow"))
+      << "the resume checkpoint outlived the run";
+}
+
 // Docker compute with one node: P is killed in Preparing (its image, removed from the engine
 // after an earlier run built it, is being rebuilt), Q waits in the queue behind it for the
 // same image, and R waits in the queue while its own image builds. All three complete after

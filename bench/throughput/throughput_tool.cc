@@ -93,9 +93,12 @@ double Percentile(std::vector<double> v, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) Die("usage: throughput_tool DIR [RUNS [CLIENTS]]");
+  if (argc < 2) Die("usage: throughput_tool DIR [RUNS [CLIENTS [durable|fast]]]");
   const long runs = argc > 2 ? std::atol(argv[2]) : 1000;
   const int clients = argc > 3 ? std::atoi(argv[3]) : 20;
+  // "fast": transitions to Starting and to a final state without synchronous=FULL, to measure
+  // what their durability costs (the daemon never runs so).
+  const bool durable = argc <= 4 || std::string(argv[4]) != "fast";
   if (runs < 1 || clients < 1) Die("RUNS and CLIENTS must be positive");
   const fs::path root = fs::path(argv[1]) / ("ws-tput-" + RandomHex(4));
   if (!MakeDirs(root).ok()) Die("cannot create " + root.string());
@@ -111,6 +114,7 @@ int main(int argc, char** argv) {
   opts.workspace = root;
   opts.port = 0;
   opts.write_server_file = false;
+  opts.durable_transitions = durable;
   opts.docker_config = root / "no-docker-config.json";
   auto daemon = api::Daemon::Start(opts);
   if (!daemon.ok()) Die(daemon.status().ToString());

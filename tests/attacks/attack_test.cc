@@ -8,9 +8,16 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__SANITIZE_ADDRESS__)
+// From AddressSanitizer's runtime (sanitizer/allocator_interface.h, not shipped with gcc here).
+extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
+#endif
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <string>
@@ -136,10 +143,60 @@ class AttackTest : public ::testing::Test {
     return value;
   }
 
+  // Restarts the daemon on the workspace with workspace.json set to `config`.
+  void RestartWith(const json& config) {
+    client_.reset();
+    daemon_.reset();
+    ASSERT_TRUE(WriteFileAtomic(layout_.ConfigFile(), config.dump()).ok());
+    api::DaemonOptions opts = testing::TestDaemonOptions(root_);
+    opts.write_server_file = true;
+    auto d = api::Daemon::Start(opts);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    daemon_ = std::move(d).value();
+    client_ = std::make_unique<HttpClient>(daemon_->url(), daemon_->token());
+  }
+
   fs::path root_;
   WorkspaceLayout layout_;
   std::unique_ptr<api::Daemon> daemon_;
   std::unique_ptr<HttpClient> client_;
+};
+
+// The peak memory this process (which hosts the daemon) has allocated over a stretch of time,
+// sampled every 20 ms by a thread of its own: under AddressSanitizer its count of live
+// allocations (resident memory would count the freed blocks it keeps in quarantine), else the
+// resident size.
+class RssPeak {
+ public:
+  RssPeak() : thread_([this] {
+    while (!stop_) {
+      peak_ = std::max(peak_.load(), Now());
+      std::this_thread::sleep_for(20ms);
+    }
+  }) {}
+  ~RssPeak() { Stop(); }
+  std::uint64_t Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    return peak_;
+  }
+  static std::uint64_t Now() {
+#if defined(__SANITIZE_ADDRESS__)
+    return __sanitizer_get_current_allocated_bytes();
+#else
+    auto status = ReadFile("/proc/self/status");
+    if (!status.ok()) return 0;
+    for (const std::string& line : Split(*status, '\n')) {
+      if (StartsWith(line, "VmRSS:")) return std::stoull(line.substr(6)) * 1024;
+    }
+    return 0;
+#endif
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<std::uint64_t> peak_{0};
+  std::thread thread_;
 };
 
 // Finding 1: a run swaps outputs/d with a link to the workspace root while asking for
@@ -436,6 +493,252 @@ TEST_F(AttackTest, APreCreatedSocketFolderIsRefused) {
   EXPECT_TRUE(fs::exists(shared / "sock" / "api.sock"));
   started->reset();
   (void)RemoveTree(shared);
+}
+
+// Finding 8: a run tries to exhaust the daemon. Each limit holds and answers naming itself:
+// too many tags or entries (400), a header trickled byte by byte (408), a flood of connections
+// through the runs' socket (429, while the user's own clients are still served), a fork bomb
+// (the container's process limit).
+TEST_F(AttackTest, ARunCannotExhaustTheDaemon) {
+  ASSERT_NO_FATAL_FAILURE(RestartWith({{"max_connections", 20},
+                                       {"http_header_timeout_ms", 500},
+                                       {"max_tags_per_run", 5},
+                                       {"max_entries_per_run", 10},
+                                       {"container_pids_limit", 64}}));
+  json run = RunScript(R"PY(
+import json, subprocess, time
+tags = {"set": {"t%d" % i: "v" for i in range(6)}}
+print("TAGS=%d %s" % call("PATCH", "/tags", json.dumps(tags).encode()), flush=True)
+rows = {"entries": [{"name": "r", "kind": "row", "value": {"a": i}} for i in range(11)]}
+print("ENTRIES=%d %s" % call("POST", "/entries", json.dumps(rows).encode()), flush=True)
+
+# Slowloris: a request line, then one header line every 200 ms, never the blank line.
+s = socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect(SOCK)
+start = time.time()
+s.sendall(b"GET /api/v1/jobs/%s HTTP/1.1\r\n" % RUN.encode())
+answer = b""
+try:
+    for _ in range(50):
+        s.sendall(b"X-Slow: 1\r\n")
+        time.sleep(0.2)
+        s.setblocking(False)
+        try:
+            answer += s.recv(65536)
+        except BlockingIOError:
+            pass
+        s.setblocking(True)
+        if answer:
+            break
+except OSError:
+    pass
+print("SLOW=%.1f %s" % (time.time() - start, answer.split(b"\r\n")[0].decode()), flush=True)
+print("SLOW_BODY=" + answer.partition(b"\r\n\r\n")[2].decode(), flush=True)
+
+# A flood of connections: held open, each one idle.
+held, refused = [], ""
+for _ in range(40):
+    c = socket.socket(socket.AF_UNIX); c.connect(SOCK); held.append(c)
+time.sleep(0.5)
+for c in held:
+    c.setblocking(False)
+    try:
+        got = c.recv(65536)
+        if got.startswith(b"HTTP/1.1 429"):
+            refused = got.partition(b"\r\n\r\n")[2].decode()
+    except BlockingIOError:
+        pass
+print("FLOOD_REFUSED=" + refused, flush=True)
+print("HOLDING", flush=True)
+time.sleep(4)
+for c in held:
+    c.close()
+
+# A fork bomb, stopped by the container's process limit.
+procs, failed = [], 0
+for _ in range(200):
+    try:
+        procs.append(subprocess.Popen(["sleep", "5"]))
+    except OSError:
+        failed += 1
+print("SPAWNED=%d FAILED=%d" % (len(procs), failed), flush=True)
+for p in procs:
+    p.kill()
+)PY");
+  const std::string log = Log(run);
+  EXPECT_EQ(run.value("status", ""), "Completed") << run.dump() << log;
+  EXPECT_EQ(Printed(log, "TAGS").rfind("400 ", 0), 0u) << log;
+  EXPECT_NE(Printed(log, "TAGS").find("the limit is 5 tags per run"), std::string::npos) << log;
+  EXPECT_EQ(Printed(log, "ENTRIES").rfind("400 ", 0), 0u) << log;
+  EXPECT_NE(Printed(log, "ENTRIES").find("the limit is 10 entries per run"), std::string::npos)
+      << log;
+  EXPECT_NE(Printed(log, "SLOW").find("HTTP/1.1 408"), std::string::npos) << log;
+  EXPECT_NE(Printed(log, "SLOW_BODY").find("within the limit of 500 ms"), std::string::npos) << log;
+  EXPECT_LT(std::stod(Printed(log, "SLOW").empty() ? "99" : Printed(log, "SLOW")), 5.0) << log;
+  EXPECT_NE(Printed(log, "FLOOD_REFUSED").find("the limit of 10 the runs' concurrent connections"),
+            std::string::npos)
+      << log;
+  const std::string spawned = Printed(log, "SPAWNED");
+  ASSERT_FALSE(spawned.empty()) << log;
+  EXPECT_LT(std::stoi(spawned), 64) << log;
+  EXPECT_GT(std::stoi(spawned.substr(spawned.find("FAILED=") + 7)), 0) << log;
+  auto tags = client_->GetJson("/api/v1/jobs/" + run.value("name", "") + "/tags");
+  ASSERT_TRUE(tags.ok()) << tags.status().ToString();
+  EXPECT_TRUE((*tags)["tags"].empty()) << "a refused batch is refused whole: " << tags->dump();
+}
+
+// Finding 8: while a run holds every connection the runs' socket allows, the user's clients
+// are still served.
+TEST_F(AttackTest, ARunsConnectionFloodLeavesTheUserServed) {
+  ASSERT_NO_FATAL_FAILURE(RestartWith({{"max_connections", 20}}));
+  const std::string name = SubmitScript(*client_, layout_, R"PY(
+import time
+held = []
+for _ in range(40):
+    c = socket.socket(socket.AF_UNIX); c.connect(SOCK); held.append(c)
+print("HOLDING", flush=True)
+time.sleep(8)
+)PY");
+  ASSERT_FALSE(name.empty());
+  const auto deadline = std::chrono::steady_clock::now() + 180s;
+  bool holding = false;
+  while (!holding && std::chrono::steady_clock::now() < deadline) {
+    holding = Log(json{{"name", name}}).find("HOLDING") != std::string::npos;
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(holding) << "the run never held its connections";
+  for (int i = 0; i < 5; ++i) {  // the user, over TCP, while the run holds its share
+    HttpClient user(daemon_->url(), daemon_->token());
+    auto got = user.GetJson("/api/v1/jobs/" + name, 2000);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+  }
+  json run = WaitEnd(*client_, name);
+  EXPECT_EQ(run.value("status", ""), "Completed") << run.dump();
+}
+
+// Finding 8: a multi-node run whose node writes 200 MB without a newline. The run's log
+// prefixes each node's lines, so it holds a node's unfinished line; unbounded, that is the
+// daemon's memory.
+TEST_F(AttackTest, ALineWithoutEndCostsTheDaemonNoMemory) {
+  auto compute = client_->PostJson("/api/v1/computes",
+                                   {{"name", "pair"}, {"type", "docker"}, {"max_nodes", 2}});
+  ASSERT_TRUE(compute.ok()) << compute.status().ToString();
+  fs::path dir = root_ / "src-line";
+  ASSERT_TRUE(MakeDirs(dir).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir / "train.py", R"PY(
+import os, sys
+block = b"x" * (1 << 20)
+if os.environ.get("TRAINYARD_NODE_RANK", os.environ.get("RANK", "0")) == "0":
+    for _ in range(200):
+        sys.stdout.buffer.write(block)
+    sys.stdout.buffer.write(b"\nEND\n")
+else:
+    print("other node", flush=True)
+)PY")
+                  .ok());
+  cas::ObjectStore objects(layout_.ObjectsDir());
+  cas::Snapshotter snap(objects, layout_.SnapshotsDir());
+  auto snapshot = snap.Snapshot(dir, {});
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status().ToString();
+  spec::RunRequest r;
+  r.experiment_name = "attacks";
+  r.command = "python3 train.py";
+  r.compute = "pair";
+  r.instance_count = 2;
+  spec::EnvironmentDefinition env;
+  env.image = "python:3.11-slim";
+  env.user_managed_dependencies = true;
+  r.environment = env;
+  json job = r.ToJson(spec::SecretMode::kPlain);
+  job["snapshot_id"] = snapshot->id;
+  const std::uint64_t before = RssPeak::Now();
+  RssPeak peak;
+  auto submitted = client_->PostJson("/api/v1/jobs", job);
+  ASSERT_TRUE(submitted.ok()) << submitted.status().ToString();
+  json run = WaitEnd(*client_, (*submitted)["name"].get<std::string>(), 600);
+  const std::uint64_t grew = peak.Stop() - std::min(before, peak.Stop());
+  auto node0 = ReadFile(layout_.RunDir(run.value("name", "")) / "user_logs/std_log_node_0.txt");
+  EXPECT_EQ(run.value("status", ""), "Completed")
+      << run.dump() << "\n"
+      << (node0.ok() ? node0->substr(0, 2000) : std::string());
+  EXPECT_LT(grew, std::uint64_t{120} << 20)
+      << "the daemon grew by " << (grew >> 20) << " MiB while a node wrote a 200 MB line";
+  std::fprintf(stderr, "memory grew by %llu MiB while a node wrote a 200 MiB line\n",
+               static_cast<unsigned long long>(grew >> 20));
+  const std::string log = Log(run);
+  std::error_code ec;
+  for (int i = 0; i < 2; ++i) {
+    std::fprintf(stderr, "node %d log: %lld bytes\n", i,
+                 static_cast<long long>(fs::file_size(
+                     layout_.RunDir(run.value("name", "")) /
+                         ("user_logs/std_log_node_" + std::to_string(i) + ".txt"),
+                     ec)));
+  }
+  EXPECT_NE(log.find("[node 0] END\n"), std::string::npos);
+  EXPECT_NE(log.find("[node 1] other node\n"), std::string::npos);
+  EXPECT_GE(log.size(), std::size_t{200} << 20) << "every byte of the line is kept";
+}
+
+// Finding 9: requests that take long (a listing of a run folder of 150,000 files, here four at
+// once) run off the event loop: /health and other clients are answered meanwhile.
+TEST_F(AttackTest, SlowRequestsDoNotStallTheDaemon) {
+  json run = RunScript("print('small')\n");
+  ASSERT_EQ(run.value("status", ""), "Completed") << run.dump();
+  const std::string name = run.value("name", "");
+  const fs::path outputs = layout_.RunDir(name) / "outputs" / "many";
+  ASSERT_TRUE(MakeDirs(outputs).ok());
+  for (int d = 0; d < 150; ++d) {
+    const fs::path sub = outputs / std::to_string(d);
+    ASSERT_TRUE(MakeDirs(sub).ok());
+    for (int f = 0; f < 1000; ++f) {
+      const int fd = ::open((sub / std::to_string(f)).c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+      ASSERT_GE(fd, 0);
+      ::close(fd);
+    }
+  }
+  std::atomic<int> done{0};
+  std::vector<std::thread> listings;
+  std::vector<std::int64_t> listing_ms(4);
+  for (int i = 0; i < 4; ++i) {
+    listings.emplace_back([&, i] {
+      HttpClient c(daemon_->url(), daemon_->token());
+      const auto start = std::chrono::steady_clock::now();
+      auto files = c.GetJson("/api/v1/jobs/" + name + "/files", 120'000);
+      listing_ms[i] = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now() - start)
+                          .count();
+      EXPECT_TRUE(files.ok()) << files.status().ToString();
+      ++done;
+    });
+  }
+  std::this_thread::sleep_for(200ms);  // the four are under way
+  std::vector<std::int64_t> health_ms, job_ms;
+  HttpClient user(daemon_->url(), daemon_->token());
+  while (done < 4 && health_ms.size() < 50) {
+    auto start = std::chrono::steady_clock::now();
+    ASSERT_TRUE(user.GetJson("/api/v1/health", 10'000).ok());
+    health_ms.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - start)
+                            .count());
+    start = std::chrono::steady_clock::now();
+    ASSERT_TRUE(user.GetJson("/api/v1/jobs/" + name, 10'000).ok());
+    job_ms.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::steady_clock::now() - start)
+                         .count());
+    std::this_thread::sleep_for(20ms);
+  }
+  const bool measured_while_busy = done < 4;
+  for (auto& t : listings) t.join();
+  ASSERT_TRUE(measured_while_busy) << "the listings ended before /health was measured; make "
+                                      "the folder larger";
+  std::sort(health_ms.begin(), health_ms.end());
+  std::sort(job_ms.begin(), job_ms.end());
+  std::fprintf(stderr, "listings took %lld ms; /health median %lld ms, max %lld ms; job median %lld ms\n",
+               static_cast<long long>(*std::max_element(listing_ms.begin(), listing_ms.end())),
+               static_cast<long long>(health_ms[health_ms.size() / 2]),
+               static_cast<long long>(health_ms.back()),
+               static_cast<long long>(job_ms[job_ms.size() / 2]));
+  EXPECT_LT(health_ms[health_ms.size() / 2], 50);
+  EXPECT_LT(job_ms[job_ms.size() / 2], 200);
 }
 
 }  // namespace

@@ -64,8 +64,10 @@ class CountingEngine : public docker::Engine {
     return real_.CreateContainer(config);
   }
   Status StartContainer(const std::string& id) override { return real_.StartContainer(id); }
-  Status FollowLogs(const std::string& id, const docker::TextSink& sink) override {
-    return real_.FollowLogs(id, sink);
+  using docker::Engine::FollowLogs;
+  Status FollowLogsFrom(const std::string& id, const docker::LogPosition& from,
+                        const docker::PositionedSink& sink) override {
+    return real_.FollowLogsFrom(id, from, sink);
   }
   StatusOr<int> WaitContainer(const std::string& id) override { return real_.WaitContainer(id); }
   Status StopContainer(const std::string& id, int grace_seconds) override {

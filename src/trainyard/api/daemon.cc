@@ -4,9 +4,11 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
 #include <cstdio>
@@ -242,7 +244,8 @@ struct Daemon::Impl {
 
 void Daemon::Impl::InstallRoutes() {
   HttpServer& s = *http;
-  s.Route("GET", "/api/v1/health", SyncHandler([](HttpRequest&) {
+  // Answered on the event loop: it stays fast however busy the blocking pool is.
+  s.RouteOnLoop("GET", "/api/v1/health", SyncHandler([](HttpRequest&) {
             return HttpResponse::Json(200, {{"status", "ok"}, {"version", kVersion}});
           }));
   s.Route("GET", "/api/v1/workspace", SyncHandler([this](HttpRequest&) {
@@ -358,7 +361,10 @@ void Daemon::Impl::InstallRoutes() {
   AddSnapshotRoutes(s, *objects, *snapshots, snapshot_options);
 
   // Run tracking: metrics, entries, tags, properties, files, the script's verdict.
-  AddTrackingRoutes(s, *store, *series, layout);
+  TrackingRouteOptions tracking_options;
+  tracking_options.max_tags_per_run = config.max_tags_per_run;
+  tracking_options.max_properties_per_run = config.max_properties_per_run;
+  AddTrackingRoutes(s, *store, *series, layout, tracking_options);
 
   // Compute targets: create-or-attach, list, the status view, delete.
   AddComputeRoutes(s, *scheduler);
@@ -424,19 +430,25 @@ asio::awaitable<HttpResponse> Daemon::Impl::Stream(HttpRequest& req) {
   auto deadline = Notifier::Clock::now() + std::chrono::milliseconds(wait_ms);
   for (;;) {
     const std::uint64_t seen = http->notifier().Sequence(name);
-    auto run = store->GetRun(name);
-    if (!run.ok()) co_return HttpResponse::FromStatus(run.status());
-    const std::string status = StatusText(run->status);
-    const bool terminal = store::IsTerminal(run->status);
-    if (!run_dir) {
-      if (auto opened = RootedDir::Open(layout.RunDir(name)); opened.ok()) {
-        run_dir.emplace(std::move(opened).value());
+    // The database and the files are read on the blocking pool, never on the event loop.
+    std::optional<HttpResponse> answer;
+    co_await http->Offload([&] {
+      auto run = store->GetRun(name);
+      if (!run.ok()) {
+        answer = HttpResponse::FromStatus(run.status());
+        return;
       }
-    }
-    const RootedDir* dir = run_dir ? &*run_dir : nullptr;
-    const bool news = status != known_status || size_of(build_path) > build_offset ||
-                      size_of(log_path) > log_offset;
-    if (news || terminal || Notifier::Clock::now() >= deadline) {
+      const std::string status = StatusText(run->status);
+      const bool terminal = store::IsTerminal(run->status);
+      if (!run_dir) {
+        if (auto opened = RootedDir::Open(layout.RunDir(name)); opened.ok()) {
+          run_dir.emplace(std::move(opened).value());
+        }
+      }
+      const RootedDir* dir = run_dir ? &*run_dir : nullptr;
+      const bool news = status != known_status || size_of(build_path) > build_offset ||
+                        size_of(log_path) > log_offset;
+      if (!news && !terminal && Notifier::Clock::now() < deadline) return;
       bool build_more = false, log_more = false;
       std::string build =
           ReadChunk(dir, build_path, build_offset, kMaxChunk, terminal, &build_more);
@@ -445,14 +457,15 @@ asio::awaitable<HttpResponse> Daemon::Impl::Stream(HttpRequest& req) {
       const std::uint64_t new_log = log_offset + log.size();
       const bool done =
           terminal && new_build >= size_of(build_path) && new_log >= size_of(log_path);
-      co_return JsonText(200, {{"status", status},
-                               {"build", build},
-                               {"build_offset", new_build},
-                               {"log", log},
-                               {"log_offset", new_log},
-                               {"done", done},
-                               {"failure_reason", run->failure_reason}});
-    }
+      answer = JsonText(200, {{"status", status},
+                              {"build", build},
+                              {"build_offset", new_build},
+                              {"log", log},
+                              {"log_offset", new_log},
+                              {"done", done},
+                              {"failure_reason", run->failure_reason}});
+    });
+    if (answer) co_return std::move(*answer);
     co_await http->notifier().WaitForChange(name, seen, deadline);
   }
 }
@@ -478,6 +491,28 @@ fs::path FindPythonSdk() {
   return {};
 }
 
+// Raises the soft descriptor limit to the hard one (each connection, log and run costs
+// descriptors); returns the soft limit now in force.
+std::uint64_t RaiseDescriptorLimit() {
+  struct rlimit limit {};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return 1024;
+  if (limit.rlim_cur < limit.rlim_max) {
+    struct rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  return limit.rlim_cur == RLIM_INFINITY ? std::uint64_t{1} << 20 : limit.rlim_cur;
+}
+
+// The connection cap: workspace.json's max_connections when set, else half the descriptors
+// left after a reserve for the database, logs and runs, at most 10,000.
+int ConnectionCap(std::uint64_t descriptors, int configured) {
+  if (configured > 0) return configured;
+  constexpr std::uint64_t kReserve = 512;
+  const std::uint64_t spare = descriptors > kReserve ? (descriptors - kReserve) / 2 : 0;
+  return static_cast<int>(std::clamp<std::uint64_t>(spare, 64, 10'000));
+}
+
 }  // namespace
 
 Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -498,9 +533,15 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
     return FailedPrecondition("another trainyard daemon serves workspace " +
                               impl->layout.root.string());
   }
-  TY_ASSIGN_OR_RETURN(impl->store, store::OpenSqliteStore(impl->layout.Database().string()));
-  TY_ASSIGN_OR_RETURN(impl->series,
-                      tracking::SeriesStore::Open((impl->layout.root / "tracking.db").string()));
+  store::StoreOptions store_options;
+  store_options.durable_transitions = options.durable_transitions;
+  TY_ASSIGN_OR_RETURN(impl->store,
+                      store::OpenSqliteStore(impl->layout.Database().string(), store_options));
+  tracking::SeriesStoreOptions series_options;
+  series_options.max_entries_per_run = impl->config.max_entries_per_run;
+  TY_ASSIGN_OR_RETURN(impl->series, tracking::SeriesStore::Open(
+                                        (impl->layout.root / "tracking.db").string(),
+                                        series_options));
   // A client retries a batch within minutes; a week of keys covers any outage worth waiting out.
   constexpr std::int64_t kKeyRetentionMs = 7LL * 24 * 3600 * 1000;
   TY_RETURN_IF_ERROR(impl->series->ForgetKeysBefore(NowMillis() - kKeyRetentionMs));
@@ -535,6 +576,8 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   }
   sopts.engine = impl->engine;
   sopts.stop_grace_seconds = impl->config.stop_grace_seconds;
+  sopts.container_pids_limit = impl->config.container_pids_limit;
+  sopts.container_log_max_bytes = impl->config.container_log_max_bytes;
   TY_ASSIGN_OR_RETURN(sopts.socket_dir, ApiSocketDir(impl->layout.root));
   sopts.sdk_dir = FindPythonSdk();
   // ./outputs recorded with digests in the tracking store at Finalizing (docs/tracking.md).
@@ -552,6 +595,10 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
 
   impl->token = RandomHex(32);
   HttpServerOptions hopts;
+  hopts.max_connections = ConnectionCap(RaiseDescriptorLimit(), impl->config.max_connections);
+  hopts.header_timeout = std::chrono::milliseconds(impl->config.http_header_timeout_ms);
+  hopts.min_bytes_per_second = impl->config.http_min_bytes_per_second;
+  hopts.transfer_grace = std::chrono::milliseconds(impl->config.http_transfer_grace_ms);
   hopts.address = options.host;
   hopts.port = options.port >= 0 ? options.port : impl->config.port;
   hopts.bearer_token = impl->token;
@@ -568,7 +615,9 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
       [raw](const std::string& id) { raw->http->notifier().Notify(id); });
   TY_RETURN_IF_ERROR(impl->http->Start());
   TY_ASSIGN_OR_RETURN(impl->socket_relay,
-                      SocketRelay::Start(sopts.socket_dir / "api.sock", impl->http->port()));
+                      SocketRelay::Start(sopts.socket_dir / "api.sock", impl->http->port(),
+                                         // Runs share half: the user's clients keep the rest.
+                                         std::max(1, hopts.max_connections / 2)));
   TY_RETURN_IF_ERROR(impl->scheduler->Recover());
 
   if (options.write_server_file) {

@@ -19,6 +19,8 @@ struct DaemonOptions {
   docker::Engine* engine = nullptr;     // borrowed; null: the engine at docker_socket
   slurm::Client* slurm = nullptr;       // borrowed; null: Slurm's commands on PATH
   bool write_server_file = true;        // publish server.json for CLI clients
+  // Off only in bench/throughput, to measure what durable transitions cost (StoreOptions).
+  bool durable_transitions = true;
 };
 
 // The workspace daemon: the store, the scheduler, the image builder and the REST API, wired

@@ -35,10 +35,10 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-// Idle time allowed between keep-alive requests (and for the first request line).
+// Idle time allowed between keep-alive requests (and before a new connection's first byte).
 constexpr auto kIdleTimeout = std::chrono::seconds(120);
-// Time allowed without progress while reading a body or writing a response.
-constexpr auto kIoTimeout = std::chrono::seconds(60);
+// How long a short answer (an error, "100 Continue") may take to write.
+constexpr auto kShortWriteTimeout = std::chrono::seconds(10);
 // How long to drain an unread request body before closing after an early error response.
 constexpr auto kLingerTimeout = std::chrono::seconds(2);
 constexpr std::uint32_t kHeaderLimit = 64 * 1024;
@@ -117,6 +117,65 @@ std::optional<std::vector<std::string>> SplitPath(std::string_view raw_path) {
 bool IsBeastHttpError(const boost::system::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_target).category();
 }
+
+using SteadyClock = std::chrono::steady_clock;
+
+// The pace a body or a response must keep (HttpServerOptions::transfer_grace and
+// min_bytes_per_second): a deadline that moves later with every byte moved.
+struct Pace {
+  std::chrono::milliseconds grace;
+  std::uint64_t min_bytes_per_second;
+
+  // When a transfer that began at `start` and has moved `bytes` so far must have moved more.
+  SteadyClock::time_point Deadline(SteadyClock::time_point start, std::uint64_t bytes) const {
+    const std::uint64_t rate = std::max<std::uint64_t>(1, min_bytes_per_second);
+    // Saturates far in the future (a day per chunk is plenty) rather than overflowing.
+    const std::uint64_t ms = std::min<std::uint64_t>(bytes / rate * 1000 + bytes % rate * 1000 / rate,
+                                                     std::uint64_t{1} << 40);
+    return start + grace + std::chrono::milliseconds(ms);
+  }
+};
+
+// Cancels a connection's pending reads when a request overstays its allowance, so that the server
+// can still answer 408 naming the limit (beast's own timeout would close the socket first). Runs
+// on the connection's strand; owned by the connection and by its pending wait.
+class Watchdog : public std::enable_shared_from_this<Watchdog> {
+ public:
+  Watchdog(const asio::any_io_executor& strand, tcp::socket& socket)
+      : timer_(strand), socket_(&socket) {}
+
+  // Cancels the socket's pending operations at `at` unless re-armed or disarmed before.
+  void Arm(SteadyClock::time_point at) {
+    fired_ = false;
+    const std::uint64_t generation = ++generation_;
+    timer_.expires_at(at);
+    timer_.async_wait([self = shared_from_this(), generation](boost::system::error_code ec) {
+      // A wait cancelled by re-arming may already have been queued as expired: the generation
+      // tells it apart.
+      if (ec || generation != self->generation_ || self->socket_ == nullptr) return;
+      self->fired_ = true;
+      boost::system::error_code ignored;
+      self->socket_->cancel(ignored);
+    });
+  }
+  void Disarm() {
+    ++generation_;
+    timer_.cancel();
+  }
+  // Called when the connection ends: the socket is going away.
+  void Detach() {
+    socket_ = nullptr;
+    Disarm();
+  }
+  // Whether the last Arm cancelled the socket's operations.
+  bool fired() const { return fired_; }
+
+ private:
+  asio::steady_timer timer_;
+  tcp::socket* socket_;
+  std::uint64_t generation_ = 0;
+  bool fired_ = false;
+};
 
 }  // namespace
 
@@ -209,6 +268,7 @@ struct RouteEntry {
   SyncHandler sync_handler;
   UploadHandler upload_handler;
   std::uint64_t upload_limit = 0;  // Upload routes: largest accepted body.
+  bool on_loop = false;            // Sync handlers: run on the event loop, not the pool.
 };
 
 // The route chosen for a request: the route and its captures, or the error answer (404, 405).
@@ -338,16 +398,20 @@ struct HttpServer::Impl {
 
   // Serves one connection until it closes.
   asio::awaitable<void> Session(tcp::socket socket);
-  asio::awaitable<void> ServeConnection(beast::tcp_stream& stream);
+  asio::awaitable<void> ServeConnection(beast::tcp_stream& stream, Watchdog& watchdog);
   asio::awaitable<void> AcceptLoop();
   RouteMatch FindRoute(const HttpRequest& request, const std::vector<std::string>& segments) const;
   asio::awaitable<HttpResponse> Dispatch(HttpRequest& request, RouteMatch& match);
   // Serves one request to an upload route after its header; returns whether the connection
   // can serve another request.
-  asio::awaitable<bool> ServeUpload(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+  asio::awaitable<bool> ServeUpload(beast::tcp_stream& stream, Watchdog& watchdog,
+                                    beast::flat_buffer& buffer,
                                     http::request_parser<http::string_body>& header_parser,
                                     HttpRequest& request, const RouteEntry& route, unsigned version,
                                     bool keep_alive);
+  // Answers a connection over max_connections with 429 and closes it, without waiting.
+  void Refuse(tcp::socket& socket) const;
+  Pace pace() const { return Pace{options.transfer_grace, options.min_bytes_per_second}; }
   // OK, Unauthenticated (no or unknown token) or PermissionDenied (a scoped token outside its
   // scope).
   // Checks the bearer token; for a token_scope token, sets request.principal.
@@ -368,19 +432,24 @@ struct HttpServer::Impl {
   std::optional<asio::thread_pool> blocking;
   int port = 0;
   bool started = false;
+  std::atomic<int> connections{0};  // Sessions alive.
 };
 
 namespace {
 
-// Writes a message, allowing kIoTimeout per chunk so that large downloads to slow clients are
-// not cut off while they make progress. Returns false on a write error.
+// Writes a message at `pace` or better (a client that reads too slowly is cut off). Returns
+// false on a write error.
 template <class Body>
-asio::awaitable<bool> WriteMessage(beast::tcp_stream& stream, http::response<Body>& message) {
+asio::awaitable<bool> WriteMessage(beast::tcp_stream& stream, http::response<Body>& message,
+                                   Pace pace) {
   http::response_serializer<Body> serializer(message);
   boost::system::error_code ec;
+  const SteadyClock::time_point start = SteadyClock::now();
+  std::uint64_t sent = 0;
   while (!serializer.is_done()) {
-    stream.expires_after(kIoTimeout);
-    co_await http::async_write_some(stream, serializer, asio::redirect_error(kAwaitable, ec));
+    stream.expires_at(pace.Deadline(start, sent));
+    sent += co_await http::async_write_some(stream, serializer,
+                                            asio::redirect_error(kAwaitable, ec));
     if (ec) co_return false;
   }
   co_return true;
@@ -400,14 +469,16 @@ void FillHeaders(const HttpResponse& response, bool keep_alive, http::response<B
 // the connection, so the client sees a short body rather than a wrong one.
 asio::awaitable<bool> WriteFile(beast::tcp_stream& stream, const HttpResponse& response,
                                 beast::file& file, std::uint64_t size, unsigned version,
-                                bool keep_alive) {
+                                bool keep_alive, Pace pace) {
   http::response<http::empty_body> header;
   header.version(version);
   FillHeaders(response, keep_alive, &header);
   header.content_length(size);
   http::response_serializer<http::empty_body> serializer(header);
   boost::system::error_code ec;
-  stream.expires_after(kIoTimeout);
+  const SteadyClock::time_point start = SteadyClock::now();
+  std::uint64_t sent = 0;
+  stream.expires_at(pace.Deadline(start, sent));
   co_await http::async_write_header(stream, serializer, asio::redirect_error(kAwaitable, ec));
   if (ec) co_return false;
   std::vector<char> chunk(static_cast<std::size_t>(std::min<std::uint64_t>(size, kFileChunk)));
@@ -415,17 +486,18 @@ asio::awaitable<bool> WriteFile(beast::tcp_stream& stream, const HttpResponse& r
     const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(left, kFileChunk));
     const std::size_t n = file.read(chunk.data(), want, ec);
     if (ec || n == 0) co_return false;
-    stream.expires_after(kIoTimeout);
+    stream.expires_at(pace.Deadline(start, sent));
     co_await asio::async_write(stream, asio::buffer(chunk.data(), n),
                                asio::redirect_error(kAwaitable, ec));
     if (ec) co_return false;
     left -= n;
+    sent += n;
   }
   co_return true;
 }
 
 asio::awaitable<bool> WriteResponse(beast::tcp_stream& stream, const HttpResponse& response,
-                                    unsigned version, bool keep_alive) {
+                                    unsigned version, bool keep_alive, Pace pace) {
   if (response.file) {
     beast::file file;
     boost::system::error_code ec;
@@ -440,12 +512,13 @@ asio::awaitable<bool> WriteResponse(beast::tcp_stream& stream, const HttpRespons
     std::uint64_t size = 0;
     if (!ec) size = file.size(ec);
     if (!ec) {
-      const bool ok = co_await WriteFile(stream, response, file, size, version, keep_alive);
+      const bool ok =
+          co_await WriteFile(stream, response, file, size, version, keep_alive, pace);
       co_return ok;
     }
     HttpResponse missing = HttpResponse::FromStatus(NotFound(
         "the file cannot be read: " + ec.message()));
-    const bool ok = co_await WriteResponse(stream, missing, version, keep_alive);
+    const bool ok = co_await WriteResponse(stream, missing, version, keep_alive, pace);
     co_return ok;
   }
   http::response<http::string_body> message;
@@ -455,7 +528,7 @@ asio::awaitable<bool> WriteResponse(beast::tcp_stream& stream, const HttpRespons
   const int s = response.status;
   if (!((s >= 100 && s < 200) || s == 204 || s == 304)) message.body() = response.body;
   message.prepare_payload();
-  const bool ok = co_await WriteMessage(stream, message);
+  const bool ok = co_await WriteMessage(stream, message, pace);
   co_return ok;
 }
 
@@ -477,17 +550,60 @@ asio::awaitable<void> LingeringClose(beast::tcp_stream& stream) {
 // the connection can serve another request.
 // (Arguments by value, results in named variables: GCC 12 mishandles temporaries around
 // co_await.)
-asio::awaitable<bool> AnswerEarly(beast::tcp_stream& stream, Status status, unsigned version,
-                                  bool keep_alive, bool body_unread) {
+asio::awaitable<bool> AnswerEarly(beast::tcp_stream& stream, HttpResponse response,
+                                  unsigned version, bool keep_alive, bool body_unread, Pace pace) {
   if (body_unread) keep_alive = false;
-  const HttpResponse response = HttpResponse::FromStatus(status);
-  const bool written = co_await WriteResponse(stream, response, version, keep_alive);
+  const bool written = co_await WriteResponse(stream, response, version, keep_alive, pace);
   if (!written) co_return false;
   if (!keep_alive) {
     co_await LingeringClose(stream);
     co_return false;
   }
   co_return true;
+}
+
+asio::awaitable<bool> AnswerEarly(beast::tcp_stream& stream, Status status, unsigned version,
+                                  bool keep_alive, bool body_unread, Pace pace) {
+  const bool more = co_await AnswerEarly(stream, HttpResponse::FromStatus(status), version,
+                                         keep_alive, body_unread, pace);
+  co_return more;
+}
+
+// 408 with the usual JSON error.
+HttpResponse RequestTimeout(std::string message) {
+  return HttpResponse::Json(
+      408, {{"error", {{"code", "REQUEST_TIMEOUT"}, {"message", std::move(message)}}}});
+}
+
+std::string SlowBodyMessage(Pace pace) {
+  return "the request body arrived slower than the limit of " +
+         std::to_string(pace.min_bytes_per_second) + " bytes per second (after " +
+         std::to_string(pace.grace.count() / 1000) + " s)";
+}
+
+// Reads the rest of a request body into `parser` at `pace` or better. The error of the read;
+// asio::error::timed_out when the client sent too slowly (the socket is still open, to answer).
+template <class Body>
+asio::awaitable<boost::system::error_code> ReadBody(beast::tcp_stream& stream, Watchdog& watchdog,
+                                                    beast::flat_buffer& buffer,
+                                                    http::request_parser<Body>& parser,
+                                                    Pace pace) {
+  buffer.reserve(kBodyReadBuffer);
+  boost::system::error_code ec;
+  const SteadyClock::time_point start = SteadyClock::now();
+  std::uint64_t received = 0;
+  while (!parser.is_done()) {
+    const SteadyClock::time_point deadline = pace.Deadline(start, received);
+    watchdog.Arm(deadline);
+    // Beast's timeout closes the socket: only a backstop behind the watchdog.
+    stream.expires_at(deadline + kShortWriteTimeout);
+    received += co_await http::async_read_some(stream, buffer, parser,
+                                               asio::redirect_error(kAwaitable, ec));
+    if (ec) break;
+  }
+  watchdog.Disarm();
+  if (ec && watchdog.fired()) ec = asio::error::timed_out;
+  co_return ec;
 }
 
 std::string TooLargeMessage(std::uint64_t limit) {
@@ -500,7 +616,7 @@ asio::awaitable<bool> MaybeContinue(beast::tcp_stream& stream, const HttpRequest
   std::optional<std::string> expect = request.Header("expect");
   if (expect && ToLower(Trim(*expect)) == "100-continue") {
     http::response<http::empty_body> proceed{http::status::continue_, version};
-    const bool ok = co_await WriteMessage(stream, proceed);
+    const bool ok = co_await WriteMessage(stream, proceed, Pace{kShortWriteTimeout, 1});
     co_return ok;
   }
   co_return true;
@@ -598,7 +714,18 @@ asio::awaitable<HttpResponse> HttpServer::Impl::Dispatch(HttpRequest& request, R
 
   std::string failure;
   try {
-    if (best->sync_handler) co_return best->sync_handler(request);
+    if (best->sync_handler && best->on_loop) co_return best->sync_handler(request);
+    if (best->sync_handler) {
+      // On the blocking pool; the connection's strand waits without holding its thread.
+      HttpResponse response;
+      const SyncHandler& handler = best->sync_handler;
+      auto call = [&]() -> asio::awaitable<void> {
+        response = handler(request);
+        co_return;
+      };
+      co_await asio::co_spawn(blocking->get_executor(), call(), kAwaitable);
+      co_return response;
+    }
     HttpResponse response = co_await best->async_handler(request);
     co_return response;
   } catch (const std::exception& e) {
@@ -611,8 +738,10 @@ asio::awaitable<HttpResponse> HttpServer::Impl::Dispatch(HttpRequest& request, R
       Internal("handler for " + request.method + " " + best->pattern + " failed: " + failure));
 }
 
-asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& stream) {
+asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& stream,
+                                                        Watchdog& watchdog) {
   beast::flat_buffer buffer;
+  const Pace short_pace{kShortWriteTimeout, 1};
   for (;;) {
     boost::system::error_code ec;
     http::request_parser<http::string_body> parser;
@@ -621,19 +750,41 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
     // boost::none: Boost 1.74 then refuses every Content-Length.)
     parser.body_limit(std::numeric_limits<std::uint64_t>::max());
 
-    stream.expires_after(kIdleTimeout);
+    // Idle until the request's first byte; from there the header has header_timeout in all.
+    if (buffer.size() == 0) {
+      stream.expires_after(kIdleTimeout);
+      const std::size_t n = co_await stream.async_read_some(
+          buffer.prepare(4096), asio::redirect_error(kAwaitable, ec));
+      if (ec == asio::error::eof) {
+        stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+        co_return;
+      }
+      if (ec) co_return;  // Idle too long, reset, or a client that went away.
+      buffer.commit(n);
+    }
+    const SteadyClock::time_point header_deadline = SteadyClock::now() + options.header_timeout;
+    watchdog.Arm(header_deadline);
+    stream.expires_at(header_deadline + kShortWriteTimeout);  // backstop behind the watchdog
     co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(kAwaitable, ec));
-    if (ec == http::error::end_of_stream) {
-      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    watchdog.Disarm();
+    if (ec && watchdog.fired()) {
+      const HttpResponse slow = RequestTimeout(
+          "the request header did not arrive within the limit of " +
+          std::to_string(options.header_timeout.count()) + " ms");
+      if (co_await WriteResponse(stream, slow, 11, false, short_pace)) {
+        co_await LingeringClose(stream);
+      }
       co_return;
     }
     if (ec) {
       if (IsBeastHttpError(ec) && ec != http::error::partial_message) {
         HttpResponse bad =
             HttpResponse::FromStatus(InvalidArgument("malformed HTTP request: " + ec.message()));
-        if (co_await WriteResponse(stream, bad, 11, false)) co_await LingeringClose(stream);
+        if (co_await WriteResponse(stream, bad, 11, false, short_pace)) {
+          co_await LingeringClose(stream);
+        }
       }
-      co_return;  // Timeout, reset, or a client that went away.
+      co_return;  // Reset, or a client that went away.
     }
 
     auto& header = parser.get();
@@ -692,7 +843,7 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
     if (early_error) {
       if (has_body) keep_alive = false;  // The unread body would be taken for the next request.
       const HttpResponse response = HttpResponse::FromStatus(*early_error);
-      if (!co_await WriteResponse(stream, response, version, keep_alive)) co_return;
+      if (!co_await WriteResponse(stream, response, version, keep_alive, pace())) co_return;
       if (!keep_alive) {
         co_await LingeringClose(stream);
         co_return;
@@ -703,7 +854,7 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
     RouteMatch match = FindRoute(request, *segments);
     if (match.route != nullptr && match.route->upload_handler) {
       request.params = std::move(match.params);
-      if (!co_await ServeUpload(stream, buffer, parser, request, *match.route, version,
+      if (!co_await ServeUpload(stream, watchdog, buffer, parser, request, *match.route, version,
                                 keep_alive)) {
         co_return;
       }
@@ -713,22 +864,22 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
     const auto body_limit = static_cast<std::uint64_t>(options.max_body_bytes);
     if (parser.content_length() && *parser.content_length() > body_limit) {
       const Status too_large = PayloadTooLarge(TooLargeMessage(body_limit));
-      co_await AnswerEarly(stream, too_large, version, keep_alive, /*body_unread=*/true);
+      co_await AnswerEarly(stream, too_large, version, keep_alive, /*body_unread=*/true, pace());
       co_return;
     }
     parser.body_limit(body_limit);  // For chunked bodies.
     if (!parser.is_done()) {
       if (!co_await MaybeContinue(stream, request, version)) co_return;
-      buffer.reserve(kBodyReadBuffer);
-      while (!parser.is_done()) {
-        stream.expires_after(kIoTimeout);
-        co_await http::async_read_some(stream, buffer, parser,
-                                       asio::redirect_error(kAwaitable, ec));
-        if (ec) break;
+      ec = co_await ReadBody(stream, watchdog, buffer, parser, pace());
+      if (ec == asio::error::timed_out) {
+        co_await AnswerEarly(stream, RequestTimeout(SlowBodyMessage(pace())), version, keep_alive,
+                             /*body_unread=*/true, short_pace);
+        co_return;
       }
       if (ec == http::error::body_limit) {
         const Status too_large = PayloadTooLarge(TooLargeMessage(body_limit));
-        co_await AnswerEarly(stream, too_large, version, keep_alive, /*body_unread=*/true);
+        co_await AnswerEarly(stream, too_large, version, keep_alive, /*body_unread=*/true,
+                             pace());
         co_return;
       }
       if (ec) co_return;
@@ -739,7 +890,7 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
 
     stream.expires_never();  // Long-poll handlers may take their time.
     const HttpResponse response = co_await Dispatch(request, match);
-    if (!co_await WriteResponse(stream, response, version, keep_alive)) co_return;
+    if (!co_await WriteResponse(stream, response, version, keep_alive, pace())) co_return;
     if (!keep_alive) {
       stream.socket().shutdown(tcp::socket::shutdown_send, ec);
       co_return;
@@ -748,14 +899,15 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
 }
 
 asio::awaitable<bool> HttpServer::Impl::ServeUpload(
-    beast::tcp_stream& stream, beast::flat_buffer& buffer,
+    beast::tcp_stream& stream, Watchdog& watchdog, beast::flat_buffer& buffer,
     http::request_parser<http::string_body>& header_parser, HttpRequest& request,
     const RouteEntry& route, unsigned version, bool keep_alive) {
   const std::uint64_t limit = route.upload_limit;
   const bool body_pending = !header_parser.is_done();
   if (header_parser.content_length() && *header_parser.content_length() > limit) {
     const Status too_large = PayloadTooLarge(TooLargeMessage(limit));
-    const bool more = co_await AnswerEarly(stream, too_large, version, keep_alive, body_pending);
+    const bool more =
+        co_await AnswerEarly(stream, too_large, version, keep_alive, body_pending, pace());
     co_return more;
   }
 
@@ -779,7 +931,8 @@ asio::awaitable<bool> HttpServer::Impl::ServeUpload(
   if (refused) {
     if (refused->code() == StatusCode::kInternal) spdlog::error("{}", refused->message());
     const Status refusal = *refused;
-    const bool more = co_await AnswerEarly(stream, refusal, version, keep_alive, body_pending);
+    const bool more =
+        co_await AnswerEarly(stream, refusal, version, keep_alive, body_pending, pace());
     co_return more;
   }
 
@@ -788,23 +941,24 @@ asio::awaitable<bool> HttpServer::Impl::ServeUpload(
   parser.get().body().sink = sink.get();
   if (!parser.is_done()) {
     if (!co_await MaybeContinue(stream, request, version)) co_return false;
-    buffer.reserve(kBodyReadBuffer);
-    boost::system::error_code ec;
-    while (!parser.is_done()) {
-      stream.expires_after(kIoTimeout);
-      co_await http::async_read_some(stream, buffer, parser, asio::redirect_error(kAwaitable, ec));
-      if (ec) break;
-    }
+    const boost::system::error_code ec =
+        co_await ReadBody(stream, watchdog, buffer, parser, pace());
     if (!parser.get().body().status.ok()) {
       const Status failed = parser.get().body().status;
       sink.reset();
-      co_await AnswerEarly(stream, failed, version, keep_alive, /*body_unread=*/true);
+      co_await AnswerEarly(stream, failed, version, keep_alive, /*body_unread=*/true, pace());
+      co_return false;
+    }
+    if (ec == asio::error::timed_out) {
+      sink.reset();
+      co_await AnswerEarly(stream, RequestTimeout(SlowBodyMessage(pace())), version, keep_alive,
+                           /*body_unread=*/true, Pace{kShortWriteTimeout, 1});
       co_return false;
     }
     if (ec == http::error::body_limit) {
       sink.reset();
       const Status too_large = PayloadTooLarge(TooLargeMessage(limit));
-      co_await AnswerEarly(stream, too_large, version, keep_alive, /*body_unread=*/true);
+      co_await AnswerEarly(stream, too_large, version, keep_alive, /*body_unread=*/true, pace());
       co_return false;
     }
     if (ec) co_return false;  // The client went away: the sink goes without Finish.
@@ -816,7 +970,7 @@ asio::awaitable<bool> HttpServer::Impl::ServeUpload(
   const HttpResponse response =
       co_await asio::co_spawn(blocking->get_executor(), FinishSink(sink.get(), what), kAwaitable);
   sink.reset();
-  if (!co_await WriteResponse(stream, response, version, keep_alive)) co_return false;
+  if (!co_await WriteResponse(stream, response, version, keep_alive, pace())) co_return false;
   if (!keep_alive) {
     boost::system::error_code ec;
     stream.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -826,14 +980,42 @@ asio::awaitable<bool> HttpServer::Impl::ServeUpload(
 }
 
 asio::awaitable<void> HttpServer::Impl::Session(tcp::socket socket) {
+  struct Count {
+    std::atomic<int>& n;
+    ~Count() { n.fetch_sub(1); }
+  } count{connections};  // Incremented by AcceptLoop.
   beast::tcp_stream stream(std::move(socket));
+  const auto watchdog = std::make_shared<Watchdog>(stream.get_executor(), stream.socket());
   try {
-    co_await ServeConnection(stream);
+    co_await ServeConnection(stream, *watchdog);
   } catch (const std::exception& e) {
     spdlog::warn("http connection dropped: {}", e.what());
   }
+  watchdog->Detach();
   boost::system::error_code ec;
   stream.socket().close(ec);
+}
+
+std::string TooManyConnectionsAnswer(int limit, std::string_view whose) {
+  const std::string body =
+      HttpResponse::FromStatus(ResourceExhausted("the limit of " + std::to_string(limit) + " " +
+                                                 std::string(whose) +
+                                                 " concurrent connections is reached; retry later"))
+          .body;
+  return "HTTP/1.1 429 Too Many Requests\r\nServer: trainyard\r\n"
+         "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+         "Content-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+void HttpServer::Impl::Refuse(tcp::socket& socket) const {
+  const std::string message = TooManyConnectionsAnswer(options.max_connections, "the server's");
+  boost::system::error_code ec;
+  // Never waits: a client that does not read its refusal just loses it.
+  socket.non_blocking(true, ec);
+  socket.write_some(asio::buffer(message), ec);
+  socket.shutdown(tcp::socket::shutdown_send, ec);
+  socket.close(ec);
 }
 
 asio::awaitable<void> HttpServer::Impl::AcceptLoop() {
@@ -847,6 +1029,11 @@ asio::awaitable<void> HttpServer::Impl::AcceptLoop() {
       spdlog::warn("http accept failed: {}", ec.message());
       asio::steady_timer backoff(*ioc, std::chrono::milliseconds(100));
       co_await backoff.async_wait(asio::redirect_error(kAwaitable, ec));
+      continue;
+    }
+    if (connections.fetch_add(1) >= std::max(1, options.max_connections)) {
+      connections.fetch_sub(1);
+      Refuse(socket);
       continue;
     }
     socket.set_option(tcp::no_delay(true), ec);
@@ -878,6 +1065,12 @@ void HttpServer::Route(std::string method, std::string pattern, SyncHandler hand
   }
   impl_->routes.push_back(
       {std::move(method), std::move(pattern), std::move(*segments), {}, std::move(handler)});
+}
+
+void HttpServer::RouteOnLoop(std::string method, std::string pattern, SyncHandler handler) {
+  const std::size_t before = impl_->routes.size();
+  Route(std::move(method), std::move(pattern), std::move(handler));
+  if (impl_->routes.size() > before) impl_->routes.back().on_loop = true;
 }
 
 void HttpServer::UploadRoute(std::string method, std::string pattern, std::uint64_t max_body_bytes,
@@ -934,6 +1127,14 @@ Status HttpServer::Start() {
 int HttpServer::port() const { return impl_->port; }
 
 asio::any_io_executor HttpServer::executor() { return impl_->ioc->get_executor(); }
+
+asio::awaitable<void> HttpServer::Offload(std::function<void()> work) {
+  auto run = [&work]() -> asio::awaitable<void> {
+    work();
+    co_return;
+  };
+  co_await asio::co_spawn(impl_->blocking->get_executor(), run(), kAwaitable);
+}
 
 void HttpServer::Stop() {
   Impl& impl = *impl_;

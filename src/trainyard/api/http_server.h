@@ -6,6 +6,7 @@
 #include <boost/asio/awaitable.hpp>
 // clang-format on
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -49,10 +50,26 @@ struct HttpServerOptions {
   // Largest accepted request body of a normal route (upload routes have their own limit); a
   // larger one is answered 413.
   std::size_t max_body_bytes = 64 << 20;
+  // Most connections served at once. A connection beyond it is answered 429 naming the limit and
+  // closed, so that descriptors are never exhausted (the daemon raises its descriptor limit at
+  // start and derives this from it).
+  int max_connections = 1024;
+  // Once a request's first byte arrived, its whole header must arrive within this time (a client
+  // that trickles a header, "slowloris", is answered 408 naming the limit and closed). Waiting
+  // for the first byte of a request is bounded separately (two minutes of keep-alive idleness).
+  std::chrono::milliseconds header_timeout{30'000};
+  // A request body and a response must each move at least `min_bytes_per_second` on average
+  // once `transfer_grace` has passed since they began: a total deadline that grows with the
+  // bytes moved, not a per-read timeout a client can renew with one byte at a time. A body too
+  // slow is answered 408 naming the limit; a response too slowly read is cut off.
+  std::chrono::milliseconds transfer_grace{60'000};
+  std::uint64_t min_bytes_per_second = 16 * 1024;
   // Event-loop threads.
   int threads = 2;
-  // Threads for blocking work off the event loop (BodySink::Finish).
-  int blocking_threads = 2;
+  // Threads for blocking work off the event loop: sync handlers (Route with a SyncHandler),
+  // BodySink::Finish and HttpServer::Offload. Several, so that a few slow requests (a slow
+  // Slurm, a huge folder) leave threads for everyone else.
+  int blocking_threads = 8;
 };
 
 // One parsed request, handed to a handler. The handler may move fields out of it.
@@ -106,9 +123,11 @@ struct HttpResponse {
   static HttpResponse File(ScopedFd fd, std::string content_type = "application/octet-stream");
 };
 
-// A handler runs on an event-loop thread. Async handlers may co_await (timers, Notifier);
-// sync handlers must not block, since they hold up the connections sharing their thread.
-// A handler that throws is answered 500 and the server carries on.
+// An async handler runs on the connection's event-loop strand and may co_await (timers,
+// Notifier); it must not block, and hands blocking work (files, databases) to
+// HttpServer::Offload. A sync handler runs on a thread of the blocking pool and may block (SQLite,
+// a tree walk, a Slurm command); one registered with RouteOnLoop runs on the event loop and must
+// not. A handler that throws is answered 500 and the server carries on.
 using AsyncHandler = std::function<asio::awaitable<HttpResponse>(HttpRequest&)>;
 using SyncHandler = std::function<HttpResponse(HttpRequest&)>;
 
@@ -138,6 +157,10 @@ class BodySink {
 // is then closed). Runs on an event-loop thread: must not block.
 using UploadHandler = std::function<StatusOr<std::unique_ptr<BodySink>>(HttpRequest& request)>;
 
+// The raw HTTP/1.1 answer to a connection refused because `limit` connections are open ("429
+// Too Many Requests", the usual JSON error naming the limit and `whose`), then closed.
+std::string TooManyConnectionsAnswer(int limit, std::string_view whose);
+
 // HTTP/1.1 server on Boost.Beast with C++20 coroutines: keep-alive, bearer-token auth, body
 // limit, JSON errors, file streaming, streamed uploads, and a Notifier for long-poll handlers.
 //
@@ -165,7 +188,11 @@ class HttpServer {
   // Registers a handler for `method` (e.g. "GET") and `pattern`
   // (e.g. "/api/v1/runs/{id}/files/{path...}"). A malformed pattern makes Start() fail.
   void Route(std::string method, std::string pattern, AsyncHandler handler);
+  // `handler` runs on the blocking pool (HttpServerOptions::blocking_threads).
   void Route(std::string method, std::string pattern, SyncHandler handler);
+  // `handler` runs on the event loop: for answers computed in memory in microseconds (health),
+  // which must stay fast while the blocking pool is busy.
+  void RouteOnLoop(std::string method, std::string pattern, SyncHandler handler);
 
   // Registers an upload route: its body is not buffered but handed to the BodySink that
   // `handler` opens, piece by piece as it arrives (Content-Length or chunked; "Expect:
@@ -194,6 +221,11 @@ class HttpServer {
   // handler, `co_await asio::this_coro::executor` gives the connection's strand). Valid from
   // construction until Stop().
   asio::any_io_executor executor();
+
+  // From an async handler: runs `work` on the blocking pool and resumes the handler on its own
+  // strand when it is done (an exception `work` throws is rethrown here). For the file and
+  // database work of long-poll handlers. Valid between Start() and Stop().
+  asio::awaitable<void> Offload(std::function<void()> work);
 
   // A notifier owned by the server, for long-poll handlers. Stop() shuts it down before tearing
   // the event loop down, so Notify from other threads stays safe (it just stops waking anyone).

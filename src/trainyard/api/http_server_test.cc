@@ -61,6 +61,9 @@ struct Observed {
   std::atomic<int> in_flight{0};
   std::atomic<int> max_in_flight{0};
   UploadLog upload;
+  // GET /block waits for it (a sync handler doing blocking work: SQLite, a tree walk, sinfo).
+  std::shared_future<void> block_gate;
+  std::atomic<int> blocked{0};
 };
 
 // Keeps what it is sent; Finish answers 201 {name, size}.
@@ -101,8 +104,14 @@ constexpr std::uint64_t kUploadLimit = 1 << 20;
 
 // Registers the routes every test server has. `files_root` is served under /files/.
 void AddTestRoutes(HttpServer& server, const fs::path& files_root, Observed* observed) {
-  server.Route("GET", "/api/v1/health", SyncHandler([](HttpRequest&) {
-                 return HttpResponse::Json(200, {{"ok", true}});
+  server.RouteOnLoop("GET", "/api/v1/health", SyncHandler([](HttpRequest&) {
+                       return HttpResponse::Json(200, {{"ok", true}});
+                     }));
+  server.Route("GET", "/block", SyncHandler([observed](HttpRequest&) {
+                 ++observed->blocked;
+                 if (observed->block_gate.valid()) observed->block_gate.wait();
+                 --observed->blocked;
+                 return HttpResponse::Json(200, {{"blocked", true}});
                }));
   server.Route("GET", "/api/v1/runs/{id}", SyncHandler([](HttpRequest& req) {
                  return HttpResponse::Json(200,
@@ -889,6 +898,170 @@ TEST_F(HttpTest, BlockedFinishDoesNotHoldUpOtherConnections) {
   StatusOr<HttpResult> got = put.get();
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(got->status, 201);
+}
+
+// Sync handlers run on the blocking pool: four that block (a slow Slurm, a huge folder) hold up
+// neither /health, answered on the event loop, nor other sync requests, which find free pool
+// threads.
+TEST_F(HttpTest, BlockingSyncHandlersHoldUpNeitherHealthNorOtherClients) {
+  HttpServerOptions options;
+  options.threads = 1;
+  std::promise<void> gate;
+  observed_.block_gate = gate.get_future().share();
+  StartServer(std::move(options));
+  std::vector<std::future<StatusOr<json>>> blocked;
+  for (int i = 0; i < 4; ++i) {
+    blocked.push_back(std::async(std::launch::async, [&] {
+      HttpClient client(BaseUrl());
+      return client.GetJson("/block", 30'000);
+    }));
+  }
+  ASSERT_TRUE(Eventually([&] { return observed_.blocked == 4; }));
+  std::vector<std::int64_t> health_ms;
+  for (int i = 0; i < 5; ++i) {
+    const auto start = Clock::now();
+    StatusOr<json> health = client_->GetJson("/api/v1/health", 5000);
+    health_ms.push_back(MillisSince(start));
+    ASSERT_TRUE(health.ok()) << health.status().ToString();
+  }
+  std::sort(health_ms.begin(), health_ms.end());
+  EXPECT_LT(health_ms[2], 50) << "median /health latency while four requests block";
+  StatusOr<json> other = client_->GetJson("/api/v1/runs/r7", 5000);
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  EXPECT_EQ((*other)["id"], "r7");
+  EXPECT_EQ(observed_.blocked, 4);
+  gate.set_value();
+  for (auto& b : blocked) {
+    StatusOr<json> got = b.get();
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+  }
+}
+
+// Reads what the server sends on `socket` until it closes (or `timeout`).
+std::string ReadUntilClosed(tcp::socket& socket, std::chrono::milliseconds timeout) {
+  std::string out;
+  const auto deadline = Clock::now() + timeout;
+  socket.non_blocking(true);
+  char buf[4096];
+  while (Clock::now() < deadline) {
+    boost::system::error_code ec;
+    const std::size_t n = socket.read_some(asio::buffer(buf), ec);
+    if (ec == asio::error::would_block) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    if (ec) break;
+    out.append(buf, n);
+  }
+  return out;
+}
+
+TEST_F(HttpTest, ConnectionsBeyondTheCapAre429NamingTheLimit) {
+  HttpServerOptions options;
+  options.max_connections = 3;
+  StartServer(std::move(options));
+  asio::io_context ioc;
+  std::vector<tcp::socket> held;
+  for (int i = 0; i < 3; ++i) held.push_back(Connect(ioc));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // all three accepted
+  tcp::socket extra = Connect(ioc);
+  const std::string refused = ReadUntilClosed(extra, std::chrono::milliseconds(5000));
+  EXPECT_EQ(refused.rfind("HTTP/1.1 429 ", 0), 0u) << refused;
+  EXPECT_NE(refused.find("the limit of 3 the server's concurrent connections is reached"),
+            std::string::npos)
+      << refused;
+  held.pop_back();  // one closes: a new client is served again
+  ASSERT_TRUE(Eventually([&] { return client_->GetJson("/api/v1/health", 2000).ok(); }));
+}
+
+TEST_F(HttpTest, AHeaderTrickledPastTheHeaderTimeoutIs408) {
+  HttpServerOptions options;
+  options.header_timeout = std::chrono::milliseconds(300);
+  StartServer(std::move(options));
+  asio::io_context ioc;
+  tcp::socket socket = Connect(ioc);
+  const auto start = Clock::now();
+  asio::write(socket, asio::buffer(std::string("GET /api/v1/health HTTP/1.1\r\n")));
+  std::string answer;
+  // One header line every 100 ms: each read makes progress, the whole header never comes.
+  for (int i = 0; i < 30 && answer.empty(); ++i) {
+    boost::system::error_code ec;
+    asio::write(socket, asio::buffer(std::string("X-Slow: 1\r\n")), ec);
+    if (ec) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    socket.non_blocking(true);
+    char buf[4096];
+    const std::size_t n = socket.read_some(asio::buffer(buf), ec);
+    if (!ec) answer.append(buf, n);
+    socket.non_blocking(false);
+  }
+  const std::int64_t took = MillisSince(start);
+  EXPECT_EQ(answer.rfind("HTTP/1.1 408 ", 0), 0u) << answer;
+  EXPECT_NE(answer.find("did not arrive within the limit of 300 ms"), std::string::npos) << answer;
+  EXPECT_LT(took, 2500) << "answered long after the limit";
+}
+
+TEST_F(HttpTest, ABodySlowerThanTheMinimumRateIs408) {
+  HttpServerOptions options;
+  options.transfer_grace = std::chrono::milliseconds(200);
+  options.min_bytes_per_second = 1000;
+  StartServer(std::move(options));
+  for (const std::string target : {"/size", "/upload/slow-body"}) {
+    asio::io_context ioc;
+    tcp::socket socket = Connect(ioc);
+    const std::string method = target == "/size" ? "POST" : "PUT";
+    asio::write(socket, asio::buffer(method + " " + target +
+                                     " HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"));
+    // 10 bytes every 50 ms: 200 bytes/s, a fifth of the minimum.
+    std::string answer;
+    for (int i = 0; i < 60 && answer.empty(); ++i) {
+      boost::system::error_code ec;
+      asio::write(socket, asio::buffer(std::string(10, 'x')), ec);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      socket.non_blocking(true);
+      char buf[4096];
+      const std::size_t n = socket.read_some(asio::buffer(buf), ec);
+      if (!ec) answer.append(buf, n);
+      socket.non_blocking(false);
+    }
+    EXPECT_EQ(answer.rfind("HTTP/1.1 408 ", 0), 0u) << target << ": " << answer;
+    EXPECT_NE(answer.find("slower than the limit of 1000 bytes per second"), std::string::npos)
+        << target << ": " << answer;
+  }
+  // A body that keeps the pace is read whole.
+  StatusOr<HttpResult> fast =
+      client_->Request("POST", "/size", std::string(50'000, 'y'), "application/octet-stream");
+  ASSERT_TRUE(fast.ok()) << fast.status().ToString();
+  EXPECT_EQ(fast->status, 200);
+}
+
+TEST_F(HttpTest, AResponseReadSlowerThanTheMinimumRateIsCutOff) {
+  HttpServerOptions options;
+  options.transfer_grace = std::chrono::milliseconds(200);
+  options.min_bytes_per_second = 8 << 20;
+  StartServer(std::move(options));
+  const std::uint64_t size = 64ull << 20;
+  {
+    std::ofstream out(root_ / "files" / "big.bin", std::ios::binary);
+    const std::string block(1 << 20, 'z');
+    for (std::uint64_t i = 0; i < size / block.size(); ++i) out << block;
+  }
+  asio::io_context ioc;
+  tcp::socket socket = Connect(ioc);
+  asio::write(socket, asio::buffer(std::string("GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")));
+  // About 1 MiB/s, an eighth of the minimum: each read makes progress, yet the server gives up
+  // (a per-write timeout would wait on it for the whole minute a 64 MiB file takes).
+  std::uint64_t got = 0;
+  const auto start = Clock::now();
+  std::vector<char> buf(64 << 10);
+  while (MillisSince(start) < 30'000) {
+    boost::system::error_code ec;
+    got += socket.read_some(asio::buffer(buf), ec);
+    if (ec) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  }
+  EXPECT_LT(got, size) << "the whole response arrived; the slow reader was not cut off";
+  EXPECT_LT(MillisSince(start), 20'000) << "the slow reader was not cut off in time";
 }
 
 TEST_F(HttpTest, NormalRoutesKeepTheirLimitBesideUploadRoutes) {

@@ -15,12 +15,15 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
 
+#include "trainyard/api/http_server.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/sha256.h"
 
@@ -37,7 +40,9 @@ constexpr auto kAwaitable = asio::use_awaitable;
 // Copies bytes from `from` to `to` until either side ends, then shuts both down so the other
 // direction ends too.
 template <class From, class To>
-asio::awaitable<void> Pump(std::shared_ptr<From> from, std::shared_ptr<To> to) {
+// `slot` is held while the pump runs (the relay's count of open connections).
+asio::awaitable<void> Pump(std::shared_ptr<From> from, std::shared_ptr<To> to,
+                           std::shared_ptr<void> slot) {
   std::array<char, 64 * 1024> buf;
   boost::system::error_code ec;
   for (;;) {
@@ -51,6 +56,7 @@ asio::awaitable<void> Pump(std::shared_ptr<From> from, std::shared_ptr<To> to) {
   boost::system::error_code ignored;
   from->shutdown(asio::socket_base::shutdown_both, ignored);
   to->shutdown(asio::socket_base::shutdown_both, ignored);
+  slot.reset();  // This direction is done.
 }
 
 }  // namespace
@@ -60,9 +66,12 @@ struct SocketRelay::Impl {
   std::optional<unix_proto::acceptor> acceptor;
   std::filesystem::path path;
   int port = 0;
+  int max_connections = 1;
+  std::atomic<int> connections{0};
   std::thread thread;
 
-  asio::awaitable<void> Relay(std::shared_ptr<unix_proto::socket> client) {
+  asio::awaitable<void> Relay(std::shared_ptr<unix_proto::socket> client,
+                              std::shared_ptr<void> slot) {
     auto upstream = std::make_shared<tcp::socket>(ioc);
     boost::system::error_code ec;
     co_await upstream->async_connect(
@@ -70,8 +79,8 @@ struct SocketRelay::Impl {
         asio::redirect_error(kAwaitable, ec));
     if (ec) co_return;  // The client sees its connection closed.
     upstream->set_option(tcp::no_delay(true), ec);
-    asio::co_spawn(ioc, Pump(client, upstream), asio::detached);
-    asio::co_spawn(ioc, Pump(upstream, client), asio::detached);
+    asio::co_spawn(ioc, Pump(client, upstream, slot), asio::detached);
+    asio::co_spawn(ioc, Pump(upstream, client, slot), asio::detached);
   }
 
   asio::awaitable<void> AcceptLoop() {
@@ -81,7 +90,19 @@ struct SocketRelay::Impl {
       co_await acceptor->async_accept(*client, asio::redirect_error(kAwaitable, ec));
       if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
       if (ec) continue;
-      asio::co_spawn(ioc, Relay(std::move(client)), asio::detached);
+      if (connections.fetch_add(1) >= max_connections) {
+        connections.fetch_sub(1);
+        // Never waits: a client that does not read its refusal just loses it.
+        const std::string answer = TooManyConnectionsAnswer(max_connections, "the runs'");
+        client->non_blocking(true, ec);
+        client->write_some(asio::buffer(answer), ec);
+        client->shutdown(asio::socket_base::shutdown_send, ec);
+        client->close(ec);
+        continue;
+      }
+      // Released when both directions of the relayed connection are done.
+      std::shared_ptr<void> slot(nullptr, [this](void*) { connections.fetch_sub(1); });
+      asio::co_spawn(ioc, Relay(std::move(client), std::move(slot)), asio::detached);
     }
   }
 };
@@ -89,7 +110,7 @@ struct SocketRelay::Impl {
 SocketRelay::SocketRelay(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 StatusOr<std::unique_ptr<SocketRelay>> SocketRelay::Start(const std::filesystem::path& socket_path,
-                                                          int port) {
+                                                          int port, int max_connections) {
   if (socket_path.native().size() >= sizeof(sockaddr_un{}.sun_path)) {
     return InvalidArgument("socket path " + socket_path.string() +
                            " is too long for a unix socket");
@@ -106,6 +127,7 @@ StatusOr<std::unique_ptr<SocketRelay>> SocketRelay::Start(const std::filesystem:
   auto impl = std::make_unique<Impl>();
   impl->path = socket_path;
   impl->port = port;
+  impl->max_connections = std::max(1, max_connections);
   boost::system::error_code ec;
   unix_proto::acceptor acceptor(impl->ioc);
   const unix_proto::endpoint endpoint(socket_path.string());

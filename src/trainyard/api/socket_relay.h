@@ -16,10 +16,12 @@ class SocketRelay {
  public:
   // Listens on `socket_path` (a stale socket file there is replaced; the socket is made
   // connectable by any user, since requests are authenticated by token) and relays each
-  // connection to 127.0.0.1:`port`. InvalidArgument when the path is too long for a unix
-  // socket; Internal when it cannot be bound.
+  // connection to 127.0.0.1:`port`, at most `max_connections` at once (so that runs cannot take
+  // every connection the server has; one more is answered 429 naming the limit and closed).
+  // InvalidArgument when the path is too long for a unix socket; Internal when it cannot be
+  // bound.
   static StatusOr<std::unique_ptr<SocketRelay>> Start(const std::filesystem::path& socket_path,
-                                                      int port);
+                                                      int port, int max_connections);
   // Stops accepting, closes every relayed connection and removes the socket file.
   ~SocketRelay();
   SocketRelay(const SocketRelay&) = delete;

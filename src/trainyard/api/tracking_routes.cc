@@ -277,15 +277,9 @@ HttpResponse PatchTags(Context& c, HttpRequest& req) {
       remove.push_back(k.get<std::string>());
     }
   }
-  for (const auto& [k, v] : set) {
-    if (Status st = c.store.SetRunTag(run->id, k, v); !st.ok()) {
-      return HttpResponse::FromStatus(st);
-    }
-  }
-  for (const std::string& k : remove) {
-    if (Status st = c.store.RemoveRunTag(run->id, k); !st.ok()) {
-      return HttpResponse::FromStatus(st);
-    }
+  if (Status st = c.store.UpdateRunTags(run->id, set, remove, c.options.max_tags_per_run);
+      !st.ok()) {
+    return HttpResponse::FromStatus(st);
   }
   auto now = c.store.GetRun(run->id);
   if (!now.ok()) return HttpResponse::FromStatus(now.status());
@@ -305,7 +299,8 @@ HttpResponse PostProperties(Context& c, HttpRequest& req) {
   if (!doc.ok()) return HttpResponse::FromStatus(doc.status());
   auto props = StringMap("property", *doc);
   if (!props.ok()) return HttpResponse::FromStatus(props.status());
-  if (Status st = c.store.AddRunProperties(run->id, *props); !st.ok()) {
+  if (Status st = c.store.AddRunProperties(run->id, *props, c.options.max_properties_per_run);
+      !st.ok()) {
     return HttpResponse::FromStatus(st);
   }
   return GetProperties(c, req);

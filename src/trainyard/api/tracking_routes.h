@@ -22,6 +22,10 @@ struct TrackingRouteOptions {
   // Points GET /metrics/{name} answers without ?max_points (a longer series is downsampled to
   // this many and says "downsampled": true); an explicit max_points may ask for more.
   std::size_t default_max_points = 1'000'000;
+  // Tags and properties a run may have (a PATCH or POST that would exceed one is refused whole,
+  // 400 naming the limit). Entries are capped by the tracking store.
+  std::uint64_t max_tags_per_run = 10'000;
+  std::uint64_t max_properties_per_run = 10'000;
 };
 
 // Registers the routes a run reports through, all under /api/v1/jobs/{name}/ (docs/tracking.md):

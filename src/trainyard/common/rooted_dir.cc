@@ -314,8 +314,8 @@ StatusOr<std::string> RootedDir::ReadTail(std::string_view rel, std::uint64_t ma
   return buf;
 }
 
-Status RootedDir::WriteFileAtomic(std::string_view rel, std::string_view data,
-                                  unsigned mode) const {
+Status RootedDir::WriteFileAtomic(std::string_view rel, std::string_view data, unsigned mode,
+                                  bool durable) const {
   TY_ASSIGN_OR_RETURN(auto parts, SplitRelativePath(rel));
   TY_ASSIGN_OR_RETURN(ScopedFd dir, MakeDirs(Join(parts, 0, parts.size() - 1)));
   const std::string temp = "." + parts.back() + "." + RandomHex(6) + ".tmp";
@@ -326,7 +326,7 @@ Status RootedDir::WriteFileAtomic(std::string_view rel, std::string_view data,
   if (st.ok() && ::fchmod(fd.get(), mode) != 0) {
     st = Internal("chmod '" + std::string(rel) + "': " + std::strerror(errno));
   }
-  if (st.ok() && ::fsync(fd.get()) != 0) {
+  if (st.ok() && durable && ::fsync(fd.get()) != 0) {
     st = Internal("fsync '" + std::string(rel) + "': " + std::strerror(errno));
   }
   if (st.ok() && fd.Close() != 0) {
@@ -339,7 +339,7 @@ Status RootedDir::WriteFileAtomic(std::string_view rel, std::string_view data,
     ::unlinkat(dir.get(), temp.c_str(), 0);
     return st;
   }
-  (void)::fsync(dir.get());
+  if (durable) (void)::fsync(dir.get());
   return Status::Ok();
 }
 

@@ -100,7 +100,10 @@ class RootedDir {
   StatusOr<std::string> ReadTail(std::string_view rel, std::uint64_t max_bytes) const;
   // Writes `data` to `rel` atomically (temp file, fsync, rename within its folder, fsync of the
   // folder), creating its folders. The temp file and the rename never pass through a link.
-  Status WriteFileAtomic(std::string_view rel, std::string_view data, unsigned mode = 0644) const;
+  // Without `durable`, the fsyncs are left out: the file is whole after a crash of the process
+  // but may be the old one after a power loss.
+  Status WriteFileAtomic(std::string_view rel, std::string_view data, unsigned mode = 0644,
+                         bool durable = true) const;
   // Removes the file or tree `rel` without following links out of it (a link is removed, never
   // its target). OK when it does not exist.
   Status Remove(std::string_view rel) const;

@@ -3,9 +3,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "trainyard/common/fs.h"
@@ -72,18 +75,40 @@ StatusOr<WorkspaceConfig> LoadWorkspaceConfig(const WorkspaceLayout& layout) {
     *out = j[key].template get<std::remove_pointer_t<decltype(out)>>();
     return Status::Ok();
   };
-  TY_RETURN_IF_ERROR(read("snapshot_max_bytes", &cfg.snapshot_max_bytes));
-  TY_RETURN_IF_ERROR(read("snapshot_max_files", &cfg.snapshot_max_files));
-  TY_RETURN_IF_ERROR(read("max_concurrent_runs", &cfg.max_concurrent_runs));
-  TY_RETURN_IF_ERROR(read("port", &cfg.port));
-  TY_RETURN_IF_ERROR(read("stop_grace_seconds", &cfg.stop_grace_seconds));
+  struct Key {
+    const char* name;
+    std::function<Status()> read;
+  };
+  const Key keys[] = {
+      {"snapshot_max_bytes", [&] { return read("snapshot_max_bytes", &cfg.snapshot_max_bytes); }},
+      {"snapshot_max_files", [&] { return read("snapshot_max_files", &cfg.snapshot_max_files); }},
+      {"max_concurrent_runs", [&] { return read("max_concurrent_runs", &cfg.max_concurrent_runs); }},
+      {"port", [&] { return read("port", &cfg.port); }},
+      {"stop_grace_seconds", [&] { return read("stop_grace_seconds", &cfg.stop_grace_seconds); }},
+      {"max_connections", [&] { return read("max_connections", &cfg.max_connections); }},
+      {"http_header_timeout_ms",
+       [&] { return read("http_header_timeout_ms", &cfg.http_header_timeout_ms); }},
+      {"http_min_bytes_per_second",
+       [&] { return read("http_min_bytes_per_second", &cfg.http_min_bytes_per_second); }},
+      {"http_transfer_grace_ms",
+       [&] { return read("http_transfer_grace_ms", &cfg.http_transfer_grace_ms); }},
+      {"max_tags_per_run", [&] { return read("max_tags_per_run", &cfg.max_tags_per_run); }},
+      {"max_properties_per_run",
+       [&] { return read("max_properties_per_run", &cfg.max_properties_per_run); }},
+      {"max_entries_per_run", [&] { return read("max_entries_per_run", &cfg.max_entries_per_run); }},
+      {"container_pids_limit",
+       [&] { return read("container_pids_limit", &cfg.container_pids_limit); }},
+      {"container_log_max_bytes",
+       [&] { return read("container_log_max_bytes", &cfg.container_log_max_bytes); }},
+  };
+  for (const Key& key : keys) TY_RETURN_IF_ERROR(key.read());
   for (const auto& [k, v] : j.items()) {
-    static const char* kKnown[] = {"snapshot_max_bytes", "snapshot_max_files",
-                                   "max_concurrent_runs", "port", "stop_grace_seconds"};
-    if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown)) {
-      return InvalidArgument(where + ": unknown key '" + k +
-                             "'; allowed keys: snapshot_max_bytes, snapshot_max_files, "
-                             "max_concurrent_runs, port, stop_grace_seconds");
+    const bool known = std::any_of(std::begin(keys), std::end(keys),
+                                   [&](const Key& key) { return k == key.name; });
+    if (!known) {
+      std::string allowed;
+      for (const Key& key : keys) allowed += (allowed.empty() ? "" : ", ") + std::string(key.name);
+      return InvalidArgument(where + ": unknown key '" + k + "'; allowed keys: " + allowed);
     }
   }
   return cfg;

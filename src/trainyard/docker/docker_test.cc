@@ -456,6 +456,58 @@ TEST(LogDemuxerTest, PayloadPassedOnBeforeFrameCompletes) {
   EXPECT_EQ(got, "abcdef");
 }
 
+// What a follower resumes from: each message's timestamp is stripped, and a follow that resumes
+// from a position skips exactly the messages delivered before it, also several at one time.
+TEST(TimestampedLogTest, StripsTimestampsAndResumesAfterAPosition) {
+  const std::vector<std::string> messages = {
+      "2026-12-06T18:00:00.000000001Z one\n", "2026-12-06T18:00:00.000000002Z two\n",
+      "2026-12-06T18:00:00.000000002Z three\n", "2026-12-06T18:00:01.5Z four\n",
+      "2026-12-06T18:00:02.000000000Z \n"};
+  auto follow = [&](const LogPosition& from, std::vector<LogPosition>* positions) {
+    std::string out;
+    TimestampedLog log(from, [&](std::string_view data, const LogPosition& after) {
+      out.append(data);
+      positions->push_back(after);
+    });
+    LogDemuxer demuxer([&](LogDemuxer::Stream, std::string_view piece) {
+      ASSERT_TRUE(log.Piece(piece, demuxer.AtFrameBoundary()).ok());
+    });
+    std::string stream;
+    for (const std::string& m : messages) stream += Frame(1, m);
+    // Cut at every third byte: timestamps and texts arrive in pieces.
+    for (std::size_t i = 0; i < stream.size(); i += 3) {
+      EXPECT_TRUE(demuxer.Feed(stream.substr(i, 3)).ok());
+    }
+    return out;
+  };
+  std::vector<LogPosition> positions;
+  EXPECT_EQ(follow({}, &positions), "one\ntwo\nthree\nfour\n\n");
+  ASSERT_EQ(positions.size(), 5u);
+  EXPECT_EQ(positions[1].ToString(), "2026-12-06T18:00:00.000000002Z 1");
+  EXPECT_EQ(positions[2].ToString(), "2026-12-06T18:00:00.000000002Z 2");
+  EXPECT_EQ(positions[3].ToString(), "2026-12-06T18:00:01.5Z 1");
+  // Resuming after each position delivers exactly the rest.
+  const std::vector<std::string> rest = {"two\nthree\nfour\n\n", "three\nfour\n\n",
+                                         "four\n\n", "\n", ""};
+  for (std::size_t i = 0; i < positions.size(); ++i) {
+    const auto parsed = LogPosition::Parse(positions[i].ToString());
+    ASSERT_TRUE(parsed.has_value());
+    std::vector<LogPosition> more;
+    EXPECT_EQ(follow(*parsed, &more), rest[i]) << "after " << positions[i].ToString();
+  }
+  // The same instant written with an offset is the same position.
+  std::vector<LogPosition> more;
+  EXPECT_EQ(follow({"2026-12-06T19:00:01.500000000+01:00", 1}, &more), "\n");
+
+  EXPECT_FALSE(LogPosition::Parse("no-count").has_value());
+  EXPECT_FALSE(LogPosition::Parse("2026-12-06T18:00:00Z x").has_value());
+  EXPECT_FALSE(ParseLogTime("2026-13-06T18:00:00Z").has_value());
+  EXPECT_FALSE(ParseLogTime("2026-12-06T18:00:00").has_value());
+  EXPECT_EQ(ParseLogTime("1970-01-01T00:00:01.25Z"), std::make_pair(std::int64_t{1}, 250'000'000));
+  TimestampedLog bad({}, [](std::string_view, const LogPosition&) {});
+  EXPECT_EQ(bad.Piece("no timestamp here\n", true).code(), StatusCode::kInvalidArgument);
+}
+
 TEST(LogDemuxerTest, RejectsMalformedHeader) {
   LogDemuxer demuxer([](LogDemuxer::Stream, std::string_view) {});
   Status s = demuxer.Feed("hello world, a TTY stream");
@@ -1069,7 +1121,9 @@ TEST(HttpEngineTest, ContainerCallsMapStatusAndBodies) {
       {200,
        "application/vnd.docker.raw-stream",
        "",
-       {Frame(1, "out ") + Frame(2, "er").substr(0, 5), Frame(2, "er").substr(5) + Frame(1, "!")}},
+       {Frame(1, "2026-12-06T18:00:00.1Z out ") +
+            Frame(2, "2026-12-06T18:00:00.2Z er").substr(0, 5),
+        Frame(2, "2026-12-06T18:00:00.2Z er").substr(5) + Frame(1, "2026-12-06T18:00:00.3Z !")}},
   });
   HttpEngine engine(server.path());
   ContainerConfig config;
@@ -1082,6 +1136,9 @@ TEST(HttpEngineTest, ContainerCallsMapStatusAndBodies) {
   config.mounts = {{"/host/data", "/data", true}};
   config.shm_size_bytes = 1 << 30;
   config.nano_cpus = 2'000'000'000;
+  config.pids_limit = 4096;
+  config.log_max_bytes = 1 << 20;
+  config.log_max_files = 2;
   config.network_mode = "trainyard-net";
   config.network_aliases = {"node-0"};
   config.gpus = GpuRequest{.count = -1};
@@ -1124,6 +1181,9 @@ TEST(HttpEngineTest, ContainerCallsMapStatusAndBodies) {
   EXPECT_EQ(body["HostConfig"]["ShmSize"], 1 << 30);
   EXPECT_EQ(body["HostConfig"]["NanoCpus"], 2'000'000'000);
   EXPECT_FALSE(body["HostConfig"].contains("Memory"));
+  EXPECT_EQ(body["HostConfig"]["PidsLimit"], 4096);
+  EXPECT_EQ(body["HostConfig"]["LogConfig"],
+            json({{"Type", "json-file"}, {"Config", {{"max-size", "1048576"}, {"max-file", "2"}}}}));
   EXPECT_EQ(body["HostConfig"]["DeviceRequests"][0]["Count"], -1);
   EXPECT_EQ(body["HostConfig"]["DeviceRequests"][0]["Capabilities"], json({{"gpu"}}));
   EXPECT_EQ(body["NetworkingConfig"]["EndpointsConfig"]["trainyard-net"]["Aliases"],
@@ -1135,7 +1195,7 @@ TEST(HttpEngineTest, ContainerCallsMapStatusAndBodies) {
             "HTTP/1.1");
   EXPECT_EQ(seen[8].request_line, "POST /v1.41/containers/c0ffee/stop?t=1 HTTP/1.1");
   EXPECT_EQ(seen[9].request_line,
-            "GET /v1.41/containers/c0ffee/logs?follow=1&stdout=1&stderr=1 HTTP/1.1");
+            "GET /v1.41/containers/c0ffee/logs?follow=1&stdout=1&stderr=1&timestamps=1 HTTP/1.1");
 }
 
 TEST(HttpEngineTest, ConcurrentCallsAreSafe) {

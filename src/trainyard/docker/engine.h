@@ -76,6 +76,11 @@ struct ContainerConfig {
   std::int64_t shm_size_bytes = 0;  // 0: engine default
   std::int64_t memory_bytes = 0;    // 0: no limit
   std::int64_t nano_cpus = 0;       // 0: no limit
+  std::int64_t pids_limit = 0;      // processes and threads at once; 0: engine default
+  // The engine's own log of the output: json-file rotated at log_max_bytes, keeping
+  // log_max_files files. 0: the engine's default driver and options.
+  std::int64_t log_max_bytes = 0;
+  int log_max_files = 0;
   std::string network_mode;         // empty: default bridge
   // Run the engine's init (tini) as PID 1: it forwards signals and reaps zombies, so a command
   // that never installed a SIGTERM handler still stops on SIGTERM.
@@ -105,6 +110,21 @@ struct ContainerSummary {
 
 // Receives text as it arrives: build output lines, pull progress lines, log bytes.
 using TextSink = std::function<void(std::string_view)>;
+
+// Where following a container's output got to, to resume there after a restart: the engine's
+// timestamp of the last message delivered (RFC 3339 with nanoseconds, UTC; empty: nothing yet)
+// and how many messages bearing exactly that timestamp were delivered.
+struct LogPosition {
+  std::string time;
+  std::uint64_t messages_at_time = 0;
+
+  // "TIME COUNT", or "" for the start; Parse reads it back (nullopt when malformed).
+  std::string ToString() const;
+  static std::optional<LogPosition> Parse(std::string_view text);
+};
+
+// Receives output with the position just after it.
+using PositionedSink = std::function<void(std::string_view data, const LogPosition& after)>;
 
 // Thread-safe: calls may come from many threads at once.
 class Engine {
@@ -147,9 +167,18 @@ class Engine {
   virtual StatusOr<std::string> CreateContainer(const ContainerConfig& config) = 0;
   virtual Status StartContainer(const std::string& id) = 0;
 
-  // Streams the container's stdout and stderr (interleaved, demultiplexed, from the first byte)
-  // into `sink` until the container exits. Returns when the stream ends.
-  virtual Status FollowLogs(const std::string& id, const TextSink& sink) = 0;
+  // Streams the container's stdout and stderr (interleaved, demultiplexed) from just after
+  // `from` (the start when empty) into `sink` until the container exits; each message comes with
+  // the position after it. Returns when the stream ends. The engine may have rotated older
+  // output away: resuming from a position is how a follower loses none of what it already had.
+  virtual Status FollowLogsFrom(const std::string& id, const LogPosition& from,
+                                const PositionedSink& sink) = 0;
+  // FollowLogsFrom from the first byte, without positions.
+  Status FollowLogs(const std::string& id, const TextSink& sink) {
+    return FollowLogsFrom(id, LogPosition{}, [&sink](std::string_view data, const LogPosition&) {
+      if (sink) sink(data);
+    });
+  }
 
   // Blocks until the container exits and returns its exit code.
   virtual StatusOr<int> WaitContainer(const std::string& id) = 0;

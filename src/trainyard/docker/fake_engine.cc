@@ -479,18 +479,20 @@ Status FakeEngine::StartContainer(const std::string& id) {
   return Status::Ok();
 }
 
-Status FakeEngine::FollowLogs(const std::string& id, const TextSink& sink) {
+Status FakeEngine::FollowLogsFrom(const std::string& id, const LogPosition& from,
+                                  const PositionedSink& sink) {
   std::unique_lock<std::mutex> lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   std::shared_ptr<Container> c = FindLocked(id);
   if (c == nullptr) return NotFound("logs of container " + id + ": No such container: " + id);
-  size_t sent = 0;
+  size_t sent = from.time.empty() ? 0 : static_cast<size_t>(from.messages_at_time);
   for (;;) {
     if (sent < c->log.size()) {
       std::string chunk = c->log.substr(sent);
       sent = c->log.size();
+      const LogPosition after{"fake", sent};
       lock.unlock();
-      if (sink) sink(chunk);
+      if (sink) sink(chunk, after);
       lock.lock();
       continue;
     }

@@ -104,7 +104,10 @@ class FakeEngine : public Engine {
                    const TextSink& progress) override;
   StatusOr<std::string> CreateContainer(const ContainerConfig& config) override;
   Status StartContainer(const std::string& id) override;
-  Status FollowLogs(const std::string& id, const TextSink& sink) override;
+  // Positions are byte offsets into the fake's log (`messages_at_time`, with time "fake").
+  using Engine::FollowLogs;
+  Status FollowLogsFrom(const std::string& id, const LogPosition& from,
+                        const PositionedSink& sink) override;
   StatusOr<int> WaitContainer(const std::string& id) override;
   Status StopContainer(const std::string& id, int grace_seconds) override;
   Status KillContainer(const std::string& id) override;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -13,6 +14,7 @@
 #include <utility>
 
 #include "trainyard/common/util.h"
+#include "trainyard/docker/json_messages.h"
 #include "trainyard/docker/log_demux.h"
 
 namespace trainyard::docker {
@@ -105,11 +107,6 @@ auto ParseResponse(std::string_view what, Fn&& fn) -> decltype(fn()) {
   }
 }
 
-std::string StringOr(const json& j, const char* key) {
-  if (!j.is_object()) return "";
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
-}
 
 std::map<std::string, std::string> StringMap(const json& j, const char* key) {
   std::map<std::string, std::string> out;
@@ -125,7 +122,7 @@ std::map<std::string, std::string> StringMap(const json& j, const char* key) {
 // The "message" of an engine error body, or the body itself.
 std::string EngineMessage(const std::string& body) {
   json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  std::string message = StringOr(j, "message");
+  std::string message = JsonString(j, "message");
   if (message.empty()) message = std::string(Trim(body));
   return message.empty() ? "(no message)" : message;
 }
@@ -151,106 +148,6 @@ Status StatusFromHttp(long status, const std::string& body, std::string_view wha
 }
 
 bool IsSuccess(long status) { return status >= 200 && status < 300; }
-
-// Cuts a byte stream into lines ("\n" or "\r\n" terminated) across chunk boundaries.
-class LineSplitter {
- public:
-  template <typename Fn>
-  void Feed(std::string_view data, Fn&& on_line) {
-    while (!data.empty()) {
-      size_t nl = data.find('\n');
-      if (nl == std::string_view::npos) {
-        partial_.append(data);
-        return;
-      }
-      partial_.append(data.substr(0, nl));
-      data.remove_prefix(nl + 1);
-      if (!partial_.empty() && partial_.back() == '\r') partial_.pop_back();
-      on_line(std::string_view(partial_));
-      partial_.clear();
-    }
-  }
-  template <typename Fn>
-  void Flush(Fn&& on_line) {
-    if (!partial_.empty()) {
-      if (partial_.back() == '\r') partial_.pop_back();
-      on_line(std::string_view(partial_));
-      partial_.clear();
-    }
-  }
-
- private:
-  std::string partial_;
-};
-
-// The JSON message stream of /images/create and /build.
-class JsonMessageStream {
- public:
-  // `on_text` gets build output lines (from "stream") and progress lines (from "status").
-  // `secrets` are redacted from both and from the error text.
-  JsonMessageStream(const TextSink& on_text, std::vector<std::string> secrets)
-      : on_text_(on_text), secrets_(std::move(secrets)) {}
-
-  void Feed(std::string_view data) {
-    lines_.Feed(data, [this](std::string_view line) { OnLine(line); });
-  }
-  void Finish() {
-    lines_.Flush([this](std::string_view line) { OnLine(line); });
-    stream_lines_.Flush([this](std::string_view line) { Emit(line); });
-  }
-
-  bool failed() const { return failed_; }
-  const std::string& error() const { return error_; }
-
- private:
-  void Emit(std::string_view text) {
-    if (!on_text_) return;
-    std::string line(text);
-    for (const std::string& s : secrets_) line = Redact(std::move(line), s);
-    on_text_(line);
-  }
-
-  void OnLine(std::string_view line) {
-    if (Trim(line).empty()) return;
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object()) {
-      Emit(line);
-      return;
-    }
-    std::string error;
-    if (auto detail = j.find("errorDetail"); detail != j.end()) {
-      error = StringOr(*detail, "message");
-    }
-    if (error.empty()) error = StringOr(j, "error");
-    if (!error.empty() || j.contains("error") || j.contains("errorDetail")) {
-      if (!failed_) {
-        failed_ = true;
-        error_ = error.empty() ? std::string(line) : error;
-        for (const std::string& s : secrets_) error_ = Redact(std::move(error_), s);
-      }
-      return;
-    }
-    if (auto stream = j.find("stream"); stream != j.end() && stream->is_string()) {
-      stream_lines_.Feed(stream->get_ref<const std::string&>(),
-                         [this](std::string_view l) { Emit(l); });
-      return;
-    }
-    std::string status = StringOr(j, "status");
-    if (status.empty()) return;  // "aux" and other bookkeeping
-    std::string id = StringOr(j, "id");
-    std::string progress = StringOr(j, "progress");
-    std::string out = id.empty() ? status : id + ": " + status;
-    if (!progress.empty()) out += " " + progress;
-    Emit(out);
-  }
-
-  const TextSink& on_text_;
-  std::vector<std::string> secrets_;
-  LineSplitter lines_;
-  LineSplitter stream_lines_;
-  bool failed_ = false;
-  std::string error_;
-};
 
 bool LooksUnauthorized(std::string_view text) {
   return ContainsAny(
@@ -314,6 +211,13 @@ json ContainerBody(const ContainerConfig& c) {
   if (c.init) host["Init"] = true;
   if (c.memory_bytes > 0) host["Memory"] = c.memory_bytes;
   if (c.nano_cpus > 0) host["NanoCpus"] = c.nano_cpus;
+  if (c.pids_limit > 0) host["PidsLimit"] = c.pids_limit;
+  if (c.log_max_bytes > 0) {
+    host["LogConfig"] = {{"Type", "json-file"},
+                         {"Config",
+                          {{"max-size", std::to_string(c.log_max_bytes)},
+                           {"max-file", std::to_string(std::max(1, c.log_max_files))}}}};
+  }
   if (!c.network_mode.empty()) host["NetworkMode"] = c.network_mode;
   if (c.gpus) {
     json request = {{"Driver", ""}, {"Capabilities", json::array({json::array({"gpu"})})}};
@@ -498,7 +402,7 @@ StatusOr<std::optional<ImageInfo>> HttpEngine::InspectImage(const std::string& r
   return ParseResponse("inspect image", [&]() -> StatusOr<std::optional<ImageInfo>> {
     json j = json::parse(resp.body);
     ImageInfo info;
-    info.id = StringOr(j, "Id");
+    info.id = JsonString(j, "Id");
     if (auto tags = j.find("RepoTags"); tags != j.end() && tags->is_array()) {
       for (const json& t : *tags) {
         if (t.is_string()) info.repo_tags.push_back(t.get<std::string>());
@@ -658,7 +562,7 @@ StatusOr<std::string> HttpEngine::CreateContainer(const ContainerConfig& config)
     return StatusFromHttp(resp.status, resp.body, "create container from " + config.image);
   }
   return ParseResponse("create container", [&]() -> StatusOr<std::string> {
-    std::string id = StringOr(json::parse(resp.body), "Id");
+    std::string id = JsonString(json::parse(resp.body), "Id");
     if (id.empty()) return Internal("the Docker engine created a container without an id");
     return id;
   });
@@ -677,14 +581,33 @@ Status HttpEngine::StartContainer(const std::string& id) {
   return Status::Ok();
 }
 
-Status HttpEngine::FollowLogs(const std::string& id, const TextSink& sink) {
+Status HttpEngine::FollowLogsFrom(const std::string& id, const LogPosition& from,
+                                  const PositionedSink& sink) {
+  Query query;
+  query.Add("follow", "1").Add("stdout", "1").Add("stderr", "1").Add("timestamps", "1");
+  if (!from.time.empty()) {
+    // The engine returns messages at or after `since` (seconds.nanoseconds); those at exactly
+    // that time that were delivered before are skipped by TimestampedLog.
+    const auto t = ParseLogTime(from.time);
+    if (!t) return InvalidArgument("bad log position '" + from.ToString() + "'");
+    char nanos[16];
+    std::snprintf(nanos, sizeof nanos, "%09d", t->second);
+    query.Add("since", std::to_string(t->first) + "." + nanos);
+  }
   Request req;
-  req.path = "/containers/" + PathPart(id) + "/logs" +
-             Query().Add("follow", "1").Add("stdout", "1").Add("stderr", "1").str();
+  req.path = "/containers/" + PathPart(id) + "/logs" + query.str();
+  TimestampedLog messages(from, sink);
+  Status malformed;
+  LogDemuxer* demuxer_ptr = nullptr;
   LogDemuxer demuxer([&](LogDemuxer::Stream stream, std::string_view payload) {
-    if (stream != LogDemuxer::Stream::kStdin && sink) sink(payload);
+    if (stream == LogDemuxer::Stream::kStdin || !malformed.ok()) return;
+    malformed = messages.Piece(payload, demuxer_ptr->AtFrameBoundary());
   });
-  req.on_data = [&](std::string_view data) { return demuxer.Feed(data); };
+  demuxer_ptr = &demuxer;
+  req.on_data = [&](std::string_view data) {
+    TY_RETURN_IF_ERROR(demuxer.Feed(data));
+    return malformed;
+  };
   TY_ASSIGN_OR_RETURN(Response resp, Send(req));
   if (!IsSuccess(resp.status)) {
     return StatusFromHttp(resp.status, resp.body, "logs of container " + id);
@@ -703,7 +626,7 @@ StatusOr<int> HttpEngine::WaitContainer(const std::string& id) {
   return ParseResponse("wait", [&]() -> StatusOr<int> {
     json j = json::parse(resp.body);
     if (auto error = j.find("Error"); error != j.end()) {
-      std::string message = StringOr(*error, "Message");
+      std::string message = JsonString(*error, "Message");
       if (!message.empty()) return Internal("wait for container " + id + ": " + message);
     }
     return j.at("StatusCode").get<int>();
@@ -802,13 +725,13 @@ StatusOr<ContainerState> HttpEngine::InspectContainer(const std::string& id) {
     json j = json::parse(resp.body);
     const json& s = j.at("State");
     ContainerState state;
-    state.status = StringOr(s, "Status");
+    state.status = JsonString(s, "Status");
     state.running = s.value("Running", false);
     state.exit_code = s.value("ExitCode", 0);
     state.oom_killed = s.value("OOMKilled", false);
-    state.error = StringOr(s, "Error");
-    state.started_at = StringOr(s, "StartedAt");
-    state.finished_at = StringOr(s, "FinishedAt");
+    state.error = JsonString(s, "Error");
+    state.started_at = JsonString(s, "StartedAt");
+    state.finished_at = JsonString(s, "FinishedAt");
     if (j.contains("Config") && j["Config"].is_object()) {
       state.labels = StringMap(j["Config"], "Labels");
     }
@@ -828,9 +751,9 @@ StatusOr<std::vector<ContainerSummary>> HttpEngine::ListContainers(const std::st
     std::vector<ContainerSummary> out;
     for (const json& c : json::parse(resp.body)) {
       ContainerSummary summary;
-      summary.id = StringOr(c, "Id");
-      summary.image = StringOr(c, "Image");
-      summary.state = StringOr(c, "State");
+      summary.id = JsonString(c, "Id");
+      summary.image = JsonString(c, "Image");
+      summary.state = JsonString(c, "State");
       summary.labels = StringMap(c, "Labels");
       out.push_back(std::move(summary));
     }

@@ -57,7 +57,9 @@ class HttpEngine : public Engine {
                    const TextSink& progress) override;
   StatusOr<std::string> CreateContainer(const ContainerConfig& config) override;
   Status StartContainer(const std::string& id) override;
-  Status FollowLogs(const std::string& id, const TextSink& sink) override;
+  using Engine::FollowLogs;
+  Status FollowLogsFrom(const std::string& id, const LogPosition& from,
+                        const PositionedSink& sink) override;
   StatusOr<int> WaitContainer(const std::string& id) override;
   Status StopContainer(const std::string& id, int grace_seconds) override;
   Status KillContainer(const std::string& id) override;

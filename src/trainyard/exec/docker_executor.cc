@@ -42,6 +42,11 @@ StatusOr<std::string> DockerExecutor::Launch(const LaunchSpec& spec) {
   c.shm_size_bytes = spec.shm_size_bytes;
   c.nano_cpus = spec.nano_cpus;
   c.memory_bytes = spec.memory_bytes;
+  c.pids_limit = spec.pids_limit;
+  // The engine's copy of the output is bounded (trainyard keeps the run's log itself, and
+  // re-attaching resumes where that log stopped, so rotation loses nothing).
+  c.log_max_bytes = spec.engine_log_max_bytes;
+  c.log_max_files = 4;
   if (!spec.gpu_device_ids.empty()) c.gpus = docker::GpuRequest{0, spec.gpu_device_ids};
   c.network_mode = spec.network;
   c.hostname = spec.hostname;
@@ -56,8 +61,14 @@ StatusOr<std::string> DockerExecutor::Launch(const LaunchSpec& spec) {
   return id;
 }
 
-Status DockerExecutor::StreamLogs(const std::string& handle, const docker::TextSink& sink) {
-  return engine_.FollowLogs(handle, sink);
+Status DockerExecutor::StreamLogs(const std::string& handle, const std::string& from,
+                                  const PositionedSink& sink) {
+  const std::optional<docker::LogPosition> position = docker::LogPosition::Parse(from);
+  if (!position) return InvalidArgument("bad log position '" + from + "' for node " + handle);
+  return engine_.FollowLogsFrom(
+      handle, *position, [&sink](std::string_view data, const docker::LogPosition& after) {
+        sink(data, after.ToString());
+      });
 }
 
 StatusOr<ExitInfo> DockerExecutor::Wait(const std::string& handle) {

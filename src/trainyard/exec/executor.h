@@ -34,6 +34,12 @@ struct LaunchSpec {
   std::int64_t nano_cpus = 0;
   std::int64_t memory_bytes = 0;
   std::vector<std::string> gpu_device_ids;
+  // Processes and threads the node may have at once (a fork bomb stops there); 0: no limit.
+  std::int64_t pids_limit = 0;
+  // The engine's own copy of the output is rotated at this size, four files kept (trainyard
+  // keeps the run's log itself, and a follower more than three files behind would lose the
+  // middle); 0: the engine's defaults.
+  std::int64_t engine_log_max_bytes = 0;
   std::map<std::string, std::string> labels;
   // Search-path variables to extend rather than replace: for each (VAR, DIR), the node sees
   // VAR=DIR followed by ":" and the value it would otherwise have (from `env`, else from the
@@ -47,14 +53,25 @@ struct ExitInfo {
   bool oom_killed = false;
 };
 
+// Receives a node's output with the position just after it (an opaque string to resume from).
+using PositionedSink = std::function<void(std::string_view data, const std::string& position)>;
+
 // Thread-safe. Handles are opaque strings (a container id for DockerExecutor).
 class Executor {
  public:
   virtual ~Executor() = default;
   // Creates and starts the node. Returns its handle.
   virtual StatusOr<std::string> Launch(const LaunchSpec& spec) = 0;
-  // Streams the node's output from its first byte into `sink` until it ends.
-  virtual Status StreamLogs(const std::string& handle, const docker::TextSink& sink) = 0;
+  // Streams the node's output from just after `from` (a position `sink` was given before; ""
+  // for the first byte) into `sink` until the node ends. InvalidArgument for a malformed `from`.
+  virtual Status StreamLogs(const std::string& handle, const std::string& from,
+                            const PositionedSink& sink) = 0;
+  // The node's output from its first byte, without positions.
+  Status StreamLogs(const std::string& handle, const docker::TextSink& sink) {
+    return StreamLogs(handle, "", [&sink](std::string_view data, const std::string&) {
+      if (sink) sink(data);
+    });
+  }
   // Blocks until the node ends.
   virtual StatusOr<ExitInfo> Wait(const std::string& handle) = 0;
   // Asks the node to stop (SIGTERM), killing it after `grace_seconds`.
@@ -93,7 +110,10 @@ class DockerExecutor : public Executor {
   explicit DockerExecutor(docker::Engine& engine) : engine_(engine) {}
 
   StatusOr<std::string> Launch(const LaunchSpec& spec) override;
-  Status StreamLogs(const std::string& handle, const docker::TextSink& sink) override;
+  using Executor::StreamLogs;
+  // Positions are the engine's message timestamps (docker::LogPosition).
+  Status StreamLogs(const std::string& handle, const std::string& from,
+                    const PositionedSink& sink) override;
   StatusOr<ExitInfo> Wait(const std::string& handle) override;
   Status Stop(const std::string& handle, int grace_seconds) override;
   StatusOr<bool> IsRunning(const std::string& handle) override;

@@ -11,8 +11,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -377,6 +379,32 @@ int OpenPidfd(pid_t pid) {
 #endif
 }
 
+}  // namespace
+
+StatusOr<ExitInfo> ParseExitRecord(std::string_view text) {
+  const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("exit_code") || !j["exit_code"].is_number_integer() ||
+      j["exit_code"].get<std::int64_t>() < std::numeric_limits<int>::min() ||
+      j["exit_code"].get<std::int64_t>() > std::numeric_limits<int>::max()) {
+    return InvalidArgument("malformed exit status: " + std::string(text.substr(0, 200)));
+  }
+  return ExitInfo{j["exit_code"].get<int>(), false};
+}
+
+std::optional<PidRecord> ParsePidRecord(std::string_view text) {
+  std::istringstream in{std::string(text.substr(0, 4096))};
+  PidRecord r;
+  long long pid = 0;
+  if (!(in >> pid >> r.start_time) || pid <= 0 || pid > std::numeric_limits<pid_t>::max()) {
+    return std::nullopt;
+  }
+  r.pid = static_cast<pid_t>(pid);
+  in >> r.boot_id;
+  return r;
+}
+
+namespace {
+
 Status Vanished(const std::string& handle) {
   return NotFound("the process shim of node " + handle +
                   " vanished without recording an exit status");
@@ -389,28 +417,15 @@ StatusOr<std::optional<ExitInfo>> ReadExit(const NodePaths& node) {
     if (text.status().code() == StatusCode::kNotFound) return std::optional<ExitInfo>();
     return text.status();
   }
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains("exit_code") || !j["exit_code"].is_number_integer()) {
-    return Internal("malformed exit status in " + node.exit.string() + ": " + *text);
-  }
-  return std::optional<ExitInfo>(ExitInfo{j["exit_code"].get<int>(), false});
+  StatusOr<ExitInfo> exit = ParseExitRecord(*text);
+  if (!exit.ok()) return Internal(node.exit.string() + ": " + exit.status().message());
+  return std::optional<ExitInfo>(*exit);
 }
-
-// A recorded "<pid> <start time> ..." file.
-struct PidRecord {
-  pid_t pid = 0;
-  unsigned long long start_time = 0;
-  std::string boot_id;
-};
 
 std::optional<PidRecord> ReadPidRecord(const fs::path& path) {
   auto text = ReadFile(path);
   if (!text.ok()) return std::nullopt;
-  std::istringstream in(*text);
-  PidRecord r;
-  if (!(in >> r.pid >> r.start_time) || r.pid <= 0) return std::nullopt;
-  in >> r.boot_id;
-  return r;
+  return ParsePidRecord(*text);
 }
 
 // True when the recorded process still exists (possibly as a zombie) with the same start time.
@@ -764,12 +779,25 @@ StatusOr<bool> ProcessExecutor::IsRunning(const std::string& handle) {
   return Vanished(handle);
 }
 
-Status ProcessExecutor::StreamLogs(const std::string& handle, const docker::TextSink& sink) {
+Status ProcessExecutor::StreamLogs(const std::string& handle, const std::string& from,
+                                   const PositionedSink& sink) {
+  std::uint64_t offset = 0;
+  if (!from.empty()) {
+    const auto [end, ec] = std::from_chars(from.data(), from.data() + from.size(), offset);
+    if (ec != std::errc() || end != from.data() + from.size()) {
+      return InvalidArgument("bad log position '" + from + "' for node " + handle);
+    }
+  }
   TY_ASSIGN_OR_RETURN(NodePaths node, FindNode(options_.state_dir, handle));
   int fd = ::open(node.log.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) return NotFound("node " + handle + " has no output log");
     return ErrnoError("open " + node.log.string(), errno);
+  }
+  if (::lseek(fd, static_cast<off_t>(offset), SEEK_SET) < 0) {
+    const int err = errno;
+    ::close(fd);
+    return ErrnoError("seek " + node.log.string(), err);
   }
   ShimWatch shim(node, boot_id_);
   std::string buf(1 << 16, '\0');
@@ -782,7 +810,8 @@ Status ProcessExecutor::StreamLogs(const std::string& handle, const docker::Text
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) status = ErrnoError("read " + node.log.string(), errno);
       if (n <= 0) break;
-      sink(std::string_view(buf.data(), static_cast<size_t>(n)));
+      offset += static_cast<std::uint64_t>(n);
+      sink(std::string_view(buf.data(), static_cast<size_t>(n)), std::to_string(offset));
     }
     if (ended || !status.ok()) break;
     shim.WaitExited(kPollMillis);  // wakes at once when the node ends

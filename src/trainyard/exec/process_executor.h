@@ -5,14 +5,30 @@
 // waits for it and records its exit status in the node's state folder, so a node outlives a
 // daemon crash and a restarted daemon, given the same state folder, finds it again.
 
+#include <sys/types.h>
+
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "trainyard/common/status.h"
 #include "trainyard/exec/executor.h"
 
 namespace trainyard::exec {
+
+// The shim's records (the state folder below), parsed with bounds: what is in them is written by
+// processes of the run's user, so it is not trusted further than that.
+struct PidRecord {
+  pid_t pid = 0;
+  unsigned long long start_time = 0;
+  std::string boot_id;
+};
+// "<pid> <start time> [<boot id>]"; nullopt when malformed.
+std::optional<PidRecord> ParsePidRecord(std::string_view text);
+// {"exit_code": N, ...}; InvalidArgument when malformed.
+StatusOr<ExitInfo> ParseExitRecord(std::string_view text);
 
 struct ProcessExecutorOptions {
   // Holds one subfolder per launched node, `<state_dir>/<node name>/`, with:
@@ -45,7 +61,10 @@ class ProcessExecutor : public Executor {
   StatusOr<std::string> Launch(const LaunchSpec& spec) override;
   // Streams output.log from its first byte until the node has ended and the log is drained.
   // NotFound when there is no such node.
-  Status StreamLogs(const std::string& handle, const docker::TextSink& sink) override;
+  using Executor::StreamLogs;
+  // Positions are byte offsets into the node's output file.
+  Status StreamLogs(const std::string& handle, const std::string& from,
+                    const PositionedSink& sink) override;
   // Blocks until the node ends; its exit code, or 128+N when killed by signal N (oom_killed is
   // always false). NotFound when there is no such node or its shim vanished without recording
   // an exit status.

@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "trainyard/common/fs.h"
 #include "trainyard/common/sha256.h"
@@ -42,6 +44,186 @@ std::optional<std::string> ScriptFailure(store::Store& store, const std::string&
   auto rec = store.GetRun(run_id);
   if (!rec.ok() || rec->script_status != store::RunStatus::kFailed) return std::nullopt;
   return "failed by the script: " + rec->script_message;
+}
+
+FollowedLogs::FollowedLogs(const fs::path& run_dir, int nodes, bool resume,
+                           std::function<void()> on_write)
+    : run_dir_(run_dir),
+      nodes_(static_cast<std::size_t>(std::max(1, nodes))),
+      on_write_(std::move(on_write)) {
+  state_.nodes.resize(nodes_);
+  if (!(resume && Resume())) {
+    state_ = State{};
+    state_.nodes.resize(nodes_);
+    Open(/*truncate=*/true);
+  }
+  for (std::size_t i = 0; nodes_ > 1 && i < nodes_; ++i) {
+    prefixers_.push_back(std::make_unique<LinePrefixer>(
+        "[node " + std::to_string(i) + "] ", [this](std::string_view t) { prefixed_.append(t); }));
+    prefixers_.back()->Restore(state_.nodes[i].pending);
+  }
+  // The checkpoint is written in place (a record per write); opened truncated, so it is never
+  // read back with a link or FIFO planted on the way.
+  if (auto dir = RootedDir::Create(run_dir_); dir.ok()) {
+    if (auto fd = dir->OpenForWrite(kCheckpoint, /*truncate=*/true, 0600); fd.ok()) {
+      checkpoint_fd_ = fd->Release();
+    }
+  }
+  std::lock_guard lock(mu_);
+  RecordLocked(state_);
+}
+
+FollowedLogs::~FollowedLogs() {
+  if (checkpoint_fd_ >= 0) ::close(checkpoint_fd_);
+}
+
+void FollowedLogs::Open(bool truncate) {
+  run_log_ = std::make_unique<LogWriter>(run_dir_, Scheduler::kStdLog, truncate, on_write_);
+  node_logs_.clear();
+  for (std::size_t i = 0; nodes_ > 1 && i < nodes_; ++i) {
+    node_logs_.push_back(
+        std::make_unique<LogWriter>(run_dir_, NodeLogName(static_cast<int>(i)), truncate, [] {}));
+  }
+}
+
+nlohmann::json FollowedLogs::ToJson(const State& state) {
+  nlohmann::json nodes = nlohmann::json::array();
+  for (const NodeState& n : state.nodes) {
+    nodes.push_back({{"position", n.position},
+                     {"log_bytes", n.log_bytes},
+                     {"pending_b64", Base64Encode(n.pending)}});
+  }
+  return {{"log_bytes", state.log_bytes}, {"nodes", std::move(nodes)}};
+}
+
+std::optional<FollowedLogs::State> FollowedLogs::FromJson(const nlohmann::json& j,
+                                                          std::size_t nodes) {
+  if (!j.is_object() || !j.value("log_bytes", nlohmann::json()).is_number_unsigned() ||
+      !j.value("nodes", nlohmann::json()).is_array() || j["nodes"].size() != nodes) {
+    return std::nullopt;
+  }
+  State state;
+  state.log_bytes = j["log_bytes"].get<std::uint64_t>();
+  for (const nlohmann::json& n : j["nodes"]) {
+    NodeState node;
+    if (!n.is_object() || !n.value("position", nlohmann::json()).is_string() ||
+        !n.value("log_bytes", nlohmann::json()).is_number_unsigned() ||
+        !n.value("pending_b64", nlohmann::json()).is_string() ||
+        !Base64Decode(n["pending_b64"].get<std::string>(), &node.pending)) {
+      return std::nullopt;
+    }
+    node.position = n["position"].get<std::string>();
+    node.log_bytes = n["log_bytes"].get<std::uint64_t>();
+    state.nodes.push_back(std::move(node));
+  }
+  return state;
+}
+
+bool FollowedLogs::Resume() {
+  auto dir = RootedDir::Open(run_dir_);
+  if (!dir.ok()) return false;
+  auto text = dir->ReadFile(kCheckpoint, 16 << 20);
+  if (!text.ok()) return false;
+  // "<length>\n<record>", the record {"before": state, "after": state}; what follows is left
+  // over from a longer record.
+  const std::size_t nl = text->find('\n');
+  std::uint64_t length = 0;
+  if (nl == std::string::npos ||
+      std::from_chars(text->data(), text->data() + nl, length).ec != std::errc() ||
+      length > text->size() - nl - 1) {
+    return false;
+  }
+  const nlohmann::json record =
+      nlohmann::json::parse(text->substr(nl + 1, length), nullptr, /*allow_exceptions=*/false);
+  if (!record.is_object()) return false;
+  const auto before = FromJson(record.value("before", nlohmann::json()), nodes_);
+  const auto after = FromJson(record.value("after", nlohmann::json()), nodes_);
+  if (!before || !after) return false;
+  Open(/*truncate=*/false);
+  auto sizes_are = [&](const State& s) {
+    if (run_log_->Size() != s.log_bytes) return false;
+    for (std::size_t i = 0; i < node_logs_.size(); ++i) {
+      if (node_logs_[i]->Size() != s.nodes[i].log_bytes) return false;
+    }
+    return true;
+  };
+  auto at_least = [&](const State& s) {
+    if (run_log_->Size().value_or(0) < s.log_bytes) return false;
+    for (std::size_t i = 0; i < node_logs_.size(); ++i) {
+      if (node_logs_[i]->Size().value_or(0) < s.nodes[i].log_bytes) return false;
+    }
+    return true;
+  };
+  if (sizes_are(*after)) {
+    state_ = *after;  // The last write was whole.
+    return true;
+  }
+  if (!at_least(*before)) return false;  // Not the files the record describes.
+  // The last write was cut short by the crash: cut it off; it is read again.
+  if (!run_log_->TruncateTo(before->log_bytes)) return false;
+  for (std::size_t i = 0; i < node_logs_.size(); ++i) {
+    if (!node_logs_[i]->TruncateTo(before->nodes[i].log_bytes)) return false;
+  }
+  state_ = *before;
+  return true;
+}
+
+void FollowedLogs::RecordLocked(const State& after) {
+  if (checkpoint_fd_ < 0) return;
+  const std::string record =
+      nlohmann::json{{"before", ToJson(state_)}, {"after", ToJson(after)}}.dump();
+  const std::string text = std::to_string(record.size()) + "\n" + record;
+  // One pwrite: a crash of the daemon leaves the old record or the new one, never half of one
+  // (a power loss takes the running containers too, so no fsync).
+  (void)::pwrite(checkpoint_fd_, text.data(), text.size(), 0);
+}
+
+void FollowedLogs::ApplyLocked(int i, std::string_view node_text, const std::string& run_text,
+                               State after) {
+  RecordLocked(after);
+  if (nodes_ > 1) node_logs_[static_cast<std::size_t>(i)]->Write(node_text);
+  run_log_->Write(run_text);
+  state_ = std::move(after);
+}
+
+std::string FollowedLogs::Position(int i) {
+  std::lock_guard lock(mu_);
+  return state_.nodes.at(static_cast<std::size_t>(i)).position;
+}
+
+void FollowedLogs::Write(int i, std::string_view data, const std::string& position) {
+  std::lock_guard lock(mu_);
+  const auto at = static_cast<std::size_t>(i);
+  State after = state_;
+  after.nodes.at(at).position = position;
+  if (nodes_ == 1) {
+    after.log_bytes += data.size();
+    ApplyLocked(i, {}, std::string(data), std::move(after));
+    return;
+  }
+  prefixed_.clear();
+  prefixers_.at(at)->Write(data);
+  after.nodes[at].log_bytes += data.size();
+  after.nodes[at].pending = prefixers_[at]->pending();
+  after.log_bytes += prefixed_.size();
+  ApplyLocked(i, data, prefixed_, std::move(after));
+}
+
+void FollowedLogs::Flush(int i) {
+  std::lock_guard lock(mu_);
+  if (nodes_ == 1) return;
+  const auto at = static_cast<std::size_t>(i);
+  prefixed_.clear();
+  prefixers_.at(at)->Flush();
+  if (prefixed_.empty()) return;
+  State after = state_;
+  after.nodes[at].pending.clear();
+  after.log_bytes += prefixed_.size();
+  ApplyLocked(i, {}, prefixed_, std::move(after));
+}
+
+void FollowedLogs::Forget(const fs::path& run_dir) {
+  if (auto dir = RootedDir::Open(run_dir); dir.ok()) (void)dir->Remove(kCheckpoint);
 }
 
 }  // namespace internal
@@ -624,6 +806,8 @@ void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& rea
     }
   }
   (void)Transition(ctx, status, ended_at);
+  // Nothing is left to resume.
+  FollowedLogs::Forget(layout_.RunDir(ctx.id));
 }
 
 Status Scheduler::CollectOutputs(RunContext& ctx) {
@@ -690,6 +874,8 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
   }
   spec.nano_cpus = static_cast<std::int64_t>(compute.node_cpus * 1e9);
   spec.memory_bytes = compute.node_memory_bytes;
+  spec.pids_limit = options_.container_pids_limit;
+  spec.engine_log_max_bytes = options_.container_log_max_bytes;
   if (compute.node_gpus > 0) {
     // Node slot k owns GPUs [k*g, (k+1)*g) of the machine.
     std::string host_ids, local_ids;
@@ -1017,30 +1203,34 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
     for (auto& t : stops) t.join();
   });
 
-  // Re-reading from the first byte into a truncated file keeps the log whole and free of
-  // duplicates, also after a re-attach. One node: its output is the run's log. Several: each
-  // has its own (user_logs/std_log_node_<i>.txt) and the run's log has every node's lines,
-  // each prefixed "[node i] ".
-  LogWriter std_log(run_dir, kStdLog, true, [this, &ctx] { Notify(ctx.id); });
+  // One node: its output is the run's log. Several: each has its own
+  // (user_logs/std_log_node_<i>.txt) and the run's log has every node's lines, each prefixed
+  // "[node i] ". A re-attach resumes each from where the previous daemon's checkpoint left it.
+  FollowedLogs logs(run_dir, n, ctx.attach, [this, &ctx] { Notify(ctx.id); });
   std::vector<StatusOr<exec::ExitInfo>> exits(n, Internal("not waited for"));
   // The order nodes ended badly in (1 = first), 0 for those that did not: the first is the cause,
   // the others were most likely stopped because of it.
   std::vector<int> failed_at(n, 0);
   std::atomic<int> failures{0};
   auto follow = [&](int i) {
-    std::optional<LogWriter> node_log;
-    std::optional<LinePrefixer> prefixed;
-    docker::TextSink sink = std_log.Sink();
-    if (n > 1) {
-      node_log.emplace(run_dir, NodeLogName(i), true, [] {});
-      prefixed.emplace("[node " + std::to_string(i) + "] ", std_log.Sink());
-      sink = [&](std::string_view t) {
-        node_log->Write(t);
-        prefixed->Write(t);
-      };
+    // The engine may end a follow before the end of the output (Docker 20.10 does when a
+    // container exits while the follower is behind): ask again from where it stopped until a
+    // follow brings nothing new.
+    Status streamed;
+    for (bool more = true; more && streamed.ok();) {
+      more = false;
+      streamed = executor.StreamLogs(handles[i], logs.Position(i),
+                                     [&](std::string_view data, const std::string& position) {
+                                       more = true;
+                                       logs.Write(i, data, position);
+                                     });
     }
-    (void)executor.StreamLogs(handles[i], sink);
-    if (prefixed) prefixed->Flush();
+    if (!streamed.ok()) {
+      std::fprintf(stderr, "[%s] run %s: following the output of node %d stopped: %s\n",
+                   FormatTimeIso(NowMillis()).c_str(), ctx.id.c_str(), i,
+                   streamed.message().c_str());
+    }
+    logs.Flush(i);
     exits[i] = executor.Wait(handles[i]);
     if (!exits[i].ok() || exits[i]->exit_code != 0) {
       failed_at[i] = ++failures;

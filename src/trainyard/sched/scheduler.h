@@ -25,6 +25,12 @@ namespace trainyard::sched {
 
 struct SchedulerOptions {
   int stop_grace_seconds = 10;  // SIGTERM → SIGKILL on cancel and timeout
+  // Processes and threads a container node may have at once (workspace.json
+  // container_pids_limit); 0: no limit.
+  std::int64_t container_pids_limit = 32'768;
+  // Size at which the engine rotates a container's own log (workspace.json
+  // container_log_max_bytes).
+  std::int64_t container_log_max_bytes = 256 << 20;
   // Run tracking from inside containers (docs/tracking.md). `sdk_dir`: the host folder of the
   // Python package (sdk/python), mounted read-only at /trainyard/sdk/python and put first on
   // PYTHONPATH. `socket_dir`: the host folder holding the daemon's API socket `api.sock`,

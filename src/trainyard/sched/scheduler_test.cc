@@ -14,6 +14,7 @@
 #include "trainyard/common/util.h"
 #include "trainyard/docker/fake_engine.h"
 #include "trainyard/exec/process_executor.h"
+#include "trainyard/sched/internal.h"
 #include "trainyard/spec/spec.h"
 
 namespace trainyard::sched {
@@ -250,6 +251,38 @@ class SchedulerTest : public ::testing::Test {
   std::unique_ptr<Scheduler> scheduler_;
   FakeSlurm slurm_;
 };
+
+// A node that writes without newlines must not grow the daemon's memory: the multi-node log's
+// line prefixer cuts a line at kMaxLine, and keeps every byte.
+TEST(LinePrefixerTest, LongLinesArePassedOnInBoundedPieces) {
+  constexpr std::size_t kMax = internal::LinePrefixer::kMaxLine;
+  std::string out;
+  std::size_t largest_write = 0;
+  internal::LinePrefixer p("[n] ", [&](std::string_view t) {
+    largest_write = std::max(largest_write, t.size());
+    out.append(t);
+  });
+  p.Write("short\nhalf");
+  p.Write("-line\n");
+  EXPECT_EQ(out, "[n] short\n[n] half-line\n");
+  out.clear();
+  const std::string chunk(1000, 'x');
+  for (int i = 0; i < 1000; ++i) p.Write(chunk);  // 1 MB, no newline
+  p.Write("\nend\n");
+  p.Flush();
+  std::size_t x_count = 0, lines = 0;
+  for (const std::string& line : Split(out, '\n')) {
+    if (line.empty()) continue;
+    ++lines;
+    ASSERT_EQ(line.rfind("[n] ", 0), 0u) << line.substr(0, 20);
+    EXPECT_LE(line.size(), kMax + 4);
+    x_count += static_cast<std::size_t>(std::count(line.begin(), line.end(), 'x'));
+  }
+  EXPECT_EQ(x_count, 1'000'000u);
+  EXPECT_EQ(lines, (1'000'000 + kMax - 1) / kMax + 1);
+  EXPECT_NE(out.find("[n] end\n"), std::string::npos);
+  EXPECT_LE(largest_write, 2 * kMax + 8);
+}
 
 TEST_F(SchedulerTest, CompletedRunWalksEveryStateAndGetsItsIdentity) {
   engine_.SetRunner([](const docker::ContainerConfig&, const docker::TextSink& log) {

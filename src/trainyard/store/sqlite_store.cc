@@ -185,7 +185,7 @@ constexpr const char* kRunColumns =
 
 class SqliteStore : public Store {
  public:
-  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  SqliteStore(sqlite3* db, StoreOptions options) : db_(db), options_(options) {}
   ~SqliteStore() override { sqlite3_close_v2(db_); }
 
   Status Init() {
@@ -411,7 +411,8 @@ class SqliteStore : public Store {
     // what the user is told: those commits reach the disk before this returns (synchronous=FULL
     // fsyncs the WAL, and with it every commit before). The others may be lost to a power cut
     // (not to a crash of the process), which recovery handles (docs/design-notes.md).
-    const bool durable = to == RunStatus::kStarting || IsTerminal(to);
+    const bool durable =
+        options_.durable_transitions && (to == RunStatus::kStarting || IsTerminal(to));
     if (durable) TY_RETURN_IF_ERROR(Exec("PRAGMA synchronous=FULL"));
     Status s = Exec("BEGIN IMMEDIATE");
     if (s.ok()) {
@@ -446,33 +447,25 @@ class SqliteStore : public Store {
     return Status::Ok();
   }
 
-  Status SetRunTag(const std::string& id, const std::string& key,
-                   const std::string& value) override {
+  Status UpdateRunTags(const std::string& id, const std::map<std::string, std::string>& set,
+                       const std::vector<std::string>& remove, std::uint64_t max_tags) override {
     std::lock_guard lock(mu_);
-    Stmt q(db_,
-           "INSERT INTO run_tags(run_id, key, value) VALUES (?, ?, ?)"
-           " ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value");
-    q.Bind(1, id).Bind(2, key).Bind(3, value);
-    int rc = q.Step();
-    if (rc == SQLITE_CONSTRAINT) return NotFound("run '" + id + "' not found");
-    if (rc != SQLITE_DONE) return q.Error("set tag");
-    return Status::Ok();
-  }
-
-  Status RemoveRunTag(const std::string& id, const std::string& key) override {
-    std::lock_guard lock(mu_);
-    TY_RETURN_IF_ERROR(RunExistsLocked(id));
-    Stmt q(db_, "DELETE FROM run_tags WHERE run_id = ? AND key = ?");
-    q.Bind(1, id).Bind(2, key);
-    if (q.Step() != SQLITE_DONE) return q.Error("remove tag");
-    return Status::Ok();
+    TY_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status s = UpdateTagsLocked(id, set, remove, max_tags);
+    if (!s.ok()) {
+      (void)Exec("ROLLBACK");
+      return s;
+    }
+    return Exec("COMMIT");
   }
 
   Status AddRunProperties(const std::string& id,
-                          const std::map<std::string, std::string>& properties) override {
+                          const std::map<std::string, std::string>& properties,
+                          std::uint64_t max_properties) override {
     std::lock_guard lock(mu_);
     TY_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     Status s = AddPropertiesLocked(id, properties);
+    if (s.ok()) s = CheckCountLocked("run_properties", id, max_properties, "properties");
     if (!s.ok()) {
       (void)Exec("ROLLBACK");
       return s;
@@ -514,6 +507,41 @@ class SqliteStore : public Store {
     int rc = q.Step();
     if (rc == SQLITE_DONE) return NotFound("run '" + id + "' not found");
     if (rc != SQLITE_ROW) return q.Error("find run");
+    return Status::Ok();
+  }
+
+  Status UpdateTagsLocked(const std::string& id, const std::map<std::string, std::string>& set,
+                          const std::vector<std::string>& remove, std::uint64_t max_tags) {
+    TY_RETURN_IF_ERROR(RunExistsLocked(id));
+    for (const auto& [key, value] : set) {
+      Stmt q(db_,
+             "INSERT INTO run_tags(run_id, key, value) VALUES (?, ?, ?)"
+             " ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value");
+      q.Bind(1, id).Bind(2, key).Bind(3, value);
+      if (q.Step() != SQLITE_DONE) return q.Error("set tag");
+    }
+    for (const std::string& key : remove) {
+      Stmt q(db_, "DELETE FROM run_tags WHERE run_id = ? AND key = ?");
+      q.Bind(1, id).Bind(2, key);
+      if (q.Step() != SQLITE_DONE) return q.Error("remove tag");
+    }
+    return CheckCountLocked("run_tags", id, max_tags, "tags");
+  }
+
+  // InvalidArgument naming the limit when the run has more than `max` rows in `table`.
+  Status CheckCountLocked(const char* table, const std::string& id, std::uint64_t max,
+                          const char* what) {
+    if (max == UINT64_MAX) return Status::Ok();
+    const std::string sql = std::string("SELECT COUNT(*) FROM ") + table + " WHERE run_id = ?";
+    Stmt q(db_, sql.c_str());
+    q.Bind(1, id);
+    if (q.Step() != SQLITE_ROW) return q.Error("count run rows");
+    const auto n = static_cast<std::uint64_t>(q.Int(0));
+    if (n > max) {
+      return InvalidArgument("run '" + id + "' would have " + std::to_string(n) + " " + what +
+                             "; the limit is " + std::to_string(max) + " " + what +
+                             " per run (workspace.json max_" + what + "_per_run)");
+    }
     return Status::Ok();
   }
 
@@ -678,11 +706,12 @@ class SqliteStore : public Store {
 
   std::mutex mu_;
   sqlite3* db_;  // Guarded by mu_.
+  const StoreOptions options_;
 };
 
 }  // namespace
 
-StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
+StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, StoreOptions options) {
   sqlite3* db = nullptr;
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
   if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
@@ -690,7 +719,7 @@ StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
     sqlite3_close_v2(db);
     return Unavailable("cannot open the workspace database " + path + ": " + msg);
   }
-  auto store = std::make_unique<SqliteStore>(db);
+  auto store = std::make_unique<SqliteStore>(db, options);
   TY_RETURN_IF_ERROR(store->Init());
   return std::unique_ptr<Store>(std::move(store));
 }

@@ -120,11 +120,27 @@ TEST(SqliteStoreTest, PropertiesAreImmutableTagsRemovableAndVerdictKept) {
   EXPECT_EQ(st->AddRunProperties("nope", {{"a", "1"}}).code(), StatusCode::kNotFound);
   EXPECT_EQ(st->GetRunProperties("nope").status().code(), StatusCode::kNotFound);
 
-  ASSERT_TRUE(st->SetRunTag("p", "k", "v").ok());
-  ASSERT_TRUE(st->RemoveRunTag("p", "k").ok());
-  ASSERT_TRUE(st->RemoveRunTag("p", "never").ok());
-  EXPECT_EQ(st->RemoveRunTag("nope", "k").code(), StatusCode::kNotFound);
+  ASSERT_TRUE(st->UpdateRunTags("p", {{"k", "v"}}, {}).ok());
+  ASSERT_TRUE(st->UpdateRunTags("p", {}, {"k", "never"}).ok());
+  EXPECT_EQ(st->UpdateRunTags("nope", {}, {"k"}).code(), StatusCode::kNotFound);
   EXPECT_EQ(st->GetRun("p")->tags.count("k"), 0u);
+
+  // Per-run limits: a batch that would cross one is refused whole, naming the limit.
+  ASSERT_TRUE(st->UpdateRunTags("p", {}, {"team"}).ok());
+  ASSERT_TRUE(st->UpdateRunTags("p", {{"a", "1"}, {"b", "2"}}, {}, 2).ok());
+  ASSERT_TRUE(st->UpdateRunTags("p", {{"a", "3"}}, {}, 2).ok());  // a replacement adds none
+  Status over = st->UpdateRunTags("p", {{"c", "1"}, {"a", "4"}}, {}, 2);
+  EXPECT_EQ(over.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(over.message().find("the limit is 2 tags per run"), std::string::npos)
+      << over.message();
+  EXPECT_EQ(st->GetRun("p")->tags, (std::map<std::string, std::string>{{"a", "3"}, {"b", "2"}}));
+  ASSERT_TRUE(st->UpdateRunTags("p", {{"c", "1"}}, {"a"}, 2).ok());  // removed in the same batch
+  Status props_over = st->AddRunProperties("p", {{"x", "1"}}, 2);
+  EXPECT_EQ(props_over.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(props_over.message().find("the limit is 2 properties per run"), std::string::npos)
+      << props_over.message();
+  EXPECT_EQ(st->GetRunProperties("p")->count("x"), 0u);
+  ASSERT_TRUE(st->UpdateRunTags("p", {}, {"b", "c"}).ok());
 
   EXPECT_FALSE(st->GetRun("p")->script_status.has_value());
   ASSERT_TRUE(st->SetScriptVerdict("p", RunStatus::kFailed, "bad data").ok());

@@ -55,15 +55,19 @@ class Store {
   // Updates the mutable fields: image_hash, image, exit_code, failure_reason, container_id,
   // environment name/version. Status and transitions are not touched.
   virtual Status UpdateRun(const RunRecord& run) = 0;
-  virtual Status SetRunTag(const std::string& id, const std::string& key,
-                           const std::string& value) = 0;
-  // Removes a tag; OK when the run has no such tag. NotFound for an unknown run.
-  virtual Status RemoveRunTag(const std::string& id, const std::string& key) = 0;
+  // Sets the tags in `set` (new or replaced), then removes those in `remove` (a name the run
+  // does not have is fine), all or none. InvalidArgument naming the limit when the run would then
+  // have more than `max_tags` tags; NotFound for an unknown run.
+  virtual Status UpdateRunTags(const std::string& id, const std::map<std::string, std::string>& set,
+                               const std::vector<std::string>& remove,
+                               std::uint64_t max_tags = UINT64_MAX) = 0;
 
   // Adds immutable properties, all or none: AlreadyExists naming the key when one exists with
-  // another value (the same value again is accepted). NotFound for an unknown run.
+  // another value (the same value again is accepted). InvalidArgument naming the limit when the
+  // run would then have more than `max_properties`. NotFound for an unknown run.
   virtual Status AddRunProperties(const std::string& id,
-                                  const std::map<std::string, std::string>& properties) = 0;
+                                  const std::map<std::string, std::string>& properties,
+                                  std::uint64_t max_properties = UINT64_MAX) = 0;
   // The run's properties (empty when none). NotFound for an unknown run.
   virtual StatusOr<std::map<std::string, std::string>> GetRunProperties(const std::string& id) = 0;
 
@@ -74,8 +78,15 @@ class Store {
                                   const std::string& message) = 0;
 };
 
+struct StoreOptions {
+  // Transitions to Starting and to a final state reach the disk before they return
+  // (synchronous=FULL). Off only where a benchmark measures what that costs.
+  bool durable_transitions = true;
+};
+
 // Opens (creating when missing) the SQLite store at `path` and applies pending migrations.
 // ":memory:" gives an in-memory store for tests.
-StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
+StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path,
+                                                 StoreOptions options = {});
 
 }  // namespace trainyard::store

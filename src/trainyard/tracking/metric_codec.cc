@@ -595,6 +595,67 @@ class JsonHandler : public nlohmann::json_sax<Json> {
   std::string error_;
 };
 
+// Finds the "name" of series `index` in a second streaming pass, for an error found before the
+// name was read. Keeps nothing but that name: memory does not grow with the body.
+class SeriesNameFinder : public nlohmann::json_sax<Json> {
+ public:
+  explicit SeriesNameFinder(size_t index) : index_(index) {}
+
+  bool null() override { return Value(); }
+  bool boolean(bool) override { return Value(); }
+  bool number_integer(number_integer_t) override { return Value(); }
+  bool number_unsigned(number_unsigned_t) override { return Value(); }
+  bool number_float(number_float_t, const string_t&) override { return Value(); }
+  bool binary(binary_t&) override { return Value(); }
+  bool string(string_t& v) override {
+    if (InTarget() && depth_ == 3 && key_is_name_) {
+      name_ = v;
+      return false;  // Found: stop reading.
+    }
+    return Value();
+  }
+  bool start_object(std::size_t) override { return Open(); }
+  bool end_object() override { return Close(); }
+  bool start_array(std::size_t) override { return Open(); }
+  bool end_array() override { return Close(); }
+  bool key(string_t& k) override {
+    if (depth_ == 1) in_series_ = k == "series";
+    key_is_name_ = depth_ == 3 && k == "name";
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+
+  const std::optional<std::string>& name() const { return name_; }
+
+ private:
+  // Depth 1: the top object; 2: the "series" array; 3: a series object.
+  bool InTarget() const { return in_series_ && element_ == index_ + 1; }
+  bool Open() {
+    if (depth_ == 2 && in_series_) ++element_;  // An element of "series", whatever its kind.
+    ++depth_;
+    key_is_name_ = false;
+    return element_ <= index_ + 1;
+  }
+  bool Close() {
+    --depth_;
+    return !(depth_ == 2 && InTarget());  // Past the target series: no name there.
+  }
+  bool Value() {
+    if (depth_ == 2 && in_series_) ++element_;
+    key_is_name_ = false;
+    return element_ <= index_ + 1;
+  }
+
+  const size_t index_;
+  size_t depth_ = 0;
+  size_t element_ = 0;  // Elements of the series array seen so far.
+  bool in_series_ = false;
+  bool key_is_name_ = false;
+  std::optional<std::string> name_;
+};
+
 }  // namespace
 
 StatusOr<MetricBatch> DecodeMetricsJson(std::string_view body, const MetricDecodeOptions& options) {
@@ -608,14 +669,12 @@ StatusOr<MetricBatch> DecodeMetricsJson(std::string_view body, const MetricDecod
     // only) so the message names the series as documented.
     if (h.pending_name_series_ != SIZE_MAX) {
       const size_t i = h.pending_name_series_;
-      Json doc = Json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+      SeriesNameFinder finder(i);
+      (void)Json::sax_parse(body.begin(), body.end(), &finder,
+                            nlohmann::detail::input_format_t::json, /*strict=*/false);
       const std::string plain = "series " + std::to_string(i);
-      if (doc.is_object() && doc.contains("series") && doc["series"].is_array() &&
-          doc["series"].size() > i && doc["series"][i].is_object() &&
-          doc["series"][i].contains("name") && doc["series"][i]["name"].is_string() &&
-          msg.compare(0, plain.size(), plain) == 0) {
-        msg =
-            SeriesLabel(i, doc["series"][i]["name"].get<std::string>()) + msg.substr(plain.size());
+      if (finder.name() && msg.compare(0, plain.size(), plain) == 0) {
+        msg = SeriesLabel(i, *finder.name()) + msg.substr(plain.size());
       }
     }
     return InvalidArgument(std::move(msg));

@@ -218,6 +218,14 @@ TEST(MetricCodecJson, ErrorsNameSeriesAndPoint) {
   // Name after the values: still named.
   EXPECT_THAT(JsonErr(R"({"series":[{"values":[1,true],"name":"late"}]})"),
               HasSubstr("series 0 (\"late\"): point 1: the value is a boolean"));
+  // ... also in a later series, found by a second streaming pass that skips the others.
+  EXPECT_THAT(JsonErr(R"({"series":[{"name":"a","values":[1],"steps":[7]},)"
+                      R"({"values":[1,"x"],"steps":[0,1],"name":"second"},{"name":"c"}]})"),
+              HasSubstr("series 1 (\"second\"): point 1"));
+  EXPECT_THAT(JsonErr(R"({"series":[{"name":"a","values":[1]},{"values":[true],"name":"t")"),
+              HasSubstr("series 1 (\"t\"): point 0"));
+  EXPECT_THAT(JsonErr(R"({"series":[{"name":"a","values":[1]},{"values":[true]},{"name":"z"}]})"),
+              HasSubstr("series 1: point 0"));
   EXPECT_THAT(JsonErr(R"({"series":[{"name":"n","values":[1,null]}]})"),
               HasSubstr("series 0 (\"n\"): point 1: the value is null"));
   EXPECT_THAT(JsonErr(R"({"series":[{"name":"n","values":[1,[2]]}]})"),

@@ -511,6 +511,17 @@ class SeriesStore::Impl {
     }
     std::lock_guard lock(write_mu_);
     return WriteTransactionLocked([&](Conn& c) -> Status {
+      auto count = c.Prepare("SELECT COUNT(*) FROM entries WHERE run_id = ?");
+      if (!count.ok()) return c.Error("prepare count entries");
+      count.Bind(1, run_id);
+      if (count.Step() != SQLITE_ROW) return count.Error("count entries");
+      const auto have = static_cast<std::uint64_t>(count.Int(0));
+      if (have + entries.size() > options_.max_entries_per_run) {
+        return InvalidArgument("run '" + run_id + "' has " + std::to_string(have) +
+                               " entries and the batch adds " + std::to_string(entries.size()) +
+                               "; the limit is " + std::to_string(options_.max_entries_per_run) +
+                               " entries per run (workspace.json max_entries_per_run)");
+      }
       for (const Entry& e : entries) {
         auto q = c.Prepare(
             "INSERT INTO entries(run_id, name, kind, value, step, description, timestamp) "

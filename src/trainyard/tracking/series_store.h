@@ -33,6 +33,9 @@ namespace trainyard::tracking {
 struct SeriesStoreOptions {
   // Distinct metric names a run may have; a batch that would exceed it is refused whole.
   std::size_t max_names_per_run = 100'000;
+  // Entries (rows, tables, images, ...) a run may have; a batch that would exceed it is refused
+  // whole.
+  std::uint64_t max_entries_per_run = 1'000'000;
   // Points a single series may hold (the issue asks for at least 100 M).
   std::uint64_t max_points_per_series = 1'000'000'000;
   // Points per chunk (the unit of compression, of a read and of rewrite on small appends).
