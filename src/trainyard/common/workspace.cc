@@ -102,7 +102,8 @@ StatusOr<WorkspaceConfig> LoadWorkspaceConfig(const WorkspaceLayout& layout) {
        [&] { return read("container_log_max_bytes", &cfg.container_log_max_bytes); }},
   };
   for (const Key& key : keys) TY_RETURN_IF_ERROR(key.read());
-  for (const auto& [k, v] : j.items()) {
+  for (auto item = j.begin(); item != j.end(); ++item) {
+    const std::string& k = item.key();
     const bool known = std::any_of(std::begin(keys), std::end(keys),
                                    [&](const Key& key) { return k == key.name; });
     if (!known) {
