@@ -495,6 +495,28 @@ TEST(TimestampedLogTest, StripsTimestampsAndResumesAfterAPosition) {
     std::vector<LogPosition> more;
     EXPECT_EQ(follow(*parsed, &more), rest[i]) << "after " << positions[i].ToString();
   }
+  // stdout and stderr are stamped separately: a message may follow a later one. It is delivered,
+  // the position does not move back, and a follow resumed from there repeats nothing.
+  {
+    std::vector<LogPosition> seen;
+    std::string out;
+    TimestampedLog log({}, [&](std::string_view data, const LogPosition& after) {
+      out.append(data);
+      seen.push_back(after);
+    });
+    ASSERT_TRUE(log.Piece("2026-12-06T18:00:05Z late\n", true).ok());
+    ASSERT_TRUE(log.Piece("2026-12-06T18:00:04Z early\n", true).ok());
+    EXPECT_EQ(out, "late\nearly\n");
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_EQ(seen[1].ToString(), "2026-12-06T18:00:05Z 1");
+    std::string again;
+    TimestampedLog resumed(seen[1], [&](std::string_view data, const LogPosition&) {
+      again.append(data);
+    });
+    ASSERT_TRUE(resumed.Piece("2026-12-06T18:00:05Z late\n", true).ok());
+    ASSERT_TRUE(resumed.Piece("2026-12-06T18:00:06Z next\n", true).ok());
+    EXPECT_EQ(again, "next\n");
+  }
   // The same instant written with an offset is the same position.
   std::vector<LogPosition> more;
   EXPECT_EQ(follow({"2026-12-06T19:00:01.500000000+01:00", 1}, &more), "\n");

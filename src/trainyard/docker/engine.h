@@ -111,9 +111,13 @@ struct ContainerSummary {
 // Receives text as it arrives: build output lines, pull progress lines, log bytes.
 using TextSink = std::function<void(std::string_view)>;
 
-// Where following a container's output got to, to resume there after a restart: the engine's
-// timestamp of the last message delivered (RFC 3339 with nanoseconds, UTC; empty: nothing yet)
-// and how many messages bearing exactly that timestamp were delivered.
+// Where following a container's output got to, to resume there after a restart: the latest
+// engine timestamp of the messages delivered (RFC 3339 with nanoseconds, UTC; empty: nothing
+// yet) and how many messages bearing exactly that timestamp were delivered. It never moves
+// back: stdout and stderr are stamped separately, so a message may follow one with a later
+// timestamp; a resume skips what lies at or before the position, and so can miss such a message
+// only when it was not yet delivered at the moment the position was taken (a window of the
+// streams' skew, microseconds).
 struct LogPosition {
   std::string time;
   std::uint64_t messages_at_time = 0;

@@ -111,10 +111,13 @@ Status TimestampedLog::StartMessage() {
     --skip_at_from_;
   }
   if (!skipping_) {
+    // The position only moves forward: stdout and stderr are stamped by separate copiers, so a
+    // message can come after one with a later timestamp. Such a message is delivered but leaves
+    // the position where it is (a resume from there would skip the later one's time anyway).
     const auto current = position_.time.empty() ? std::nullopt : ParseLogTime(position_.time);
     if (current && *current == *t) {
       ++position_.messages_at_time;
-    } else {
+    } else if (!current || *t > *current) {
       position_.time = head_;
       position_.messages_at_time = 1;
     }

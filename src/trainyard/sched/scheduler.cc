@@ -1217,13 +1217,17 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
     // container exits while the follower is behind): ask again from where it stopped until a
     // follow brings nothing new.
     Status streamed;
-    for (bool more = true; more && streamed.ok();) {
-      more = false;
+    // Positions only move forward and the output of an ended node is finite: this ends. The
+    // bound is a backstop against an engine that keeps answering with the same messages.
+    constexpr int kMaxFollows = 1000;
+    for (int follows = 0; follows < kMaxFollows && streamed.ok(); ++follows) {
+      bool more = false;
       streamed = executor.StreamLogs(handles[i], logs.Position(i),
                                      [&](std::string_view data, const std::string& position) {
                                        more = true;
                                        logs.Write(i, data, position);
                                      });
+      if (!more) break;
     }
     if (!streamed.ok()) {
       std::fprintf(stderr, "[%s] run %s: following the output of node %d stopped: %s\n",
