@@ -1,6 +1,9 @@
 #include "trainyard/cas/wildmatch.h"
 
 #include <cstddef>
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
 
 namespace trainyard::cas {
 namespace {
@@ -53,6 +56,8 @@ class Matcher {
   Outcome Run(size_t p, size_t t) const;
 
  private:
+  // Run(p, t) from a star: after kMemoAfter such calls, each position pair's outcome is kept.
+  Outcome RunFromStar(size_t p, size_t t) const;
   Outcome Star(size_t& p, size_t& t, bool* advance) const;
   // Matches the bracket expression starting at pat_[p] == '[' against `c`. On return `p` is
   // the index of the closing ']'. Returns kGiveUpAll for an unterminated or malformed class.
@@ -61,7 +66,31 @@ class Matcher {
   std::string_view pat_;
   std::string_view text_;
   bool path_mode_;
+  // Most matches try a handful of star positions and never allocate.
+  static constexpr std::size_t kMemoAfter = 64;
+  // A table while it stays small (every pair), else a map of the pairs tried.
+  static constexpr std::size_t kMaxMemoTable = std::size_t{1} << 22;
+  mutable std::size_t star_calls_ = 0;
+  mutable std::vector<std::uint8_t> memo_table_;  // outcome + 1; 0: not known yet
+  mutable std::unordered_map<std::uint64_t, Outcome> memo_map_;
 };
+
+Outcome Matcher::RunFromStar(size_t p, size_t t) const {
+  if (++star_calls_ <= kMemoAfter) return Run(p, t);
+  const std::size_t columns = text_.size() + 1;
+  const std::size_t cells = (pat_.size() + 1) * columns;
+  if (cells <= kMaxMemoTable) {
+    if (memo_table_.empty()) memo_table_.assign(cells, 0);
+    std::uint8_t& slot = memo_table_[p * columns + t];
+    if (slot == 0) slot = static_cast<std::uint8_t>(static_cast<int>(Run(p, t)) + 1);
+    return static_cast<Outcome>(slot - 1);
+  }
+  const std::uint64_t key = (static_cast<std::uint64_t>(p) << 32) | t;
+  if (auto it = memo_map_.find(key); it != memo_map_.end()) return it->second;
+  const Outcome o = Run(p, t);
+  memo_map_.emplace(key, o);
+  return o;
+}
 
 Outcome Matcher::Run(size_t p, size_t t) const {
   for (; p < pat_.size(); ++p, ++t) {
@@ -113,7 +142,7 @@ Outcome Matcher::Star(size_t& p, size_t& t, bool* advance) const {
           next == 0 || next == '/' || (next == '\\' && ByteAt(pat_, p + 1) == '/');
       if (starts_segment && ends_segment) {
         // "**/" may match no folder at all: try the rest right here first.
-        if (next == '/' && Run(p + 1, t) == Outcome::kMatch) return Outcome::kMatch;
+        if (next == '/' && RunFromStar(p + 1, t) == Outcome::kMatch) return Outcome::kMatch;
         crosses_slash = true;
       } else {
         crosses_slash = false;  // A "**" inside a name is a plain "*".
@@ -150,7 +179,7 @@ Outcome Matcher::Star(size_t& p, size_t& t, bool* advance) const {
       }
       if (tc != next) return Outcome::kNoMatch;
     }
-    Outcome o = Run(p, t);
+    Outcome o = RunFromStar(p, t);
     if (o != Outcome::kNoMatch) {
       if (!crosses_slash || o != Outcome::kGiveUpToStarStar) return o;
     } else if (!crosses_slash && tc == '/') {
@@ -221,6 +250,11 @@ Outcome Matcher::Bracket(size_t& p, unsigned char c) const {
 }  // namespace
 
 bool WildMatch(std::string_view pattern, std::string_view text, bool path_mode) {
+  int star_runs = 0;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] == '*' && (i == 0 || pattern[i - 1] != '*')) ++star_runs;
+  }
+  if (star_runs > kMaxStarRuns) return false;
   return Matcher(pattern, text, path_mode).Run(0, 0) == Outcome::kMatch;
 }
 

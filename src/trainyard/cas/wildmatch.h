@@ -13,6 +13,12 @@ namespace trainyard::cas {
 // slash against a relative path, false when matching a slash-free pattern against a base name
 // (then `*` and `**` are the same). Pure function; thread-safe. Neither argument may contain a
 // NUL byte (a NUL ends the string for git too).
+//
+// Time is polynomial whatever the input (git's matcher backtracks exponentially on patterns
+// such as "*a*a*a*b"): once a match has tried many star positions, the outcome of each
+// (pattern, text) position pair is remembered. A pattern with more than kMaxStarRuns runs of
+// `*` never matches (recursion depth is one level per run; no real ignore rule has so many).
+inline constexpr int kMaxStarRuns = 256;
 bool WildMatch(std::string_view pattern, std::string_view text, bool path_mode);
 
 }  // namespace trainyard::cas
