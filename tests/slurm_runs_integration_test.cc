@@ -364,6 +364,66 @@ TEST_F(SlurmRunsTest, DemoJobRunsUnchangedOnSlurm) {
   EXPECT_TRUE(outputs.count("outputs/metrics.json")) << files->dump(1);
 }
 
+// A daemon serving beyond loopback (--host with an address of this machine): the CLI submits
+// through that address over HTTPS, pinning the daemon's self-signed key, and the Slurm node
+// reports the run's metrics to that address over HTTPS too, trusting the same certificate (a
+// node may be another machine: the daemon's socket is not offered to it).
+TEST_F(SlurmRunsTest, CliAndNodesReachADaemonServingHttpsBeyondLoopback) {
+  std::optional<testing::RegistryInfo> reg = testing::LoadRegistryInfo();
+  ASSERT_TRUE(reg.has_value())
+      << "no private registry credentials in /var/lib/trainyard-test/registry.env; run "
+         "`bash scripts/registry.sh`";
+  const std::string address = testing::NonLoopbackAddress();
+  ASSERT_FALSE(address.empty()) << "this machine has no address but loopback";
+  daemon_.Kill();
+  ASSERT_NO_FATAL_FAILURE(daemon_.Start(layout_.root, {"--host", address}));
+  const std::string url = daemon_.public_url();
+  ASSERT_TRUE(StartsWith(url, "https://" + address + ":")) << url;
+  ASSERT_FALSE(daemon_.tls_pin().empty());
+  testing::CmdResult created = CreateComputeWithCli(*reg);
+  ASSERT_EQ(created.exit_code, 0) << created.output;
+
+  const fs::path code = project_ / "track";
+  ASSERT_TRUE(MakeDirs(code).ok());
+  ASSERT_TRUE(WriteFileAtomic(code / "track.py", R"PY(
+import os
+from trainyard import Run
+print("tracking", os.environ.get("TRAINYARD_TRACKING_URL"))
+run = Run.get_context()
+run.log("via_https", 7.5)
+run.flush()
+print("read back", run.get_metrics("via_https"))
+)PY").ok());
+  ASSERT_TRUE(WriteFileAtomic(project_ / "job.yml",
+                              std::string("command: python track.py\ncode: ./track\n"
+                                          "environment:\n  build:\n    path: ") +
+                                  TRAINYARD_SOURCE_DIR +
+                                  "/examples/digits-custom-image/docker-context\n"
+                                  "compute: hpc\nexperiment_name: tls\n")
+                  .ok());
+  const std::string name = RunName("tls");
+  testing::CmdResult out = RunShell(
+      "cd '" + project_.string() + "' && TRAINYARD_URL='" + url + "' TRAINYARD_TOKEN='" +
+      daemon_.token() + "' TRAINYARD_TLS_PIN='" + daemon_.tls_pin() + "' " +
+      testing::TrainyardBinary() + " job create -f job.yml --name " + name + " --stream");
+  ASSERT_EQ(out.exit_code, 0) << out.output;
+  json run = Get(name);
+  EXPECT_EQ(run.value("status", ""), "Completed") << run.dump(1);
+  const std::string log = RunFile(name, kStdLog);
+  EXPECT_TRUE(Holds(log, "tracking " + url)) << log;
+  EXPECT_TRUE(Holds(log, "read back {'via_https': 7.5}")) << log;
+  auto metrics = api().GetJson("/api/v1/jobs/" + name + "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status().ToString();
+  EXPECT_TRUE(Holds(metrics->dump(), "via_https")) << metrics->dump(1);
+
+  // Without the pin the CLI refuses the daemon's self-signed certificate, naming the remedy.
+  testing::CmdResult untrusted = RunShell(
+      "cd '" + project_.string() + "' && TRAINYARD_URL='" + url + "' TRAINYARD_TOKEN='" +
+      daemon_.token() + "' " + testing::TrainyardBinary() + " job list");
+  EXPECT_NE(untrusted.exit_code, 0) << untrusted.output;
+  EXPECT_TRUE(Holds(untrusted.output, "--pin")) << untrusted.output;
+}
+
 // pytorch, two processes on the one node: each task gets its rank, the world size and the
 // master (the first host of the job's node list).
 TEST_F(SlurmRunsTest, TwoTasksGetRanksAndMaster) {

@@ -5,8 +5,15 @@
 #include "trainyard/cli/cli.h"
 
 namespace trainyard::cli {
-int ServerMain(const std::string& workspace, int port, const std::string& host) {
-  return api::RunServer(workspace, port, host);
+int ServerMain(const ServerArgs& args) {
+  api::DaemonOptions options;
+  options.workspace = args.workspace;
+  options.port = args.port;
+  options.host = args.host;
+  options.tls_certificate = args.tls_certificate;
+  options.tls_key = args.tls_key;
+  options.insecure_http = args.insecure_http;
+  return api::RunServer(options);
 }
 }  // namespace trainyard::cli
 

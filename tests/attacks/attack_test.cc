@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -20,17 +21,20 @@ extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 
 #include "tests/support/test_daemon.h"
 #include "tests/support/test_env.h"
 #include "trainyard/api/daemon.h"
+#include "trainyard/api/http_server.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/client/http_client.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/sha256.h"
+#include "trainyard/common/tls.h"
 #include "trainyard/common/util.h"
 #include "trainyard/common/workspace.h"
 #include "trainyard/spec/definition.h"
@@ -739,6 +743,173 @@ TEST_F(AttackTest, SlowRequestsDoNotStallTheDaemon) {
                static_cast<long long>(job_ms[job_ms.size() / 2]));
   EXPECT_LT(health_ms[health_ms.size() / 2], 50);
   EXPECT_LT(job_ms[job_ms.size() / 2], 200);
+}
+
+// A TCP relay on 127.0.0.1 that forwards each connection to `address`:`port` and keeps a copy of
+// every byte it carries, both ways: what an eavesdropper on the network between a client and
+// the daemon sees.
+class RecordingRelay {
+ public:
+  RecordingRelay(std::string address, int port) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof local;
+    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0 ||
+        ::listen(listen_fd_, 16) != 0 ||
+        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&local), &len) != 0) {
+      ADD_FAILURE() << "the relay cannot listen";
+      return;
+    }
+    port_ = ntohs(local.sin_port);
+    acceptor_ = std::thread([this, address, port] { Serve(address, port); });
+  }
+  ~RecordingRelay() {
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    if (acceptor_.joinable()) acceptor_.join();
+    ::close(listen_fd_);
+    std::vector<std::thread> pumps;
+    {
+      std::lock_guard lock(mu_);
+      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+      pumps.swap(pumps_);
+    }
+    for (std::thread& t : pumps) t.join();
+  }
+  int port() const { return port_; }
+  std::string Seen() {
+    std::lock_guard lock(mu_);
+    return seen_;
+  }
+
+ private:
+  void Serve(const std::string& address, int port) {
+    for (;;) {
+      const int client = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (client < 0) return;
+      const int upstream = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in to{};
+      to.sin_family = AF_INET;
+      to.sin_port = htons(static_cast<std::uint16_t>(port));
+      ::inet_pton(AF_INET, address.c_str(), &to.sin_addr);
+      if (::connect(upstream, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+        ::close(client);
+        ::close(upstream);
+        continue;
+      }
+      std::lock_guard lock(mu_);
+      fds_.push_back(client);
+      fds_.push_back(upstream);
+      pumps_.emplace_back([this, client, upstream] { Pump(client, upstream); });
+    }
+  }
+  void Pump(int a, int b) {
+    pollfd fds[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
+    char buf[16384];
+    for (bool open = true; open;) {
+      if (::poll(fds, 2, 30'000) <= 0) break;
+      for (int i = 0; i < 2 && open; ++i) {
+        if (fds[i].revents == 0) continue;
+        const ssize_t n = ::recv(fds[i].fd, buf, sizeof buf, 0);
+        if (n <= 0 || ::send(fds[1 - i].fd, buf, static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) {
+          open = false;
+          break;
+        }
+        std::lock_guard lock(mu_);
+        seen_.append(buf, static_cast<std::size_t>(n));
+      }
+    }
+    ::shutdown(a, SHUT_RDWR);
+    ::shutdown(b, SHUT_RDWR);
+  }
+
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::thread acceptor_;
+  std::mutex mu_;
+  std::vector<std::thread> pumps_;  // Guarded by mu_.
+  std::vector<int> fds_;            // Guarded by mu_; closed by their pumps' shutdown.
+  std::string seen_;                // Guarded by mu_.
+};
+
+// 12. The network. A daemon serving beyond loopback speaks HTTPS only there: a client speaking
+// plain HTTP gets no answer, an eavesdropper between the CLI and the daemon sees neither the
+// token nor any request or answer, and a man in the middle with a certificate of its own gets
+// no request from a client that pins the daemon's key.
+TEST_F(AttackTest, TheNetworkSeesNoTokenAndCannotPoseAsTheDaemon) {
+  const std::string address = testing::NonLoopbackAddress();
+  ASSERT_FALSE(address.empty()) << "this machine has no address but loopback";
+  client_.reset();
+  daemon_.reset();
+  api::DaemonOptions opts = testing::TestDaemonOptions(root_);
+  opts.host = address;
+  auto d = api::Daemon::Start(opts);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  daemon_ = std::move(d).value();
+  client_ = std::make_unique<HttpClient>(daemon_->url(), daemon_->token());
+  const std::string public_url = daemon_->public_url();
+  ASSERT_TRUE(StartsWith(public_url, "https://" + address + ":")) << public_url;
+  const int port = std::stoi(public_url.substr(public_url.rfind(':') + 1));
+
+  // Plain HTTP on the public address: nothing answers it.
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<std::uint16_t>(port));
+    ::inet_pton(AF_INET, address.c_str(), &to.sin_addr);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const std::string request = "GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n";
+    ASSERT_GT(::send(fd, request.data(), request.size(), MSG_NOSIGNAL), 0);
+    std::string answer;
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) answer.append(buf, n);
+    ::close(fd);
+    EXPECT_EQ(answer.find("HTTP/"), std::string::npos) << answer;
+  }
+
+  // The CLI's exchanges through an eavesdropper: they work, and it learns nothing.
+  {
+    RecordingRelay relay(address, port);
+    {
+      HttpClient cli("https://127.0.0.1:" + std::to_string(relay.port()), daemon_->token(),
+                     TlsTrust{daemon_->tls_pin(), ""});
+      auto workspace = cli.GetJson("/api/v1/workspace");
+      ASSERT_TRUE(workspace.ok()) << workspace.status().ToString();
+      EXPECT_EQ((*workspace)["root"], root_.string());
+      ASSERT_TRUE(cli.GetJson("/api/v1/jobs").ok());
+    }
+    const std::string seen = relay.Seen();
+    EXPECT_GT(seen.size(), 1000u) << "the exchanges did not go through the relay";
+    EXPECT_EQ(seen.find(daemon_->token()), std::string::npos) << "the token crossed in clear";
+    EXPECT_EQ(seen.find("/api/v1/"), std::string::npos) << "a request crossed in clear";
+    EXPECT_EQ(seen.find(root_.string()), std::string::npos) << "an answer crossed in clear";
+  }
+
+  // A man in the middle with a certificate of its own: a client pinning the daemon's key sends
+  // it nothing, neither a request nor the token.
+  {
+    auto impostor_identity = MakeSelfSignedIdentity({"127.0.0.1", address}, "impostor");
+    ASSERT_TRUE(impostor_identity.ok());
+    HttpServerOptions options;
+    options.tls = std::make_shared<const TlsIdentity>(std::move(impostor_identity).value());
+    HttpServer impostor(options);
+    std::atomic<int> requests{0};
+    impostor.Route("GET", "/api/v1/{rest...}", SyncHandler([&requests](HttpRequest&) {
+                     ++requests;
+                     return HttpResponse::Json(200, json::object());
+                   }));
+    ASSERT_TRUE(impostor.Start().ok());
+    HttpClient cli("https://127.0.0.1:" + std::to_string(impostor.port()), daemon_->token(),
+                   TlsTrust{daemon_->tls_pin(), ""});
+    auto workspace = cli.GetJson("/api/v1/workspace");
+    EXPECT_EQ(workspace.status().code(), StatusCode::kUnavailable) << workspace.status().ToString();
+    EXPECT_EQ(requests.load(), 0);
+    impostor.Stop();
+  }
 }
 
 }  // namespace

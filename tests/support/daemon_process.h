@@ -35,16 +35,18 @@ class DaemonProcess {
     if (pid_ > 0) Kill();
   }
 
-  // Starts `trainyard server --workspace <workspace> --port 0` and waits (up to 60 s) until it
-  // serves: it publishes server.json after recovering the runs of a previous daemon. Fails the
-  // test (fatally; wrap in ASSERT_NO_FATAL_FAILURE) when it exits or does not serve in time.
-  void Start(const std::filesystem::path& workspace) {
+  // Starts `trainyard server --workspace <workspace> --port 0 EXTRA...` and waits (up to 60 s)
+  // until it serves: it publishes server.json after recovering the runs of a previous daemon.
+  // Fails the test (fatally; wrap in ASSERT_NO_FATAL_FAILURE) when it exits or does not serve in
+  // time.
+  void Start(const std::filesystem::path& workspace, const std::vector<std::string>& extra = {}) {
     workspace_ = workspace;
     using namespace std::chrono_literals;
     const std::string binary = TrainyardBinary();
     const std::string ws = workspace.string();
     const std::string log = (workspace / "daemon.log").string();
     std::vector<std::string> args = {binary, "server", "--workspace", ws, "--port", "0"};
+    args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -75,6 +77,9 @@ class DaemonProcess {
         if (j.is_object() && j.value("pid", 0) == pid) {
           client_ = std::make_unique<HttpClient>(j["url"].get<std::string>(),
                                                  j["token"].get<std::string>());
+          token_ = j["token"].get<std::string>();
+          public_url_ = j.value("public_url", "");
+          tls_pin_ = j.value("tls_pin", "");
           std::fprintf(stderr, "daemon %d serving after %lld ms\n", pid,
                        static_cast<long long>(
                            std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -157,14 +162,20 @@ class DaemonProcess {
 
   pid_t pid() const { return pid_; }
   int starts() const { return starts_; }
-  // The client of the daemon serving now; null when none does.
+  // The client of the daemon serving now (on its loopback address); null when none does.
   HttpClient* client() const { return client_.get(); }
+  // What server.json says of the daemon serving now: its token, and when it serves beyond
+  // loopback its public URL and certificate key pin.
+  const std::string& token() const { return token_; }
+  const std::string& public_url() const { return public_url_; }
+  const std::string& tls_pin() const { return tls_pin_; }
 
  private:
   pid_t pid_ = -1;
   int starts_ = 0;
   std::filesystem::path workspace_;
   std::unique_ptr<HttpClient> client_;
+  std::string token_, public_url_, tls_pin_;
 };
 
 }  // namespace trainyard::testing

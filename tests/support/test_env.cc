@@ -1,5 +1,9 @@
 #include "tests/support/test_env.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -63,6 +67,28 @@ CmdResult RunShell(const std::string& line) {
 CmdResult RunTrainyard(const std::string& cwd, const std::string& workspace,
                        const std::string& args, const std::string& binary) {
   return RunShell("cd '" + cwd + "' && TRAINYARD_HOME='" + workspace + "' " + binary + " " + args);
+}
+
+std::string NonLoopbackAddress() {
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return "";
+  std::string best, bridge;
+  for (const ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET) continue;
+    if ((a->ifa_flags & IFF_UP) == 0 || (a->ifa_flags & IFF_LOOPBACK) != 0) continue;
+    char text[INET_ADDRSTRLEN] = {0};
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(a->ifa_addr)->sin_addr, text,
+                sizeof text);
+    const std::string name = a->ifa_name;
+    const bool is_bridge = name.rfind("docker", 0) == 0 || name.rfind("br-", 0) == 0;
+    if (is_bridge) {
+      if (bridge.empty()) bridge = text;
+    } else if (best.empty()) {
+      best = text;
+    }
+  }
+  ::freeifaddrs(list);
+  return best.empty() ? bridge : best;
 }
 
 bool DockerAvailable() {

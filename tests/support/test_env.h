@@ -44,6 +44,10 @@ std::optional<RegistryInfo> LoadRegistryInfo();
 // True when dockerd answers on /var/run/docker.sock.
 bool DockerAvailable();
 
+// An IPv4 address of this machine other than loopback (an up interface's, preferring one that
+// is not a container bridge), for serving "beyond loopback" in tests; "" when there is none.
+std::string NonLoopbackAddress();
+
 // The exit code and the interleaved stdout and stderr of a command.
 struct CmdResult {
   int exit_code = -1;

@@ -43,8 +43,8 @@ def _dumps(doc):
 class OnlineBackend(object):
     """Talks to the daemon at `url` for run `run_id` with `token`. Thread-safe."""
 
-    def __init__(self, url, token, run_id, timeout=30.0, retry_seconds=60.0):
-        self.transport = Transport(url, token, timeout=timeout)
+    def __init__(self, url, token, run_id, timeout=30.0, retry_seconds=60.0, ca_pem=None):
+        self.transport = Transport(url, token, timeout=timeout, ca_pem=ca_pem)
         self.url = url
         self.run_id = run_id
         self.retry_seconds = retry_seconds

@@ -7,6 +7,7 @@ one) and puts it back when the answer was read to its end and the server keeps i
 import http.client
 import json
 import socket
+import ssl
 import threading
 from urllib.parse import quote, urlsplit
 
@@ -33,11 +34,13 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def parse_url(url):
+def parse_url(url, ca_pem=None):
     """Splits a TRAINYARD_TRACKING_URL into a connection factory and a path prefix.
 
     Accepts unix:///path/to.sock, http://host:port[/prefix] and https://host:port[/prefix].
-    Raises ValueError for anything else.
+    An https daemon's certificate is verified, with its host name, against `ca_pem` (the PEM
+    text of TRAINYARD_TRACKING_CA: the daemon's own self-signed certificate) when given, else
+    against the system's authorities. Raises ValueError for anything else.
     """
     parts = urlsplit(url)
     if parts.scheme == "unix":
@@ -50,10 +53,15 @@ def parse_url(url):
     if parts.scheme in ("http", "https"):
         if not parts.hostname:
             raise ValueError("tracking URL %r has no host" % url)
-        cls = http.client.HTTPConnection if parts.scheme == "http" else \
-            http.client.HTTPSConnection
         host, port = parts.hostname, parts.port
-        return (lambda timeout: cls(host, port, timeout=timeout)), parts.path.rstrip("/")
+        if parts.scheme == "http":
+            return (lambda timeout: http.client.HTTPConnection(host, port, timeout=timeout)), \
+                parts.path.rstrip("/")
+        context = ssl.create_default_context(cadata=ca_pem) if ca_pem else \
+            ssl.create_default_context()
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return (lambda timeout: http.client.HTTPSConnection(
+            host, port, timeout=timeout, context=context)), parts.path.rstrip("/")
     raise ValueError("tracking URL %r: expected unix:///path/to.sock or http://host:port" % url)
 
 
@@ -75,8 +83,8 @@ def error_message(status, body):
 class Transport:
     """Sends requests to one daemon with one bearer token. Thread-safe."""
 
-    def __init__(self, url, token, timeout=30.0, max_idle=4):
-        self._factory, self._prefix = parse_url(url)
+    def __init__(self, url, token, timeout=30.0, max_idle=4, ca_pem=None):
+        self._factory, self._prefix = parse_url(url, ca_pem)
         self.url = url
         self._token = token
         self.timeout = timeout

@@ -222,7 +222,8 @@ class Run(object):
                 backend = OnlineBackend(
                     url, environ.get("TRAINYARD_RUN_TOKEN") or "", run_id,
                     timeout=_env_number(environ, "TRAINYARD_HTTP_TIMEOUT_SECONDS", 30.0),
-                    retry_seconds=_env_number(environ, "TRAINYARD_RETRY_SECONDS", 60.0))
+                    retry_seconds=_env_number(environ, "TRAINYARD_RETRY_SECONDS", 60.0),
+                    ca_pem=environ.get("TRAINYARD_TRACKING_CA") or None)
                 return cls(run_id, experiment, backend, environ)
             except ValueError as e:
                 why = str(e)

@@ -1,6 +1,9 @@
 #include "trainyard/api/daemon.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
@@ -28,6 +31,7 @@
 #include "trainyard/common/fs.h"
 #include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/secret_box.h"
+#include "trainyard/common/tls.h"
 #include "trainyard/common/util.h"
 #include "trainyard/common/workspace.h"
 #include "trainyard/docker/docker_config.h"
@@ -226,6 +230,8 @@ struct Daemon::Impl {
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<SocketRelay> socket_relay;  // The API for runs in containers.
   bool wrote_server_file = false;
+  std::string public_url;  // serving beyond loopback: https://ADDR:PORT (Daemon::public_url)
+  std::string tls_pin;
 
   std::string BaseUrl() const { return "http://127.0.0.1:" + std::to_string(http->port()); }
 
@@ -513,6 +519,102 @@ int ConnectionCap(std::uint64_t descriptors, int configured) {
   return static_cast<int>(std::clamp<std::uint64_t>(spare, 64, 10'000));
 }
 
+// What serving beyond loopback needs: the address's parsed form, the names a certificate for it
+// must carry, and how a node of the cluster reaches it.
+struct PublicAddress {
+  std::vector<std::string> names;  // IP addresses and host names, for the certificate
+  std::string reach;               // the host part of its URL ("[v6]" bracketed)
+};
+
+bool IsLoopback(const std::string& host) {
+  in_addr v4{};
+  in6_addr v6{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
+  return false;
+}
+
+std::string ThisHostName() {
+  char name[256] = {0};
+  if (::gethostname(name, sizeof name - 1) != 0) return "";
+  return name;
+}
+
+StatusOr<PublicAddress> DescribePublicAddress(const std::string& host) {
+  in_addr v4{};
+  in6_addr v6{};
+  const bool is_v4 = ::inet_pton(AF_INET, host.c_str(), &v4) == 1;
+  const bool is_v6 = !is_v4 && ::inet_pton(AF_INET6, host.c_str(), &v6) == 1;
+  if (!is_v4 && !is_v6) {
+    return InvalidArgument("--host '" + host + "' is not an IP address (IPv4 or IPv6)");
+  }
+  PublicAddress out;
+  const std::string hostname = ThisHostName();
+  const bool wildcard = is_v4 ? v4.s_addr == INADDR_ANY : IN6_IS_ADDR_UNSPECIFIED(&v6);
+  if (!wildcard) {
+    out.names.push_back(host);
+    out.reach = is_v6 ? "[" + host + "]" : host;
+    return out;
+  }
+  // Every address of this machine, since a client may come in through any of them; nodes are
+  // told the host name.
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) == 0) {
+    for (const ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+      if (a->ifa_addr == nullptr) continue;
+      char text[INET6_ADDRSTRLEN] = {0};
+      const int family = a->ifa_addr->sa_family;
+      if (family == AF_INET) {
+        ::inet_ntop(family, &reinterpret_cast<const sockaddr_in*>(a->ifa_addr)->sin_addr, text,
+                    sizeof text);
+      } else if (family == AF_INET6) {
+        const auto* in6 = reinterpret_cast<const sockaddr_in6*>(a->ifa_addr);
+        if (IN6_IS_ADDR_LINKLOCAL(&in6->sin6_addr)) continue;  // needs a zone: not in a URL
+        ::inet_ntop(family, &in6->sin6_addr, text, sizeof text);
+      } else {
+        continue;
+      }
+      const std::string name = text;
+      if (!name.empty() && std::find(out.names.begin(), out.names.end(), name) == out.names.end()) {
+        out.names.push_back(name);
+      }
+    }
+    ::freeifaddrs(list);
+  }
+  if (!hostname.empty()) out.names.push_back(hostname);
+  out.reach = hostname.empty() ? "127.0.0.1" : hostname;
+  return out;
+}
+
+// The identity of the public listener: the user's files, else the workspace's self-signed one.
+StatusOr<TlsIdentity> PublicIdentity(const DaemonOptions& options, const WorkspaceLayout& layout,
+                                     const PublicAddress& address) {
+  if (!options.tls_certificate.empty() || !options.tls_key.empty()) {
+    if (options.tls_certificate.empty() || options.tls_key.empty()) {
+      return InvalidArgument("give both --tls-cert and --tls-key, or neither (a self-signed "
+                             "certificate is then made in the workspace)");
+    }
+    TlsIdentity given;
+    TY_ASSIGN_OR_RETURN(given.certificate_pem, ReadFile(options.tls_certificate));
+    TY_ASSIGN_OR_RETURN(given.private_key_pem, ReadFile(options.tls_key));
+    TY_RETURN_IF_ERROR(CheckIdentity(given, options.tls_certificate.string() + " and " +
+                                                options.tls_key.string()));
+    return given;
+  }
+  bool replaced = false;
+  TY_ASSIGN_OR_RETURN(TlsIdentity made,
+                      LoadOrMakeWorkspaceIdentity(layout.root / "tls", address.names,
+                                                  "trainyard " + ThisHostName(), &replaced));
+  if (replaced) {
+    std::string names;
+    for (const std::string& n : address.names) names += (names.empty() ? "" : ", ") + n;
+    spdlog::warn("the workspace's TLS certificate did not cover {}: made a new one, whose key pin "
+                 "differs (clients log in again with the new pin)",
+                 names);
+  }
+  return made;
+}
+
 }  // namespace
 
 Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -520,6 +622,8 @@ Daemon::~Daemon() = default;
 int Daemon::port() const { return impl_->http->port(); }
 const std::string& Daemon::token() const { return impl_->token; }
 std::string Daemon::url() const { return impl_->BaseUrl(); }
+std::string Daemon::public_url() const { return impl_->public_url; }
+std::string Daemon::tls_pin() const { return impl_->tls_pin; }
 void Daemon::StopServing() { impl_->http->Stop(); }
 
 StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
@@ -593,14 +697,43 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
       *impl->store, *impl->environments, *impl->builder, *impl->executor, *impl->snapshots,
       *impl->secrets, impl->layout, sopts);
 
+  // Beyond loopback: HTTPS there (unless insecure_http), plain HTTP on 127.0.0.1 for this
+  // machine's CLI and the runs' socket.
+  const bool public_host = !IsLoopback(options.host);
+  std::optional<HttpListener> public_listener;
+  std::string tracking_ca;
+  if (public_host) {
+    TY_ASSIGN_OR_RETURN(PublicAddress address, DescribePublicAddress(options.host));
+    public_listener.emplace();
+    public_listener->address = options.host;
+    public_listener->port = options.port >= 0 ? options.port : impl->config.port;
+    std::string scheme = "http://";
+    if (!options.insecure_http) {
+      TY_ASSIGN_OR_RETURN(TlsIdentity identity, PublicIdentity(options, impl->layout, address));
+      TY_ASSIGN_OR_RETURN(impl->tls_pin, PublicKeyPin(identity.certificate_pem));
+      // Slurm nodes trust the daemon by its certificate: the first of the chain when
+      // self-signed, else the system's authorities.
+      if (options.tls_certificate.empty()) tracking_ca = identity.certificate_pem;
+      public_listener->tls = std::make_shared<const TlsIdentity>(std::move(identity));
+      scheme = "https://";
+    } else {
+      spdlog::warn("serving plain HTTP on {} (--insecure-http): tokens and data cross the "
+                   "network unencrypted", options.host);
+    }
+    impl->public_url = scheme + address.reach + ":";  // the port is known once bound
+  } else if (!options.tls_certificate.empty() || !options.tls_key.empty()) {
+    return InvalidArgument("--tls-cert and --tls-key are for serving beyond loopback (--host "
+                           "ADDR); " + options.host + " is served plain HTTP");
+  }
+
   impl->token = RandomHex(32);
   HttpServerOptions hopts;
   hopts.max_connections = ConnectionCap(RaiseDescriptorLimit(), impl->config.max_connections);
   hopts.header_timeout = std::chrono::milliseconds(impl->config.http_header_timeout_ms);
   hopts.min_bytes_per_second = impl->config.http_min_bytes_per_second;
   hopts.transfer_grace = std::chrono::milliseconds(impl->config.http_transfer_grace_ms);
-  hopts.address = options.host;
-  hopts.port = options.port >= 0 ? options.port : impl->config.port;
+  hopts.address = public_host ? "127.0.0.1" : options.host;
+  hopts.port = public_host ? 0 : options.port >= 0 ? options.port : impl->config.port;
   hopts.bearer_token = impl->token;
   // Runs report with tokens scoped to their own run (docs/tracking.md).
   const SecretBox* secrets = &*impl->secrets;
@@ -609,11 +742,16 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
     return AuthorizeRunToken(*secrets, token, request, NowMillis() / 1000);
   };
   impl->http = std::make_unique<HttpServer>(hopts);
+  if (public_listener) impl->http->AddListener(*public_listener);
   impl->InstallRoutes();
   Impl* raw = impl.get();
   impl->scheduler->SetChangeListener(
       [raw](const std::string& id) { raw->http->notifier().Notify(id); });
   TY_RETURN_IF_ERROR(impl->http->Start());
+  if (public_listener) {
+    impl->public_url += std::to_string(impl->http->port(1));
+    impl->scheduler->SetNetworkTracking(impl->public_url, tracking_ca);
+  }
   TY_ASSIGN_OR_RETURN(impl->socket_relay,
                       SocketRelay::Start(sopts.socket_dir / "api.sock", impl->http->port(),
                                          // Runs share half: the user's clients keep the rest.
@@ -631,6 +769,8 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
               {"port", impl->http->port()},
               {"token", impl->token},
               {"url", impl->BaseUrl()},
+              {"public_url", impl->public_url},
+              {"tls_pin", impl->tls_pin},
               {"workspace", impl->layout.root.string()}};
     TY_RETURN_IF_ERROR(WriteFileAtomic(impl->layout.ServerFile(), info.dump(), 0600));
     impl->wrote_server_file = true;
@@ -638,7 +778,7 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   return std::unique_ptr<Daemon>(new Daemon(std::move(impl)));
 }
 
-int RunServer(const std::string& workspace, int port, const std::string& host) {
+int RunServer(const DaemonOptions& options) {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
@@ -646,11 +786,8 @@ int RunServer(const std::string& workspace, int port, const std::string& host) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);  // every thread started below inherits the mask
   ::signal(SIGPIPE, SIG_IGN);
 
-  DaemonOptions opts;
-  opts.workspace = workspace;
-  opts.port = port;
-  opts.host = host;
-  auto daemon = Daemon::Start(opts);
+  const std::string workspace = options.workspace.string();
+  auto daemon = Daemon::Start(options);
   if (!daemon.ok()) {
     std::fprintf(stderr, "trainyard server: %s\n", daemon.status().message().c_str());
     return daemon.status().code() == StatusCode::kFailedPrecondition ? 3 : 1;
@@ -658,6 +795,12 @@ int RunServer(const std::string& workspace, int port, const std::string& host) {
   std::fprintf(stderr, "[%s] trainyard daemon %s listening on %s (workspace %s)\n",
                FormatTimeIso(NowMillis()).c_str(), kVersion, (*daemon)->url().c_str(),
                workspace.c_str());
+  if (!(*daemon)->public_url().empty()) {
+    std::fprintf(stderr, "[%s] also serving %s%s%s\n", FormatTimeIso(NowMillis()).c_str(),
+                 (*daemon)->public_url().c_str(),
+                 (*daemon)->tls_pin().empty() ? "" : "; certificate key pin (trainyard login --pin): ",
+                 (*daemon)->tls_pin().c_str());
+  }
   int sig = 0;
   sigwait(&set, &sig);
   std::fprintf(stderr, "[%s] trainyard daemon stopping (signal %d); runs go on\n",

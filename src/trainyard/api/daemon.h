@@ -12,8 +12,17 @@ namespace trainyard::api {
 
 struct DaemonOptions {
   std::filesystem::path workspace;  // the workspace folder (created when missing)
-  std::string host = "127.0.0.1";   // bind address; loopback unless asked otherwise
-  int port = -1;                    // -1: workspace.json's, else any free port
+  // The address to serve on. A loopback address serves plain HTTP there. Any other address
+  // (including 0.0.0.0 and ::) serves HTTPS only, with `tls_certificate` and `tls_key` (PEM
+  // files) or, when both are empty, a self-signed identity kept in the workspace's tls/ folder;
+  // plain HTTP there only with `insecure_http`. The CLI on this machine and the runs' socket then
+  // use a second, plain listener on 127.0.0.1 (any free port), and Slurm runs report to the
+  // public address (docs/security.md, "Serving beyond loopback").
+  std::string host = "127.0.0.1";
+  int port = -1;  // of `host`; -1: workspace.json's, else any free port
+  std::filesystem::path tls_certificate;
+  std::filesystem::path tls_key;
+  bool insecure_http = false;
   std::string docker_socket = "/var/run/docker.sock";
   std::filesystem::path docker_config;  // empty: $DOCKER_CONFIG or ~/.docker/config.json
   docker::Engine* engine = nullptr;     // borrowed; null: the engine at docker_socket
@@ -35,7 +44,11 @@ class Daemon {
 
   int port() const;
   const std::string& token() const;
-  std::string url() const;
+  std::string url() const;  // the plain loopback listener: http://127.0.0.1:PORT
+  // When serving beyond loopback: https://ADDR:PORT (http:// with insecure_http) and the pin of
+  // the certificate's public key (PublicKeyPin; "" for http://). Else both "".
+  std::string public_url() const;
+  std::string tls_pin() const;
 
   // Stops serving HTTP. Run workers keep going until the object is destroyed, which waits for
   // them; a daemon process that must exit while runs go on exits without destroying it.
@@ -48,7 +61,7 @@ class Daemon {
   std::unique_ptr<Impl> impl_;
 };
 
-// `trainyard server`: runs a daemon until SIGINT/SIGTERM. Returns the exit code.
-int RunServer(const std::string& workspace, int port, const std::string& host);
+// `trainyard server`: runs a daemon with `options` until SIGINT/SIGTERM. Returns the exit code.
+int RunServer(const DaemonOptions& options);
 
 }  // namespace trainyard::api

@@ -13,6 +13,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -20,10 +21,12 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <chrono>
 #include <exception>
 #include <limits>
 #include <thread>
+#include <type_traits>
 
 #include "trainyard/common/util.h"
 
@@ -32,6 +35,10 @@ namespace trainyard {
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+template <class Stream>
+constexpr bool kIsTls = std::is_same_v<Stream, TlsStream>;
 
 namespace {
 
@@ -394,23 +401,30 @@ struct HttpServer::Impl {
   explicit Impl(HttpServerOptions opts) : options(std::move(opts)) {
     ioc.emplace(std::max(1, options.threads));
     work.emplace(ioc->get_executor());
+    listeners.push_back({HttpListener{options.address, options.port, options.tls}});
   }
+  // Binds every listener (and makes the TLS contexts); on failure some may be open.
+  Status OpenListeners();
 
   // Serves one connection until it closes.
-  asio::awaitable<void> Session(tcp::socket socket);
-  asio::awaitable<void> ServeConnection(beast::tcp_stream& stream, Watchdog& watchdog);
-  asio::awaitable<void> AcceptLoop();
+  asio::awaitable<void> Session(tcp::socket socket, std::shared_ptr<asio::ssl::context> tls);
+  template <class Stream>
+  asio::awaitable<void> ServeConnection(Stream& stream, Watchdog& watchdog);
+  struct Listener;
+  asio::awaitable<void> AcceptLoop(Listener& listener);
   RouteMatch FindRoute(const HttpRequest& request, const std::vector<std::string>& segments) const;
   asio::awaitable<HttpResponse> Dispatch(HttpRequest& request, RouteMatch& match);
   // Serves one request to an upload route after its header; returns whether the connection
   // can serve another request.
-  asio::awaitable<bool> ServeUpload(beast::tcp_stream& stream, Watchdog& watchdog,
+  template <class Stream>
+  asio::awaitable<bool> ServeUpload(Stream& stream, Watchdog& watchdog,
                                     beast::flat_buffer& buffer,
                                     http::request_parser<http::string_body>& header_parser,
                                     HttpRequest& request, const RouteEntry& route, unsigned version,
                                     bool keep_alive);
-  // Answers a connection over max_connections with 429 and closes it, without waiting.
-  void Refuse(tcp::socket& socket) const;
+  // Answers a connection over max_connections with 429 (plain HTTP only) and closes it, without
+  // waiting.
+  void Refuse(tcp::socket& socket, bool tls) const;
   Pace pace() const { return Pace{options.transfer_grace, options.min_bytes_per_second}; }
   // OK, Unauthenticated (no or unknown token) or PermissionDenied (a scoped token outside its
   // scope).
@@ -425,12 +439,19 @@ struct HttpServer::Impl {
   // Stop().
   std::optional<asio::io_context> ioc;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work;
-  std::optional<tcp::acceptor> acceptor;
+  // One per address served: the options' first, then AddListener's. Acceptors are opened by
+  // Start and closed by Stop.
+  struct Listener {
+    HttpListener spec;
+    std::shared_ptr<asio::ssl::context> tls;  // null: plain HTTP
+    std::optional<tcp::acceptor> acceptor;
+    int port = 0;
+  };
+  std::vector<Listener> listeners;
   std::vector<std::thread> threads;
   // Runs BodySink::Finish off the event loop. Created by Start, joined by Stop before the
   // event loop (which owns the coroutines waiting on it) is torn down.
   std::optional<asio::thread_pool> blocking;
-  int port = 0;
   bool started = false;
   std::atomic<int> connections{0};  // Sessions alive.
 };
@@ -439,15 +460,15 @@ namespace {
 
 // Writes a message at `pace` or better (a client that reads too slowly is cut off). Returns
 // false on a write error.
-template <class Body>
-asio::awaitable<bool> WriteMessage(beast::tcp_stream& stream, http::response<Body>& message,
+template <class Stream, class Body>
+asio::awaitable<bool> WriteMessage(Stream& stream, http::response<Body>& message,
                                    Pace pace) {
   http::response_serializer<Body> serializer(message);
   boost::system::error_code ec;
   const SteadyClock::time_point start = SteadyClock::now();
   std::uint64_t sent = 0;
   while (!serializer.is_done()) {
-    stream.expires_at(pace.Deadline(start, sent));
+    beast::get_lowest_layer(stream).expires_at(pace.Deadline(start, sent));
     sent += co_await http::async_write_some(stream, serializer,
                                             asio::redirect_error(kAwaitable, ec));
     if (ec) co_return false;
@@ -467,7 +488,8 @@ void FillHeaders(const HttpResponse& response, bool keep_alive, http::response<B
 // Streams `size` bytes of an open file after the header, kFileChunk at a time (beast's file_body
 // reads 4 KiB per write, too small for multi-GB artifacts). A file that shrinks meanwhile ends
 // the connection, so the client sees a short body rather than a wrong one.
-asio::awaitable<bool> WriteFile(beast::tcp_stream& stream, const HttpResponse& response,
+template <class Stream>
+asio::awaitable<bool> WriteFile(Stream& stream, const HttpResponse& response,
                                 beast::file& file, std::uint64_t size, unsigned version,
                                 bool keep_alive, Pace pace) {
   http::response<http::empty_body> header;
@@ -478,7 +500,7 @@ asio::awaitable<bool> WriteFile(beast::tcp_stream& stream, const HttpResponse& r
   boost::system::error_code ec;
   const SteadyClock::time_point start = SteadyClock::now();
   std::uint64_t sent = 0;
-  stream.expires_at(pace.Deadline(start, sent));
+  beast::get_lowest_layer(stream).expires_at(pace.Deadline(start, sent));
   co_await http::async_write_header(stream, serializer, asio::redirect_error(kAwaitable, ec));
   if (ec) co_return false;
   std::vector<char> chunk(static_cast<std::size_t>(std::min<std::uint64_t>(size, kFileChunk)));
@@ -486,7 +508,7 @@ asio::awaitable<bool> WriteFile(beast::tcp_stream& stream, const HttpResponse& r
     const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(left, kFileChunk));
     const std::size_t n = file.read(chunk.data(), want, ec);
     if (ec || n == 0) co_return false;
-    stream.expires_at(pace.Deadline(start, sent));
+    beast::get_lowest_layer(stream).expires_at(pace.Deadline(start, sent));
     co_await asio::async_write(stream, asio::buffer(chunk.data(), n),
                                asio::redirect_error(kAwaitable, ec));
     if (ec) co_return false;
@@ -496,7 +518,8 @@ asio::awaitable<bool> WriteFile(beast::tcp_stream& stream, const HttpResponse& r
   co_return true;
 }
 
-asio::awaitable<bool> WriteResponse(beast::tcp_stream& stream, const HttpResponse& response,
+template <class Stream>
+asio::awaitable<bool> WriteResponse(Stream& stream, const HttpResponse& response,
                                     unsigned version, bool keep_alive, Pace pace) {
   if (response.file) {
     beast::file file;
@@ -532,17 +555,32 @@ asio::awaitable<bool> WriteResponse(beast::tcp_stream& stream, const HttpRespons
   co_return ok;
 }
 
+// Ends our side of a connection: for TLS a close_notify first (waiting briefly for the client's),
+// then the TCP send side.
+template <class Stream>
+asio::awaitable<void> ShutdownSend(Stream& stream) {
+  boost::system::error_code ec;
+  if constexpr (kIsTls<Stream>) {
+    beast::get_lowest_layer(stream).expires_after(kLingerTimeout);
+    co_await stream.async_shutdown(asio::redirect_error(kAwaitable, ec));
+  }
+  beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_send, ec);
+}
+
 // After an error answered before the request body was read: stop sending, drain what the client
 // is still sending for a short while (so it can read our response instead of a reset), close.
-asio::awaitable<void> LingeringClose(beast::tcp_stream& stream) {
-  boost::system::error_code ec;
-  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-  stream.expires_after(kLingerTimeout);
+template <class Stream>
+asio::awaitable<void> LingeringClose(Stream& stream) {
+  co_await ShutdownSend(stream);
+  // What the client still sends is read as raw bytes (encrypted, for TLS) and dropped.
+  beast::tcp_stream& tcp = beast::get_lowest_layer(stream);
+  tcp.expires_after(kLingerTimeout);
   std::vector<char> sink(16 * 1024);
+  boost::system::error_code ec;
   while (!ec) {
-    co_await stream.async_read_some(asio::buffer(sink), asio::redirect_error(kAwaitable, ec));
+    co_await tcp.async_read_some(asio::buffer(sink), asio::redirect_error(kAwaitable, ec));
   }
-  stream.close();
+  tcp.close();
 }
 
 // Answers `status` before the request body (if any) was read. A connection with an unread body
@@ -550,7 +588,8 @@ asio::awaitable<void> LingeringClose(beast::tcp_stream& stream) {
 // the connection can serve another request.
 // (Arguments by value, results in named variables: GCC 12 mishandles temporaries around
 // co_await.)
-asio::awaitable<bool> AnswerEarly(beast::tcp_stream& stream, HttpResponse response,
+template <class Stream>
+asio::awaitable<bool> AnswerEarly(Stream& stream, HttpResponse response,
                                   unsigned version, bool keep_alive, bool body_unread, Pace pace) {
   if (body_unread) keep_alive = false;
   const bool written = co_await WriteResponse(stream, response, version, keep_alive, pace);
@@ -562,7 +601,8 @@ asio::awaitable<bool> AnswerEarly(beast::tcp_stream& stream, HttpResponse respon
   co_return true;
 }
 
-asio::awaitable<bool> AnswerEarly(beast::tcp_stream& stream, Status status, unsigned version,
+template <class Stream>
+asio::awaitable<bool> AnswerEarly(Stream& stream, Status status, unsigned version,
                                   bool keep_alive, bool body_unread, Pace pace) {
   const bool more = co_await AnswerEarly(stream, HttpResponse::FromStatus(status), version,
                                          keep_alive, body_unread, pace);
@@ -583,8 +623,8 @@ std::string SlowBodyMessage(Pace pace) {
 
 // Reads the rest of a request body into `parser` at `pace` or better. The error of the read;
 // asio::error::timed_out when the client sent too slowly (the socket is still open, to answer).
-template <class Body>
-asio::awaitable<boost::system::error_code> ReadBody(beast::tcp_stream& stream, Watchdog& watchdog,
+template <class Stream, class Body>
+asio::awaitable<boost::system::error_code> ReadBody(Stream& stream, Watchdog& watchdog,
                                                     beast::flat_buffer& buffer,
                                                     http::request_parser<Body>& parser,
                                                     Pace pace) {
@@ -596,7 +636,7 @@ asio::awaitable<boost::system::error_code> ReadBody(beast::tcp_stream& stream, W
     const SteadyClock::time_point deadline = pace.Deadline(start, received);
     watchdog.Arm(deadline);
     // Beast's timeout closes the socket: only a backstop behind the watchdog.
-    stream.expires_at(deadline + kShortWriteTimeout);
+    beast::get_lowest_layer(stream).expires_at(deadline + kShortWriteTimeout);
     received += co_await http::async_read_some(stream, buffer, parser,
                                                asio::redirect_error(kAwaitable, ec));
     if (ec) break;
@@ -611,7 +651,8 @@ std::string TooLargeMessage(std::uint64_t limit) {
 }
 
 // Sends "100 Continue" when the client waits for it before sending the body.
-asio::awaitable<bool> MaybeContinue(beast::tcp_stream& stream, const HttpRequest& request,
+template <class Stream>
+asio::awaitable<bool> MaybeContinue(Stream& stream, const HttpRequest& request,
                                     unsigned version) {
   std::optional<std::string> expect = request.Header("expect");
   if (expect && ToLower(Trim(*expect)) == "100-continue") {
@@ -738,7 +779,8 @@ asio::awaitable<HttpResponse> HttpServer::Impl::Dispatch(HttpRequest& request, R
       Internal("handler for " + request.method + " " + best->pattern + " failed: " + failure));
 }
 
-asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& stream,
+template <class Stream>
+asio::awaitable<void> HttpServer::Impl::ServeConnection(Stream& stream,
                                                         Watchdog& watchdog) {
   beast::flat_buffer buffer;
   const Pace short_pace{kShortWriteTimeout, 1};
@@ -752,11 +794,11 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
 
     // Idle until the request's first byte; from there the header has header_timeout in all.
     if (buffer.size() == 0) {
-      stream.expires_after(kIdleTimeout);
+      beast::get_lowest_layer(stream).expires_after(kIdleTimeout);
       const std::size_t n = co_await stream.async_read_some(
           buffer.prepare(4096), asio::redirect_error(kAwaitable, ec));
       if (ec == asio::error::eof) {
-        stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+        co_await ShutdownSend(stream);
         co_return;
       }
       if (ec) co_return;  // Idle too long, reset, or a client that went away.
@@ -764,7 +806,7 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
     }
     const SteadyClock::time_point header_deadline = SteadyClock::now() + options.header_timeout;
     watchdog.Arm(header_deadline);
-    stream.expires_at(header_deadline + kShortWriteTimeout);  // backstop behind the watchdog
+    beast::get_lowest_layer(stream).expires_at(header_deadline + kShortWriteTimeout);  // backstop behind the watchdog
     co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(kAwaitable, ec));
     watchdog.Disarm();
     if (ec && watchdog.fired()) {
@@ -888,18 +930,19 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(beast::tcp_stream& strea
     // Idle keep-alive connections should not pin the large read buffer.
     if (buffer.capacity() > kBodyReadBuffer / 4) buffer.shrink_to_fit();
 
-    stream.expires_never();  // Long-poll handlers may take their time.
+    beast::get_lowest_layer(stream).expires_never();  // Long-poll handlers may take their time.
     const HttpResponse response = co_await Dispatch(request, match);
     if (!co_await WriteResponse(stream, response, version, keep_alive, pace())) co_return;
     if (!keep_alive) {
-      stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+      co_await ShutdownSend(stream);
       co_return;
     }
   }
 }
 
+template <class Stream>
 asio::awaitable<bool> HttpServer::Impl::ServeUpload(
-    beast::tcp_stream& stream, Watchdog& watchdog, beast::flat_buffer& buffer,
+    Stream& stream, Watchdog& watchdog, beast::flat_buffer& buffer,
     http::request_parser<http::string_body>& header_parser, HttpRequest& request,
     const RouteEntry& route, unsigned version, bool keep_alive) {
   const std::uint64_t limit = route.upload_limit;
@@ -965,35 +1008,52 @@ asio::awaitable<bool> HttpServer::Impl::ServeUpload(
   }
   if (buffer.capacity() > kBodyReadBuffer / 4) buffer.shrink_to_fit();
 
-  stream.expires_never();
+  beast::get_lowest_layer(stream).expires_never();
   const std::string what = request.method + " " + route.pattern;
   const HttpResponse response =
       co_await asio::co_spawn(blocking->get_executor(), FinishSink(sink.get(), what), kAwaitable);
   sink.reset();
   if (!co_await WriteResponse(stream, response, version, keep_alive, pace())) co_return false;
   if (!keep_alive) {
-    boost::system::error_code ec;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    co_await ShutdownSend(stream);
     co_return false;
   }
   co_return true;
 }
 
-asio::awaitable<void> HttpServer::Impl::Session(tcp::socket socket) {
+asio::awaitable<void> HttpServer::Impl::Session(tcp::socket socket,
+                                                std::shared_ptr<asio::ssl::context> tls) {
   struct Count {
     std::atomic<int>& n;
     ~Count() { n.fetch_sub(1); }
   } count{connections};  // Incremented by AcceptLoop.
-  beast::tcp_stream stream(std::move(socket));
-  const auto watchdog = std::make_shared<Watchdog>(stream.get_executor(), stream.socket());
+  std::optional<PlainStream> plain;
+  std::optional<TlsStream> secure;
+  beast::tcp_stream* tcp = nullptr;
+  if (tls) {
+    tcp = &beast::get_lowest_layer(secure.emplace(std::move(socket), *tls));
+  } else {
+    tcp = &plain.emplace(std::move(socket));
+  }
+  const auto watchdog = std::make_shared<Watchdog>(tcp->get_executor(), tcp->socket());
   try {
-    co_await ServeConnection(stream, *watchdog);
+    if (secure) {
+      // The handshake has the time of a request header; a client that speaks plain HTTP here
+      // fails it and is closed without an answer.
+      boost::system::error_code ec;
+      tcp->expires_after(options.header_timeout);
+      co_await secure->async_handshake(asio::ssl::stream_base::server,
+                                       asio::redirect_error(kAwaitable, ec));
+      if (!ec) co_await ServeConnection(*secure, *watchdog);
+    } else {
+      co_await ServeConnection(*plain, *watchdog);
+    }
   } catch (const std::exception& e) {
     spdlog::warn("http connection dropped: {}", e.what());
   }
   watchdog->Detach();
   boost::system::error_code ec;
-  stream.socket().close(ec);
+  tcp->socket().close(ec);
 }
 
 std::string TooManyConnectionsAnswer(int limit, std::string_view whose) {
@@ -1008,22 +1068,27 @@ std::string TooManyConnectionsAnswer(int limit, std::string_view whose) {
          std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
-void HttpServer::Impl::Refuse(tcp::socket& socket) const {
-  const std::string message = TooManyConnectionsAnswer(options.max_connections, "the server's");
+void HttpServer::Impl::Refuse(tcp::socket& socket, bool tls) const {
   boost::system::error_code ec;
-  // Never waits: a client that does not read its refusal just loses it.
-  socket.non_blocking(true, ec);
-  socket.write_some(asio::buffer(message), ec);
-  socket.shutdown(tcp::socket::shutdown_send, ec);
+  // Never waits: a client that does not read its refusal just loses it. (A TLS client would need
+  // a handshake first, which is what the cap saves: it is just closed.)
+  if (!tls) {
+    const std::string message =
+        TooManyConnectionsAnswer(options.max_connections, "the server's");
+    socket.non_blocking(true, ec);
+    socket.write_some(asio::buffer(message), ec);
+    socket.shutdown(tcp::socket::shutdown_send, ec);
+  }
   socket.close(ec);
 }
 
-asio::awaitable<void> HttpServer::Impl::AcceptLoop() {
+asio::awaitable<void> HttpServer::Impl::AcceptLoop(Listener& listener) {
+  tcp::acceptor& acceptor = *listener.acceptor;
   for (;;) {
     boost::system::error_code ec;
     tcp::socket socket(asio::make_strand(*ioc));
-    co_await acceptor->async_accept(socket, asio::redirect_error(kAwaitable, ec));
-    if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
+    co_await acceptor.async_accept(socket, asio::redirect_error(kAwaitable, ec));
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
     if (ec) {
       // Out of descriptors and the like: back off briefly instead of spinning.
       spdlog::warn("http accept failed: {}", ec.message());
@@ -1033,12 +1098,12 @@ asio::awaitable<void> HttpServer::Impl::AcceptLoop() {
     }
     if (connections.fetch_add(1) >= std::max(1, options.max_connections)) {
       connections.fetch_sub(1);
-      Refuse(socket);
+      Refuse(socket, listener.tls != nullptr);
       continue;
     }
     socket.set_option(tcp::no_delay(true), ec);
     const asio::any_io_executor strand = socket.get_executor();
-    asio::co_spawn(strand, Session(std::move(socket)), asio::detached);
+    asio::co_spawn(strand, Session(std::move(socket), listener.tls), asio::detached);
   }
 }
 
@@ -1086,37 +1151,49 @@ void HttpServer::UploadRoute(std::string method, std::string pattern, std::uint6
   impl_->routes.push_back(std::move(entry));
 }
 
+void HttpServer::AddListener(HttpListener listener) {
+  impl_->listeners.push_back({std::move(listener)});
+}
+
+namespace {
+
+// A server context for `identity`: TLS 1.2 or later, the identity's chain and key.
+StatusOr<std::shared_ptr<asio::ssl::context>> MakeTlsContext(const TlsIdentity& identity,
+                                                             const std::string& where) {
+  TY_RETURN_IF_ERROR(CheckIdentity(identity, "the TLS identity for " + where));
+  auto context = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
+  context->set_options(asio::ssl::context::default_workarounds |
+                       asio::ssl::context::single_dh_use);
+  boost::system::error_code ec;
+  context->use_certificate_chain(asio::buffer(identity.certificate_pem), ec);
+  if (!ec) {
+    context->use_private_key(asio::buffer(identity.private_key_pem), asio::ssl::context::pem, ec);
+  }
+  if (ec) {
+    return InvalidArgument("the TLS identity for " + where + " cannot be used: " + ec.message());
+  }
+  return context;
+}
+
+}  // namespace
+
 Status HttpServer::Start() {
   Impl& impl = *impl_;
   if (impl.started) return FailedPrecondition("HTTP server already started");
   if (!impl.ioc) return FailedPrecondition("HTTP server was stopped; create a new one");
   if (!impl.route_errors.empty()) return InvalidArgument(impl.route_errors.front());
   const HttpServerOptions& o = impl.options;
-  const std::string where = o.address + ":" + std::to_string(o.port);
-  if (o.port < 0 || o.port > 65535) return InvalidArgument("bad port in " + where);
-
-  boost::system::error_code ec;
-  const asio::ip::address address = asio::ip::make_address(o.address, ec);
-  if (ec) return InvalidArgument("bad listen address '" + o.address + "': " + ec.message());
-  const tcp::endpoint endpoint(address, static_cast<unsigned short>(o.port));
-
-  tcp::acceptor acceptor(*impl.ioc);
-  if (acceptor.open(endpoint.protocol(), ec); ec) {
-    return Unavailable("cannot listen on " + where + ": " + ec.message());
+  if (Status opened = impl.OpenListeners(); !opened.ok()) {
+    for (Impl::Listener& listener : impl.listeners) listener.acceptor.reset();
+    return opened;
   }
-  acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (acceptor.bind(endpoint, ec); ec) {
-    return Unavailable("cannot listen on " + where + ": " + ec.message());
-  }
-  if (acceptor.listen(asio::socket_base::max_listen_connections, ec); ec) {
-    return Unavailable("cannot listen on " + where + ": " + ec.message());
-  }
-  impl.port = acceptor.local_endpoint(ec).port();
-  impl.acceptor.emplace(std::move(acceptor));
   impl.started = true;
 
   impl.blocking.emplace(static_cast<std::size_t>(std::max(1, o.blocking_threads)));
-  asio::co_spawn(*impl.ioc, impl.AcceptLoop(), asio::detached);
+  for (Impl::Listener& listener : impl.listeners) {
+    asio::co_spawn(*impl.ioc, impl.AcceptLoop(listener), asio::detached);
+  }
   const int n = std::max(1, o.threads);
   for (int i = 0; i < n; ++i) {
     impl.threads.emplace_back([&impl] { impl.ioc->run(); });
@@ -1124,7 +1201,39 @@ Status HttpServer::Start() {
   return Status::Ok();
 }
 
-int HttpServer::port() const { return impl_->port; }
+Status HttpServer::Impl::OpenListeners() {
+  for (Listener& listener : listeners) {
+    const HttpListener& spec = listener.spec;
+    const std::string where = spec.address + ":" + std::to_string(spec.port);
+    if (spec.port < 0 || spec.port > 65535) return InvalidArgument("bad port in " + where);
+    boost::system::error_code ec;
+    const asio::ip::address address = asio::ip::make_address(spec.address, ec);
+    if (ec) return InvalidArgument("bad listen address '" + spec.address + "': " + ec.message());
+    if (spec.tls) {
+      TY_ASSIGN_OR_RETURN(listener.tls, MakeTlsContext(*spec.tls, where));
+    }
+    const tcp::endpoint endpoint(address, static_cast<unsigned short>(spec.port));
+    tcp::acceptor acceptor(*ioc);
+    if (acceptor.open(endpoint.protocol(), ec); ec) {
+      return Unavailable("cannot listen on " + where + ": " + ec.message());
+    }
+    acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (acceptor.bind(endpoint, ec); ec) {
+      return Unavailable("cannot listen on " + where + ": " + ec.message());
+    }
+    if (acceptor.listen(asio::socket_base::max_listen_connections, ec); ec) {
+      return Unavailable("cannot listen on " + where + ": " + ec.message());
+    }
+    listener.port = acceptor.local_endpoint(ec).port();
+    listener.acceptor.emplace(std::move(acceptor));
+  }
+  return Status::Ok();
+}
+
+int HttpServer::port(std::size_t listener) const {
+  if (!impl_->started || listener >= impl_->listeners.size()) return 0;
+  return impl_->listeners[listener].port;
+}
 
 asio::any_io_executor HttpServer::executor() { return impl_->ioc->get_executor(); }
 
@@ -1147,10 +1256,10 @@ void HttpServer::Stop() {
   impl.threads.clear();
   // Running Finish calls end; their answers are queued to the stopped loop and dropped below.
   if (impl.blocking) impl.blocking->join();
-  if (impl.acceptor) {
+  for (Impl::Listener& listener : impl.listeners) {
     boost::system::error_code ec;
-    impl.acceptor->close(ec);
-    impl.acceptor.reset();
+    if (listener.acceptor) listener.acceptor->close(ec);
+    listener.acceptor.reset();
   }
   // Destroys the suspended connection coroutines, their sockets and pending handlers, while the
   // routes they may point into are still alive.

@@ -22,6 +22,7 @@
 #include "trainyard/api/notifier.h"
 #include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/status.h"
+#include "trainyard/common/tls.h"
 
 namespace trainyard {
 
@@ -35,6 +36,9 @@ struct HttpServerOptions {
   std::string address = "127.0.0.1";
   // TCP port; 0 picks a free one (read it back with HttpServer::port()).
   int port = 0;
+  // When set, `address` serves HTTPS only (TLS 1.2 or later) with this identity: a client that
+  // speaks plain HTTP there, or fails the handshake within header_timeout, is closed unanswered.
+  std::shared_ptr<const TlsIdentity> tls;
   // When non-empty, every request except GET /api/v1/health must carry
   // "Authorization: Bearer <bearer_token>".
   std::string bearer_token;
@@ -157,6 +161,13 @@ class BodySink {
 // is then closed). Runs on an event-loop thread: must not block.
 using UploadHandler = std::function<StatusOr<std::unique_ptr<BodySink>>(HttpRequest& request)>;
 
+// Another address for an HttpServer to serve the same routes on (HttpServer::AddListener).
+struct HttpListener {
+  std::string address = "127.0.0.1";
+  int port = 0;
+  std::shared_ptr<const TlsIdentity> tls;  // as HttpServerOptions::tls
+};
+
 // The raw HTTP/1.1 answer to a connection refused because `limit` connections are open ("429
 // Too Many Requests", the usual JSON error naming the limit and `whose`), then closed.
 std::string TooManyConnectionsAnswer(int limit, std::string_view whose);
@@ -203,13 +214,19 @@ class HttpServer {
   void UploadRoute(std::string method, std::string pattern, std::uint64_t max_body_bytes,
                    UploadHandler handler);
 
+  // Serves the same routes on another address too (before Start), e.g. HTTPS on a public
+  // address beside plain HTTP on loopback. Its port is port(1) for the first one added, and so
+  // on. max_connections counts the connections of every listener.
+  void AddListener(HttpListener listener);
+
   // Binds and starts serving on `threads` threads. Unavailable naming address:port when the
   // port cannot be bound (e.g. taken); InvalidArgument for a bad address or route pattern;
   // FailedPrecondition when called twice.
   Status Start();
 
-  // The bound port (useful with port 0); 0 before Start().
-  int port() const;
+  // The bound port of listener `listener` (0: the options' address, 1: the first AddListener...),
+  // useful with port 0; 0 before Start().
+  int port(std::size_t listener = 0) const;
 
   // Shuts notifier() down, stops the event loop and joins its threads, waits for running
   // BodySink::Finish calls, then closes the listening socket and every connection; in-flight

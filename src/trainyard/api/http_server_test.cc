@@ -1,6 +1,12 @@
 #include "trainyard/api/http_server.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -28,6 +34,7 @@
 
 #include "trainyard/client/http_client.h"
 #include "trainyard/common/fs.h"
+#include "trainyard/common/tls.h"
 #include "trainyard/common/util.h"
 
 namespace trainyard {
@@ -1113,6 +1120,167 @@ TEST_F(HttpTest, ClientUploadFileStreamsFromDisk) {
   StatusOr<HttpResult> missing = client_->UploadFile("PUT", "/upload/f", root_ / "nope");
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTPS listeners
+
+// A self-signed identity for 127.0.0.1, made once.
+std::shared_ptr<const TlsIdentity> TestIdentity() {
+  static const std::shared_ptr<const TlsIdentity> identity = [] {
+    StatusOr<TlsIdentity> made = MakeSelfSignedIdentity({"127.0.0.1"}, "http test");
+    if (!made.ok()) std::abort();
+    return std::make_shared<const TlsIdentity>(std::move(made).value());
+  }();
+  return identity;
+}
+
+class HttpsTest : public HttpTest {
+ protected:
+  // The usual plain listener (port 0) and an HTTPS one on 127.0.0.1 (port 1); client_ speaks
+  // HTTPS, pinning the identity's key.
+  void StartTls(HttpServerOptions options = {}) {
+    server_ = std::make_unique<HttpServer>(std::move(options));
+    server_->AddListener({"127.0.0.1", 0, TestIdentity()});
+    AddTestRoutes(*server_, root_ / "files", &observed_);
+    const Status started = server_->Start();
+    ASSERT_TRUE(started.ok()) << started.ToString();
+    ASSERT_GT(server_->port(1), 0);
+    ASSERT_NE(server_->port(1), server_->port());
+    pin_ = PublicKeyPin(TestIdentity()->certificate_pem).value();
+    client_ = std::make_unique<HttpClient>(TlsUrl(), "", TlsTrust{pin_, ""});
+  }
+  std::string TlsUrl() const { return "https://127.0.0.1:" + std::to_string(server_->port(1)); }
+  int ConnectTls() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(server_->port(1)));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    return fd;
+  }
+
+  std::string pin_;
+};
+
+TEST_F(HttpsTest, ServesTheSameRoutesOverTlsAsOnThePlainListener) {
+  StartTls();
+  auto logs = client_->GetJson("/api/v1/runs/7/logs?q=a%20b");
+  ASSERT_TRUE(logs.ok()) << logs.status().ToString();
+  EXPECT_EQ((*logs)["id"], "7");
+  EXPECT_EQ((*logs)["q"], "a b");
+  auto echo = client_->PostJson("/echo", {{"k", "v"}});
+  ASSERT_TRUE(echo.ok()) << echo.status().ToString();
+  EXPECT_EQ((*echo)["got"]["k"], "v");
+  // Streams both ways: a file download of several MB, an upload to a sink of nearly 1 MiB.
+  const std::string content = RandomBytes(3 * 1000 * 1000 + 5, 11);
+  ASSERT_TRUE(WriteFileAtomic(root_ / "files" / "big.bin", content).ok());
+  const Status got = client_->DownloadTo("/files/big.bin", root_ / "down.bin");
+  ASSERT_TRUE(got.ok()) << got.ToString();
+  EXPECT_TRUE(ReadFile(root_ / "down.bin").value() == content);
+  const std::string upload = content.substr(0, kUploadLimit - 1);
+  ASSERT_TRUE(WriteFileAtomic(root_ / "up.bin", upload).ok());
+  StatusOr<HttpResult> put = client_->UploadFile("PUT", "/upload/f", root_ / "up.bin");
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  EXPECT_EQ(put->status, 201) << put->body;
+  EXPECT_EQ(json::parse(put->body)["size"], upload.size());
+  // The plain listener serves the same routes.
+  HttpClient plain(BaseUrl());
+  EXPECT_TRUE(plain.GetJson("/api/v1/runs/7/logs").ok());
+
+  // Trusting the certificate as a CA file checks the name too, and works.
+  ASSERT_TRUE(WriteFileAtomic(root_ / "ca.pem", TestIdentity()->certificate_pem).ok());
+  HttpClient by_ca(TlsUrl(), "", TlsTrust{"", (root_ / "ca.pem").string()});
+  EXPECT_TRUE(by_ca.GetJson("/api/v1/runs/7/logs").ok());
+  // Without trust, or with another key's pin, nothing is sent.
+  HttpClient untrusting(TlsUrl());
+  EXPECT_EQ(untrusting.GetJson("/api/v1/runs/7/logs").status().code(), StatusCode::kUnavailable);
+  const std::string other_pin =
+      PublicKeyPin(MakeSelfSignedIdentity({"127.0.0.1"}, "other")->certificate_pem).value();
+  HttpClient wrong_pin(TlsUrl(), "", TlsTrust{other_pin, ""});
+  StatusOr<json> refused = wrong_pin.GetJson("/api/v1/runs/7/logs");
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(refused.status().message().find("pinned"), std::string::npos)
+      << refused.status().ToString();
+}
+
+TEST_F(HttpsTest, PlainHttpOnTheTlsListenerGetsNoAnswer) {
+  StartTls();
+  const int fd = ConnectTls();
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const std::string request = "GET /api/v1/runs/7/logs HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(request.size()));
+  std::string answer;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) answer.append(buf, n);
+  ::close(fd);
+  EXPECT_EQ(answer.find("HTTP/"), std::string::npos) << answer;
+  EXPECT_EQ(answer.find("\"id\""), std::string::npos) << answer;
+}
+
+TEST_F(HttpsTest, AHandshakeNeverFinishedIsClosedAtTheHeaderTimeout) {
+  HttpServerOptions options;
+  options.header_timeout = std::chrono::milliseconds(300);
+  StartTls(std::move(options));
+  const int fd = ConnectTls();
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const auto start = Clock::now();
+  char buf[64];
+  const ssize_t n = ::recv(fd, buf, sizeof buf, 0);  // the client never says hello
+  const std::int64_t took = MillisSince(start);
+  ::close(fd);
+  EXPECT_EQ(n, 0) << "the connection was not closed";
+  EXPECT_LT(took, 2500) << "a silent TLS client held its connection for " << took << " ms";
+}
+
+TEST_F(HttpsTest, AHeaderTrickledOverTlsIs408) {
+  HttpServerOptions options;
+  options.header_timeout = std::chrono::milliseconds(300);
+  StartTls(std::move(options));
+  const int fd = ConnectTls();
+  SSL_CTX* context = SSL_CTX_new(TLS_client_method());
+  SSL* ssl = SSL_new(context);
+  SSL_set_fd(ssl, fd);
+  ASSERT_EQ(SSL_connect(ssl), 1);
+  const auto start = Clock::now();
+  const std::string first = "GET /api/v1/runs/7/logs HTTP/1.1\r\n";
+  ASSERT_GT(SSL_write(ssl, first.data(), static_cast<int>(first.size())), 0);
+  std::string answer;
+  // One header line every 100 ms over TLS: the whole header never comes.
+  for (int i = 0; i < 30 && answer.empty(); ++i) {
+    const std::string line = "X-Slow: 1\r\n";
+    if (SSL_write(ssl, line.data(), static_cast<int>(line.size())) <= 0) break;
+    pollfd readable{fd, POLLIN, 0};
+    if (::poll(&readable, 1, 100) == 1 || SSL_pending(ssl) > 0) {
+      char buf[4096];
+      const int n = SSL_read(ssl, buf, sizeof buf);
+      if (n > 0) answer.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  const std::int64_t took = MillisSince(start);
+  SSL_free(ssl);
+  SSL_CTX_free(context);
+  ::close(fd);
+  EXPECT_EQ(answer.rfind("HTTP/1.1 408 ", 0), 0u) << answer;
+  EXPECT_NE(answer.find("did not arrive within the limit of 300 ms"), std::string::npos) << answer;
+  EXPECT_LT(took, 2500) << "answered long after the limit";
+}
+
+TEST_F(HttpsTest, AnUnusableIdentityFailsStartNamingTheListener) {
+  auto other = MakeSelfSignedIdentity({"127.0.0.1"}, "other");
+  ASSERT_TRUE(other.ok());
+  HttpServer server(HttpServerOptions{});
+  server.AddListener({"127.0.0.1", 0,
+                      std::make_shared<const TlsIdentity>(TlsIdentity{
+                          TestIdentity()->certificate_pem, other->private_key_pem})});
+  const Status started = server.Start();
+  EXPECT_EQ(started.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(started.message().find("127.0.0.1:0"), std::string::npos) << started.ToString();
+  EXPECT_NE(started.message().find("does not belong"), std::string::npos) << started.ToString();
 }
 
 TEST(HttpClientTest, UrlEncode) {

@@ -28,7 +28,7 @@
 namespace trainyard::cli {
 
 // The daemon's entry point lives with the server code; the CLI only dispatches to it.
-int ServerMain(const std::string& workspace, int port, const std::string& host);
+int ServerMain(const ServerArgs& args);
 
 namespace {
 
@@ -79,7 +79,7 @@ class Session {
   StatusOr<HttpClient*> Client() {
     if (!client_) {
       if (target_.remote()) {
-        client_ = std::make_unique<HttpClient>(target_.url, target_.token);
+        client_ = std::make_unique<HttpClient>(target_.url, target_.token, target_.tls);
       } else {
         TY_ASSIGN_OR_RETURN(client_, client::ConnectOrStart(target_.layout, SelfExe()));
       }
@@ -722,17 +722,33 @@ int Main(int argc, char** argv) {
 
   // server
   auto* server = app.add_subcommand("server", "Run the workspace daemon (REST API, scheduler)");
-  std::string ws_dir, host = "127.0.0.1";
-  int port = -1;
-  server->add_option("--workspace", ws_dir, "Workspace folder (default: the one found from here)");
-  server->add_option("--port", port, "Port to listen on (default: workspace.json, else any)");
-  server->add_option("--host", host, "Address to bind (default 127.0.0.1)");
+  ServerArgs server_args;
+  server->add_option("--workspace", server_args.workspace,
+                     "Workspace folder (default: the one found from here)");
+  server->add_option("--port", server_args.port,
+                     "Port to listen on (default: workspace.json, else any)");
+  server->add_option("--host", server_args.host,
+                     "Address to bind (default 127.0.0.1). Any other than loopback serves HTTPS "
+                     "only (and plain HTTP on 127.0.0.1 for this machine)");
+  server->add_option("--tls-cert", server_args.tls_certificate,
+                     "PEM certificate chain for --host (default: a self-signed one kept in the "
+                     "workspace, whose key pin is printed)");
+  server->add_option("--tls-key", server_args.tls_key, "PEM private key of --tls-cert");
+  server->add_flag("--insecure-http", server_args.insecure_http,
+                   "Serve plain HTTP on a --host beyond loopback (tokens cross the network in "
+                   "clear)");
 
   // login / logout: the user's own tokens for remote daemons (client::CredentialsFile).
   std::string login_url;
+  client::Credential login_credential;
   auto* login = app.add_subcommand(
       "login", "Store the token of a remote daemon (read from stdin) for its URL");
   login->add_option("url", login_url, "The daemon's URL, http(s)://HOST:PORT")->required();
+  login->add_option("--pin", login_credential.tls.pinned_public_key,
+                    "The key pin of an https daemon's self-signed certificate (sha256//..., as "
+                    "`trainyard server` prints it)");
+  login->add_option("--ca-file", login_credential.tls.ca_file,
+                    "A PEM file of the authorities that signed an https daemon's certificate");
   auto* logout = app.add_subcommand("logout", "Forget the stored token of a remote daemon");
   logout->add_option("url", login_url, "The daemon's URL")->required();
 
@@ -904,7 +920,11 @@ int Main(int argc, char** argv) {
     if (::isatty(0)) std::fprintf(stderr, "Token for %s: ", login_url.c_str());
     std::string token;
     std::getline(std::cin, token);
-    if (Status st = client::SaveCredential(login_url, std::string(Trim(token))); !st.ok()) {
+    login_credential.token = std::string(Trim(token));
+    if (!login_credential.tls.ca_file.empty()) {
+      login_credential.tls.ca_file = fs::absolute(login_credential.tls.ca_file).string();
+    }
+    if (Status st = client::SaveCredential(login_url, login_credential); !st.ok()) {
       return Fail(st);
     }
     std::fprintf(stderr, "Stored the token for %s in %s\n", login_url.c_str(),
@@ -916,7 +936,7 @@ int Main(int argc, char** argv) {
     return 0;
   }
   if (server->parsed()) {
-    if (ws_dir.empty()) {
+    if (server_args.workspace.empty()) {
       auto target = client::FindWorkspace(fs::current_path());
       if (!target.ok()) return Fail(target.status());
       if (target->remote()) {
@@ -924,9 +944,9 @@ int Main(int argc, char** argv) {
                                        target->found_by + " names the remote daemon " +
                                        target->url + "; pass --workspace DIR"));
       }
-      ws_dir = target->layout.root.string();
+      server_args.workspace = target->layout.root.string();
     }
-    return ServerMain(ws_dir, port, host);
+    return ServerMain(server_args);
   }
 
   Session session;

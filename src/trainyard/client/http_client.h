@@ -27,6 +27,18 @@ struct HttpResult {
 // StatusCodeFromHttp(status).
 Status StatusFromHttpResult(const HttpResult& result);
 
+// How a client trusts an https:// server (nothing of it applies to http://). Empty: the
+// system's certificate authorities.
+struct TlsTrust {
+  // "sha256//BASE64" (trainyard's PublicKeyPin): the server's public key must hash to this, and
+  // its certificate is not checked against any authority, as an SSH host key. For a daemon's
+  // self-signed certificate.
+  std::string pinned_public_key;
+  // A PEM file of the authorities to verify the server's certificate and name with, instead of
+  // the system's.
+  std::string ca_file;
+};
+
 // A client of the trainyard REST API (or any HTTP/1.1 server) on libcurl.
 //
 // Thread-safety: all methods may be called concurrently. The client keeps a pool of curl easy
@@ -35,8 +47,9 @@ Status StatusFromHttpResult(const HttpResult& result);
 class HttpClient {
  public:
   // `base_url` like "http://127.0.0.1:8080" (a trailing "/" is ignored). When `bearer_token` is
-  // non-empty every request carries "Authorization: Bearer <token>".
-  explicit HttpClient(std::string base_url, std::string bearer_token = "");
+  // non-empty every request carries "Authorization: Bearer <token>". `tls` is how an https://
+  // server is trusted.
+  explicit HttpClient(std::string base_url, std::string bearer_token = "", TlsTrust tls = {});
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
   // Precondition: no call in flight.
@@ -98,6 +111,7 @@ class HttpClient {
   void ReleaseHandle(void* handle);
 
   std::string base_url_;
+  TlsTrust tls_;
   std::string auth_header_;  // "Authorization: Bearer ..." or empty.
   std::mutex mu_;
   std::vector<void*> idle_handles_;  // GUARDED_BY(mu_); CURL* easy handles.

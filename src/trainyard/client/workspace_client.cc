@@ -18,6 +18,7 @@
 extern char** environ;
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/tls.h"
 #include "trainyard/common/util.h"
 
 namespace trainyard::client {
@@ -89,7 +90,8 @@ StatusOr<WorkspaceTarget> FromConfig(const fs::path& cfg) {
                              ": run `trainyard login " + t.url +
                              "` once (it reads the daemon's token from stdin)");
     }
-    t.token = std::move(token).value();
+    t.token = std::move(token->token);
+    t.tls = std::move(token->tls);
     return t;
   }
   if (!j.contains("workspace_dir")) {
@@ -147,6 +149,12 @@ StatusOr<WorkspaceTarget> FindWorkspace(const std::filesystem::path& cwd) {
     t.url = url;
     t.token = EnvOr("TRAINYARD_TOKEN");
     t.found_by = "$TRAINYARD_URL";
+    t.tls.pinned_public_key = EnvOr("TRAINYARD_TLS_PIN");
+    t.tls.ca_file = EnvOr("TRAINYARD_CA_FILE");
+    if (!t.tls.pinned_public_key.empty() && !IsPublicKeyPin(t.tls.pinned_public_key)) {
+      return InvalidArgument("$TRAINYARD_TLS_PIN is not a key pin (sha256//BASE64, as printed "
+                             "by `trainyard server`)");
+    }
     if (t.token.empty()) {
       return InvalidArgument(
           "$TRAINYARD_URL is set but $TRAINYARD_TOKEN is not: a remote "
@@ -173,12 +181,27 @@ fs::path CredentialsFile() {
   return HomeDir() / ".config" / "trainyard" / "credentials.json";
 }
 
-Status SaveCredential(const std::string& url, const std::string& token) {
+Status SaveCredential(const std::string& url, const Credential& credential) {
   const std::string key = NormalUrl(url);
   TY_RETURN_IF_ERROR(CheckUrl(key, "trainyard login"));
-  if (token.empty()) return InvalidArgument("trainyard login: the token is empty");
+  if (credential.token.empty()) return InvalidArgument("trainyard login: the token is empty");
+  const TlsTrust& tls = credential.tls;
+  if ((!tls.pinned_public_key.empty() || !tls.ca_file.empty()) && !StartsWith(key, "https://")) {
+    return InvalidArgument("trainyard login: --pin and --ca-file are for https:// URLs only");
+  }
+  if (!tls.pinned_public_key.empty() && !IsPublicKeyPin(tls.pinned_public_key)) {
+    return InvalidArgument("trainyard login: '" + tls.pinned_public_key +
+                           "' is not a key pin; expected sha256//BASE64 as printed by "
+                           "`trainyard server`");
+  }
+  if (!tls.ca_file.empty() && !fs::path(tls.ca_file).is_absolute()) {
+    return InvalidArgument("trainyard login: --ca-file must be an absolute path");
+  }
   TY_ASSIGN_OR_RETURN(nlohmann::json j, ReadCredentials());
-  j[key] = {{"token", token}};
+  nlohmann::json entry = {{"token", credential.token}};
+  if (!tls.pinned_public_key.empty()) entry["pin"] = tls.pinned_public_key;
+  if (!tls.ca_file.empty()) entry["ca_file"] = tls.ca_file;
+  j[key] = std::move(entry);
   return WriteCredentials(j);
 }
 
@@ -188,14 +211,23 @@ Status RemoveCredential(const std::string& url) {
   return WriteCredentials(j);
 }
 
-StatusOr<std::string> LoadCredential(const std::string& url) {
+StatusOr<Credential> LoadCredential(const std::string& url) {
   TY_ASSIGN_OR_RETURN(nlohmann::json j, ReadCredentials());
   const std::string key = NormalUrl(url);
   if (!j.contains(key) || !j[key].is_object() || !j[key].contains("token") ||
       !j[key]["token"].is_string()) {
     return NotFound("no token stored for " + key);
   }
-  return j[key]["token"].get<std::string>();
+  const nlohmann::json& entry = j[key];
+  Credential out;
+  out.token = entry["token"].get<std::string>();
+  if (entry.contains("pin") && entry["pin"].is_string()) {
+    out.tls.pinned_public_key = entry["pin"].get<std::string>();
+  }
+  if (entry.contains("ca_file") && entry["ca_file"].is_string()) {
+    out.tls.ca_file = entry["ca_file"].get<std::string>();
+  }
+  return out;
 }
 
 fs::path ClientCacheDir() {
@@ -216,6 +248,8 @@ StatusOr<ServerInfo> ReadServerInfo(const WorkspaceLayout& layout) {
   info.port = j["port"].get<int>();
   info.token = j.value("token", "");
   info.url = j.value("url", "http://127.0.0.1:" + std::to_string(info.port));
+  info.public_url = j.value("public_url", "");
+  info.tls_pin = j.value("tls_pin", "");
   info.exe = j.value("exe", "");
   info.exe_mtime = j.value("exe_mtime", std::int64_t{0});
   return info;

@@ -20,12 +20,15 @@ struct WorkspaceTarget {
   // is then snapshotted on this machine and only the objects the daemon lacks are uploaded.
   std::string url;
   std::string token;
+  TlsTrust tls;  // how an https:// daemon is trusted (its pinned key, or a CA file)
 
   bool remote() const { return !url.empty(); }
 };
 
 // The workspace for `cwd`:
-//   1. $TRAINYARD_URL (with the token in $TRAINYARD_TOKEN): a remote daemon;
+//   1. $TRAINYARD_URL (with the token in $TRAINYARD_TOKEN, and for https:// optionally the
+//      daemon's key pin in $TRAINYARD_TLS_PIN or a CA file in $TRAINYARD_CA_FILE): a remote
+//      daemon;
 //   2. the first `.trainyard/config.json` found walking up from `cwd`, either
 //      {"workspace_dir": "<path, relative to the config's folder>"} for a local workspace, or
 //      {"url": "http://HOST:PORT"} for a remote daemon.
@@ -40,15 +43,22 @@ StatusOr<WorkspaceTarget> FindWorkspace(const std::filesystem::path& cwd);
 
 // The user's own tokens for remote daemons, keyed by URL ("http(s)://HOST:PORT"), in
 // $XDG_CONFIG_HOME/trainyard/credentials.json (else ~/.config/trainyard/credentials.json):
-// {"<url>": {"token": "..."}}, mode 0600 in a 0700 folder, like a credential store.
+// {"<url>": {"token": "...", "pin": "sha256//...", "ca_file": "..."}}, mode 0600 in a 0700
+// folder, like a credential store.
 std::filesystem::path CredentialsFile();
-// Stores (or replaces) the token for `url`. InvalidArgument for a URL that is not a daemon URL.
-Status SaveCredential(const std::string& url, const std::string& token);
-// Forgets the token for `url`; OK when there was none.
+struct Credential {
+  std::string token;
+  TlsTrust tls;
+};
+// Stores (or replaces) the credential for `url`. InvalidArgument for a URL that is not a daemon
+// URL, an empty token, a pin not of the form "sha256//BASE64" (of 32 bytes), TLS trust for an
+// http:// URL, or a CA file that is not an absolute path.
+Status SaveCredential(const std::string& url, const Credential& credential);
+// Forgets the credential for `url`; OK when there was none.
 Status RemoveCredential(const std::string& url);
-// The token stored for `url`; NotFound when there is none; FailedPrecondition when the file is
-// not private to the user (then it is not read).
-StatusOr<std::string> LoadCredential(const std::string& url);
+// The credential stored for `url`; NotFound when there is none; FailedPrecondition when the file
+// is not private to the user (then it is not read).
+StatusOr<Credential> LoadCredential(const std::string& url);
 
 // Where this machine keeps client-side caches (the stat caches of remote snapshots):
 // $XDG_CACHE_HOME/trainyard, else ~/.cache/trainyard.
@@ -60,6 +70,10 @@ struct ServerInfo {
   int port = 0;
   std::string token;
   std::string url;  // "http://127.0.0.1:PORT"
+  // When the daemon also serves beyond loopback: that address ("https://ADDR:PORT", or http://
+  // with --insecure-http) and the pin of its certificate's key ("" for http://).
+  std::string public_url;
+  std::string tls_pin;
   std::string exe;  // the daemon's executable and its modification time, to spot stale daemons
   std::int64_t exe_mtime = 0;
 };

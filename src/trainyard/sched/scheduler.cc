@@ -385,6 +385,12 @@ void Scheduler::SetChangeListener(std::function<void(const std::string&)> listen
   listener_ = std::move(listener);
 }
 
+void Scheduler::SetNetworkTracking(std::string url, std::string ca_pem) {
+  std::lock_guard lock(network_mu_);
+  network_tracking_url_ = std::move(url);
+  network_tracking_ca_ = std::move(ca_pem);
+}
+
 void Scheduler::Notify(const std::string& run_id) {
   std::function<void(const std::string&)> listener;
   {
@@ -916,7 +922,20 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
     outs[name] = target;
     env["AZURE_ML_OUTPUT_" + name] = target;
   }
-  if (!options_.socket_dir.empty()) {
+  std::string network_url;
+  std::string network_ca;
+  if (ctx.slurm) {
+    std::lock_guard lock(network_mu_);
+    network_url = network_tracking_url_;
+    network_ca = network_tracking_ca_;
+  }
+  if (!network_url.empty()) {
+    // A node may be another machine: it reports to the daemon's public address, trusting the
+    // certificate the daemon serves there (docs/security.md, "Serving beyond loopback").
+    env["TRAINYARD_TRACKING_URL"] = network_url;
+    if (!network_ca.empty()) env["TRAINYARD_TRACKING_CA"] = network_ca;
+    env["TRAINYARD_RUN_TOKEN"] = secrets_.RunToken(ctx.id, RunTokenExpiry(req, NowMillis()));
+  } else if (!options_.socket_dir.empty()) {
     const std::string socket_dir = process ? options_.socket_dir.string() : kSocketDir;
     if (!process) spec.mounts.push_back({options_.socket_dir.string(), kSocketDir, true});
     env["TRAINYARD_TRACKING_URL"] = "unix://" + socket_dir + "/api.sock";

@@ -128,6 +128,11 @@ class Scheduler {
   // Called (from any thread) whenever a run's state or logs change.
   void SetChangeListener(std::function<void(const std::string& run_id)> listener);
 
+  // When the daemon serves beyond loopback: the address Slurm runs report to instead of the
+  // socket (nodes may be other machines), and the PEM certificate they trust it by ("" for the
+  // system's authorities). Thread-safe; applies to runs launched afterwards.
+  void SetNetworkTracking(std::string url, std::string ca_pem);
+
   // Picks up the runs a previous daemon left active: queued and preparing runs start again,
   // running containers are re-attached (their log is re-read from the start, so nothing is
   // duplicated), finished containers are finalised with their real exit code, and runs whose
@@ -314,6 +319,9 @@ class Scheduler {
   std::vector<std::uint64_t> finished_builds_;  // Guarded by mu_: build threads to join.
   CachedCall<std::vector<slurm::JobInfo>> slurm_jobs_;    // squeue
   CachedCall<std::vector<slurm::NodeInfo>> slurm_nodes_;  // sinfo, for the checks at submit
+  std::mutex network_mu_;
+  std::string network_tracking_url_;  // SetNetworkTracking
+  std::string network_tracking_ca_;
   std::mutex listener_mu_;
   std::function<void(const std::string&)> listener_;  // Guarded by listener_mu_.
 };
