@@ -834,14 +834,16 @@ class RecordingRelay {
 };
 
 // 12. The network. A daemon serving beyond loopback speaks HTTPS only there: a client speaking
-// plain HTTP gets no answer, an eavesdropper between the CLI and the daemon sees neither the
-// token nor any request or answer, and a man in the middle with a certificate of its own gets
-// no request from a client that pins the daemon's key.
+// plain HTTP gets no answer, clients there that hold connections open without a token cannot
+// take this machine's, an eavesdropper between the CLI and the daemon sees neither the token
+// nor any request or answer, and a man in the middle with a certificate of its own gets no
+// request from a client that pins the daemon's key.
 TEST_F(AttackTest, TheNetworkSeesNoTokenAndCannotPoseAsTheDaemon) {
   const std::string address = testing::NonLoopbackAddress();
   ASSERT_FALSE(address.empty()) << "this machine has no address but loopback";
   client_.reset();
   daemon_.reset();
+  ASSERT_TRUE(WriteFileAtomic(layout_.ConfigFile(), json{{"max_connections", 8}}.dump()).ok());
   api::DaemonOptions opts = testing::TestDaemonOptions(root_);
   opts.host = address;
   auto d = api::Daemon::Start(opts);
@@ -870,6 +872,25 @@ TEST_F(AttackTest, TheNetworkSeesNoTokenAndCannotPoseAsTheDaemon) {
     ::close(fd);
     EXPECT_EQ(answer.find("HTTP/"), std::string::npos) << answer;
   }
+
+  // Connections from the network that never handshake: they fill the network's share of the
+  // connections, never this machine's.
+  std::vector<int> held;
+  for (int i = 0; i < 12; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<std::uint16_t>(port));
+    ::inet_pton(AF_INET, address.c_str(), &to.sin_addr);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+    held.push_back(fd);
+  }
+  std::this_thread::sleep_for(200ms);
+  auto served = client_->GetJson("/api/v1/workspace");
+  EXPECT_TRUE(served.ok()) << "the network's connections starved this machine's CLI: "
+                           << served.status().ToString();
+  for (int fd : held) ::close(fd);
+  std::this_thread::sleep_for(200ms);
 
   // The CLI's exchanges through an eavesdropper: they work, and it learns nothing.
   {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
 #include <cstdio>
@@ -581,8 +582,12 @@ StatusOr<PublicAddress> DescribePublicAddress(const std::string& host) {
     }
     ::freeifaddrs(list);
   }
-  if (!hostname.empty()) out.names.push_back(hostname);
-  out.reach = hostname.empty() ? "127.0.0.1" : hostname;
+  // A host name a certificate cannot carry (an underscore, say) is left out of it.
+  const bool usable = !hostname.empty() && std::all_of(hostname.begin(), hostname.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-';
+  });
+  if (usable) out.names.push_back(hostname);
+  out.reach = usable ? hostname : out.names.empty() ? "127.0.0.1" : out.names.front();
   return out;
 }
 
@@ -601,16 +606,13 @@ StatusOr<TlsIdentity> PublicIdentity(const DaemonOptions& options, const Workspa
                                                 options.tls_key.string()));
     return given;
   }
-  bool replaced = false;
+  bool new_key = false;
   TY_ASSIGN_OR_RETURN(TlsIdentity made,
                       LoadOrMakeWorkspaceIdentity(layout.root / "tls", address.names,
-                                                  "trainyard " + ThisHostName(), &replaced));
-  if (replaced) {
-    std::string names;
-    for (const std::string& n : address.names) names += (names.empty() ? "" : ", ") + n;
-    spdlog::warn("the workspace's TLS certificate did not cover {}: made a new one, whose key pin "
-                 "differs (clients log in again with the new pin)",
-                 names);
+                                                  "trainyard " + ThisHostName(), &new_key));
+  if (new_key) {
+    spdlog::warn("the workspace's TLS key could not be read: made a new one, whose pin differs "
+                 "(clients log in again with the new pin)");
   }
   return made;
 }
@@ -742,7 +744,12 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
     return AuthorizeRunToken(*secrets, token, request, NowMillis() / 1000);
   };
   impl->http = std::make_unique<HttpServer>(hopts);
-  if (public_listener) impl->http->AddListener(*public_listener);
+  if (public_listener) {
+    // The network has its own half of the connections: clients there, which need no token to
+    // hold a connection open, cannot take those of this machine's CLI and runs.
+    public_listener->max_connections = std::max(1, hopts.max_connections / 2);
+    TY_RETURN_IF_ERROR(impl->http->AddListener(*public_listener));
+  }
   impl->InstallRoutes();
   Impl* raw = impl.get();
   impl->scheduler->SetChangeListener(

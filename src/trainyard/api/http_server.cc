@@ -406,11 +406,13 @@ struct HttpServer::Impl {
   // Binds every listener (and makes the TLS contexts); on failure some may be open.
   Status OpenListeners();
 
+  struct Listener;
   // Serves one connection until it closes.
-  asio::awaitable<void> Session(tcp::socket socket, std::shared_ptr<asio::ssl::context> tls);
+  // `count` is the connection counter the session holds a unit of (AcceptLoop took it).
+  asio::awaitable<void> Session(tcp::socket socket, std::shared_ptr<asio::ssl::context> tls,
+                                std::shared_ptr<std::atomic<int>> count);
   template <class Stream>
   asio::awaitable<void> ServeConnection(Stream& stream, Watchdog& watchdog);
-  struct Listener;
   asio::awaitable<void> AcceptLoop(Listener& listener);
   RouteMatch FindRoute(const HttpRequest& request, const std::vector<std::string>& segments) const;
   asio::awaitable<HttpResponse> Dispatch(HttpRequest& request, RouteMatch& match);
@@ -422,9 +424,9 @@ struct HttpServer::Impl {
                                     http::request_parser<http::string_body>& header_parser,
                                     HttpRequest& request, const RouteEntry& route, unsigned version,
                                     bool keep_alive);
-  // Answers a connection over max_connections with 429 (plain HTTP only) and closes it, without
-  // waiting.
-  void Refuse(tcp::socket& socket, bool tls) const;
+  // Answers a connection over its listener's cap with 429 (plain HTTP only) and closes it,
+  // without waiting.
+  void Refuse(tcp::socket& socket, const Listener& listener) const;
   Pace pace() const { return Pace{options.transfer_grace, options.min_bytes_per_second}; }
   // OK, Unauthenticated (no or unknown token) or PermissionDenied (a scoped token outside its
   // scope).
@@ -446,6 +448,10 @@ struct HttpServer::Impl {
     std::shared_ptr<asio::ssl::context> tls;  // null: plain HTTP
     std::optional<tcp::acceptor> acceptor;
     int port = 0;
+    // Its connections alive, against `cap`: the server's counter and max_connections, or its
+    // own (HttpListener::max_connections).
+    std::shared_ptr<std::atomic<int>> count;
+    int cap = 0;
   };
   std::vector<Listener> listeners;
   std::vector<std::thread> threads;
@@ -453,7 +459,8 @@ struct HttpServer::Impl {
   // event loop (which owns the coroutines waiting on it) is torn down.
   std::optional<asio::thread_pool> blocking;
   bool started = false;
-  std::atomic<int> connections{0};  // Sessions alive.
+  // Sessions alive on the listeners that share the server's cap.
+  std::shared_ptr<std::atomic<int>> connections = std::make_shared<std::atomic<int>>(0);
 };
 
 namespace {
@@ -1022,11 +1029,12 @@ asio::awaitable<bool> HttpServer::Impl::ServeUpload(
 }
 
 asio::awaitable<void> HttpServer::Impl::Session(tcp::socket socket,
-                                                std::shared_ptr<asio::ssl::context> tls) {
-  struct Count {
+                                                std::shared_ptr<asio::ssl::context> tls,
+                                                std::shared_ptr<std::atomic<int>> count) {
+  struct Release {
     std::atomic<int>& n;
-    ~Count() { n.fetch_sub(1); }
-  } count{connections};  // Incremented by AcceptLoop.
+    ~Release() { n.fetch_sub(1); }
+  } release{*count};  // Taken by AcceptLoop.
   std::optional<PlainStream> plain;
   std::optional<TlsStream> secure;
   beast::tcp_stream* tcp = nullptr;
@@ -1068,13 +1076,13 @@ std::string TooManyConnectionsAnswer(int limit, std::string_view whose) {
          std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
-void HttpServer::Impl::Refuse(tcp::socket& socket, bool tls) const {
+void HttpServer::Impl::Refuse(tcp::socket& socket, const Listener& listener) const {
   boost::system::error_code ec;
   // Never waits: a client that does not read its refusal just loses it. (A TLS client would need
   // a handshake first, which is what the cap saves: it is just closed.)
-  if (!tls) {
-    const std::string message =
-        TooManyConnectionsAnswer(options.max_connections, "the server's");
+  if (!listener.tls) {
+    const std::string message = TooManyConnectionsAnswer(
+        listener.cap, listener.count == connections ? "the server's" : "this address's");
     socket.non_blocking(true, ec);
     socket.write_some(asio::buffer(message), ec);
     socket.shutdown(tcp::socket::shutdown_send, ec);
@@ -1096,14 +1104,15 @@ asio::awaitable<void> HttpServer::Impl::AcceptLoop(Listener& listener) {
       co_await backoff.async_wait(asio::redirect_error(kAwaitable, ec));
       continue;
     }
-    if (connections.fetch_add(1) >= std::max(1, options.max_connections)) {
-      connections.fetch_sub(1);
-      Refuse(socket, listener.tls != nullptr);
+    if (listener.count->fetch_add(1) >= listener.cap) {
+      listener.count->fetch_sub(1);
+      Refuse(socket, listener);
       continue;
     }
     socket.set_option(tcp::no_delay(true), ec);
     const asio::any_io_executor strand = socket.get_executor();
-    asio::co_spawn(strand, Session(std::move(socket), listener.tls), asio::detached);
+    asio::co_spawn(strand, Session(std::move(socket), listener.tls, listener.count),
+                   asio::detached);
   }
 }
 
@@ -1151,8 +1160,13 @@ void HttpServer::UploadRoute(std::string method, std::string pattern, std::uint6
   impl_->routes.push_back(std::move(entry));
 }
 
-void HttpServer::AddListener(HttpListener listener) {
+Status HttpServer::AddListener(HttpListener listener) {
+  // The running accept loops hold references into `listeners`.
+  if (impl_->started || !impl_->ioc) {
+    return FailedPrecondition("listeners are added before the HTTP server starts");
+  }
   impl_->listeners.push_back({std::move(listener)});
+  return Status::Ok();
 }
 
 namespace {
@@ -1226,6 +1240,13 @@ Status HttpServer::Impl::OpenListeners() {
     }
     listener.port = acceptor.local_endpoint(ec).port();
     listener.acceptor.emplace(std::move(acceptor));
+    if (spec.max_connections > 0) {
+      listener.count = std::make_shared<std::atomic<int>>(0);
+      listener.cap = spec.max_connections;
+    } else {
+      listener.count = connections;
+      listener.cap = std::max(1, options.max_connections);
+    }
   }
   return Status::Ok();
 }

@@ -166,6 +166,10 @@ struct HttpListener {
   std::string address = "127.0.0.1";
   int port = 0;
   std::shared_ptr<const TlsIdentity> tls;  // as HttpServerOptions::tls
+  // > 0: this address has a connection cap of its own (answered like max_connections), and its
+  // connections do not count against the server's, so that clients there (say, the network)
+  // cannot take the connections of the others (this machine's CLI). 0: it shares the server's.
+  int max_connections = 0;
 };
 
 // The raw HTTP/1.1 answer to a connection refused because `limit` connections are open ("429
@@ -216,8 +220,9 @@ class HttpServer {
 
   // Serves the same routes on another address too (before Start), e.g. HTTPS on a public
   // address beside plain HTTP on loopback. Its port is port(1) for the first one added, and so
-  // on. max_connections counts the connections of every listener.
-  void AddListener(HttpListener listener);
+  // on. Its connections count against max_connections unless it has a cap of its own.
+  // FailedPrecondition after Start.
+  Status AddListener(HttpListener listener);
 
   // Binds and starts serving on `threads` threads. Unavailable naming address:port when the
   // port cannot be bound (e.g. taken); InvalidArgument for a bad address or route pattern;

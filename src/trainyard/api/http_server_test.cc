@@ -1141,7 +1141,7 @@ class HttpsTest : public HttpTest {
   // HTTPS, pinning the identity's key.
   void StartTls(HttpServerOptions options = {}) {
     server_ = std::make_unique<HttpServer>(std::move(options));
-    server_->AddListener({"127.0.0.1", 0, TestIdentity()});
+    ASSERT_TRUE(server_->AddListener({"127.0.0.1", 0, TestIdentity()}).ok());
     AddTestRoutes(*server_, root_ / "files", &observed_);
     const Status started = server_->Start();
     ASSERT_TRUE(started.ok()) << started.ToString();
@@ -1270,13 +1270,40 @@ TEST_F(HttpsTest, AHeaderTrickledOverTlsIs408) {
   EXPECT_LT(took, 2500) << "answered long after the limit";
 }
 
+TEST_F(HttpsTest, AListenerWithACapOfItsOwnLeavesTheOthersServed) {
+  HttpServerOptions options;
+  options.max_connections = 8;
+  server_ = std::make_unique<HttpServer>(std::move(options));
+  HttpListener tls{"127.0.0.1", 0, TestIdentity()};
+  tls.max_connections = 2;
+  ASSERT_TRUE(server_->AddListener(tls).ok());
+  AddTestRoutes(*server_, root_ / "files", &observed_);
+  ASSERT_TRUE(server_->Start().ok());
+  // Listeners are fixed once serving.
+  EXPECT_EQ(server_->AddListener({"127.0.0.1", 0, nullptr}).code(),
+            StatusCode::kFailedPrecondition);
+  // Connections that never handshake fill the TLS listener's cap, and only that.
+  std::vector<int> held;
+  for (int i = 0; i < 6; ++i) held.push_back(ConnectTls());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  HttpClient plain(BaseUrl());
+  EXPECT_TRUE(plain.GetJson("/api/v1/runs/7/logs").ok()) << "the plain listener was starved";
+  HttpClient tls_client(TlsUrl(), "",
+                        TlsTrust{PublicKeyPin(TestIdentity()->certificate_pem).value(), ""});
+  EXPECT_EQ(tls_client.GetJson("/api/v1/runs/7/logs").status().code(),
+            StatusCode::kUnavailable);
+  for (int fd : held) ::close(fd);
+}
+
 TEST_F(HttpsTest, AnUnusableIdentityFailsStartNamingTheListener) {
   auto other = MakeSelfSignedIdentity({"127.0.0.1"}, "other");
   ASSERT_TRUE(other.ok());
   HttpServer server(HttpServerOptions{});
-  server.AddListener({"127.0.0.1", 0,
-                      std::make_shared<const TlsIdentity>(TlsIdentity{
-                          TestIdentity()->certificate_pem, other->private_key_pem})});
+  ASSERT_TRUE(server
+                  .AddListener({"127.0.0.1", 0,
+                                std::make_shared<const TlsIdentity>(TlsIdentity{
+                                    TestIdentity()->certificate_pem, other->private_key_pem})})
+                  .ok());
   const Status started = server.Start();
   EXPECT_EQ(started.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(started.message().find("127.0.0.1:0"), std::string::npos) << started.ToString();

@@ -10,6 +10,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -93,7 +94,8 @@ Status AddExtension(X509* cert, int nid, const std::string& value) {
 }  // namespace
 
 StatusOr<TlsIdentity> MakeSelfSignedIdentity(const std::vector<std::string>& names,
-                                             std::string_view common_name) {
+                                             std::string_view common_name,
+                                             std::string_view key_pem) {
   if (names.empty()) return InvalidArgument("a certificate needs at least one address or name");
   std::string alt;
   for (const std::string& name : names) {
@@ -106,8 +108,15 @@ StatusOr<TlsIdentity> MakeSelfSignedIdentity(const std::vector<std::string>& nam
       return InvalidArgument("'" + name + "' is neither an IP address nor a host name");
     }
   }
-  KeyPtr key(EVP_EC_gen("P-256"));
-  if (!key) return Internal("cannot make a P-256 key: " + OpenSslError());
+  KeyPtr key;
+  if (!key_pem.empty()) {
+    BioPtr bio = ReadBio(key_pem);
+    key.reset(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+    if (!key) return InvalidArgument("not a PEM private key: " + OpenSslError());
+  } else {
+    key.reset(EVP_EC_gen("P-256"));
+    if (!key) return Internal("cannot make a P-256 key: " + OpenSslError());
+  }
   CertPtr cert(X509_new());
   if (!cert) return Internal("cannot make a certificate: " + OpenSslError());
   BnPtr serial(BN_new());
@@ -214,21 +223,36 @@ bool IsPublicKeyPin(std::string_view pin) {
 
 StatusOr<TlsIdentity> LoadOrMakeWorkspaceIdentity(const std::filesystem::path& dir,
                                                   const std::vector<std::string>& names,
-                                                  std::string_view common_name, bool* replaced) {
-  *replaced = false;
+                                                  std::string_view common_name, bool* new_key) {
+  *new_key = false;
   const std::filesystem::path cert_file = dir / "server.crt";
   const std::filesystem::path key_file = dir / "server.key";
+  struct stat st {};
+  const bool key_exists = ::lstat(key_file.c_str(), &st) == 0;
+  if (key_exists && (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)) {
+    return FailedPrecondition(key_file.string() +
+                              " is not a regular file private to you (mode 0600): it is the "
+                              "daemon's TLS key; chmod 600 it, or remove it for a new key");
+  }
+  StatusOr<std::string> key = key_exists ? ReadFile(key_file) : StatusOr<std::string>(
+                                                                     NotFound("no key"));
   StatusOr<std::string> cert = ReadFile(cert_file);
-  StatusOr<std::string> key = ReadFile(key_file);
   if (cert.ok() && key.ok()) {
-    TlsIdentity existing{std::move(cert).value(), std::move(key).value()};
+    TlsIdentity existing{std::move(cert).value(), *key};
     if (CheckIdentity(existing, cert_file.string()).ok() &&
         CertificateCovers(existing.certificate_pem, names)) {
       return existing;
     }
-    *replaced = true;
   }
-  TY_ASSIGN_OR_RETURN(TlsIdentity made, MakeSelfSignedIdentity(names, common_name));
+  // The same key when there is a usable one: the pin clients hold stays valid.
+  StatusOr<TlsIdentity> remade =
+      key.ok() ? MakeSelfSignedIdentity(names, common_name, *key)
+               : StatusOr<TlsIdentity>(NotFound("no key"));
+  if (!remade.ok()) {
+    *new_key = key_exists;
+    remade = MakeSelfSignedIdentity(names, common_name);
+  }
+  TY_ASSIGN_OR_RETURN(TlsIdentity made, std::move(remade));
   TY_RETURN_IF_ERROR(MakeDirs(dir));
   if (::chmod(dir.c_str(), 0700) != 0) {
     return Internal("cannot make " + dir.string() + " private: " + std::strerror(errno));

@@ -17,11 +17,13 @@ struct TlsIdentity {
   std::string private_key_pem;
 };
 
-// A new self-signed certificate (ECDSA P-256, valid ten years) for `names`: each an IP address
-// (v4 or v6) or a DNS name, all put in its subjectAltName. It is its own CA, so a client may
-// trust it as a CA file as well as by pin.
+// A new self-signed certificate (valid ten years) for `names`: each an IP address (v4 or v6) or
+// a DNS name, all put in its subjectAltName. It is its own CA, so a client may trust it as a CA
+// file as well as by pin. Its key is `key_pem` (PEM) when given, so that its pin stays that of
+// an earlier certificate; else a new ECDSA P-256 key.
 StatusOr<TlsIdentity> MakeSelfSignedIdentity(const std::vector<std::string>& names,
-                                             std::string_view common_name);
+                                             std::string_view common_name,
+                                             std::string_view key_pem = {});
 
 // Checks that the key matches the first certificate and that both parse. `where` names the
 // source in errors.
@@ -38,11 +40,13 @@ StatusOr<std::string> PublicKeyPin(std::string_view certificate_pem);
 // Whether `pin` has the form PublicKeyPin returns (what `trainyard login --pin` accepts).
 bool IsPublicKeyPin(std::string_view pin);
 
-// The identity in `dir` (server.crt, server.key), made self-signed for `names` when missing or
-// when it does not cover them (the pin then changes: `*replaced` says so). The key file is 0600;
-// `dir` is created 0700.
+// The identity in `dir` (server.crt, server.key). When the certificate is missing or does not
+// cover `names`, a new self-signed one is made, with the same key (so the same pin) when the
+// key is there; a new key only when there was none, or it did not parse (`*new_key` says so: the
+// pin clients hold then changed). The key file must be the user's and 0600
+// (FailedPrecondition otherwise, naming it); `dir` is created 0700.
 StatusOr<TlsIdentity> LoadOrMakeWorkspaceIdentity(const std::filesystem::path& dir,
                                                   const std::vector<std::string>& names,
-                                                  std::string_view common_name, bool* replaced);
+                                                  std::string_view common_name, bool* new_key);
 
 }  // namespace trainyard

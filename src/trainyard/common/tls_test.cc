@@ -67,12 +67,25 @@ TEST(TlsTest, WorkspaceIdentityIsKeptPrivateAndRemadeForNewNames) {
   EXPECT_FALSE(replaced);
   EXPECT_EQ(*PublicKeyPin(again->certificate_pem), *PublicKeyPin(first->certificate_pem));
 
-  // Another address: a new certificate covering it, and the caller is told the pin changed.
+  // Another address: a new certificate covering it, with the same key, so the same pin.
   auto moved = LoadOrMakeWorkspaceIdentity(dir, {"192.0.2.9"}, "t", &replaced);
   ASSERT_TRUE(moved.ok());
-  EXPECT_TRUE(replaced);
+  EXPECT_FALSE(replaced);
   EXPECT_TRUE(CertificateCovers(moved->certificate_pem, {"192.0.2.9"}));
-  EXPECT_NE(*PublicKeyPin(moved->certificate_pem), *PublicKeyPin(first->certificate_pem));
+  EXPECT_NE(moved->certificate_pem, first->certificate_pem);
+  EXPECT_EQ(*PublicKeyPin(moved->certificate_pem), *PublicKeyPin(first->certificate_pem));
+
+  // A key others can read is refused, naming it.
+  ASSERT_EQ(::chmod((dir / "server.key").c_str(), 0644), 0);
+  auto loose = LoadOrMakeWorkspaceIdentity(dir, {"192.0.2.9"}, "t", &replaced);
+  EXPECT_EQ(loose.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(loose.status().message().find("server.key"), std::string::npos);
+  // A key that does not parse: a new key, and the caller is told the pin changed.
+  ASSERT_TRUE(WriteFileAtomic(dir / "server.key", "garbage", 0600).ok());
+  auto fresh = LoadOrMakeWorkspaceIdentity(dir, {"192.0.2.9"}, "t", &replaced);
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  EXPECT_TRUE(replaced);
+  EXPECT_NE(*PublicKeyPin(fresh->certificate_pem), *PublicKeyPin(first->certificate_pem));
   (void)RemoveTree(dir.parent_path());
 }
 
