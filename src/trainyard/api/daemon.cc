@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <boost/asio/use_awaitable.hpp>
 #include <chrono>
 #include <cstdio>
@@ -583,9 +582,7 @@ StatusOr<PublicAddress> DescribePublicAddress(const std::string& host) {
     ::freeifaddrs(list);
   }
   // A host name a certificate cannot carry (an underscore, say) is left out of it.
-  const bool usable = !hostname.empty() && std::all_of(hostname.begin(), hostname.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-';
-  });
+  const bool usable = IsCertificateName(hostname);
   if (usable) out.names.push_back(hostname);
   out.reach = usable ? hostname : out.names.empty() ? "127.0.0.1" : out.names.front();
   return out;

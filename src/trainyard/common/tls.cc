@@ -93,6 +93,8 @@ Status AddExtension(X509* cert, int nid, const std::string& value) {
 
 }  // namespace
 
+bool IsCertificateName(const std::string& name) { return IsIpAddress(name) || IsDnsName(name); }
+
 StatusOr<TlsIdentity> MakeSelfSignedIdentity(const std::vector<std::string>& names,
                                              std::string_view common_name,
                                              std::string_view key_pem) {

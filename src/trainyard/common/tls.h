@@ -37,6 +37,10 @@ bool CertificateCovers(std::string_view certificate_pem, const std::vector<std::
 // "sha256//" + base64(SHA-256(DER SubjectPublicKeyInfo)).
 StatusOr<std::string> PublicKeyPin(std::string_view certificate_pem);
 
+// Whether a certificate can name `name`: an IP address, or a host name of letters, digits, '.'
+// and '-' (what MakeSelfSignedIdentity accepts).
+bool IsCertificateName(const std::string& name);
+
 // Whether `pin` has the form PublicKeyPin returns (what `trainyard login --pin` accepts).
 bool IsPublicKeyPin(std::string_view pin);
 

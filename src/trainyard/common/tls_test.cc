@@ -43,6 +43,10 @@ TEST(TlsTest, BadNamesAndPinsAreRefused) {
   // A name that could smuggle another subjectAltName entry in.
   EXPECT_EQ(MakeSelfSignedIdentity({"a.example,DNS:evil.example"}, "t").status().code(),
             StatusCode::kInvalidArgument);
+  EXPECT_TRUE(IsCertificateName("fd00::7"));
+  EXPECT_TRUE(IsCertificateName("node-1.example"));
+  EXPECT_FALSE(IsCertificateName("node_1"));
+  EXPECT_FALSE(IsCertificateName(""));
   EXPECT_FALSE(IsPublicKeyPin("sha256//abc"));
   EXPECT_FALSE(IsPublicKeyPin("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="));
   EXPECT_TRUE(IsPublicKeyPin("sha256//47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="));
