@@ -1256,6 +1256,21 @@ int HttpServer::port(std::size_t listener) const {
   return impl_->listeners[listener].port;
 }
 
+void HttpServer::ServeConnectionOnThisThread(int fd) {
+  asio::io_context here(1);
+  tcp::socket socket(here);
+  boost::system::error_code ec;
+  socket.assign(tcp::v4(), fd, ec);
+  if (ec) {
+    ::close(fd);
+    return;
+  }
+  asio::co_spawn(here,
+                 impl_->Session(std::move(socket), nullptr, std::make_shared<std::atomic<int>>(1)),
+                 asio::detached);
+  here.run();
+}
+
 asio::any_io_executor HttpServer::executor() { return impl_->ioc->get_executor(); }
 
 asio::awaitable<void> HttpServer::Offload(std::function<void()> work) {

@@ -239,6 +239,13 @@ class HttpServer {
   // not be called from a handler.
   void Stop();
 
+  // Serves one connected stream socket (`fd`, taken over; a socketpair end will do) on the calling
+  // thread and returns when the connection ends: the session code of an accepted plain-HTTP
+  // connection, without the accept loop, its cap or a thread switch. For the fuzz target, which
+  // would otherwise spend most of each input on a TCP handshake. Handlers not registered with
+  // RouteOnLoop still run on the blocking pool, which exists only between Start() and Stop().
+  void ServeConnectionOnThisThread(int fd);
+
   // The event loop's executor, for timers and other I/O objects used by handlers (inside a
   // handler, `co_await asio::this_coro::executor` gives the connection's strand). Valid from
   // construction until Stop().

@@ -21,21 +21,29 @@ namespace {
 
 using nlohmann::json;
 
-// A number in either shape; nullopt for null, unset or infinite values.
-std::optional<std::int64_t> Number(const json& v) {
+// A number in either shape; nullopt for null, unset or infinite values, and for a value no
+// int64 holds (a float out of range or NaN). Slurm nests {"number": ...} once; `depth` bounds
+// what a malformed answer could nest.
+std::optional<std::int64_t> Number(const json& v, int depth = 0) {
   if (v.is_number_integer()) return v.get<std::int64_t>();
   if (v.is_number_unsigned()) {
     auto u = v.get<std::uint64_t>();
     if (u > static_cast<std::uint64_t>(INT64_MAX)) return std::nullopt;
     return static_cast<std::int64_t>(u);
   }
-  if (v.is_number_float()) return static_cast<std::int64_t>(v.get<double>());
-  if (v.is_object()) {
+  if (v.is_number_float()) {
+    // [-2^63, 2^63): the doubles that convert to int64 without undefined behaviour.
+    constexpr double kLimit = 9223372036854775808.0;
+    const double d = v.get<double>();
+    if (!(d >= -kLimit && d < kLimit)) return std::nullopt;
+    return static_cast<std::int64_t>(d);
+  }
+  if (v.is_object() && depth < 4) {
     if (v.contains("set") && v["set"].is_boolean() && !v["set"].get<bool>()) return std::nullopt;
     if (v.contains("infinite") && v["infinite"].is_boolean() && v["infinite"].get<bool>()) {
       return std::nullopt;
     }
-    if (v.contains("number")) return Number(v["number"]);
+    if (v.contains("number")) return Number(v["number"], depth + 1);
   }
   return std::nullopt;
 }

@@ -288,6 +288,21 @@ TEST(ParseJobsTest, Sacct) {
   EXPECT_EQ(j.end_time, 3);
 }
 
+// Found by the slurm fuzz target: a float no int64 holds was converted anyway (undefined
+// behaviour). Such a number, and one nested deeper than Slurm nests, reads as unset.
+TEST(ParseJobsTest, NumbersNoInt64HoldsReadAsUnset) {
+  auto jobs = ParseJobs(R"({"jobs": [{"job_id": 9, "time_limit": 2.23e27,
+    "submit_time": {"set": true, "number": -1e300}, "start_time": 12.9,
+    "end_time": {"number": {"number": {"number": {"number": {"number": 5}}}}}}]})");
+  ASSERT_TRUE(jobs.ok()) << jobs.status().ToString();
+  ASSERT_EQ(jobs->size(), 1u);
+  EXPECT_EQ((*jobs)[0].id, 9);
+  EXPECT_EQ((*jobs)[0].time_limit_minutes, 0);
+  EXPECT_EQ((*jobs)[0].submit_time, 0);
+  EXPECT_EQ((*jobs)[0].start_time, 12);
+  EXPECT_EQ((*jobs)[0].end_time, 0);
+}
+
 TEST(ParseJobsTest, RefusesWhatIsNotSqueueJson) {
   EXPECT_EQ(ParseJobs("").status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseJobs("squeue: error: oops").status().code(), StatusCode::kInvalidArgument);
