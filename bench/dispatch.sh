@@ -11,14 +11,7 @@ root="$here/.."
 . "$root/scripts/lib.sh"
 runs="${1:-20}"
 
-"$root/scripts/deps.sh"
-"$root/scripts/dockerd.sh"
-"$root/scripts/base-images.sh"
-ty_apt_install hyperfine jq
-if [ ! -x "$root/build/release/src/main/trainyard" ]; then
-  (cd "$root" && cmake --preset release >/dev/null && cmake --build --preset release --target trainyard >/dev/null)
-fi
-ty="$root/build/release/src/main/trainyard"
+ty=$(ty_bench_setup)
 
 work=$(mktemp -d /tmp/trainyard-bench-dispatch.XXXXXX)
 export TRAINYARD_HOME="$work/ws"

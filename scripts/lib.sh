@@ -33,3 +33,17 @@ ty_debian_mirror() {
   [ -n "$m" ] || { ty_log "no Debian mirror found in apt sources"; return 1; }
   printf '%s\n' "${m%/}"
 }
+
+# Sets up what a Docker benchmark needs (packages, dockerd, the base images, hyperfine and jq)
+# and builds the release trainyard binary (incrementally), whose path it prints.
+ty_bench_setup() {
+  local root
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  "$root/scripts/deps.sh" >&2
+  "$root/scripts/dockerd.sh" >&2
+  "$root/scripts/base-images.sh" >&2
+  ty_apt_install hyperfine jq >&2
+  (cd "$root" && cmake --preset release >/dev/null &&
+    cmake --build --preset release --target trainyard >/dev/null)
+  echo "$root/build/release/src/main/trainyard"
+}

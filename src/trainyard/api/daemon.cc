@@ -261,7 +261,8 @@ void Daemon::Impl::InstallRoutes() {
                                  {"max_bytes", config.snapshot_max_bytes}};
             return HttpResponse::Json(200, {{"root", layout.root.string()},
                                             {"version", kVersion},
-                                            {"snapshot_limits", limits}});
+                                            {"snapshot_limits", limits},
+                                            {"default_image", config.default_image}});
           }));
 
   // Environments.
@@ -303,6 +304,38 @@ void Daemon::Impl::InstallRoutes() {
             auto rec = store->GetEnvironment(req.Param("name"), version);
             if (!rec.ok()) return HttpResponse::FromStatus(rec.status());
             return HttpResponse::Json(200, sched::EnvironmentRegistry::ToApiJson(*rec));
+          }));
+
+  // Builds (or finds, when it was built before) an environment's image without a run: the
+  // Python SDK's Environment.build. Answers when the image is ready or the build failed, with
+  // the build's log (its last kMaxBuildAnswerLog bytes, the registry password redacted).
+  s.Route("POST", "/api/v1/environments/{name}/versions/{version}/build",
+          SyncHandler([this](HttpRequest& req) {
+            std::string version = req.Param("version");
+            if (version == "latest") version.clear();
+            auto def = environments->Resolve(req.Param("name"), version);
+            if (!def.ok()) return HttpResponse::FromStatus(def.status());
+            const std::string password = def->registry ? def->registry->password : "";
+            constexpr std::size_t kMaxBuildAnswerLog = 1 << 20;
+            std::string log;
+            auto image = builder->EnsureImage(*def, [&](std::string_view text) {
+              log.append(text);
+              if (log.size() > 2 * kMaxBuildAnswerLog) {
+                log.erase(0, log.size() - kMaxBuildAnswerLog);
+              }
+            });
+            if (log.size() > kMaxBuildAnswerLog) log.erase(0, log.size() - kMaxBuildAnswerLog);
+            json out = {{"name", def->name}, {"version", def->version}};
+            if (image.ok()) {
+              out["status"] = "Succeeded";
+              out["image"] = image->image;
+            } else {
+              out["status"] = "Failed";
+              out["error"] = password.empty() ? image.status().message()
+                                              : Redact(image.status().message(), password);
+            }
+            out["log"] = password.empty() ? log : Redact(log, password);
+            return JsonText(200, out);
           }));
 
   // Jobs.

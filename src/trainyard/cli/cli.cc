@@ -707,6 +707,47 @@ int ComputeDelete(Session& s, const std::string& name) {
   return 0;
 }
 
+// For programs (the Python SDK): how to reach the workspace's daemon, starting it when the
+// workspace is local. The answer holds the bearer token, so it is never written to a terminal.
+int WorkspaceConnect(Session& s) {
+  if (::isatty(1)) {
+    return Fail(FailedPrecondition(
+        "`trainyard workspace connect` prints the workspace's token for a program to read; it "
+        "does not print it to a terminal (pipe its output)"));
+  }
+  auto http = s.Client();
+  if (!http.ok()) return Fail(http.status());
+  const client::WorkspaceTarget& target = s.target();
+  json out = {{"found_by", target.found_by}, {"remote", target.remote()}};
+  if (target.remote()) {
+    out["url"] = target.url;
+    out["token"] = target.token;
+    out["tls_pin"] = target.tls.pinned_public_key;
+    out["ca_file"] = target.tls.ca_file;
+  } else {
+    auto info = client::ReadServerInfo(target.layout);
+    if (!info.ok()) return Fail(info.status());
+    out["url"] = info->url;
+    out["token"] = info->token;
+    out["folder"] = target.layout.root.string();
+  }
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
+// Snapshots a folder into the workspace (uploading what a remote daemon lacks) and prints its id.
+int SnapshotCreate(Session& s, const std::string& dir, const std::string& output) {
+  auto snap = s.Snapshot(dir);
+  if (!snap.ok()) return Fail(snap.status());
+  if (output == "json") {
+    json out = {{"id", snap->id}, {"files", snap->file_count}, {"bytes", snap->total_bytes}};
+    std::cout << out.dump() << "\n";
+  } else {
+    std::cout << snap->id << "\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
 int Main(int argc, char** argv) {
@@ -889,6 +930,12 @@ int Main(int argc, char** argv) {
       snapshot->add_subcommand("preview", "What a snapshot of DIR would include and ignore");
   snap_preview->add_option("dir", snap_dir, "Folder to preview (default: .)");
   add_output(snap_preview);
+  auto* snap_create = snapshot->add_subcommand(
+      "create",
+      "Snapshot DIR into the workspace (uploading what a remote daemon lacks); prints "
+      "its id");
+  snap_create->add_option("dir", snap_dir, "Folder to snapshot (default: .)");
+  add_output(snap_create);
   auto* snap_list = snapshot->add_subcommand("list", "List the workspace's snapshots");
   add_output(snap_list);
   auto* snap_show = snapshot->add_subcommand("show", "Show a snapshot's files");
@@ -908,6 +955,14 @@ int Main(int argc, char** argv) {
       "--keep-newer-than", gc_options.keep_newer_than_seconds,
       "Never remove anything modified less than this many seconds ago (default 3600)");
   add_output(snap_gc);
+
+  // workspace
+  auto* workspace = app.add_subcommand("workspace", "The workspace and its daemon");
+  workspace->require_subcommand(1);
+  auto* workspace_connect = workspace->add_subcommand(
+      "connect",
+      "For programs: the daemon's URL and token as JSON, starting it when local "
+      "(never printed to a terminal)");
 
   try {
     app.parse(argc, argv);
@@ -967,6 +1022,8 @@ int Main(int argc, char** argv) {
   if (compute_list->parsed()) return ComputeList(session, output);
   if (compute_show->parsed()) return ComputeShow(session, name, output);
   if (compute_delete->parsed()) return ComputeDelete(session, name);
+  if (workspace_connect->parsed()) return WorkspaceConnect(session);
+  if (snap_create->parsed()) return SnapshotCreate(session, snap_dir, output);
   if (session.target().remote() && !snap_preview->parsed()) {
     return Fail(FailedPrecondition(
         "snapshot commands work on a local workspace's files; this one is the remote daemon " +

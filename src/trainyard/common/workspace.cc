@@ -82,7 +82,8 @@ StatusOr<WorkspaceConfig> LoadWorkspaceConfig(const WorkspaceLayout& layout) {
   const Key keys[] = {
       {"snapshot_max_bytes", [&] { return read("snapshot_max_bytes", &cfg.snapshot_max_bytes); }},
       {"snapshot_max_files", [&] { return read("snapshot_max_files", &cfg.snapshot_max_files); }},
-      {"max_concurrent_runs", [&] { return read("max_concurrent_runs", &cfg.max_concurrent_runs); }},
+      {"max_concurrent_runs",
+       [&] { return read("max_concurrent_runs", &cfg.max_concurrent_runs); }},
       {"port", [&] { return read("port", &cfg.port); }},
       {"stop_grace_seconds", [&] { return read("stop_grace_seconds", &cfg.stop_grace_seconds); }},
       {"max_connections", [&] { return read("max_connections", &cfg.max_connections); }},
@@ -95,11 +96,21 @@ StatusOr<WorkspaceConfig> LoadWorkspaceConfig(const WorkspaceLayout& layout) {
       {"max_tags_per_run", [&] { return read("max_tags_per_run", &cfg.max_tags_per_run); }},
       {"max_properties_per_run",
        [&] { return read("max_properties_per_run", &cfg.max_properties_per_run); }},
-      {"max_entries_per_run", [&] { return read("max_entries_per_run", &cfg.max_entries_per_run); }},
+      {"max_entries_per_run",
+       [&] { return read("max_entries_per_run", &cfg.max_entries_per_run); }},
       {"container_pids_limit",
        [&] { return read("container_pids_limit", &cfg.container_pids_limit); }},
       {"container_log_max_bytes",
        [&] { return read("container_log_max_bytes", &cfg.container_log_max_bytes); }},
+      {"default_image",
+       [&] {
+         if (!j.contains("default_image")) return Status::Ok();
+         if (!j["default_image"].is_string() || j["default_image"].get<std::string>().empty()) {
+           return InvalidArgument(where + ": 'default_image' must be a non-empty image name");
+         }
+         cfg.default_image = j["default_image"].get<std::string>();
+         return Status::Ok();
+       }},
   };
   for (const Key& key : keys) TY_RETURN_IF_ERROR(key.read());
   for (auto item = j.begin(); item != j.end(); ++item) {

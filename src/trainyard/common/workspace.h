@@ -57,6 +57,8 @@ struct WorkspaceConfig {
   std::uint64_t max_entries_per_run = 1'000'000;   // logged rows, tables, images, ...
   std::int64_t container_pids_limit = 32'768;       // processes and threads per container
   std::int64_t container_log_max_bytes = 256 << 20;  // the engine's copy, rotated (4 files)
+  // The image of an environment that names none (the Python SDK's Environment default).
+  std::string default_image = "python:3.11-slim";
 };
 
 // Reads workspace.json; defaults when the file is missing. InvalidArgument naming the file and

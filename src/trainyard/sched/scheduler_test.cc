@@ -1047,6 +1047,8 @@ TEST_F(SchedulerTest, MultiNodeRunGetsANetworkRanksAndLogsPerNode) {
     EXPECT_TRUE(has("NODE_RANK=" + node));
     EXPECT_TRUE(has("RANK=" + node));
     EXPECT_TRUE(has("LOCAL_RANK=0"));
+    EXPECT_TRUE(has("AZ_BATCHAI_TASK_INDEX=" + node));
+    EXPECT_TRUE(has("AZ_BATCHAI_MPI_MASTER_NODE=node-0"));
   }
   EXPECT_EQ(hosts, (std::set<std::string>{"node-0", "node-1", "node-2"}));
   EXPECT_TRUE(engine_.Networks().empty()) << "the run's network is removed at the end";

@@ -267,6 +267,10 @@ std::string TaskScript(const TaskSpec& task, const std::string& dir) {
     if (!always) s << "fi\n";
     for (const std::string& n : kTrainyardVars) add_pass(n);
   }
+  // The node's index under the name the cloud service's v1 runtime gives it, for scripts that
+  // read it.
+  s << "AZ_BATCHAI_TASK_INDEX=${SLURM_NODEID:-0}\nexport AZ_BATCHAI_TASK_INDEX\n";
+  add_pass("AZ_BATCHAI_TASK_INDEX");
 
   if (task.gpus_per_node > 0) {
     s << R"SH(

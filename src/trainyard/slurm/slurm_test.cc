@@ -693,7 +693,8 @@ esac
        {"USER_VAR=it's", "MASTER_ADDR=n1", "MASTER_PORT=6105", "WORLD_SIZE=4", "RANK=3",
         "LOCAL_RANK=1", "NODE_RANK=1", "TRAINYARD_NODE_RANK=1", "TRAINYARD_NODE_COUNT=2",
         "TRAINYARD_PROCESSES=2", "TRAINYARD_DISTRIBUTION=pytorch",
-        "TRAINYARD_HOSTFILE=/trainyard/hostfile", "TRAINYARD_COMMAND=echo"}) {
+        "TRAINYARD_HOSTFILE=/trainyard/hostfile", "AZ_BATCHAI_TASK_INDEX=1",
+        "TRAINYARD_COMMAND=echo"}) {
     EXPECT_NE(seen.find(std::string(want) + (StartsWith(want, "TRAINYARD_COMMAND") ? "" : "\n")),
               std::string::npos)
         << want << " in:\n"

@@ -76,6 +76,12 @@ json CondaToJson(const CondaSpec& c) {
 }
 
 StatusOr<CondaSpec> CondaFromJson(const json& j) {
+  // A client without a YAML parser (the Python SDK) may send the file's text alone: it is
+  // parsed here, with the CLI's rules and messages.
+  if (j.is_object() && j.contains("text") && j["text"].is_string() && !j.contains("channels") &&
+      !j.contains("conda_packages") && !j.contains("pip")) {
+    return ParseCondaYaml(j["text"].get<std::string>(), "environment.conda.text");
+  }
   CondaSpec c;
   Reader r(j, "environment.conda");
   r.Str("text", &c.text);

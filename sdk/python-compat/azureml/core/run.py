@@ -1,0 +1,3 @@
+"""azureml.core.run on trainyard: trainyard.core.run."""
+
+from trainyard.core.run import *  # noqa: F401,F403

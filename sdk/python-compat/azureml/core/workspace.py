@@ -1,0 +1,3 @@
+"""azureml.core.workspace on trainyard: trainyard.core.workspace."""
+
+from trainyard.core.workspace import *  # noqa: F401,F403

@@ -1,0 +1,37 @@
+"""trainyard.core: submit and follow runs from Python, with the classes and methods of the
+cloud service's v1 SDK (`azureml.core`), so its programs run on trainyard with their import
+lines changed (or unchanged, with the optional `azureml-core-trainyard` package).
+
+    from trainyard.core import Workspace, Environment, ScriptRunConfig, Experiment
+    ws = Workspace.from_config()
+    env = Environment("sklearn")
+    env.docker.base_image = "python:3.11-slim"
+    env.python.user_managed_dependencies = True
+    src = ScriptRunConfig(source_directory="src", script="train.py", environment=env)
+    run = Experiment(ws, "digits").submit(src)
+    run.wait_for_completion(show_output=True)
+
+Standard library only (Python 3.8+). It drives the `trainyard` command (found on PATH, or
+$TRAINYARD_CLI) to find the workspace and snapshot code, and the daemon's REST API for the rest.
+docs/python-sdk.md lists every class and method.
+"""
+
+from .compute import AmlCompute, ComputeTarget
+from .conda_dependencies import CondaDependencies
+from .environment import Environment
+from .exceptions import (ActivityFailedException, ComputeTargetException,
+                         ExperimentExecutionException, UserErrorException)
+from .experiment import Experiment
+from .run import Run
+from .runconfig import (DockerConfiguration, MpiConfiguration, PyTorchConfiguration,
+                        RunConfiguration, TensorflowConfiguration)
+from .script_run_config import ScriptRunConfig
+from .workspace import Workspace
+
+__all__ = [
+    "ActivityFailedException", "AmlCompute", "ComputeTarget", "ComputeTargetException",
+    "CondaDependencies", "DockerConfiguration", "Environment", "Experiment",
+    "ExperimentExecutionException", "MpiConfiguration", "PyTorchConfiguration", "Run",
+    "RunConfiguration", "ScriptRunConfig", "TensorflowConfiguration", "UserErrorException",
+    "Workspace",
+]

@@ -1,0 +1,176 @@
+"""How the SDK reaches a workspace's daemon: through the `trainyard` command, which finds the
+workspace exactly as the CLI does (and starts a local daemon when none runs), then over the
+daemon's REST API (docs/api.md) with the workspace's token.
+
+Snapshots are made by the same command (`trainyard snapshot create`), so the ignore rules,
+limits and uploads are trainyard's own, never a second implementation.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+from typing import Any, Dict, Optional, Type
+from urllib.parse import quote
+
+from .._http import CONNECTION_ERRORS, Transport, error_message
+from .exceptions import AzureMLException, ProjectSystemException, UserErrorException
+
+
+def cli_path() -> str:
+    """The trainyard command: $TRAINYARD_CLI, else `trainyard` on PATH."""
+    explicit = os.environ.get("TRAINYARD_CLI")
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise ProjectSystemException(
+                "TRAINYARD_CLI names %s, which is not an executable file" % explicit)
+        return explicit
+    found = shutil.which("trainyard")
+    if not found:
+        raise ProjectSystemException(
+            "the trainyard command was not found on PATH; install trainyard or set "
+            "TRAINYARD_CLI to its path")
+    return found
+
+
+def _cli_env() -> Dict[str, str]:
+    env = dict(os.environ)
+    env.pop("TRAINYARD_CLI", None)
+    return env
+
+
+def run_cli(args, cwd: str, what: str, error: Type[AzureMLException] = UserErrorException,
+            timeout: Optional[float] = None) -> str:
+    """Runs `trainyard ARGS` in `cwd`; its stdout, or `error` with its message."""
+    try:
+        done = subprocess.run([cli_path()] + list(args), cwd=cwd, env=_cli_env(),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=timeout)
+    except OSError as e:
+        raise ProjectSystemException("could not run the trainyard command: %s" % e, e)
+    except subprocess.TimeoutExpired as e:
+        raise ProjectSystemException("%s took longer than %.0f s" % (what, timeout), e)
+    if done.returncode != 0:
+        text = done.stderr.decode("utf-8", "replace").strip()
+        if text.startswith("error: "):
+            text = text[len("error: "):]
+        raise error("%s failed: %s" % (what, text or "exit code %d" % done.returncode))
+    return done.stdout.decode("utf-8", "replace")
+
+
+# How long one call may take: most answer at once; a build answers when the image is ready.
+DEFAULT_CALL_SECONDS = 90.0
+LONGEST_CALL_SECONDS = 6 * 3600.0
+
+
+class ApiError(UserErrorException):
+    """An error answer of the daemon: `status` (HTTP) and `code` (e.g. NOT_FOUND) beside the
+    message."""
+
+    def __init__(self, message: str, status: int, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class Connection:
+    """One workspace's daemon: its URL and token, and the folder the workspace was found from."""
+
+    def __init__(self, url: str, token: str, cwd: str, folder: Optional[str] = None,
+                 found_by: str = "", remote: bool = False,
+                 ca_file: Optional[str] = None) -> None:
+        ca_pem = None
+        if ca_file:
+            with open(ca_file, encoding="utf-8") as f:
+                ca_pem = f.read()
+        self.url = url
+        self.token = token
+        self.ca_pem = ca_pem
+        self.cwd = cwd
+        self.folder = folder
+        self.found_by = found_by
+        self.remote = remote
+        # The longest call (Environment.build) bounds the transport; others pass their own.
+        self._transport = Transport(url, token, timeout=LONGEST_CALL_SECONDS, ca_pem=ca_pem)
+
+    @classmethod
+    def discover(cls, cwd: str) -> "Connection":
+        """The workspace the CLI would use in `cwd`, its daemon started when local."""
+        out = run_cli(["workspace", "connect"], cwd, "finding the workspace",
+                      error=ProjectSystemException, timeout=120)
+        try:
+            info = json.loads(out)
+        except ValueError:
+            raise ProjectSystemException("`trainyard workspace connect` printed no JSON: %r"
+                                         % out[:200])
+        if info.get("tls_pin") and not info.get("ca_file"):
+            raise ProjectSystemException(
+                "the workspace's daemon %s is trusted by its key pin, which the Python SDK cannot "
+                "check; log in with `trainyard login URL --ca-file FILE` (its certificate) instead"
+                % info.get("url"))
+        return cls(info["url"], info.get("token", ""), cwd, folder=info.get("folder"),
+                   found_by=info.get("found_by", ""), remote=bool(info.get("remote")),
+                   ca_file=info.get("ca_file") or None)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def reconnect(self) -> None:
+        """Finds the daemon again (a restarted local daemon has a new port and token)."""
+        fresh = Connection.discover(self.cwd)
+        self._transport.close()
+        self.url, self.token, self.ca_pem = fresh.url, fresh.token, fresh.ca_pem
+        self._transport = fresh._transport
+
+    # --- REST ------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: Any = None,
+                timeout: Optional[float] = None) -> Any:
+        """Sends a JSON request; the parsed answer, or ApiError with the daemon's message."""
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        try:
+            status, answer = self._transport.request(
+                method, path, body=data, content_type="application/json",
+                timeout=DEFAULT_CALL_SECONDS if timeout is None else timeout)
+        except CONNECTION_ERRORS as e:
+            raise ProjectSystemException("the workspace's daemon at %s did not answer %s %s: %s"
+                                         % (self.url, method, path, e), e)
+        if status >= 400:
+            code = ""
+            try:
+                err = json.loads(answer.decode("utf-8")).get("error", {})
+                code = err.get("code", "") if isinstance(err, dict) else ""
+            except (ValueError, AttributeError):
+                pass
+            raise ApiError(error_message(status, answer), status, code)
+        if not answer:
+            return None
+        return json.loads(answer.decode("utf-8"))
+
+    def raw(self, method: str, path: str, timeout: Optional[float] = None):
+        """(status, bytes) of a request whose answer is not JSON (files)."""
+        try:
+            return self._transport.request(
+                method, path, timeout=DEFAULT_CALL_SECONDS if timeout is None else timeout)
+        except CONNECTION_ERRORS as e:
+            raise ProjectSystemException("the workspace's daemon at %s did not answer %s %s: %s"
+                                         % (self.url, method, path, e), e)
+
+    def get(self, path: str, timeout: Optional[float] = None) -> Any:
+        return self.request("GET", path, timeout=timeout)
+
+    def post(self, path: str, body: Any, timeout: Optional[float] = None) -> Any:
+        return self.request("POST", path, body, timeout=timeout)
+
+    # --- the CLI's own work ----------------------------------------------------------------
+
+    def snapshot(self, folder: str) -> Dict[str, Any]:
+        """Snapshots `folder` into the workspace: {"id", "files", "bytes"}."""
+        out = run_cli(["snapshot", "create", os.path.abspath(folder), "--output", "json"],
+                      self.cwd, "snapshotting %s" % folder)
+        return json.loads(out)
+
+
+def seg(text: str) -> str:
+    """One URL path segment."""
+    return quote(text, safe="")

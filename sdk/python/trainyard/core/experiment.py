@@ -1,0 +1,124 @@
+"""Experiment: a named group of runs; submitting a ScriptRunConfig to it starts a run."""
+
+import os
+from typing import Any, Dict, Iterator, Optional
+
+from ._connection import ApiError, seg
+from .compute import ComputeTarget
+from .environment import Environment, parse_size
+from .exceptions import (ComputeTargetException, ExperimentExecutionException,
+                         SnapshotException, UserErrorException)
+from .script_run_config import ScriptRunConfig
+
+
+def _target_name(target: Any) -> str:
+    if target is None:
+        return "local"
+    if isinstance(target, ComputeTarget):
+        return target.name
+    if isinstance(target, str):
+        return target or "local"
+    raise UserErrorException("compute target %r: expected a ComputeTarget, its name or 'local'"
+                             % (target,))
+
+
+class Experiment(object):
+    """The runs of one experiment name in a workspace."""
+
+    def __init__(self, workspace: Any, name: str, _skip_name_validation: bool = False,
+                 _id: Optional[str] = None, **kwargs: Any) -> None:
+        if not name or not isinstance(name, str):
+            raise UserErrorException("an experiment needs a name")
+        self.workspace = workspace
+        self.name = name
+        self.id = _id or name
+
+    def __repr__(self) -> str:
+        return "Experiment(Name: %s,\nWorkspace: %s)" % (self.name, self.workspace.name)
+
+    def _request(self, config: ScriptRunConfig, tags: Optional[Dict[str, str]]) -> Dict[str, Any]:
+        rc = config.run_config
+        folder = config.source_directory or "."
+        if not os.path.isdir(folder):
+            raise UserErrorException("source_directory %s is not a folder"
+                                     % os.path.abspath(folder))
+        command = config._command()
+        env = rc.environment if rc.environment is not None else Environment("default-environment")
+        if not isinstance(env, Environment):
+            raise UserErrorException("run_config.environment must be an Environment, not %s"
+                                     % type(env).__name__)
+        conn = self.workspace._conn
+        try:
+            snapshot = conn.snapshot(folder)
+        except UserErrorException as e:
+            raise SnapshotException(e.message)
+        request = {"experiment_name": self.name, "command": command,
+                   "snapshot_id": snapshot["id"], "tags": dict(tags or {}),
+                   "environment_variables": {str(k): str(v) for k, v in
+                                             (rc.environment_variables or {}).items()},
+                   "instance_count": int(rc.node_count or 1),
+                   "compute": _target_name(rc.target)}  # type: Dict[str, Any]
+        if env.name and env.version:
+            request["environment_name"] = env.name
+            request["environment_version"] = str(env.version)
+        else:
+            request["environment"] = env._definition(self.workspace)
+        if rc.max_run_duration_seconds:
+            request["timeout_seconds"] = int(rc.max_run_duration_seconds)
+        shm = rc.docker.shm_size or env.docker.shm_size
+        if shm:
+            request["shm_size_bytes"] = parse_size(shm, "shm_size")
+        unsupported = [a for a in (rc.docker.arguments or []) if not a.startswith("--shm-size")]
+        if unsupported:
+            raise UserErrorException("docker arguments %s are not supported by trainyard (only "
+                                     "--shm-size is; use shm_size)" % unsupported)
+        dist = rc._distribution()
+        if dist is not None:
+            dist._check()
+            request["instance_count"] = int(dist.node_count)
+            request["distribution"] = {"type": dist.type,
+                                       "process_count_per_instance": dist.process_count_per_node}
+        elif request["instance_count"] > 1:
+            raise UserErrorException("node_count %d needs a distributed_job_config "
+                                     "(PyTorchConfiguration, MpiConfiguration or "
+                                     "TensorflowConfiguration)" % request["instance_count"])
+        return request
+
+    def submit(self, config: ScriptRunConfig, tags: Optional[Dict[str, str]] = None,
+               **kwargs: Any) -> Any:
+        """Snapshots the source folder and submits the run; returns its Run at once."""
+        from .run import Run
+        if not isinstance(config, ScriptRunConfig):
+            raise UserErrorException("Experiment.submit takes a ScriptRunConfig, not %s"
+                                     % type(config).__name__)
+        request = self._request(config, tags)
+        try:
+            answer = self.workspace._conn.post("/api/v1/jobs", request)
+        except ApiError as e:
+            if "compute" in e.message.lower() and e.status in (400, 404):
+                raise ComputeTargetException(e.message)
+            raise ExperimentExecutionException("submitting to experiment %s failed: %s"
+                                               % (self.name, e.message))
+        return Run(self, answer["name"], _answer=answer)
+
+    def get_runs(self, type: Optional[str] = None, tags: Any = None,
+                 properties: Any = None, include_children: bool = False) -> Iterator[Any]:
+        """The experiment's runs, newest first."""
+        from .run import Run
+        answer = self.workspace._conn.get("/api/v1/jobs?limit=100000&experiment=" + seg(self.name))
+        for r in answer:
+            run = Run(self, r["name"], _answer=r)
+            if tags is not None:
+                want = {tags: None} if isinstance(tags, str) else dict(tags)
+                have = run.get_tags()
+                if any(k not in have or (v is not None and have[k] != v)
+                       for k, v in want.items()):
+                    continue
+            yield run
+
+    @staticmethod
+    def list(workspace: Any, experiment_name: Optional[str] = None) -> Any:
+        found = workspace.experiments
+        if experiment_name is not None:
+            return [found[experiment_name]] if experiment_name in found else []
+        return list(found.values())
