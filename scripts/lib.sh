@@ -39,11 +39,12 @@ ty_debian_mirror() {
 ty_bench_setup() {
   local root
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-  "$root/scripts/deps.sh" >&2
-  "$root/scripts/dockerd.sh" >&2
-  "$root/scripts/base-images.sh" >&2
-  ty_apt_install hyperfine jq >&2
+  # Run inside $(...), where errexit does not reach: each step returns on failure itself.
+  "$root/scripts/deps.sh" >&2 || return 1
+  "$root/scripts/dockerd.sh" >&2 || return 1
+  "$root/scripts/base-images.sh" >&2 || return 1
+  ty_apt_install hyperfine jq >&2 || return 1
   (cd "$root" && cmake --preset release >/dev/null &&
-    cmake --build --preset release --target trainyard >/dev/null)
+    cmake --build --preset release --target trainyard >/dev/null) || return 1
   echo "$root/build/release/src/main/trainyard"
 }

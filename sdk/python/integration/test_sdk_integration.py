@@ -267,6 +267,34 @@ class SdkIntegrationTest(unittest.TestCase):
         self.assertEqual(rc, 0, out + err)
         self.assertStreamed(out, "epoch   1/1")
 
+    def test_8_workspace_connect_never_prints_the_token_to_a_terminal(self):
+        import pty
+        main, child = pty.openpty()
+        try:
+            done = subprocess.run([os.environ["TRAINYARD_CLI"], "workspace", "connect"],
+                                  cwd=self.project, env=self.env, stdout=child,
+                                  stderr=subprocess.PIPE, timeout=120)
+            os.close(child)
+            child = -1
+            shown = b""
+            while True:
+                try:
+                    chunk = os.read(main, 4096)
+                except OSError:  # the terminal's other end is closed: all was read
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+        finally:
+            os.close(main)
+            if child >= 0:
+                os.close(child)
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn(b"does not print it to a terminal", done.stderr)
+        with open(os.path.join(self.home, "server.json")) as f:
+            token = json.load(f)["token"]
+        self.assertNotIn(token.encode(), shown + done.stderr)
+
     def test_7_both_packages_install_offline(self):
         venv = os.path.join(self.tmp, "venv")
         subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", venv],

@@ -190,6 +190,38 @@ class EnvironmentTest(CoreTestCase):
         self.assertEqual(back.python.interpreter_path, "/opt/py/bin/python")
         self.assertTrue(back.python.user_managed_dependencies)
 
+    def test_a_conda_file_goes_to_the_daemon_as_written(self):
+        path = os.path.join(self.tmp, "environment.yml")
+        text = ("name: t\nchannels: [conda-forge]\ndependencies:\n  - python=3.10\n"
+                "  - pip: [numpy, pandas]\n")
+        with open(path, "w") as f:
+            f.write(text)
+        env = Environment.from_conda_specification("c", path)
+        self.assertEqual(env._definition(self.ws)["conda"]["text"], text)
+        with self.assertRaisesRegex(UserErrorException, "change the file itself"):
+            env.python.conda_dependencies.add_pip_package("scipy")
+        with open(path, "w") as f:
+            f.write("dependencies:\n  - python=3.10\n  - pip: [numpy, pandas]\n")
+        env = Environment.from_conda_specification("c", path)
+        self.assertEqual(list(env.python.conda_dependencies.pip_packages), ["numpy", "pandas"])
+        env.python.conda_dependencies.add_pip_package("scipy")
+        self.assertIn("- scipy", env._definition(self.ws)["conda"]["text"])
+
+    def test_a_fetched_environment_changed_is_sent_whole(self):
+        env = Environment("f")
+        env.python.user_managed_dependencies = True
+        env.register(self.ws)
+        fetched = Environment.get(self.ws, "f")
+        self.submit(environment=fetched)
+        self.assertEqual(self.posted("/api/v1/jobs")[-1]["environment_name"], "f")
+        fetched.docker.base_image = "other:1"
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            self.submit(environment=fetched)
+        sent = self.posted("/api/v1/jobs")[-1]
+        self.assertEqual(sent["environment"]["image"], "other:1")
+        self.assertIn("was changed after it was fetched", err.getvalue())
+
     def test_clone_and_pip_requirements(self):
         req = os.path.join(self.tmp, "requirements.txt")
         with open(req, "w") as f:
@@ -197,6 +229,10 @@ class EnvironmentTest(CoreTestCase):
         env = Environment.from_pip_requirements("p", req)
         self.assertEqual(list(env.python.conda_dependencies.pip_packages),
                          ["scikit-learn==1.2.1"])
+        with open(req, "a") as f:
+            f.write("-r other.txt\n")
+        with self.assertRaisesRegex(UserErrorException, "requirements.txt:4"):
+            Environment.from_pip_requirements("p", req)
         c = env.clone("p2")
         self.assertEqual((c.name, c.version), ("p2", None))
         with self.assertRaises(UserErrorException):
@@ -324,6 +360,44 @@ class SubmitTest(CoreTestCase):
         finally:
             del os.environ["TWIN_SNAPSHOT_MAX_FILES"]
 
+    def test_classic_run_configurations_and_docker_arguments(self):
+        from trainyard.core import RunConfiguration
+        rc = RunConfiguration()
+        rc.node_count = 2
+        rc.communicator = "IntelMpi"
+        rc.mpi.process_count_per_node = 2
+        env = Environment("e")
+        env.python.user_managed_dependencies = True
+        rc.environment = env
+        rc.docker.arguments = ["--shm-size", "512m"]
+        src = ScriptRunConfig(source_directory=os.path.join(self.project, "src"),
+                              script="train.py", run_config=rc)
+        ComputeTarget.create(self.ws, "two", AmlCompute.provisioning_configuration(
+            max_nodes=2, node_cpus=1))
+        rc.target = "two"
+        Experiment(self.ws, "exp").submit(src)
+        sent = self.posted("/api/v1/jobs")[-1]
+        self.assertEqual(sent["instance_count"], 2)
+        self.assertEqual(sent["distribution"], {"type": "mpi", "process_count_per_instance": 2})
+        self.assertEqual(sent["shm_size_bytes"], 512 << 20)
+        rc.docker.arguments = ["--privileged"]
+        with self.assertRaisesRegex(UserErrorException, "--privileged"):
+            Experiment(self.ws, "exp").submit(src)
+
+    def test_a_command_list_is_quoted_word_by_word(self):
+        src = ScriptRunConfig(source_directory=os.path.join(self.project, "src"),
+                              command=["python", "train.py", "--name", "my run; rm -rf x",
+                                       "&&", "echo", "done"])
+        self.assertEqual(src._command(),
+                         "python train.py --name 'my run; rm -rf x' && echo done")
+
+    def test_get_runs_and_experiments(self):
+        first = self.submit()
+        second = self.submit()
+        self.assertEqual([r.id for r in Experiment(self.ws, "exp").get_runs()],
+                         [second.id, first.id])
+        self.assertEqual(list(self.ws.experiments), ["exp"])
+
     def test_pytorch_two_nodes(self):
         cfg = AmlCompute.provisioning_configuration(max_nodes=2, node_cpus=1)
         target = ComputeTarget.create(self.ws, "two", cfg)
@@ -422,6 +496,9 @@ class RunTest(CoreTestCase):
             self.assertEqual(f.read(), b"weights")
         with self.assertRaisesRegex(UserErrorException, "has no file"):
             run.download_file("outputs/missing.txt", dest)
+        self.twin.runs[run.id].files["outputs/../../escape.txt"] = b"x"
+        with self.assertRaisesRegex(UserErrorException, "would land outside"):
+            run.download_files(prefix="outputs", output_directory=dest)
         runs = list(Experiment(self.ws, "exp").get_runs())
         self.assertEqual([r.id for r in runs], [run.id])
 

@@ -240,6 +240,10 @@ class WorkspaceTwin(Twin):
                 self.tokens["token-" + name] = name
                 return self._json(self._job_view(job), 201)
         if not rest and method == "GET":
+            limit = query.get("limit", ["50"])[0]
+            if not limit.isdigit() or not 1 <= int(limit) <= 10000:
+                raise HttpError(400, "INVALID_ARGUMENT",
+                                "limit must be an integer from 1 to 10000")
             exp = query.get("experiment", [None])[0]
             with self.lock:
                 jobs = [self._job_view(j) for j in reversed(list(self.jobs.values()))

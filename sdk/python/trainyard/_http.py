@@ -7,7 +7,6 @@ one) and puts it back when the answer was read to its end and the server keeps i
 import http.client
 import json
 import socket
-import ssl
 import threading
 from urllib.parse import quote, urlsplit
 
@@ -57,6 +56,7 @@ def parse_url(url, ca_pem=None):
         if parts.scheme == "http":
             return (lambda timeout: http.client.HTTPConnection(host, port, timeout=timeout)), \
                 parts.path.rstrip("/")
+        import ssl  # only https daemons need it: kept out of the import time
         context = ssl.create_default_context(cadata=ca_pem) if ca_pem else \
             ssl.create_default_context()
         context.minimum_version = ssl.TLSVersion.TLSv1_2

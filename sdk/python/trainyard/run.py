@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 import weakref
 
 from ._backends import OfflineBackend, OnlineBackend, PropertyConflictError, TrackingError
@@ -232,7 +231,7 @@ class Run(object):
         if not allow_offline:
             raise RuntimeError("not inside a trainyard run: %s"
                                % (why or "TRAINYARD_RUN_ID is not set"))
-        offline_id = "offline_%s_%s" % (time.strftime("%Y%m%d_%H%M%S"), uuid.uuid4().hex[:8])
+        offline_id = "offline_%s_%s" % (time.strftime("%Y%m%d_%H%M%S"), os.urandom(4).hex())
         root = offline_root or os.path.join(os.getcwd(), "trainyard-offline")
         folder = os.path.join(root, offline_id)
         warn("%s; logging offline to %s" % (why or "not inside a run (TRAINYARD_RUN_ID unset)",

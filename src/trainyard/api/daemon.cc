@@ -16,6 +16,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -235,9 +238,43 @@ struct Daemon::Impl {
 
   std::string BaseUrl() const { return "http://127.0.0.1:" + std::to_string(http->port()); }
 
+  // Environment builds asked for by POST .../build: each on a thread of its own (a build takes
+  // minutes, which would starve the blocking pool), at most kMaxEnvironmentBuilds at once.
+  struct EnvironmentBuild {
+    std::mutex mu;
+    bool done = false;  // GUARDED_BY(mu), as the three below
+    std::string image;
+    std::string error;
+    std::string log;
+    std::thread thread;
+  };
+  static constexpr int kMaxEnvironmentBuilds = 4;
+  std::mutex environment_builds_mu;
+  std::vector<std::shared_ptr<EnvironmentBuild>> environment_builds;  // GUARDED_BY(that mu)
+  std::uint64_t next_environment_build = 0;                          // GUARDED_BY(that mu)
+
+  // Joins the finished builds' threads (all of them with `all`, waiting for those running).
+  void ReapEnvironmentBuilds(bool all) {
+    std::vector<std::shared_ptr<EnvironmentBuild>> reaped;
+    {
+      std::lock_guard lock(environment_builds_mu);
+      auto keep = std::partition(environment_builds.begin(), environment_builds.end(),
+                                 [all](const std::shared_ptr<EnvironmentBuild>& b) {
+                                   std::lock_guard l(b->mu);
+                                   return !all && !b->done;
+                                 });
+      reaped.assign(keep, environment_builds.end());
+      environment_builds.erase(keep, environment_builds.end());
+    }
+    for (auto& b : reaped) {
+      if (b->thread.joinable()) b->thread.join();
+    }
+  }
+
   ~Impl() {
     socket_relay.reset();
     if (http) http->Stop();
+    ReapEnvironmentBuilds(/*all=*/true);  // before the builder they use goes away
     scheduler.reset();  // joins run workers
     if (wrote_server_file) ::unlink(layout.ServerFile().c_str());
     if (lock_fd >= 0) ::close(lock_fd);
@@ -245,6 +282,7 @@ struct Daemon::Impl {
 
   void InstallRoutes();
   asio::awaitable<HttpResponse> Stream(HttpRequest& req);
+  asio::awaitable<HttpResponse> BuildEnvironment(HttpRequest& req);
   HttpResponse File(HttpRequest& req);
 };
 
@@ -307,36 +345,9 @@ void Daemon::Impl::InstallRoutes() {
           }));
 
   // Builds (or finds, when it was built before) an environment's image without a run: the
-  // Python SDK's Environment.build. Answers when the image is ready or the build failed, with
-  // the build's log (its last kMaxBuildAnswerLog bytes, the registry password redacted).
+  // Python SDK's Environment.build (BuildEnvironment).
   s.Route("POST", "/api/v1/environments/{name}/versions/{version}/build",
-          SyncHandler([this](HttpRequest& req) {
-            std::string version = req.Param("version");
-            if (version == "latest") version.clear();
-            auto def = environments->Resolve(req.Param("name"), version);
-            if (!def.ok()) return HttpResponse::FromStatus(def.status());
-            const std::string password = def->registry ? def->registry->password : "";
-            constexpr std::size_t kMaxBuildAnswerLog = 1 << 20;
-            std::string log;
-            auto image = builder->EnsureImage(*def, [&](std::string_view text) {
-              log.append(text);
-              if (log.size() > 2 * kMaxBuildAnswerLog) {
-                log.erase(0, log.size() - kMaxBuildAnswerLog);
-              }
-            });
-            if (log.size() > kMaxBuildAnswerLog) log.erase(0, log.size() - kMaxBuildAnswerLog);
-            json out = {{"name", def->name}, {"version", def->version}};
-            if (image.ok()) {
-              out["status"] = "Succeeded";
-              out["image"] = image->image;
-            } else {
-              out["status"] = "Failed";
-              out["error"] = password.empty() ? image.status().message()
-                                              : Redact(image.status().message(), password);
-            }
-            out["log"] = password.empty() ? log : Redact(log, password);
-            return JsonText(200, out);
-          }));
+          AsyncHandler([this](HttpRequest& req) { return BuildEnvironment(req); }));
 
   // Jobs.
   s.Route("POST", "/api/v1/jobs", SyncHandler([this](HttpRequest& req) {
@@ -443,6 +454,82 @@ HttpResponse Daemon::Impl::File(HttpRequest& req) {
     response.headers.emplace_back("Repr-Digest", "sha-256=:" + Base64Encode(raw) + ":");
   }
   return response;
+}
+
+// Answers when the image is ready or the build failed: {name, version, status, image | error,
+// log}. The log is the build's output, each piece redacted of the registry password as it
+// arrives, kept to its last MiB from a line start.
+asio::awaitable<HttpResponse> Daemon::Impl::BuildEnvironment(HttpRequest& req) {
+  std::string version = req.Param("version");
+  if (version == "latest") version.clear();
+  const std::string name = req.Param("name");
+  std::optional<StatusOr<spec::EnvironmentDefinition>> def;
+  co_await http->Offload([&] { def.emplace(environments->Resolve(name, version)); });
+  if (!def->ok()) co_return HttpResponse::FromStatus(def->status());
+  const std::string env_name = def->value().name;
+  const std::string env_version = def->value().version;
+
+  ReapEnvironmentBuilds(/*all=*/false);
+  auto build = std::make_shared<EnvironmentBuild>();
+  std::string key;
+  {
+    std::lock_guard lock(environment_builds_mu);
+    if (environment_builds.size() >= kMaxEnvironmentBuilds) {
+      co_return HttpResponse::FromStatus(ResourceExhausted(
+          "the limit of " + std::to_string(kMaxEnvironmentBuilds) +
+          " environment builds at once is reached; retry when one has finished"));
+    }
+    key = "environment-build:" + std::to_string(next_environment_build++);
+    environment_builds.push_back(build);
+    build->thread = std::thread([this, build, key, d = std::move(def->value())] {
+      constexpr std::size_t kKeep = 1 << 20;
+      const std::string password = d.registry ? d.registry->password : "";
+      std::string log;
+      auto keep_tail = [&log] {
+        if (log.size() <= kKeep) return;
+        std::size_t cut = log.size() - kKeep;
+        const std::size_t line = log.find('\n', cut);
+        cut = line == std::string::npos ? cut : line + 1;
+        log.erase(0, cut);
+      };
+      auto image = builder->EnsureImage(d, [&](std::string_view text) {
+        log += password.empty() ? std::string(text) : Redact(std::string(text), password);
+        if (log.size() > 2 * kKeep) keep_tail();
+      });
+      keep_tail();
+      {
+        std::lock_guard l(build->mu);
+        build->log = std::move(log);
+        if (image.ok()) {
+          build->image = image->image;
+        } else {
+          build->error = password.empty() ? image.status().message()
+                                          : Redact(image.status().message(), password);
+        }
+        build->done = true;
+      }
+      http->notifier().Notify(key);
+    });
+  }
+  for (;;) {
+    const std::uint64_t seen = http->notifier().Sequence(key);
+    {
+      std::lock_guard l(build->mu);
+      if (build->done) break;
+    }
+    co_await http->notifier().WaitForChange(key, seen,
+                                            Notifier::Clock::now() + std::chrono::seconds(5));
+  }
+  http->notifier().Forget(key);
+  std::lock_guard l(build->mu);
+  json out = {{"name", env_name}, {"version", env_version},
+              {"status", build->error.empty() ? "Succeeded" : "Failed"}, {"log", build->log}};
+  if (build->error.empty()) {
+    out["image"] = build->image;
+  } else {
+    out["error"] = build->error;
+  }
+  co_return JsonText(200, out);
 }
 
 asio::awaitable<HttpResponse> Daemon::Impl::Stream(HttpRequest& req) {

@@ -1257,6 +1257,10 @@ int HttpServer::port(std::size_t listener) const {
 }
 
 void HttpServer::ServeConnectionOnThisThread(int fd) {
+  if (!impl_->blocking) {  // before Start or after Stop: no pool for the sync handlers
+    ::close(fd);
+    return;
+  }
   asio::io_context here(1);
   tcp::socket socket(here);
   boost::system::error_code ec;

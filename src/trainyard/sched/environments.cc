@@ -38,9 +38,10 @@ StatusOr<store::EnvironmentRecord> EnvironmentRegistry::Register(spec::Environme
     sealed.registry->password = secrets_.Seal(sealed.registry->password);
   }
   // The same definition again: the existing version, with its password rotated when the new
-  // registration brings a different one (the password is not part of the definition hash).
+  // registration brings a different one (the password is not part of the definition hash). No
+  // password keeps the stored one: a client re-registering what it fetched never saw it.
   auto reuse = [&](store::EnvironmentRecord rec) -> StatusOr<store::EnvironmentRecord> {
-    if (def.registry) {
+    if (def.registry && !def.registry->password.empty()) {
       auto stored = ResolveRecord(rec);
       if (stored.ok() && stored->registry && stored->registry->password != def.registry->password) {
         sealed.version = rec.version;

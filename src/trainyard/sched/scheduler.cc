@@ -964,9 +964,10 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
     for (const auto& [k, v] : env) spec.env.push_back(k + "=" + v);
     return spec;
   }
-  // The cloud service's v1 runtime names for the node's index and the head node.
+  // The cloud service's v1 runtime names for the node's index and the head node (a one-node
+  // container has no host name of its own: itself).
   env["AZ_BATCHAI_TASK_INDEX"] = std::to_string(node);
-  env["AZ_BATCHAI_MPI_MASTER_NODE"] = master;
+  env["AZ_BATCHAI_MPI_MASTER_NODE"] = ctx.nodes > 1 ? master : "127.0.0.1";
   if (ctx.nodes > 1 && !process) {
     spec.network = ContainerName(workspace_id_, ctx.id);
     spec.hostname = NodeHost(node);

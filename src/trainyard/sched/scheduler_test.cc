@@ -622,6 +622,15 @@ TEST_F(SchedulerTest, RegistryPasswordIsSealedAndNeverInTheDatabase) {
   EXPECT_EQ(def->registry->password, "s3cret-Pw-917");
   auto api = EnvironmentRegistry::ToApiJson(*store_->GetEnvironment("anonymous", ""));
   EXPECT_EQ(api.dump().find("s3cret-Pw-917"), std::string::npos);
+  // Registering the same definition again without the password (what a client that fetched it
+  // has) keeps the stored password; another password replaces it.
+  spec::EnvironmentDefinition again = *def;
+  again.registry->password.clear();
+  ASSERT_TRUE(registry_->Register(again).ok());
+  EXPECT_EQ(registry_->Resolve("anonymous", "")->registry->password, "s3cret-Pw-917");
+  again.registry->password = "rotated-Pw-2";
+  ASSERT_TRUE(registry_->Register(again).ok());
+  EXPECT_EQ(registry_->Resolve("anonymous", "")->registry->password, "rotated-Pw-2");
   Build(2);  // the scheduler must not outlive the store it borrowed
 }
 

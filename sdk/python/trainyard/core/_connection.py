@@ -8,8 +8,6 @@ limits and uploads are trainyard's own, never a second implementation.
 
 import json
 import os
-import shutil
-import subprocess
 from typing import Any, Dict, Optional, Type
 from urllib.parse import quote
 
@@ -25,6 +23,7 @@ def cli_path() -> str:
             raise ProjectSystemException(
                 "TRAINYARD_CLI names %s, which is not an executable file" % explicit)
         return explicit
+    import shutil
     found = shutil.which("trainyard")
     if not found:
         raise ProjectSystemException(
@@ -42,6 +41,7 @@ def _cli_env() -> Dict[str, str]:
 def run_cli(args, cwd: str, what: str, error: Type[AzureMLException] = UserErrorException,
             timeout: Optional[float] = None) -> str:
     """Runs `trainyard ARGS` in `cwd`; its stdout, or `error` with its message."""
+    import subprocess  # kept out of the import time of `import trainyard.core`
     try:
         done = subprocess.run([cli_path()] + list(args), cwd=cwd, env=_cli_env(),
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -101,8 +101,11 @@ class Connection:
         try:
             info = json.loads(out)
         except ValueError:
-            raise ProjectSystemException("`trainyard workspace connect` printed no JSON: %r"
-                                         % out[:200])
+            # Its output is not repeated: it may hold the token.
+            raise ProjectSystemException("`trainyard workspace connect` printed something other "
+                                         "than its JSON answer (%d bytes)" % len(out))
+        if not isinstance(info, dict) or not info.get("url"):
+            raise ProjectSystemException("`trainyard workspace connect` answered no url")
         if info.get("tls_pin") and not info.get("ca_file"):
             raise ProjectSystemException(
                 "the workspace's daemon %s is trusted by its key pin, which the Python SDK cannot "

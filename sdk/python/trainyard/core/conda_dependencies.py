@@ -37,6 +37,8 @@ class CondaDependencies(object):
         self._conda = []  # type: List[str]
         self._pip = []  # type: List[str]
         self._pip_options = []  # type: List[str]
+        self._source_text = None  # type: Optional[str]
+        self._opaque = False
         if conda_dependencies_file_path:
             with open(conda_dependencies_file_path, encoding="utf-8") as f:
                 self._parse(f.read(), conda_dependencies_file_path)
@@ -61,6 +63,31 @@ class CondaDependencies(object):
         for p in pip_packages or []:
             cd.add_pip_package(p)
         return cd
+
+    @staticmethod
+    def _from_file_whole(path: str) -> "CondaDependencies":
+        """A conda file kept as written for the daemon, which reads the whole format; read
+        here too when its shape is the usual one, so the program can change it."""
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            cd = CondaDependencies._from_text(text, path)
+        except UserErrorException:
+            cd = CondaDependencies._from_text("", path)
+            cd._opaque = True
+        cd._source_text = text
+        return cd
+
+    def _text_for_daemon(self) -> str:
+        """What the daemon gets: the file as written while unchanged, else the serialised form."""
+        return self._source_text if self._source_text is not None else \
+            self.serialize_to_string()
+
+    def _changed(self) -> None:
+        if self._opaque:
+            raise UserErrorException(
+                "this conda file's shape is read by the daemon only; change the file itself")
+        self._source_text = None
 
     @staticmethod
     def _from_text(text: str, where: str = "conda file") -> "CondaDependencies":
@@ -122,6 +149,14 @@ class CondaDependencies(object):
                 doc["dependencies"][-1]["pip"].append(_scalar(item))
                 continue
             in_pip = False
+            flow = re.match(r"^pip\s*:\s*\[(.*)\]$", item)
+            if section == "dependencies" and flow:
+                doc["dependencies"].append(
+                    {"pip": [_scalar(p) for p in flow.group(1).split(",") if p.strip()]})
+                continue
+            if re.search(r":\s|:$|^[\[{]", item):
+                raise UserErrorException("%s:%d: cannot read %r here (expected a package)"
+                                         % (where, number, item))
             doc[section].append(_scalar(item))
         self._name, self._channels, self._conda, self._pip = DEFAULT_NAME, [], [], []
         self._load(doc)
@@ -158,6 +193,7 @@ class CondaDependencies(object):
         return re.split(r"[=<>!~\[\s;@]", spec.strip(), 1)[0].lower()
 
     def _replace(self, items: List[str], spec: str) -> None:
+        self._changed()
         base = self._base(spec)
         for i, existing in enumerate(items):
             if self._base(existing) == base:
@@ -170,6 +206,7 @@ class CondaDependencies(object):
         self._replace(self._conda, conda_package)
 
     def remove_conda_package(self, conda_package: str) -> None:
+        self._changed()
         base = self._base(conda_package)
         self._conda = [p for p in self._conda if self._base(p) != base]
 
@@ -178,17 +215,21 @@ class CondaDependencies(object):
         self._replace(self._pip, pip_package)
 
     def remove_pip_package(self, pip_package: str) -> None:
+        self._changed()
         base = self._base(pip_package)
         self._pip = [p for p in self._pip if self._base(p) != base]
 
     def add_channel(self, channel: str) -> None:
+        self._changed()
         if channel not in self._channels:
             self._channels.append(channel)
 
     def remove_channel(self, channel: str) -> None:
+        self._changed()
         self._channels = [c for c in self._channels if c != channel]
 
     def set_pip_option(self, pip_option: str) -> None:
+        self._changed()
         if pip_option not in self._pip_options:
             self._pip_options.append(pip_option)
 
@@ -226,7 +267,8 @@ class CondaDependencies(object):
 
     def _has_packages(self) -> bool:
         """Whether there is anything to install beyond python and pip themselves."""
-        return bool(self._pip) or any(self._base(p) not in ("python", "pip") for p in self._conda)
+        return self._opaque or bool(self._pip) or \
+            any(self._base(p) not in ("python", "pip") for p in self._conda)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CondaDependencies) and \

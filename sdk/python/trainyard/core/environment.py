@@ -251,8 +251,10 @@ class Environment(object):
 
     @staticmethod
     def from_conda_specification(name: str, file_path: str) -> "Environment":
+        """The file goes to the daemon as written (which reads the full conda format) unless
+        the program changes the dependencies afterwards."""
         env = Environment(name)
-        env.python.conda_dependencies = CondaDependencies(file_path)
+        env.python.conda_dependencies = CondaDependencies._from_file_whole(file_path)
         return env
 
     @staticmethod
@@ -331,8 +333,24 @@ class Environment(object):
         conda = self.python.conda_dependencies
         if not self.python.user_managed_dependencies and conda is not None and \
                 conda._has_packages():
-            d["conda"] = {"text": conda.serialize_to_string()}
+            d["conda"] = {"text": conda._text_for_daemon()}
         return d
+
+    def _changed_since_fetched(self, workspace: Any) -> bool:
+        """Whether this environment, fetched by name and version, was changed since."""
+        fetched = getattr(self, "_fetched", None)
+        if fetched is None:
+            return False
+        now = self._definition(workspace)
+        keys = ("image", "dockerfile", "build_context", "dockerfile_path",
+                "user_managed_dependencies", "environment_variables")
+        same = all((now.get(k) or None) == (fetched.get(k) or None) for k in keys)
+        reg_now = {k: v for k, v in (now.get("image_registry") or {}).items() if k != "password"}
+        reg_then = {k: v for k, v in (fetched.get("image_registry") or {}).items()
+                    if k != "password"}
+        conda_now = (now.get("conda") or {}).get("text")
+        conda_then = (fetched.get("conda") or {}).get("text")
+        return not (same and reg_now == reg_then and conda_now == conda_then)
 
     @staticmethod
     def _from_answer(answer: Dict[str, Any]) -> "Environment":
@@ -357,6 +375,11 @@ class Environment(object):
             env.docker.base_image_registry.password = None  # never answered in the clear
         env.image = answer.get("image")
         env.image_hash = answer.get("image_hash")
+        env._fetched = {k: v for k, v in d.items() if k not in ("name", "version")}
+        if (env._fetched.get("conda") or {}).get("text"):
+            env._fetched["conda"] = {"text": env.python.conda_dependencies._text_for_daemon()}
+        if env._fetched.get("build_context"):
+            env._fetched["dockerfile_path"] = d.get("dockerfile_path") or "Dockerfile"
         return env
 
     def register(self, workspace: Any) -> "Environment":
@@ -543,10 +566,15 @@ def _pip_file(file_path: str, pip_version: Optional[str] = None) -> CondaDepende
         lines = [ln.strip() for ln in f.read().splitlines()]
     cd = CondaDependencies()
     cd.add_conda_package("pip" if not pip_version else "pip=" + pip_version)
-    for ln in lines:
-        if ln and not ln.startswith("#"):
-            if ln.startswith("-"):
-                cd.set_pip_option(ln)
-            else:
-                cd.add_pip_package(ln)
+    for number, ln in enumerate(lines, 1):
+        if not ln or ln.startswith("#"):
+            continue
+        if re.match(r"^(-r|-c|-e|--requirement|--constraint|--editable)\b", ln):
+            raise UserErrorException(
+                "%s:%d: %r names a file or folder on this machine, which the image build does "
+                "not see; list its requirements here instead" % (file_path, number, ln))
+        if ln.startswith("-"):
+            cd.set_pip_option(ln)
+        else:
+            cd.add_pip_package(ln)
     return cd

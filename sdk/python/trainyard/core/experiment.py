@@ -1,6 +1,7 @@
 """Experiment: a named group of runs; submitting a ScriptRunConfig to it starts a run."""
 
 import os
+import sys
 from typing import Any, Dict, Iterator, Optional
 
 from ._connection import ApiError, seg
@@ -9,6 +10,25 @@ from .environment import Environment, parse_size
 from .exceptions import (ComputeTargetException, ExperimentExecutionException,
                          SnapshotException, UserErrorException)
 from .script_run_config import ScriptRunConfig
+
+
+def _shm_from_arguments(arguments: Any) -> Optional[str]:
+    """The size of a `--shm-size=X` / `--shm-size X` docker argument; any other argument is an
+    error naming it (trainyard starts the containers itself)."""
+    shm = None
+    i = 0
+    while i < len(arguments):
+        a = str(arguments[i])
+        if a.startswith("--shm-size="):
+            shm = a.split("=", 1)[1]
+        elif a == "--shm-size" and i + 1 < len(arguments):
+            shm = str(arguments[i + 1])
+            i += 1
+        else:
+            raise UserErrorException("docker argument %r is not supported by trainyard (only "
+                                     "--shm-size is; or use shm_size)" % a)
+        i += 1
+    return shm
 
 
 def _target_name(target: Any) -> str:
@@ -58,24 +78,28 @@ class Experiment(object):
                                              (rc.environment_variables or {}).items()},
                    "instance_count": int(rc.node_count or 1),
                    "compute": _target_name(rc.target)}  # type: Dict[str, Any]
-        if env.name and env.version:
+        if env.name and env.version and not env._changed_since_fetched(self.workspace):
             request["environment_name"] = env.name
             request["environment_version"] = str(env.version)
         else:
+            if env.name and env.version:
+                sys.stderr.write("Warning: environment %s:%s was changed after it was fetched; "
+                                 "the run gets the changed definition (registered as its next "
+                                 "version)\n" % (env.name, env.version))
             request["environment"] = env._definition(self.workspace)
         if rc.max_run_duration_seconds:
             request["timeout_seconds"] = int(rc.max_run_duration_seconds)
-        shm = rc.docker.shm_size or env.docker.shm_size
+        shm = _shm_from_arguments(list(env.docker.arguments or []) +
+                                  list(rc.docker.arguments or [])) \
+            or rc.docker.shm_size or env.docker.shm_size
         if shm:
             request["shm_size_bytes"] = parse_size(shm, "shm_size")
-        unsupported = [a for a in (rc.docker.arguments or []) if not a.startswith("--shm-size")]
-        if unsupported:
-            raise UserErrorException("docker arguments %s are not supported by trainyard (only "
-                                     "--shm-size is; use shm_size)" % unsupported)
         dist = rc._distribution()
         if dist is not None:
             dist._check()
-            request["instance_count"] = int(dist.node_count)
+            # The distribution's nodes, or the run configuration's when it says more (the
+            # classic form: node_count on the RunConfiguration, the communicator beside it).
+            request["instance_count"] = max(int(dist.node_count), int(rc.node_count or 1))
             request["distribution"] = {"type": dist.type,
                                        "process_count_per_instance": dist.process_count_per_node}
         elif request["instance_count"] > 1:
@@ -105,7 +129,7 @@ class Experiment(object):
                  properties: Any = None, include_children: bool = False) -> Iterator[Any]:
         """The experiment's runs, newest first."""
         from .run import Run
-        answer = self.workspace._conn.get("/api/v1/jobs?limit=100000&experiment=" + seg(self.name))
+        answer = self.workspace._conn.get("/api/v1/jobs?limit=10000&experiment=" + seg(self.name))
         for r in answer:
             run = Run(self, r["name"], _answer=r)
             if tags is not None:

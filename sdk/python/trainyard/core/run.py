@@ -167,10 +167,14 @@ class Run(_ContextRun):
                        ) -> None:
         """Downloads every file under `prefix` into `output_directory` (default: here)."""
         names = [n for n in self.get_file_names() if not prefix or n.startswith(prefix)]
-        out = output_directory or "."
+        out = os.path.abspath(output_directory or ".")
         for i, name in enumerate(names):
             rel = name if append_prefix or not prefix else name[len(prefix):].lstrip("/")
             dest = output_paths[i] if output_paths else os.path.join(out, rel)
+            if not output_paths and not os.path.abspath(dest).startswith(out + os.sep):
+                # A run names its own files: none may land outside the folder asked for.
+                raise UserErrorException("run %s has a file %r that would land outside %s"
+                                         % (self._id, name, out))
             self.download_file(name, dest)
 
     # --- control ---------------------------------------------------------------------------
@@ -193,8 +197,23 @@ class Run(_ContextRun):
             except KeyboardInterrupt:
                 raise ExperimentExecutionException(_INTERRUPTED % self._id)
         else:
-            while self.get_status() in RUNNING_STATES:
-                self._wait_change()
+            failures = 0
+            while True:
+                try:
+                    if self.get_status() not in RUNNING_STATES:
+                        break
+                    self._wait_change()
+                    failures = 0
+                except ProjectSystemException:
+                    # The daemon restarting: find it again and keep waiting.
+                    failures += 1
+                    if failures >= 60:
+                        raise
+                    time.sleep(0.5)
+                    try:
+                        self._conn.reconnect()
+                    except ProjectSystemException:
+                        pass
         details = self.get_details()
         error = details.get("error")
         if show_output:

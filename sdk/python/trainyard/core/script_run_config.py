@@ -10,6 +10,7 @@ from .runconfig import (DockerConfiguration, MpiConfiguration, PyTorchConfigurat
                         RunConfiguration, TensorflowConfiguration)
 
 _DEFAULT_MAX_SECONDS = 2592000
+_SHELL_OPERATORS = ("&&", "||", ";", "|", "&", ">", ">>", "<", "2>", "2>&1")
 
 
 def _warn(message: str) -> None:
@@ -93,7 +94,9 @@ class ScriptRunConfig(object):
                 "(script=%r, command=%r)" % (script, command))
         if command:
             if isinstance(command, (list, tuple)):
-                return " ".join(_arg(c) for c in command)
+                # Each item is one word, quoted, except the shell's operators between commands.
+                return " ".join(_arg(c) if _arg(c) in _SHELL_OPERATORS else shlex.quote(_arg(c))
+                                for c in command)
             return str(command)
         if not script:
             raise RunConfigurationException(

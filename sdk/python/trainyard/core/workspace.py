@@ -13,13 +13,24 @@ _SERVICE_CONFIGS = (os.path.join(".azureml", "config.json"),
                     os.path.join("aml_config", "config.json"), "config.json")
 
 
+def _yours(path: str) -> bool:
+    """A small regular file of this user's: a config another local user left in a shared
+    folder (/tmp) is not read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    import stat
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and st.st_size <= (1 << 20)
+
+
 def _find_upwards(start: str, names: Any) -> Optional[str]:
     folder = os.path.abspath(start)
     for name in names:
         d = folder
         while True:
             candidate = os.path.join(d, name)
-            if os.path.isfile(candidate):
+            if _yours(candidate):
                 return candidate
             parent = os.path.dirname(d)
             if parent == d:
@@ -129,8 +140,8 @@ class Workspace(object):
     @property
     def experiments(self) -> Dict[str, Any]:
         from .experiment import Experiment
-        names = sorted({r.get("experiment_name") or "Default"
-                        for r in self._conn.get("/api/v1/jobs?limit=100000")})
+        names = sorted({r.get("experiment") or "Default"
+                        for r in self._conn.get("/api/v1/jobs?limit=10000")})
         return {n: Experiment(self, n) for n in names}
 
     def get_details(self) -> Dict[str, Any]:
