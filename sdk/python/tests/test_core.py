@@ -462,6 +462,28 @@ class WaitTest(CoreTestCase):
         details = run.wait_for_completion(raise_on_error=False)
         self.assertEqual(details["error"]["error"]["message"], "script exit code 3")
 
+    def test_waiting_outlives_a_daemon_restart(self):
+        run = self.submit()
+        self.twin.advance(run.id, status="Running", log="before\n")
+
+        def restart():
+            time.sleep(0.3)
+            self.twin.down()
+            time.sleep(1.0)
+            self.twin.up()
+            time.sleep(0.2)
+            self.twin.advance(run.id, status="Completed", log="after\n")
+        t = threading.Thread(target=restart, daemon=True)
+        t.start()
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            details = run.wait_for_completion(show_output=True)
+        t.join()
+        self.assertEqual(details["status"], "Completed")
+        self.assertIn("before\nafter\n", out.getvalue())
+        connects = [c for c in self.twin.cli_calls() if c["args"][:2] == ["workspace", "connect"]]
+        self.assertGreater(len(connects), 1)  # found again
+
     def test_ctrl_c_while_streaming_leaves_the_run_going(self):
         run = self.submit()
         self.twin.advance(run.id, status="Running", log="working\n")

@@ -197,23 +197,8 @@ class Run(_ContextRun):
             except KeyboardInterrupt:
                 raise ExperimentExecutionException(_INTERRUPTED % self._id)
         else:
-            failures = 0
-            while True:
-                try:
-                    if self.get_status() not in RUNNING_STATES:
-                        break
-                    self._wait_change()
-                    failures = 0
-                except ProjectSystemException:
-                    # The daemon restarting: find it again and keep waiting.
-                    failures += 1
-                    if failures >= 60:
-                        raise
-                    time.sleep(0.5)
-                    try:
-                        self._conn.reconnect()
-                    except ProjectSystemException:
-                        pass
+            while self._through_restarts(self.get_status) in RUNNING_STATES:
+                self._through_restarts(self._wait_change)
         details = self.get_details()
         error = details.get("error")
         if show_output:
@@ -230,6 +215,22 @@ class Run(_ContextRun):
         if error and raise_on_error:
             raise ActivityFailedException("Activity Failed:\n" + json.dumps(error, indent=4))
         return details
+
+    def _through_restarts(self, call: Any) -> Any:
+        """call(), retried for about 30 s while the daemon cannot be reached (restarting: a
+        restarted local daemon is found again, with its new port and token)."""
+        for attempt in range(60):
+            try:
+                return call()
+            except ProjectSystemException:
+                if attempt == 59:
+                    raise
+                time.sleep(0.5)
+                try:
+                    self._conn.reconnect()
+                except ProjectSystemException:
+                    pass
+        raise AssertionError("unreachable")
 
     def _wait_change(self) -> None:
         status = self._answer.get("status", "")
@@ -249,22 +250,7 @@ class Run(_ContextRun):
         while True:
             path = "/api/v1/jobs/%s/stream?build_offset=%d&log_offset=%d&status=%s&wait_ms=15000" \
                 % (seg(self._id), build_offset, log_offset, quote(status))
-            answer = None
-            for attempt in range(60):
-                try:
-                    answer = self._conn.get(path, timeout=60)
-                    break
-                except ApiError:
-                    raise
-                except ProjectSystemException:
-                    # The daemon restarting: find it again, resume from the same offsets.
-                    if attempt == 59:
-                        raise
-                    time.sleep(0.5)
-                    try:
-                        self._conn.reconnect()
-                    except ProjectSystemException:
-                        pass
+            answer = self._through_restarts(lambda: self._conn.get(path, timeout=60))
             for name, key in ((BUILD_LOG, "build"), (USER_LOG, "log")):
                 text = answer.get(key) or ""
                 if not text:
