@@ -8,19 +8,19 @@ registry of scripts/registry.sh. With TRAINYARD_REQUIRE_SERVICES=1 (CI) a missin
 The cases run in order (test_1 builds the image test_2 tags) in one workspace.
 """
 
-import http.client
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
 from urllib.parse import quote
+
+from trainyard._http import UnixHTTPConnection
 
 SDK = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(os.path.dirname(SDK))
@@ -31,11 +31,7 @@ REQUIRE = os.environ.get("TRAINYARD_REQUIRE_SERVICES") == "1"
 
 def docker(method, path):
     """One Engine API call over /var/run/docker.sock: (status, body)."""
-    conn = http.client.HTTPConnection("localhost", timeout=60)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(60)
-    sock.connect("/var/run/docker.sock")
-    conn.sock = sock
+    conn = UnixHTTPConnection("/var/run/docker.sock", 60)
     try:
         conn.request(method, path)
         resp = conn.getresponse()

@@ -131,13 +131,7 @@ class Connection:
                 timeout: Optional[float] = None) -> Any:
         """Sends a JSON request; the parsed answer, or ApiError with the daemon's message."""
         data = None if body is None else json.dumps(body).encode("utf-8")
-        try:
-            status, answer = self._transport.request(
-                method, path, body=data, content_type="application/json",
-                timeout=DEFAULT_CALL_SECONDS if timeout is None else timeout)
-        except CONNECTION_ERRORS as e:
-            raise ProjectSystemException("the workspace's daemon at %s did not answer %s %s: %s"
-                                         % (self.url, method, path, e), e)
+        status, answer = self.raw(method, path, timeout, data)
         if status >= 400:
             code = ""
             try:
@@ -150,11 +144,15 @@ class Connection:
             return None
         return json.loads(answer.decode("utf-8"))
 
-    def raw(self, method: str, path: str, timeout: Optional[float] = None):
-        """(status, bytes) of a request whose answer is not JSON (files)."""
+    def raw(self, method: str, path: str, timeout: Optional[float] = None,
+            json_body: Optional[bytes] = None):
+        """(status, bytes) of a request, whatever its status: for answers that are not JSON
+        (files); ProjectSystemException when the daemon cannot be reached."""
         try:
             return self._transport.request(
-                method, path, timeout=DEFAULT_CALL_SECONDS if timeout is None else timeout)
+                method, path, body=json_body,
+                content_type="application/json" if json_body is not None else None,
+                timeout=DEFAULT_CALL_SECONDS if timeout is None else timeout)
         except CONNECTION_ERRORS as e:
             raise ProjectSystemException("the workspace's daemon at %s did not answer %s %s: %s"
                                          % (self.url, method, path, e), e)

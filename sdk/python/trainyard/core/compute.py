@@ -6,11 +6,10 @@ pool (busy nodes as running, free ones as idle). `vm_size` picks the node size f
 service's common sizes, reduced to what the machine has, with a warning naming the cut.
 """
 
-import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from ._connection import ApiError, seg
-from .exceptions import ComputeTargetException, UserErrorException
+from .exceptions import ComputeTargetException, UserErrorException, warn
 
 GIB = 1024 ** 3
 
@@ -46,11 +45,6 @@ VM_SIZES = {
 }
 DEFAULT_VM_SIZE = "STANDARD_NC6"  # the service's default when vm_size is empty
 RESERVED_NAMES = ("amlcompute", "local", "containerinstance")
-
-
-def _warn(message: str) -> None:
-    sys.stderr.write("Warning: %s\n" % message)
-    sys.stderr.flush()
 
 
 def node_size(vm_size: str) -> Tuple[float, float, int]:
@@ -158,10 +152,10 @@ class AmlComputeProvisioningConfiguration(ComputeTargetProvisioningConfiguration
                         if machine["gpus"] == 0 else ""))
             gpus = machine["gpus"]
         if cut:
-            _warn("%s is more than the daemon's machine has; each node of %r gets %s"
+            warn("%s is more than the daemon's machine has; each node of %r gets %s"
                   % (what, name, "; ".join(cut)))
         if self.vm_priority == "lowpriority":
-            _warn("vm_priority 'lowpriority' has no meaning on trainyard: nodes are never "
+            warn("vm_priority 'lowpriority' has no meaning on trainyard: nodes are never "
                   "preempted")
         return {"name": name, "type": "docker", "max_nodes": self.max_nodes,
                 "node_cpus": cpus, "node_memory_bytes": int(memory * GIB), "node_gpus": gpus,
@@ -409,7 +403,7 @@ class AmlCompute(ComputeTarget):
                                   ("identity_type", identity_type), ("location", location))
                    if v]
         if ignored:
-            _warn("ignored on trainyard (its nodes are containers on the daemon's machine): %s"
+            warn("ignored on trainyard (its nodes are containers on the daemon's machine): %s"
                   % ", ".join(ignored))
         return AmlComputeProvisioningConfiguration(
             vm_size=vm_size, vm_priority=vm_priority, min_nodes=min_nodes, max_nodes=max_nodes,

@@ -336,12 +336,12 @@ class Environment(object):
             d["conda"] = {"text": conda._text_for_daemon()}
         return d
 
-    def _changed_since_fetched(self, workspace: Any) -> bool:
-        """Whether this environment, fetched by name and version, was changed since."""
+    def _changed_since_fetched(self, now: Dict[str, Any]) -> bool:
+        """Whether this environment, fetched by name and version, was changed since: `now` is
+        its _definition()."""
         fetched = getattr(self, "_fetched", None)
         if fetched is None:
             return False
-        now = self._definition(workspace)
         keys = ("image", "dockerfile", "build_context", "dockerfile_path",
                 "user_managed_dependencies", "environment_variables")
         same = all((now.get(k) or None) == (fetched.get(k) or None) for k in keys)

@@ -4,7 +4,15 @@ Programs written for that SDK catch these by name (`except ComputeTargetExceptio
 mistake raises the type a user of the service expects, with trainyard's message.
 """
 
+import sys
 from typing import Any, Optional
+
+
+def warn(message: str) -> None:
+    """What the SDK does on the program's behalf but differently than asked (a size cut to the
+    machine, a setting ignored), on stderr."""
+    sys.stderr.write("Warning: %s\n" % message)
+    sys.stderr.flush()
 
 
 class AzureMLException(Exception):

@@ -1,14 +1,13 @@
 """Experiment: a named group of runs; submitting a ScriptRunConfig to it starts a run."""
 
 import os
-import sys
 from typing import Any, Dict, Iterator, Optional
 
 from ._connection import ApiError, seg
 from .compute import ComputeTarget
 from .environment import Environment, parse_size
 from .exceptions import (ComputeTargetException, ExperimentExecutionException,
-                         SnapshotException, UserErrorException)
+                         SnapshotException, UserErrorException, warn)
 from .script_run_config import ScriptRunConfig
 
 
@@ -78,15 +77,18 @@ class Experiment(object):
                                              (rc.environment_variables or {}).items()},
                    "instance_count": int(rc.node_count or 1),
                    "compute": _target_name(rc.target)}  # type: Dict[str, Any]
-        if env.name and env.version and not env._changed_since_fetched(self.workspace):
+        # Made once (it may snapshot a build context): compared with what was fetched, and sent
+        # when it differs.
+        definition = env._definition(self.workspace)
+        if env.name and env.version and not env._changed_since_fetched(definition):
             request["environment_name"] = env.name
             request["environment_version"] = str(env.version)
         else:
             if env.name and env.version:
-                sys.stderr.write("Warning: environment %s:%s was changed after it was fetched; "
-                                 "the run gets the changed definition (registered as its next "
-                                 "version)\n" % (env.name, env.version))
-            request["environment"] = env._definition(self.workspace)
+                warn("environment %s:%s was changed after it was fetched; the run gets the "
+                     "changed definition (registered as its next version)"
+                     % (env.name, env.version))
+            request["environment"] = definition
         if rc.max_run_duration_seconds:
             request["timeout_seconds"] = int(rc.max_run_duration_seconds)
         shm = _shm_from_arguments(list(env.docker.arguments or []) +

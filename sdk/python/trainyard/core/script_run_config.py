@@ -2,19 +2,14 @@
 
 import os
 import shlex
-import sys
 from typing import Any, List, Optional, Union
 
-from .exceptions import RunConfigurationException, UserErrorException
+from .exceptions import RunConfigurationException, UserErrorException, warn
 from .runconfig import (DockerConfiguration, MpiConfiguration, PyTorchConfiguration,
                         RunConfiguration, TensorflowConfiguration)
 
 _DEFAULT_MAX_SECONDS = 2592000
 _SHELL_OPERATORS = ("&&", "||", ";", "|", "&", ">", ">>", "<", "2>", "2>&1")
-
-
-def _warn(message: str) -> None:
-    sys.stderr.write("Warning: %s\n" % message)
 
 
 def _arg(value: Any) -> str:
@@ -49,7 +44,7 @@ class ScriptRunConfig(object):
             if compute_target is not None or environment is not None or \
                     distributed_job_config is not None or docker_runtime_config is not None or \
                     max_run_duration_seconds != _DEFAULT_MAX_SECONDS:
-                _warn("If 'run_config' is specified, the following parameters will be ignored: "
+                warn("If 'run_config' is specified, the following parameters will be ignored: "
                       "'compute_target', 'environment', 'distributed_job_config', "
                       "'max_run_duration_seconds', and 'docker_runtime_config'.")
             self.run_config = run_config
