@@ -47,6 +47,10 @@ src = ScriptRunConfig(source_directory="$work/src", script="main.py", environmen
 Experiment(ws, "bench-sdk").submit(src).wait_for_completion(show_output=True)
 PY
 
+# Byte-compile the package, as `pip install` does: the machine may set PYTHONDONTWRITEBYTECODE,
+# and then every start would compile the SDK from source, which no installed SDK does.
+"$py" -m compileall -q "$root/sdk/python/trainyard"
+
 # Warm-up outside the measurement: starts the daemon and registers both environments.
 (cd "$work" && "$ty" job create -f job.yml --stream >/dev/null)
 (cd "$work" && "$py" submit.py >/dev/null 2>&1)
@@ -57,6 +61,7 @@ hyperfine --warmup 3 --runs "$runs" --export-json "$work/run.json" \
   -n cli "$ty job create -f job.yml --stream" >&2
 hyperfine --warmup 3 --runs "$((runs * 2))" --export-json "$work/import.json" \
   -n import "$py -c 'import trainyard.core'" \
+  -n import-line "$py -c 'from trainyard.core import Workspace, Environment, ScriptRunConfig, Experiment'" \
   -n floor "$py -c pass" >&2
 
 jq -r '
@@ -65,7 +70,7 @@ jq -r '
   "sdk: submit + wait_for_completion \($s * 1000 | floor) ms, trainyard job create --stream \($c * 1000 | floor) ms, ratio \((($s / $c) * 100 | round) / 100) (goal <= 1.1)"
 ' "$work/run.json"
 jq -r '
-  (.results[] | select(.command == "import") | .mean) as $i |
   (.results[] | select(.command == "floor") | .mean) as $f |
-  "sdk: import trainyard.core \(($i - $f) * 1000 | floor) ms over the python3 floor of \($f * 1000 | floor) ms (goal <= 50)"
+  .results[] | select(.command != "floor") |
+  "sdk: \(if .command == "import" then "import trainyard.core" else "the how-to import line" end) \((.mean - $f) * 1000 | floor) ms over the python3 floor of \($f * 1000 | floor) ms (goal <= 50)"
 ' "$work/import.json"

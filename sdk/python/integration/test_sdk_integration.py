@@ -20,7 +20,7 @@ import time
 import unittest
 from urllib.parse import quote
 
-from trainyard._http import UnixHTTPConnection
+from trainyard._http import Transport
 
 SDK = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(os.path.dirname(SDK))
@@ -30,14 +30,13 @@ REQUIRE = os.environ.get("TRAINYARD_REQUIRE_SERVICES") == "1"
 
 
 def docker(method, path):
-    """One Engine API call over /var/run/docker.sock: (status, body)."""
-    conn = UnixHTTPConnection("/var/run/docker.sock", 60)
+    """One Engine API call over /var/run/docker.sock: (status, body), through the SDK's own
+    HTTP client (the engine answers with both Content-Length and chunked bodies)."""
+    transport = Transport("unix:///var/run/docker.sock", "", timeout=60)
     try:
-        conn.request(method, path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
+        return transport.request(method, path)
     finally:
-        conn.close()
+        transport.close()
 
 
 def missing_services():

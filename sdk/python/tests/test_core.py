@@ -21,6 +21,24 @@ from trainyard.core import (ActivityFailedException, AmlCompute, ComputeTarget,
 from trainyard.core.exceptions import RunConfigurationException, SnapshotException
 
 
+class ImportFootprintTest(unittest.TestCase):
+    def test_the_how_to_import_line_loads_no_heavy_module(self):
+        # bench/sdk.sh measures the import time; this keeps what made it slow from coming back
+        # unnoticed: the in-run tracking package, http.client (and email), ssl, logging,
+        # typing, urllib.parse, subprocess.
+        sdk = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = ("import sys; before = set(sys.modules); sys.path.insert(0, %r)\n"
+                "from trainyard.core import Workspace, Environment, ScriptRunConfig, Experiment\n"
+                "print(' '.join(sorted(set(sys.modules) - before)))" % sdk)
+        import subprocess
+        out = subprocess.run([sys.executable, "-I", "-c", code], check=True,
+                             stdout=subprocess.PIPE).stdout.decode().split()
+        self.assertIn("trainyard.core.experiment", out)
+        heavy = {"trainyard.run", "trainyard._backends", "http.client", "email", "ssl",
+                 "logging", "typing", "urllib.parse", "subprocess", "socket"}
+        self.assertEqual(sorted(heavy.intersection(out)), [])
+
+
 class CoreTestCase(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="ty-core-")

@@ -8,10 +8,9 @@ import os
 import random
 import threading
 import time
-from urllib.parse import quote
 
 from . import _wire
-from ._http import CONNECTION_ERRORS, Transport, error_message
+from ._http import CONNECTION_ERRORS, Transport, error_message, quote
 from ._pipeline import Reject, Retry
 
 

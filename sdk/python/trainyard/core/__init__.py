@@ -22,7 +22,6 @@ from .environment import Environment
 from .exceptions import (ActivityFailedException, ComputeTargetException,
                          ExperimentExecutionException, UserErrorException)
 from .experiment import Experiment
-from .run import Run
 from .runconfig import (DockerConfiguration, MpiConfiguration, PyTorchConfiguration,
                         RunConfiguration, TensorflowConfiguration)
 from .script_run_config import ScriptRunConfig
@@ -35,3 +34,17 @@ __all__ = [
     "RunConfiguration", "ScriptRunConfig", "TensorflowConfiguration", "UserErrorException",
     "Workspace",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Run loads on first use: it brings the in-run tracking machinery (trainyard.run), which
+    # a program that only submits and follows runs never needs before its first submit.
+    if name == "Run":
+        from .run import Run
+        globals()["Run"] = Run
+        return Run
+    raise AttributeError("module 'trainyard.core' has no attribute %r" % name)
+
+
+def __dir__() -> "list[str]":
+    return sorted(set(globals()) | set(__all__))

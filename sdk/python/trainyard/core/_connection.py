@@ -6,12 +6,15 @@ Snapshots are made by the same command (`trainyard snapshot create`), so the ign
 limits and uploads are trainyard's own, never a second implementation.
 """
 
+from __future__ import annotations
+
 import json
 import os
-from typing import Any, Dict, Optional, Type
-from urllib.parse import quote
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing stays out of the import time
+    from typing import Any, Dict, Optional, Type
 
-from .._http import CONNECTION_ERRORS, Transport, error_message
+from .._http import CONNECTION_ERRORS, Transport, error_message, quote
 from .exceptions import AzureMLException, ProjectSystemException, UserErrorException
 
 

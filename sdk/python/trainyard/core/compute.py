@@ -6,7 +6,11 @@ pool (busy nodes as running, free ones as idle). `vm_size` picks the node size f
 service's common sizes, reduced to what the machine has, with a warning naming the cut.
 """
 
-from typing import Any, Dict, List, Optional, Tuple
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing stays out of the import time
+    from typing import Any, Dict, List, Optional, Tuple
 
 from ._connection import ApiError, seg
 from .exceptions import ComputeTargetException, UserErrorException, warn

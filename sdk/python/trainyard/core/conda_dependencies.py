@@ -5,10 +5,14 @@ packages other than python and pip need conda in the image. Unlike the service, 
 is added: the in-run `trainyard` package is mounted into every run.
 """
 
+from __future__ import annotations
+
 import os
 import re
 import sys
-from typing import Iterable, List, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing stays out of the import time
+    from typing import Iterable, List, Optional
 
 from .exceptions import UserErrorException
 

@@ -2,23 +2,36 @@
 environment definitions (docs/api.md): a base image, an inline Dockerfile or a build context,
 a private registry's credentials, and managed (layered pip) or user-managed dependencies."""
 
-import copy
+from __future__ import annotations
+
 import json
-import logging
 import os
 import re
-from typing import Any, Dict, List, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing stays out of the import time
+    from typing import Any, Dict, List, Optional
 
 from ._connection import LONGEST_CALL_SECONDS, ApiError, seg
 from .conda_dependencies import CondaDependencies
 from .exceptions import UserErrorException
 
-_log = logging.getLogger("trainyard.core.environment")
-if not logging.getLogger().handlers and not _log.handlers:
-    _handler = logging.StreamHandler()
-    _handler.setFormatter(logging.Formatter("%(message)s"))
-    _log.addHandler(_handler)
-    _log.propagate = False
+_logger = None
+
+
+def _warning(message: str, *args: Any) -> None:
+    """A warning of the service's wording on the logger "trainyard.core.environment" (printed
+    to stderr unless the program configured logging); logging loads on the first warning."""
+    global _logger
+    if _logger is None:
+        import logging
+        logger = logging.getLogger("trainyard.core.environment")
+        if not logging.getLogger().handlers and not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
+            logger.propagate = False
+        _logger = logger
+    _logger.warning(message, *args)
 
 # An environment that names no image runs in the workspace's default image (workspace.json
 # `default_image`, python:3.11-slim unless set): the service's default images are not
@@ -29,12 +42,12 @@ _DEFAULT_SHM_SIZE = "2g"
 
 
 def _deprecated(name: str) -> None:
-    _log.warning("'%s' is deprecated. Please use the trainyard.core.runconfig."
+    _warning("'%s' is deprecated. Please use the trainyard.core.runconfig."
                  "DockerConfiguration object instead.", name)
 
 
 def _exclusive(kept: str, reset: str) -> None:
-    _log.warning("Property %s is mutually exclusive with %s. Reset %s to None", reset, kept,
+    _warning("Property %s is mutually exclusive with %s. Reset %s to None", reset, kept,
                  reset)
 
 
@@ -112,7 +125,7 @@ class DockerSection(object):
 
     @enabled.setter
     def enabled(self, value: bool) -> None:
-        _log.warning("'enabled' is deprecated. Please use the trainyard.core.runconfig."
+        _warning("'enabled' is deprecated. Please use the trainyard.core.runconfig."
                      "DockerConfiguration object with the 'use_docker' param instead.")
         self._enabled = value
 
@@ -224,7 +237,7 @@ class Environment(object):
 
     @environment_variables.setter
     def environment_variables(self, value: Dict[str, str]) -> None:
-        _log.warning("Property environment_variables is deprecated. Use "
+        _warning("Property environment_variables is deprecated. Use "
                      "RunConfiguration.environment_variables to set runtime variables.")
         self._environment_variables = dict(value or {})
 
@@ -295,6 +308,7 @@ class Environment(object):
     def clone(self, new_name: str) -> "Environment":
         if not new_name:
             raise UserErrorException("Name is required to instantiate an Environment object")
+        import copy
         env = copy.deepcopy(self)
         env.name = new_name
         env.version = None
@@ -387,7 +401,7 @@ class Environment(object):
         if not self.name:
             raise UserErrorException("Name is required to register an Environment")
         if self.version is not None:
-            _log.warning("Environment version is set. Attempting to register desired version. "
+            _warning("Environment version is set. Attempting to register desired version. "
                          "To auto-version, reset version to None.")
         try:
             answer = workspace._conn.post("/api/v1/environments", self._definition(workspace))
@@ -432,7 +446,7 @@ class Environment(object):
         """Registers this environment (when it has no version) and builds its image now, as a
         run would (once per content hash: an image built before is found at once)."""
         if self.version is None:
-            _log.warning("Building a non-registered environment is not supported. "
+            _warning("Building a non-registered environment is not supported. "
                          "Registering environment.")
             env = self.register(workspace)
         else:

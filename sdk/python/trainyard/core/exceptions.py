@@ -4,8 +4,12 @@ Programs written for that SDK catch these by name (`except ComputeTargetExceptio
 mistake raises the type a user of the service expects, with trainyard's message.
 """
 
+from __future__ import annotations
+
 import sys
-from typing import Any, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing stays out of the import time
+    from typing import Any, Optional
 
 
 def warn(message: str) -> None:

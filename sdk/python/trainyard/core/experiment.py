@@ -1,7 +1,11 @@
 """Experiment: a named group of runs; submitting a ScriptRunConfig to it starts a run."""
 
+from __future__ import annotations
+
 import os
-from typing import Any, Dict, Iterator, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing stays out of the import time
+    from typing import Any, Dict, Iterator, Optional
 
 from ._connection import ApiError, seg
 from .compute import ComputeTarget

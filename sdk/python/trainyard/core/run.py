@@ -1,14 +1,18 @@
 """Run: a submitted run seen from the program that submitted it (status, details, the live
 log, metrics, files, tags), and Run.get_context() inside a run, as in the v1 SDK."""
 
+from __future__ import annotations
+
 import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
-from urllib.parse import quote
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing stays out of the import time
+    from typing import Any, Dict, List, Optional
 
 from .._backends import OnlineBackend
+from .._http import quote
 from ..run import Run as _ContextRun
 from ._connection import ApiError, seg
 from .exceptions import (ActivityFailedException, ExperimentExecutionException,

@@ -1,6 +1,10 @@
 """Run configurations: where and how a script runs (RunConfiguration and its parts)."""
 
-from typing import Any, Dict, List, Optional, Union
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing stays out of the import time
+    from typing import Any, Dict, List, Optional, Union
 
 from .exceptions import RunConfigurationException, UserErrorException
 
@@ -87,7 +91,8 @@ class TensorflowConfiguration(_Distribution):
         self.parameter_server_count = parameter_server_count
 
 
-DistributedConfig = Union[MpiConfiguration, PyTorchConfiguration, TensorflowConfiguration]
+if TYPE_CHECKING:
+    DistributedConfig = Union[MpiConfiguration, PyTorchConfiguration, TensorflowConfiguration]
 
 
 class RunConfiguration(object):

@@ -1,8 +1,12 @@
 """ScriptRunConfig: a script (or command) in a source folder, with its run configuration."""
 
+from __future__ import annotations
+
 import os
 import shlex
-from typing import Any, List, Optional, Union
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing stays out of the import time
+    from typing import Any, List, Optional, Union
 
 from .exceptions import RunConfigurationException, UserErrorException, warn
 from .runconfig import (DockerConfiguration, MpiConfiguration, PyTorchConfiguration,

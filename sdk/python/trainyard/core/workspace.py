@@ -1,8 +1,12 @@
 """Workspace: the trainyard workspace a program works in, found as the CLI finds it."""
 
+from __future__ import annotations
+
 import json
 import os
-from typing import Any, Dict, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing stays out of the import time
+    from typing import Any, Dict, Optional
 
 from ._connection import Connection
 from .exceptions import UserErrorException
