@@ -536,6 +536,7 @@ class RunTest(CoreTestCase):
             self.assertEqual(f.read(), b"weights")
         with self.assertRaisesRegex(UserErrorException, "has no file"):
             run.download_file("outputs/missing.txt", dest)
+        self.assertEqual(sorted(os.listdir(dest)), ["outputs"])  # no partial file left
         self.twin.runs[run.id].files["outputs/../../escape.txt"] = b"x"
         with self.assertRaisesRegex(UserErrorException, "would land outside"):
             run.download_files(prefix="outputs", output_directory=dest)

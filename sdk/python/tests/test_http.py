@@ -221,6 +221,45 @@ class HttpClientTest(unittest.TestCase):
             t.request("PUT", "/f", Body(b"abc", 10))
         self.assertIn("7 bytes before its declared length of 10", str(caught.exception))
 
+    def test_sink_takes_2xx_bodies_block_by_block_and_errors_stay_in_memory(self):
+        big = os.urandom(2 * _http.SEND_BLOCK_BYTES + 5)
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p)
+                           for p in (big[:100000], big[100000:]))
+        server = self.serve([
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(big) + big,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\ngone"])
+        t = self.transport(server)
+
+        class Sink(object):
+            def __init__(self):
+                self.blocks = []
+
+            def write(self, block):
+                self.blocks.append(block)
+
+        for _ in range(2):
+            sink = Sink()
+            self.assertEqual(t.request("GET", "/f", sink=sink), (200, b""))
+            self.assertEqual(b"".join(sink.blocks), big)
+            self.assertGreater(len(sink.blocks), 1)
+            self.assertLessEqual(max(map(len, sink.blocks)), _http.SEND_BLOCK_BYTES)
+        sink = Sink()
+        self.assertEqual(t.request("GET", "/f", sink=sink), (404, b"gone"))
+        self.assertEqual(sink.blocks, [])
+
+    def test_an_answer_cut_after_reaching_the_sink_is_not_retried(self):
+        # On a reused connection, a stale-connection retry would write the body twice.
+        cut = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf!"
+        server = self.serve([OK, cut], [OK])
+        t = self.transport(server)
+        t.request("GET", "/")
+        out = io.BytesIO()
+        with self.assertRaises(_http.ProtocolError):
+            t.request("GET", "/f", sink=out)
+        self.assertEqual(out.getvalue(), b"half!")
+        self.assertEqual(t.connections_opened, 1)
+
     def test_header_values_cannot_inject_lines(self):
         server = self.serve([OK])
         with self.assertRaises(ValueError):

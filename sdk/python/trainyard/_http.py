@@ -175,6 +175,31 @@ def _header_block(method, target, host, headers, length):
     return "\r\n".join(lines).encode("latin-1")
 
 
+class _Collect(object):
+    """A sink that keeps the body in memory."""
+
+    def __init__(self):
+        self._pieces = []
+
+    def write(self, block):
+        self._pieces.append(block)
+
+    def value(self):
+        return b"".join(self._pieces)
+
+
+class _Counted(object):
+    """Passes blocks to a caller's sink, counting them: a request whose answer already
+    reached the sink cannot be retried."""
+
+    def __init__(self, sink):
+        self.sink, self.bytes = sink, 0
+
+    def write(self, block):
+        self.sink.write(block)
+        self.bytes += len(block)
+
+
 class Connection(object):
     """One HTTP/1.1 connection: requests go out one at a time, each answer read to its end."""
 
@@ -191,10 +216,12 @@ class Connection(object):
         finally:
             self.sock.close()
 
-    def request(self, method, target, headers, body):
+    def request(self, method, target, headers, body, sink=None):
         """Sends one request; returns (status, body bytes, keep-alive).
 
         `body` is None, bytes, or a file-like object with read(n) whose len() is its size.
+        With `sink` (an object with write(bytes)), a 2xx answer's body goes to it block by
+        block instead of into memory, and b"" is returned in its place.
         """
         if body is None:
             length = None if method in ("GET", "HEAD", "DELETE") else 0
@@ -213,7 +240,7 @@ class Connection(object):
                                         "length of %d" % (left, length))
                 self.sock.sendall(block)
                 left -= len(block)
-        return self._read_answer(method)
+        return self._read_answer(method, sink)
 
     # --- the answer ------------------------------------------------------------------------
 
@@ -227,7 +254,7 @@ class Connection(object):
             raise ProtocolError("the connection closed inside an answer's head")
         return line
 
-    def _read_answer(self, method):
+    def _read_answer(self, method, sink):
         while True:
             line = self._line()
             parts = line.split(None, 2)
@@ -246,17 +273,25 @@ class Connection(object):
             keep = "close" not in connection
         if method == "HEAD" or status in (101, 204, 304):
             return status, b"", keep
+        out = sink if sink is not None and 200 <= status < 300 else _Collect()
         encoding = headers.get("transfer-encoding", "").lower()
         if encoding:
             if encoding.split(",")[-1].strip() != "chunked":
                 raise ProtocolError("unsupported Transfer-Encoding %r" % encoding)
-            return status, self._chunked(), keep
-        if "content-length" in headers:
+            self._chunked(out)
+        elif "content-length" in headers:
             text = headers["content-length"]
             if not text or len(text) > 18 or not set(text) <= _DIGITS:
                 raise ProtocolError("bad Content-Length %r" % text)
-            return status, self._exactly(int(text)), keep
-        return status, self._in.read(), False  # the body ends where the connection does
+            self._exactly(int(text), out)
+        else:
+            keep = False  # the body ends where the connection does
+            while True:
+                block = self._in.read1(SEND_BLOCK_BYTES)
+                if not block:
+                    break
+                out.write(block)
+        return status, out.value() if isinstance(out, _Collect) else b"", keep
 
     def _headers(self):
         headers = {}
@@ -275,15 +310,17 @@ class Connection(object):
                 name != "content-length" else value
         raise ProtocolError("an answer has more than %d header lines" % MAX_HEADERS)
 
-    def _exactly(self, n):
-        data = self._in.read(n)
-        if len(data) != n:
-            raise ProtocolError("the connection closed after %d of the answer's %d bytes"
-                                % (len(data), n))
-        return data
+    def _exactly(self, n, out):
+        left = n
+        while left > 0:
+            block = self._in.read1(min(left, SEND_BLOCK_BYTES))
+            if not block:
+                raise ProtocolError("the connection closed after %d of the answer's %d bytes"
+                                    % (n - left, n))
+            out.write(block)
+            left -= len(block)
 
-    def _chunked(self):
-        pieces = []
+    def _chunked(self, out):
         while True:
             size_text = self._line().split(b";", 1)[0].strip()
             if not size_text or len(size_text) > 15 or not set(size_text) <= _HEX_DIGITS:
@@ -291,8 +328,8 @@ class Connection(object):
             size = int(size_text, 16)
             if size == 0:
                 self._headers()  # trailers, then the blank line
-                return b"".join(pieces)
-            pieces.append(self._exactly(size))
+                return
+            self._exactly(size, out)
             if self._line() not in (b"\r\n", b"\n"):
                 raise ProtocolError("a chunk does not end with a line break")
 
@@ -324,12 +361,14 @@ class Transport(object):
     def run_path(self, run_id, tail):
         return "%s/api/v1/jobs/%s%s" % (self._prefix, quote(run_id, safe=""), tail)
 
-    def request(self, method, path, body=None, content_type=None, timeout=None, headers=None):
+    def request(self, method, path, body=None, content_type=None, timeout=None, headers=None,
+                sink=None):
         """Sends one request; returns (status, body bytes).
 
         Raises one of CONNECTION_ERRORS when the daemon cannot be reached or the connection
         broke. A request on a reused keep-alive connection that the server had closed is
-        retried once on a new connection.
+        retried once on a new connection. With `sink` (write(bytes)), a 2xx answer's body is
+        written to it as it arrives and b"" returned.
         """
         headers = dict(headers or {}, **{"User-Agent": USER_AGENT, "Accept": "application/json"})
         if self._token:
@@ -341,11 +380,12 @@ class Transport(object):
             if hasattr(body, "seek"):
                 body.seek(0)
             conn, reused = self._take(t)
+            counted = None if sink is None else _Counted(sink)
             try:
-                status, data, keep = conn.request(method, path, headers, body)
+                status, data, keep = conn.request(method, path, headers, body, counted)
             except CONNECTION_ERRORS:
                 conn.close()
-                if reused and attempt == 0:
+                if reused and attempt == 0 and (counted is None or counted.bytes == 0):
                     continue
                 raise
             except BaseException:

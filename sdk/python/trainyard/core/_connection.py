@@ -148,14 +148,15 @@ class Connection:
         return json.loads(answer.decode("utf-8"))
 
     def raw(self, method: str, path: str, timeout: Optional[float] = None,
-            json_body: Optional[bytes] = None):
+            json_body: Optional[bytes] = None, sink: Any = None):
         """(status, bytes) of a request, whatever its status: for answers that are not JSON
-        (files); ProjectSystemException when the daemon cannot be reached."""
+        (files; with `sink`, a 2xx body is written to it and b"" returned);
+        ProjectSystemException when the daemon cannot be reached."""
         try:
             return self._transport.request(
                 method, path, body=json_body,
                 content_type="application/json" if json_body is not None else None,
-                timeout=DEFAULT_CALL_SECONDS if timeout is None else timeout)
+                timeout=DEFAULT_CALL_SECONDS if timeout is None else timeout, sink=sink)
         except CONNECTION_ERRORS as e:
             raise ProjectSystemException("the workspace's daemon at %s did not answer %s %s: %s"
                                          % (self.url, method, path, e), e)

@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # annotations only: typing stays out of the import time
     from typing import Any, Dict, List, Optional
 
 from .._backends import OnlineBackend
-from .._http import quote
+from .._http import error_message, quote
 from ..run import Run as _ContextRun
 from ._connection import ApiError, seg
 from .exceptions import (ActivityFailedException, ExperimentExecutionException,
@@ -149,20 +149,26 @@ class Run(_ContextRun):
         target = output_file_path or os.path.basename(name)
         if os.path.isdir(target):
             target = os.path.join(target, os.path.basename(name))
-        status, body = self._conn.raw("GET", "/api/v1/jobs/%s/files/%s"
-                                      % (seg(self._id), quote(name)))
-        if status == 404:
-            raise UserErrorException("run %s has no file %s" % (self._id, name))
-        if status != 200:
-            raise UserErrorException("downloading %s of run %s failed: HTTP %d"
-                                     % (name, self._id, status))
         folder = os.path.dirname(target)
         if folder:
             os.makedirs(folder, exist_ok=True)
+        # The file streams to a partial file beside the target (no whole file in memory),
+        # which takes the target's name only once complete.
         partial = target + ".part"
-        with open(partial, "wb") as f:
-            f.write(body)
-        os.replace(partial, target)
+        try:
+            with open(partial, "wb") as f:
+                status, body = self._conn.raw("GET", "/api/v1/jobs/%s/files/%s"
+                                              % (seg(self._id), quote(name)), sink=f)
+            if status == 404:
+                raise UserErrorException("run %s has no file %s" % (self._id, name))
+            if status != 200:
+                raise UserErrorException("downloading %s of run %s failed: HTTP %d: %s"
+                                         % (name, self._id, status,
+                                            error_message(status, body)))
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
 
     def download_files(self, prefix: Optional[str] = None,
                        output_directory: Optional[str] = None,
