@@ -14,6 +14,7 @@ packages=(
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libsodium-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev googletest libbenchmark-dev curl jq hyperfine python3 shellcheck
+  openssl
   # installing the Python SDK offline (pip install --no-build-isolation)
   python3-venv python3-pip python3-setuptools python3-wheel
   # fuzzing (scripts/fuzz.sh): clang with its libFuzzer and sanitizer runtimes

@@ -209,6 +209,48 @@ TEST_F(RemoteSnapshotTest, UploadsOnlyMissingObjectsAndTheSnapshotMaterialisesId
   EXPECT_TRUE(Objects().Has(Digest(changed)));
 }
 
+TEST_F(RemoteSnapshotTest, FromFolderSnapshotsWithTheLocalCliRulesAndRefusesBadPaths) {
+  MakeTree();
+  Write(".amlignore", "data/\n");
+  Write("notes.md", "kept");
+  // What a local CLI stores for this folder (same code, rules and store): the same id.
+  StatusOr<cas::SnapshotResult> local =
+      cas::Snapshotter(Objects(), layout_.SnapshotsDir()).Snapshot(src_, {});
+  ASSERT_TRUE(local.ok()) << local.status().ToString();
+
+  StatusOr<json> made = http_->PostJson("/api/v1/snapshots/from-folder", {{"path", src_.string()}});
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  EXPECT_EQ((*made)["id"], local->id);
+  EXPECT_EQ((*made)["files"], local->file_count);
+  EXPECT_EQ((*made)["bytes"], local->total_bytes);
+  StatusOr<HttpResult> manifest = http_->Request("GET", "/api/v1/snapshots/" + local->id);
+  ASSERT_TRUE(manifest.ok());
+  EXPECT_EQ(manifest->status, 200);
+  // data/ is ignored by .amlignore (the `latest` link to data/a.bin stays, as a link).
+  EXPECT_EQ(manifest->body.find("\"path\":\"data/a.bin\""), std::string::npos) << manifest->body;
+  EXPECT_NE(manifest->body.find("\"path\":\"notes.md\""), std::string::npos) << manifest->body;
+  // The stat cache of the workspace's CLI serves it: an unchanged folder is not read again.
+  EXPECT_TRUE(fs::exists(layout_.ObjectsDir() / "statcache"));
+
+  struct Bad {
+    json body;
+    int status;
+    const char* says;
+  };
+  for (const Bad& bad : std::vector<Bad>{
+           {json{{"path", "relative/src"}}, 400, "absolute folder"},
+           {json{{"folder", src_.string()}}, 400, "expected {"},
+           {json{{"path", (root_ / "absent").string()}}, 404, "absent"},
+           {json{{"path", (src_ / "notes.md").string()}}, 400, "notes.md"},
+       }) {
+    StatusOr<HttpResult> r = http_->Request("POST", "/api/v1/snapshots/from-folder",
+                                            bad.body.dump(), "application/json");
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->status, bad.status) << bad.body << ": " << r->body;
+    EXPECT_NE(r->body.find(bad.says), std::string::npos) << r->body;
+  }
+}
+
 TEST_F(RemoteSnapshotTest, FileChangedAfterScanFailsAndAsksToSubmitAgain) {
   Write("a.txt", "original content");
   Write("b.txt", "other");
@@ -347,7 +389,9 @@ TEST_F(RemoteSnapshotTest, EveryRouteNeedsTheToken) {
         c->Request("PUT", "/api/v1/objects/" + digest, "abc", "application/octet-stream");
     StatusOr<HttpResult> r3 = c->Request("POST", "/api/v1/snapshots", "{}");
     StatusOr<HttpResult> r4 = c->Request("GET", "/api/v1/snapshots/" + digest);
-    for (const auto* r : {&r1, &r2, &r3, &r4}) {
+    StatusOr<HttpResult> r5 = c->Request("POST", "/api/v1/snapshots/from-folder",
+                                         json({{"path", root_.string()}}).dump());
+    for (const auto* r : {&r1, &r2, &r3, &r4, &r5}) {
       ASSERT_TRUE(r->ok()) << r->status().ToString();
       EXPECT_EQ((*r)->status, 401) << (*r)->body;
     }

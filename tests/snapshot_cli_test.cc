@@ -205,6 +205,20 @@ TEST_F(SnapshotCliTest, PreviewNamesIgnoredPathsWithTheirRulesAndTheLimits) {
   // Default folder is the current one; a missing folder is an error.
   EXPECT_EQ(Run("snapshot preview").exit_code, 0);
   EXPECT_NE(Run("snapshot preview nowhere").exit_code, 0);
+
+  // -C DIR: as if started in DIR (the Python SDK starts the CLI this way).
+  CmdResult here = Run("snapshot preview --output json");
+  CmdResult there = testing::RunTrainyard(home_.string(), layout_.root.string(),
+                                          "-C '" + project_.string() +
+                                              "' snapshot preview "
+                                              "--output json");
+  ASSERT_EQ(there.exit_code, 0) << there.output;
+  EXPECT_EQ(there.output, here.output);
+  CmdResult nowhere = Run("-C '" + (home_ / "nowhere").string() + "' snapshot preview");
+  EXPECT_EQ(nowhere.exit_code, 2) << nowhere.output;
+  EXPECT_NE(nowhere.output.find("-C " + (home_ / "nowhere").string() + ": No such file"),
+            std::string::npos)
+      << nowhere.output;
 }
 
 TEST_F(SnapshotCliTest, PreviewShowsTheTwentyLargestAndCountsTheRest) {

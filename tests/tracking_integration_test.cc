@@ -295,6 +295,10 @@ TEST_F(TrackingIntegrationTest, RunTokensReachOnlyTheirRun) {
   EXPECT_EQ(Http(port(), "POST", "/api/v1/jobs/tok-b/metrics", Token(a), body).status, 403);
   EXPECT_EQ(Http(port(), "GET", "/api/v1/jobs/tok-b/tags", Token(a)).status, 403);
   EXPECT_EQ(Http(port(), "GET", "/api/v1/jobs", Token(a)).status, 403);
+  // Nor make the daemon read a folder of the host into a snapshot.
+  EXPECT_EQ(
+      Http(port(), "POST", "/api/v1/snapshots/from-folder", Token(a), R"({"path": "/etc"})").status,
+      403);
   EXPECT_EQ(Http(port(), "GET", "/api/v1/jobs/tok-a/metrics", "").status, 401);
   EXPECT_EQ(Http(port(), "GET", "/api/v1/jobs/tok-a/metrics", "not-a-token").status, 401);
   // A run token cannot climb into another run's paths.

@@ -16,7 +16,7 @@ from tests.workspace_twin import WorkspaceTwin
 from trainyard.core import (ActivityFailedException, AmlCompute, ComputeTarget,
                             ComputeTargetException, CondaDependencies, DockerConfiguration,
                             Environment, Experiment, ExperimentExecutionException,
-                            PyTorchConfiguration, ScriptRunConfig, UserErrorException,
+                            PyTorchConfiguration, Run, ScriptRunConfig, UserErrorException,
                             Workspace)
 from trainyard.core.exceptions import RunConfigurationException, SnapshotException
 
@@ -62,7 +62,7 @@ class CoreTestCase(unittest.TestCase):
     def posted(self, path):
         return [doc for m, p, doc in self.twin.requests_json if m == "POST" and p == path]
 
-    def submit(self, **kwargs):
+    def submit(self, workspace=None, **kwargs):
         env = kwargs.pop("environment", None)
         if env is None:
             env = Environment("e")
@@ -70,7 +70,7 @@ class CoreTestCase(unittest.TestCase):
             env.python.user_managed_dependencies = True
         src = ScriptRunConfig(source_directory=os.path.join(self.project, "src"),
                               script="train.py", environment=env, **kwargs)
-        return Experiment(self.ws, "exp").submit(src)
+        return Experiment(workspace or self.ws, "exp").submit(src)
 
 
 class WorkspaceTest(CoreTestCase):
@@ -95,6 +95,65 @@ class WorkspaceTest(CoreTestCase):
         from trainyard.core.exceptions import ProjectSystemException
         with self.assertRaisesRegex(ProjectSystemException, "TRAINYARD_CLI names"):
             Workspace.from_config(self.project)
+
+
+class RunCliTest(unittest.TestCase):
+    """run_cli starts the trainyard command with posix_spawn and two pipes."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="ty-cli-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self._old = os.environ.get("TRAINYARD_CLI")
+        self.addCleanup(self._restore)
+
+    def _restore(self):
+        if self._old is None:
+            os.environ.pop("TRAINYARD_CLI", None)
+        else:
+            os.environ["TRAINYARD_CLI"] = self._old
+
+    def cli(self, body):
+        path = os.path.join(self.tmp, "cli.sh")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n" + body)
+        os.chmod(path, 0o755)
+        os.environ["TRAINYARD_CLI"] = path
+
+    def test_arguments_folder_and_both_streams_in_full(self):
+        from trainyard.core._connection import run_cli
+        # 1 MiB on each stream: read together, neither pipe fills and blocks the other.
+        self.cli('echo "$@"; pwd; head -c 1048576 /dev/zero | tr "\\0" e >&2; '
+                 'head -c 1048576 /dev/zero | tr "\\0" o; cat; echo "TY=$TRAINYARD_CLI"')
+        out = run_cli(["workspace", "connect"], self.tmp, "testing")
+        lines = out.split("\n")
+        self.assertEqual(lines[0], "-C %s workspace connect" % self.tmp)
+        self.assertEqual(lines[1], os.getcwd())  # the folder goes to trainyard as -C
+        # All of stdout; stdin empty (cat adds nothing); TRAINYARD_CLI not passed on.
+        self.assertEqual(lines[2], "o" * (1 << 20) + "TY=")
+
+    def test_failure_says_what_and_the_commands_message(self):
+        from trainyard.core._connection import run_cli
+        self.cli('echo "error: the workspace is gone" >&2; exit 3')
+        with self.assertRaisesRegex(UserErrorException,
+                                    "^finding it failed: the workspace is gone$"):
+            run_cli(["x"], self.tmp, "finding it")
+        self.cli("kill -9 $$")
+        with self.assertRaisesRegex(UserErrorException, "exit code -9"):
+            run_cli(["x"], self.tmp, "finding it")
+
+    def test_a_command_over_its_time_is_killed(self):
+        from trainyard.core._connection import run_cli
+        from trainyard.core.exceptions import ProjectSystemException
+        marker = os.path.join(self.tmp, "pid")
+        self.cli("echo $$ > %s; exec sleep 30" % marker)
+        started = time.monotonic()
+        with self.assertRaisesRegex(ProjectSystemException, "took longer than 1 s"):
+            run_cli(["x"], self.tmp, "waiting", timeout=1)
+        self.assertLess(time.monotonic() - started, 10)
+        with open(marker) as f:
+            pid = int(f.read())
+        with self.assertRaises(OSError):  # killed and reaped: no such process
+            os.kill(pid, 0)
 
 
 class EnvironmentTest(CoreTestCase):
@@ -285,6 +344,17 @@ class ComputeTest(CoreTestCase):
         self.assertEqual(str(e.exception), "ComputeTargetNotFound: Compute Target with name "
                          "gpu-cluster not found in provided workspace")
 
+    def test_a_gpu_size_on_a_gpu_machine_keeps_its_gpu(self):
+        self.twin.machine = {"cpus": 16.0, "memory_bytes": 64 << 30, "gpus": 2}
+        config = AmlCompute.provisioning_configuration(vm_size="STANDARD_NC6", max_nodes=2)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            ComputeTarget.create(self.ws, "gpu-cluster", config)
+        sent = self.posted("/api/v1/computes")[-1]
+        self.assertEqual((sent["node_cpus"], sent["node_memory_bytes"], sent["node_gpus"]),
+                         (6.0, 56 << 30, 1))
+        self.assertEqual(err.getvalue(), "")
+
     def test_a_gpu_size_on_a_small_machine_is_reduced_with_a_warning(self):
         config = AmlCompute.provisioning_configuration(vm_size="STANDARD_NC6", max_nodes=4)
         err = io.StringIO()
@@ -348,8 +418,24 @@ class SubmitTest(CoreTestCase):
         self.assertEqual(len(sent["snapshot_id"]), 64)
         self.assertEqual(run.id, "exp_1")
         self.assertEqual(run.get_status(), "Queued")
+        # A local workspace's daemon snapshots the folder itself: no second process.
+        self.assertEqual(self.posted("/api/v1/snapshots/from-folder")[-1],
+                         {"path": os.path.join(self.project, "src")})
         calls = [c["args"][:2] for c in self.twin.cli_calls()]
-        self.assertIn(["snapshot", "create"], calls)
+        self.assertNotIn(["snapshot", "create"], calls)
+
+    def test_a_remote_workspace_snapshots_with_the_cli(self):
+        os.environ["TWIN_REMOTE"] = "1"
+        try:
+            ws = Workspace.from_config(self.project)
+            run = self.submit(workspace=ws)
+        finally:
+            del os.environ["TWIN_REMOTE"]
+        self.assertEqual(self.posted("/api/v1/snapshots/from-folder"), [])
+        calls = [c["args"][:3] for c in self.twin.cli_calls()]
+        self.assertIn(["snapshot", "create", os.path.join(self.project, "src")], calls)
+        self.assertEqual(len(self.posted("/api/v1/jobs")[-1]["snapshot_id"]), 64)
+        self.assertEqual(run.get_status(), "Queued")
 
     def test_a_registered_environment_is_sent_by_name(self):
         env = Environment("reg")
@@ -528,6 +614,10 @@ class RunTest(CoreTestCase):
         run.log("loss", 0.5)
         run.log("loss", 0.25)
         self.assertEqual(run.get_metrics()["loss"], [0.5, 0.25])
+        run.add_properties({"best": "epoch-3"})
+        # get_details reads them over the REST API, as another program would.
+        self.assertEqual(Run(run.experiment, run.id).get_details()["properties"],
+                         {"best": "epoch-3"})
         self.twin.runs[run.id].files["outputs/model.txt"] = b"weights"
         self.assertEqual(run.get_file_names(), ["outputs/model.txt"])
         dest = os.path.join(self.tmp, "dl")

@@ -17,23 +17,46 @@ import time
 from tests.twin import HttpError, RunState, Twin
 
 WS_TOKEN = "workspace-token"
+_SDK = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TERMINAL = ("Completed", "Failed", "Canceled")
 
 _FAKE_CLI = r'''#!%(python)s
-import hashlib, json, os, sys
+import json, os, sys
+sys.path.insert(0, %(sdk)r)
+from tests.workspace_twin import SnapshotError, stand_in_snapshot
 state = %(state)r
 args = sys.argv[1:]
+if args[:1] == ["-C"]:
+    os.chdir(args[1])
+    args = args[2:]
 with open(state + ".calls", "a") as f:
     f.write(json.dumps({"args": args, "cwd": os.getcwd()}) + "\n")
 if args[:2] == ["workspace", "connect"]:
     if os.isatty(1):
         sys.exit("error: not to a terminal")
-    print(json.dumps({"url": %(url)r, "token": %(token)r, "remote": False,
+    print(json.dumps({"url": %(url)r, "token": %(token)r,
+                      "remote": os.environ.get("TWIN_REMOTE") == "1",
                       "folder": %(folder)r, "found_by": "twin"}))
 elif args[:2] == ["snapshot", "create"]:
-    folder = args[2]
+    try:
+        print(json.dumps(stand_in_snapshot(args[2])))
+    except SnapshotError as e:
+        sys.exit("error: %%s" %% e)
+else:
+    sys.exit("error: the twin CLI does not know %%s" %% args)
+'''
+
+
+class SnapshotError(Exception):
+    pass
+
+
+def stand_in_snapshot(folder):
+    """What the twin's CLI and its POST /api/v1/snapshots/from-folder answer: an id made of
+    the folder's paths and contents, its file count, and the limit error of a snapshot over
+    TWIN_SNAPSHOT_MAX_FILES (default 1000)."""
     if not os.path.isdir(folder):
-        sys.exit("error: %%s: no such folder" %% folder)
+        raise SnapshotError("%s: no such folder" % folder)
     h = hashlib.sha256()
     files = 0
     for root, dirs, names in sorted(os.walk(folder)):
@@ -46,12 +69,9 @@ elif args[:2] == ["snapshot", "create"]:
             files += 1
     limit = int(os.environ.get("TWIN_SNAPSHOT_MAX_FILES", "1000"))
     if files > limit:
-        sys.exit("error: snapshot of %%s has %%d files, over the limit of %%d (snapshot_max_files)"
-                 %% (folder, files, limit))
-    print(json.dumps({"id": h.hexdigest(), "files": files, "bytes": 0}))
-else:
-    sys.exit("error: the twin CLI does not know %%s" %% args)
-'''
+        raise SnapshotError("snapshot of %s has %d files, over the limit of %d "
+                            "(snapshot_max_files)" % (folder, files, limit))
+    return {"id": h.hexdigest(), "files": files, "bytes": 0}
 
 
 class WorkspaceTwin(Twin):
@@ -66,12 +86,17 @@ class WorkspaceTwin(Twin):
         self.requests_json = []  # (method, path, doc)
         self.changed = threading.Condition(self.lock)
         self.default_image = "python:3.11-slim"
+        # What GET /workspace says the daemon's machine has; the local compute is smaller, as
+        # a user may define it, and the SDK must cut VM sizes to the machine, not to it.
+        self.machine = {"cpus": 2.0, "memory_bytes": 4 << 30, "gpus": 0}
+        self.computes["local"].update(node_cpus=1.0, node_memory_bytes=1 << 30)
 
     def write_cli(self):
         """Writes the stand-in trainyard command; returns its path."""
         path = os.path.join(self.folder, "trainyard")
         with open(path, "w") as f:
-            f.write(_FAKE_CLI % {"python": sys.executable, "state": path, "url": self.url,
+            f.write(_FAKE_CLI % {"python": sys.executable, "sdk": _SDK, "state": path,
+                                 "url": self.url,
                                  "token": WS_TOKEN, "folder": self.folder})
         os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
         return path
@@ -117,7 +142,14 @@ class WorkspaceTwin(Twin):
             self.requests_json.append((method, path, doc))
         if parts == ["workspace"]:
             return self._json({"root": self.folder, "version": "twin",
-                               "default_image": self.default_image})
+                               "default_image": self.default_image, "machine": self.machine})
+        if parts == ["snapshots", "from-folder"] and method == "POST":
+            if not isinstance(doc, dict) or not str(doc.get("path", "")).startswith("/"):
+                raise HttpError(400, "INVALID_ARGUMENT", "'path' must be an absolute folder")
+            try:
+                return self._json(stand_in_snapshot(doc["path"]), 201)
+            except SnapshotError as e:
+                raise HttpError(400, "INVALID_ARGUMENT", str(e))
         if parts[:1] == ["computes"]:
             return self._computes(method, parts[1:], doc)
         if parts[:1] == ["environments"]:

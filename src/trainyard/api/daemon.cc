@@ -42,8 +42,9 @@
 #include "trainyard/envbuild/image_builder.h"
 #include "trainyard/exec/executor.h"
 #include "trainyard/exec/process_executor.h"
-#include "trainyard/slurm/slurm.h"
 #include "trainyard/sched/scheduler.h"
+#include "trainyard/slurm/slurm.h"
+#include "trainyard/spec/compute.h"
 #include "trainyard/store/store.h"
 #include "trainyard/tracking/run_files.h"
 #include "trainyard/tracking/series_store.h"
@@ -297,10 +298,15 @@ void Daemon::Impl::InstallRoutes() {
             // before uploading it.
             const json limits = {{"max_files", config.snapshot_max_files},
                                  {"max_bytes", config.snapshot_max_bytes}};
+            // What the machine has, which the Python SDK cuts a cloud VM size down to.
+            const spec::MachineSize m = spec::ThisMachine();
+            const json machine = {
+                {"cpus", m.cpus}, {"memory_bytes", m.memory_bytes}, {"gpus", m.gpus}};
             return HttpResponse::Json(200, {{"root", layout.root.string()},
                                             {"version", kVersion},
                                             {"snapshot_limits", limits},
-                                            {"default_image", config.default_image}});
+                                            {"default_image", config.default_image},
+                                            {"machine", machine}});
           }));
 
   // Environments.
@@ -403,11 +409,12 @@ void Daemon::Impl::InstallRoutes() {
   s.Route("GET", "/api/v1/jobs/{name}/files/{path...}",
           SyncHandler([this](HttpRequest& req) { return File(req); }));
 
-  // Remote submission: objects and snapshot manifests.
+  // Snapshots: a remote client's objects and manifests, and folders of this machine.
   SnapshotRouteOptions snapshot_options;
   snapshot_options.max_object_bytes = config.snapshot_max_bytes;
   snapshot_options.max_snapshot_bytes = config.snapshot_max_bytes;
   snapshot_options.max_snapshot_files = config.snapshot_max_files;
+  snapshot_options.stat_cache_dir = layout.ObjectsDir() / "statcache";  // the local CLI's
   AddSnapshotRoutes(s, *objects, *snapshots, snapshot_options);
 
   // Run tracking: metrics, entries, tags, properties, files, the script's verdict.

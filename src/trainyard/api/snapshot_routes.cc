@@ -132,6 +132,31 @@ HttpResponse AddSnapshot(cas::Snapshotter& snapshots, const SnapshotRouteOptions
       201, {{"id", *id}, {"files", manifest->entries.size()}, {"bytes", manifest->TotalBytes()}});
 }
 
+HttpResponse SnapshotFolder(cas::ObjectStore& objects, const cas::Snapshotter& snapshots,
+                            const SnapshotRouteOptions& options, const std::string& body) {
+  const nlohmann::json doc = nlohmann::json::parse(body, nullptr, false);
+  if (!doc.is_object() || !doc.contains("path") || !doc["path"].is_string()) {
+    return HttpResponse::FromStatus(
+        InvalidArgument("expected {\"path\": \"/absolute/folder\"} (a folder of the daemon's "
+                        "machine)"));
+  }
+  const std::string path = doc["path"].get<std::string>();
+  if (path.empty() || path.front() != '/' || path.find('\0') != std::string::npos) {
+    return HttpResponse::FromStatus(
+        InvalidArgument("'path' must be an absolute folder of the daemon's machine, not '" +
+                        path.substr(0, 200) + "'"));
+  }
+  cas::SnapshotLimits limits;
+  limits.max_files = options.max_snapshot_files;
+  limits.max_bytes = options.max_snapshot_bytes;
+  // A snapshotter of its own for the stat cache; the store and the manifests are the daemon's.
+  cas::Snapshotter snapshotter(objects, snapshots.snapshots_dir(), options.stat_cache_dir);
+  StatusOr<cas::SnapshotResult> snap = snapshotter.Snapshot(path, limits);
+  if (!snap.ok()) return HttpResponse::FromStatus(snap.status().WithPrefix("snapshot of " + path));
+  return HttpResponse::Json(
+      201, {{"id", snap->id}, {"files", snap->file_count}, {"bytes", snap->total_bytes}});
+}
+
 }  // namespace
 
 void AddSnapshotRoutes(HttpServer& server, cas::ObjectStore& objects, cas::Snapshotter& snapshots,
@@ -157,6 +182,12 @@ void AddSnapshotRoutes(HttpServer& server, cas::ObjectStore& objects, cas::Snaps
   server.UploadRoute("POST", "/api/v1/snapshots", options.max_json_bytes,
                      Buffered([&snapshots, options](const std::string& body) {
                        return AddSnapshot(snapshots, options, body);
+                     }));
+
+  // Reading a folder may take seconds: an upload route, so it runs on the blocking pool.
+  server.UploadRoute("POST", "/api/v1/snapshots/from-folder", options.max_json_bytes,
+                     Buffered([&objects, &snapshots, options](const std::string& body) {
+                       return SnapshotFolder(objects, snapshots, options, body);
                      }));
 
   server.Route("GET", "/api/v1/snapshots/{id}", SyncHandler([&snapshots](HttpRequest& req) {

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 
 #include "trainyard/api/http_server.h"
 #include "trainyard/cas/object_store.h"
@@ -22,6 +23,9 @@ struct SnapshotRouteOptions {
   // snapshot_max_bytes, as for a local snapshot).
   std::uint64_t max_snapshot_files = 2000;
   std::uint64_t max_snapshot_bytes = 300'000'000;
+  // Where POST /api/v1/snapshots/from-folder keeps its stat caches (the CLI's, for a local
+  // workspace: `<objects>/statcache`); empty: none.
+  std::filesystem::path stat_cache_dir;
 };
 
 // Registers the routes a remote client uses to submit a snapshot (see docs/api.md, "Remote
@@ -33,6 +37,11 @@ struct SnapshotRouteOptions {
 // Work that touches the disk beyond appending to a temp file (existence checks, fsync on
 // publish, writing the manifest) runs on the server's blocking pool, not its event loop.
 // Borrows `objects` and `snapshots` (which must use that store): both must outlive the server.
+// POST /api/v1/objects/missing, PUT /api/v1/objects/{digest}, POST /api/v1/snapshots (a
+// client's scan and upload), GET /api/v1/snapshots/{id}, and POST /api/v1/snapshots/from-folder
+// ({"path": absolute folder of the daemon's machine}: the daemon snapshots it with the code
+// and rules a local CLI uses; for programs on the same machine, e.g. the Python SDK, which
+// then need no second process). Only the workspace token reaches them (run_scope.h).
 void AddSnapshotRoutes(HttpServer& server, cas::ObjectStore& objects, cas::Snapshotter& snapshots,
                        const SnapshotRouteOptions& options = {});
 

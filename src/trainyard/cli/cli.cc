@@ -755,6 +755,11 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "trainyard 0.1.0");
 
+  std::string start_dir;
+  app.add_option("-C", start_dir,
+                 "Run as if trainyard was started in this folder (as git -C): the workspace is "
+                 "found from it and relative paths are taken from it");
+
   std::string output = "table";
   auto add_output = [&](CLI::App* cmd) {
     cmd->add_option("-o,--output", output, "Output format: table or json")
@@ -968,6 +973,9 @@ int Main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+  if (!start_dir.empty() && ::chdir(start_dir.c_str()) != 0) {
+    return Fail(InvalidArgument("-C " + start_dir + ": " + std::strerror(errno)));
   }
 
   if (login->parsed()) {

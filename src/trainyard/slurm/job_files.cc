@@ -267,10 +267,18 @@ std::string TaskScript(const TaskSpec& task, const std::string& dir) {
     if (!always) s << "fi\n";
     for (const std::string& n : kTrainyardVars) add_pass(n);
   }
-  // The node's index under the name the cloud service's v1 runtime gives it, for scripts that
-  // read it.
-  s << "AZ_BATCHAI_TASK_INDEX=${SLURM_NODEID:-0}\nexport AZ_BATCHAI_TASK_INDEX\n";
+  // The node's index and the head node under the names the cloud service's v1 runtime gives
+  // them, for scripts that read them (as on local computes: itself when the job has one node).
+  s << "AZ_BATCHAI_TASK_INDEX=${SLURM_NODEID:-0}\n"
+    << "if [ \"${SLURM_JOB_NUM_NODES:-1}\" -gt 1 ]; then\n"
+    << "  AZ_BATCHAI_MPI_MASTER_NODE=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n "
+       "1)\n"
+    << "else\n"
+    << "  AZ_BATCHAI_MPI_MASTER_NODE=127.0.0.1\n"
+    << "fi\n"
+    << "export AZ_BATCHAI_TASK_INDEX AZ_BATCHAI_MPI_MASTER_NODE\n";
   add_pass("AZ_BATCHAI_TASK_INDEX");
+  add_pass("AZ_BATCHAI_MPI_MASTER_NODE");
 
   if (task.gpus_per_node > 0) {
     s << R"SH(

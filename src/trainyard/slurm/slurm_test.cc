@@ -694,7 +694,7 @@ esac
         "LOCAL_RANK=1", "NODE_RANK=1", "TRAINYARD_NODE_RANK=1", "TRAINYARD_NODE_COUNT=2",
         "TRAINYARD_PROCESSES=2", "TRAINYARD_DISTRIBUTION=pytorch",
         "TRAINYARD_HOSTFILE=/trainyard/hostfile", "AZ_BATCHAI_TASK_INDEX=1",
-        "TRAINYARD_COMMAND=echo"}) {
+        "AZ_BATCHAI_MPI_MASTER_NODE=n1", "TRAINYARD_COMMAND=echo"}) {
     EXPECT_NE(seen.find(std::string(want) + (StartsWith(want, "TRAINYARD_COMMAND") ? "" : "\n")),
               std::string::npos)
         << want << " in:\n"
@@ -711,6 +711,16 @@ esac
   EXPECT_FALSE(exit->oom_killed);
   EXPECT_EQ(exit->node, 1);
   EXPECT_GT(exit->ended_ns, 1'600'000'000'000'000'000LL);
+
+  // A one-node job: its head node is the node itself, as on local computes.
+  r = RunShell("PATH=" + ShellQuote(bin.string()) +
+               ":/usr/bin:/bin SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_NODEID=0 SLURM_NTASKS=2 "
+               "SLURM_JOB_NUM_NODES=1 SLURM_JOB_NODELIST=n7 " +
+               ShellQuote(files.TaskScript().string()));
+  EXPECT_EQ(r.exit_code, 4) << r.output;
+  seen = Read(state + ".env");
+  EXPECT_NE(seen.find("AZ_BATCHAI_MPI_MASTER_NODE=127.0.0.1\n"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("AZ_BATCHAI_TASK_INDEX=0\n"), std::string::npos) << seen;
 }
 
 TEST(ExitFilesTest, ReadsGoodAndRefusesMalformed) {

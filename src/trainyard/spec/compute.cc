@@ -488,17 +488,28 @@ bool ComputeDefinition::SameSettings(const ComputeDefinition& other) const {
          shared_dir == other.shared_dir && same_registry();
 }
 
+MachineSize ThisMachine(const std::filesystem::path& nvidia_gpus_dir) {
+  MachineSize m;
+  m.cpus = static_cast<double>(std::max(1u, std::thread::hardware_concurrency()));
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page_size = ::sysconf(_SC_PAGE_SIZE);
+  if (pages > 0 && page_size > 0) m.memory_bytes = static_cast<std::int64_t>(pages) * page_size;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(nvidia_gpus_dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    if (it->is_directory(ec)) ++m.gpus;  // one folder per GPU, named by its PCI address
+  }
+  return m;
+}
+
 ComputeDefinition DefaultLocalCompute() {
   ComputeDefinition d;
   d.name = "local";
   d.type = "docker";
   d.max_nodes = 1;
-  d.node_cpus = static_cast<double>(std::max(1u, std::thread::hardware_concurrency()));
-  const long pages = ::sysconf(_SC_PHYS_PAGES);
-  const long page_size = ::sysconf(_SC_PAGE_SIZE);
-  if (pages > 0 && page_size > 0) {
-    d.node_memory_bytes = static_cast<std::int64_t>(pages) * page_size;
-  }
+  const MachineSize machine = ThisMachine();
+  d.node_cpus = machine.cpus;
+  d.node_memory_bytes = machine.memory_bytes;
   return d;
 }
 

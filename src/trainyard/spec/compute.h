@@ -7,9 +7,11 @@
 // Created from CLI flags or a YAML file (docs/compute.md).
 
 #include <cstdint>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "trainyard/common/status.h"
@@ -64,8 +66,19 @@ struct ComputeDefinition {
   bool SameSettings(const ComputeDefinition& other) const;
 };
 
+// What the daemon's machine has: its CPUs, memory and NVIDIA GPUs (the folders under
+// `nvidia_gpus_dir`, one per GPU the kernel driver knows; none without the driver).
+struct MachineSize {
+  double cpus = 1;
+  std::int64_t memory_bytes = 0;  // 0: unknown
+  int gpus = 0;
+};
+inline constexpr std::string_view kNvidiaGpusDir = "/proc/driver/nvidia/gpus";
+MachineSize ThisMachine(const std::filesystem::path& nvidia_gpus_dir = kNvidiaGpusDir);
+
 // The `local` compute that exists by default: the local Docker engine, one node sized to the
-// machine (its CPU count and memory).
+// machine (its CPU count and memory; no GPUs, which a compute asks for explicitly: a run that
+// requests GPUs fails on an engine without the NVIDIA runtime).
 ComputeDefinition DefaultLocalCompute();
 
 // Parses a compute YAML file (docs/compute.md). Errors are InvalidArgument "FILE:LINE:COL:

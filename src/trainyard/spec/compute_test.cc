@@ -174,6 +174,20 @@ TEST(ComputeDefinitionTest, DefaultLocalIsOneMachineSizedDockerNode) {
   EXPECT_TRUE(local.Validate().ok()) << local.Validate().ToString();
 }
 
+TEST(ComputeDefinitionTest, ThisMachineCountsTheGpusTheDriverLists) {
+  const fs::path tmp = fs::temp_directory_path() / ("ty-machine-" + RandomHex(4));
+  const MachineSize none = ThisMachine(tmp / "absent");
+  EXPECT_EQ(none.gpus, 0);
+  EXPECT_EQ(none.cpus, static_cast<double>(std::max(1u, std::thread::hardware_concurrency())));
+  EXPECT_EQ(none.memory_bytes, DefaultLocalCompute().node_memory_bytes);
+  for (const char* bus : {"0000:01:00.0", "0000:02:00.0", "0000:81:00.0"}) {
+    ASSERT_TRUE(MakeDirs(tmp / "gpus" / bus).ok());
+  }
+  ASSERT_TRUE(WriteFileAtomic(tmp / "gpus" / "README", "not a GPU").ok());
+  EXPECT_EQ(ThisMachine(tmp / "gpus").gpus, 3);
+  (void)RemoveTree(tmp);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Compute YAML
 

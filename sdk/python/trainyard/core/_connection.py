@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing stays out of the import time
-    from typing import Any, Dict, Optional, Type
+    from typing import Any, Dict, List, Optional, Type
 
 from .._http import CONNECTION_ERRORS, Transport, error_message, quote
 from .exceptions import AzureMLException, ProjectSystemException, UserErrorException
@@ -43,27 +44,79 @@ def _cli_env() -> Dict[str, str]:
 
 def run_cli(args, cwd: str, what: str, error: Type[AzureMLException] = UserErrorException,
             timeout: Optional[float] = None) -> str:
-    """Runs `trainyard ARGS` in `cwd`; its stdout, or `error` with its message."""
-    import subprocess  # kept out of the import time of `import trainyard.core`
+    """Runs `trainyard -C CWD ARGS`; its stdout, or `error` with its message."""
     try:
-        done = subprocess.run([cli_path()] + list(args), cwd=cwd, env=_cli_env(),
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, timeout=timeout)
+        code, out, err = _spawn([cli_path(), "-C", cwd] + list(args), timeout)
     except OSError as e:
         raise ProjectSystemException("could not run the trainyard command: %s" % e, e)
-    except subprocess.TimeoutExpired as e:
-        raise ProjectSystemException("%s took longer than %.0f s" % (what, timeout), e)
-    if done.returncode != 0:
-        text = done.stderr.decode("utf-8", "replace").strip()
+    except _TimedOut as e:
+        raise ProjectSystemException("%s took longer than %.0f s" % (what, timeout or 0), e)
+    if code != 0:
+        text = err.decode("utf-8", "replace").strip()
         if text.startswith("error: "):
             text = text[len("error: "):]
-        raise error("%s failed: %s" % (what, text or "exit code %d" % done.returncode))
-    return done.stdout.decode("utf-8", "replace")
+        raise error("%s failed: %s" % (what, text or "exit code %d" % code))
+    return out.decode("utf-8", "replace")
+
+
+class _TimedOut(Exception):
+    pass
+
+
+def _spawn(argv, timeout: Optional[float]):
+    """(exit code, stdout, stderr) of `argv`, stdin from /dev/null.
+
+    posix_spawn and two pipes, not the subprocess module, whose import costs an SDK program
+    milliseconds it has no other use for; safe beside threads (nothing runs in a forked
+    Python). The child is killed on timeout (_TimedOut) and on any exception here, such as
+    Ctrl-C.
+    """
+    import select
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        pid = os.posix_spawn(argv[0], argv, _cli_env(), file_actions=[
+            (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
+            (os.POSIX_SPAWN_DUP2, err_w, 2)])
+    finally:
+        for fd in (out_w, err_w, devnull):
+            os.close(fd)
+    chunks = {out_r: [], err_r: []}  # type: Dict[int, List[bytes]]
+    open_fds = [out_r, err_r]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while open_fds:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise _TimedOut(" ".join(argv[3:5]))
+            ready, _, _ = select.select(open_fds, [], [], left)
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if data:
+                    chunks[fd].append(data)
+                else:
+                    open_fds.remove(fd)
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+    finally:
+        if pid:
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except OSError:
+                pass
+        os.close(out_r)
+        os.close(err_r)
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+    return code, b"".join(chunks[out_r]), b"".join(chunks[err_r])
 
 
 # How long one call may take: most answer at once; a build answers when the image is ready.
 DEFAULT_CALL_SECONDS = 90.0
 LONGEST_CALL_SECONDS = 6 * 3600.0
+# A snapshot reads the folder: up to the workspace's limits (300 MB by default).
+SNAPSHOT_CALL_SECONDS = 900.0
 
 
 class ApiError(UserErrorException):
@@ -170,10 +223,19 @@ class Connection:
     # --- the CLI's own work ----------------------------------------------------------------
 
     def snapshot(self, folder: str) -> Dict[str, Any]:
-        """Snapshots `folder` into the workspace: {"id", "files", "bytes"}."""
-        out = run_cli(["snapshot", "create", os.path.abspath(folder), "--output", "json"],
-                      self.cwd, "snapshotting %s" % folder)
-        return json.loads(out)
+        """Snapshots `folder` into the workspace: {"id", "files", "bytes"}.
+
+        A local workspace's daemon reads the folder itself (POST /api/v1/snapshots/from-folder:
+        the snapshot code, ignore rules, limits and stat cache of a local CLI, without starting
+        a second process); for a remote daemon, `trainyard snapshot create` hashes here and
+        uploads what the daemon lacks."""
+        path = os.path.abspath(folder)
+        if self.remote:
+            out = run_cli(["snapshot", "create", path, "--output", "json"], self.cwd,
+                          "snapshotting %s" % folder)
+            return json.loads(out)
+        return self.post("/api/v1/snapshots/from-folder", {"path": path},
+                         timeout=SNAPSHOT_CALL_SECONDS)
 
 
 def seg(text: str) -> str:

@@ -11,9 +11,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing stays out of the import time
     from typing import Any, Dict, List, Optional
 
-from .._backends import OnlineBackend
+    from ..run import Run as _ContextRun
+
 from .._http import error_message, quote
-from ..run import Run as _ContextRun
 from ._connection import ApiError, seg
 from .exceptions import (ActivityFailedException, ExperimentExecutionException,
                          ProjectSystemException, UserErrorException)
@@ -34,27 +34,99 @@ def _iso(ms: Optional[int]) -> Optional[str]:
         ".%03dZ" % (ms % 1000)
 
 
-class Run(_ContextRun):
+class Run(object):
     """A run of an experiment. Logging methods (log, tag, upload_file...) work on it too."""
 
     def __init__(self, experiment: Any, run_id: str, _answer: Optional[Dict[str, Any]] = None,
                  **kwargs: Any) -> None:
-        conn = experiment.workspace._conn
-        backend = OnlineBackend(conn.url, conn.token, run_id, ca_pem=conn.ca_pem)
-        super().__init__(run_id, experiment.name, backend)
+        self._id = run_id
         self._experiment_obj = experiment
-        self._conn = conn
+        self._conn = experiment.workspace._conn
         self._answer = _answer or {}
+        self._tracker_run = None  # type: Optional[_ContextRun]
 
     @staticmethod
     def get_context(allow_offline: bool = True, **kwargs: Any) -> _ContextRun:
         """The run this process is part of (inside a run), else an offline run."""
-        return _ContextRun.get_context(allow_offline=allow_offline)
+        from ..run import Run as ContextRun
+        return ContextRun.get_context(allow_offline=allow_offline)
+
+    def _tracker(self) -> _ContextRun:
+        """The in-run tracking client for this run (metrics, tags, properties, files), made on
+        first use: submitting and following a run never needs it."""
+        if self._tracker_run is None:
+            from .._backends import OnlineBackend
+            from ..run import Run as ContextRun
+            backend = OnlineBackend(self._conn.url, self._conn.token, self._id,
+                                    ca_pem=self._conn.ca_pem)
+            self._tracker_run = ContextRun(self._id, self._experiment_obj.name, backend)
+        return self._tracker_run
+
+    # --- tracking, as inside a run (trainyard.Run; docs/tracking.md) -----------------------
+
+    def log(self, name: str, value: Any, step: Optional[int] = None,
+            description: str = "") -> None:
+        self._tracker().log(name, value, step=step, description=description)
+
+    def log_list(self, name: str, values: Any, description: str = "") -> None:
+        self._tracker().log_list(name, values, description=description)
+
+    def log_row(self, name: str, description: str = "", **cols: Any) -> None:
+        self._tracker().log_row(name, description=description, **cols)
+
+    def log_table(self, name: str, value: Any, description: str = "") -> None:
+        self._tracker().log_table(name, value, description=description)
+
+    def log_image(self, name: str, path: Optional[str] = None, plot: Any = None,
+                  description: str = "", step: Optional[int] = None) -> None:
+        self._tracker().log_image(name, path=path, plot=plot, description=description,
+                                  step=step)
+
+    def tag(self, key: str, value: Optional[str] = None) -> None:
+        self._tracker().tag(key, value)
+
+    def set_tags(self, tags: Dict[str, Any]) -> None:
+        self._tracker().set_tags(tags)
+
+    def remove_tags(self, keys: Any) -> None:
+        self._tracker().remove_tags(keys)
+
+    def get_tags(self) -> Dict[str, str]:
+        return self._tracker().get_tags()
+
+    def add_properties(self, properties: Dict[str, Any]) -> None:
+        self._tracker().add_properties(properties)
+
+    def add_property(self, key: str, value: Any) -> None:
+        self._tracker().add_property(key, value)
+
+    def get_properties(self) -> Dict[str, str]:
+        return self._tracker().get_properties()
+
+    def upload_file(self, name: str, path_or_stream: Any) -> None:
+        self._tracker().upload_file(name, path_or_stream)
+
+    def get_metrics(self, name: Optional[str] = None) -> Dict[str, Any]:
+        return self._tracker().get_metrics(name)
+
+    def flush(self, timeout_seconds: float = 300) -> bool:
+        """Waits until everything logged so far was sent; False if the time ran out."""
+        return self._tracker_run is None or self._tracker_run.flush(timeout_seconds)
+
+    def complete(self) -> None:
+        self._tracker().complete()
+
+    def fail(self, message: Optional[str] = None, error_details: Any = None) -> None:
+        self._tracker().fail(message, error_details)
 
     # --- identity --------------------------------------------------------------------------
 
     @property
-    def experiment(self) -> Any:  # type: ignore[override]
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def experiment(self) -> Any:
         return self._experiment_obj
 
     @property
@@ -89,7 +161,8 @@ class Run(_ContextRun):
         start = times.get("Running") or times.get("Starting")
         end = r.get("ended_ms") or None
         try:
-            properties = self._backend.get_properties()
+            properties = (self._conn.get("/api/v1/jobs/%s/properties" % seg(self._id))
+                          or {}).get("properties", {})
         except Exception:  # the details stay useful without them
             properties = {}
         request_env = r.get("environment_name") or ""

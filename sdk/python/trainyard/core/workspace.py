@@ -125,11 +125,11 @@ class Workspace(object):
         return self._workspace_info().get("default_image") or "python:3.11-slim"
 
     def _machine(self) -> Dict[str, Any]:
-        """The daemon's machine: CPUs, memory and GPUs of its `local` compute."""
-        local = self._conn.get("/api/v1/computes/local")
-        return {"cpus": float(local.get("node_cpus") or 0),
-                "memory_bytes": int(local.get("node_memory_bytes") or 0),
-                "gpus": int(local.get("node_gpus") or 0)}
+        """The daemon's machine: its CPUs, memory and GPUs (GET /workspace `machine`)."""
+        machine = self._workspace_info().get("machine") or {}
+        return {"cpus": float(machine.get("cpus") or 0),
+                "memory_bytes": int(machine.get("memory_bytes") or 0),
+                "gpus": int(machine.get("gpus") or 0)}
 
     @property
     def environments(self) -> Dict[str, Any]:
