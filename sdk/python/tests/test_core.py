@@ -141,6 +141,31 @@ class RunCliTest(unittest.TestCase):
         with self.assertRaisesRegex(UserErrorException, "exit code -9"):
             run_cli(["x"], self.tmp, "finding it")
 
+    def test_many_open_descriptors_default_signals_and_no_leak(self):
+        from trainyard.core._connection import run_cli
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 1200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        # The pipes get numbers above 1023, which select() cannot wait on.
+        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+        try:
+            # SIGPIPE as a shell leaves it: `yes` dies quietly when `head` stops reading.
+            self.cli('yes 2>"$0.err" | head -n 1 >/dev/null; cat "$0.err"; echo done')
+            self.assertEqual(run_cli(["x"], self.tmp, "testing"), "done\n")
+        finally:
+            for fd in held:
+                os.close(fd)
+        before = len(os.listdir("/proc/self/fd"))
+        self.cli("")
+        with open(os.environ["TRAINYARD_CLI"], "wb") as f:
+            f.write(b"\x7fELF not really")  # executable, but not a program
+        from trainyard.core.exceptions import ProjectSystemException
+        with self.assertRaisesRegex(ProjectSystemException, "could not run"):
+            run_cli(["x"], self.tmp, "testing")
+        self.assertEqual(len(os.listdir("/proc/self/fd")), before)
+
     def test_a_command_over_its_time_is_killed(self):
         from trainyard.core._connection import run_cli
         from trainyard.core.exceptions import ProjectSystemException

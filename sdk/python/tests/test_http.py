@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 
 from trainyard import _http
@@ -60,6 +61,9 @@ class ScriptedServer(object):
                 reader = conn.makefile("rb")
                 for answer in script:
                     if not self._read_request(reader):
+                        break
+                    if answer is None:  # never answers: the client's timeout decides
+                        time.sleep(2)
                         break
                     conn.sendall(answer)
                 reader.close()
@@ -260,6 +264,64 @@ class HttpClientTest(unittest.TestCase):
         self.assertEqual(out.getvalue(), b"half!")
         self.assertEqual(t.connections_opened, 1)
 
+    def test_a_connection_closed_under_a_request_resends_only_what_may_be_repeated(self):
+        # The server reads the second request on the reused connection, then closes it
+        # without an answer: the request may or may not have been acted on.
+        for method, headers, resent in (("GET", {}, True), ("POST", {}, False),
+                                        ("POST", {"Idempotency-Key": "k1"}, True)):
+            with self.subTest(method=method, headers=headers):
+                server = self.serve([OK, b""], [OK])
+                t = self.transport(server)
+                t.request("GET", "/warm")
+                if resent:
+                    self.assertEqual(t.request(method, "/x", b"{}", headers=headers),
+                                     (200, b"ok"))
+                    self.assertEqual(len(server.requests), 3)
+                else:
+                    with self.assertRaises(_http.ProtocolError):
+                        t.request(method, "/x", b"{}", headers=headers)
+                    self.assertEqual(len(server.requests), 2)  # sent once, never again
+
+    def test_a_timeout_is_never_resent(self):
+        server = self.serve([OK, None], [OK])
+        t = self.transport(server, timeout=0.5)
+        t.request("GET", "/warm")
+        with self.assertRaises(OSError):
+            t.request("GET", "/slow")
+        self.assertEqual(len(server.requests), 2)
+
+    def test_an_answer_framed_two_ways_ends_the_connection(self):
+        stale = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTALE"
+        server = self.serve([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                             b"Content-Length: 2\r\n\r\n2\r\nhi\r\n0\r\n\r\n", stale], [OK])
+        t = self.transport(server)
+        self.assertEqual(t.request("GET", "/"), (200, b"hi"))
+        self.assertEqual(t.request("GET", "/"), (200, b"ok"))
+
+    def test_a_failing_sink_is_its_own_error_and_not_resent(self):
+        server = self.serve([OK, OK], [OK])
+        t = self.transport(server)
+
+        class Full(object):
+            def write(self, block):
+                raise OSError(28, "No space left on device")
+
+        t.request("GET", "/warm")
+        with self.assertRaises(_http.SinkError) as caught:
+            t.request("GET", "/f", sink=Full())
+        self.assertEqual(caught.exception.error.errno, 28)
+        self.assertEqual(len(server.requests), 2)
+
+    def test_request_lines_cannot_be_bent(self):
+        server = self.serve([OK])
+        t = self.transport(server)
+        for method, target in (("GET", "/a b"), ("GET", "/a\r\nX: y"), ("GE T", "/"),
+                               ("GET", "relative")):
+            with self.subTest(target):
+                with self.assertRaises(ValueError):
+                    t.request(method, target)
+        self.assertEqual(server.requests, [])
+
     def test_header_values_cannot_inject_lines(self):
         server = self.serve([OK])
         with self.assertRaises(ValueError):
@@ -302,7 +364,7 @@ class HttpClientTest(unittest.TestCase):
                     _http.split_url(url)
 
     def test_bad_urls(self):
-        for url in ("ftp://x", "unix://", "http://", "http://host:99999"):
+        for url in ("ftp://x", "unix://", "http://", "http://host:99999", "http://host:0"):
             with self.subTest(url):
                 with self.assertRaises(ValueError):
                     _http.Transport(url, "")

@@ -26,8 +26,23 @@ class ProtocolError(Exception):
     """The peer broke HTTP/1.1 or the connection ended inside an answer."""
 
 
+class _Stale(ProtocolError):
+    """A reused keep-alive connection the server had closed: nothing of an answer arrived."""
+
+
+class SinkError(Exception):
+    """The caller's sink could not take a block of the answer (e.g. a full disk): `error`."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
 # Errors that mean "the daemon is not there or went away": the caller may retry.
 CONNECTION_ERRORS = (OSError, ProtocolError)
+# Requests sent again on a new connection when a reused one turns out closed by the server:
+# those that may be repeated (a POST only with an Idempotency-Key, which the daemon honours).
+_REPEATABLE = ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
 
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
@@ -73,8 +88,8 @@ def split_url(url):
         host, _, port_text = authority.partition(":")
     port = None
     if port_text:
-        if not port_text.isdigit() or not port_text.isascii() or int(port_text) > 65535:
-            raise ValueError("URL %r: port %r is not a number in 0-65535" % (url, port_text))
+        if not port_text.isdigit() or not port_text.isascii() or not 0 < int(port_text) < 65536:
+            raise ValueError("URL %r: port %r is not a number in 1-65535" % (url, port_text))
         port = int(port_text)
     return scheme, host.lower(), port, path
 
@@ -163,6 +178,9 @@ def error_message(status, body):
 
 
 def _header_block(method, target, host, headers, length):
+    if not method.isalpha() or not target.startswith("/") or \
+            any(c <= " " or c == "\x7f" for c in target):
+        raise ValueError("not an HTTP request line: %r %r" % (method, target[:200]))
     lines = ["%s %s HTTP/1.1" % (method, target), "Host: " + host]
     for name, value in headers.items():
         value = str(value)
@@ -196,7 +214,10 @@ class _Counted(object):
         self.sink, self.bytes = sink, 0
 
     def write(self, block):
-        self.sink.write(block)
+        try:
+            self.sink.write(block)
+        except Exception as e:  # the sink's failure, not the connection's
+            raise SinkError(e)
         self.bytes += len(block)
 
 
@@ -209,6 +230,14 @@ class Connection(object):
 
     def settimeout(self, timeout):
         self.sock.settimeout(timeout)
+
+    def closed_by_peer(self):
+        """True when an idle connection has something to read: the server closed it (or sent
+        what no request asked for); it cannot carry another request."""
+        import select
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
     def close(self):
         try:
@@ -228,10 +257,14 @@ class Connection(object):
         else:
             length = len(body)
         head = _header_block(method, target, self._host, headers, length)
-        if body is None or isinstance(body, (bytes, bytearray, memoryview)):
-            self.sock.sendall(head + bytes(body or b""))
-        else:
-            self.sock.sendall(head)
+        try:
+            if body is None or isinstance(body, (bytes, bytearray, memoryview)):
+                self.sock.sendall(head + bytes(body or b""))
+            else:
+                self.sock.sendall(head)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise _Stale("the connection was closed by the server: %s" % e)
+        if body is not None and not isinstance(body, (bytes, bytearray, memoryview)):
             left = length
             while left > 0:
                 block = body.read(min(left, SEND_BLOCK_BYTES))
@@ -255,8 +288,18 @@ class Connection(object):
         return line
 
     def _read_answer(self, method, sink):
+        try:
+            first = self._in.readline(MAX_LINE_BYTES + 1)
+        except ConnectionResetError as e:
+            raise _Stale("the connection was reset before an answer: %s" % e)
+        if not first:
+            raise _Stale("the connection closed before an answer")
         while True:
-            line = self._line()
+            line, first = (first, None) if first is not None else (self._line(), None)
+            if len(line) > MAX_LINE_BYTES:
+                raise ProtocolError("an answer line is longer than %d bytes" % MAX_LINE_BYTES)
+            if not line.endswith(b"\n"):
+                raise ProtocolError("the connection closed inside an answer's status line")
             parts = line.split(None, 2)
             if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or \
                     len(parts[1]) != 3 or not parts[1].isdigit():
@@ -278,6 +321,8 @@ class Connection(object):
         if encoding:
             if encoding.split(",")[-1].strip() != "chunked":
                 raise ProtocolError("unsupported Transfer-Encoding %r" % encoding)
+            if "content-length" in headers:
+                keep = False  # framed two ways: not trusted for the next answer (RFC 9112)
             self._chunked(out)
         elif "content-length" in headers:
             text = headers["content-length"]
@@ -366,9 +411,12 @@ class Transport(object):
         """Sends one request; returns (status, body bytes).
 
         Raises one of CONNECTION_ERRORS when the daemon cannot be reached or the connection
-        broke. A request on a reused keep-alive connection that the server had closed is
-        retried once on a new connection. With `sink` (write(bytes)), a 2xx answer's body is
-        written to it as it arrives and b"" returned.
+        broke. An idle connection the server closed is noticed before reuse; if one closes
+        while the request goes out, a repeatable request (GET, PUT, DELETE..., or a POST with
+        an Idempotency-Key) is sent once more on a new connection, and only when nothing of
+        an answer had arrived: never after a timeout. With `sink` (write(bytes)), a 2xx
+        answer's body is written to it as it arrives and b"" returned; SinkError when the
+        sink fails.
         """
         headers = dict(headers or {}, **{"User-Agent": USER_AGENT, "Accept": "application/json"})
         if self._token:
@@ -376,6 +424,7 @@ class Transport(object):
         if body is not None:
             headers["Content-Type"] = content_type or "application/octet-stream"
         t = self.timeout if timeout is None else max(0.05, min(timeout, self.timeout))
+        repeatable = method in _REPEATABLE or "Idempotency-Key" in headers
         for attempt in (0, 1):
             if hasattr(body, "seek"):
                 body.seek(0)
@@ -383,10 +432,13 @@ class Transport(object):
             counted = None if sink is None else _Counted(sink)
             try:
                 status, data, keep = conn.request(method, path, headers, body, counted)
+            except _Stale:
+                conn.close()
+                if reused and attempt == 0 and repeatable:
+                    continue
+                raise
             except CONNECTION_ERRORS:
                 conn.close()
-                if reused and attempt == 0 and (counted is None or counted.bytes == 0):
-                    continue
                 raise
             except BaseException:
                 conn.close()  # half a request or answer: the connection cannot be reused
@@ -399,14 +451,18 @@ class Transport(object):
         raise AssertionError("unreachable")
 
     def _take(self, timeout):
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = Connection(self._opener, timeout)
-            self.connections_opened += 1
-            return conn, False
-        conn.settimeout(timeout)
-        return conn, True
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = Connection(self._opener, timeout)
+                self.connections_opened += 1
+                return conn, False
+            if conn.closed_by_peer():
+                conn.close()
+                continue
+            conn.settimeout(timeout)
+            return conn, True
 
     def _give(self, conn):
         with self._lock:

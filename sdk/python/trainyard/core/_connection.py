@@ -15,7 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing stays out of the import time
     from typing import Any, Dict, List, Optional, Type
 
-from .._http import CONNECTION_ERRORS, Transport, error_message, quote
+from .._http import CONNECTION_ERRORS, SinkError, Transport, error_message, quote
 from .exceptions import AzureMLException, ProjectSystemException, UserErrorException
 
 
@@ -72,37 +72,48 @@ def _spawn(argv, timeout: Optional[float]):
     Ctrl-C.
     """
     import select
+    import signal
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    devnull = os.open(os.devnull, os.O_RDONLY)
+    pid = 0
     try:
-        pid = os.posix_spawn(argv[0], argv, _cli_env(), file_actions=[
-            (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
-            (os.POSIX_SPAWN_DUP2, err_w, 2)])
-    finally:
-        for fd in (out_w, err_w, devnull):
-            os.close(fd)
-    chunks = {out_r: [], err_r: []}  # type: Dict[int, List[bytes]]
-    open_fds = [out_r, err_r]
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        try:
+            # The child starts with default signal handling and no blocked signal (Python
+            # ignores SIGPIPE, and the caller may block signals), as a shell would start it.
+            pid = os.posix_spawn(argv[0], argv, _cli_env(), file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2)],
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ), setsigmask=())
+        finally:
+            for fd in (out_w, err_w, devnull):
+                os.close(fd)
+        chunks = {out_r: [], err_r: []}  # type: Dict[int, List[bytes]]
+        poller = select.poll()  # not select(): descriptors may be numbered above 1023
+        for fd in chunks:
+            poller.register(fd, select.POLLIN)
+        open_fds = len(chunks)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while open_fds:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise _TimedOut(" ".join(argv[3:5]))
-            ready, _, _ = select.select(open_fds, [], [], left)
-            for fd in ready:
+            for fd, _ in poller.poll(None if left is None else max(1, int(left * 1000))):
                 data = os.read(fd, 65536)
                 if data:
                     chunks[fd].append(data)
                 else:
-                    open_fds.remove(fd)
-        _, status = os.waitpid(pid, 0)
+                    poller.unregister(fd)
+                    open_fds -= 1
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:  # SIGCHLD ignored by the program: reaped already
+            status = 0
         pid = 0
     finally:
         if pid:
             try:
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
             except OSError:
                 pass
@@ -210,6 +221,8 @@ class Connection:
                 method, path, body=json_body,
                 content_type="application/json" if json_body is not None else None,
                 timeout=DEFAULT_CALL_SECONDS if timeout is None else timeout, sink=sink)
+        except SinkError as e:
+            raise e.error  # the sink's own failure (a full disk, say), as it happened
         except CONNECTION_ERRORS as e:
             raise ProjectSystemException("the workspace's daemon at %s did not answer %s %s: %s"
                                          % (self.url, method, path, e), e)
