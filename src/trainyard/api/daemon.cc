@@ -784,7 +784,11 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
     impl->engine = impl->owned_engine.get();
   }
   impl->objects = std::make_unique<cas::ObjectStore>(impl->layout.ObjectsDir());
-  impl->snapshots = std::make_unique<cas::Snapshotter>(*impl->objects, impl->layout.SnapshotsDir());
+  // With the stat caches' folder (the CLI's and POST /snapshots/from-folder's), so that an
+  // object found missing or corrupt drops them all (Materialize) and the next snapshot reads
+  // the files again instead of vouching for what the store lacks.
+  impl->snapshots = std::make_unique<cas::Snapshotter>(*impl->objects, impl->layout.SnapshotsDir(),
+                                                       impl->layout.ObjectsDir() / "statcache");
   fs::path docker_config =
       options.docker_config.empty() ? docker::DefaultDockerConfigPath() : options.docker_config;
   impl->builder = std::make_unique<envbuild::ImageBuilder>(

@@ -44,7 +44,19 @@ Status SyncDir(const std::filesystem::path& dir) {
   return Status::Ok();
 }
 
-Status OpenSourceFile(const std::filesystem::path& src, ScopedFd* fd, struct stat* st) {
+Status OpenSourceFile(const std::filesystem::path& src, ScopedFd* fd, struct stat* st,
+                      const RootedDir* beneath) {
+  if (beneath != nullptr) {
+    // RootedDir::OpenFile: O_NONBLOCK, regular files only, no link followed, nothing outside.
+    StatusOr<ScopedFd> opened = beneath->OpenFile(src.native(), st);
+    if (!opened.ok()) {
+      return opened.status().WithPrefix("cannot read " +
+                                        PrintablePath((beneath->path() / src).native()));
+    }
+    *fd = std::move(opened).value();
+    ::posix_fadvise(fd->get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    return Status::Ok();
+  }
   // O_NONBLOCK: opening a FIFO that appeared in place of a file must not hang.
   fd->Reset(::open(src.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   if (!fd->valid()) {

@@ -67,7 +67,11 @@ using ScopedFd = ::trainyard::ScopedFd;
 // final symlink (InvalidArgument "... is a symlink; not stored"), never blocking on a FIFO that
 // appeared in its place, and only a regular file (InvalidArgument otherwise). Fills *fd and
 // *st (its fstat). Other errors as ErrnoError.
-Status OpenSourceFile(const std::filesystem::path& src, ScopedFd* fd, struct stat* st);
-
+//
+// With `beneath`, `src` is a path relative to that folder and is opened without following any
+// symbolic link on the way and without leaving the folder (RootedDir::OpenFile): a folder
+// swapped for a link after a tree was walked cannot lead the read elsewhere.
+Status OpenSourceFile(const std::filesystem::path& src, ScopedFd* fd, struct stat* st,
+                      const RootedDir* beneath = nullptr);
 
 }  // namespace trainyard::cas::internal

@@ -179,11 +179,11 @@ StatusOr<std::filesystem::path> ObjectStore::StageBytes(std::string_view data, b
   return tmp;
 }
 
-StatusOr<ObjectStore::Staged> ObjectStore::Stage(const std::filesystem::path& src,
-                                                 bool sync) const {
+StatusOr<ObjectStore::Staged> ObjectStore::Stage(const std::filesystem::path& src, bool sync,
+                                                 const RootedDir* beneath) const {
   ScopedFd in;
   struct stat st {};
-  TY_RETURN_IF_ERROR(OpenSourceFile(src, &in, &st));
+  TY_RETURN_IF_ERROR(OpenSourceFile(src, &in, &st, beneath));
 
   Staged staged;
   PutResult& result = staged.result;
@@ -252,12 +252,13 @@ StatusOr<ObjectStore::PutResult> ObjectStore::Put(const std::filesystem::path& s
 }
 
 StatusOr<std::vector<ObjectStore::PutResult>> ObjectStore::PutFiles(
-    const std::vector<std::filesystem::path>& srcs, size_t* failed_index) {
+    const std::vector<std::filesystem::path>& srcs, size_t* failed_index,
+    const RootedDir* beneath) {
   const size_t n = srcs.size();
   std::vector<Staged> staged(n);
   std::vector<Status> errors(n);
   internal::ParallelFor(n, [&](size_t i) {
-    StatusOr<Staged> s = Stage(srcs[i], /*sync=*/false);
+    StatusOr<Staged> s = Stage(srcs[i], /*sync=*/false, beneath);
     if (!s.ok()) {
       errors[i] = s.status();
       return false;

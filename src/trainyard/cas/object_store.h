@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/sha256.h"
 #include "trainyard/common/status.h"
 
@@ -114,8 +115,11 @@ class ObjectStore {
   // when every object was already present. Results are
   // in the order of `srcs`. Errors: those of PutFile for the first failing file in that order
   // (its index in *failed_index when given); objects of other files may then be stored.
+  // With `beneath`, `srcs` are relative to that folder and opened without following links
+  // (internal::OpenSourceFile).
   StatusOr<std::vector<PutResult>> PutFiles(const std::vector<std::filesystem::path>& srcs,
-                                            size_t* failed_index = nullptr);
+                                            size_t* failed_index = nullptr,
+                                            const RootedDir* beneath = nullptr);
 
   // Stores `data`; returns its digest. Errors: Internal (I/O).
   StatusOr<std::string> PutBytes(std::string_view data);
@@ -169,7 +173,8 @@ class ObjectStore {
   };
   // Hashes `src` and, when the object is missing, copies it to a temp file (fsynced when
   // `sync` is set).
-  StatusOr<Staged> Stage(const std::filesystem::path& src, bool sync) const;
+  StatusOr<Staged> Stage(const std::filesystem::path& src, bool sync,
+                         const RootedDir* beneath = nullptr) const;
   // Writes `data` to a new temp file (fsynced when `sync` is set); returns its path.
   StatusOr<std::filesystem::path> StageBytes(std::string_view data, bool sync) const;
   // Renames a complete, flushed temp file into place under `digest` (no flush of the folder).

@@ -183,6 +183,36 @@ TEST(ObjectStoreTest, PutFilesBatchesDedupesAndNamesTheFailingFile) {
   EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 0u) << "temp files were left behind";
 }
 
+// Beneath a folder, a source is never read through a link, however the tree changed since it
+// was walked: a folder swapped for a link to another place leads nowhere.
+TEST(ObjectStoreTest, PutFilesBeneathAFolderFollowsNoLink) {
+  testing::TempDir tmp;
+  ObjectStore store(tmp / "objects");
+  testing::WriteText(tmp / "src" / "sub" / "ok.txt", "kept");
+  testing::WriteText(tmp / "private" / "secret", "the daemon's secret");
+  StatusOr<RootedDir> root = RootedDir::Open(tmp / "src");
+  ASSERT_TRUE(root.ok()) << root.status().ToString();
+
+  StatusOr<std::vector<ObjectStore::PutResult>> good =
+      store.PutFiles({"sub/ok.txt"}, nullptr, &*root);
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  EXPECT_EQ((*good)[0].digest, Sha256Hex("kept"));
+
+  // As if another user swapped sub/ for a link after the walk listed sub/secret.
+  std::filesystem::remove_all(tmp / "src" / "sub");
+  std::filesystem::create_directory_symlink(tmp / "private", tmp / "src" / "sub");
+  for (const char* rel : {"sub/secret", "../private/secret"}) {
+    size_t failed = 9;
+    StatusOr<std::vector<ObjectStore::PutResult>> bad = store.PutFiles({rel}, &failed, &*root);
+    EXPECT_FALSE(bad.ok()) << rel;
+    EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument) << bad.status().ToString();
+    EXPECT_EQ(failed, 0u);
+  }
+  EXPECT_FALSE(store.Has(Sha256Hex("the daemon's secret")));
+  // Without `beneath` the same path is read through the link (the walk's own checks guard it).
+  EXPECT_TRUE(store.PutFiles({tmp / "src" / "sub" / "secret"}).ok());
+}
+
 // Small batches flush object by object, large ones flush the file system twice; both must
 // publish every object once and leave no temp files.
 TEST(ObjectStoreTest, PutFilesSmallAndLargeBatchesPublishEveryObject) {

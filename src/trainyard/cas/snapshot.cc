@@ -418,12 +418,12 @@ Status CheckId(const std::string& id) {
 }
 
 // Hashes one regular file in place (never through a symlink). Errors as ObjectStore::PutFile.
-StatusOr<ObjectStore::PutResult> HashInPlace(const fs::path& src) {
+StatusOr<ObjectStore::PutResult> HashInPlace(const fs::path& src, const RootedDir* beneath) {
   constexpr size_t kBufferSize = 1 << 20;
   thread_local std::unique_ptr<char[]> buffer(new char[kBufferSize]);
   internal::ScopedFd in;
   struct stat st {};
-  TY_RETURN_IF_ERROR(internal::OpenSourceFile(src, &in, &st));
+  TY_RETURN_IF_ERROR(internal::OpenSourceFile(src, &in, &st, beneath));
   Sha256 hash;
   ObjectStore::PutResult r;
   for (;;) {
@@ -440,12 +440,13 @@ StatusOr<ObjectStore::PutResult> HashInPlace(const fs::path& src) {
 // HashInPlace for many files on a few threads; results in the order of `srcs`. Errors: the
 // first failing file's in that order (its index in *failed_index).
 StatusOr<std::vector<ObjectStore::PutResult>> HashFiles(const std::vector<fs::path>& srcs,
-                                                        size_t* failed_index) {
+                                                        size_t* failed_index,
+                                                        const RootedDir* beneath) {
   const size_t n = srcs.size();
   std::vector<ObjectStore::PutResult> results(n);
   std::vector<Status> errors(n);
   ParallelFor(n, [&](size_t i) {
-    StatusOr<ObjectStore::PutResult> r = HashInPlace(srcs[i]);
+    StatusOr<ObjectStore::PutResult> r = HashInPlace(srcs[i], beneath);
     if (!r.ok()) {
       errors[i] = r.status();
       return false;
@@ -568,12 +569,17 @@ StatusOr<SnapshotResult> TakeSnapshot(const fs::path& source_dir, const Snapshot
     std::sort(to_read.begin(), to_read.end());  // Walk order, for the first error reported.
   }
   if (!to_read.empty()) {
+    // Each file is opened beneath the walked folder without following any link: a folder
+    // swapped for a link since the walk (by whoever else can write in the tree) cannot lead the
+    // read out of it, e.g. into files of the user running the daemon.
+    TY_ASSIGN_OR_RETURN(RootedDir root, RootedDir::Open(walk.root));
     std::vector<fs::path> sources;
     sources.reserve(to_read.size());
-    for (size_t i : to_read) sources.push_back(walk.root / walk.files[i].rel);
+    for (size_t i : to_read) sources.push_back(walk.files[i].rel);
     size_t failed = 0;
     StatusOr<std::vector<ObjectStore::PutResult>> put =
-        objects != nullptr ? objects->PutFiles(sources, &failed) : HashFiles(sources, &failed);
+        objects != nullptr ? objects->PutFiles(sources, &failed, &root)
+                           : HashFiles(sources, &failed, &root);
     if (!put.ok()) {
       return put.status().WithPrefix("cannot snapshot " +
                                      PrintablePath(walk.files[to_read[failed]].rel));
