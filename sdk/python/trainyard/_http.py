@@ -277,10 +277,17 @@ class Connection(object):
 
     # --- the answer ------------------------------------------------------------------------
 
-    def _line(self):
-        line = self._in.readline(MAX_LINE_BYTES + 1)
+    def _line(self, first=False):
+        """One line of the answer's head. `first`: the status line, where a connection that
+        closes or resets before any byte is stale (_Stale), not broken."""
+        try:
+            line = self._in.readline(MAX_LINE_BYTES + 1)
+        except ConnectionResetError as e:
+            if first:
+                raise _Stale("the connection was reset before an answer: %s" % e)
+            raise
         if not line:
-            raise ProtocolError("the connection closed before an answer")
+            raise (_Stale if first else ProtocolError)("the connection closed before an answer")
         if len(line) > MAX_LINE_BYTES:
             raise ProtocolError("an answer line is longer than %d bytes" % MAX_LINE_BYTES)
         if not line.endswith(b"\n"):
@@ -288,18 +295,10 @@ class Connection(object):
         return line
 
     def _read_answer(self, method, sink):
-        try:
-            first = self._in.readline(MAX_LINE_BYTES + 1)
-        except ConnectionResetError as e:
-            raise _Stale("the connection was reset before an answer: %s" % e)
-        if not first:
-            raise _Stale("the connection closed before an answer")
+        first = True
         while True:
-            line, first = (first, None) if first is not None else (self._line(), None)
-            if len(line) > MAX_LINE_BYTES:
-                raise ProtocolError("an answer line is longer than %d bytes" % MAX_LINE_BYTES)
-            if not line.endswith(b"\n"):
-                raise ProtocolError("the connection closed inside an answer's status line")
+            line = self._line(first)
+            first = False
             parts = line.split(None, 2)
             if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or \
                     len(parts[1]) != 3 or not parts[1].isdigit():
