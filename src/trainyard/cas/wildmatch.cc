@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -54,46 +55,101 @@ class Matcher {
       : pat_(pattern), text_(text), path_mode_(path_mode) {}
 
   Outcome Run(size_t p, size_t t) const;
+  std::size_t steps() const { return steps_; }
 
  private:
   // Run(p, t) from a star: after kMemoAfter such calls, each position pair's outcome is kept.
   Outcome RunFromStar(size_t p, size_t t) const;
   Outcome Star(size_t& p, size_t& t, bool* advance) const;
+  // The scan of a star run whose pattern continues at `p`, from text position `t`: tries the
+  // rest of the pattern at t, t + 1, ... as git's matcher does, and returns its outcome.
+  Outcome Scan(size_t p, size_t t, bool crosses_slash) const;
   // Matches the bracket expression starting at pat_[p] == '[' against `c`. On return `p` is
   // the index of the closing ']'. Returns kGiveUpAll for an unterminated or malformed class.
   Outcome Bracket(size_t& p, unsigned char c) const;
+  // The index of the first '/' at or after `t`, or npos.
+  size_t NextSlash(size_t t) const;
+
+  bool Remembering() const { return star_calls_ > kMemoAfter; }
+  // What is known of (p, t): `scan` selects the outcome of Scan rather than of Run.
+  std::optional<Outcome> Known(size_t p, size_t t, bool scan) const;
+  void Remember(size_t p, size_t t, bool scan, Outcome o) const;
 
   std::string_view pat_;
   std::string_view text_;
   bool path_mode_;
-  // Most matches try a handful of star positions and never allocate.
+  // Most matches try a handful of star positions and never allocate. Past that, every
+  // (pattern, text) position pair is evaluated at most once for Run and once for Scan, and a
+  // scan stops at the first position already known, so a match costs O(|pattern| * |text|).
   static constexpr std::size_t kMemoAfter = 64;
   // A table while it stays small (every pair), else a map of the pairs tried.
   static constexpr std::size_t kMaxMemoTable = std::size_t{1} << 22;
   mutable std::size_t star_calls_ = 0;
-  mutable std::vector<std::uint8_t> memo_table_;  // outcome + 1; 0: not known yet
+  mutable std::size_t steps_ = 0;  // pattern bytes and scan positions visited
+  // Per cell: Run's outcome + 1 in the low nibble, Scan's in the high one; 0: not known yet.
+  mutable std::vector<std::uint8_t> memo_table_;
   mutable std::unordered_map<std::uint64_t, Outcome> memo_map_;
+  mutable std::vector<std::uint32_t> next_slash_;  // filled once remembering starts
 };
 
-Outcome Matcher::RunFromStar(size_t p, size_t t) const {
-  if (++star_calls_ <= kMemoAfter) return Run(p, t);
+std::optional<Outcome> Matcher::Known(size_t p, size_t t, bool scan) const {
+  const std::size_t columns = text_.size() + 1;
+  const std::size_t cells = (pat_.size() + 1) * columns;
+  if (cells <= kMaxMemoTable) {
+    if (memo_table_.empty()) return std::nullopt;
+    const std::uint8_t cell = memo_table_[p * columns + t];
+    const int v = scan ? cell >> 4 : cell & 0xf;
+    if (v == 0) return std::nullopt;
+    return static_cast<Outcome>(v - 1);
+  }
+  const std::uint64_t key =
+      (static_cast<std::uint64_t>(p) << 33) | (static_cast<std::uint64_t>(t) << 1) | (scan ? 1 : 0);
+  if (auto it = memo_map_.find(key); it != memo_map_.end()) return it->second;
+  return std::nullopt;
+}
+
+void Matcher::Remember(size_t p, size_t t, bool scan, Outcome o) const {
   const std::size_t columns = text_.size() + 1;
   const std::size_t cells = (pat_.size() + 1) * columns;
   if (cells <= kMaxMemoTable) {
     if (memo_table_.empty()) memo_table_.assign(cells, 0);
-    std::uint8_t& slot = memo_table_[p * columns + t];
-    if (slot == 0) slot = static_cast<std::uint8_t>(static_cast<int>(Run(p, t)) + 1);
-    return static_cast<Outcome>(slot - 1);
+    std::uint8_t& cell = memo_table_[p * columns + t];
+    const auto v = static_cast<std::uint8_t>(static_cast<int>(o) + 1);
+    cell = scan ? static_cast<std::uint8_t>((cell & 0x0f) | (v << 4))
+                : static_cast<std::uint8_t>((cell & 0xf0) | v);
+    return;
   }
-  const std::uint64_t key = (static_cast<std::uint64_t>(p) << 32) | t;
-  if (auto it = memo_map_.find(key); it != memo_map_.end()) return it->second;
-  const Outcome o = Run(p, t);
+  const std::uint64_t key =
+      (static_cast<std::uint64_t>(p) << 33) | (static_cast<std::uint64_t>(t) << 1) | (scan ? 1 : 0);
   memo_map_.emplace(key, o);
+}
+
+size_t Matcher::NextSlash(size_t t) const {
+  if (!Remembering() || text_.size() >= UINT32_MAX) return text_.find('/', t);
+  if (next_slash_.empty()) {
+    next_slash_.resize(text_.size() + 1);
+    std::uint32_t next = UINT32_MAX;
+    for (size_t i = text_.size() + 1; i-- > 0;) {
+      if (i < text_.size() && text_[i] == '/') next = static_cast<std::uint32_t>(i);
+      next_slash_[i] = next;
+    }
+  }
+  if (t > text_.size()) return std::string_view::npos;
+  const std::uint32_t at = next_slash_[t];
+  return at == UINT32_MAX ? std::string_view::npos : at;
+}
+
+Outcome Matcher::RunFromStar(size_t p, size_t t) const {
+  if (++star_calls_ <= kMemoAfter) return Run(p, t);
+  if (auto known = Known(p, t, false)) return *known;
+  const Outcome o = Run(p, t);
+  Remember(p, t, false, o);
   return o;
 }
 
 Outcome Matcher::Run(size_t p, size_t t) const {
   for (; p < pat_.size(); ++p, ++t) {
+    ++steps_;
     const unsigned char pc = ByteAt(pat_, p);
     const unsigned char tc = ByteAt(text_, t);
     if (tc == 0 && pc != '*') return Outcome::kGiveUpAll;
@@ -155,40 +211,78 @@ Outcome Matcher::Star(size_t& p, size_t& t, bool* advance) const {
   const unsigned char next = ByteAt(pat_, p);
   if (next == 0) {
     // A trailing star: "**" takes the rest; "*" only when no '/' remains.
-    if (!crosses_slash && text_.find('/', t) != std::string_view::npos) {
+    if (!crosses_slash && NextSlash(t) != std::string_view::npos) {
       return Outcome::kNoMatch;
     }
     return Outcome::kMatch;
   }
   if (!crosses_slash && next == '/') {
     // "*/": the star takes the rest of this path segment.
-    size_t slash = text_.find('/', t);
+    const size_t slash = NextSlash(t);
     if (slash == std::string_view::npos) return Outcome::kNoMatch;
     t = slash;
     *advance = true;
     return Outcome::kMatch;
   }
 
-  unsigned char tc = ByteAt(text_, t);
-  while (tc != 0) {
-    if (!IsGlobSpecial(next)) {
-      // Skip ahead to the next occurrence of the literal that follows the star.
-      while ((tc = ByteAt(text_, t)) != 0 && (crosses_slash || tc != '/')) {
-        if (tc == next) break;
-        ++t;
+  return Scan(p, t, crosses_slash);
+}
+
+// Git's star loop, position by position. With a literal after the star, positions that are
+// not that literal are skipped (a '/' ends the skip for a single `*`); running off the end
+// while skipping is kNoMatch, after a failed try it is kGiveUpAll. Every position of one scan
+// shares the scan's outcome, so once remembering has started the whole stretch walked is
+// recorded and a later scan of the same star stops where it meets it.
+Outcome Matcher::Scan(size_t p, size_t t, bool crosses_slash) const {
+  if (t >= text_.size()) return Outcome::kGiveUpAll;
+  const unsigned char next = ByteAt(pat_, p);
+  const bool literal = !IsGlobSpecial(next);
+  const size_t first = t;
+  size_t end = t;  // the scan's outcome holds for every position in [first, end)
+  bool skipped = false;
+  Outcome result = Outcome::kGiveUpAll;
+  for (;; ++t) {
+    if (t >= text_.size()) {
+      result = skipped ? Outcome::kNoMatch : Outcome::kGiveUpAll;
+      end = t;
+      break;
+    }
+    if (Remembering()) {
+      if (auto known = Known(p, t, true)) {
+        result = *known;
+        end = t;
+        break;
       }
-      if (tc != next) return Outcome::kNoMatch;
     }
-    Outcome o = RunFromStar(p, t);
+    end = t + 1;
+    ++steps_;
+    const unsigned char tc = ByteAt(text_, t);
+    if (literal && tc != next) {
+      if (!crosses_slash && tc == '/') {
+        result = Outcome::kNoMatch;
+        break;
+      }
+      skipped = true;
+      continue;
+    }
+    skipped = false;
+    const Outcome o = RunFromStar(p, t);
     if (o != Outcome::kNoMatch) {
-      if (!crosses_slash || o != Outcome::kGiveUpToStarStar) return o;
+      if (!crosses_slash || o != Outcome::kGiveUpToStarStar) {
+        result = o;
+        break;
+      }
     } else if (!crosses_slash && tc == '/') {
-      return Outcome::kGiveUpToStarStar;
+      result = Outcome::kGiveUpToStarStar;
+      break;
     }
-    ++t;
-    tc = ByteAt(text_, t);
   }
-  return Outcome::kGiveUpAll;
+  // Nothing for this star is known but what this scan recorded: the calls above only ever
+  // look at later pattern positions.
+  if (Remembering()) {
+    for (size_t i = first; i < end; ++i) Remember(p, i, true, result);
+  }
+  return result;
 }
 
 Outcome Matcher::Bracket(size_t& p, unsigned char c) const {
@@ -249,13 +343,28 @@ Outcome Matcher::Bracket(size_t& p, unsigned char c) const {
 
 }  // namespace
 
-bool WildMatch(std::string_view pattern, std::string_view text, bool path_mode) {
+namespace {
+
+bool TooManyStarRuns(std::string_view pattern) {
   int star_runs = 0;
   for (size_t i = 0; i < pattern.size(); ++i) {
     if (pattern[i] == '*' && (i == 0 || pattern[i - 1] != '*')) ++star_runs;
   }
-  if (star_runs > kMaxStarRuns) return false;
+  return star_runs > kMaxStarRuns;
+}
+
+}  // namespace
+
+bool WildMatch(std::string_view pattern, std::string_view text, bool path_mode) {
+  if (TooManyStarRuns(pattern)) return false;
   return Matcher(pattern, text, path_mode).Run(0, 0) == Outcome::kMatch;
+}
+
+std::size_t WildMatchSteps(std::string_view pattern, std::string_view text, bool path_mode) {
+  if (TooManyStarRuns(pattern)) return 0;
+  Matcher m(pattern, text, path_mode);
+  (void)m.Run(0, 0);
+  return m.steps();
 }
 
 }  // namespace trainyard::cas
