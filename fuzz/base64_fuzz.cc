@@ -10,7 +10,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string out;
   if (trainyard::Base64Decode(in, &out)) {
     std::string again;
-    if (!trainyard::Base64Decode(trainyard::Base64Encode(out), &again) || again != out) std::abort();
+    if (!trainyard::Base64Decode(trainyard::Base64Encode(out), &again) || again != out)
+      std::abort();
     if (!trainyard::Base64Decode(trainyard::Base64UrlEncode(out), &again) || again != out) {
       std::abort();
     }

@@ -46,10 +46,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       docker::JsonMessageStream b(sink_b, {"s3cret"});
       a.Feed(text);
       a.Finish();
-      for (std::size_t i = 0; i < text.size(); i += step) b.Feed(std::string_view(text).substr(i, step));
+      for (std::size_t i = 0; i < text.size(); i += step)
+        b.Feed(std::string_view(text).substr(i, step));
       b.Finish();
       if (whole != chunked || a.failed() != b.failed() || a.error() != b.error()) std::abort();
-      if (whole.find("s3cret") != std::string::npos || a.error().find("s3cret") != std::string::npos) {
+      if (whole.find("s3cret") != std::string::npos ||
+          a.error().find("s3cret") != std::string::npos) {
         std::abort();
       }
       break;
@@ -58,7 +60,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       // "<position>\n<log stream with timestamps>": what a resumed follow delivers, whole and in
       // chunks, is the same; every position handed out reads back.
       const std::size_t nl = text.find('\n');
-      const auto from = docker::LogPosition::Parse(text.substr(0, nl == std::string::npos ? 0 : nl));
+      const auto from =
+          docker::LogPosition::Parse(text.substr(0, nl == std::string::npos ? 0 : nl));
       if (!from) break;
       const std::string stream = nl == std::string::npos ? text : text.substr(nl + 1);
       auto follow = [&](std::size_t chunk, std::string* out) {

@@ -33,8 +33,8 @@ inline std::vector<std::string> Parts(const std::uint8_t* data, std::size_t size
 // A folder of this process for files the target writes (kept between inputs).
 inline const std::filesystem::path& ScratchDir() {
   static const std::filesystem::path dir = [] {
-    std::filesystem::path d = std::filesystem::temp_directory_path() /
-                              ("trainyard-fuzz-" + std::to_string(::getpid()));
+    std::filesystem::path d =
+        std::filesystem::temp_directory_path() / ("trainyard-fuzz-" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
     return d;
   }();

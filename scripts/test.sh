@@ -2,7 +2,8 @@
 # shellcheck source-path=SCRIPTDIR
 # The one command that sets everything up and runs every test:
 #   deps.sh -> dockerd.sh -> base-images.sh -> registry.sh -> slurm.sh -> cmake --preset dev ->
-#   build -> ctest -> fuzz.sh (every fuzz target for FUZZ_SECONDS, default 15; 0 skips it)
+#   build -> ctest -> lint.sh (formatting) -> fuzz.sh (every fuzz target for FUZZ_SECONDS,
+#   default 15; 0 skips it; its clang build also checks the thread-safety annotations)
 # Tests run with TRAINYARD_REQUIRE_SERVICES=1: a missing service is a failure, never a skip.
 # Extra arguments go to ctest (e.g. scripts/test.sh -R spec). Works from any folder.
 # The last line printed is "N passed, N failed"; a setup or build step that fails counts as one
@@ -42,6 +43,12 @@ TRAINYARD_REQUIRE_SERVICES=1 ctest --preset dev --timeout 900 --output-on-failur
 rc=${PIPESTATUS[0]}
 set -e
 
+# The source guard rails (scripts/lint.sh): counted as one test.
+lint_rc=0
+if [ $# -eq 0 ]; then
+  "$here/lint.sh" || lint_rc=$?
+fi
+
 # Every fuzz target for a short budget (scripts/fuzz.sh): counted as one test.
 fuzz_seconds="${FUZZ_SECONDS:-15}"
 fuzz_rc=0
@@ -60,6 +67,9 @@ else
   passed=0 failed=1
 fi
 [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
+if [ $# -eq 0 ]; then
+  if [ "$lint_rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+fi
 if [ "$fuzz_seconds" -gt 0 ] && [ $# -eq 0 ]; then
   if [ "$fuzz_rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 fi

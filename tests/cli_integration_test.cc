@@ -117,8 +117,7 @@ TEST_F(CliTest, JobCreateStreamsRunsAndDownloads) {
   fs::last_write_time(stored, mtime);
   CmdResult bad = Run("job download " + name + " --output '" + (home_ / "dl2").string() + "'");
   EXPECT_NE(bad.exit_code, 0) << bad.output;
-  EXPECT_NE(bad.output.find("does not match its recorded digest"), std::string::npos)
-      << bad.output;
+  EXPECT_NE(bad.output.find("does not match its recorded digest"), std::string::npos) << bad.output;
   EXPECT_FALSE(fs::exists(home_ / "dl2" / name / "outputs" / "model.bin"));
 
   // The snapshot honoured .amlignore: data/ never reached the run.
@@ -266,7 +265,8 @@ TEST_F(CliTest, RemoteDaemonReceivesOnlyMissingObjects) {
   const fs::path remote = home_ / "elsewhere";
   ASSERT_TRUE(MakeDirs(remote / ".trainyard").ok());
   const std::string url = "http://127.0.0.1:" + std::to_string(info["port"].get<int>());
-  ASSERT_TRUE(WriteFileAtomic(remote / ".trainyard" / "config.json", json{{"url", url}}.dump()).ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(remote / ".trainyard" / "config.json", json{{"url", url}}.dump()).ok());
   ASSERT_TRUE(MakeDirs(remote / "src").ok());
   ASSERT_TRUE(
       WriteFileAtomic(remote / "src" / "train.py", "print(open('data.txt').read())\n").ok());
@@ -281,8 +281,8 @@ TEST_F(CliTest, RemoteDaemonReceivesOnlyMissingObjects) {
   const std::string cli = "env XDG_CACHE_HOME='" + (home_ / "cache").string() +
                           "' XDG_CONFIG_HOME='" + (home_ / "config").string() + "' " +
                           testing::TrainyardBinary();
-  CmdResult no_login = testing::RunTrainyard(remote.string(), (home_ / "none").string(),
-                                             "job list", cli);
+  CmdResult no_login =
+      testing::RunTrainyard(remote.string(), (home_ / "none").string(), "job list", cli);
   EXPECT_NE(no_login.exit_code, 0) << no_login.output;
   EXPECT_NE(no_login.output.find("trainyard login " + url), std::string::npos) << no_login.output;
   CmdResult login = testing::RunShell("printf '%s\\n' '" + info["token"].get<std::string>() +

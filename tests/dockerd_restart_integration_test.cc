@@ -15,7 +15,6 @@
 
 #include "tests/support/test_daemon.h"
 #include "tests/support/test_env.h"
-#include "trainyard/docker/http_engine.h"
 #include "trainyard/api/daemon.h"
 #include "trainyard/client/http_client.h"
 #include "trainyard/common/fs.h"

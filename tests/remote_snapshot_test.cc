@@ -364,8 +364,8 @@ TEST_F(RemoteSnapshotTest, ManifestWithMissingObjectIs409AndInvalidOneIs400) {
   // A declared size that is not the object's (1 byte, under any limit, for a 4-byte object).
   cas::Manifest lying = m;
   lying.entries[0].size = 1;
-  StatusOr<HttpResult> lie = http_->Request("POST", "/api/v1/snapshots", lying.ToJson(),
-                                            "application/json");
+  StatusOr<HttpResult> lie =
+      http_->Request("POST", "/api/v1/snapshots", lying.ToJson(), "application/json");
   ASSERT_TRUE(lie.ok());
   EXPECT_EQ(lie->status, 400) << lie->body;
   EXPECT_NE(lie->body.find("declares 1 bytes but its object"), std::string::npos) << lie->body;

@@ -9,7 +9,6 @@
 #include "tests/support/counting_engine.h"
 #include "tests/support/test_daemon.h"
 #include "tests/support/test_env.h"
-#include "trainyard/sched/scheduler.h"
 #include "trainyard/api/daemon.h"
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/client/http_client.h"
@@ -17,6 +16,7 @@
 #include "trainyard/common/util.h"
 #include "trainyard/common/workspace.h"
 #include "trainyard/docker/http_engine.h"
+#include "trainyard/sched/scheduler.h"
 #include "trainyard/spec/definition.h"
 
 namespace trainyard {
@@ -172,7 +172,8 @@ TEST_F(RunIntegrationTest, RunSucceedsWritesOutputsAndStreamsLogsLive) {
   ASSERT_TRUE(escape.ok());
   EXPECT_GE(escape->status, 400);
   // The container is gone once the run ended.
-  auto gone = real_.InspectContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name);
+  auto gone = real_.InspectContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) +
+                                     "-" + name);
   EXPECT_EQ(gone.status().code(), StatusCode::kNotFound);
 }
 
@@ -263,7 +264,12 @@ TEST_F(RunIntegrationTest, CancelStopsTheContainer) {
   for (const auto& t : done["transitions"])
     saw_cancel_requested |= t["status"] == "CancelRequested";
   EXPECT_TRUE(saw_cancel_requested);
-  EXPECT_EQ(real_.InspectContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(
+      real_
+          .InspectContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name)
+          .status()
+          .code(),
+      StatusCode::kNotFound);
   auto again = client_->PostJson("/api/v1/jobs/" + name + "/cancel", json::object());
   EXPECT_EQ(again.status().code(), StatusCode::kFailedPrecondition);
 }
@@ -339,11 +345,11 @@ TEST_F(RunIntegrationTest, NodeSizeIsTheContainersCgroupLimit) {
                                                             {"node_cpus", 0.5},
                                                             {"node_memory_bytes", 64 << 20}});
   ASSERT_TRUE(compute.ok()) << compute.status().ToString();
-  json job = Job(
-      "echo mem=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || "
-      "cat /sys/fs/cgroup/memory/memory.limit_in_bytes); "
-      "echo cpu=$(cut -d' ' -f1 /sys/fs/cgroup/cpu.max 2>/dev/null || "
-      "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)");
+  json job =
+      Job("echo mem=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || "
+          "cat /sys/fs/cgroup/memory/memory.limit_in_bytes); "
+          "echo cpu=$(cut -d' ' -f1 /sys/fs/cgroup/cpu.max 2>/dev/null || "
+          "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)");
   job["compute"] = "small";
   std::string name = Submit(job);
   json done = WaitFor(name);
@@ -394,7 +400,7 @@ else:
   std::string name = Submit(job);
   json done = WaitFor(name, "", 180s);
   ASSERT_EQ(done["status"], "Completed") << done.dump() << "\n"
-                                          << ReadRunFile(name, "user_logs/std_log.txt");
+                                         << ReadRunFile(name, "user_logs/std_log.txt");
   EXPECT_NE(ReadRunFile(name, "user_logs/std_log_node_0.txt").find("rank 0 of 2: met ranks [1]"),
             std::string::npos)
       << ReadRunFile(name, "user_logs/std_log.txt");
@@ -403,9 +409,16 @@ else:
       std::string::npos)
       << ReadRunFile(name, "user_logs/std_log.txt");
   // Containers and the run's network are gone.
-  EXPECT_EQ(real_.InspectContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name + "-0").status().code(),
+  EXPECT_EQ(real_
+                .InspectContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" +
+                                  name + "-0")
+                .status()
+                .code(),
             StatusCode::kNotFound);
-  EXPECT_EQ(real_.RemoveNetwork("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name).code(), StatusCode::kOk);
+  EXPECT_EQ(
+      real_.RemoveNetwork("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name)
+          .code(),
+      StatusCode::kOk);
 }
 
 class RegistryIntegrationTest : public RunIntegrationTest {

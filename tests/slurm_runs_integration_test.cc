@@ -23,11 +23,11 @@
 
 #include "tests/support/daemon_process.h"
 #include "tests/support/test_env.h"
-#include "trainyard/sched/scheduler.h"
 #include "trainyard/client/http_client.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
 #include "trainyard/common/workspace.h"
+#include "trainyard/sched/scheduler.h"
 #include "trainyard/spec/definition.h"
 
 namespace trainyard {
@@ -114,8 +114,8 @@ class SlurmRunsTest : public ::testing::Test {
 
   // The slurm compute `name` on the partition; `registry` as {"address","username","password"}.
   void CreateCompute(const std::string& name, int max_nodes, const json& registry = nullptr) {
-    json body = {{"name", name}, {"type", "slurm"}, {"partition", kPartition},
-                 {"max_nodes", max_nodes}};
+    json body = {
+        {"name", name}, {"type", "slurm"}, {"partition", kPartition}, {"max_nodes", max_nodes}};
     if (!registry.is_null()) body["registry"] = registry;
     auto c = api().PostJson("/api/v1/computes", body);
     ASSERT_TRUE(c.ok()) << c.status().ToString();
@@ -165,7 +165,6 @@ class SlurmRunsTest : public ::testing::Test {
     return daemon_.RunFile(name, rel);
   }
 
-
   // Waits until `pred(run)` holds; fails naming the run's status and logs when it does not.
   template <typename Pred>
   json WaitUntil(const std::string& name, Pred pred, const std::string& what,
@@ -214,8 +213,8 @@ class SlurmRunsTest : public ::testing::Test {
     const std::string reason = failed.value("failure_reason", "");
     EXPECT_TRUE(Holds(Lower(reason), "unauthorized"))
         << name << ": " << reason << "\n--- logs/image_build.log ---\n"
-        << RunFile(name, "logs/image_build.log")
-        << "--- logs/slurm_job.log ---\n" << RunFile(name, "logs/slurm_job.log");
+        << RunFile(name, "logs/image_build.log") << "--- logs/slurm_job.log ---\n"
+        << RunFile(name, "logs/slurm_job.log");
     EXPECT_FALSE(Holds(reason, wrong)) << reason;
     EXPECT_FALSE(Holds(RunFile(name, kStdLog), "should not run"));
     std::vector<std::string> leaks = FilesHolding(layout_.root, wrong);
@@ -274,8 +273,9 @@ TEST_F(SlurmRunsTest, DemoStyleJobRunsOnSlurmThroughThePrivateRegistry) {
                               "compute: hpc\n"
                               "experiment_name: slurm-demo\n")
                   .ok());
-  testing::CmdResult submitted = testing::RunTrainyard(
-      project_.string(), layout_.root.string(), "job create -f job.yml --name " + name + " -o json");
+  testing::CmdResult submitted =
+      testing::RunTrainyard(project_.string(), layout_.root.string(),
+                            "job create -f job.yml --name " + name + " -o json");
   ASSERT_EQ(submitted.exit_code, 0) << submitted.output;
 
   json run = WaitEnd(name, 180s);
@@ -393,19 +393,20 @@ run = Run.get_context()
 run.log("via_https", 7.5)
 run.flush()
 print("read back", run.get_metrics("via_https"))
-)PY").ok());
-  ASSERT_TRUE(WriteFileAtomic(project_ / "job.yml",
-                              std::string("command: python track.py\ncode: ./track\n"
-                                          "environment:\n  build:\n    path: ") +
-                                  TRAINYARD_SOURCE_DIR +
-                                  "/examples/digits-custom-image/docker-context\n"
-                                  "compute: hpc\nexperiment_name: tls\n")
+)PY")
                   .ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(project_ / "job.yml", std::string("command: python track.py\ncode: ./track\n"
+                                                        "environment:\n  build:\n    path: ") +
+                                                TRAINYARD_SOURCE_DIR +
+                                                "/examples/digits-custom-image/docker-context\n"
+                                                "compute: hpc\nexperiment_name: tls\n")
+          .ok());
   const std::string name = RunName("tls");
-  testing::CmdResult out = RunShell(
-      "cd '" + project_.string() + "' && TRAINYARD_URL='" + url + "' TRAINYARD_TOKEN='" +
-      daemon_.token() + "' TRAINYARD_TLS_PIN='" + daemon_.tls_pin() + "' " +
-      testing::TrainyardBinary() + " job create -f job.yml --name " + name + " --stream");
+  testing::CmdResult out =
+      RunShell("cd '" + project_.string() + "' && TRAINYARD_URL='" + url + "' TRAINYARD_TOKEN='" +
+               daemon_.token() + "' TRAINYARD_TLS_PIN='" + daemon_.tls_pin() + "' " +
+               testing::TrainyardBinary() + " job create -f job.yml --name " + name + " --stream");
   ASSERT_EQ(out.exit_code, 0) << out.output;
   json run = Get(name);
   EXPECT_EQ(run.value("status", ""), "Completed") << run.dump(1);
@@ -417,9 +418,9 @@ print("read back", run.get_metrics("via_https"))
   EXPECT_TRUE(Holds(metrics->dump(), "via_https")) << metrics->dump(1);
 
   // Without the pin the CLI refuses the daemon's self-signed certificate, naming the remedy.
-  testing::CmdResult untrusted = RunShell(
-      "cd '" + project_.string() + "' && TRAINYARD_URL='" + url + "' TRAINYARD_TOKEN='" +
-      daemon_.token() + "' " + testing::TrainyardBinary() + " job list");
+  testing::CmdResult untrusted =
+      RunShell("cd '" + project_.string() + "' && TRAINYARD_URL='" + url + "' TRAINYARD_TOKEN='" +
+               daemon_.token() + "' " + testing::TrainyardBinary() + " job list");
   EXPECT_NE(untrusted.exit_code, 0) << untrusted.output;
   EXPECT_TRUE(Holds(untrusted.output, "--pin")) << untrusted.output;
 }
@@ -463,20 +464,23 @@ TEST_F(SlurmRunsTest, CancelStopsTheJobAndItsContainer) {
   ASSERT_TRUE(running["slurm_job"].is_number_integer()) << running.dump(1);
   const std::int64_t job = running["slurm_job"];
   EXPECT_EQ(SlurmState(job), "RUNNING");
-  EXPECT_TRUE(Holds(Containers("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name), "trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name));
+  EXPECT_TRUE(
+      Holds(Containers("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name),
+            "trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name));
 
   const auto canceled_at = Clock::now();
   auto answer = api().PostJson("/api/v1/jobs/" + name + "/cancel", json::object());
   ASSERT_TRUE(answer.ok()) << answer.status().ToString();
   json run = WaitEnd(name, 20s);
   std::fprintf(stderr, "canceled after %lld ms\n",
-               static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                          Clock::now() - canceled_at)
-                                          .count()));
+               static_cast<long long>(
+                   std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - canceled_at)
+                       .count()));
   EXPECT_EQ(run["status"], "Canceled") << run.dump(1);
   EXPECT_EQ(run["failure_reason"], "canceled by user") << run.dump(1);
   EXPECT_NE(SlurmState(job), "RUNNING");
-  std::string left = Containers("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name);
+  std::string left =
+      Containers("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name);
   for (int i = 0; i < 100 && !left.empty(); ++i) {
     std::this_thread::sleep_for(100ms);
     left = Containers("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + name);
@@ -504,7 +508,8 @@ TEST_F(SlurmRunsTest, TimeoutFailsTheRunAtItsLimit) {
   EXPECT_TRUE(Holds(shown.output, "TimeLimit=00:01:00")) << shown.output;
 
   json run = WaitEnd(name, 20s);
-  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - running_at);
+  const auto took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - running_at);
   std::fprintf(stderr, "ended %lld ms after Running was seen\n",
                static_cast<long long>(took.count()));
   EXPECT_EQ(run["status"], "Failed") << run.dump(1);
@@ -523,10 +528,9 @@ TEST_F(SlurmRunsTest, TimeoutFailsTheRunAtItsLimit) {
 // once the node is free it runs to its end.
 TEST_F(SlurmRunsTest, PendingReasonIsVisible) {
   ASSERT_NO_FATAL_FAILURE(CreateCompute("hpc", 1));
-  const testing::CmdResult blocker =
-      RunShell(std::string("sbatch --parsable -p ") + kPartition +
-            " --exclusive --job-name=ty-blocker-" + suffix_ +
-            " --output=/dev/null --time=5 --wrap 'sleep 120'");
+  const testing::CmdResult blocker = RunShell(std::string("sbatch --parsable -p ") + kPartition +
+                                              " --exclusive --job-name=ty-blocker-" + suffix_ +
+                                              " --output=/dev/null --time=5 --wrap 'sleep 120'");
   ASSERT_EQ(blocker.exit_code, 0) << blocker.output;
   const std::string blocker_id(Trim(Split(std::string(Trim(blocker.output)), ';')[0]));
   blockers_.push_back(blocker_id);

@@ -26,13 +26,13 @@
 
 #include "tests/support/daemon_process.h"
 #include "tests/support/test_env.h"
-#include "trainyard/sched/scheduler.h"
 #include "trainyard/client/http_client.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
 #include "trainyard/common/workspace.h"
 #include "trainyard/docker/http_engine.h"
 #include "trainyard/envbuild/image_builder.h"
+#include "trainyard/sched/scheduler.h"
 #include "trainyard/spec/definition.h"
 
 namespace trainyard {
@@ -225,7 +225,6 @@ class SurviveTest : public ::testing::Test {
 
   json Get(const std::string& name) { return daemon_.Run(name); }
 
-
   // Waits until `pred(run)` holds; fails naming the run's status and logs when it does not.
   template <typename Pred>
   json WaitUntil(const std::string& name, Pred pred, const std::string& what,
@@ -323,7 +322,9 @@ TEST_F(SurviveTest, ProcessRunsSurviveKill9) {
   const auto killed_at = Clock::now();
   KillDaemon();
   std::this_thread::sleep_for(2s);  // B ends meanwhile (A most likely not)
-  ASSERT_TRUE(fs::exists(layout_.root / "nodes" / ("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + b) / "exit"))
+  ASSERT_TRUE(fs::exists(layout_.root / "nodes" /
+                         ("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + b) /
+                         "exit"))
       << "B should have ended while the daemon was down";
   ASSERT_NO_FATAL_FAILURE(StartDaemon());
 
@@ -387,9 +388,13 @@ TEST_F(SurviveTest, DockerRunsSurviveKill9) {
 
   KillDaemon();
   docker::HttpEngine engine;
-  ASSERT_TRUE(engine.RemoveContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + m, true).ok());
+  ASSERT_TRUE(engine
+                  .RemoveContainer(
+                      "trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + m, true)
+                  .ok());
   std::this_thread::sleep_for(2s);  // N ends meanwhile (L does not)
-  auto n_state = engine.InspectContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + n);
+  auto n_state =
+      engine.InspectContainer("trainyard-" + sched::Scheduler::WorkspaceId(layout_.root) + "-" + n);
   ASSERT_TRUE(n_state.ok()) << n_state.status().ToString();
   ASSERT_FALSE(n_state->running) << "N should have ended while the daemon was down";
   ASSERT_NO_FATAL_FAILURE(StartDaemon());
@@ -422,7 +427,8 @@ TEST_F(SurviveTest, DockerRunsSurviveKill9) {
 std::vector<int> LineNumbers(const std::string& log, const std::string& prefix = "") {
   std::vector<int> out;
   for (const std::string& line : Split(log, '\n')) {
-    if (line.rfind(prefix + "line ", 0) == 0) out.push_back(std::stoi(line.substr(prefix.size() + 5)));
+    if (line.rfind(prefix + "line ", 0) == 0)
+      out.push_back(std::stoi(line.substr(prefix.size() + 5)));
   }
   return out;
 }
@@ -460,7 +466,8 @@ TEST_F(SurviveTest, ReattachResumesTheLogAfterTheEngineRotatedIt) {
   auto has_30 = [&](const std::string& run, const std::string& rel) {
     return RunFile(run, rel).find("line 30\n") != std::string::npos;
   };
-  WaitUntil(one, [&](const json&) { return has_30(one, kStdLog); }, "logging line 30");
+  WaitUntil(
+      one, [&](const json&) { return has_30(one, kStdLog); }, "logging line 30");
   WaitUntil(
       two,
       [&](const json&) {
@@ -483,9 +490,9 @@ TEST_F(SurviveTest, ReattachResumesTheLogAfterTheEngineRotatedIt) {
   const std::string merged = RunFile(two, kStdLog);
   for (int node = 0; node < 2; ++node) {
     const std::string what = "node " + std::to_string(node);
-    ExpectResumed(LineNumbers(RunFile(two, "user_logs/std_log_node_" + std::to_string(node) +
-                                                ".txt")),
-                  2000, what + "'s log");
+    ExpectResumed(
+        LineNumbers(RunFile(two, "user_logs/std_log_node_" + std::to_string(node) + ".txt")), 2000,
+        what + "'s log");
     ExpectResumed(LineNumbers(merged, "[" + what + "] "), 2000, what + " in the run's log");
   }
   EXPECT_FALSE(fs::exists(layout_.RunDir(one) / "user_logs/.follow"))

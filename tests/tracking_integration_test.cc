@@ -150,7 +150,9 @@ class TrackingIntegrationTest : public ::testing::Test {
     return id;
   }
 
-  std::string Token(const std::string& run) { return box_->RunToken(run, NowMillis() / 1000 + 3600); }
+  std::string Token(const std::string& run) {
+    return box_->RunToken(run, NowMillis() / 1000 + 3600);
+  }
   int port() const { return daemon_->port(); }
   const std::string& admin() const { return daemon_->token(); }
 
@@ -407,7 +409,8 @@ TEST_F(TrackingIntegrationTest, TagsPropertiesAndStatus) {
   ASSERT_TRUE(store_->TransitionRun(run, store::RunStatus::kCompleted, NowMillis()).ok());
   r = Call("POST", run, "/status", R"({"status": "Completed"})");
   EXPECT_EQ(r.status, 403) << r.body;
-  r = Http(port(), "POST", "/api/v1/jobs/" + run + "/status", admin(), R"({"status": "Completed"})");
+  r = Http(port(), "POST", "/api/v1/jobs/" + run + "/status", admin(),
+           R"({"status": "Completed"})");
   EXPECT_EQ(r.status, 409) << r.body;
 }
 
@@ -575,9 +578,10 @@ TEST_F(TrackingIntegrationTest, CppSdkResendsALostBodyUnderItsKey) {
       requests.push_back(req);
       if (i > 0) {
         const std::string ok = "{\"points\": 3}";
-        const std::string answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                   "Content-Length: " + std::to_string(ok.size()) +
-                                   "\r\nConnection: close\r\n\r\n" + ok;
+        const std::string answer =
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            "Content-Length: " +
+            std::to_string(ok.size()) + "\r\nConnection: close\r\n\r\n" + ok;
         (void)::send(fd, answer.data(), answer.size(), MSG_NOSIGNAL);
       }
       ::close(fd);  // the first request: hung up on, unanswered

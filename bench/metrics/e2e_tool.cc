@@ -224,8 +224,7 @@ int main(int argc, char** argv) {
   }
   const std::string socket_url = "unix://" + (ApiSocketDir(root) / "api.sock").string();
   const double unix_rate = Ingest(socket_url, "bench-unix", box->RunToken("bench-unix"), points);
-  const double tcp_rate =
-      Ingest((*daemon)->url(), "bench-tcp", box->RunToken("bench-tcp"), points);
+  const double tcp_rate = Ingest((*daemon)->url(), "bench-tcp", box->RunToken("bench-tcp"), points);
   double py_rate = 0;
   std::string py_details;
   if (py_points > 0) {

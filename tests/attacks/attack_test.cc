@@ -3,13 +3,12 @@
 // real Docker engine, next to a real daemon, with only what any run gets: its run token and the
 // daemon's socket. Each case fails on a daemon without the defence it names.
 
-#include <gtest/gtest.h>
-
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #if defined(__SANITIZE_ADDRESS__)
@@ -174,12 +173,13 @@ class AttackTest : public ::testing::Test {
 // resident size.
 class RssPeak {
  public:
-  RssPeak() : thread_([this] {
-    while (!stop_) {
-      peak_ = std::max(peak_.load(), Now());
-      std::this_thread::sleep_for(20ms);
-    }
-  }) {}
+  RssPeak()
+      : thread_([this] {
+          while (!stop_) {
+            peak_ = std::max(peak_.load(), Now());
+            std::this_thread::sleep_for(20ms);
+          }
+        }) {}
   ~RssPeak() { Stop(); }
   std::uint64_t Stop() {
     stop_ = true;
@@ -267,11 +267,11 @@ print("LOGS=%d" % status)
 )PY");
   ASSERT_EQ(run.value("status", ""), "Completed") << Log(run);
   const std::string log = Log(run);
-  for (const char* probe : {"PUT /files/slurm/env.sh", "PUT /files/hostfile",
-                            "PUT /files/slurm/task.sh", "PUT /files/user_logs/std_log.txt",
-                            "PUT /files/model.pt", "GET /files/user_logs/std_log.txt",
-                            "GET /files/code/train.py", "POST /cancel", "GET /stream", "GET ",
-                            "PUT /files/outputs/%2e%2e/slurm/env.sh"}) {
+  for (const char* probe :
+       {"PUT /files/slurm/env.sh", "PUT /files/hostfile", "PUT /files/slurm/task.sh",
+        "PUT /files/user_logs/std_log.txt", "PUT /files/model.pt",
+        "GET /files/user_logs/std_log.txt", "GET /files/code/train.py", "POST /cancel",
+        "GET /stream", "GET ", "PUT /files/outputs/%2e%2e/slurm/env.sh"}) {
     EXPECT_EQ(Printed(log, std::string("STATUS ") + probe), "403") << probe << "\n" << log;
   }
   EXPECT_EQ(Printed(log, "OTHER_RUN"), "403") << log;
@@ -309,7 +309,8 @@ print("TOKEN_SAVED=1")
                             "application/octet-stream");
   ASSERT_TRUE(put.ok());
   EXPECT_EQ(put->status, 403) << put->body;
-  auto metrics = stolen.Request("POST", base + "/metrics", R"({"series":[{"name":"acc","values":[1]}]})");
+  auto metrics =
+      stolen.Request("POST", base + "/metrics", R"({"series":[{"name":"acc","values":[1]}]})");
   ASSERT_TRUE(metrics.ok());
   EXPECT_EQ(metrics->status, 403) << metrics->body;
   auto tags = stolen.Request("PATCH", base + "/tags", R"({"set":{"verified":"yes"}})");
@@ -333,7 +334,8 @@ print("TOKEN_SAVED=1")
   ASSERT_NE(exp_dot, std::string::npos) << token;
   std::string stretched = token;
   stretched.replace(exp_dot + 1, dot - exp_dot - 1, "99999999999");
-  auto refused = HttpClient(daemon_->url(), stretched).Request("GET", base + "/files/outputs/model.pt");
+  auto refused =
+      HttpClient(daemon_->url(), stretched).Request("GET", base + "/files/outputs/model.pt");
   ASSERT_TRUE(refused.ok());
   EXPECT_EQ(refused->status, 401);
 }
@@ -352,7 +354,8 @@ TEST_F(AttackTest, TwoWorkspacesWithTheSameRunNameLeaveEachOtherAlone) {
 import time
 time.sleep(8)
 open("outputs/who", "w").write("first")
-)PY", "baseline");
+)PY",
+                                         "baseline");
   ASSERT_EQ(first, "baseline");
   // The second submits once the first one's container runs.
   const auto deadline = std::chrono::steady_clock::now() + 120s;
@@ -363,7 +366,8 @@ open("outputs/who", "w").write("first")
   }
   const std::string second_name = SubmitScript(other_client, other, R"PY(
 open("outputs/who", "w").write("second")
-)PY", "baseline");
+)PY",
+                                               "baseline");
   ASSERT_EQ(second_name, "baseline");
   json b = WaitEnd(other_client, "baseline");
   json a = WaitEnd(*client_, "baseline");
@@ -413,8 +417,8 @@ TEST_F(AttackTest, AnUntrustedCheckoutCannotSteerTheCli) {
     ASSERT_TRUE(WriteFileAtomic(repo / ".trainyard/config.json", config).ok());
     r = testing::RunTrainyard(repo.string(), (root_ / "home-ws").string(), "job list",
                               "env -u TRAINYARD_URL TRAINYARD_TOKEN=user-secret-token "
-                              "XDG_CONFIG_HOME='" + (root_ / "config").string() + "' " +
-                                  testing::TrainyardBinary());
+                              "XDG_CONFIG_HOME='" +
+                                  (root_ / "config").string() + "' " + testing::TrainyardBinary());
     EXPECT_NE(r.exit_code, 0) << config << "\n" << r.output;
     EXPECT_NE(r.output.find("trainyard login"), std::string::npos) << r.output;
     EXPECT_LT(::accept(listener, nullptr, nullptr), 0) << "the CLI connected to " << url;
@@ -436,9 +440,9 @@ TEST_F(AttackTest, SecretsInTheUsersShellReachNoDaemonAndNoRun) {
       "env -u TRAINYARD_URL TRAINYARD_REGISTRY_PASSWORD=hunter2-registry "
       "TRAINYARD_TOKEN=tok-user-secret AWS_SECRET_ACCESS_KEY=aws-user-secret " +
       testing::TrainyardBinary();
-  CmdResult r = testing::RunTrainyard(project.string(), ws.string(),
-                                      "compute create --name host --type process --max-nodes 1",
-                                      secrets);
+  CmdResult r =
+      testing::RunTrainyard(project.string(), ws.string(),
+                            "compute create --name host --type process --max-nodes 1", secrets);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = testing::RunTrainyard(project.string(), ws.string(), "job create -f env.yml --stream",
                             secrets);
@@ -468,7 +472,7 @@ TEST_F(AttackTest, APreCreatedSocketFolderIsRefused) {
   ASSERT_EQ(::unsetenv("XDG_RUNTIME_DIR"), 0);
   const fs::path ws = root_ / std::string(100, 'w');  // too long for <ws>/sock/api.sock
   const fs::path shared = fs::path("/tmp") / ("trainyard-" + std::to_string(::geteuid()) + "-" +
-                                               Sha256Hex(ws.string()).substr(0, 16));
+                                              Sha256Hex(ws.string()).substr(0, 16));
   (void)RemoveTree(shared);
   const fs::path theirs = root_ / "attacker";
   ASSERT_TRUE(MakeDirs(theirs).ok());
@@ -674,10 +678,10 @@ else:
   std::error_code ec;
   for (int i = 0; i < 2; ++i) {
     std::fprintf(stderr, "node %d log: %lld bytes\n", i,
-                 static_cast<long long>(fs::file_size(
-                     layout_.RunDir(run.value("name", "")) /
-                         ("user_logs/std_log_node_" + std::to_string(i) + ".txt"),
-                     ec)));
+                 static_cast<long long>(
+                     fs::file_size(layout_.RunDir(run.value("name", "")) /
+                                       ("user_logs/std_log_node_" + std::to_string(i) + ".txt"),
+                                   ec)));
   }
   EXPECT_NE(log.find("[node 0] END\n"), std::string::npos);
   EXPECT_NE(log.find("[node 1] other node\n"), std::string::npos);
@@ -696,7 +700,8 @@ TEST_F(AttackTest, SlowRequestsDoNotStallTheDaemon) {
     const fs::path sub = outputs / std::to_string(d);
     ASSERT_TRUE(MakeDirs(sub).ok());
     for (int f = 0; f < 1000; ++f) {
-      const int fd = ::open((sub / std::to_string(f)).c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+      const int fd =
+          ::open((sub / std::to_string(f)).c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
       ASSERT_GE(fd, 0);
       ::close(fd);
     }
@@ -738,11 +743,11 @@ TEST_F(AttackTest, SlowRequestsDoNotStallTheDaemon) {
                                       "the folder larger";
   std::sort(health_ms.begin(), health_ms.end());
   std::sort(job_ms.begin(), job_ms.end());
-  std::fprintf(stderr, "listings took %lld ms; /health median %lld ms, max %lld ms; job median %lld ms\n",
-               static_cast<long long>(*std::max_element(listing_ms.begin(), listing_ms.end())),
-               static_cast<long long>(health_ms[health_ms.size() / 2]),
-               static_cast<long long>(health_ms.back()),
-               static_cast<long long>(job_ms[job_ms.size() / 2]));
+  std::fprintf(
+      stderr, "listings took %lld ms; /health median %lld ms, max %lld ms; job median %lld ms\n",
+      static_cast<long long>(*std::max_element(listing_ms.begin(), listing_ms.end())),
+      static_cast<long long>(health_ms[health_ms.size() / 2]),
+      static_cast<long long>(health_ms.back()), static_cast<long long>(job_ms[job_ms.size() / 2]));
   EXPECT_LT(health_ms[health_ms.size() / 2], 50);
   EXPECT_LT(job_ms[job_ms.size() / 2], 200);
 }

@@ -81,10 +81,9 @@ class DaemonProcess {
           public_url_ = j.value("public_url", "");
           tls_pin_ = j.value("tls_pin", "");
           std::fprintf(stderr, "daemon %d serving after %lld ms\n", pid,
-                       static_cast<long long>(
-                           std::chrono::duration_cast<std::chrono::milliseconds>(
-                               std::chrono::steady_clock::now() - started)
-                               .count()));
+                       static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                  std::chrono::steady_clock::now() - started)
+                                                  .count()));
           return;
         }
       }

@@ -104,11 +104,21 @@ inline std::string Quote(std::string_view s) {
   std::string out = "\"";
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -154,7 +164,8 @@ inline std::string UrlEncode(std::string_view s, bool keep_slash = false) {
   static const char* hex = "0123456789ABCDEF";
   std::string out;
   for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || (keep_slash && c == '/')) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' ||
+        (keep_slash && c == '/')) {
       out += static_cast<char>(c);
     } else {
       out += '%';
@@ -282,8 +293,8 @@ class Connection {
       int one = 1;
       ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     } else {
-      throw Error(0, "TRAINYARD_TRACKING_URL must start with unix:// or http://, got '" + url_ +
-                         "'");
+      throw Error(0,
+                  "TRAINYARD_TRACKING_URL must start with unix:// or http://, got '" + url_ + "'");
     }
     timeval tv{60, 0};
     ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -335,9 +346,12 @@ class Connection {
       std::string lower = line;
       std::transform(lower.begin(), lower.end(), lower.begin(),
                      [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-      if (lower.rfind("content-length:", 0) == 0) length = std::strtoull(line.c_str() + 15, nullptr, 10);
-      if (lower.rfind("transfer-encoding:", 0) == 0 && lower.find("chunked") != std::string::npos) chunked = true;
-      if (lower.rfind("connection:", 0) == 0 && lower.find("close") != std::string::npos) close = true;
+      if (lower.rfind("content-length:", 0) == 0)
+        length = std::strtoull(line.c_str() + 15, nullptr, 10);
+      if (lower.rfind("transfer-encoding:", 0) == 0 && lower.find("chunked") != std::string::npos)
+        chunked = true;
+      if (lower.rfind("connection:", 0) == 0 && lower.find("close") != std::string::npos)
+        close = true;
     }
     if (chunked) {
       for (;;) {
@@ -387,7 +401,8 @@ void PutLE(std::string& out, T v) {
 inline std::string EncodeMetrics(const std::vector<std::pair<std::string, Pending>>& series) {
   size_t size = 8;
   for (const auto& [name, p] : series) {
-    size += 2 + name.size() + 5 + p.values.size() * 8 + p.steps.size() * 8 + p.timestamps.size() * 8;
+    size +=
+        2 + name.size() + 5 + p.values.size() * 8 + p.steps.size() * 8 + p.timestamps.size() * 8;
   }
   std::string out;
   out.reserve(size);
@@ -481,9 +496,11 @@ class Run {
     PostEntry(name, "table", detail::JsonObject(columns, detail::NumberArray), description);
   }
   // A PNG file, stored as the run file images/NAME/N.png.
-  void LogImage(std::string_view name, const std::string& png_path, std::string_view description = "") {
+  void LogImage(std::string_view name, const std::string& png_path,
+                std::string_view description = "") {
     detail::CheckName(name);
-    const std::string file = "images/" + std::string(name) + "/" + std::to_string(image_count_++) + ".png";
+    const std::string file =
+        "images/" + std::string(name) + "/" + std::to_string(image_count_++) + ".png";
     UploadFile(file, png_path);
     PostEntry(name, "image", "{\"path\":" + detail::Quote(file) + "}", description);
   }
@@ -597,7 +614,8 @@ class Run {
       for (const auto& [name, p] : batch) {
         for (size_t i = 0; i < p.values.size(); ++i) {
           out << "{\"name\":" << detail::Quote(name) << ",\"value\":" << detail::Number(p.values[i])
-              << ",\"step\":" << (p.steps.empty() ? std::string("null") : std::to_string(p.steps[i]))
+              << ",\"step\":"
+              << (p.steps.empty() ? std::string("null") : std::to_string(p.steps[i]))
               << ",\"timestamp\":" << p.timestamps[i] << "}\n";
         }
       }
@@ -636,8 +654,8 @@ class Run {
         next = &unsent_.front();  // only this thread (send_mu_) removes bodies
       }
       try {
-        detail::Response r = Send("POST", "/metrics", "application/x-trainyard-metrics",
-                                  next->bytes, next->key);
+        detail::Response r =
+            Send("POST", "/metrics", "application/x-trainyard-metrics", next->bytes, next->key);
         if (r.status >= 500) throw Error(r.status, "daemon error");
         std::lock_guard<std::mutex> lock(mu_);
         buffered_ -= next->points;
@@ -700,8 +718,8 @@ class Run {
                         const std::string& content_type, std::string_view body,
                         const std::string& idempotency_key = {}) {
     std::lock_guard<std::mutex> lock(conn_mu_);
-    return conn_.Send(method, "/api/v1/jobs/" + detail::UrlEncode(id_) + path, token_,
-                      content_type, body, idempotency_key);
+    return conn_.Send(method, "/api/v1/jobs/" + detail::UrlEncode(id_) + path, token_, content_type,
+                      body, idempotency_key);
   }
 
   std::string Request(const std::string& method, const std::string& path,
@@ -740,7 +758,7 @@ class Run {
   }
 
   static void MakeDirs(const std::string& path) {
-    for (size_t slash = path.find('/'); ; slash = path.find('/', slash + 1)) {
+    for (size_t slash = path.find('/');; slash = path.find('/', slash + 1)) {
       ::mkdir(path.substr(0, slash).c_str(), 0755);
       if (slash == std::string::npos) break;
     }

@@ -252,7 +252,7 @@ struct Daemon::Impl {
   static constexpr int kMaxEnvironmentBuilds = 4;
   std::mutex environment_builds_mu;
   std::vector<std::shared_ptr<EnvironmentBuild>> environment_builds;  // GUARDED_BY(that mu)
-  std::uint64_t next_environment_build = 0;                          // GUARDED_BY(that mu)
+  std::uint64_t next_environment_build = 0;                           // GUARDED_BY(that mu)
 
   // Joins the finished builds' threads (all of them with `all`, waiting for those running).
   void ReapEnvironmentBuilds(bool all) {
@@ -276,7 +276,7 @@ struct Daemon::Impl {
     socket_relay.reset();
     if (http) http->Stop();
     ReapEnvironmentBuilds(/*all=*/true);  // before the builder they use goes away
-    scheduler.reset();  // joins run workers
+    scheduler.reset();                    // joins run workers
     if (wrote_server_file) ::unlink(layout.ServerFile().c_str());
     if (lock_fd >= 0) ::close(lock_fd);
   }
@@ -291,23 +291,23 @@ void Daemon::Impl::InstallRoutes() {
   HttpServer& s = *http;
   // Answered on the event loop: it stays fast however busy the blocking pool is.
   s.RouteOnLoop("GET", "/api/v1/health", SyncHandler([](HttpRequest&) {
-            return HttpResponse::Json(200, {{"status", "ok"}, {"version", kVersion}});
-          }));
-  s.Route("GET", "/api/v1/workspace", SyncHandler([this](HttpRequest&) {
-            // The limits the snapshot routes enforce, so a remote CLI refuses an oversized folder
-            // before uploading it.
-            const json limits = {{"max_files", config.snapshot_max_files},
-                                 {"max_bytes", config.snapshot_max_bytes}};
-            // What the machine has, which the Python SDK cuts a cloud VM size down to.
-            const spec::MachineSize m = spec::ThisMachine();
-            const json machine = {
-                {"cpus", m.cpus}, {"memory_bytes", m.memory_bytes}, {"gpus", m.gpus}};
-            return HttpResponse::Json(200, {{"root", layout.root.string()},
-                                            {"version", kVersion},
-                                            {"snapshot_limits", limits},
-                                            {"default_image", config.default_image},
-                                            {"machine", machine}});
-          }));
+                  return HttpResponse::Json(200, {{"status", "ok"}, {"version", kVersion}});
+                }));
+  s.Route(
+      "GET", "/api/v1/workspace", SyncHandler([this](HttpRequest&) {
+        // The limits the snapshot routes enforce, so a remote CLI refuses an oversized folder
+        // before uploading it.
+        const json limits = {{"max_files", config.snapshot_max_files},
+                             {"max_bytes", config.snapshot_max_bytes}};
+        // What the machine has, which the Python SDK cuts a cloud VM size down to.
+        const spec::MachineSize m = spec::ThisMachine();
+        const json machine = {{"cpus", m.cpus}, {"memory_bytes", m.memory_bytes}, {"gpus", m.gpus}};
+        return HttpResponse::Json(200, {{"root", layout.root.string()},
+                                        {"version", kVersion},
+                                        {"snapshot_limits", limits},
+                                        {"default_image", config.default_image},
+                                        {"machine", machine}});
+      }));
 
   // Environments.
   s.Route("POST", "/api/v1/environments", SyncHandler([this](HttpRequest& req) {
@@ -402,9 +402,9 @@ void Daemon::Impl::InstallRoutes() {
   s.Route("GET", "/api/v1/jobs/{name}/files", SyncHandler([this](HttpRequest& req) {
             auto run = store->GetRun(req.Param("name"));
             if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return JsonText(200, ListRunFiles(layout.RunDir(run->id),
-                                              RecordedFiles(*series, run->id),
-                                              !req.principal.empty()));
+            return JsonText(200,
+                            ListRunFiles(layout.RunDir(run->id), RecordedFiles(*series, run->id),
+                                         !req.principal.empty()));
           }));
   s.Route("GET", "/api/v1/jobs/{name}/files/{path...}",
           SyncHandler([this](HttpRequest& req) { return File(req); }));
@@ -450,8 +450,8 @@ HttpResponse Daemon::Impl::File(HttpRequest& req) {
   if (!file.ok()) return HttpResponse::FromStatus(missing);
   HttpResponse response = HttpResponse::File(std::move(file).value());
   const auto recorded = RecordedFiles(*series, run->id);
-  if (const auto* rec = CurrentRecord(recorded, clean, static_cast<std::uint64_t>(st.st_size),
-                                      MtimeMillis(st))) {
+  if (const auto* rec =
+          CurrentRecord(recorded, clean, static_cast<std::uint64_t>(st.st_size), MtimeMillis(st))) {
     std::string raw;
     const std::string hex = rec->digest.substr(rec->digest.find(':') + 1);
     for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
@@ -482,9 +482,9 @@ asio::awaitable<HttpResponse> Daemon::Impl::BuildEnvironment(HttpRequest& req) {
   {
     std::lock_guard lock(environment_builds_mu);
     if (environment_builds.size() >= kMaxEnvironmentBuilds) {
-      co_return HttpResponse::FromStatus(ResourceExhausted(
-          "the limit of " + std::to_string(kMaxEnvironmentBuilds) +
-          " environment builds at once is reached; retry when one has finished"));
+      co_return HttpResponse::FromStatus(
+          ResourceExhausted("the limit of " + std::to_string(kMaxEnvironmentBuilds) +
+                            " environment builds at once is reached; retry when one has finished"));
     }
     key = "environment-build:" + std::to_string(next_environment_build++);
     environment_builds.push_back(build);
@@ -529,8 +529,10 @@ asio::awaitable<HttpResponse> Daemon::Impl::BuildEnvironment(HttpRequest& req) {
   }
   http->notifier().Forget(key);
   std::lock_guard l(build->mu);
-  json out = {{"name", env_name}, {"version", env_version},
-              {"status", build->error.empty() ? "Succeeded" : "Failed"}, {"log", build->log}};
+  json out = {{"name", env_name},
+              {"version", env_version},
+              {"status", build->error.empty() ? "Succeeded" : "Failed"},
+              {"log", build->log}};
   if (build->error.empty()) {
     out["image"] = build->image;
   } else {
@@ -720,14 +722,15 @@ StatusOr<TlsIdentity> PublicIdentity(const DaemonOptions& options, const Workspa
                                      const PublicAddress& address) {
   if (!options.tls_certificate.empty() || !options.tls_key.empty()) {
     if (options.tls_certificate.empty() || options.tls_key.empty()) {
-      return InvalidArgument("give both --tls-cert and --tls-key, or neither (a self-signed "
-                             "certificate is then made in the workspace)");
+      return InvalidArgument(
+          "give both --tls-cert and --tls-key, or neither (a self-signed "
+          "certificate is then made in the workspace)");
     }
     TlsIdentity given;
     TY_ASSIGN_OR_RETURN(given.certificate_pem, ReadFile(options.tls_certificate));
     TY_ASSIGN_OR_RETURN(given.private_key_pem, ReadFile(options.tls_key));
-    TY_RETURN_IF_ERROR(CheckIdentity(given, options.tls_certificate.string() + " and " +
-                                                options.tls_key.string()));
+    TY_RETURN_IF_ERROR(CheckIdentity(
+        given, options.tls_certificate.string() + " and " + options.tls_key.string()));
     return given;
   }
   bool new_key = false;
@@ -735,8 +738,9 @@ StatusOr<TlsIdentity> PublicIdentity(const DaemonOptions& options, const Workspa
                       LoadOrMakeWorkspaceIdentity(layout.root / "tls", address.names,
                                                   "trainyard " + ThisHostName(), &new_key));
   if (new_key) {
-    spdlog::warn("the workspace's TLS key could not be read: made a new one, whose pin differs "
-                 "(clients log in again with the new pin)");
+    spdlog::warn(
+        "the workspace's TLS key could not be read: made a new one, whose pin differs "
+        "(clients log in again with the new pin)");
   }
   return made;
 }
@@ -769,9 +773,9 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
                       store::OpenSqliteStore(impl->layout.Database().string(), store_options));
   tracking::SeriesStoreOptions series_options;
   series_options.max_entries_per_run = impl->config.max_entries_per_run;
-  TY_ASSIGN_OR_RETURN(impl->series, tracking::SeriesStore::Open(
-                                        (impl->layout.root / "tracking.db").string(),
-                                        series_options));
+  TY_ASSIGN_OR_RETURN(
+      impl->series,
+      tracking::SeriesStore::Open((impl->layout.root / "tracking.db").string(), series_options));
   // A client retries a batch within minutes; a week of keys covers any outage worth waiting out.
   constexpr std::int64_t kKeyRetentionMs = 7LL * 24 * 3600 * 1000;
   TY_RETURN_IF_ERROR(impl->series->ForgetKeysBefore(NowMillis() - kKeyRetentionMs));
@@ -815,9 +819,9 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   TY_ASSIGN_OR_RETURN(sopts.socket_dir, ApiSocketDir(impl->layout.root));
   sopts.sdk_dir = FindPythonSdk();
   // ./outputs recorded with digests in the tracking store at Finalizing (docs/tracking.md).
-  sopts.collect_outputs = [series = impl->series.get()](const std::string& run_id,
-                                                        const fs::path& run_dir)
-      -> StatusOr<std::vector<std::string>> {
+  sopts.collect_outputs = [series = impl->series.get()](
+                              const std::string& run_id,
+                              const fs::path& run_dir) -> StatusOr<std::vector<std::string>> {
     std::vector<std::string> skipped;
     TY_RETURN_IF_ERROR(
         tracking::CollectOutputs(*series, run_id, run_dir, NowMillis(), &skipped).status());
@@ -847,13 +851,17 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
       public_listener->tls = std::make_shared<const TlsIdentity>(std::move(identity));
       scheme = "https://";
     } else {
-      spdlog::warn("serving plain HTTP on {} (--insecure-http): tokens and data cross the "
-                   "network unencrypted", options.host);
+      spdlog::warn(
+          "serving plain HTTP on {} (--insecure-http): tokens and data cross the "
+          "network unencrypted",
+          options.host);
     }
     impl->public_url = scheme + address.reach + ":";  // the port is known once bound
   } else if (!options.tls_certificate.empty() || !options.tls_key.empty()) {
-    return InvalidArgument("--tls-cert and --tls-key are for serving beyond loopback (--host "
-                           "ADDR); " + options.host + " is served plain HTTP");
+    return InvalidArgument(
+        "--tls-cert and --tls-key are for serving beyond loopback (--host "
+        "ADDR); " +
+        options.host + " is served plain HTTP");
   }
 
   impl->token = RandomHex(32);
@@ -931,10 +939,11 @@ int RunServer(const DaemonOptions& options) {
                FormatTimeIso(NowMillis()).c_str(), kVersion, (*daemon)->url().c_str(),
                workspace.c_str());
   if (!(*daemon)->public_url().empty()) {
-    std::fprintf(stderr, "[%s] also serving %s%s%s\n", FormatTimeIso(NowMillis()).c_str(),
-                 (*daemon)->public_url().c_str(),
-                 (*daemon)->tls_pin().empty() ? "" : "; certificate key pin (trainyard login --pin): ",
-                 (*daemon)->tls_pin().c_str());
+    std::fprintf(
+        stderr, "[%s] also serving %s%s%s\n", FormatTimeIso(NowMillis()).c_str(),
+        (*daemon)->public_url().c_str(),
+        (*daemon)->tls_pin().empty() ? "" : "; certificate key pin (trainyard login --pin): ",
+        (*daemon)->tls_pin().c_str());
   }
   int sig = 0;
   sigwait(&set, &sig);

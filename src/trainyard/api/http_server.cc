@@ -137,8 +137,8 @@ struct Pace {
   SteadyClock::time_point Deadline(SteadyClock::time_point start, std::uint64_t bytes) const {
     const std::uint64_t rate = std::max<std::uint64_t>(1, min_bytes_per_second);
     // Saturates far in the future (a day per chunk is plenty) rather than overflowing.
-    const std::uint64_t ms = std::min<std::uint64_t>(bytes / rate * 1000 + bytes % rate * 1000 / rate,
-                                                     std::uint64_t{1} << 40);
+    const std::uint64_t ms = std::min<std::uint64_t>(
+        bytes / rate * 1000 + bytes % rate * 1000 / rate, std::uint64_t{1} << 40);
     return start + grace + std::chrono::milliseconds(ms);
   }
 };
@@ -419,8 +419,7 @@ struct HttpServer::Impl {
   // Serves one request to an upload route after its header; returns whether the connection
   // can serve another request.
   template <class Stream>
-  asio::awaitable<bool> ServeUpload(Stream& stream, Watchdog& watchdog,
-                                    beast::flat_buffer& buffer,
+  asio::awaitable<bool> ServeUpload(Stream& stream, Watchdog& watchdog, beast::flat_buffer& buffer,
                                     http::request_parser<http::string_body>& header_parser,
                                     HttpRequest& request, const RouteEntry& route, unsigned version,
                                     bool keep_alive);
@@ -468,16 +467,15 @@ namespace {
 // Writes a message at `pace` or better (a client that reads too slowly is cut off). Returns
 // false on a write error.
 template <class Stream, class Body>
-asio::awaitable<bool> WriteMessage(Stream& stream, http::response<Body>& message,
-                                   Pace pace) {
+asio::awaitable<bool> WriteMessage(Stream& stream, http::response<Body>& message, Pace pace) {
   http::response_serializer<Body> serializer(message);
   boost::system::error_code ec;
   const SteadyClock::time_point start = SteadyClock::now();
   std::uint64_t sent = 0;
   while (!serializer.is_done()) {
     beast::get_lowest_layer(stream).expires_at(pace.Deadline(start, sent));
-    sent += co_await http::async_write_some(stream, serializer,
-                                            asio::redirect_error(kAwaitable, ec));
+    sent +=
+        co_await http::async_write_some(stream, serializer, asio::redirect_error(kAwaitable, ec));
     if (ec) co_return false;
   }
   co_return true;
@@ -496,9 +494,8 @@ void FillHeaders(const HttpResponse& response, bool keep_alive, http::response<B
 // reads 4 KiB per write, too small for multi-GB artifacts). A file that shrinks meanwhile ends
 // the connection, so the client sees a short body rather than a wrong one.
 template <class Stream>
-asio::awaitable<bool> WriteFile(Stream& stream, const HttpResponse& response,
-                                beast::file& file, std::uint64_t size, unsigned version,
-                                bool keep_alive, Pace pace) {
+asio::awaitable<bool> WriteFile(Stream& stream, const HttpResponse& response, beast::file& file,
+                                std::uint64_t size, unsigned version, bool keep_alive, Pace pace) {
   http::response<http::empty_body> header;
   header.version(version);
   FillHeaders(response, keep_alive, &header);
@@ -526,8 +523,8 @@ asio::awaitable<bool> WriteFile(Stream& stream, const HttpResponse& response,
 }
 
 template <class Stream>
-asio::awaitable<bool> WriteResponse(Stream& stream, const HttpResponse& response,
-                                    unsigned version, bool keep_alive, Pace pace) {
+asio::awaitable<bool> WriteResponse(Stream& stream, const HttpResponse& response, unsigned version,
+                                    bool keep_alive, Pace pace) {
   if (response.file) {
     beast::file file;
     boost::system::error_code ec;
@@ -542,12 +539,11 @@ asio::awaitable<bool> WriteResponse(Stream& stream, const HttpResponse& response
     std::uint64_t size = 0;
     if (!ec) size = file.size(ec);
     if (!ec) {
-      const bool ok =
-          co_await WriteFile(stream, response, file, size, version, keep_alive, pace);
+      const bool ok = co_await WriteFile(stream, response, file, size, version, keep_alive, pace);
       co_return ok;
     }
-    HttpResponse missing = HttpResponse::FromStatus(NotFound(
-        "the file cannot be read: " + ec.message()));
+    HttpResponse missing =
+        HttpResponse::FromStatus(NotFound("the file cannot be read: " + ec.message()));
     const bool ok = co_await WriteResponse(stream, missing, version, keep_alive, pace);
     co_return ok;
   }
@@ -596,8 +592,8 @@ asio::awaitable<void> LingeringClose(Stream& stream) {
 // (Arguments by value, results in named variables: GCC 12 mishandles temporaries around
 // co_await.)
 template <class Stream>
-asio::awaitable<bool> AnswerEarly(Stream& stream, HttpResponse response,
-                                  unsigned version, bool keep_alive, bool body_unread, Pace pace) {
+asio::awaitable<bool> AnswerEarly(Stream& stream, HttpResponse response, unsigned version,
+                                  bool keep_alive, bool body_unread, Pace pace) {
   if (body_unread) keep_alive = false;
   const bool written = co_await WriteResponse(stream, response, version, keep_alive, pace);
   if (!written) co_return false;
@@ -609,8 +605,8 @@ asio::awaitable<bool> AnswerEarly(Stream& stream, HttpResponse response,
 }
 
 template <class Stream>
-asio::awaitable<bool> AnswerEarly(Stream& stream, Status status, unsigned version,
-                                  bool keep_alive, bool body_unread, Pace pace) {
+asio::awaitable<bool> AnswerEarly(Stream& stream, Status status, unsigned version, bool keep_alive,
+                                  bool body_unread, Pace pace) {
   const bool more = co_await AnswerEarly(stream, HttpResponse::FromStatus(status), version,
                                          keep_alive, body_unread, pace);
   co_return more;
@@ -633,8 +629,7 @@ std::string SlowBodyMessage(Pace pace) {
 template <class Stream, class Body>
 asio::awaitable<boost::system::error_code> ReadBody(Stream& stream, Watchdog& watchdog,
                                                     beast::flat_buffer& buffer,
-                                                    http::request_parser<Body>& parser,
-                                                    Pace pace) {
+                                                    http::request_parser<Body>& parser, Pace pace) {
   buffer.reserve(kBodyReadBuffer);
   boost::system::error_code ec;
   const SteadyClock::time_point start = SteadyClock::now();
@@ -659,8 +654,7 @@ std::string TooLargeMessage(std::uint64_t limit) {
 
 // Sends "100 Continue" when the client waits for it before sending the body.
 template <class Stream>
-asio::awaitable<bool> MaybeContinue(Stream& stream, const HttpRequest& request,
-                                    unsigned version) {
+asio::awaitable<bool> MaybeContinue(Stream& stream, const HttpRequest& request, unsigned version) {
   std::optional<std::string> expect = request.Header("expect");
   if (expect && ToLower(Trim(*expect)) == "100-continue") {
     http::response<http::empty_body> proceed{http::status::continue_, version};
@@ -787,8 +781,7 @@ asio::awaitable<HttpResponse> HttpServer::Impl::Dispatch(HttpRequest& request, R
 }
 
 template <class Stream>
-asio::awaitable<void> HttpServer::Impl::ServeConnection(Stream& stream,
-                                                        Watchdog& watchdog) {
+asio::awaitable<void> HttpServer::Impl::ServeConnection(Stream& stream, Watchdog& watchdog) {
   beast::flat_buffer buffer;
   const Pace short_pace{kShortWriteTimeout, 1};
   for (;;) {
@@ -802,8 +795,8 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(Stream& stream,
     // Idle until the request's first byte; from there the header has header_timeout in all.
     if (buffer.size() == 0) {
       beast::get_lowest_layer(stream).expires_after(kIdleTimeout);
-      const std::size_t n = co_await stream.async_read_some(
-          buffer.prepare(4096), asio::redirect_error(kAwaitable, ec));
+      const std::size_t n = co_await stream.async_read_some(buffer.prepare(4096),
+                                                            asio::redirect_error(kAwaitable, ec));
       if (ec == asio::error::eof) {
         co_await ShutdownSend(stream);
         co_return;
@@ -813,13 +806,14 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(Stream& stream,
     }
     const SteadyClock::time_point header_deadline = SteadyClock::now() + options.header_timeout;
     watchdog.Arm(header_deadline);
-    beast::get_lowest_layer(stream).expires_at(header_deadline + kShortWriteTimeout);  // backstop behind the watchdog
+    beast::get_lowest_layer(stream).expires_at(header_deadline +
+                                               kShortWriteTimeout);  // backstop behind the watchdog
     co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(kAwaitable, ec));
     watchdog.Disarm();
     if (ec && watchdog.fired()) {
-      const HttpResponse slow = RequestTimeout(
-          "the request header did not arrive within the limit of " +
-          std::to_string(options.header_timeout.count()) + " ms");
+      const HttpResponse slow =
+          RequestTimeout("the request header did not arrive within the limit of " +
+                         std::to_string(options.header_timeout.count()) + " ms");
       if (co_await WriteResponse(stream, slow, 11, false, short_pace)) {
         co_await LingeringClose(stream);
       }
@@ -927,8 +921,7 @@ asio::awaitable<void> HttpServer::Impl::ServeConnection(Stream& stream,
       }
       if (ec == http::error::body_limit) {
         const Status too_large = PayloadTooLarge(TooLargeMessage(body_limit));
-        co_await AnswerEarly(stream, too_large, version, keep_alive, /*body_unread=*/true,
-                             pace());
+        co_await AnswerEarly(stream, too_large, version, keep_alive, /*body_unread=*/true, pace());
         co_return;
       }
       if (ec) co_return;
@@ -1177,8 +1170,7 @@ StatusOr<std::shared_ptr<asio::ssl::context>> MakeTlsContext(const TlsIdentity& 
   TY_RETURN_IF_ERROR(CheckIdentity(identity, "the TLS identity for " + where));
   auto context = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
   SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
-  context->set_options(asio::ssl::context::default_workarounds |
-                       asio::ssl::context::single_dh_use);
+  context->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::single_dh_use);
   boost::system::error_code ec;
   context->use_certificate_chain(asio::buffer(identity.certificate_pem), ec);
   if (!ec) {

@@ -121,8 +121,7 @@ void AddTestRoutes(HttpServer& server, const fs::path& files_root, Observed* obs
                  return HttpResponse::Json(200, {{"blocked", true}});
                }));
   server.Route("GET", "/api/v1/runs/{id}", SyncHandler([](HttpRequest& req) {
-                 return HttpResponse::Json(200,
-                                           {{"id", req.Param("id")}, {"by", req.principal}});
+                 return HttpResponse::Json(200, {{"id", req.Param("id")}, {"by", req.principal}});
                }));
   server.Route("GET", "/api/v1/runs/search", SyncHandler([](HttpRequest&) {
                  return HttpResponse::Json(200, {{"search", true}});
@@ -1290,8 +1289,7 @@ TEST_F(HttpsTest, AListenerWithACapOfItsOwnLeavesTheOthersServed) {
   EXPECT_TRUE(plain.GetJson("/api/v1/runs/7/logs").ok()) << "the plain listener was starved";
   HttpClient tls_client(TlsUrl(), "",
                         TlsTrust{PublicKeyPin(TestIdentity()->certificate_pem).value(), ""});
-  EXPECT_EQ(tls_client.GetJson("/api/v1/runs/7/logs").status().code(),
-            StatusCode::kUnavailable);
+  EXPECT_EQ(tls_client.GetJson("/api/v1/runs/7/logs").status().code(), StatusCode::kUnavailable);
   for (int fd : held) ::close(fd);
 }
 

@@ -17,9 +17,9 @@ struct RunRoute {
   std::string_view method;
 };
 constexpr RunRoute kRunRoutes[] = {
-    {"metrics", "GET"},    {"metrics", "POST"},    {"entries", "GET"}, {"entries", "POST"},
-    {"tags", "GET"},       {"tags", "PATCH"},      {"properties", "GET"},
-    {"properties", "POST"}, {"status", "POST"},    {"files", "GET"},   {"files", "PUT"},
+    {"metrics", "GET"}, {"metrics", "POST"}, {"entries", "GET"},    {"entries", "POST"},
+    {"tags", "GET"},    {"tags", "PATCH"},   {"properties", "GET"}, {"properties", "POST"},
+    {"status", "POST"}, {"files", "GET"},    {"files", "PUT"},
 };
 
 }  // namespace
@@ -36,19 +36,19 @@ StatusOr<std::string> AuthorizeRunToken(const SecretBox& secrets, std::string_vi
   const std::string run = secrets.RunOfToken(token, now_unix_s);
   if (run.empty()) return Unauthenticated("unknown or expired run token");
   const std::string prefix = std::string(kJobs) + run + "/";
-  const Status outside = PermissionDenied(
-      "a run token may only reach " + prefix +
-      "{metrics,entries,tags,properties,status} and " + prefix +
-      "files/{outputs,logs,images}/...; " + request.method + " " + request.path + " is outside it");
+  const Status outside = PermissionDenied("a run token may only reach " + prefix +
+                                          "{metrics,entries,tags,properties,status} and " + prefix +
+                                          "files/{outputs,logs,images}/...; " + request.method +
+                                          " " + request.path + " is outside it");
   if (!StartsWith(request.path, prefix)) return outside;
   const std::string_view tail = std::string_view(request.path).substr(prefix.size());
   const std::size_t slash = tail.find('/');
   const std::string_view first = tail.substr(0, slash);
   const std::string_view rest =
       slash == std::string_view::npos ? std::string_view() : tail.substr(slash + 1);
-  const bool known = std::any_of(std::begin(kRunRoutes), std::end(kRunRoutes), [&](const RunRoute& r) {
-    return r.first == first && r.method == request.method;
-  });
+  const bool known = std::any_of(
+      std::begin(kRunRoutes), std::end(kRunRoutes),
+      [&](const RunRoute& r) { return r.first == first && r.method == request.method; });
   if (!known) return outside;
   if (first == "files") {
     // The listing (GET files) is filtered by the handler; a file must be in a run folder.
@@ -65,8 +65,7 @@ Status CheckRunWritable(const HttpRequest& request, const store::RunRecord& run)
   }
   const bool closed = store::IsTerminal(run.status) || run.status == store::RunStatus::kFinalizing;
   if (!closed) return Status::Ok();
-  return PermissionDenied("run " + run.id + " is " +
-                          std::string(store::RunStatusName(run.status)) +
+  return PermissionDenied("run " + run.id + " is " + std::string(store::RunStatusName(run.status)) +
                           ": its run token can no longer write");
 }
 

@@ -163,8 +163,8 @@ StatusOr<std::filesystem::path> ApiSocketDir(const std::filesystem::path& worksp
   if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg != nullptr && xdg[0] == '/') {
     base = std::filesystem::path(xdg) / ("trainyard-" + hash);
   } else {
-    base = std::filesystem::path("/tmp") /
-           ("trainyard-" + std::to_string(::geteuid()) + "-" + hash);
+    base =
+        std::filesystem::path("/tmp") / ("trainyard-" + std::to_string(::geteuid()) + "-" + hash);
   }
   TY_RETURN_IF_ERROR(EnsurePrivateDir(base));
   // The folder mounted into containers: enterable by a container's non-root user, while the

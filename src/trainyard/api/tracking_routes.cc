@@ -347,8 +347,8 @@ HttpResponse PostStatus(Context& c, HttpRequest& req) {
 class RunFileSink : public BodySink {
  public:
   // `request` is the PUT without its body: who made it, checked again before the file lands.
-  RunFileSink(Context& c, HttpRequest request, std::string run_id, ScopedFd dir,
-              std::string leaf, std::string rel)
+  RunFileSink(Context& c, HttpRequest request, std::string run_id, ScopedFd dir, std::string leaf,
+              std::string rel)
       : c_(c),
         request_(std::move(request)),
         run_id_(std::move(run_id)),
@@ -433,11 +433,13 @@ StatusOr<std::unique_ptr<BodySink>> OpenRunFile(Context& c, HttpRequest& req) {
   if (!IsRunFilePath(clean_rel)) {
     return InvalidArgument("file path '" + rel +
                            "' is outside outputs/, logs/ and images/, the folders run files are "
-                           "stored in (e.g. outputs/" + parts.back() + ")");
+                           "stored in (e.g. outputs/" +
+                           parts.back() + ")");
   }
   TY_ASSIGN_OR_RETURN(RootedDir run_dir, RootedDir::Create(c.layout.RunDir(run.id)));
   std::string parent;
-  for (std::size_t i = 0; i + 1 < parts.size(); ++i) parent += (parent.empty() ? "" : "/") + parts[i];
+  for (std::size_t i = 0; i + 1 < parts.size(); ++i)
+    parent += (parent.empty() ? "" : "/") + parts[i];
   // Created and entered by descriptor: a folder the run swapped for a link is refused.
   auto dir = run_dir.MakeDirs(parent);
   if (!dir.ok()) return dir.status().WithPrefix("file path '" + rel + "'");
@@ -458,8 +460,7 @@ StatusOr<std::unique_ptr<BodySink>> OpenRunFile(Context& c, HttpRequest& req) {
 void AddTrackingRoutes(HttpServer& server, store::Store& store, tracking::SeriesStore& tracking,
                        const WorkspaceLayout& layout, const TrackingRouteOptions& options) {
   // Shared by every route's closure: it lives as long as the server's routes do.
-  auto ctx = std::shared_ptr<Context>(
-      new Context{store, tracking, layout, options});
+  auto ctx = std::shared_ptr<Context>(new Context{store, tracking, layout, options});
   const std::string base = "/api/v1/jobs/{name}/";
   auto bind = [ctx](HttpResponse (*fn)(Context&, HttpRequest&)) {
     return [ctx, fn](HttpRequest& req) { return fn(*ctx, req); };

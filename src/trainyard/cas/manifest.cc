@@ -324,9 +324,8 @@ bool ChainStaysInside(const std::map<std::string_view, std::string_view>& links,
     std::size_t start = 0;
     for (;;) {
       const std::size_t slash = target.find('/', start);
-      parts.emplace_back(target.substr(start, slash == std::string_view::npos
-                                                   ? std::string_view::npos
-                                                   : slash - start));
+      parts.emplace_back(target.substr(
+          start, slash == std::string_view::npos ? std::string_view::npos : slash - start));
       if (slash == std::string_view::npos) break;
       start = slash + 1;
     }
@@ -401,8 +400,7 @@ Status Manifest::Validate() const {
   // Each link stays inside on its own (above); as a chain through the others it must too.
   for (const auto& [path, target] : links) {
     if (!ChainStaysInside(links, path)) {
-      return InvalidArgument("symlink '" + PrintablePath(path) + "' -> '" +
-                             PrintablePath(target) +
+      return InvalidArgument("symlink '" + PrintablePath(path) + "' -> '" + PrintablePath(target) +
                              "' leaves the snapshot through the snapshot's other links (or "
                              "follows more than 40 of them)");
     }

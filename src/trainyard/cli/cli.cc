@@ -618,8 +618,8 @@ std::string ComputeSummary(const json& c) {
   std::string out = "  type " + Str(c, "type") + ", up to " + std::to_string(nodes) +
                     (nodes == 1 ? " node" : " nodes");
   if (Str(c, "type") == "slurm") {
-    out += " of partition " + Str(c, "partition") + ", containers by " +
-           Str(c, "container_runtime");
+    out +=
+        " of partition " + Str(c, "partition") + ", containers by " + Str(c, "container_runtime");
     if (c.contains("registry") && c["registry"].is_object()) {
       out += ", images through " + Str(c["registry"], "address");
     }
@@ -877,8 +877,9 @@ int Main(int argc, char** argv) {
       "create", "Create a compute target (or attach to an existing one with the same settings)");
   compute_create->add_option("-f,--file", cflags.file, "Compute YAML file (docs/compute.md)");
   compute_create->add_option("--name", cflags.name, "Name (required without -f)");
-  compute_create->add_option("--type", cflags.type,
-                             "docker (default), process (on the host) or slurm (a Slurm cluster)")
+  compute_create
+      ->add_option("--type", cflags.type,
+                   "docker (default), process (on the host) or slurm (a Slurm cluster)")
       ->check(CLI::IsMember({"docker", "process", "slurm", "amlcompute"}));
   compute_create->add_option("--max-nodes", cflags.max_nodes, "Nodes runs may hold at once");
   compute_create->add_option("--node-cpus", cflags.node_cpus,
@@ -893,8 +894,9 @@ int Main(int argc, char** argv) {
   compute_create->add_option("--qos", cflags.qos, "slurm: sbatch --qos");
   compute_create->add_option("--gpus-per-node", cflags.gpus_per_node,
                              "slurm: GPUs each node of a run gets");
-  compute_create->add_option("--container-runtime", cflags.container_runtime,
-                             "slurm: the container CLI on the nodes, docker (default) or podman")
+  compute_create
+      ->add_option("--container-runtime", cflags.container_runtime,
+                   "slurm: the container CLI on the nodes, docker (default) or podman")
       ->check(CLI::IsMember({"docker", "podman"}));
   compute_create
       ->add_option("--sbatch-arg", cflags.sbatch_args,

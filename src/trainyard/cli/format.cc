@@ -200,18 +200,20 @@ std::string RenderComputeStatus(const nlohmann::json& status) {
     if (!Str(slurm, "error").empty()) row("Slurm:", "cannot be asked: " + Str(slurm, "error"));
     std::string nodes_text;
     for (const auto& n : slurm.value("nodes", nlohmann::json::array())) {
-      nodes_text += (nodes_text.empty() ? "" : ", ") + Str(n, "name") + " " + Str(n, "state") +
-                    " (" + std::to_string(count(n, "alloc_cpus")) + "/" +
-                    std::to_string(count(n, "cpus")) + " CPUs" +
-                    (count(n, "gpus") > 0 ? ", " + std::to_string(count(n, "gpus")) + " GPUs" : "") +
-                    ")";
+      nodes_text +=
+          (nodes_text.empty() ? "" : ", ") + Str(n, "name") + " " + Str(n, "state") + " (" +
+          std::to_string(count(n, "alloc_cpus")) + "/" + std::to_string(count(n, "cpus")) +
+          " CPUs" +
+          (count(n, "gpus") > 0 ? ", " + std::to_string(count(n, "gpus")) + " GPUs" : "") + ")";
     }
-    row("Partition:", Str(slurm, "partition") + ": " + (nodes_text.empty() ? "no nodes" : nodes_text));
+    row("Partition:",
+        Str(slurm, "partition") + ": " + (nodes_text.empty() ? "no nodes" : nodes_text));
     const nlohmann::json jobs = slurm.value("jobs", nlohmann::json::array());
     if (jobs.empty()) {
       row("Slurm queue:", "empty");
     } else {
-      out += "Slurm queue (" + std::to_string(jobs.size()) + " jobs in the partition, every user's):\n";
+      out += "Slurm queue (" + std::to_string(jobs.size()) +
+             " jobs in the partition, every user's):\n";
       std::vector<std::vector<std::string>> rows;
       for (const auto& j : jobs) {
         rows.push_back({std::to_string(count(j, "job_id")), Str(j, "name"),

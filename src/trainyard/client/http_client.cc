@@ -80,8 +80,9 @@ std::string TransportError(const std::string& method, const std::string& url, CU
                            const char* errbuf) {
   std::string detail = errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc);
   if (rc == CURLE_PEER_FAILED_VERIFICATION) {
-    detail += " (a daemon's self-signed certificate is trusted by its key pin: `trainyard login "
-              "URL --pin sha256//...` with the pin `trainyard server` printed)";
+    detail +=
+        " (a daemon's self-signed certificate is trusted by its key pin: `trainyard login "
+        "URL --pin sha256//...` with the pin `trainyard server` printed)";
   }
   return method + " " + url + " failed: " + detail;
 }

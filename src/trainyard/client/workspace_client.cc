@@ -1,16 +1,16 @@
 #include "trainyard/client/workspace_client.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
@@ -86,9 +86,8 @@ StatusOr<WorkspaceTarget> FromConfig(const fs::path& cfg) {
     auto token = LoadCredential(t.url);
     if (!token.ok()) {
       if (token.status().code() != StatusCode::kNotFound) return token.status();
-      return InvalidArgument(cfg.string() + ": no token for " + t.url +
-                             ": run `trainyard login " + t.url +
-                             "` once (it reads the daemon's token from stdin)");
+      return InvalidArgument(cfg.string() + ": no token for " + t.url + ": run `trainyard login " +
+                             t.url + "` once (it reads the daemon's token from stdin)");
     }
     t.token = std::move(token->token);
     t.tls = std::move(token->tls);
@@ -152,8 +151,9 @@ StatusOr<WorkspaceTarget> FindWorkspace(const std::filesystem::path& cwd) {
     t.tls.pinned_public_key = EnvOr("TRAINYARD_TLS_PIN");
     t.tls.ca_file = EnvOr("TRAINYARD_CA_FILE");
     if (!t.tls.pinned_public_key.empty() && !IsPublicKeyPin(t.tls.pinned_public_key)) {
-      return InvalidArgument("$TRAINYARD_TLS_PIN is not a key pin (sha256//BASE64, as printed "
-                             "by `trainyard server`)");
+      return InvalidArgument(
+          "$TRAINYARD_TLS_PIN is not a key pin (sha256//BASE64, as printed "
+          "by `trainyard server`)");
     }
     if (t.token.empty()) {
       return InvalidArgument(
@@ -316,8 +316,8 @@ StatusOr<std::unique_ptr<HttpClient>> TryConnect(const WorkspaceLayout& layout,
 
 std::vector<std::string> DaemonEnvironment(char** env) {
   std::vector<std::string_view> names = BaseEnvironmentNames();
-  for (std::string_view n : {"XDG_RUNTIME_DIR", "DOCKER_HOST", "DOCKER_CONFIG", "SLURM_CONF",
-                             "TRAINYARD_SDK_DIR"}) {
+  for (std::string_view n :
+       {"XDG_RUNTIME_DIR", "DOCKER_HOST", "DOCKER_CONFIG", "SLURM_CONF", "TRAINYARD_SDK_DIR"}) {
     names.push_back(n);
   }
   std::vector<std::string> out = SelectEnvironment(env, names);

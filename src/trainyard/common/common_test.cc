@@ -143,7 +143,8 @@ TEST(SecretBoxTest, RunTokensNameOneRunAndNeedTheKey) {
   std::string flipped = token;
   flipped.back() = flipped.back() == 'A' ? 'B' : 'A';
   EXPECT_EQ(box.RunOfToken(flipped, kNow), "");
-  for (const char* bad : {"", "tyr2.", "tyr2..", "tyr2.run", "Bearer x", "tyr2.run.", "tyr2.run.1."}) {
+  for (const char* bad :
+       {"", "tyr2.", "tyr2..", "tyr2.run", "Bearer x", "tyr2.run.", "tyr2.run.1."}) {
     EXPECT_EQ(box.RunOfToken(bad, kNow), "") << bad;
   }
 }

@@ -152,8 +152,8 @@ Status EnsurePrivateDir(const fs::path& dir) {
   }
   if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
     return FailedPrecondition(dir.string() + " is not private to this user (owner uid " +
-                              std::to_string(st.st_uid) + ", mode " + mode +
-                              "; want owner uid " + std::to_string(::geteuid()) +
+                              std::to_string(st.st_uid) + ", mode " + mode + "; want owner uid " +
+                              std::to_string(::geteuid()) +
                               ", mode 0700); remove it: trainyard does not use it");
   }
   return Status::Ok();

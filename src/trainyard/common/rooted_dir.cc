@@ -246,7 +246,8 @@ StatusOr<ScopedFd> RootedDir::MakeDirs(std::string_view rel) const {
       return Internal("cannot create the folder '" + Join(parts, 0, i + 1) +
                       "': " + std::strerror(errno));
     }
-    int next = ::openat(cur.get(), parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int next =
+        ::openat(cur.get(), parts[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (next < 0) {
       const int err = errno;
       if (err == ELOOP || err == ENOTDIR) {
@@ -265,8 +266,8 @@ StatusOr<ScopedFd> RootedDir::OpenForWrite(std::string_view rel, bool truncate,
   TY_ASSIGN_OR_RETURN(auto parts, SplitRelativePath(rel));
   TY_ASSIGN_OR_RETURN(ScopedFd dir, MakeDirs(Join(parts, 0, parts.size() - 1)));
   // O_NONBLOCK: a FIFO planted here with no reader fails (ENXIO) instead of blocking.
-  const int flags = O_WRONLY | O_CREAT | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC |
-                    (truncate ? O_TRUNC : O_APPEND);
+  const int flags =
+      O_WRONLY | O_CREAT | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | (truncate ? O_TRUNC : O_APPEND);
   int fd = KeepIfKind(::openat(dir.get(), parts.back().c_str(), flags, mode), false, nullptr);
   if (fd < 0) return OpenError(rel, errno);
   return ScopedFd(fd);
@@ -303,8 +304,8 @@ StatusOr<std::string> RootedDir::ReadTail(std::string_view rel, std::uint64_t ma
   std::string buf(static_cast<std::size_t>(size - start), '\0');
   std::size_t got = 0;
   while (got < buf.size()) {
-    ssize_t n = ::pread(fd.get(), buf.data() + got, buf.size() - got,
-                        static_cast<off_t>(start + got));
+    ssize_t n =
+        ::pread(fd.get(), buf.data() + got, buf.size() - got, static_cast<off_t>(start + got));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Internal("reading '" + std::string(rel) + "': " + std::strerror(errno));
     if (n == 0) break;

@@ -94,8 +94,7 @@ class RootedDir {
 
   // Reads the regular file `rel` whole; FailedPrecondition when it holds more than `max_bytes`.
   // Errors as OpenFile.
-  StatusOr<std::string> ReadFile(std::string_view rel,
-                                 std::uint64_t max_bytes = 64ull << 20) const;
+  StatusOr<std::string> ReadFile(std::string_view rel, std::uint64_t max_bytes = 64ull << 20) const;
   // The last `max_bytes` (at most) of the regular file `rel`. Errors as OpenFile.
   StatusOr<std::string> ReadTail(std::string_view rel, std::uint64_t max_bytes) const;
   // Writes `data` to `rel` atomically (temp file, fsync, rename within its folder, fsync of the

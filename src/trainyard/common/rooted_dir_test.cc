@@ -146,10 +146,12 @@ TEST_F(RootedDirOpsTest, ReadWriteTailRemoveWalkAndCopy) {
   ASSERT_EQ(::write(w->get(), "x", 1), 1);
   fs::create_directory_symlink(top_, root_ / "a/up");
   std::vector<std::string> seen;
-  ASSERT_TRUE(dir_->Walk("", [&](const RootedDir::Entry& e) {
-                     seen.push_back(e.rel + (S_ISLNK(e.st.st_mode) ? "@" : ""));
-                     return true;
-                   }).ok());
+  ASSERT_TRUE(dir_->Walk("",
+                         [&](const RootedDir::Entry& e) {
+                           seen.push_back(e.rel + (S_ISLNK(e.st.st_mode) ? "@" : ""));
+                           return true;
+                         })
+                  .ok());
   EXPECT_EQ(seen, (std::vector<std::string>{"a", "a/b", "a/b/c.txt", "a/log.txt", "a/up@"}));
 
   const fs::path other = top_ / "copy";

@@ -156,8 +156,8 @@ StatusOr<TlsIdentity> MakeSelfSignedIdentity(const std::vector<std::string>& nam
   BioPtr cert_bio(BIO_new(BIO_s_mem()));
   BioPtr key_bio(BIO_new(BIO_s_mem()));
   if (!cert_bio || !key_bio || PEM_write_bio_X509(cert_bio.get(), cert.get()) != 1 ||
-      PEM_write_bio_PrivateKey(key_bio.get(), key.get(), nullptr, nullptr, 0, nullptr,
-                               nullptr) != 1) {
+      PEM_write_bio_PrivateKey(key_bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) !=
+          1) {
     return Internal("cannot write the certificate: " + OpenSslError());
   }
   out.certificate_pem = MemoryText(cert_bio.get());
@@ -173,8 +173,8 @@ Status CheckIdentity(const TlsIdentity& identity, std::string_view where) {
   BioPtr bio = ReadBio(identity.private_key_pem);
   KeyPtr key(bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr);
   if (!key) {
-    return InvalidArgument(std::string(where) +
-                           ": no unencrypted PEM private key (" + OpenSslError() + ")");
+    return InvalidArgument(std::string(where) + ": no unencrypted PEM private key (" +
+                           OpenSslError() + ")");
   }
   if (X509_check_private_key(cert.get(), key.get()) != 1) {
     ERR_clear_error();
@@ -195,10 +195,9 @@ bool CertificateCovers(std::string_view certificate_pem, const std::vector<std::
     return false;
   }
   for (const std::string& name : names) {
-    const bool covered = IsIpAddress(name)
-                             ? X509_check_ip_asc(cert.get(), name.c_str(), 0) == 1
-                             : X509_check_host(cert.get(), name.data(), name.size(), 0,
-                                               nullptr) == 1;
+    const bool covered =
+        IsIpAddress(name) ? X509_check_ip_asc(cert.get(), name.c_str(), 0) == 1
+                          : X509_check_host(cert.get(), name.data(), name.size(), 0, nullptr) == 1;
     if (!covered) return false;
   }
   return true;
@@ -236,8 +235,8 @@ StatusOr<TlsIdentity> LoadOrMakeWorkspaceIdentity(const std::filesystem::path& d
                               " is not a regular file private to you (mode 0600): it is the "
                               "daemon's TLS key; chmod 600 it, or remove it for a new key");
   }
-  StatusOr<std::string> key = key_exists ? ReadFile(key_file) : StatusOr<std::string>(
-                                                                     NotFound("no key"));
+  StatusOr<std::string> key =
+      key_exists ? ReadFile(key_file) : StatusOr<std::string>(NotFound("no key"));
   StatusOr<std::string> cert = ReadFile(cert_file);
   if (cert.ok() && key.ok()) {
     TlsIdentity existing{std::move(cert).value(), *key};
@@ -247,9 +246,8 @@ StatusOr<TlsIdentity> LoadOrMakeWorkspaceIdentity(const std::filesystem::path& d
     }
   }
   // The same key when there is a usable one: the pin clients hold stays valid.
-  StatusOr<TlsIdentity> remade =
-      key.ok() ? MakeSelfSignedIdentity(names, common_name, *key)
-               : StatusOr<TlsIdentity>(NotFound("no key"));
+  StatusOr<TlsIdentity> remade = key.ok() ? MakeSelfSignedIdentity(names, common_name, *key)
+                                          : StatusOr<TlsIdentity>(NotFound("no key"));
   if (!remade.ok()) {
     *new_key = key_exists;
     remade = MakeSelfSignedIdentity(names, common_name);

@@ -1,9 +1,8 @@
 #include "trainyard/common/util.h"
 
-#include <algorithm>
-
 #include <sys/random.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -233,8 +232,8 @@ std::vector<std::string> SelectEnvironment(char** env, const std::vector<std::st
 }
 
 const std::vector<std::string_view>& BaseEnvironmentNames() {
-  static const std::vector<std::string_view> kNames = {"PATH", "HOME",    "LANG",    "LC_ALL",
-                                                       "TZ",   "USER",    "LOGNAME", "TMPDIR"};
+  static const std::vector<std::string_view> kNames = {"PATH", "HOME", "LANG",    "LC_ALL",
+                                                       "TZ",   "USER", "LOGNAME", "TMPDIR"};
   return kNames;
 }
 

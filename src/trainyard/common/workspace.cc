@@ -43,13 +43,13 @@ Status CheckWorkspaceIsPrivate(const WorkspaceLayout& layout) {
         "workspace " + layout.root.string() + " is not private to you (" + describe(st) +
         "): a workspace must be your own folder with mode 0700, so that a folder shipped in a "
         "cloned repository or made by another user is never used as one. If you trust it: "
-        "chmod 700 '" + layout.root.string() + "'");
+        "chmod 700 '" +
+        layout.root.string() + "'");
   }
   if (::stat(layout.Database().c_str(), &st) == 0 &&
       (st.st_uid != ::geteuid() || (st.st_mode & 022) != 0)) {
-    return FailedPrecondition("the database " + layout.Database().string() +
-                              " of workspace " + layout.root.string() +
-                              " is not private to you (" + describe(st) +
+    return FailedPrecondition("the database " + layout.Database().string() + " of workspace " +
+                              layout.root.string() + " is not private to you (" + describe(st) +
                               "); it must be yours and writable by you only");
   }
   return Status::Ok();

@@ -48,14 +48,14 @@ struct WorkspaceConfig {
   int stop_grace_seconds = 10;                     // SIGTERM → SIGKILL on cancel and timeout
   // Limits against exhaustion (docs/security.md). 0 for max_connections: derived from the
   // descriptor limit.
-  int max_connections = 0;                          // concurrent HTTP connections
-  std::int64_t http_header_timeout_ms = 30'000;     // a request's whole header, from its first byte
+  int max_connections = 0;                       // concurrent HTTP connections
+  std::int64_t http_header_timeout_ms = 30'000;  // a request's whole header, from its first byte
   std::uint64_t http_min_bytes_per_second = 16'384;  // bodies and responses, after the grace
   std::int64_t http_transfer_grace_ms = 60'000;
   std::uint64_t max_tags_per_run = 10'000;
   std::uint64_t max_properties_per_run = 10'000;
-  std::uint64_t max_entries_per_run = 1'000'000;   // logged rows, tables, images, ...
-  std::int64_t container_pids_limit = 32'768;       // processes and threads per container
+  std::uint64_t max_entries_per_run = 1'000'000;     // logged rows, tables, images, ...
+  std::int64_t container_pids_limit = 32'768;        // processes and threads per container
   std::int64_t container_log_max_bytes = 256 << 20;  // the engine's copy, rotated (4 files)
   // The image of an environment that names none (the Python SDK's Environment default).
   std::string default_image = "python:3.11-slim";

@@ -487,8 +487,8 @@ TEST(TimestampedLogTest, StripsTimestampsAndResumesAfterAPosition) {
   EXPECT_EQ(positions[2].ToString(), "2026-12-06T18:00:00.000000002Z 2");
   EXPECT_EQ(positions[3].ToString(), "2026-12-06T18:00:01.5Z 1");
   // Resuming after each position delivers exactly the rest.
-  const std::vector<std::string> rest = {"two\nthree\nfour\n\n", "three\nfour\n\n",
-                                         "four\n\n", "\n", ""};
+  const std::vector<std::string> rest = {"two\nthree\nfour\n\n", "three\nfour\n\n", "four\n\n",
+                                         "\n", ""};
   for (std::size_t i = 0; i < positions.size(); ++i) {
     const auto parsed = LogPosition::Parse(positions[i].ToString());
     ASSERT_TRUE(parsed.has_value());
@@ -510,9 +510,8 @@ TEST(TimestampedLogTest, StripsTimestampsAndResumesAfterAPosition) {
     ASSERT_EQ(seen.size(), 2u);
     EXPECT_EQ(seen[1].ToString(), "2026-12-06T18:00:05Z 1");
     std::string again;
-    TimestampedLog resumed(seen[1], [&](std::string_view data, const LogPosition&) {
-      again.append(data);
-    });
+    TimestampedLog resumed(seen[1],
+                           [&](std::string_view data, const LogPosition&) { again.append(data); });
     ASSERT_TRUE(resumed.Piece("2026-12-06T18:00:05Z late\n", true).ok());
     ASSERT_TRUE(resumed.Piece("2026-12-06T18:00:06Z next\n", true).ok());
     EXPECT_EQ(again, "next\n");
@@ -1204,8 +1203,9 @@ TEST(HttpEngineTest, ContainerCallsMapStatusAndBodies) {
   EXPECT_EQ(body["HostConfig"]["NanoCpus"], 2'000'000'000);
   EXPECT_FALSE(body["HostConfig"].contains("Memory"));
   EXPECT_EQ(body["HostConfig"]["PidsLimit"], 4096);
-  EXPECT_EQ(body["HostConfig"]["LogConfig"],
-            json({{"Type", "json-file"}, {"Config", {{"max-size", "1048576"}, {"max-file", "2"}}}}));
+  EXPECT_EQ(
+      body["HostConfig"]["LogConfig"],
+      json({{"Type", "json-file"}, {"Config", {{"max-size", "1048576"}, {"max-file", "2"}}}}));
   EXPECT_EQ(body["HostConfig"]["DeviceRequests"][0]["Count"], -1);
   EXPECT_EQ(body["HostConfig"]["DeviceRequests"][0]["Capabilities"], json({{"gpu"}}));
   EXPECT_EQ(body["NetworkingConfig"]["EndpointsConfig"]["trainyard-net"]["Aliases"],

@@ -81,7 +81,7 @@ struct ContainerConfig {
   // log_max_files files. 0: the engine's default driver and options.
   std::int64_t log_max_bytes = 0;
   int log_max_files = 0;
-  std::string network_mode;         // empty: default bridge
+  std::string network_mode;  // empty: default bridge
   // Run the engine's init (tini) as PID 1: it forwards signals and reaps zombies, so a command
   // that never installed a SIGTERM handler still stops on SIGTERM.
   bool init = false;

@@ -107,7 +107,6 @@ auto ParseResponse(std::string_view what, Fn&& fn) -> decltype(fn()) {
   }
 }
 
-
 std::map<std::string, std::string> StringMap(const json& j, const char* key) {
   std::map<std::string, std::string> out;
   if (!j.is_object()) return out;

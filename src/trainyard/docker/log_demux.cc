@@ -25,8 +25,7 @@ bool ParseInt(std::string_view s, int* out) {
 
 std::optional<std::pair<std::int64_t, std::int32_t>> ParseLogTime(std::string_view t) {
   // YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)
-  if (t.size() < 20 || t[4] != '-' || t[7] != '-' || t[10] != 'T' || t[13] != ':' ||
-      t[16] != ':') {
+  if (t.size() < 20 || t[4] != '-' || t[7] != '-' || t[10] != 'T' || t[13] != ':' || t[16] != ':') {
     return std::nullopt;
   }
   std::tm tm{};
@@ -83,8 +82,8 @@ std::optional<LogPosition> LogPosition::Parse(std::string_view text) {
   LogPosition p;
   p.time = std::string(text.substr(0, sp));
   const std::string_view count = text.substr(sp + 1);
-  const auto [end, ec] = std::from_chars(count.data(), count.data() + count.size(),
-                                         p.messages_at_time);
+  const auto [end, ec] =
+      std::from_chars(count.data(), count.data() + count.size(), p.messages_at_time);
   if (ec != std::errc() || end != count.data() + count.size()) return std::nullopt;
   return p;
 }

@@ -65,10 +65,10 @@ Status DockerExecutor::StreamLogs(const std::string& handle, const std::string& 
                                   const PositionedSink& sink) {
   const std::optional<docker::LogPosition> position = docker::LogPosition::Parse(from);
   if (!position) return InvalidArgument("bad log position '" + from + "' for node " + handle);
-  return engine_.FollowLogsFrom(
-      handle, *position, [&sink](std::string_view data, const docker::LogPosition& after) {
-        sink(data, after.ToString());
-      });
+  return engine_.FollowLogsFrom(handle, *position,
+                                [&sink](std::string_view data, const docker::LogPosition& after) {
+                                  sink(data, after.ToString());
+                                });
 }
 
 StatusOr<ExitInfo> DockerExecutor::Wait(const std::string& handle) {

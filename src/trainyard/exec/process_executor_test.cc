@@ -170,8 +170,7 @@ TEST_F(ProcessExecutorTest, GivesAMinimalBaseOverlaidWithTheSpecAndPrependsPaths
                      {"PATH", bin.string()}};
   std::string h = Launch(s);
   EXPECT_EQ(WaitCode(h), 0);
-  EXPECT_EQ(Logs(h),
-            "I= O=from-spec L=second U=/new S=/new:/spec D=/new P= H=set\ntool-ran\n");
+  EXPECT_EQ(Logs(h), "I= O=from-spec L=second U=/new S=/new:/spec D=/new P= H=set\ntool-ran\n");
   ::unsetenv("TRAINYARD_REGISTRY_PASSWORD");
   ::unsetenv("TY_PEXEC_INHERITED");
   ::unsetenv("TY_PEXEC_OVERRIDDEN");

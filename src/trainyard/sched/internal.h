@@ -238,8 +238,8 @@ struct Scheduler::RunContext {
   // Where it runs. Set at admission; `slots` while it holds nodes. Guarded by the scheduler's
   // mu_ (except `compute` and `nodes`, fixed at admission).
   std::string compute;
-  bool process = false;  // a `process` compute: no image, host paths
-  bool slurm = false;    // a `slurm` compute: one batch job on a cluster
+  bool process = false;    // a `process` compute: no image, host paths
+  bool slurm = false;      // a `slurm` compute: one batch job on a cluster
   std::string shared_dir;  // a slurm compute's shared folder (empty: the workspace)
   int nodes = 1;
   std::pair<int, std::uint64_t> queue_key;  // (-priority, submission order)
@@ -251,10 +251,10 @@ struct Scheduler::RunContext {
 
   std::mutex mu;
   std::condition_variable cv;
-  bool cancel_requested = false;  // Guarded by mu.
-  bool timed_out = false;         // Guarded by mu.
-  bool node_done = false;         // Guarded by mu: every node ended.
-  bool node_failed = false;       // Guarded by mu: a node ended with an error.
+  bool cancel_requested = false;     // Guarded by mu.
+  bool timed_out = false;            // Guarded by mu.
+  bool node_done = false;            // Guarded by mu: every node ended.
+  bool node_failed = false;          // Guarded by mu: a node ended with an error.
   std::vector<std::string> handles;  // Guarded by mu: one per node, once launched.
   std::int64_t slurm_job = 0;        // Guarded by mu: its Slurm job, once submitted.
   std::string slurm_wait;            // Guarded by mu: why Slurm holds it pending, if it does.

@@ -300,7 +300,6 @@ std::string ImageFailureReason(const Status& e) {
 
 }  // namespace
 
-
 // An image built while the runs that need it wait in their queues: one build per image for
 // all of them, its log copied into each run's build log (a run that joins late gets what was
 // written so far).
@@ -309,9 +308,9 @@ struct Scheduler::BuildTask {
   std::string image_hash;
   spec::EnvironmentDefinition def;
   std::mutex mu;
-  std::string text;  // Guarded by mu: the build log so far.
+  std::string text;                                        // Guarded by mu: the build log so far.
   std::map<std::string, std::shared_ptr<LogWriter>> logs;  // Guarded by mu: by run id.
-  std::vector<std::shared_ptr<RunContext>> waiting;  // Guarded by the scheduler's mu_.
+  std::vector<std::shared_ptr<RunContext>> waiting;        // Guarded by the scheduler's mu_.
 
   void Attach(const std::string& run_id, std::shared_ptr<LogWriter> log) {
     std::lock_guard lock(mu);
@@ -633,8 +632,7 @@ void Scheduler::PrebuildLocked(const std::shared_ptr<RunContext>& ctx) {
     it->second->Attach(ctx->id, std::move(log));
     return;
   }
-  auto def = environments_.Resolve(ctx->request.environment_name,
-                                   ctx->request.environment_version);
+  auto def = environments_.Resolve(ctx->request.environment_name, ctx->request.environment_version);
   if (!def.ok()) {
     // Known at Preparing as well; let the run get there and fail with the reason.
     ctx->image_ready = true;
@@ -706,8 +704,7 @@ void Scheduler::DispatchLocked(ComputeState& c) {
     }
     if (ctx->nodes > free) break;  // strict order: nothing overtakes a ready run that waits
     ctx->slots.clear();
-    for (int i = 0; i < c.def.max_nodes && static_cast<int>(ctx->slots.size()) < ctx->nodes;
-         ++i) {
+    for (int i = 0; i < c.def.max_nodes && static_cast<int>(ctx->slots.size()) < ctx->nodes; ++i) {
       if (c.slots[i].empty()) {
         c.slots[i] = ctx->id;
         ctx->slots.push_back(i);
@@ -739,12 +736,12 @@ std::string Scheduler::WaitReasonLocked(const ComputeState& c, const RunContext&
   if (!ctx.image_ready) return "waiting for its image build";
   const int free = std::max(0, c.def.max_nodes - c.busy);
   if (blocker != nullptr) {
-    return "behind run " + blocker->id + " (priority " +
-           std::to_string(blocker->request.priority) + "), which waits for " +
-           std::to_string(blocker->nodes) + (blocker->nodes == 1 ? " node" : " nodes");
+    return "behind run " + blocker->id + " (priority " + std::to_string(blocker->request.priority) +
+           "), which waits for " + std::to_string(blocker->nodes) +
+           (blocker->nodes == 1 ? " node" : " nodes");
   }
-  return "waiting for " + std::to_string(ctx.nodes) + (ctx.nodes == 1 ? " node" : " nodes") +
-         " (" + std::to_string(free) + " of " + std::to_string(c.def.max_nodes) + " free)";
+  return "waiting for " + std::to_string(ctx.nodes) + (ctx.nodes == 1 ? " node" : " nodes") + " (" +
+         std::to_string(free) + " of " + std::to_string(c.def.max_nodes) + " free)";
 }
 
 void Scheduler::PlaceLocked(RunContext& ctx, const spec::ComputeDefinition& def) {
@@ -834,8 +831,8 @@ std::string Scheduler::Hostfile(const RunContext& ctx) {
   const int per_node = ProcessesPerNode(ctx.request);
   std::string out;
   for (int i = 0; i < ctx.nodes; ++i) {
-    out += (ctx.process ? std::string("localhost") : NodeHost(i)) + " slots=" +
-           std::to_string(per_node) + "\n";
+    out += (ctx.process ? std::string("localhost") : NodeHost(i)) +
+           " slots=" + std::to_string(per_node) + "\n";
   }
   return out;
 }
@@ -917,8 +914,8 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
   }
   for (const auto& [name, out] : req.outputs) {
     TY_RETURN_IF_ERROR(MakeDirs(run_dir / "outputs" / name));
-    std::string target = (process ? (run_dir / "outputs").string() : code_dir + "/outputs") +
-                         "/" + name;
+    std::string target =
+        (process ? (run_dir / "outputs").string() : code_dir + "/outputs") + "/" + name;
     outs[name] = target;
     env["AZURE_ML_OUTPUT_" + name] = target;
   }
@@ -998,10 +995,11 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
       workers.push_back((process ? "127.0.0.1" : NodeHost(i)) + ":" +
                         std::to_string(kTensorFlowPort + (process ? i : 0)));
     }
-    env["TF_CONFIG"] = nlohmann::json{{"cluster", {{"worker", workers}}},
-                                      {"task", {{"type", "worker"}, {"index", node}}},
-                                      {"environment", "cloud"}}
-                           .dump();
+    env["TF_CONFIG"] = nlohmann::json{
+        {"cluster", {{"worker", workers}}},
+        {"task", {{"type", "worker"}, {"index", node}}},
+        {"environment",
+         "cloud"}}.dump();
   } else if (type == "pytorch" || ctx.nodes > 1) {
     env["MASTER_ADDR"] = master;
     if (!env.count("MASTER_PORT")) env["MASTER_PORT"] = std::to_string(kDefaultMasterPort);
@@ -1061,9 +1059,9 @@ void Scheduler::Execute(RunContext& ctx) {
   const bool copy = ctx.request.code_copy || ctx.process || work_dir != run_dir;
   Status s = ctx.request.snapshot_id.empty()
                  ? MakeDirs(code_dir)
-                 : snapshots_.Materialize(ctx.request.snapshot_id, code_dir,
-                                          copy ? cas::MaterializeMode::kCopy
-                                               : cas::MaterializeMode::kLink);
+                 : snapshots_.Materialize(
+                       ctx.request.snapshot_id, code_dir,
+                       copy ? cas::MaterializeMode::kCopy : cas::MaterializeMode::kLink);
   for (const char* d : {"outputs", "logs", "user_logs"}) {
     if (s.ok()) s = MakeDirs(run_dir / d);
     if (s.ok() && work_dir != run_dir) s = MakeDirs(work_dir / d);
@@ -1088,8 +1086,7 @@ void Scheduler::Execute(RunContext& ctx) {
 
   std::string image_ref;
   if (!ctx.process) {
-    auto def =
-        environments_.Resolve(ctx.request.environment_name, ctx.request.environment_version);
+    auto def = environments_.Resolve(ctx.request.environment_name, ctx.request.environment_version);
     if (!def.ok()) {
       Finish(ctx, RunStatus::kFailed, "environment: " + def.status().message());
       return;
@@ -1099,8 +1096,7 @@ void Scheduler::Execute(RunContext& ctx) {
     // echo it. Built while the run was queued, the image is normally found at once here.
     std::string password = def->registry ? def->registry->password : "";
     auto image = builder_.EnsureImage(*def, [&](std::string_view text) {
-      build_note(password.empty() ? std::string(text)
-                                       : Redact(std::string(text), password));
+      build_note(password.empty() ? std::string(text) : Redact(std::string(text), password));
     });
     if (!image.ok()) {
       const std::string reason = Redact(ImageFailureReason(image.status()), password);
@@ -1433,7 +1429,8 @@ Status Scheduler::Recover() {
       continue;
     }
     if (ctx->slurm && RecoverSlurm(ctx, rec)) continue;
-    for (int i = 0; i < ctx->nodes; ++i) ctx->handles.push_back(NodeName(workspace_id_, rec.id, i, ctx->nodes));
+    for (int i = 0; i < ctx->nodes; ++i)
+      ctx->handles.push_back(NodeName(workspace_id_, rec.id, i, ctx->nodes));
     // A slurm run without a job (RecoverSlurm found none) has no container here to ask about;
     // a container of that name that is not this run's (another workspace's) is not its either.
     StatusOr<bool> running = NotFound("no Slurm job");
@@ -1441,7 +1438,7 @@ Status Scheduler::Recover() {
       auto owned = OwnsNode(ExecutorFor(*ctx), ctx->handles.front(), rec.id);
       running = !owned.ok() ? StatusOr<bool>(owned.status())
                 : *owned    ? ExecutorFor(*ctx).IsRunning(ctx->handles.front())
-                            : StatusOr<bool>(NotFound("the container of that name is not this run's"));
+                         : StatusOr<bool>(NotFound("the container of that name is not this run's"));
     }
     if (!running.ok() && running.status().code() != StatusCode::kNotFound) {
       // The engine cannot be asked (dockerd down or restarting): failing the run would be a
@@ -1635,9 +1632,8 @@ Status Scheduler::DeleteCompute(const std::string& name) {
     for (std::size_t i = 0; i < active.size() && i < 5; ++i) {
       names += (i ? ", " : "") + active[i];
     }
-    return FailedPrecondition("compute target '" + name + "' has " +
-                              std::to_string(active.size()) + " active runs (" + names +
-                              (active.size() > 5 ? ", ..." : "") +
+    return FailedPrecondition("compute target '" + name + "' has " + std::to_string(active.size()) +
+                              " active runs (" + names + (active.size() > 5 ? ", ..." : "") +
                               "); cancel them or wait for them to end");
   }
   TY_RETURN_IF_ERROR(store_.DeleteCompute(name));

@@ -300,13 +300,13 @@ class Scheduler {
   std::string workspace_id_;
 
   std::mutex mu_;
-  std::uint64_t next_seq_ = 0;   // Guarded by mu_: submission order.
-  bool shutting_down_ = false;   // Guarded by mu_.
-  bool recovering_ = false;      // Guarded by mu_: no dispatch until every run is placed.
-  std::map<std::string, ComputeState> computes_;               // Guarded by mu_.
-  std::map<std::string, std::shared_ptr<BuildTask>> builds_;   // Guarded by mu_: by image hash.
-  std::map<std::uint64_t, std::thread> build_threads_;  // Guarded by mu_: by build number.
-  std::uint64_t next_build_ = 0;                         // Guarded by mu_.
+  std::uint64_t next_seq_ = 0;  // Guarded by mu_: submission order.
+  bool shutting_down_ = false;  // Guarded by mu_.
+  bool recovering_ = false;     // Guarded by mu_: no dispatch until every run is placed.
+  std::map<std::string, ComputeState> computes_;              // Guarded by mu_.
+  std::map<std::string, std::shared_ptr<BuildTask>> builds_;  // Guarded by mu_: by image hash.
+  std::map<std::uint64_t, std::thread> build_threads_;        // Guarded by mu_: by build number.
+  std::uint64_t next_build_ = 0;                              // Guarded by mu_.
   std::set<std::string> ready_images_;  // Guarded by mu_: image hashes built in this daemon.
   std::map<std::string, std::shared_ptr<RunContext>> active_;  // Guarded by mu_.
   // Guarded by mu_: nodes whose removal failed (their engine was gone), tried again when a run
@@ -314,9 +314,9 @@ class Scheduler {
   std::vector<std::pair<exec::Executor*, std::string>> leftovers_;
   // Guarded by mu_: images this daemon pushed, as "<reference> <user> <sha256 of the password>".
   std::set<std::string> pushed_images_;
-  std::map<std::string, std::thread> workers_;                 // Guarded by mu_.
+  std::map<std::string, std::thread> workers_;  // Guarded by mu_.
   std::vector<std::string> finished_;  // Guarded by mu_: workers that returned, to be joined.
-  std::vector<std::uint64_t> finished_builds_;  // Guarded by mu_: build threads to join.
+  std::vector<std::uint64_t> finished_builds_;            // Guarded by mu_: build threads to join.
   CachedCall<std::vector<slurm::JobInfo>> slurm_jobs_;    // squeue
   CachedCall<std::vector<slurm::NodeInfo>> slurm_nodes_;  // sinfo, for the checks at submit
   std::mutex network_mu_;

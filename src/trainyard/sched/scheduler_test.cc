@@ -1221,10 +1221,10 @@ class SlurmSchedulerTest : public SchedulerTest {
   // What the job's scripts write when they end.
   void WriteExits(const std::string& run, int task_code, const std::string& phase = "run",
                   bool oom = false) {
-    ASSERT_TRUE(WriteFileAtomic(JobDir(run) / "task-0.exit",
-                                std::to_string(task_code) + (oom ? " true" : " false") +
-                                    " 0 1000\n")
-                    .ok());
+    ASSERT_TRUE(
+        WriteFileAtomic(JobDir(run) / "task-0.exit",
+                        std::to_string(task_code) + (oom ? " true" : " false") + " 0 1000\n")
+            .ok());
     ASSERT_TRUE(
         WriteFileAtomic(JobDir(run) / "exit", std::to_string(task_code) + " " + phase + "\n").ok());
   }

@@ -127,7 +127,8 @@ Status Scheduler::CheckSlurmFit(const spec::ComputeDefinition& compute,
   if (options_.slurm == nullptr) return FailedPrecondition("this daemon cannot run slurm computes");
   // A partition's nodes change rarely: one sinfo serves a burst of submits.
   auto nodes = slurm_nodes_.Get(kNodesMaxAge, [this] { return options_.slurm->ListNodes(); });
-  if (!nodes.ok()) return nodes.status().WithPrefix("asking Slurm for partition " + compute.partition);
+  if (!nodes.ok())
+    return nodes.status().WithPrefix("asking Slurm for partition " + compute.partition);
   int count = 0;
   int min_gpus = -1;
   std::set<std::string> partitions;
@@ -140,9 +141,9 @@ Status Scheduler::CheckSlurmFit(const spec::ComputeDefinition& compute,
   if (count == 0) {
     std::string names;
     for (const auto& p : partitions) names += (names.empty() ? "" : ", ") + p;
-    return InvalidArgument("Slurm partition '" + compute.partition +
-                           "' does not exist or has no nodes (partitions: " +
-                           (names.empty() ? "none" : names) + ")");
+    return InvalidArgument(
+        "Slurm partition '" + compute.partition +
+        "' does not exist or has no nodes (partitions: " + (names.empty() ? "none" : names) + ")");
   }
   if (compute.gpus_per_node > min_gpus) {
     return InvalidArgument("compute '" + compute.name + "' asks for " +
@@ -461,7 +462,8 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
           // Forgotten by slurmctld (MinJobAge passed while this daemon was away), or not yet
           // listed: the job's own exit file and accounting tell how it ended.
           if (slurm::ReadJobExit(files) || ++misses >= 3) {
-            if (auto acct = options_.slurm->AccountedJob(job_id); acct.ok() && *acct) ended = **acct;
+            if (auto acct = options_.slurm->AccountedJob(job_id); acct.ok() && *acct)
+              ended = **acct;
             break;
           }
         } else {
@@ -507,9 +509,8 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
       }
     }
     std::unique_lock lock(ctx.mu);
-    ctx.cv.wait_for(lock, std::chrono::milliseconds(100), [&] {
-      return (ctx.cancel_requested && !cancel_sent);
-    });
+    ctx.cv.wait_for(lock, std::chrono::milliseconds(100),
+                    [&] { return (ctx.cancel_requested && !cancel_sent); });
   }
   {
     std::lock_guard lock(ctx.mu);
@@ -585,12 +586,13 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
                std::to_string(ended->time_limit_minutes) + " min");
   } else if (state == "CANCELLED") {
     Finish(ctx, RunStatus::kCanceled,
-           job_name + " was cancelled in Slurm (scancel or an administrator), not through "
-                      "trainyard");
+           job_name +
+               " was cancelled in Slurm (scancel or an administrator), not through "
+               "trainyard");
   } else if (state == "NODE_FAIL" || state == "BOOT_FAIL") {
     Finish(ctx, RunStatus::kFailed,
-           "compute lost: a node of " + job_name + " failed (" + state + ", nodes " +
-               ended->nodes + ")");
+           "compute lost: a node of " + job_name + " failed (" + state + ", nodes " + ended->nodes +
+               ")");
   } else if (state == "OUT_OF_MEMORY" || (cause && cause->oom_killed)) {
     Finish(ctx, RunStatus::kFailed,
            "out of memory: " + node_prefix + "the kernel killed the script (" + job_name +
@@ -631,9 +633,10 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
 }
 
 bool Scheduler::RecoverSlurm(const std::shared_ptr<RunContext>& ctx, const store::RunRecord& rec) {
-  auto jobs = options_.slurm != nullptr ? options_.slurm->ListJobs()
-                                        : StatusOr<std::vector<slurm::JobInfo>>(
-                                              Unavailable("this daemon cannot reach Slurm"));
+  auto jobs =
+      options_.slurm != nullptr
+          ? options_.slurm->ListJobs()
+          : StatusOr<std::vector<slurm::JobInfo>>(Unavailable("this daemon cannot reach Slurm"));
   if (!jobs.ok()) {
     // Failing the run would be a guess: its job may be alive. It stays until Slurm answers.
     std::fprintf(stderr, "[%s] run %s: not recovered, Slurm did not answer: %s\n",

@@ -31,8 +31,8 @@ struct JobRequest {
   std::string name;     // --job-name
   std::string comment;  // --comment: carries the run id, to find the job again after a restart
   std::string partition;
-  std::string account;  // empty: not passed
-  std::string qos;      // empty: not passed
+  std::string account;     // empty: not passed
+  std::string qos;         // empty: not passed
   int nodes = 1;           // --nodes
   int tasks_per_node = 1;  // --ntasks-per-node
   int gpus_per_node = 0;   // --gpus-per-node when > 0
@@ -61,9 +61,9 @@ struct JobInfo {
   // How the batch script ended, once it has: its exit code, or the signal that killed it.
   std::optional<int> exit_code;
   std::optional<int> signal;
-  std::string nodes;                  // the node list, e.g. "vm" or "gpu[01-04]"
+  std::string nodes;                    // the node list, e.g. "vm" or "gpu[01-04]"
   std::int64_t time_limit_minutes = 0;  // 0: none set
-  std::int64_t submit_time = 0;       // unix seconds, 0 unknown
+  std::int64_t submit_time = 0;         // unix seconds, 0 unknown
   std::int64_t start_time = 0;
   std::int64_t end_time = 0;
 };
@@ -164,7 +164,7 @@ struct JobFiles {
   std::filesystem::path dir;
   std::filesystem::path BatchScript() const { return dir / "job.sh"; }
   std::filesystem::path TaskScript() const { return dir / "task.sh"; }
-  std::filesystem::path EnvFile() const { return dir / "env.sh"; }   // 0600
+  std::filesystem::path EnvFile() const { return dir / "env.sh"; }  // 0600
   std::filesystem::path Hostfile() const { return dir / "hostfile"; }
   std::filesystem::path BatchLog() const { return dir / "batch.log"; }  // JobRequest::output
   // Output of node i of the job (srun --output=node-%n.log): every task on it.

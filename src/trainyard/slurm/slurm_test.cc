@@ -92,8 +92,8 @@ TEST(SbatchArgsTest, OptionalOnesLeftOut) {
   req.partition = "debug";
   req.script = "/j.sh";
   std::vector<std::string> want = {
-      "--parsable", "--export=NONE",       "--job-name=n", "--comment=", "--partition=debug",
-      "--nodes=1",  "--ntasks-per-node=1", "/j.sh"};
+      "--parsable",        "--export=NONE", "--job-name=n",        "--comment=",
+      "--partition=debug", "--nodes=1",     "--ntasks-per-node=1", "/j.sh"};
   EXPECT_EQ(SbatchArgs(req), want);
 }
 
@@ -513,7 +513,7 @@ TEST(JobFilesTest, EnvFileRoundTripsAnyValue) {
   auto read_back = [&](const std::string& name) {
     // A trailing "x" keeps the value's own trailing newlines through $(...)-free output.
     return RunShell("sh -c '. " + ShellQuote(files.EnvFile().string()) + "; printf %s \"$" + name +
-                 "\"'");
+                    "\"'");
   };
   for (const auto& [name, value] : values) {
     Cmd r = read_back(name);
@@ -522,7 +522,8 @@ TEST(JobFilesTest, EnvFileRoundTripsAnyValue) {
   }
   EXPECT_EQ(read_back("TRAINYARD_COMMAND").output, t.command);
   // Exported: a child process sees them.
-  Cmd child = RunShell("sh -c '. " + ShellQuote(files.EnvFile().string()) + "; env' | grep '^PLAIN='");
+  Cmd child =
+      RunShell("sh -c '. " + ShellQuote(files.EnvFile().string()) + "; env' | grep '^PLAIN='");
   EXPECT_EQ(child.output, "PLAIN=value\n");
   // Values never appear in the scripts.
   EXPECT_EQ(Read(files.TaskScript()).find("line1"), std::string::npos);

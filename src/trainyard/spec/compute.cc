@@ -74,13 +74,14 @@ Status EitherNotBoth(const SourceFile& file, const Mapping& m, std::string_view 
 // references) and shared_dir.
 Status ParseSlurmKeys(const SourceFile& file, const Mapping& top, ComputeDefinition* def) {
   const bool slurm = def->type == "slurm";
-  for (std::string_view key : {"partition", "account", "qos", "gpus_per_node",
-                               "container_runtime", "sbatch_args", "registry", "shared_dir"}) {
+  for (std::string_view key : {"partition", "account", "qos", "gpus_per_node", "container_runtime",
+                               "sbatch_args", "registry", "shared_dir"}) {
     const Entry* e = top.Find(key);
     if (e != nullptr && !slurm) {
       return file.ErrorAt(e->key_node.Mark(), "'" + std::string(key) +
                                                   "' is a setting of slurm computes (type: "
-                                                  "slurm), not of type " + def->type);
+                                                  "slurm), not of type " +
+                                                  def->type);
     }
   }
   if (!slurm) return Status::Ok();
@@ -104,26 +105,27 @@ Status ParseSlurmKeys(const SourceFile& file, const Mapping& top, ComputeDefinit
   }
   if (const Entry* e = top.Find("shared_dir");
       e != nullptr && !std::filesystem::path(def->shared_dir).is_absolute()) {
-    return file.ErrorAt(e->mark(), "'shared_dir' must be an absolute path (the folder every "
-                                   "node sees at the same path), got " +
-                                       internal::Describe(e->value));
+    return file.ErrorAt(e->mark(),
+                        "'shared_dir' must be an absolute path (the folder every "
+                        "node sees at the same path), got " +
+                            internal::Describe(e->value));
   }
   if (const Entry* e = top.Find("gpus_per_node")) {
     TY_ASSIGN_OR_RETURN(
         std::int64_t gpus,
         internal::ReadInteger(file, *e, 0, "an integer from 0 to " + std::to_string(kMaxGpus)));
     if (gpus > kMaxGpus) {
-      return file.ErrorAt(e->mark(), "'gpus_per_node' must be at most " +
-                                         std::to_string(kMaxGpus) + ", got " +
-                                         internal::Describe(e->value));
+      return file.ErrorAt(e->mark(), "'gpus_per_node' must be at most " + std::to_string(kMaxGpus) +
+                                         ", got " + internal::Describe(e->value));
     }
     def->gpus_per_node = static_cast<int>(gpus);
   }
   if (const Entry* e = top.Find("sbatch_args")) {
     if (!e->value.IsSequence()) {
-      return file.ErrorAt(e->mark(), "'sbatch_args' must be a list of sbatch options, like "
-                                     "[\"--exclusive\", \"--constraint=a100\"], got " +
-                                         internal::Describe(e->value));
+      return file.ErrorAt(e->mark(),
+                          "'sbatch_args' must be a list of sbatch options, like "
+                          "[\"--exclusive\", \"--constraint=a100\"], got " +
+                              internal::Describe(e->value));
     }
     for (const auto& item : e->value) {
       if (!item.IsScalar() || item.Scalar().empty()) {
@@ -315,10 +317,10 @@ StatusOr<ComputeDefinition> ComputeDefinition::FromJson(const json& j) {
     if (!j["node_cpus"].is_number()) return bad("node_cpus", "a number");
     d.node_cpus = j["node_cpus"].get<double>();
   }
-  for (auto [key, out] : {std::pair{"partition", &d.partition}, std::pair{"account", &d.account},
-                          std::pair{"qos", &d.qos},
-                          std::pair{"container_runtime", &d.container_runtime},
-                          std::pair{"shared_dir", &d.shared_dir}}) {
+  for (auto [key, out] :
+       {std::pair{"partition", &d.partition}, std::pair{"account", &d.account},
+        std::pair{"qos", &d.qos}, std::pair{"container_runtime", &d.container_runtime},
+        std::pair{"shared_dir", &d.shared_dir}}) {
     if (!present(key)) continue;
     if (!j[key].is_string()) return bad(key, "a string");
     *out = j[key].get<std::string>();
@@ -410,8 +412,7 @@ Status ComputeDefinition::ValidateSlurm() const {
   const std::string where = "compute " + name + ": ";
   if (type != "slurm") {
     if (!partition.empty() || !account.empty() || !qos.empty() || gpus_per_node != 0 ||
-        container_runtime != "docker" || !sbatch_args.empty() || registry ||
-        !shared_dir.empty()) {
+        container_runtime != "docker" || !sbatch_args.empty() || registry || !shared_dir.empty()) {
       return InvalidArgument(where +
                              "partition, account, qos, gpus_per_node, container_runtime, "
                              "sbatch_args, registry and shared_dir are settings of slurm "
@@ -431,8 +432,8 @@ Status ComputeDefinition::ValidateSlurm() const {
   for (auto [key, value] : {std::pair{"partition", &partition}, std::pair{"account", &account},
                             std::pair{"qos", &qos}}) {
     if (!plain(*value) || value->find_first_of(" \t") != std::string::npos) {
-      return InvalidArgument(where + key + " must be a Slurm name without spaces, got '" +
-                             *value + "'");
+      return InvalidArgument(where + key + " must be a Slurm name without spaces, got '" + *value +
+                             "'");
     }
   }
   if (gpus_per_node < 0 || gpus_per_node > kMaxGpus) {
@@ -445,15 +446,15 @@ Status ComputeDefinition::ValidateSlurm() const {
   }
   for (const auto& a : sbatch_args) {
     if (a.empty() || !plain(a) || a[0] != '-') {
-      return InvalidArgument(where + "each sbatch argument must be an option starting with '-' "
-                                     "(like --exclusive or --constraint=a100), got '" +
+      return InvalidArgument(where +
+                             "each sbatch argument must be an option starting with '-' "
+                             "(like --exclusive or --constraint=a100), got '" +
                              a + "'");
     }
   }
   if (!shared_dir.empty() &&
       (!std::filesystem::path(shared_dir).is_absolute() || !plain(shared_dir))) {
-    return InvalidArgument(where + "shared_dir must be an absolute path, got '" + shared_dir +
-                           "'");
+    return InvalidArgument(where + "shared_dir must be an absolute path, got '" + shared_dir + "'");
   }
   if (registry) {
     if (registry->address.empty() || registry->username.empty() || registry->password.empty()) {

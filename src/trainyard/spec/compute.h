@@ -36,7 +36,7 @@ struct ComputeDefinition {
   std::string qos;      // sbatch --qos; empty: the default
   int gpus_per_node = 0;
   std::string container_runtime = "docker";  // the CLI on the nodes: "docker" | "podman"
-  std::vector<std::string> sbatch_args;       // passed to sbatch as given
+  std::vector<std::string> sbatch_args;      // passed to sbatch as given
   // Where the environment image is pushed and the nodes pull it from. The password is sealed
   // (SecretBox) once the daemon has it; absent: the nodes use the image as built on the
   // daemon's machine (a cluster whose nodes share its engine, or images pre-seeded).

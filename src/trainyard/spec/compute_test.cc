@@ -107,8 +107,10 @@ TEST(ComputeDefinitionTest, ValidateNamesTheField) {
   const Case cases[] = {
       {[](ComputeDefinition& d) { d.name = ""; }, "compute name '' must be"},
       {[](ComputeDefinition& d) { d.name = "a/b"; }, "compute name 'a/b' must be"},
-      {[](ComputeDefinition& d) { d.type = "kubernetes"; }, "type must be docker, process or slurm"},
-      {[](ComputeDefinition& d) { d.type = "amlcompute"; }, "type must be docker, process or slurm"},
+      {[](ComputeDefinition& d) { d.type = "kubernetes"; },
+       "type must be docker, process or slurm"},
+      {[](ComputeDefinition& d) { d.type = "amlcompute"; },
+       "type must be docker, process or slurm"},
       {[](ComputeDefinition& d) { d.max_nodes = 0; }, "max_nodes must be from 1 to 10000, got 0"},
       {[](ComputeDefinition& d) { d.max_nodes = 10001; }, "max_nodes must be from 1 to 10000"},
       {[](ComputeDefinition& d) { d.node_cpus = -1; }, "node_cpus must be a number >= 0"},
@@ -411,7 +413,9 @@ TEST(SlurmComputeTest, ValidateRefusesWhatCannotWork) {
               HasSubstr("starting with '-'"));
   EXPECT_THAT(with([](auto& c) { c.shared_dir = "rel/dir"; }), HasSubstr("absolute"));
   EXPECT_THAT(with([](auto& c) { c.node_cpus = 2; }), HasSubstr("partition's"));
-  EXPECT_THAT(with([](auto& c) { c.registry = RegistryCredentials{"127.0.0.1:5000", "u", ""}; }),
+  EXPECT_THAT(with([](auto& c) {
+                c.registry = RegistryCredentials{"127.0.0.1:5000", "u", ""};
+              }),
               HasSubstr("address, a username and a password"));
   EXPECT_THAT(with([](auto& c) { c.gpus_per_node = 65; }), HasSubstr("gpus_per_node"));
   // The slurm settings belong to slurm computes only.

@@ -107,9 +107,8 @@ const char* InputKindName(InputSpec::Kind k) {
 }  // namespace
 
 json RegistryToJson(const RegistryCredentials& registry, SecretMode mode) {
-  const std::string password = mode == SecretMode::kRedact && !registry.password.empty()
-                                   ? "***"
-                                   : registry.password;
+  const std::string password =
+      mode == SecretMode::kRedact && !registry.password.empty() ? "***" : registry.password;
   return json{
       {"address", registry.address}, {"username", registry.username}, {"password", password}};
 }

@@ -102,7 +102,7 @@ struct JobSpec {
   std::optional<std::int64_t> shm_size_bytes;   // resources.shm_size ("2g", "512m", bytes)
   int instance_count = 1;                       // resources.instance_count
   int priority = 0;  // queue_settings.priority: low -100, medium 0, high 100, or an integer
-  std::string compute = "local";                // `azureml:` prefix removed
+  std::string compute = "local";  // `azureml:` prefix removed
   std::optional<DistributionSpec> distribution;
   // `snapshot:` (a trainyard extension): limits on the code snapshot of this job, overriding
   // the workspace's, and whether the run gets a writable copy of its code instead of read-only

@@ -268,8 +268,11 @@ class SqliteStore : public Store {
            "INSERT INTO computes(name, type, definition_json, created_at, updated_at) "
            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET type = excluded.type, "
            "definition_json = excluded.definition_json, updated_at = excluded.updated_at");
-    q.Bind(1, c.name).Bind(2, c.type).Bind(3, c.definition_json).Bind(4, c.created_at).Bind(
-        5, c.updated_at != 0 ? c.updated_at : c.created_at);
+    q.Bind(1, c.name)
+        .Bind(2, c.type)
+        .Bind(3, c.definition_json)
+        .Bind(4, c.created_at)
+        .Bind(5, c.updated_at != 0 ? c.updated_at : c.created_at);
     if (q.Step() != SQLITE_DONE) return q.Error("put compute");
     return Status::Ok();
   }

@@ -494,8 +494,8 @@ class SeriesStore::Impl {
     std::vector<RunFile> out;
     int rc;
     while ((rc = q.Step()) == SQLITE_ROW) {
-      out.push_back(RunFile{q.Text(0), static_cast<std::uint64_t>(q.Int(1)), q.Text(2),
-                            q.Text(3), q.Int(4)});
+      out.push_back(
+          RunFile{q.Text(0), static_cast<std::uint64_t>(q.Int(1)), q.Text(2), q.Text(3), q.Int(4)});
     }
     if (rc != SQLITE_DONE) return q.Error("list files");
     return out;

@@ -91,10 +91,10 @@ struct AppendResult {
 // A file of a run recorded with its digest: a file the run uploaded, or one of ./outputs
 // collected when the run ended.
 struct RunFile {
-  std::string path;    // relative to the run's folder, e.g. "outputs/model.pkl"
+  std::string path;  // relative to the run's folder, e.g. "outputs/model.pkl"
   std::uint64_t size = 0;
-  std::string digest;  // "sha256:<64 hex>"
-  std::string origin;  // "upload" | "output"
+  std::string digest;            // "sha256:<64 hex>"
+  std::string origin;            // "upload" | "output"
   std::int64_t recorded_ms = 0;  // 0 on RecordFiles: the call's now_ms
 };
 

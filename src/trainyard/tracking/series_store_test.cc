@@ -485,8 +485,7 @@ TEST_F(SeriesStoreTest, IdempotencyKeyAppliesOnceAcrossReopen) {
   // A refused batch does not use up its key.
   EXPECT_FALSE(s.AppendOnce("r", "bad", One("", {1}), 7).ok());
   ASSERT_FALSE(s.AppendOnce("r", "bad", One("ok", {1}), 7)->replayed);
-  EXPECT_EQ(s.AppendOnce("r", "", One("x", {1}), 7).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.AppendOnce("r", "", One("x", {1}), 7).status().code(), StatusCode::kInvalidArgument);
 
   SeriesStore& reopened = Open();
   auto after = reopened.AppendOnce("r", "k1", One("loss", {1, 2, 3}), 8);
@@ -533,8 +532,9 @@ TEST_F(SeriesStoreTest, ConcurrentResendsOfOneKeyStoreOnce) {
 
 TEST_F(SeriesStoreTest, RecordedFilesReplaceByPathAndGoWithTheRun) {
   SeriesStore& s = Open();
-  ASSERT_TRUE(s.RecordFiles("r", {{"outputs/b", 2, "sha256:bb", "output", 0},
-                                  {"images/a.png", 1, "sha256:aa", "upload", 0}},
+  ASSERT_TRUE(s.RecordFiles("r",
+                            {{"outputs/b", 2, "sha256:bb", "output", 0},
+                             {"images/a.png", 1, "sha256:aa", "upload", 0}},
                             50)
                   .ok());
   ASSERT_TRUE(s.RecordFiles("r", {{"outputs/b", 3, "sha256:b2", "output", 0}}, 60).ok());
