@@ -17,7 +17,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -32,6 +31,7 @@
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/common/fs.h"
+#include "trainyard/common/mutex.h"
 #include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/secret_box.h"
 #include "trainyard/common/tls.h"
@@ -242,26 +242,27 @@ struct Daemon::Impl {
   // Environment builds asked for by POST .../build: each on a thread of its own (a build takes
   // minutes, which would starve the blocking pool), at most kMaxEnvironmentBuilds at once.
   struct EnvironmentBuild {
-    std::mutex mu;
-    bool done = false;  // GUARDED_BY(mu), as the three below
-    std::string image;
-    std::string error;
-    std::string log;
+    Mutex mu;
+    bool done GUARDED_BY(mu) = false;
+    std::string image GUARDED_BY(mu);
+    std::string error GUARDED_BY(mu);
+    std::string log GUARDED_BY(mu);
     std::thread thread;
   };
   static constexpr int kMaxEnvironmentBuilds = 4;
-  std::mutex environment_builds_mu;
-  std::vector<std::shared_ptr<EnvironmentBuild>> environment_builds;  // GUARDED_BY(that mu)
-  std::uint64_t next_environment_build = 0;                           // GUARDED_BY(that mu)
+  Mutex environment_builds_mu;
+  std::vector<std::shared_ptr<EnvironmentBuild>> environment_builds
+      GUARDED_BY(environment_builds_mu);
+  std::uint64_t next_environment_build GUARDED_BY(environment_builds_mu) = 0;
 
   // Joins the finished builds' threads (all of them with `all`, waiting for those running).
   void ReapEnvironmentBuilds(bool all) {
     std::vector<std::shared_ptr<EnvironmentBuild>> reaped;
     {
-      std::lock_guard lock(environment_builds_mu);
+      MutexLock lock(environment_builds_mu);
       auto keep = std::partition(environment_builds.begin(), environment_builds.end(),
                                  [all](const std::shared_ptr<EnvironmentBuild>& b) {
-                                   std::lock_guard l(b->mu);
+                                   MutexLock l(b->mu);
                                    return !all && !b->done;
                                  });
       reaped.assign(keep, environment_builds.end());
@@ -480,7 +481,7 @@ asio::awaitable<HttpResponse> Daemon::Impl::BuildEnvironment(HttpRequest& req) {
   auto build = std::make_shared<EnvironmentBuild>();
   std::string key;
   {
-    std::lock_guard lock(environment_builds_mu);
+    MutexLock lock(environment_builds_mu);
     if (environment_builds.size() >= kMaxEnvironmentBuilds) {
       co_return HttpResponse::FromStatus(
           ResourceExhausted("the limit of " + std::to_string(kMaxEnvironmentBuilds) +
@@ -505,7 +506,7 @@ asio::awaitable<HttpResponse> Daemon::Impl::BuildEnvironment(HttpRequest& req) {
       });
       keep_tail();
       {
-        std::lock_guard l(build->mu);
+        MutexLock l(build->mu);
         build->log = std::move(log);
         if (image.ok()) {
           build->image = image->image;
@@ -521,14 +522,14 @@ asio::awaitable<HttpResponse> Daemon::Impl::BuildEnvironment(HttpRequest& req) {
   for (;;) {
     const std::uint64_t seen = http->notifier().Sequence(key);
     {
-      std::lock_guard l(build->mu);
+      MutexLock l(build->mu);
       if (build->done) break;
     }
     co_await http->notifier().WaitForChange(key, seen,
                                             Notifier::Clock::now() + std::chrono::seconds(5));
   }
   http->notifier().Forget(key);
-  std::lock_guard l(build->mu);
+  MutexLock l(build->mu);
   json out = {{"name", env_name},
               {"version", env_version},
               {"status", build->error.empty() ? "Succeeded" : "Failed"},

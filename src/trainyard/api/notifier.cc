@@ -8,6 +8,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <utility>
 
+#include "trainyard/common/mutex.h"
+
 namespace trainyard {
 
 // One suspended WaitForChange. The timer fires at the deadline; a wake-up cancels it. The timer
@@ -19,7 +21,7 @@ struct Notifier::Waiter {
 };
 
 std::uint64_t Notifier::Sequence(const std::string& key) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = entries_.find(key);
   return it == entries_.end() ? 0 : it->second.sequence;
 }
@@ -33,7 +35,7 @@ void Notifier::WakeLocked(const std::vector<std::shared_ptr<Waiter>>& waiters) {
 }
 
 void Notifier::Notify(const std::string& key) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Entry& entry = entries_[key];
   entry.sequence = ++last_sequence_;
   if (shut_down_ || entry.waiters.empty()) return;
@@ -44,7 +46,7 @@ void Notifier::Notify(const std::string& key) {
 }
 
 void Notifier::Forget(const std::string& key) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = entries_.find(key);
   if (it == entries_.end()) return;
   if (!shut_down_) WakeLocked(it->second.waiters);
@@ -52,7 +54,7 @@ void Notifier::Forget(const std::string& key) {
 }
 
 void Notifier::Shutdown() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   // Waiters stay registered: each unregisters when it reaches its deadline or its frame is
   // destroyed. They are deliberately not woken: a handler that loops "check, wait" would find
   // nothing new and wait again at once, spinning without ever yielding to its event loop.
@@ -60,13 +62,13 @@ void Notifier::Shutdown() {
 }
 
 std::size_t Notifier::WaiterCount(const std::string& key) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = entries_.find(key);
   return it == entries_.end() ? 0 : it->second.waiters.size();
 }
 
 void Notifier::Unregister(const std::string& key, const std::shared_ptr<Waiter>& waiter) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = entries_.find(key);
   if (it == entries_.end()) return;
   auto& waiters = it->second.waiters;
@@ -81,7 +83,7 @@ asio::awaitable<std::uint64_t> Notifier::WaitForChange(std::string key, std::uin
   auto waiter = std::make_shared<Waiter>(executor, deadline);
   bool registered = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto it = entries_.find(key);
     const std::uint64_t current = it == entries_.end() ? 0 : it->second.sequence;
     if (current != seen || Clock::now() >= deadline) co_return current;

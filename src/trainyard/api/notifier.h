@@ -8,10 +8,11 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include "trainyard/common/mutex.h"
 
 namespace trainyard {
 
@@ -94,10 +95,10 @@ class Notifier {
   static void WakeLocked(const std::vector<std::shared_ptr<Waiter>>& waiters);
   void Unregister(const std::string& key, const std::shared_ptr<Waiter>& waiter);
 
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, Entry> entries_;  // GUARDED_BY(mu_)
-  std::uint64_t last_sequence_ = 0;                 // GUARDED_BY(mu_)
-  bool shut_down_ = false;                          // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::unordered_map<std::string, Entry> entries_ GUARDED_BY(mu_);
+  std::uint64_t last_sequence_ GUARDED_BY(mu_) = 0;
+  bool shut_down_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace trainyard

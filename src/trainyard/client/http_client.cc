@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/mutex.h"
 #include "trainyard/common/util.h"
 
 namespace trainyard {
@@ -201,7 +202,7 @@ HttpClient::~HttpClient() {
 
 void* HttpClient::AcquireHandle() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (!idle_handles_.empty()) {
       void* handle = idle_handles_.back();
       idle_handles_.pop_back();
@@ -212,7 +213,7 @@ void* HttpClient::AcquireHandle() {
 }
 
 void HttpClient::ReleaseHandle(void* handle) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   idle_handles_.push_back(handle);
 }
 

@@ -3,12 +3,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "trainyard/common/mutex.h"
 #include "trainyard/common/status.h"
 
 namespace trainyard {
@@ -113,8 +113,8 @@ class HttpClient {
   std::string base_url_;
   TlsTrust tls_;
   std::string auth_header_;  // "Authorization: Bearer ..." or empty.
-  std::mutex mu_;
-  std::vector<void*> idle_handles_;  // GUARDED_BY(mu_); CURL* easy handles.
+  Mutex mu_;
+  std::vector<void*> idle_handles_ GUARDED_BY(mu_);  // CURL* easy handles
 };
 
 }  // namespace trainyard

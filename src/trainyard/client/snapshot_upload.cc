@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -12,6 +11,7 @@
 #include <vector>
 
 #include "trainyard/cas/manifest.h"
+#include "trainyard/common/mutex.h"
 
 namespace trainyard::client {
 namespace {
@@ -69,7 +69,7 @@ StatusOr<std::vector<const Object*>> AskMissing(
 Status UploadObjects(HttpClient& http, const cas::SnapshotResult& scan,
                      const std::vector<const Object*>& missing, UploadStats* stats,
                      const std::function<void(const UploadStats&)>& progress) {
-  std::mutex mu;  // Guards *stats, first_error and progress calls.
+  Mutex mu;  // Guards *stats, first_error and progress calls.
   std::optional<Status> first_error;
   std::atomic<std::size_t> next{0};
   std::atomic<bool> failed{false};
@@ -81,7 +81,7 @@ Status UploadObjects(HttpClient& http, const cas::SnapshotResult& scan,
         http.UploadFile("PUT", "/api/v1/objects/" + object.digest, scan.source_root / entry.path,
                         "application/octet-stream", &sent);
     {
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(mu);
       stats->bytes_uploaded += sent;
     }
     if (!result.ok()) {
@@ -99,7 +99,7 @@ Status UploadObjects(HttpClient& http, const cas::SnapshotResult& scan,
       }
       return status.WithPrefix("uploading " + cas::PrintablePath(entry.path));
     }
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(mu);
     ++stats->objects_uploaded;
     if (progress) progress(*stats);
     return Status::Ok();
@@ -112,7 +112,7 @@ Status UploadObjects(HttpClient& http, const cas::SnapshotResult& scan,
       if (i >= missing.size()) return;
       Status status = upload_one(*missing[i]);
       if (!status.ok()) {
-        std::lock_guard<std::mutex> lock(mu);
+        MutexLock lock(mu);
         if (!first_error) first_error = std::move(status);
         failed = true;
         return;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "trainyard/common/mutex.h"
 #include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
 
@@ -57,7 +58,7 @@ FakeEngine::FakeEngine() = default;
 FakeEngine::~FakeEngine() {
   std::vector<std::thread> threads;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    MutexLock lock(mutex_);
     for (auto& [id, c] : containers_) {
       if (c->status == "running") FinishLocked(*c, 137);
       c->stop_requested = true;
@@ -69,7 +70,7 @@ FakeEngine::~FakeEngine() {
 }
 
 void FakeEngine::AddImage(const std::string& ref, std::map<std::string, std::string> labels) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   std::string key = NormalizeRef(ref);
   ImageInfo& info = images_[key];
   info.id = "sha256:" + Sha256Hex(key);
@@ -78,64 +79,64 @@ void FakeEngine::AddImage(const std::string& ref, std::map<std::string, std::str
 }
 
 void FakeEngine::SetImageEnv(const std::string& ref, std::vector<std::string> env) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   images_[NormalizeRef(ref)].env = std::move(env);
 }
 
 void FakeEngine::AddRemoteImage(const std::string& ref) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   remote_images_.insert(NormalizeRef(ref));
 }
 
 void FakeEngine::SetRegistryCredentials(const std::string& registry, const std::string& username,
                                         const std::string& password) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   credentials_[registry] = {username, password};
 }
 
 Status FakeEngine::CreateNetwork(const std::string& name,
                                  const std::map<std::string, std::string>&) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   networks_.insert(name);
   return Status::Ok();
 }
 
 Status FakeEngine::RemoveNetwork(const std::string& name) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   networks_.erase(name);
   return Status::Ok();
 }
 
 std::set<std::string> FakeEngine::Networks() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   return networks_;
 }
 
 void FakeEngine::SetBuildHook(std::function<void()> hook) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   build_hook_ = std::move(hook);
 }
 
 void FakeEngine::SetBuildFailure(std::optional<std::string> message) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   build_failure_ = std::move(message);
 }
 
 void FakeEngine::SetBuildOutput(std::vector<std::string> lines) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   build_output_ = std::move(lines);
 }
 
 void FakeEngine::SetRunner(Runner runner) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   runner_ = std::move(runner);
 }
 
 void FakeEngine::SetAvailable(bool available) {
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    MutexLock lock(mutex_);
     available_ = available;
   }
   changed_.notify_all();  // streams and waits break, as their connections would
@@ -144,85 +145,94 @@ void FakeEngine::SetAvailable(bool available) {
 bool FakeEngine::StopRequested() {
   auto* ctx = static_cast<const RunnerContext*>(current_runner);
   if (ctx == nullptr) return false;
-  std::lock_guard<std::mutex> lock(ctx->engine->mutex_);
+  MutexLock lock(ctx->engine->mutex_);
   return ctx->Stopped();
 }
 
 bool FakeEngine::WaitForStop(std::chrono::milliseconds timeout) {
   auto* ctx = static_cast<const RunnerContext*>(current_runner);
   if (ctx == nullptr) return false;
-  std::unique_lock<std::mutex> lock(ctx->engine->mutex_);
-  return ctx->engine->changed_.wait_for(lock, timeout, [&] { return ctx->Stopped(); });
+  MutexLock lock(ctx->engine->mutex_);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!ctx->Stopped()) {
+    if (!lock.WaitUntil(ctx->engine->changed_, deadline)) return ctx->Stopped();
+  }
+  return true;
 }
 
 int FakeEngine::builds() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   return builds_;
 }
 
 int FakeEngine::pulls() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   return pulls_;
 }
 
 int FakeEngine::pushes() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   return pushes_;
 }
 
 int FakeEngine::creates() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   return creates_;
 }
 
 int FakeEngine::starts() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   return starts_;
 }
 
 std::optional<BuildRequest> FakeEngine::last_build() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   return last_build_;
 }
 
 std::optional<ContainerConfig> FakeEngine::last_container_config() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   return last_container_config_;
 }
 
 std::optional<RegistryAuth> FakeEngine::last_pull_auth() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   return last_pull_auth_;
 }
 
 std::optional<RegistryAuth> FakeEngine::last_push_auth() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   return last_push_auth_;
 }
 
 std::vector<std::string> FakeEngine::pushed() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   return pushed_;
 }
 
 bool FakeEngine::HasImage(const std::string& ref) const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   return images_.count(NormalizeRef(ref)) != 0;
 }
 
 std::vector<std::string> FakeEngine::ContainerIds() const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   std::vector<std::string> ids;
   for (const auto& [id, c] : containers_) ids.push_back(id);
   return ids;
 }
 
 bool FakeEngine::WaitUntilRunning(const std::string& id, std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(mutex_);
-  return changed_.wait_for(lock, timeout, [&] {
+  MutexLock lock(mutex_);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto running = [&]() REQUIRES(mutex_) {
     std::shared_ptr<Container> c = FindLocked(id);
     return c != nullptr && c->status == "running";
-  });
+  };
+  while (!running()) {
+    if (!lock.WaitUntil(changed_, deadline)) return running();
+  }
+  return true;
 }
 
 std::shared_ptr<FakeEngine::Container> FakeEngine::FindLocked(const std::string& id) const {
@@ -265,12 +275,12 @@ Status FakeEngine::CheckCredentialsLocked(const std::string& registry,
 }
 
 Status FakeEngine::Ping() {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   return CheckAvailableLocked();
 }
 
 StatusOr<std::optional<ImageInfo>> FakeEngine::InspectImage(const std::string& ref) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   if (auto it = images_.find(NormalizeRef(ref)); it != images_.end()) {
     return std::optional<ImageInfo>(it->second);
@@ -287,7 +297,7 @@ Status FakeEngine::PullImage(const std::string& ref, const std::optional<Registr
   const std::string key = parsed.ToString();
   std::vector<std::string> lines;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    MutexLock lock(mutex_);
     TY_RETURN_IF_ERROR(CheckAvailableLocked());
     ++pulls_;
     last_pull_auth_ = auth;
@@ -312,12 +322,12 @@ Status FakeEngine::BuildImage(const BuildRequest& request, const TextSink& outpu
   std::optional<std::string> failure;
   std::function<void()> hook;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    MutexLock lock(mutex_);
     hook = build_hook_;
   }
   if (hook) hook();
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    MutexLock lock(mutex_);
     TY_RETURN_IF_ERROR(CheckAvailableLocked());
     ++builds_;
     last_build_ = request;
@@ -335,7 +345,7 @@ Status FakeEngine::BuildImage(const BuildRequest& request, const TextSink& outpu
 }
 
 Status FakeEngine::RemoveImage(const std::string& ref, bool force) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   auto it = images_.find(NormalizeRef(ref));
   if (it == images_.end()) return NotFound("remove image " + ref + ": No such image: " + ref);
@@ -364,7 +374,7 @@ Status FakeEngine::TagImage(const std::string& source, const std::string& target
   StatusOr<ImageRef> parsed = ParseImageRef(target);
   if (!parsed.ok()) return InvalidArgument(what + ": " + parsed.status().message());
   if (!parsed->digest.empty()) return InvalidArgument(what + ": a tag cannot be a digest");
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   auto it = images_.find(NormalizeRef(source));
   if (it == images_.end()) {
@@ -401,7 +411,7 @@ Status FakeEngine::PushImage(const std::string& ref, const std::optional<Registr
   const std::string action = "pushing " + parsed.ToString() + " to " + parsed.registry;
   std::vector<std::string> lines;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    MutexLock lock(mutex_);
     TY_RETURN_IF_ERROR(CheckAvailableLocked());
     ++pushes_;
     last_push_auth_ = auth;
@@ -425,7 +435,7 @@ Status FakeEngine::PushImage(const std::string& ref, const std::optional<Registr
 }
 
 StatusOr<std::string> FakeEngine::CreateContainer(const ContainerConfig& config) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   ++creates_;
   last_container_config_ = config;
@@ -449,7 +459,7 @@ StatusOr<std::string> FakeEngine::CreateContainer(const ContainerConfig& config)
 }
 
 Status FakeEngine::StartContainer(const std::string& id) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   std::shared_ptr<Container> c = FindLocked(id);
   if (c == nullptr) return NotFound("start container " + id + ": No such container: " + id);
@@ -465,14 +475,14 @@ Status FakeEngine::StartContainer(const std::string& id) {
     RunnerContext ctx{this, c, run};
     current_runner = &ctx;
     TextSink log = [this, &ctx](std::string_view text) {
-      std::lock_guard<std::mutex> lock(mutex_);
+      MutexLock lock(mutex_);
       if (ctx.Stopped()) return;  // killed: later output is lost, as with SIGKILL
       ctx.container->log.append(text);
       changed_.notify_all();
     };
     int exit_code = runner ? runner(c->config, log) : 0;
     current_runner = nullptr;
-    std::lock_guard<std::mutex> lock(mutex_);
+    MutexLock lock(mutex_);
     if (!ctx.Stopped() && c->status == "running") FinishLocked(*c, exit_code);
   });
   changed_.notify_all();
@@ -481,7 +491,7 @@ Status FakeEngine::StartContainer(const std::string& id) {
 
 Status FakeEngine::FollowLogsFrom(const std::string& id, const LogPosition& from,
                                   const PositionedSink& sink) {
-  std::unique_lock<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   std::shared_ptr<Container> c = FindLocked(id);
   if (c == nullptr) return NotFound("logs of container " + id + ": No such container: " + id);
@@ -491,23 +501,23 @@ Status FakeEngine::FollowLogsFrom(const std::string& id, const LogPosition& from
       std::string chunk = c->log.substr(sent);
       sent = c->log.size();
       const LogPosition after{"fake", sent};
-      lock.unlock();
+      lock.Unlock();
       if (sink) sink(chunk, after);
-      lock.lock();
+      lock.Lock();
       continue;
     }
     if (c->status != "running" || c->removed) return Status::Ok();
     TY_RETURN_IF_ERROR(CheckAvailableLocked());
-    changed_.wait(lock);
+    lock.Wait(changed_);
   }
 }
 
 StatusOr<int> FakeEngine::WaitContainer(const std::string& id) {
-  std::unique_lock<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   std::shared_ptr<Container> c = FindLocked(id);
   if (c == nullptr) return NotFound("wait for container " + id + ": No such container: " + id);
-  changed_.wait(lock, [&] { return c->status != "running" || c->removed || !available_; });
+  while (c->status == "running" && !c->removed && available_) lock.Wait(changed_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   return c->exit_code;
 }
@@ -517,7 +527,7 @@ Status FakeEngine::StopContainer(const std::string& id, int /*grace_seconds*/) {
 }
 
 Status FakeEngine::KillContainer(const std::string& id) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   std::shared_ptr<Container> c = FindLocked(id);
   if (c == nullptr) return NotFound("kill container " + id + ": No such container: " + id);
@@ -528,7 +538,7 @@ Status FakeEngine::KillContainer(const std::string& id) {
 }
 
 Status FakeEngine::RemoveContainer(const std::string& id, bool force) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   std::shared_ptr<Container> c = FindLocked(id);
   if (c == nullptr) return Status::Ok();
@@ -548,7 +558,7 @@ Status FakeEngine::RemoveContainer(const std::string& id, bool force) {
 }
 
 StatusOr<ContainerState> FakeEngine::InspectContainer(const std::string& id) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   std::shared_ptr<Container> c = FindLocked(id);
   if (c == nullptr) return NotFound("inspect container " + id + ": No such container: " + id);
@@ -564,7 +574,7 @@ StatusOr<ContainerState> FakeEngine::InspectContainer(const std::string& id) {
 
 StatusOr<std::vector<ContainerSummary>> FakeEngine::ListContainers(const std::string& key,
                                                                    const std::string& value) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  MutexLock lock(mutex_);
   TY_RETURN_IF_ERROR(CheckAvailableLocked());
   std::vector<ContainerSummary> out;
   for (const auto& [id, c] : containers_) {

@@ -8,13 +8,13 @@
 #include <condition_variable>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "trainyard/common/mutex.h"
 #include "trainyard/docker/engine.h"
 
 namespace trainyard::docker {
@@ -124,39 +124,41 @@ class FakeEngine : public Engine {
   struct RunnerContext;
 
   // Requires mutex_. The container by id, name or unique id prefix; nullptr when none.
-  std::shared_ptr<Container> FindLocked(const std::string& id) const;
+  std::shared_ptr<Container> FindLocked(const std::string& id) const REQUIRES(mutex_);
   // Requires mutex_. Ends a running container with `exit_code`.
-  void FinishLocked(Container& c, int exit_code);
-  Status CheckAvailableLocked() const;
+  void FinishLocked(Container& c, int exit_code) REQUIRES(mutex_);
+  Status CheckAvailableLocked() const REQUIRES(mutex_);
   // Requires mutex_. Unauthenticated ("unauthorized: ACTION: ...") unless `auth` matches what
   // SetRegistryCredentials asked of `registry`.
   Status CheckCredentialsLocked(const std::string& registry,
                                 const std::optional<RegistryAuth>& auth,
-                                const std::string& action) const;
+                                const std::string& action) const REQUIRES(mutex_);
 
-  mutable std::mutex mutex_;
+  mutable Mutex mutex_;
   std::condition_variable changed_;
-  bool available_ = true;
-  std::map<std::string, ImageInfo> images_;  // normalised ref -> info
-  std::set<std::string> remote_images_;      // normalised refs
-  std::map<std::string, std::pair<std::string, std::string>> credentials_;  // registry -> (u, p)
-  std::optional<std::string> build_failure_;
-  std::function<void()> build_hook_;
-  std::set<std::string> networks_;
-  std::optional<std::vector<std::string>> build_output_;
-  Runner runner_;
-  std::map<std::string, std::shared_ptr<Container>> containers_;  // by id; shared with runners
-  std::vector<std::thread> threads_;
-  int builds_ = 0;
-  int pulls_ = 0;
-  int pushes_ = 0;
-  int creates_ = 0;
-  int starts_ = 0;
-  std::optional<BuildRequest> last_build_;
-  std::optional<ContainerConfig> last_container_config_;
-  std::optional<RegistryAuth> last_pull_auth_;
-  std::optional<RegistryAuth> last_push_auth_;
-  std::vector<std::string> pushed_;  // normalised refs
+  bool available_ GUARDED_BY(mutex_) = true;
+  std::map<std::string, ImageInfo> images_ GUARDED_BY(mutex_);  // normalised ref -> info
+  std::set<std::string> remote_images_ GUARDED_BY(mutex_);      // normalised refs
+  std::map<std::string, std::pair<std::string, std::string>> credentials_
+      GUARDED_BY(mutex_);  // registry -> (u, p)
+  std::optional<std::string> build_failure_ GUARDED_BY(mutex_);
+  std::function<void()> build_hook_ GUARDED_BY(mutex_);
+  std::set<std::string> networks_ GUARDED_BY(mutex_);
+  std::optional<std::vector<std::string>> build_output_ GUARDED_BY(mutex_);
+  Runner runner_ GUARDED_BY(mutex_);
+  std::map<std::string, std::shared_ptr<Container>> containers_
+      GUARDED_BY(mutex_);  // by id; shared with runners
+  std::vector<std::thread> threads_ GUARDED_BY(mutex_);
+  int builds_ GUARDED_BY(mutex_) = 0;
+  int pulls_ GUARDED_BY(mutex_) = 0;
+  int pushes_ GUARDED_BY(mutex_) = 0;
+  int creates_ GUARDED_BY(mutex_) = 0;
+  int starts_ GUARDED_BY(mutex_) = 0;
+  std::optional<BuildRequest> last_build_ GUARDED_BY(mutex_);
+  std::optional<ContainerConfig> last_container_config_ GUARDED_BY(mutex_);
+  std::optional<RegistryAuth> last_pull_auth_ GUARDED_BY(mutex_);
+  std::optional<RegistryAuth> last_push_auth_ GUARDED_BY(mutex_);
+  std::vector<std::string> pushed_ GUARDED_BY(mutex_);  // normalised refs
 };
 
 }  // namespace trainyard::docker

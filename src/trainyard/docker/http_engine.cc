@@ -13,6 +13,7 @@
 #include <string_view>
 #include <utility>
 
+#include "trainyard/common/mutex.h"
 #include "trainyard/common/util.h"
 #include "trainyard/docker/json_messages.h"
 #include "trainyard/docker/log_demux.h"
@@ -286,7 +287,7 @@ HttpEngine::~HttpEngine() {
 
 void* HttpEngine::AcquireHandle() {
   {
-    std::lock_guard<std::mutex> lock(pool_mutex_);
+    MutexLock lock(pool_mutex_);
     if (!idle_handles_.empty()) {
       void* h = idle_handles_.back();
       idle_handles_.pop_back();
@@ -300,7 +301,7 @@ void HttpEngine::ReleaseHandle(void* handle) {
   auto* curl = static_cast<CURL*>(handle);
   curl_easy_reset(curl);  // keeps the connection cache
   {
-    std::lock_guard<std::mutex> lock(pool_mutex_);
+    MutexLock lock(pool_mutex_);
     if (idle_handles_.size() < kMaxIdleHandles) {
       idle_handles_.push_back(curl);
       return;

@@ -3,10 +3,10 @@
 // `Engine` over the Docker Engine API (a real dockerd), spoken with libcurl on the engine's unix
 // socket: http://localhost/<api_version>/... with CURLOPT_UNIX_SOCKET_PATH.
 
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "trainyard/common/mutex.h"
 #include "trainyard/docker/engine.h"
 
 namespace trainyard::docker {
@@ -88,8 +88,8 @@ class HttpEngine : public Engine {
 
   const std::string socket_path_;
   const std::string api_version_;
-  std::mutex pool_mutex_;
-  std::vector<void*> idle_handles_;  // CURL*, guarded by pool_mutex_
+  Mutex pool_mutex_;
+  std::vector<void*> idle_handles_ GUARDED_BY(pool_mutex_);  // CURL*
 };
 
 }  // namespace trainyard::docker

@@ -116,7 +116,7 @@ Status ImageBuilder::SingleFlight(const std::string& key, const docker::TextSink
   std::shared_ptr<Flight> flight;
   bool leader = false;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = flights_.find(key);
     if (it == flights_.end()) {
       flight = std::make_shared<Flight>();
@@ -128,13 +128,13 @@ Status ImageBuilder::SingleFlight(const std::string& key, const docker::TextSink
   }
   if (!leader) {
     log("Another run is preparing the same image (" + key.substr(0, 12) + "); waiting for it.\n");
-    std::unique_lock lock(mu_);
-    flight->cv.wait(lock, [&] { return flight->done; });
+    MutexLock lock(mu_);
+    while (!flight->done) lock.Wait(flight->cv);
     return flight->status;
   }
   Status s = work();
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     flight->done = true;
     flight->status = s;
     flights_.erase(key);

@@ -5,11 +5,11 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 
 #include "trainyard/cas/snapshot.h"
+#include "trainyard/common/mutex.h"
 #include "trainyard/common/status.h"
 #include "trainyard/docker/engine.h"
 #include "trainyard/spec/definition.h"
@@ -87,8 +87,9 @@ class ImageBuilder {
   const cas::Snapshotter& snapshots_;
   std::filesystem::path scratch_dir_;
   std::filesystem::path docker_config_;
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<Flight>> flights_;  // Guarded by mu_.
+  Mutex mu_;
+  // A Flight's `done` and `status` are guarded by mu_ too.
+  std::map<std::string, std::shared_ptr<Flight>> flights_ GUARDED_BY(mu_);
 };
 
 }  // namespace trainyard::envbuild

@@ -1,3 +1,4 @@
+#include "trainyard/common/mutex.h"
 #include "trainyard/common/util.h"
 #include "trainyard/envbuild/image_builder.h"
 #include "trainyard/sched/scheduler.h"
@@ -30,7 +31,7 @@ StatusOr<store::EnvironmentRecord> EnvironmentRegistry::Register(spec::Environme
   // Round-trip through JSON validation so stored definitions are always loadable.
   TY_ASSIGN_OR_RETURN(def,
                       spec::EnvironmentDefinition::FromJson(def.ToJson(spec::SecretMode::kPlain)));
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   const std::string hash = def.DefinitionHash();
   TY_ASSIGN_OR_RETURN(auto versions, store_.ListEnvironments(def.name));
   spec::EnvironmentDefinition sealed = def;

@@ -12,7 +12,6 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -20,6 +19,7 @@
 #include <vector>
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/mutex.h"
 #include "trainyard/common/rooted_dir.h"
 #include "trainyard/docker/engine.h"
 #include "trainyard/sched/scheduler.h"
@@ -129,7 +129,7 @@ class LogWriter {
 
   void Write(std::string_view text) {
     if (fd_ < 0 || text.empty()) return;
-    std::lock_guard lock(mu_);  // the nodes of a run write into one log
+    MutexLock lock(mu_);  // the nodes of a run write into one log
     while (!text.empty()) {
       ssize_t n = ::write(fd_, text.data(), text.size());
       if (n < 0) {
@@ -145,20 +145,20 @@ class LogWriter {
   }
   // The file's size; nullopt when it could not be opened.
   std::optional<std::uint64_t> Size() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     struct stat st {};
     if (fd_ < 0 || ::fstat(fd_, &st) != 0) return std::nullopt;
     return static_cast<std::uint64_t>(st.st_size);
   }
   // Cuts the file back to `size` bytes (writes go on at its end).
   bool TruncateTo(std::uint64_t size) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return fd_ >= 0 && ::ftruncate(fd_, static_cast<off_t>(size)) == 0;
   }
 
  private:
   int fd_ = -1;
-  std::mutex mu_;
+  Mutex mu_;
   std::function<void()> on_write_;
 };
 
@@ -202,22 +202,23 @@ class FollowedLogs {
   };
   static nlohmann::json ToJson(const State& state);
   static std::optional<State> FromJson(const nlohmann::json& j, std::size_t nodes);
-  bool Resume();
-  void Open(bool truncate);
+  bool Resume() REQUIRES(mu_);
+  void Open(bool truncate) REQUIRES(mu_);
   // Records that the files go from state_ to `after`, before they do.
-  void RecordLocked(const State& after);
+  void RecordLocked(const State& after) REQUIRES(mu_);
   // Writes `node_text` to node i's log and `run_text` to the run's log, as recorded.
-  void ApplyLocked(int i, std::string_view node_text, const std::string& run_text, State after);
+  void ApplyLocked(int i, std::string_view node_text, const std::string& run_text, State after)
+      REQUIRES(mu_);
 
   fs::path run_dir_;
   std::size_t nodes_;
-  std::mutex mu_;
-  std::unique_ptr<LogWriter> run_log_;
-  std::vector<std::unique_ptr<LogWriter>> node_logs_;
-  std::vector<std::unique_ptr<LinePrefixer>> prefixers_;
-  std::string prefixed_;  // What the prefixers passed on during one write.
-  State state_;
-  int checkpoint_fd_ = -1;
+  Mutex mu_;
+  std::unique_ptr<LogWriter> run_log_ GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<LogWriter>> node_logs_ GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<LinePrefixer>> prefixers_ GUARDED_BY(mu_);
+  std::string prefixed_ GUARDED_BY(mu_);  // what the prefixers passed on during one write
+  State state_ GUARDED_BY(mu_);
+  int checkpoint_fd_ GUARDED_BY(mu_) = -1;
   std::function<void()> on_write_;
 };
 
@@ -249,15 +250,15 @@ struct Scheduler::RunContext {
   std::vector<int> slots;    // node slots held
   std::string image_hash;    // its environment's image, for the prebuild
 
-  std::mutex mu;
+  Mutex mu;
   std::condition_variable cv;
-  bool cancel_requested = false;     // Guarded by mu.
-  bool timed_out = false;            // Guarded by mu.
-  bool node_done = false;            // Guarded by mu: every node ended.
-  bool node_failed = false;          // Guarded by mu: a node ended with an error.
-  std::vector<std::string> handles;  // Guarded by mu: one per node, once launched.
-  std::int64_t slurm_job = 0;        // Guarded by mu: its Slurm job, once submitted.
-  std::string slurm_wait;            // Guarded by mu: why Slurm holds it pending, if it does.
+  bool cancel_requested GUARDED_BY(mu) = false;
+  bool timed_out GUARDED_BY(mu) = false;
+  bool node_done GUARDED_BY(mu) = false;            // every node ended
+  bool node_failed GUARDED_BY(mu) = false;          // a node ended with an error
+  std::vector<std::string> handles GUARDED_BY(mu);  // one per node, once launched
+  std::int64_t slurm_job GUARDED_BY(mu) = 0;        // its Slurm job, once submitted
+  std::string slurm_wait GUARDED_BY(mu);            // why Slurm holds it pending, if it does
 };
 
 }  // namespace trainyard::sched

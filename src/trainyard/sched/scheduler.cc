@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/mutex.h"
 #include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
 #include "trainyard/sched/internal.h"
@@ -51,6 +52,7 @@ FollowedLogs::FollowedLogs(const fs::path& run_dir, int nodes, bool resume,
     : run_dir_(run_dir),
       nodes_(static_cast<std::size_t>(std::max(1, nodes))),
       on_write_(std::move(on_write)) {
+  MutexLock lock(mu_);
   state_.nodes.resize(nodes_);
   if (!(resume && Resume())) {
     state_ = State{};
@@ -59,7 +61,9 @@ FollowedLogs::FollowedLogs(const fs::path& run_dir, int nodes, bool resume,
   }
   for (std::size_t i = 0; nodes_ > 1 && i < nodes_; ++i) {
     prefixers_.push_back(std::make_unique<LinePrefixer>(
-        "[node " + std::to_string(i) + "] ", [this](std::string_view t) { prefixed_.append(t); }));
+        "[node " + std::to_string(i) + "] ",
+        // Called by Write, with mu_ held.
+        [this](std::string_view t) REQUIRES(mu_) { prefixed_.append(t); }));
     prefixers_.back()->Restore(state_.nodes[i].pending);
   }
   // The checkpoint is written in place (a record per write); opened truncated, so it is never
@@ -69,7 +73,6 @@ FollowedLogs::FollowedLogs(const fs::path& run_dir, int nodes, bool resume,
       checkpoint_fd_ = fd->Release();
     }
   }
-  std::lock_guard lock(mu_);
   RecordLocked(state_);
 }
 
@@ -140,14 +143,14 @@ bool FollowedLogs::Resume() {
   const auto after = FromJson(record.value("after", nlohmann::json()), nodes_);
   if (!before || !after) return false;
   Open(/*truncate=*/false);
-  auto sizes_are = [&](const State& s) {
+  auto sizes_are = [&](const State& s) REQUIRES(mu_) {
     if (run_log_->Size() != s.log_bytes) return false;
     for (std::size_t i = 0; i < node_logs_.size(); ++i) {
       if (node_logs_[i]->Size() != s.nodes[i].log_bytes) return false;
     }
     return true;
   };
-  auto at_least = [&](const State& s) {
+  auto at_least = [&](const State& s) REQUIRES(mu_) {
     if (run_log_->Size().value_or(0) < s.log_bytes) return false;
     for (std::size_t i = 0; i < node_logs_.size(); ++i) {
       if (node_logs_[i]->Size().value_or(0) < s.nodes[i].log_bytes) return false;
@@ -187,12 +190,12 @@ void FollowedLogs::ApplyLocked(int i, std::string_view node_text, const std::str
 }
 
 std::string FollowedLogs::Position(int i) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return state_.nodes.at(static_cast<std::size_t>(i)).position;
 }
 
 void FollowedLogs::Write(int i, std::string_view data, const std::string& position) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   const auto at = static_cast<std::size_t>(i);
   State after = state_;
   after.nodes.at(at).position = position;
@@ -210,7 +213,7 @@ void FollowedLogs::Write(int i, std::string_view data, const std::string& positi
 }
 
 void FollowedLogs::Flush(int i) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (nodes_ == 1) return;
   const auto at = static_cast<std::size_t>(i);
   prefixed_.clear();
@@ -307,22 +310,22 @@ struct Scheduler::BuildTask {
   std::uint64_t number = 0;  // its thread's key in build_threads_
   std::string image_hash;
   spec::EnvironmentDefinition def;
-  std::mutex mu;
-  std::string text;                                        // Guarded by mu: the build log so far.
-  std::map<std::string, std::shared_ptr<LogWriter>> logs;  // Guarded by mu: by run id.
-  std::vector<std::shared_ptr<RunContext>> waiting;        // Guarded by the scheduler's mu_.
+  Mutex mu;
+  std::string text GUARDED_BY(mu);                                        // the build log so far
+  std::map<std::string, std::shared_ptr<LogWriter>> logs GUARDED_BY(mu);  // by run id
+  std::vector<std::shared_ptr<RunContext>> waiting;  // guarded by the scheduler's mu_
 
   void Attach(const std::string& run_id, std::shared_ptr<LogWriter> log) {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     log->Write(text);
     logs[run_id] = std::move(log);
   }
   void Detach(const std::string& run_id) {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     logs.erase(run_id);
   }
   void Write(std::string_view t) {
-    std::lock_guard lock(mu);
+    MutexLock lock(mu);
     text.append(t);
     for (auto& [id, log] : logs) log->Write(t);
   }
@@ -348,7 +351,7 @@ Scheduler::~Scheduler() {
   std::map<std::string, std::thread> workers;
   std::map<std::uint64_t, std::thread> builds;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     shutting_down_ = true;
     workers.swap(workers_);
     builds.swap(build_threads_);
@@ -380,12 +383,12 @@ void Scheduler::ReapWorkersLocked() {
 }
 
 void Scheduler::SetChangeListener(std::function<void(const std::string&)> listener) {
-  std::lock_guard lock(listener_mu_);
+  MutexLock lock(listener_mu_);
   listener_ = std::move(listener);
 }
 
 void Scheduler::SetNetworkTracking(std::string url, std::string ca_pem) {
-  std::lock_guard lock(network_mu_);
+  MutexLock lock(network_mu_);
   network_tracking_url_ = std::move(url);
   network_tracking_ca_ = std::move(ca_pem);
 }
@@ -394,7 +397,7 @@ void Scheduler::Notify(const std::string& run_id) {
   std::function<void(const std::string&)> listener;
   {
     // Its own mutex: logs written while mu_ is held (a run joining a build) notify too.
-    std::lock_guard lock(listener_mu_);
+    MutexLock lock(listener_mu_);
     listener = listener_;
   }
   if (listener) listener(run_id);
@@ -445,7 +448,7 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
   // Fail fast on what can never run.
   spec::ComputeDefinition compute;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto c = ComputeLocked(request.compute);
     if (!c.ok()) {
       (void)ComputeLocked("local");  // exists by default: listed too
@@ -572,7 +575,7 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
   }
   Status queued;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     queued = EnqueueLocked(ctx);
   }
   if (!queued.ok()) {
@@ -662,7 +665,7 @@ void Scheduler::RunBuild(std::shared_ptr<BuildTask> task) {
   }
   std::vector<std::shared_ptr<RunContext>> failed;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     builds_.erase(task->image_hash);
     if (image.ok()) ready_images_.insert(task->image_hash);
     for (auto& ctx : task->waiting) {
@@ -719,7 +722,7 @@ void Scheduler::DispatchLocked(ComputeState& c) {
 }
 
 void Scheduler::ReleaseNodes(RunContext& ctx) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = computes_.find(ctx.compute);
   if (it == computes_.end() || ctx.slots.empty()) return;
   ComputeState& c = it->second;
@@ -780,7 +783,7 @@ void Scheduler::Work(std::shared_ptr<RunContext> ctx) {
     Execute(*ctx);
   }
   ReleaseNodes(*ctx);  // when it ended without Finish (the daemon shutting down)
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (auto it = active_.find(ctx->id); it != active_.end() && it->second == ctx) active_.erase(it);
   finished_.push_back(ctx->id);
 }
@@ -803,7 +806,7 @@ void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& rea
   // can be deleted, or its nodes given to the next run, the moment the run reads as ended.
   ReleaseNodes(ctx);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (auto it = active_.find(ctx.id); it != active_.end() && it->second.get() == &ctx) {
       active_.erase(it);
     }
@@ -872,7 +875,7 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
   // The node's size. Containers are held to it; a process is told its GPUs.
   spec::ComputeDefinition compute;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (auto c = computes_.find(ctx.compute); c != computes_.end()) compute = c->second.def;
   }
   spec.nano_cpus = static_cast<std::int64_t>(compute.node_cpus * 1e9);
@@ -922,7 +925,7 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
   std::string network_url;
   std::string network_ca;
   if (ctx.slurm) {
-    std::lock_guard lock(network_mu_);
+    MutexLock lock(network_mu_);
     network_url = network_tracking_url_;
     network_ca = network_tracking_ca_;
   }
@@ -1026,7 +1029,7 @@ StatusOr<exec::LaunchSpec> Scheduler::MakeLaunchSpec(RunContext& ctx, const std:
 
 void Scheduler::Execute(RunContext& ctx) {
   auto canceled = [&] {
-    std::lock_guard lock(ctx.mu);
+    MutexLock lock(ctx.mu);
     return ctx.cancel_requested;
   };
   if (canceled()) {
@@ -1137,12 +1140,12 @@ void Scheduler::Execute(RunContext& ctx) {
   // Nodes of earlier runs that could not be removed when their engine was gone; it answers now.
   std::vector<std::pair<exec::Executor*, std::string>> leftovers;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     leftovers.swap(leftovers_);
   }
   for (const auto& [e, h] : leftovers) {
     if (!e->Cleanup(h).ok()) {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       leftovers_.emplace_back(e, h);
     }
   }
@@ -1178,7 +1181,7 @@ void Scheduler::Execute(RunContext& ctx) {
     return;
   }
   {
-    std::lock_guard lock(ctx.mu);
+    MutexLock lock(ctx.mu);
     ctx.handles = std::move(handles);
   }
   if (!Transition(ctx, RunStatus::kRunning).ok()) {
@@ -1193,7 +1196,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
   exec::Executor& executor = ExecutorFor(ctx);
   std::vector<std::string> handles;
   {
-    std::lock_guard lock(ctx.mu);
+    MutexLock lock(ctx.mu);
     handles = ctx.handles;
   }
   const int n = static_cast<int>(handles.size());
@@ -1206,15 +1209,20 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
                std::chrono::milliseconds(*ctx.request.timeout_seconds * 1000 - elapsed_ms);
   }
   std::thread watchdog([&] {
-    std::unique_lock lock(ctx.mu);
-    auto stop_wanted = [&] { return ctx.node_done || ctx.cancel_requested || ctx.node_failed; };
-    if (deadline) {
-      if (!ctx.cv.wait_until(lock, *deadline, stop_wanted)) ctx.timed_out = true;
-    } else {
-      ctx.cv.wait(lock, stop_wanted);
+    MutexLock lock(ctx.mu);
+    auto stop_wanted = [&]() REQUIRES(ctx.mu) {
+      return ctx.node_done || ctx.cancel_requested || ctx.node_failed;
+    };
+    while (!stop_wanted()) {
+      if (!deadline) {
+        lock.Wait(ctx.cv);
+      } else if (!lock.WaitUntil(ctx.cv, *deadline)) {
+        if (!stop_wanted()) ctx.timed_out = true;
+        break;
+      }
     }
     if (ctx.node_done) return;
-    lock.unlock();
+    lock.Unlock();
     std::vector<std::thread> stops;
     for (const auto& h : handles) {
       stops.emplace_back([&, h] { (void)executor.Stop(h, options_.stop_grace_seconds); });
@@ -1258,7 +1266,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
     if (!exits[i].ok() || exits[i]->exit_code != 0) {
       failed_at[i] = ++failures;
       {
-        std::lock_guard lock(ctx.mu);
+        MutexLock lock(ctx.mu);
         ctx.node_failed = true;
       }
       ctx.cv.notify_all();
@@ -1272,7 +1280,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
     for (auto& t : followers) t.join();
   }
   {
-    std::lock_guard lock(ctx.mu);
+    MutexLock lock(ctx.mu);
     ctx.node_done = true;
   }
   ctx.cv.notify_all();
@@ -1280,7 +1288,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
 
   bool canceled, timed_out;
   {
-    std::lock_guard lock(ctx.mu);
+    MutexLock lock(ctx.mu);
     canceled = ctx.cancel_requested;
     timed_out = ctx.timed_out;
   }
@@ -1316,7 +1324,7 @@ void Scheduler::FollowAndFinish(RunContext& ctx) {
   for (const auto& h : handles) {
     if (!executor.Cleanup(h).ok()) {
       // The engine went away with the node: removed the next time a run starts on it.
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       leftovers_.emplace_back(&executor, h);
     }
   }
@@ -1366,7 +1374,7 @@ Status Scheduler::Cancel(const std::string& run_id) {
   std::shared_ptr<RunContext> ctx;
   bool was_queued = false;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = active_.find(run_id);
     if (it != active_.end()) ctx = it->second;
     if (ctx && ctx->queued) {
@@ -1383,7 +1391,7 @@ Status Scheduler::Cancel(const std::string& run_id) {
   }
   if (!ctx) return FailedPrecondition("run '" + run_id + "' is not active in this daemon");
   {
-    std::lock_guard lock(ctx->mu);
+    MutexLock lock(ctx->mu);
     if (ctx->cancel_requested) return Status::Ok();
     ctx->cancel_requested = true;
   }
@@ -1400,7 +1408,7 @@ Status Scheduler::Cancel(const std::string& run_id) {
 Status Scheduler::Recover() {
   TY_ASSIGN_OR_RETURN(auto runs, store_.ListActiveRuns());
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     recovering_ = true;
   }
   for (const auto& rec : runs) {
@@ -1419,7 +1427,7 @@ Status Scheduler::Recover() {
     ctx->image_hash = rec.image_hash;
     ctx->queued_at = rec.TimeOf(RunStatus::kQueued);
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       auto c = ComputeLocked(ctx->request.compute);
       if (c.ok()) PlaceLocked(*ctx, (*c)->def);
     }
@@ -1429,15 +1437,21 @@ Status Scheduler::Recover() {
       continue;
     }
     if (ctx->slurm && RecoverSlurm(ctx, rec)) continue;
-    for (int i = 0; i < ctx->nodes; ++i)
-      ctx->handles.push_back(NodeName(workspace_id_, rec.id, i, ctx->nodes));
+    std::vector<std::string> handles;
+    for (int i = 0; i < ctx->nodes; ++i) {
+      handles.push_back(NodeName(workspace_id_, rec.id, i, ctx->nodes));
+    }
+    {
+      MutexLock lock(ctx->mu);
+      ctx->handles = handles;
+    }
     // A slurm run without a job (RecoverSlurm found none) has no container here to ask about;
     // a container of that name that is not this run's (another workspace's) is not its either.
     StatusOr<bool> running = NotFound("no Slurm job");
     if (!ctx->slurm) {
-      auto owned = OwnsNode(ExecutorFor(*ctx), ctx->handles.front(), rec.id);
+      auto owned = OwnsNode(ExecutorFor(*ctx), handles.front(), rec.id);
       running = !owned.ok() ? StatusOr<bool>(owned.status())
-                : *owned    ? ExecutorFor(*ctx).IsRunning(ctx->handles.front())
+                : *owned    ? ExecutorFor(*ctx).IsRunning(handles.front())
                          : StatusOr<bool>(NotFound("the container of that name is not this run's"));
     }
     if (!running.ok() && running.status().code() != StatusCode::kNotFound) {
@@ -1452,7 +1466,7 @@ Status Scheduler::Recover() {
     // command must not run twice), else started again (Execute removes a half-made container).
     bool started = running.ok() && *running;
     if (rec.status == RunStatus::kStarting && running.ok() && !*running) {
-      auto ended = ExecutorFor(*ctx).HasEnded(ctx->handles.front());
+      auto ended = ExecutorFor(*ctx).HasEnded(handles.front());
       started = ended.ok() && *ended;
     }
     const bool launched = rec.status == RunStatus::kRunning ||
@@ -1462,9 +1476,12 @@ Status Scheduler::Recover() {
     if (launched && running.ok()) {
       // The container is there, running or finished: follow it to its end.
       ctx->attach = true;
-      ctx->cancel_requested = rec.status == RunStatus::kCancelRequested;
+      {
+        MutexLock lock(ctx->mu);
+        ctx->cancel_requested = rec.status == RunStatus::kCancelRequested;
+      }
       if (ctx->running_since == 0) ctx->running_since = NowMillis();
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       HoldNodesLocked(*ctx);  // before any queued run is dispatched
       StartWorkerLocked(ctx);
     } else if (rec.status == RunStatus::kNotStarted || rec.status == RunStatus::kQueued ||
@@ -1476,7 +1493,7 @@ Status Scheduler::Recover() {
       }
       Status queued;
       {
-        std::lock_guard lock(mu_);
+        MutexLock lock(mu_);
         queued = EnqueueLocked(ctx);
       }
       if (!queued.ok()) Finish(*ctx, RunStatus::kFailed, "compute lost: " + queued.message());
@@ -1494,7 +1511,7 @@ Status Scheduler::Recover() {
     }
   }
   // Every re-attached run holds its nodes again: the queues may start now.
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   recovering_ = false;
   for (auto& [name, c] : computes_) DispatchLocked(c);
   return Status::Ok();
@@ -1532,7 +1549,7 @@ StatusOr<spec::ComputeDefinition> Scheduler::PutCompute(spec::ComputeDefinition 
     // Fail fast: a partition Slurm does not have is refused now, not at the first run.
     TY_RETURN_IF_ERROR(CheckSlurmFit(def, std::nullopt));
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto existing = ComputeLocked(def.name);
   if (!existing.ok() && existing.status().code() != StatusCode::kNotFound) {
     return existing.status();
@@ -1571,7 +1588,7 @@ StatusOr<spec::ComputeDefinition> Scheduler::PutCompute(spec::ComputeDefinition 
 }
 
 StatusOr<std::vector<spec::ComputeDefinition>> Scheduler::ListComputes() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   (void)ComputeLocked("local");  // exists by default
   TY_ASSIGN_OR_RETURN(auto recs, store_.ListComputes());
   std::vector<spec::ComputeDefinition> out;
@@ -1583,7 +1600,7 @@ StatusOr<std::vector<spec::ComputeDefinition>> Scheduler::ListComputes() {
 }
 
 StatusOr<ComputeStatus> Scheduler::GetQueueStatus(const std::string& name) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   TY_ASSIGN_OR_RETURN(ComputeState * c, ComputeLocked(name));
   ComputeStatus st;
   st.definition = c->def;
@@ -1621,7 +1638,7 @@ Status Scheduler::DeleteCompute(const std::string& name) {
   if (name == "local") {
     return FailedPrecondition("compute target 'local' always exists and cannot be deleted");
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   TY_ASSIGN_OR_RETURN(ComputeState * c, ComputeLocked(name));
   std::vector<std::string> active;
   for (const auto& [id, ctx] : active_) {

@@ -5,13 +5,13 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 #include <thread>
 
 #include "trainyard/cas/snapshot.h"
+#include "trainyard/common/mutex.h"
 #include "trainyard/common/secret_box.h"
 #include "trainyard/common/workspace.h"
 #include "trainyard/envbuild/image_builder.h"
@@ -79,7 +79,7 @@ class EnvironmentRegistry {
 
   store::Store& store_;
   const SecretBox& secrets_;
-  std::mutex mu_;  // serialises Register's read-then-insert
+  Mutex mu_;  // serialises Register's read-then-insert
 };
 
 // A queued run as `compute show` lists it.
@@ -194,20 +194,20 @@ class Scheduler {
     std::map<std::pair<int, std::uint64_t>, std::shared_ptr<RunContext>> queue;
   };
 
-  // The compute's state, loading it from the store when first used. Requires mu_.
-  StatusOr<ComputeState*> ComputeLocked(const std::string& name);
-  // Why a queued run waits (see QueuedRun::wait_reason). Requires mu_.
+  // The compute's state, loading it from the store when first used.
+  StatusOr<ComputeState*> ComputeLocked(const std::string& name) REQUIRES(mu_);
+  // Why a queued run waits (see QueuedRun::wait_reason).
   std::string WaitReasonLocked(const ComputeState& c, const RunContext& ctx,
-                               const RunContext* blocker) const;
+                               const RunContext* blocker) const REQUIRES(mu_);
   // Puts an admitted run in its compute's queue; starts its image build when it needs one.
-  // NotFound when its compute does not exist. Requires mu_.
-  Status EnqueueLocked(std::shared_ptr<RunContext> ctx);
+  // NotFound when its compute does not exist.
+  Status EnqueueLocked(std::shared_ptr<RunContext> ctx) REQUIRES(mu_);
   // Starts the queued runs of `c` that are ready and fit, in queue order; a ready run that does
-  // not fit stops the walk (no run overtakes it). Requires mu_.
-  void DispatchLocked(ComputeState& c);
+  // not fit stops the walk (no run overtakes it).
+  void DispatchLocked(ComputeState& c) REQUIRES(mu_);
   // Builds (or finds) the image of `ctx`'s environment while it waits in the queue, once per
-  // image for every run that needs it. Requires mu_.
-  void PrebuildLocked(const std::shared_ptr<RunContext>& ctx);
+  // image for every run that needs it.
+  void PrebuildLocked(const std::shared_ptr<RunContext>& ctx) REQUIRES(mu_);
   void RunBuild(std::shared_ptr<BuildTask> task);
   void ReleaseNodes(RunContext& ctx);
   exec::Executor& ExecutorFor(const RunContext& ctx);
@@ -218,13 +218,13 @@ class Scheduler {
                           const std::string& run_id);
 
   // Sets where the run goes (compute, its kind, shared folder, nodes) from the compute's
-  // definition. Requires mu_.
-  void PlaceLocked(RunContext& ctx, const spec::ComputeDefinition& def);
-  // A re-attached run holds its nodes again. Requires mu_.
-  void HoldNodesLocked(RunContext& ctx);
-  void StartWorkerLocked(std::shared_ptr<RunContext> ctx);
-  // Joins the workers that have returned. Requires mu_.
-  void ReapWorkersLocked();
+  // definition.
+  void PlaceLocked(RunContext& ctx, const spec::ComputeDefinition& def) REQUIRES(mu_);
+  // A re-attached run holds its nodes again.
+  void HoldNodesLocked(RunContext& ctx) REQUIRES(mu_);
+  void StartWorkerLocked(std::shared_ptr<RunContext> ctx) REQUIRES(mu_);
+  // Joins the workers that have returned.
+  void ReapWorkersLocked() REQUIRES(mu_);
   void Work(std::shared_ptr<RunContext> ctx);
   // Prepares, launches and follows the run; returns the final state and reason.
   void Execute(RunContext& ctx);
@@ -271,7 +271,7 @@ class Scheduler {
   class CachedCall {
    public:
     StatusOr<T> Get(std::chrono::milliseconds max_age, const std::function<StatusOr<T>()>& call) {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (!value_ || !value_->ok() || std::chrono::steady_clock::now() - at_ > max_age) {
         value_ = call();
         at_ = std::chrono::steady_clock::now();
@@ -280,9 +280,9 @@ class Scheduler {
     }
 
    private:
-    std::mutex mu_;
-    std::chrono::steady_clock::time_point at_;  // Guarded by mu_.
-    std::optional<StatusOr<T>> value_;          // Guarded by mu_.
+    Mutex mu_;
+    std::chrono::steady_clock::time_point at_ GUARDED_BY(mu_);
+    std::optional<StatusOr<T>> value_ GUARDED_BY(mu_);
   };
   // Slurm's job list, asked at most once per `max_age` by all the runs that follow jobs.
   StatusOr<std::vector<slurm::JobInfo>> SlurmJobs(std::chrono::milliseconds max_age);
@@ -299,31 +299,30 @@ class Scheduler {
   // two workspaces sharing a cluster never take each other's jobs or files.
   std::string workspace_id_;
 
-  std::mutex mu_;
-  std::uint64_t next_seq_ = 0;  // Guarded by mu_: submission order.
-  bool shutting_down_ = false;  // Guarded by mu_.
-  bool recovering_ = false;     // Guarded by mu_: no dispatch until every run is placed.
-  std::map<std::string, ComputeState> computes_;              // Guarded by mu_.
-  std::map<std::string, std::shared_ptr<BuildTask>> builds_;  // Guarded by mu_: by image hash.
-  std::map<std::uint64_t, std::thread> build_threads_;        // Guarded by mu_: by build number.
-  std::uint64_t next_build_ = 0;                              // Guarded by mu_.
-  std::set<std::string> ready_images_;  // Guarded by mu_: image hashes built in this daemon.
-  std::map<std::string, std::shared_ptr<RunContext>> active_;  // Guarded by mu_.
-  // Guarded by mu_: nodes whose removal failed (their engine was gone), tried again when a run
-  // is launched.
-  std::vector<std::pair<exec::Executor*, std::string>> leftovers_;
-  // Guarded by mu_: images this daemon pushed, as "<reference> <user> <sha256 of the password>".
-  std::set<std::string> pushed_images_;
-  std::map<std::string, std::thread> workers_;  // Guarded by mu_.
-  std::vector<std::string> finished_;  // Guarded by mu_: workers that returned, to be joined.
-  std::vector<std::uint64_t> finished_builds_;            // Guarded by mu_: build threads to join.
-  CachedCall<std::vector<slurm::JobInfo>> slurm_jobs_;    // squeue
-  CachedCall<std::vector<slurm::NodeInfo>> slurm_nodes_;  // sinfo, for the checks at submit
-  std::mutex network_mu_;
-  std::string network_tracking_url_;  // SetNetworkTracking
-  std::string network_tracking_ca_;
-  std::mutex listener_mu_;
-  std::function<void(const std::string&)> listener_;  // Guarded by listener_mu_.
+  Mutex mu_;
+  std::uint64_t next_seq_ GUARDED_BY(mu_) = 0;  // submission order
+  bool shutting_down_ GUARDED_BY(mu_) = false;
+  bool recovering_ GUARDED_BY(mu_) = false;  // no dispatch until every run is placed
+  std::map<std::string, ComputeState> computes_ GUARDED_BY(mu_);
+  std::map<std::string, std::shared_ptr<BuildTask>> builds_ GUARDED_BY(mu_);  // by image hash
+  std::map<std::uint64_t, std::thread> build_threads_ GUARDED_BY(mu_);        // by build number
+  std::uint64_t next_build_ GUARDED_BY(mu_) = 0;
+  std::set<std::string> ready_images_ GUARDED_BY(mu_);  // image hashes built in this daemon
+  std::map<std::string, std::shared_ptr<RunContext>> active_ GUARDED_BY(mu_);
+  // Nodes whose removal failed (their engine was gone), tried again when a run is launched.
+  std::vector<std::pair<exec::Executor*, std::string>> leftovers_ GUARDED_BY(mu_);
+  // Images this daemon pushed, as "<reference> <user> <sha256 of the password>".
+  std::set<std::string> pushed_images_ GUARDED_BY(mu_);
+  std::map<std::string, std::thread> workers_ GUARDED_BY(mu_);
+  std::vector<std::string> finished_ GUARDED_BY(mu_);  // workers that returned, to be joined
+  std::vector<std::uint64_t> finished_builds_ GUARDED_BY(mu_);  // build threads to join
+  CachedCall<std::vector<slurm::JobInfo>> slurm_jobs_;          // squeue
+  CachedCall<std::vector<slurm::NodeInfo>> slurm_nodes_;        // sinfo, for the checks at submit
+  Mutex network_mu_;
+  std::string network_tracking_url_ GUARDED_BY(network_mu_);  // SetNetworkTracking
+  std::string network_tracking_ca_ GUARDED_BY(network_mu_);
+  Mutex listener_mu_;
+  std::function<void(const std::string&)> listener_ GUARDED_BY(listener_mu_);
 };
 
 }  // namespace trainyard::sched

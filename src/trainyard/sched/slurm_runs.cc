@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/mutex.h"
 #include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
 #include "trainyard/sched/internal.h"
@@ -112,7 +113,7 @@ std::string Scheduler::SlurmComment(const std::string& run_id) const {
 StatusOr<spec::ComputeDefinition> Scheduler::UnsealedCompute(const std::string& name) {
   spec::ComputeDefinition def;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     TY_ASSIGN_OR_RETURN(ComputeState * c, ComputeLocked(name));
     def = c->def;
   }
@@ -217,7 +218,7 @@ StatusOr<std::vector<slurm::JobInfo>> Scheduler::SlurmJobs(std::chrono::millisec
 std::string Scheduler::WaitReason(const std::string& run_id) {
   std::shared_ptr<RunContext> ctx;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = active_.find(run_id);
     if (it == active_.end()) return "";
     ctx = it->second;
@@ -226,7 +227,7 @@ std::string Scheduler::WaitReason(const std::string& run_id) {
       return c == computes_.end() ? "" : WaitReasonLocked(c->second, *ctx, nullptr);
     }
   }
-  std::lock_guard lock(ctx->mu);
+  MutexLock lock(ctx->mu);
   return ctx->slurm_wait;
 }
 
@@ -251,7 +252,7 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
     const std::string push_key = image_ref + " " + reg.username + " " + Sha256Hex(reg.password);
     bool pushed;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       pushed = pushed_images_.count(push_key) > 0;
     }
     if (!pushed) {
@@ -274,7 +275,7 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
         Finish(ctx, RunStatus::kFailed, reason);
         return;
       }
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       pushed_images_.insert(push_key);
     }
     if (auto rec = store_.GetRun(ctx.id); rec.ok()) {
@@ -283,7 +284,7 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
     }
   }
   {
-    std::lock_guard lock(ctx.mu);
+    MutexLock lock(ctx.mu);
     if (ctx.cancel_requested) {
       Finish(ctx, RunStatus::kCanceled, "canceled by user");
       return;
@@ -365,7 +366,7 @@ void Scheduler::ExecuteSlurm(RunContext& ctx, const std::string& image) {
     (void)store_.UpdateRun(*rec);
   }
   {
-    std::lock_guard lock(ctx.mu);
+    MutexLock lock(ctx.mu);
     ctx.slurm_job = *job;
   }
   FollowSlurm(ctx);
@@ -377,7 +378,7 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
   const slurm::JobFiles files{work / kJobFolder};
   std::int64_t job_id;
   {
-    std::lock_guard lock(ctx.mu);
+    MutexLock lock(ctx.mu);
     job_id = ctx.slurm_job;
   }
   const std::string job_name = "Slurm job " + std::to_string(job_id);
@@ -429,13 +430,13 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
     read_logs();
     {
       // The job goes on without this daemon; the next one finds it again (RecoverSlurm).
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (shutting_down_) return;
     }
     const auto now = std::chrono::steady_clock::now();
     bool cancel, timed_out;
     {
-      std::unique_lock lock(ctx.mu);
+      MutexLock lock(ctx.mu);
       if (deadline && now >= *deadline) ctx.timed_out = true;
       cancel = ctx.cancel_requested;
       timed_out = ctx.timed_out;
@@ -472,7 +473,7 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
             const std::string why = PendingReason(*job);
             bool changed;
             {
-              std::lock_guard lock(ctx.mu);
+              MutexLock lock(ctx.mu);
               changed = ctx.slurm_wait != why;
               ctx.slurm_wait = why;
             }
@@ -483,7 +484,7 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
             }
           } else if (!slurm::IsFinalState(job->state)) {
             {
-              std::lock_guard lock(ctx.mu);
+              MutexLock lock(ctx.mu);
               ctx.slurm_wait.clear();
             }
             if (ctx.status != RunStatus::kRunning && ctx.status != RunStatus::kCancelRequested &&
@@ -508,12 +509,14 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
                      ctx.id.c_str(), jobs.status().message().c_str());
       }
     }
-    std::unique_lock lock(ctx.mu);
-    ctx.cv.wait_for(lock, std::chrono::milliseconds(100),
-                    [&] { return (ctx.cancel_requested && !cancel_sent); });
+    MutexLock lock(ctx.mu);
+    const auto poll_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(100);
+    while (!(ctx.cancel_requested && !cancel_sent)) {
+      if (!lock.WaitUntil(ctx.cv, poll_until)) break;
+    }
   }
   {
-    std::lock_guard lock(ctx.mu);
+    MutexLock lock(ctx.mu);
     ctx.slurm_wait.clear();
   }
   // The nodes' last lines: the files are on a shared folder and may trail the job's end a bit.
@@ -532,7 +535,7 @@ void Scheduler::FollowSlurm(RunContext& ctx) {
 
   bool canceled, timed_out;
   {
-    std::lock_guard lock(ctx.mu);
+    MutexLock lock(ctx.mu);
     canceled = ctx.cancel_requested;
     timed_out = ctx.timed_out;
   }
@@ -661,10 +664,13 @@ bool Scheduler::RecoverSlurm(const std::shared_ptr<RunContext>& ctx, const store
   }
   if (job == 0) return false;  // never submitted: back in its queue like any run
   ctx->attach = true;
-  ctx->slurm_job = job;
-  ctx->cancel_requested = rec.status == RunStatus::kCancelRequested;
+  {
+    MutexLock lock(ctx->mu);
+    ctx->slurm_job = job;
+    ctx->cancel_requested = rec.status == RunStatus::kCancelRequested;
+  }
   if (ctx->running_since == 0) ctx->running_since = NowMillis();
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   HoldNodesLocked(*ctx);
   StartWorkerLocked(ctx);
   return true;

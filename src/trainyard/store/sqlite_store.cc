@@ -1,8 +1,8 @@
 #include <sqlite3.h>
 
-#include <mutex>
 #include <utility>
 
+#include "trainyard/common/mutex.h"
 #include "trainyard/common/util.h"
 #include "trainyard/store/store.h"
 
@@ -189,7 +189,7 @@ class SqliteStore : public Store {
   ~SqliteStore() override { sqlite3_close_v2(db_); }
 
   Status Init() {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     // WAL with synchronous=NORMAL: a committed transaction survives a crash of the process;
     // the writer never blocks readers.
     TY_RETURN_IF_ERROR(
@@ -228,12 +228,12 @@ class SqliteStore : public Store {
 
   Status EnsureExperiment(const std::string& name) override {
     if (!IsValidName(name)) return InvalidArgument("invalid experiment name '" + name + "'");
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     return EnsureExperimentLocked(name);
   }
 
   StatusOr<std::vector<std::string>> ListExperiments() override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     Stmt q(db_, "SELECT name FROM experiments ORDER BY name");
     std::vector<std::string> out;
     int rc;
@@ -243,7 +243,7 @@ class SqliteStore : public Store {
   }
 
   Status InsertEnvironment(const EnvironmentRecord& env) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     Stmt q(db_,
            "INSERT INTO environments(name, version, definition_json, definition_hash, image_hash,"
            " created_at, seq) VALUES (?, ?, ?, ?, ?, ?,"
@@ -263,7 +263,7 @@ class SqliteStore : public Store {
   }
 
   Status PutCompute(const ComputeRecord& c) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     Stmt q(db_,
            "INSERT INTO computes(name, type, definition_json, created_at, updated_at) "
            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET type = excluded.type, "
@@ -278,7 +278,7 @@ class SqliteStore : public Store {
   }
 
   StatusOr<ComputeRecord> GetCompute(const std::string& name) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     Stmt q(db_,
            "SELECT name, type, definition_json, created_at, updated_at FROM computes "
            "WHERE name = ?");
@@ -290,7 +290,7 @@ class SqliteStore : public Store {
   }
 
   StatusOr<std::vector<ComputeRecord>> ListComputes() override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     Stmt q(db_,
            "SELECT name, type, definition_json, created_at, updated_at FROM computes "
            "ORDER BY name");
@@ -304,7 +304,7 @@ class SqliteStore : public Store {
   }
 
   Status DeleteCompute(const std::string& name) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     Stmt q(db_, "DELETE FROM computes WHERE name = ?");
     q.Bind(1, name);
     if (q.Step() != SQLITE_DONE) return q.Error("delete compute");
@@ -316,7 +316,7 @@ class SqliteStore : public Store {
 
   StatusOr<EnvironmentRecord> GetEnvironment(const std::string& name,
                                              const std::string& version) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     const char* sql =
         version.empty()
             ? "SELECT name, version, definition_json, definition_hash, image_hash, created_at "
@@ -337,7 +337,7 @@ class SqliteStore : public Store {
 
   Status UpdateEnvironmentDefinition(const std::string& name, const std::string& version,
                                      const std::string& definition_json) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     Stmt q(db_, "UPDATE environments SET definition_json = ? WHERE name = ? AND version = ?");
     q.Bind(1, definition_json).Bind(2, name).Bind(3, version);
     if (q.Step() != SQLITE_DONE) return q.Error("update environment");
@@ -348,7 +348,7 @@ class SqliteStore : public Store {
   }
 
   StatusOr<std::vector<EnvironmentRecord>> ListEnvironments(const std::string& name) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     Stmt q(db_,
            name.empty()
                ? "SELECT name, version, definition_json, definition_hash, image_hash, created_at "
@@ -364,7 +364,7 @@ class SqliteStore : public Store {
   }
 
   Status InsertRun(const RunRecord& run) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     TY_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     Status s = InsertRunLocked(run);
     if (!s.ok()) {
@@ -375,7 +375,7 @@ class SqliteStore : public Store {
   }
 
   StatusOr<RunRecord> GetRun(const std::string& id) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = ?";
     Stmt q(db_, sql.c_str());
     q.Bind(1, id);
@@ -388,7 +388,7 @@ class SqliteStore : public Store {
   }
 
   StatusOr<std::vector<RunRecord>> ListRuns(const RunFilter& filter) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs" +
                       (filter.experiment.empty() ? "" : " WHERE experiment = ?") +
                       " ORDER BY seq DESC LIMIT ?";
@@ -400,7 +400,7 @@ class SqliteStore : public Store {
   }
 
   StatusOr<std::vector<RunRecord>> ListActiveRuns() override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     std::string sql = std::string("SELECT ") + kRunColumns +
                       " FROM runs WHERE status NOT IN ('Completed', 'Failed', 'Canceled')"
                       " ORDER BY seq";
@@ -409,7 +409,7 @@ class SqliteStore : public Store {
   }
 
   Status TransitionRun(const std::string& id, RunStatus to, std::int64_t at) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     // Starting is followed by an external effect (a container, an sbatch) and a final state is
     // what the user is told: those commits reach the disk before this returns (synchronous=FULL
     // fsyncs the WAL, and with it every commit before). The others may be lost to a power cut
@@ -431,7 +431,7 @@ class SqliteStore : public Store {
   }
 
   Status UpdateRun(const RunRecord& run) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     Stmt q(db_,
            "UPDATE runs SET image_hash = ?, image = ?, exit_code = ?, failure_reason = ?,"
            " container_id = ?, environment_name = ?, environment_version = ?, updated_at = ?"
@@ -452,7 +452,7 @@ class SqliteStore : public Store {
 
   Status UpdateRunTags(const std::string& id, const std::map<std::string, std::string>& set,
                        const std::vector<std::string>& remove, std::uint64_t max_tags) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     TY_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     Status s = UpdateTagsLocked(id, set, remove, max_tags);
     if (!s.ok()) {
@@ -465,7 +465,7 @@ class SqliteStore : public Store {
   Status AddRunProperties(const std::string& id,
                           const std::map<std::string, std::string>& properties,
                           std::uint64_t max_properties) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     TY_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     Status s = AddPropertiesLocked(id, properties);
     if (s.ok()) s = CheckCountLocked("run_properties", id, max_properties, "properties");
@@ -477,7 +477,7 @@ class SqliteStore : public Store {
   }
 
   StatusOr<std::map<std::string, std::string>> GetRunProperties(const std::string& id) override {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     TY_RETURN_IF_ERROR(RunExistsLocked(id));
     Stmt q(db_, "SELECT key, value FROM run_properties WHERE run_id = ? ORDER BY key");
     q.Bind(1, id);
@@ -494,7 +494,7 @@ class SqliteStore : public Store {
       return InvalidArgument("a script's verdict is Completed or Failed, not " +
                              std::string(RunStatusName(status)));
     }
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     Stmt q(db_,
            "UPDATE runs SET script_status = ?, script_message = ?, updated_at = ? WHERE id = ?");
     q.Bind(1, std::string(RunStatusName(status))).Bind(2, message).Bind(3, NowMillis()).Bind(4, id);
@@ -504,7 +504,7 @@ class SqliteStore : public Store {
   }
 
  private:
-  Status RunExistsLocked(const std::string& id) {
+  Status RunExistsLocked(const std::string& id) REQUIRES(mu_) {
     Stmt q(db_, "SELECT 1 FROM runs WHERE id = ?");
     q.Bind(1, id);
     int rc = q.Step();
@@ -514,7 +514,8 @@ class SqliteStore : public Store {
   }
 
   Status UpdateTagsLocked(const std::string& id, const std::map<std::string, std::string>& set,
-                          const std::vector<std::string>& remove, std::uint64_t max_tags) {
+                          const std::vector<std::string>& remove, std::uint64_t max_tags)
+      REQUIRES(mu_) {
     TY_RETURN_IF_ERROR(RunExistsLocked(id));
     for (const auto& [key, value] : set) {
       Stmt q(db_,
@@ -533,7 +534,7 @@ class SqliteStore : public Store {
 
   // InvalidArgument naming the limit when the run has more than `max` rows in `table`.
   Status CheckCountLocked(const char* table, const std::string& id, std::uint64_t max,
-                          const char* what) {
+                          const char* what) REQUIRES(mu_) {
     if (max == UINT64_MAX) return Status::Ok();
     const std::string sql = std::string("SELECT COUNT(*) FROM ") + table + " WHERE run_id = ?";
     Stmt q(db_, sql.c_str());
@@ -549,7 +550,7 @@ class SqliteStore : public Store {
   }
 
   Status AddPropertiesLocked(const std::string& id,
-                             const std::map<std::string, std::string>& properties) {
+                             const std::map<std::string, std::string>& properties) REQUIRES(mu_) {
     TY_RETURN_IF_ERROR(RunExistsLocked(id));
     for (const auto& [key, value] : properties) {
       Stmt cur(db_, "SELECT value FROM run_properties WHERE run_id = ? AND key = ?");
@@ -571,7 +572,7 @@ class SqliteStore : public Store {
     return Status::Ok();
   }
 
-  Status Exec(const char* sql) {
+  Status Exec(const char* sql) REQUIRES(mu_) {
     char* err = nullptr;
     if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
       std::string msg = err ? err : "unknown error";
@@ -581,14 +582,14 @@ class SqliteStore : public Store {
     return Status::Ok();
   }
 
-  Status EnsureExperimentLocked(const std::string& name) {
+  Status EnsureExperimentLocked(const std::string& name) REQUIRES(mu_) {
     Stmt q(db_, "INSERT OR IGNORE INTO experiments(name, created_at) VALUES (?, ?)");
     q.Bind(1, name).Bind(2, NowMillis());
     if (q.Step() != SQLITE_DONE) return q.Error("ensure experiment");
     return Status::Ok();
   }
 
-  Status InsertRunLocked(const RunRecord& run) {
+  Status InsertRunLocked(const RunRecord& run) REQUIRES(mu_) {
     TY_RETURN_IF_ERROR(EnsureExperimentLocked(run.experiment));
     Stmt q(db_,
            "INSERT INTO runs(id, experiment, display_name, description, compute, status,"
@@ -627,7 +628,7 @@ class SqliteStore : public Store {
     return Status::Ok();
   }
 
-  Status TransitionLocked(const std::string& id, RunStatus to, std::int64_t at) {
+  Status TransitionLocked(const std::string& id, RunStatus to, std::int64_t at) REQUIRES(mu_) {
     Stmt cur(db_, "SELECT status FROM runs WHERE id = ?");
     cur.Bind(1, id);
     int rc = cur.Step();
@@ -683,7 +684,7 @@ class SqliteStore : public Store {
     return r;
   }
 
-  StatusOr<std::vector<RunRecord>> ReadRuns(Stmt& q) {
+  StatusOr<std::vector<RunRecord>> ReadRuns(Stmt& q) REQUIRES(mu_) {
     std::vector<RunRecord> out;
     int rc;
     while ((rc = q.Step()) == SQLITE_ROW) out.push_back(ReadRun(q));
@@ -692,7 +693,7 @@ class SqliteStore : public Store {
     return out;
   }
 
-  Status LoadRunDetails(RunRecord* r) {
+  Status LoadRunDetails(RunRecord* r) REQUIRES(mu_) {
     Stmt t(db_, "SELECT status, at FROM run_transitions WHERE run_id = ? ORDER BY rowid");
     t.Bind(1, r->id);
     int rc;
@@ -707,8 +708,8 @@ class SqliteStore : public Store {
     return Status::Ok();
   }
 
-  std::mutex mu_;
-  sqlite3* db_;  // Guarded by mu_.
+  Mutex mu_;
+  sqlite3* db_ GUARDED_BY(mu_);
   const StoreOptions options_;
 };
 

@@ -10,13 +10,13 @@
 #include <functional>
 #include <limits>
 #include <list>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <span>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
 
+#include "trainyard/common/mutex.h"
 #include "trainyard/common/util.h"
 #include "trainyard/tracking/chunk.h"
 
@@ -335,6 +335,7 @@ class SeriesStore::Impl {
       : options_(options), writer_(std::move(writer)), reader_(std::move(reader)) {}
 
   Status Migrate() {
+    MutexLock lock(write_mu_);
     Conn& c = *writer_;
     TY_RETURN_IF_ERROR(
         c.Exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -373,19 +374,19 @@ class SeriesStore::Impl {
   StatusOr<AppendResult> Append(const std::string& run_id, const MetricBatch& batch,
                                 std::int64_t now_ms, std::string_view key) {
     PendingAppend me{&run_id, &batch, now_ms, key};
-    std::unique_lock lk(queue_mu_);
+    MutexLock lk(queue_mu_);
     queue_.push_back(&me);
     while (!me.done) {
       if (leader_active_) {
-        queue_cv_.wait(lk);
+        lk.Wait(queue_cv_);
         continue;
       }
       leader_active_ = true;
       std::vector<PendingAppend*> group(queue_.begin(), queue_.end());
       queue_.clear();
-      lk.unlock();
+      lk.Unlock();
       CommitGroup(group);
-      lk.lock();
+      lk.Lock();
       for (PendingAppend* p : group) p->done = true;
       leader_active_ = false;
       queue_cv_.notify_all();
@@ -395,7 +396,7 @@ class SeriesStore::Impl {
   }
 
   StatusOr<std::vector<SeriesInfo>> ListSeries(const std::string& run_id) {
-    std::lock_guard lock(read_mu_);
+    MutexLock lock(read_mu_);
     auto q = reader_->Prepare(
         "SELECT name, count, last_value, last_step, last_timestamp, min_value, max_value "
         "FROM series WHERE run_id = ? ORDER BY name");
@@ -423,7 +424,7 @@ class SeriesStore::Impl {
     if (max_points && *max_points < 2) {
       return InvalidArgument("max_points must be at least 2, not " + std::to_string(*max_points));
     }
-    std::lock_guard lock(read_mu_);
+    MutexLock lock(read_mu_);
     // One read transaction: the series row and its chunks from the same snapshot.
     TY_RETURN_IF_ERROR(reader_->Exec("BEGIN"));
     auto result = ReadSeriesLocked(run_id, name, max_points);
@@ -432,7 +433,7 @@ class SeriesStore::Impl {
   }
 
   Status DeleteRun(const std::string& run_id) {
-    std::lock_guard lock(write_mu_);
+    MutexLock lock(write_mu_);
     ClearCache();
     return WriteTransactionLocked([&](Conn& c) -> Status {
       for (const char* sql :
@@ -450,7 +451,7 @@ class SeriesStore::Impl {
   }
 
   Status ForgetKeysBefore(std::int64_t cutoff_ms) {
-    std::lock_guard lock(write_mu_);
+    MutexLock lock(write_mu_);
     auto q = writer_->Prepare("DELETE FROM applied_batches WHERE applied_ms < ?");
     if (!q.ok()) return writer_->Error("prepare forget keys");
     q.Bind(1, cutoff_ms);
@@ -465,7 +466,7 @@ class SeriesStore::Impl {
         return InvalidArgument("a recorded file needs a path, a digest and an origin");
       }
     }
-    std::lock_guard lock(write_mu_);
+    MutexLock lock(write_mu_);
     return WriteTransactionLocked([&](Conn& c) -> Status {
       for (const RunFile& f : files) {
         auto q = c.Prepare(
@@ -485,7 +486,7 @@ class SeriesStore::Impl {
   }
 
   StatusOr<std::vector<RunFile>> ListFiles(const std::string& run_id) {
-    std::lock_guard lock(read_mu_);
+    MutexLock lock(read_mu_);
     auto q = reader_->Prepare(
         "SELECT path, size, digest, origin, recorded_ms FROM run_files WHERE run_id = ? "
         "ORDER BY path");
@@ -509,7 +510,7 @@ class SeriesStore::Impl {
                                "): " + s.message());
       }
     }
-    std::lock_guard lock(write_mu_);
+    MutexLock lock(write_mu_);
     return WriteTransactionLocked([&](Conn& c) -> Status {
       auto count = c.Prepare("SELECT COUNT(*) FROM entries WHERE run_id = ?");
       if (!count.ok()) return c.Error("prepare count entries");
@@ -543,7 +544,7 @@ class SeriesStore::Impl {
 
   StatusOr<std::vector<Entry>> ListEntries(const std::string& run_id,
                                            const std::optional<std::string>& name) {
-    std::lock_guard lock(read_mu_);
+    MutexLock lock(read_mu_);
     auto q = name ? reader_->Prepare(
                         "SELECT name, kind, value, step, description, timestamp FROM entries "
                         "WHERE run_id = ? AND name = ? ORDER BY id")
@@ -574,7 +575,7 @@ class SeriesStore::Impl {
  private:
   // Runs `body` in one write transaction on the writer: committed when it returns OK, rolled
   // back otherwise. Requires write_mu_.
-  Status WriteTransactionLocked(const std::function<Status(Conn&)>& body) {
+  Status WriteTransactionLocked(const std::function<Status(Conn&)>& body) REQUIRES(write_mu_) {
     Conn& c = *writer_;
     TY_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
     Status s = body(c);
@@ -595,7 +596,7 @@ class SeriesStore::Impl {
   };
 
   void CommitGroup(const std::vector<PendingAppend*>& group) {
-    std::lock_guard lock(write_mu_);
+    MutexLock lock(write_mu_);
     Conn& c = *writer_;
     if (Status s = c.Exec("BEGIN IMMEDIATE"); !s.ok()) {
       for (PendingAppend* p : group) p->result = s;
@@ -634,7 +635,7 @@ class SeriesStore::Impl {
 
   // Applies one batch unless its key was applied to the run before; records the key with it,
   // in the same transaction, so the batch and its key are durable together.
-  Status AppendOnceLocked(PendingAppend& p) {
+  Status AppendOnceLocked(PendingAppend& p) REQUIRES(write_mu_) {
     Conn& c = *writer_;
     const std::string key(p.key);  // bound without a copy: must outlive the statements' steps
     if (!key.empty()) {
@@ -663,7 +664,8 @@ class SeriesStore::Impl {
     return Status::Ok();
   }
 
-  Status AppendLocked(const std::string& run_id, const MetricBatch& batch, std::int64_t now_ms) {
+  Status AppendLocked(const std::string& run_id, const MetricBatch& batch, std::int64_t now_ms)
+      REQUIRES(write_mu_) {
     Conn& c = *writer_;
     std::optional<std::uint64_t> run_series;  // Loaded on the first new name.
     std::uint64_t new_names = 0;
@@ -787,7 +789,8 @@ class SeriesStore::Impl {
   // Writes the points into the series' chunks: first filling its last chunk, then new ones.
   // Updates row->last_seq and row->last_chunk_count.
   Status AppendPoints(SeriesRow* row, std::span<const std::int64_t> steps,
-                      std::span<const std::int64_t> timestamps, std::span<const double> values) {
+                      std::span<const std::int64_t> timestamps, std::span<const double> values)
+      REQUIRES(write_mu_) {
     Conn& c = *writer_;
     const size_t n = values.size();
     const size_t cap = options_.chunk_points;
@@ -840,7 +843,8 @@ class SeriesStore::Impl {
   }
 
   // The open-chunk cache (see open_).
-  bool TakeCached(std::int64_t id, std::int64_t seq, std::uint64_t count, PointColumns* out) {
+  bool TakeCached(std::int64_t id, std::int64_t seq, std::uint64_t count, PointColumns* out)
+      REQUIRES(write_mu_) {
     auto it = open_.find(id);
     if (it == open_.end()) return false;
     const bool hit = it->second.seq == seq && it->second.cols.size() == count;
@@ -850,7 +854,7 @@ class SeriesStore::Impl {
     open_.erase(it);
     return hit;
   }
-  void PutCached(std::int64_t id, std::int64_t seq, PointColumns cols) {
+  void PutCached(std::int64_t id, std::int64_t seq, PointColumns cols) REQUIRES(write_mu_) {
     EraseCached(id);
     if (cols.size() > options_.open_chunk_cache_points) return;
     open_points_ += cols.size();
@@ -860,14 +864,14 @@ class SeriesStore::Impl {
       EraseCached(open_lru_.back());
     }
   }
-  void EraseCached(std::int64_t id) {
+  void EraseCached(std::int64_t id) REQUIRES(write_mu_) {
     auto it = open_.find(id);
     if (it == open_.end()) return;
     open_points_ -= it->second.cols.size();
     open_lru_.erase(it->second.lru);
     open_.erase(it);
   }
-  void ClearCache() {
+  void ClearCache() REQUIRES(write_mu_) {
     open_.clear();
     open_lru_.clear();
     open_points_ = 0;
@@ -875,7 +879,7 @@ class SeriesStore::Impl {
 
   Status WriteChunk(std::int64_t series_id, std::int64_t seq, std::span<const std::int64_t> steps,
                     std::span<const std::int64_t> timestamps, std::span<const double> values,
-                    bool replace) {
+                    bool replace) REQUIRES(write_mu_) {
     Conn& c = *writer_;
     encoded_.clear();
     EncodeChunk(steps, timestamps, values, &encoded_);
@@ -901,7 +905,7 @@ class SeriesStore::Impl {
   }
 
   StatusOr<SeriesData> ReadSeriesLocked(const std::string& run_id, const std::string& name,
-                                        std::optional<std::size_t> max_points) {
+                                        std::optional<std::size_t> max_points) REQUIRES(read_mu_) {
     Conn& c = *reader_;
     SeriesData out;
     out.name = name;
@@ -974,30 +978,31 @@ class SeriesStore::Impl {
 
   const SeriesStoreOptions options_;
   // The group-commit queue of Append.
-  std::mutex queue_mu_;
+  Mutex queue_mu_;
   std::condition_variable queue_cv_;
-  std::vector<PendingAppend*> queue_;  // Guarded by queue_mu_.
-  bool leader_active_ = false;         // Guarded by queue_mu_.
-  std::mutex write_mu_;
-  std::unique_ptr<Conn> writer_;  // Guarded by write_mu_.
-  // Scratch buffers of Append, guarded by write_mu_.
-  PointColumns merge_;
-  std::string encoded_;
-  std::vector<std::int64_t> auto_steps_, auto_ts_;
+  std::vector<PendingAppend*> queue_ GUARDED_BY(queue_mu_);
+  bool leader_active_ GUARDED_BY(queue_mu_) = false;
+  Mutex write_mu_;
+  std::unique_ptr<Conn> writer_ GUARDED_BY(write_mu_);
+  // Scratch buffers of Append.
+  PointColumns merge_ GUARDED_BY(write_mu_);
+  std::string encoded_ GUARDED_BY(write_mu_);
+  std::vector<std::int64_t> auto_steps_ GUARDED_BY(write_mu_);
+  std::vector<std::int64_t> auto_ts_ GUARDED_BY(write_mu_);
   // The decoded open (not full) last chunk of recently appended series, so a small append need
   // not decode it again. Holds only states written by appends that were not rolled back: every
   // rollback and DeleteRun clears it; an entry is used only when its (seq, count) match the
-  // series row. At most options_.open_chunk_cache_points points. Guarded by write_mu_.
+  // series row. At most options_.open_chunk_cache_points points.
   struct OpenChunk {
     std::int64_t seq;
     PointColumns cols;
     std::list<std::int64_t>::iterator lru;
   };
-  std::unordered_map<std::int64_t, OpenChunk> open_;
-  std::list<std::int64_t> open_lru_;  // Series ids, most recently used first.
-  std::size_t open_points_ = 0;
-  std::mutex read_mu_;
-  std::unique_ptr<Conn> reader_;  // Guarded by read_mu_.
+  std::unordered_map<std::int64_t, OpenChunk> open_ GUARDED_BY(write_mu_);
+  std::list<std::int64_t> open_lru_ GUARDED_BY(write_mu_);  // series ids, most recent first
+  std::size_t open_points_ GUARDED_BY(write_mu_) = 0;
+  Mutex read_mu_;
+  std::unique_ptr<Conn> reader_ GUARDED_BY(read_mu_);
 };
 
 namespace {
