@@ -2,7 +2,7 @@
 
 // The Docker Engine, behind a narrow interface. `HttpEngine` (http_engine.h) talks to a real
 // dockerd over its unix socket with the Engine API; `FakeEngine` (fake_engine.h) is the
-// in-memory twin for unit tests.
+// in-memory twin for unit tests (the trainyard_docker_testing library, linked into tests only).
 
 #include <cstdint>
 #include <functional>
