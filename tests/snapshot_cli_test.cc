@@ -416,5 +416,23 @@ TEST_F(SnapshotCliTest, EmptyWorkspace) {
   EXPECT_FALSE(fs::exists(layout_.Database())) << "gc never creates the database";
 }
 
+TEST_F(SnapshotCliTest, JobCreateRefusesABadRequestBeforeReadingTheCode) {
+  // The request's own checks (spec::CheckRunRequest) run in the CLI before the snapshot: a job
+  // the daemon would refuse costs neither a scan of its code nor a daemon start.
+  Write("src/train.py", "print('hi')\n");
+  Write("job.yml",
+        "command: python train.py\n"
+        "code: ./src\n"
+        "environment:\n  image: busybox:latest\n");
+  CmdResult r = Run("job create -f job.yml --name ../up");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("invalid run name '../up'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("job.yml"), std::string::npos) << r.output;
+  std::error_code ec;
+  EXPECT_TRUE(fs::is_empty(layout_.SnapshotsDir(), ec) || !fs::exists(layout_.SnapshotsDir()))
+      << "a snapshot was taken for a request that cannot run";
+  EXPECT_FALSE(fs::exists(layout_.root / "server.json")) << "a daemon was started for it";
+}
+
 }  // namespace
 }  // namespace trainyard

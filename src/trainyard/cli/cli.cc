@@ -23,6 +23,7 @@
 #include "trainyard/common/util.h"
 #include "trainyard/spec/compute.h"
 #include "trainyard/spec/definition.h"
+#include "trainyard/spec/run_request_check.h"
 #include "trainyard/spec/spec.h"
 
 namespace trainyard::cli {
@@ -268,6 +269,12 @@ int JobCreate(Session& s, const std::string& file, bool stream, const SubmitOpti
     StatusOr<int> priority = spec::ParsePriority(opts.priority);
     if (!priority.ok()) return Fail(priority.status().WithPrefix("--priority"));
     job->priority = *priority;
+  }
+
+  // What the request alone decides fails here, before any file is read or sent: the daemon
+  // checks the same again at submit.
+  if (Status st = spec::CheckRunRequest(spec::RequestFromJob(*job, "", std::nullopt)); !st.ok()) {
+    return Fail(st.WithPrefix(file));
   }
 
   std::string code_snapshot;

@@ -15,6 +15,7 @@
 #include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
 #include "trainyard/sched/internal.h"
+#include "trainyard/spec/run_request_check.h"
 #include "trainyard/spec/spec.h"
 
 namespace trainyard::sched {
@@ -469,22 +470,6 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
                            " (max_nodes); it could never start");
   }
   if (compute.type == "slurm") TY_RETURN_IF_ERROR(CheckSlurmFit(compute, request));
-  if (request.distribution) {
-    const auto& d = *request.distribution;
-    if (d.type != "pytorch" && d.type != "mpi" && d.type != "tensorflow") {
-      return InvalidArgument("distribution.type must be pytorch, mpi or tensorflow, not '" +
-                             d.type + "'");
-    }
-    if (d.process_count_per_instance < 1 || d.process_count_per_instance > 1024) {
-      return InvalidArgument("distribution.process_count_per_instance must be 1..1024, not " +
-                             std::to_string(d.process_count_per_instance));
-    }
-    if (d.type == "tensorflow" && d.process_count_per_instance != 1) {
-      return InvalidArgument(
-          "a tensorflow distribution runs one worker per node: process_count_per_instance must "
-          "be 1 (ask for more nodes with resources.instance_count)");
-    }
-  }
   if (request.shm_size_bytes && compute.node_memory_bytes > 0 &&
       *request.shm_size_bytes > compute.node_memory_bytes) {
     return InvalidArgument("the job asks for " + std::to_string(*request.shm_size_bytes) +
@@ -492,23 +477,8 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
                            compute.name + "' has (" + std::to_string(compute.node_memory_bytes) +
                            " bytes); it could never start");
   }
-  if (request.priority < -spec::kMaxPriority || request.priority > spec::kMaxPriority) {
-    return InvalidArgument("priority must be between " + std::to_string(-spec::kMaxPriority) +
-                           " and " + std::to_string(spec::kMaxPriority) + ", not " +
-                           std::to_string(request.priority));
-  }
-  if (!IsValidName(request.experiment_name)) {
-    return InvalidArgument("invalid experiment name '" + request.experiment_name + "'");
-  }
-  if (!request.name.empty() && !IsValidName(request.name)) {
-    return InvalidArgument("invalid run name '" + request.name + "'");
-  }
-  constexpr std::int64_t kMaxTimeoutSeconds = 10LL * 366 * 24 * 3600;  // ten years
-  if (request.timeout_seconds &&
-      (*request.timeout_seconds <= 0 || *request.timeout_seconds > kMaxTimeoutSeconds)) {
-    return InvalidArgument("limits.timeout must be a positive number of seconds, at most " +
-                           std::to_string(kMaxTimeoutSeconds) + " (leave it out for no limit)");
-  }
+  // What the request alone decides, as the CLI checked it before uploading anything.
+  TY_RETURN_IF_ERROR(spec::CheckRunRequest(request));
   if (!request.snapshot_id.empty()) {
     auto m = snapshots_.Load(request.snapshot_id);
     if (!m.ok()) return m.status().WithPrefix("the job's code snapshot");
@@ -539,15 +509,6 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
   TY_ASSIGN_OR_RETURN(store::EnvironmentRecord env,
                       store_.GetEnvironment(request.environment_name, request.environment_version));
   request.environment_version = env.version;
-
-  // The command must substitute cleanly before the run is accepted.
-  {
-    std::map<std::string, std::string> ins, outs;
-    for (const auto& [k, v] : request.inputs) ins[k] = v.value.empty() ? v.path : v.value;
-    for (const auto& [k, v] : request.outputs) outs[k] = k;
-    auto cmd = spec::SubstituteCommand(request.command, ins, outs);
-    if (!cmd.ok()) return cmd.status();
-  }
 
   store::RunRecord rec;
   rec.id = request.name.empty() ? NewRunId(request.experiment_name) : request.name;
