@@ -334,7 +334,7 @@ void Daemon::Impl::InstallRoutes() {
   };
   s.Route("GET", "/api/v1/environments",
           SyncHandler([list_envs](HttpRequest&) { return list_envs(""); }));
-  s.Route("GET", "/api/v1/environments/{name}", SyncHandler([this, list_envs](HttpRequest& req) {
+  s.Route("GET", "/api/v1/environments/{name}", SyncHandler([list_envs](HttpRequest& req) {
             auto resp = list_envs(req.Param("name"));
             if (resp.status == 200 && resp.body == "[]") {
               return HttpResponse::FromStatus(

@@ -939,7 +939,7 @@ int Main(int argc, char** argv) {
       app.add_subcommand("snapshot", "Inspect, download and clean up source snapshots");
   snapshot->require_subcommand(1);
   std::string snap_dir = ".", snap_id;
-  GcOptions gc_options;
+  cas::GcOptions gc_options;
   auto* snap_preview =
       snapshot->add_subcommand("preview", "What a snapshot of DIR would include and ignore");
   snap_preview->add_option("dir", snap_dir, "Folder to preview (default: .)");

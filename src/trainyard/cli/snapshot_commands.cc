@@ -1,7 +1,6 @@
 #include "trainyard/cli/snapshot_commands.h"
 
 #include <dirent.h>
-#include <sqlite3.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +17,7 @@
 #include <set>
 #include <unordered_set>
 
+#include "trainyard/cas/gc.h"
 #include "trainyard/cas/manifest.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
@@ -25,6 +25,7 @@
 #include "trainyard/common/fs.h"
 #include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
+#include "trainyard/store/snapshot_references.h"
 
 namespace trainyard::cli {
 namespace {
@@ -40,159 +41,6 @@ bool IsHexLower(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'
 
 std::int64_t MillisOf(const struct timespec& ts) {
   return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
-}
-
-// One file found by a directory scan: its name and lstat data.
-struct FileInfo {
-  std::string name;
-  struct timespec mtime {};
-  // Status change time. For objects this is their age: it is set when an object is renamed
-  // into place (or linked, or re-sealed) and cannot be set back, whereas every published object
-  // carries the same fixed mtime (its seal, cas::kSealedMtime).
-  struct timespec ctime {};
-  std::uint64_t size = 0;
-  bool regular = false;
-};
-
-// Lists the entries of `dir` (not recursive). A missing folder is empty.
-StatusOr<std::vector<FileInfo>> ScanDir(const fs::path& dir) {
-  std::vector<FileInfo> out;
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) {
-    if (errno == ENOENT) return out;
-    return Internal("cannot list " + dir.string() + ": " + std::strerror(errno));
-  }
-  std::unique_ptr<DIR, int (*)(DIR*)> closer(d, ::closedir);
-  for (;;) {
-    errno = 0;
-    struct dirent* e = ::readdir(d);
-    if (e == nullptr) {
-      if (errno != 0) return Internal("cannot list " + dir.string() + ": " + std::strerror(errno));
-      break;
-    }
-    std::string name = e->d_name;
-    if (name == "." || name == "..") continue;
-    struct stat st {};
-    if (::lstat((dir / name).c_str(), &st) != 0) {
-      if (errno == ENOENT) continue;  // Removed meanwhile.
-      return Internal("cannot stat " + (dir / name).string() + ": " + std::strerror(errno));
-    }
-    FileInfo f;
-    f.name = std::move(name);
-    f.mtime = st.st_mtim;
-    f.ctime = st.st_ctim;
-    f.size = static_cast<std::uint64_t>(st.st_size);
-    f.regular = S_ISREG(st.st_mode);
-    out.push_back(std::move(f));
-  }
-  return out;
-}
-
-// A manifest file in the snapshots folder.
-struct ManifestFile {
-  std::string id;
-  struct timespec mtime {};
-  std::uint64_t size = 0;
-};
-
-bool IsManifestName(const std::string& name) {
-  return name.size() == kIdLength + 5 && EndsWith(name, ".json") &&
-         IsSha256Hex(std::string_view(name).substr(0, kIdLength));
-}
-
-// The manifests of the workspace, by id.
-StatusOr<std::map<std::string, ManifestFile>> ListManifests(const WorkspaceLayout& layout) {
-  TY_ASSIGN_OR_RETURN(std::vector<FileInfo> files, ScanDir(layout.SnapshotsDir()));
-  std::map<std::string, ManifestFile> out;
-  for (FileInfo& f : files) {
-    if (!f.regular || !IsManifestName(f.name)) continue;
-    std::string id = f.name.substr(0, kIdLength);
-    out[id] = ManifestFile{id, f.mtime, f.size};
-  }
-  return out;
-}
-
-// Every maximal run of exactly 64 lower-case hex digits in `text` (snapshot ids in JSON).
-void CollectIds(std::string_view text, std::set<std::string>* ids) {
-  size_t i = 0;
-  while (i < text.size()) {
-    if (!IsHexLower(text[i])) {
-      ++i;
-      continue;
-    }
-    size_t j = i;
-    while (j < text.size() && IsHexLower(text[j])) ++j;
-    if (j - i == kIdLength) ids->insert(std::string(text.substr(i, kIdLength)));
-    i = j;
-  }
-}
-
-// Who refers to each snapshot id.
-struct References {
-  std::map<std::string, std::uint64_t> runs;
-  std::map<std::string, std::uint64_t> environments;
-
-  bool Has(const std::string& id) const { return runs.count(id) > 0 || environments.count(id) > 0; }
-};
-
-// Runs `sql` on `db`, calling `row` for each result row. A table that does not exist yet (a
-// database the daemon has not migrated) gives no rows.
-Status QueryRows(sqlite3* db, const fs::path& path, const char* sql,
-                 const std::function<void(sqlite3_stmt*)>& row) {
-  sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) != SQLITE_OK) {
-    std::string msg = sqlite3_errmsg(db);
-    sqlite3_finalize(stmt);
-    if (StartsWith(msg, "no such table")) return Status::Ok();
-    return Internal("cannot read the workspace database " + path.string() + ": " + msg);
-  }
-  int rc;
-  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) row(stmt);
-  std::string msg = rc == SQLITE_DONE ? "" : sqlite3_errmsg(db);
-  sqlite3_finalize(stmt);
-  if (rc != SQLITE_DONE) {
-    return Internal("cannot read the workspace database " + path.string() + ": " + msg);
-  }
-  return Status::Ok();
-}
-
-std::string_view Column(sqlite3_stmt* stmt, int i) {
-  const unsigned char* p = sqlite3_column_text(stmt, i);
-  if (p == nullptr) return {};
-  return {reinterpret_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(stmt, i))};
-}
-
-// Reads the snapshot references from the workspace database, read-only (never creating it or
-// changing its schema, so this is safe beside a running daemon). A missing database has none.
-// A run refers to its code snapshot and to any snapshot id in its request (an inline
-// environment's build context); an environment to any snapshot id in its definition.
-StatusOr<References> ReadReferences(const WorkspaceLayout& layout) {
-  References refs;
-  const fs::path path = layout.Database();
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) return refs;
-  sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
-  std::unique_ptr<sqlite3, int (*)(sqlite3*)> db(raw, sqlite3_close_v2);
-  if (rc != SQLITE_OK) {
-    return Internal("cannot open the workspace database " + path.string() + ": " +
-                    (raw ? sqlite3_errmsg(raw) : "out of memory"));
-  }
-  sqlite3_busy_timeout(db.get(), 10000);
-  TY_RETURN_IF_ERROR(
-      QueryRows(db.get(), path, "SELECT snapshot_id, request_json FROM runs", [&](sqlite3_stmt* s) {
-        std::set<std::string> ids;
-        CollectIds(Column(s, 0), &ids);
-        CollectIds(Column(s, 1), &ids);
-        for (const std::string& id : ids) ++refs.runs[id];
-      }));
-  TY_RETURN_IF_ERROR(
-      QueryRows(db.get(), path, "SELECT definition_json FROM environments", [&](sqlite3_stmt* s) {
-        std::set<std::string> ids;
-        CollectIds(Column(s, 0), &ids);
-        for (const std::string& id : ids) ++refs.environments[id];
-      }));
-  return refs;
 }
 
 struct Store {
@@ -224,53 +72,6 @@ std::string Plural(std::uint64_t n, const char* one, const char* many) {
   return std::to_string(n) + " " + (n == 1 ? one : many);
 }
 
-bool Younger(const struct timespec& mtime, const struct timespec& cutoff) {
-  return mtime.tv_sec > cutoff.tv_sec ||
-         (mtime.tv_sec == cutoff.tv_sec && mtime.tv_nsec > cutoff.tv_nsec);
-}
-
-// When an object file was last stored. A sealed object (mtime cas::kSealedMtime, as every
-// object gets when published) is dated by its ctime, set when it was renamed into place (or
-// later linked or re-sealed), which nothing can set back. An unsealed one (published before
-// objects were sealed, or written to since) is dated by its mtime, as before sealing.
-struct timespec ObjectAge(const FileInfo& f) {
-  const bool sealed =
-      f.mtime.tv_sec == static_cast<time_t>(cas::kSealedMtime) && f.mtime.tv_nsec == 0;
-  return sealed ? f.ctime : f.mtime;
-}
-
-// Removes a file; one that is already gone counts as removed by someone else (false).
-StatusOr<bool> RemoveFile(const fs::path& path) {
-  if (::unlink(path.c_str()) == 0) return true;
-  if (errno == ENOENT) return false;
-  return Internal("cannot remove " + path.string() + ": " + std::strerror(errno));
-}
-
-// The digests of the files of every manifest in `ids`, added to `live`. Manifests removed
-// meanwhile are skipped; any other failure to read one is an error (its objects would look dead).
-Status MarkLive(const cas::Snapshotter& snapshots, const std::vector<std::string>& ids,
-                std::unordered_set<std::string>* live) {
-  for (const std::string& id : ids) {
-    StatusOr<cas::Manifest> m = snapshots.Load(id);
-    if (!m.ok()) {
-      if (m.status().code() == StatusCode::kNotFound) continue;
-      return Internal("cannot read snapshot manifest " + id + " (" + m.status().message() +
-                      "); no objects were removed, since its objects would look unreferenced");
-    }
-    for (const cas::ManifestEntry& e : m->entries) {
-      if (!e.digest.empty()) live->insert(e.digest);
-    }
-  }
-  return Status::Ok();
-}
-
-// An object file under cas/sha256.
-struct ObjectFile {
-  std::string digest;
-  fs::path path;
-  std::uint64_t size = 0;
-};
-
 }  // namespace
 
 StatusOr<std::string> ResolveSnapshotId(const WorkspaceLayout& layout,
@@ -284,7 +85,7 @@ StatusOr<std::string> ResolveSnapshotId(const WorkspaceLayout& layout,
                            "' is not a snapshot id: give the id or a prefix of at least " +
                            std::to_string(kMinPrefix) + " hex digits");
   }
-  TY_ASSIGN_OR_RETURN(auto manifests, ListManifests(layout));
+  TY_ASSIGN_OR_RETURN(auto manifests, cas::ListManifests(layout.SnapshotsDir()));
   std::vector<std::string> matches;
   for (auto it = manifests.lower_bound(prefix);
        it != manifests.end() && StartsWith(it->first, prefix); ++it) {
@@ -394,17 +195,18 @@ Status SnapshotPreview(const WorkspaceLayout& layout, const std::string& dir,
 }
 
 Status SnapshotList(const WorkspaceLayout& layout, const std::string& output) {
-  TY_ASSIGN_OR_RETURN(auto manifests, ListManifests(layout));
-  TY_ASSIGN_OR_RETURN(References refs, ReadReferences(layout));
+  TY_ASSIGN_OR_RETURN(auto manifests, cas::ListManifests(layout.SnapshotsDir()));
+  TY_ASSIGN_OR_RETURN(store::SnapshotReferences refs,
+                      store::ReadSnapshotReferences(layout.Database()));
   Store store(layout);
-  std::vector<const ManifestFile*> order;
+  std::vector<const cas::ManifestFile*> order;
   for (const auto& [id, f] : manifests) order.push_back(&f);
   std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
     return MillisOf(a->mtime) > MillisOf(b->mtime);
   });
   json list = json::array();
   std::vector<std::vector<std::string>> rows;
-  for (const ManifestFile* f : order) {
+  for (const cas::ManifestFile* f : order) {
     json j{{"id", f->id},
            {"created_at", FormatTimeIso(MillisOf(f->mtime))},
            {"runs", refs.runs.count(f->id) ? refs.runs.at(f->id) : 0},
@@ -480,124 +282,21 @@ Status SnapshotDownload(const WorkspaceLayout& layout, const std::string& id_or_
   return Status::Ok();
 }
 
-StatusOr<GcReport> CollectGarbage(const WorkspaceLayout& layout, const GcOptions& options) {
-  if (options.keep_newer_than_seconds < 0) {
-    return InvalidArgument("--keep-newer-than must be 0 or more seconds");
-  }
-  struct timespec cutoff {};
-  ::clock_gettime(CLOCK_REALTIME, &cutoff);
-  cutoff.tv_sec -= static_cast<time_t>(options.keep_newer_than_seconds);
-
-  GcReport report;
-  Store store(layout);
-  // References first: a manifest written after this read is young, so it is kept either way.
-  TY_ASSIGN_OR_RETURN(References refs, ReadReferences(layout));
-  TY_ASSIGN_OR_RETURN(auto manifests, ListManifests(layout));
-
-  // 1. Manifests.
-  std::vector<std::string> kept_ids;
-  for (const auto& [id, f] : manifests) {
-    if (refs.Has(id)) {
-      ++report.kept_snapshots;
-      kept_ids.push_back(id);
-    } else if (Younger(f.mtime, cutoff)) {
-      ++report.kept_snapshots;
-      ++report.kept_young_snapshots;
-      kept_ids.push_back(id);
-    } else {
-      report.removed_snapshots.push_back(id);
-      report.removed_snapshot_bytes += f.size;
-    }
-  }
-  // Every manifest must be readable before anything is removed.
-  std::unordered_set<std::string> live;
-  TY_RETURN_IF_ERROR(MarkLive(store.snapshots, kept_ids, &live));
-  if (!options.dry_run) {
-    std::vector<std::string> removed;
-    for (const std::string& id : report.removed_snapshots) {
-      TY_ASSIGN_OR_RETURN(bool gone, RemoveFile(layout.SnapshotsDir() / (id + ".json")));
-      if (gone) {
-        removed.push_back(id);
-      } else {
-        report.removed_snapshot_bytes -= manifests.at(id).size;  // Another gc was first.
-      }
-    }
-    report.removed_snapshots = std::move(removed);
-    // Manifests written since the first listing mark their objects too.
-    TY_ASSIGN_OR_RETURN(auto now_present, ListManifests(layout));
-    std::vector<std::string> fresh;
-    for (const auto& [id, f] : now_present) {
-      if (manifests.count(id) == 0) fresh.push_back(id);
-    }
-    TY_RETURN_IF_ERROR(MarkLive(store.snapshots, fresh, &live));
-    manifests = std::move(now_present);
-  }
-
-  // 2. Objects.
-  const fs::path objects_dir = layout.ObjectsDir() / "sha256";
-  TY_ASSIGN_OR_RETURN(std::vector<FileInfo> fanout, ScanDir(objects_dir));
-  std::vector<ObjectFile> dead;
-  for (const FileInfo& d : fanout) {
-    if (d.name.size() != 2 || !IsHexLower(d.name[0]) || !IsHexLower(d.name[1])) continue;
-    TY_ASSIGN_OR_RETURN(std::vector<FileInfo> files, ScanDir(objects_dir / d.name));
-    for (const FileInfo& f : files) {
-      std::string digest = d.name + f.name;
-      if (!f.regular || !IsSha256Hex(digest)) continue;
-      if (live.count(digest) > 0) {
-        ++report.kept_objects;
-      } else if (Younger(ObjectAge(f), cutoff)) {
-        ++report.kept_objects;
-        ++report.kept_young_objects;
-      } else {
-        dead.push_back({std::move(digest), objects_dir / d.name / f.name, f.size});
-      }
-    }
-  }
-  if (!options.dry_run && !dead.empty()) {
-    // One more look for manifests written during the sweep, just before removing.
-    TY_ASSIGN_OR_RETURN(auto now_present, ListManifests(layout));
-    std::vector<std::string> fresh;
-    for (const auto& [id, f] : now_present) {
-      if (manifests.count(id) == 0) fresh.push_back(id);
-    }
-    TY_RETURN_IF_ERROR(MarkLive(store.snapshots, fresh, &live));
-  }
-  for (const ObjectFile& o : dead) {
-    if (live.count(o.digest) > 0) {
-      ++report.kept_objects;
-      continue;
-    }
-    if (!options.dry_run) {
-      TY_ASSIGN_OR_RETURN(bool removed, RemoveFile(o.path));
-      if (!removed) continue;
-    }
-    ++report.removed_objects;
-    report.removed_object_bytes += o.size;
-  }
-
-  // 3. Temp files left by crashed writers: cas/tmp/* and snapshots/<id>.json.tmp.*.
-  auto sweep_temps = [&](const fs::path& dir, bool all) -> Status {
-    TY_ASSIGN_OR_RETURN(std::vector<FileInfo> files, ScanDir(dir));
-    for (const FileInfo& f : files) {
-      if (!f.regular || Younger(f.mtime, cutoff)) continue;
-      if (!all && f.name.find(".json.tmp.") == std::string::npos) continue;
-      if (!options.dry_run) {
-        TY_ASSIGN_OR_RETURN(bool removed, RemoveFile(dir / f.name));
-        if (!removed) continue;
-      }
-      ++report.removed_temp_files;
-      report.removed_temp_bytes += f.size;
-    }
-    return Status::Ok();
-  };
-  TY_RETURN_IF_ERROR(sweep_temps(layout.ObjectsDir() / "tmp", /*all=*/true));
-  TY_RETURN_IF_ERROR(sweep_temps(layout.SnapshotsDir(), /*all=*/false));
-  return report;
+StatusOr<cas::GcReport> CollectGarbage(const WorkspaceLayout& layout,
+                                       const cas::GcOptions& options) {
+  return cas::CollectGarbage(
+      layout.ObjectsDir(), layout.SnapshotsDir(),
+      [&]() -> StatusOr<std::set<std::string>> {
+        TY_ASSIGN_OR_RETURN(store::SnapshotReferences refs,
+                            store::ReadSnapshotReferences(layout.Database()));
+        return refs.Ids();
+      },
+      options);
 }
 
-Status SnapshotGc(const WorkspaceLayout& layout, const GcOptions& options,
+Status SnapshotGc(const WorkspaceLayout& layout, const cas::GcOptions& options,
                   const std::string& output) {
-  TY_ASSIGN_OR_RETURN(GcReport r, CollectGarbage(layout, options));
+  TY_ASSIGN_OR_RETURN(cas::GcReport r, CollectGarbage(layout, options));
   if (output == "json") {
     PrintJson({{"dry_run", options.dry_run},
                {"keep_newer_than_seconds", options.keep_newer_than_seconds},

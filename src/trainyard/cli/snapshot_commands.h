@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "trainyard/cas/gc.h"
 #include "trainyard/common/status.h"
 #include "trainyard/common/workspace.h"
 
@@ -46,45 +47,13 @@ Status SnapshotDownload(const WorkspaceLayout& layout, const std::string& id_or_
 StatusOr<std::string> ResolveSnapshotId(const WorkspaceLayout& layout,
                                         const std::string& id_or_prefix);
 
-struct GcOptions {
-  // Report what would be removed; remove nothing.
-  bool dry_run = false;
-  // Grace period: an object, manifest or temp file modified less than this many seconds ago is
-  // never removed (a concurrent `job create` may be between writing objects and writing the
-  // manifest, or between writing the manifest and submitting the run).
-  std::int64_t keep_newer_than_seconds = 3600;
-};
-
-// What one collection removed (or, for a dry run, would remove) and kept.
-struct GcReport {
-  std::vector<std::string> removed_snapshots;  // Ids.
-  std::uint64_t removed_snapshot_bytes = 0;    // Manifest file sizes.
-  std::uint64_t removed_objects = 0;
-  std::uint64_t removed_object_bytes = 0;
-  std::uint64_t removed_temp_files = 0;  // Stale files in cas/tmp and snapshots/*.tmp.*.
-  std::uint64_t removed_temp_bytes = 0;
-  std::uint64_t kept_snapshots = 0;
-  std::uint64_t kept_young_snapshots = 0;  // Unreferenced, but within the grace period.
-  std::uint64_t kept_objects = 0;
-  std::uint64_t kept_young_objects = 0;  // Unreferenced, but within the grace period.
-};
-
-// Mark and sweep over the workspace's store, safe while the daemon runs:
-//  1. the roots are the manifests referred to by a run (runs.snapshot_id, or any snapshot id in
-//     its request) or an environment (its definition, e.g. "build_context"), plus every manifest
-//     modified within the grace period; other manifests are removed;
-//  2. the manifests present after that (read again, so one written meanwhile counts) mark the
-//     live objects; objects neither live nor within the grace period are removed, after one more
-//     look for manifests written during the sweep;
-//  3. temp files older than the grace period are removed.
-// Nothing is removed when the database or a manifest cannot be read: an unreadable reference set
-// would make live data look unreferenced. Files that vanish meanwhile (another gc) are skipped.
-// Errors: InvalidArgument for a negative grace period; Internal for unreadable folders, database
-// or manifests (naming them), or a failed removal.
-StatusOr<GcReport> CollectGarbage(const WorkspaceLayout& layout, const GcOptions& options);
+// The workspace's snapshot garbage collection (cas::CollectGarbage over its store), with the
+// snapshots its database's runs and environments refer to as the roots.
+StatusOr<cas::GcReport> CollectGarbage(const WorkspaceLayout& layout,
+                                       const cas::GcOptions& options);
 
 // Runs CollectGarbage and prints the report ("Removed ..." or, for a dry run, "Would remove ...").
-Status SnapshotGc(const WorkspaceLayout& layout, const GcOptions& options,
+Status SnapshotGc(const WorkspaceLayout& layout, const cas::GcOptions& options,
                   const std::string& output);
 
 }  // namespace trainyard::cli

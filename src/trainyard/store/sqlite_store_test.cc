@@ -2,6 +2,7 @@
 
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
+#include "trainyard/store/snapshot_references.h"
 #include "trainyard/store/store.h"
 
 namespace trainyard::store {
@@ -151,6 +152,47 @@ TEST(SqliteStoreTest, PropertiesAreImmutableTagsRemovableAndVerdictKept) {
   EXPECT_EQ(st->SetScriptVerdict("p", RunStatus::kRunning, "").code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(st->SetScriptVerdict("nope", RunStatus::kFailed, "").code(), StatusCode::kNotFound);
+}
+
+TEST(SnapshotReferencesTest, CountsTheSnapshotsRunsAndEnvironmentsName) {
+  const std::string dir = "/tmp/ty-snaprefs-" + RandomHex(4);
+  ASSERT_TRUE(MakeDirs(dir).ok());
+  const std::string db = dir + "/trainyard.db";
+  // No database yet: nothing is referred to (and nothing is created).
+  auto none = ReadSnapshotReferences(db);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_TRUE(none->Ids().empty());
+  EXPECT_FALSE(std::filesystem::exists(db));
+
+  const std::string code(64, 'a'), context(64, 'b'), env_context(64, 'c');
+  {
+    auto st = Open(db);
+    RunRecord run = NewRun("r1");
+    run.snapshot_id = code;
+    run.request_json = R"({"environment":{"build":{"context_snapshot":")" + context + R"("}}})";
+    ASSERT_TRUE(st->InsertRun(run).ok());
+    RunRecord again = NewRun("r2");
+    again.snapshot_id = code;
+    ASSERT_TRUE(st->InsertRun(again).ok());
+    EnvironmentRecord env;
+    env.name = "e";
+    env.version = "1";
+    env.definition_json = R"({"build_context":")" + env_context + R"(","not_an_id":")" +
+                          std::string(63, 'd') + R"("})";
+    env.definition_hash = "h";
+    env.image_hash = "i";
+    env.created_at = NowMillis();
+    ASSERT_TRUE(st->InsertEnvironment(env).ok());
+  }
+  auto refs = ReadSnapshotReferences(db);
+  ASSERT_TRUE(refs.ok()) << refs.status().ToString();
+  EXPECT_EQ(refs->runs.at(code), 2u);
+  EXPECT_EQ(refs->runs.at(context), 1u);
+  EXPECT_EQ(refs->environments.at(env_context), 1u);
+  EXPECT_EQ(refs->Ids(), (std::set<std::string>{code, context, env_context}));
+  EXPECT_TRUE(refs->Has(env_context));
+  EXPECT_FALSE(refs->Has(std::string(64, 'd')));
+  (void)RemoveTree(dir);
 }
 
 }  // namespace
