@@ -21,6 +21,7 @@
 #include "trainyard/cas/manifest.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
+#include "trainyard/cli/command.h"
 #include "trainyard/cli/format.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/sha256.h"
@@ -70,6 +71,19 @@ json EntryJson(const cas::ManifestEntry& e) {
 
 std::string Plural(std::uint64_t n, const char* one, const char* many) {
   return std::to_string(n) + " " + (n == 1 ? one : many);
+}
+
+// Snapshots a folder into the workspace (uploading what a remote daemon lacks) and prints its id.
+int SnapshotCreate(Session& s, const std::string& dir, const std::string& output) {
+  auto snap = s.Snapshot(dir);
+  if (!snap.ok()) return Fail(snap.status());
+  if (output == "json") {
+    json out = {{"id", snap->id}, {"files", snap->file_count}, {"bytes", snap->total_bytes}};
+    std::cout << out.dump() << "\n";
+  } else {
+    std::cout << snap->id << "\n";
+  }
+  return 0;
 }
 
 }  // namespace
@@ -332,6 +346,68 @@ Status SnapshotGc(const WorkspaceLayout& layout, const cas::GcOptions& options,
   }
   std::cout << "\n";
   return Status::Ok();
+}
+
+void AddSnapshotCommands(CommandLine& cl) {
+  struct Options {
+    std::string dir = ".", id, dest;
+    cas::GcOptions gc;
+  };
+  auto o = std::make_shared<Options>();
+  // These work on the workspace's files directly (no daemon needed), so on a local one only;
+  // `preview` and `create` work anywhere.
+  auto local = [](std::function<Status(const WorkspaceLayout&)> fn) {
+    return [fn = std::move(fn)](Session& s) {
+      if (s.target().remote()) {
+        return Fail(FailedPrecondition(
+            "snapshot commands work on a local workspace's files; this one is the remote "
+            "daemon " +
+            s.target().url + " (from " + s.target().found_by + ")"));
+      }
+      const Status st = fn(s.layout());
+      return st.ok() ? 0 : Fail(st);
+    };
+  };
+  auto* snapshot =
+      cl.app.add_subcommand("snapshot", "Inspect, download and clean up source snapshots");
+  snapshot->require_subcommand(1);
+  auto* preview =
+      snapshot->add_subcommand("preview", "What a snapshot of DIR would include and ignore");
+  preview->add_option("dir", o->dir, "Folder to preview (default: .)");
+  cl.AddOutput(preview);
+  cl.Then(preview, [o, &cl](Session& s) {
+    const Status st = SnapshotPreview(s.layout(), o->dir, cl.output);
+    return st.ok() ? 0 : Fail(st);
+  });
+  auto* create = snapshot->add_subcommand(
+      "create",
+      "Snapshot DIR into the workspace (uploading what a remote daemon lacks); prints "
+      "its id");
+  create->add_option("dir", o->dir, "Folder to snapshot (default: .)");
+  cl.AddOutput(create);
+  cl.Then(create, [o, &cl](Session& s) { return SnapshotCreate(s, o->dir, cl.output); });
+  auto* list = snapshot->add_subcommand("list", "List the workspace's snapshots");
+  cl.AddOutput(list);
+  cl.Then(list, local([&cl](const WorkspaceLayout& l) { return SnapshotList(l, cl.output); }));
+  auto* show = snapshot->add_subcommand("show", "Show a snapshot's files");
+  show->add_option("id", o->id, "Snapshot id or a unique prefix (6+ hex digits)")->required();
+  cl.AddOutput(show);
+  cl.Then(show,
+          local([o, &cl](const WorkspaceLayout& l) { return SnapshotShow(l, o->id, cl.output); }));
+  auto* download =
+      snapshot->add_subcommand("download", "Write a snapshot's files into a new folder");
+  download->add_option("id", o->id, "Snapshot id or a unique prefix (6+ hex digits)")->required();
+  download->add_option("dir", o->dest, "Folder to create (must not exist or be empty)")->required();
+  cl.Then(download,
+          local([o](const WorkspaceLayout& l) { return SnapshotDownload(l, o->id, o->dest); }));
+  auto* gc = snapshot->add_subcommand(
+      "gc", "Remove snapshots no run or environment uses, and unreferenced objects");
+  gc->add_flag("--dry-run", o->gc.dry_run, "Only report what would be removed");
+  gc->add_option("--keep-newer-than", o->gc.keep_newer_than_seconds,
+                 "Never remove anything modified less than this many seconds ago (default 3600)");
+  cl.AddOutput(gc);
+  cl.Then(gc,
+          local([o, &cl](const WorkspaceLayout& l) { return SnapshotGc(l, o->gc, cl.output); }));
 }
 
 }  // namespace trainyard::cli

@@ -1,7 +1,8 @@
 #pragma once
 
-// `trainyard snapshot ...`: inspect and maintain the snapshots of the local workspace directly on
-// disk (no daemon needed). Snapshots live as manifests in `<ws>/snapshots/<id>.json` and
+// `trainyard snapshot ...` (AddSnapshotCommands, command.h): inspect and maintain the snapshots
+// of the local workspace directly on disk (no daemon needed; `create` also uploads to a remote
+// one). Snapshots live as manifests in `<ws>/snapshots/<id>.json` and
 // content-addressed objects in `<ws>/cas/sha256/`; runs and environments refer to them by id in
 // the workspace database, which these commands only ever open read-only.
 
