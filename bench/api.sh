@@ -30,15 +30,7 @@ if [ -z "${BUILD_DIR:-}" ]; then
 fi
 ty="$build/src/main/trainyard"
 
-work=$(mktemp -d /tmp/trainyard-bench-api.XXXXXX)
-export TRAINYARD_HOME="$work/ws"
-cleanup() {
-  if [ -f "$TRAINYARD_HOME/server.json" ]; then
-    kill "$(jq -r .pid "$TRAINYARD_HOME/server.json")" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+ty_bench_workspace api
 
 cd "$work"
 "$ty" compute create --name bench --type process --max-nodes 2 >/dev/null

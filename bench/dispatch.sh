@@ -13,15 +13,7 @@ runs="${1:-20}"
 
 ty=$(ty_bench_setup)
 
-work=$(mktemp -d /tmp/trainyard-bench-dispatch.XXXXXX)
-export TRAINYARD_HOME="$work/ws"
-cleanup() {
-  if [ -f "$TRAINYARD_HOME/server.json" ]; then
-    kill "$(jq -r .pid "$TRAINYARD_HOME/server.json")" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+ty_bench_workspace dispatch
 
 image=python:3.11-slim
 cat >"$work/job.yml" <<YAML

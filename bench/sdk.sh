@@ -16,15 +16,8 @@ runs="${1:-20}"
 ty=$(ty_bench_setup)
 py=/usr/bin/python3
 
-work=$(mktemp -d /tmp/trainyard-bench-sdk.XXXXXX)
-export TRAINYARD_HOME="$work/ws" TRAINYARD_CLI="$ty" PYTHONPATH="$root/sdk/python"
-cleanup() {
-  if [ -f "$TRAINYARD_HOME/server.json" ]; then
-    kill "$(jq -r .pid "$TRAINYARD_HOME/server.json")" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+ty_bench_workspace sdk
+export TRAINYARD_CLI="$ty" PYTHONPATH="$root/sdk/python"
 
 mkdir -p "$work/src"
 echo 'print("ok")' >"$work/src/main.py"

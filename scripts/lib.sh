@@ -48,3 +48,17 @@ ty_bench_setup() {
     cmake --build --preset release --target trainyard >/dev/null) || return 1
   echo "$root/build/release/src/main/trainyard"
 }
+
+# Makes a benchmark's scratch folder ($work, /tmp/trainyard-bench-NAME.*) with a workspace in it
+# (exported as TRAINYARD_HOME); on exit the workspace's daemon is stopped and both are removed.
+ty_bench_workspace() {
+  work=$(mktemp -d "/tmp/trainyard-bench-$1.XXXXXX")
+  export TRAINYARD_HOME="$work/ws"
+  trap ty_bench_cleanup EXIT
+}
+ty_bench_cleanup() {
+  if [ -f "$TRAINYARD_HOME/server.json" ]; then
+    kill "$(jq -r .pid "$TRAINYARD_HOME/server.json")" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
