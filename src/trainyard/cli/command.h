@@ -62,6 +62,12 @@ class Session {
     return client_.get();
   }
 
+  // GET `path` of the daemon's API as JSON, connecting first.
+  StatusOr<json> GetJson(const std::string& path) {
+    TY_ASSIGN_OR_RETURN(HttpClient * http, Client());
+    return http->GetJson(path);
+  }
+
   // Snapshots a folder for the daemon: into the workspace's content store when it is local;
   // for a remote daemon, hashed here (with a local stat cache) and only the objects the daemon
   // lacks uploaded. `job_limits` override the workspace's limits where set.

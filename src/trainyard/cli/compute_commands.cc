@@ -163,9 +163,7 @@ int ComputeList(Session& s, const std::string& output) {
 }
 
 int ComputeShow(Session& s, const std::string& name, const std::string& output) {
-  auto http = s.Client();
-  if (!http.ok()) return Fail(http.status());
-  auto status = (*http)->GetJson(ComputePath(name));
+  auto status = s.GetJson(ComputePath(name));
   if (!status.ok()) return Fail(status.status());
   if (output == "json") {
     PrintJson(*status);

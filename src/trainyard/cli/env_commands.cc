@@ -27,9 +27,7 @@ int EnvCreate(Session& s, const std::string& file, const std::string& output) {
 }
 
 int EnvList(Session& s, const std::string& output) {
-  auto http = s.Client();
-  if (!http.ok()) return Fail(http.status());
-  auto envs = (*http)->GetJson("/api/v1/environments");
+  auto envs = s.GetJson("/api/v1/environments");
   if (!envs.ok()) return Fail(envs.status());
   if (output == "json") {
     PrintJson(*envs);
@@ -54,10 +52,8 @@ int EnvShow(Session& s, std::string ref, const std::string& output) {
     name = ref.substr(0, at);
     version = ref.substr(at + 1);
   }
-  auto http = s.Client();
-  if (!http.ok()) return Fail(http.status());
-  auto rec = (*http)->GetJson("/api/v1/environments/" + HttpClient::UrlEncode(name) + "/versions/" +
-                              HttpClient::UrlEncode(version));
+  auto rec = s.GetJson("/api/v1/environments/" + HttpClient::UrlEncode(name) + "/versions/" +
+                       HttpClient::UrlEncode(version));
   if (!rec.ok()) return Fail(rec.status());
   if (output == "json") {
     PrintJson(*rec);

@@ -206,11 +206,9 @@ int JobCreate(Session& s, const std::string& file, bool stream, const SubmitOpti
 }
 
 int JobList(Session& s, const std::string& experiment, int limit, const std::string& output) {
-  auto http = s.Client();
-  if (!http.ok()) return Fail(http.status());
   std::string q = "/api/v1/jobs?limit=" + std::to_string(limit);
   if (!experiment.empty()) q += "&experiment=" + HttpClient::UrlEncode(experiment);
-  auto runs = (*http)->GetJson(q);
+  auto runs = s.GetJson(q);
   if (!runs.ok()) return Fail(runs.status());
   if (output == "json") {
     PrintJson(*runs);
@@ -226,11 +224,9 @@ int JobList(Session& s, const std::string& experiment, int limit, const std::str
 }
 
 int JobShow(Session& s, const std::string& name, const std::string& output) {
-  auto http = s.Client();
-  if (!http.ok()) return Fail(http.status());
-  auto run = (*http)->GetJson(JobPath(name));
+  auto run = s.GetJson(JobPath(name));
   if (!run.ok()) return Fail(run.status());
-  auto metrics = (*http)->GetJson(JobPath(name, "/metrics"));
+  auto metrics = s.GetJson(JobPath(name, "/metrics"));
   if (output == "json") {
     if (metrics.ok() && metrics->contains("metrics")) (*run)["metrics"] = (*metrics)["metrics"];
     PrintJson(*run);
