@@ -24,8 +24,6 @@ namespace fs = std::filesystem;
 
 constexpr std::size_t kIdLength = 64;
 
-bool IsHexLower(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
-
 // One file found by a directory scan: its name and lstat data.
 struct FileInfo {
   std::string name;
@@ -200,7 +198,7 @@ StatusOr<GcReport> CollectGarbage(const fs::path& objects_dir, const fs::path& s
   TY_ASSIGN_OR_RETURN(std::vector<FileInfo> fanout, ScanDir(fanout_dir));
   std::vector<ObjectFile> dead;
   for (const FileInfo& d : fanout) {
-    if (d.name.size() != 2 || !IsHexLower(d.name[0]) || !IsHexLower(d.name[1])) continue;
+    if (d.name.size() != 2 || !IsLowerHexDigit(d.name[0]) || !IsLowerHexDigit(d.name[1])) continue;
     TY_ASSIGN_OR_RETURN(std::vector<FileInfo> files, ScanDir(fanout_dir / d.name));
     for (const FileInfo& f : files) {
       std::string digest = d.name + f.name;

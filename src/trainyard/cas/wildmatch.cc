@@ -74,6 +74,14 @@ class Matcher {
   // What is known of (p, t): `scan` selects the outcome of Scan rather than of Run.
   std::optional<Outcome> Known(size_t p, size_t t, bool scan) const;
   void Remember(size_t p, size_t t, bool scan, Outcome o) const;
+  // Outcomes live in memo_table_ (cell Cell(p, t)) while it stays small, else in memo_map_
+  // (key MapKey(p, t, scan)).
+  bool InTable() const { return (pat_.size() + 1) * (text_.size() + 1) <= kMaxMemoTable; }
+  std::size_t Cell(size_t p, size_t t) const { return p * (text_.size() + 1) + t; }
+  static std::uint64_t MapKey(size_t p, size_t t, bool scan) {
+    return (static_cast<std::uint64_t>(p) << 33) | (static_cast<std::uint64_t>(t) << 1) |
+           (scan ? 1 : 0);
+  }
 
   std::string_view pat_;
   std::string_view text_;
@@ -93,35 +101,27 @@ class Matcher {
 };
 
 std::optional<Outcome> Matcher::Known(size_t p, size_t t, bool scan) const {
-  const std::size_t columns = text_.size() + 1;
-  const std::size_t cells = (pat_.size() + 1) * columns;
-  if (cells <= kMaxMemoTable) {
+  if (InTable()) {
     if (memo_table_.empty()) return std::nullopt;
-    const std::uint8_t cell = memo_table_[p * columns + t];
+    const std::uint8_t cell = memo_table_[Cell(p, t)];
     const int v = scan ? cell >> 4 : cell & 0xf;
     if (v == 0) return std::nullopt;
     return static_cast<Outcome>(v - 1);
   }
-  const std::uint64_t key =
-      (static_cast<std::uint64_t>(p) << 33) | (static_cast<std::uint64_t>(t) << 1) | (scan ? 1 : 0);
-  if (auto it = memo_map_.find(key); it != memo_map_.end()) return it->second;
+  if (auto it = memo_map_.find(MapKey(p, t, scan)); it != memo_map_.end()) return it->second;
   return std::nullopt;
 }
 
 void Matcher::Remember(size_t p, size_t t, bool scan, Outcome o) const {
-  const std::size_t columns = text_.size() + 1;
-  const std::size_t cells = (pat_.size() + 1) * columns;
-  if (cells <= kMaxMemoTable) {
-    if (memo_table_.empty()) memo_table_.assign(cells, 0);
-    std::uint8_t& cell = memo_table_[p * columns + t];
+  if (InTable()) {
+    if (memo_table_.empty()) memo_table_.assign((pat_.size() + 1) * (text_.size() + 1), 0);
+    std::uint8_t& cell = memo_table_[Cell(p, t)];
     const auto v = static_cast<std::uint8_t>(static_cast<int>(o) + 1);
     cell = scan ? static_cast<std::uint8_t>((cell & 0x0f) | (v << 4))
                 : static_cast<std::uint8_t>((cell & 0xf0) | v);
     return;
   }
-  const std::uint64_t key =
-      (static_cast<std::uint64_t>(p) << 33) | (static_cast<std::uint64_t>(t) << 1) | (scan ? 1 : 0);
-  memo_map_.emplace(key, o);
+  memo_map_.emplace(MapKey(p, t, scan), o);
 }
 
 size_t Matcher::NextSlash(size_t t) const {

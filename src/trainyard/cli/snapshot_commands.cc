@@ -38,8 +38,6 @@ constexpr size_t kMinPrefix = 6;
 constexpr size_t kShortId = 12;
 constexpr size_t kPreviewTopFiles = 20;
 
-bool IsHexLower(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
-
 std::int64_t MillisOf(const struct timespec& ts) {
   return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1'000'000;
 }
@@ -94,7 +92,7 @@ StatusOr<std::string> ResolveSnapshotId(const WorkspaceLayout& layout,
   std::transform(prefix.begin(), prefix.end(), prefix.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   if (prefix.size() < kMinPrefix || prefix.size() > kIdLength ||
-      !std::all_of(prefix.begin(), prefix.end(), IsHexLower)) {
+      !std::all_of(prefix.begin(), prefix.end(), IsLowerHexDigit)) {
     return InvalidArgument("'" + cas::PrintablePath(id_or_prefix) +
                            "' is not a snapshot id: give the id or a prefix of at least " +
                            std::to_string(kMinPrefix) + " hex digits");

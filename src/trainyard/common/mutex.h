@@ -40,17 +40,11 @@
 #define CAPABILITY(x) TY_THREAD_ANNOTATION(capability(x))
 #define SCOPED_CAPABILITY TY_THREAD_ANNOTATION(scoped_lockable)
 #define GUARDED_BY(x) TY_THREAD_ANNOTATION(guarded_by(x))
-#define PT_GUARDED_BY(x) TY_THREAD_ANNOTATION(pt_guarded_by(x))
-#define ACQUIRED_BEFORE(...) TY_THREAD_ANNOTATION(acquired_before(__VA_ARGS__))
-#define ACQUIRED_AFTER(...) TY_THREAD_ANNOTATION(acquired_after(__VA_ARGS__))
 #define REQUIRES(...) TY_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
 #define ACQUIRE(...) TY_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
 #define RELEASE(...) TY_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
 #define TRY_ACQUIRE(...) TY_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
 #define EXCLUDES(...) TY_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
-#define ASSERT_CAPABILITY(x) TY_THREAD_ANNOTATION(assert_capability(x))
-#define RETURN_CAPABILITY(x) TY_THREAD_ANNOTATION(lock_returned(x))
-#define NO_THREAD_SAFETY_ANALYSIS TY_THREAD_ANNOTATION(no_thread_safety_analysis)
 
 namespace trainyard {
 
@@ -64,9 +58,6 @@ class CAPABILITY("mutex") Mutex {
   void Lock() ACQUIRE() { mu_.lock(); }
   void Unlock() RELEASE() { mu_.unlock(); }
   bool TryLock() TRY_ACQUIRE(true) { return mu_.try_lock(); }
-  // Tells the analysis the caller holds the mutex, where it cannot see so itself (a callback
-  // invoked under the lock). Checks nothing at run time.
-  void AssertHeld() const ASSERT_CAPABILITY(this) {}
 
  private:
   friend class MutexLock;
@@ -74,8 +65,8 @@ class CAPABILITY("mutex") Mutex {
 };
 
 // Holds a Mutex for its scope. Unlock()/Lock() release and take it again inside the scope;
-// Wait*() wait on a condition variable, releasing the mutex meanwhile and holding it again
-// when they return.
+// Wait() and WaitUntil() wait on a condition variable, releasing the mutex meanwhile and holding it
+// again when they return.
 class SCOPED_CAPABILITY MutexLock {
  public:
   explicit MutexLock(Mutex& mu) ACQUIRE(mu) : lock_(mu.mu_) {}
@@ -92,10 +83,6 @@ class SCOPED_CAPABILITY MutexLock {
   bool WaitUntil(std::condition_variable& cv,
                  const std::chrono::time_point<Clock, Duration>& deadline) {
     return cv.wait_until(lock_, deadline) == std::cv_status::no_timeout;
-  }
-  template <class Rep, class Period>
-  bool WaitFor(std::condition_variable& cv, const std::chrono::duration<Rep, Period>& timeout) {
-    return cv.wait_for(lock_, timeout) == std::cv_status::no_timeout;
   }
 
  private:

@@ -68,7 +68,7 @@ StatusOr<std::string> Sha256File(const std::filesystem::path& path) {
 bool IsSha256Hex(std::string_view s) {
   if (s.size() != 64) return false;
   for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    if (!IsLowerHexDigit(c)) return false;
   }
   return true;
 }

@@ -34,6 +34,9 @@ StatusOr<std::string> Sha256Fd(int fd, std::string_view what);
 // Digest of a file's contents, read in large blocks.
 StatusOr<std::string> Sha256File(const std::filesystem::path& path);
 
+// True for a lower-case hex digit (0-9, a-f), as digests and snapshot ids are written.
+inline bool IsLowerHexDigit(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+
 // True for 64 lower-case hex characters.
 bool IsSha256Hex(std::string_view s);
 

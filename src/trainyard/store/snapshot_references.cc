@@ -8,6 +8,7 @@
 #include <memory>
 #include <string_view>
 
+#include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
 
 namespace trainyard::store {
@@ -17,18 +18,16 @@ namespace fs = std::filesystem;
 
 constexpr std::size_t kIdLength = 64;
 
-bool IsHexLower(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
-
 // Every maximal run of exactly 64 lower-case hex digits in `text` (snapshot ids in JSON).
 void CollectIds(std::string_view text, std::set<std::string>* ids) {
   std::size_t i = 0;
   while (i < text.size()) {
-    if (!IsHexLower(text[i])) {
+    if (!IsLowerHexDigit(text[i])) {
       ++i;
       continue;
     }
     std::size_t j = i;
-    while (j < text.size() && IsHexLower(text[j])) ++j;
+    while (j < text.size() && IsLowerHexDigit(text[j])) ++j;
     if (j - i == kIdLength) ids->insert(std::string(text.substr(i, kIdLength)));
     i = j;
   }

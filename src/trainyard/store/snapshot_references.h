@@ -19,7 +19,6 @@ struct SnapshotReferences {
   std::map<std::string, std::uint64_t> runs;
   std::map<std::string, std::uint64_t> environments;
 
-  bool Has(const std::string& id) const { return runs.count(id) > 0 || environments.count(id) > 0; }
   // Every id referred to.
   std::set<std::string> Ids() const;
 };
