@@ -4,7 +4,7 @@
 #include <string>
 
 #include "fuzz/fuzz_util.h"
-#include "trainyard/exec/process_executor.h"
+#include "trainyard/exec/process/process_executor.h"
 
 using namespace trainyard;
 

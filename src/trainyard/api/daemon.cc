@@ -40,8 +40,9 @@
 #include "trainyard/docker/docker_config.h"
 #include "trainyard/docker/http_engine.h"
 #include "trainyard/envbuild/image_builder.h"
-#include "trainyard/exec/executor.h"
-#include "trainyard/exec/process_executor.h"
+#include "trainyard/exec/docker/docker_runs.h"
+#include "trainyard/exec/process/process_runs.h"
+#include "trainyard/exec/slurm/slurm_runs.h"
 #include "trainyard/sched/scheduler.h"
 #include "trainyard/slurm/slurm.h"
 #include "trainyard/spec/compute.h"
@@ -57,6 +58,8 @@ using store::RunStatus;
 
 constexpr const char* kVersion = "0.1.0";
 constexpr std::uint64_t kMaxChunk = 256 * 1024;  // log bytes per stream answer and file
+// The HTTP server's pool for reads of run tracking (HttpServerOptions::pools).
+constexpr const char* kReadPool = "read";
 
 // Reads up to `max` bytes of the run file `rel` from `offset`, ending on a UTF-8 character
 // boundary unless `at_end` (the run has ended: a dangling partial character is then passed on,
@@ -113,7 +116,7 @@ json RunToJson(const store::RunRecord& r, const std::string& base_url,
   if (auto v = span(RunStatus::kRunning, RunStatus::kFinalizing); v >= 0) {
     phases["running_ms"] = v;
   }
-  const std::optional<std::int64_t> slurm_job = sched::Scheduler::SlurmJobOf(r);
+  const std::optional<std::int64_t> slurm_job = exec::SlurmRunExecutor::JobOf(r.container_id);
   std::string command;
   auto req = json::parse(r.request_json, nullptr, false);
   if (req.is_object() && req.contains("command") && req["command"].is_string()) {
@@ -225,9 +228,14 @@ struct Daemon::Impl {
   std::unique_ptr<cas::ObjectStore> objects;
   std::unique_ptr<cas::Snapshotter> snapshots;
   std::unique_ptr<envbuild::ImageBuilder> builder;
-  std::unique_ptr<exec::DockerExecutor> executor;
-  std::unique_ptr<exec::ProcessExecutor> process_executor;
+  // The nodes of docker and process computes, and the executor of each compute type.
+  std::unique_ptr<exec::DockerExecutor> containers;
+  std::unique_ptr<exec::ProcessExecutor> processes;
   std::unique_ptr<slurm::Client> owned_slurm;
+  std::unique_ptr<exec::DockerRunExecutor> docker_runs;
+  std::unique_ptr<exec::ProcessRunExecutor> process_runs;
+  std::unique_ptr<exec::SlurmRunExecutor> slurm_runs;
+  exec::ExecutorRegistry executors;
   std::unique_ptr<sched::EnvironmentRegistry> environments;
   std::unique_ptr<sched::Scheduler> scheduler;
   std::unique_ptr<tracking::SeriesStore> series;  // Run metrics (<workspace>/tracking.db).
@@ -422,6 +430,7 @@ void Daemon::Impl::InstallRoutes() {
   TrackingRouteOptions tracking_options;
   tracking_options.max_tags_per_run = config.max_tags_per_run;
   tracking_options.max_properties_per_run = config.max_properties_per_run;
+  tracking_options.read_pool = kReadPool;
   AddTrackingRoutes(s, *store, *series, layout, tracking_options);
 
   // Compute targets: create-or-attach, list, the status view, delete.
@@ -798,27 +807,32 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
       options.docker_config.empty() ? docker::DefaultDockerConfigPath() : options.docker_config;
   impl->builder = std::make_unique<envbuild::ImageBuilder>(
       *impl->engine, *impl->snapshots, impl->layout.ScratchDir(), docker_config);
-  impl->executor = std::make_unique<exec::DockerExecutor>(*impl->engine);
   impl->environments = std::make_unique<sched::EnvironmentRegistry>(*impl->store, *impl->secrets);
+  exec::ExecutorOptions eopts;
+  eopts.stop_grace_seconds = impl->config.stop_grace_seconds;
+  eopts.container_pids_limit = impl->config.container_pids_limit;
+  eopts.container_log_max_bytes = impl->config.container_log_max_bytes;
+  TY_ASSIGN_OR_RETURN(eopts.socket_dir, ApiSocketDir(impl->layout.root));
+  eopts.sdk_dir = FindPythonSdk();
+  impl->containers = std::make_unique<exec::DockerExecutor>(*impl->engine);
+  impl->processes = std::make_unique<exec::ProcessExecutor>(
+      exec::ProcessExecutorOptions{impl->layout.root / "nodes"});
+  // Slurm's commands are run only for slurm computes; a machine without Slurm can have none.
+  slurm::Client* slurm = options.slurm;
+  if (slurm == nullptr) {
+    impl->owned_slurm = slurm::MakeCommandClient();
+    slurm = impl->owned_slurm.get();
+  }
+  impl->docker_runs = std::make_unique<exec::DockerRunExecutor>(*impl->containers, eopts);
+  impl->process_runs = std::make_unique<exec::ProcessRunExecutor>(*impl->processes, eopts);
+  impl->slurm_runs = std::make_unique<exec::SlurmRunExecutor>(*slurm, *impl->engine, *impl->secrets,
+                                                              exec::SlurmExecutorOptions{eopts});
+  impl->executors.Add("docker", impl->docker_runs.get());
+  impl->executors.Add("process", impl->process_runs.get());
+  impl->executors.Add("slurm", impl->slurm_runs.get());
   sched::SchedulerOptions sopts;
   // `local` is one node unless the workspace asks for more runs at once (workspace.json).
   sopts.local_max_nodes = std::max(1, impl->config.max_concurrent_runs);
-  impl->process_executor = std::make_unique<exec::ProcessExecutor>(
-      exec::ProcessExecutorOptions{impl->layout.root / "nodes"});
-  sopts.process_executor = impl->process_executor.get();
-  // Slurm's commands are run only for slurm computes; a machine without Slurm can have none.
-  if (options.slurm != nullptr) {
-    sopts.slurm = options.slurm;
-  } else {
-    impl->owned_slurm = slurm::MakeCommandClient();
-    sopts.slurm = impl->owned_slurm.get();
-  }
-  sopts.engine = impl->engine;
-  sopts.stop_grace_seconds = impl->config.stop_grace_seconds;
-  sopts.container_pids_limit = impl->config.container_pids_limit;
-  sopts.container_log_max_bytes = impl->config.container_log_max_bytes;
-  TY_ASSIGN_OR_RETURN(sopts.socket_dir, ApiSocketDir(impl->layout.root));
-  sopts.sdk_dir = FindPythonSdk();
   // ./outputs recorded with digests in the tracking store at Finalizing (docs/tracking.md).
   sopts.collect_outputs = [series = impl->series.get()](
                               const std::string& run_id,
@@ -829,7 +843,7 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
     return skipped;
   };
   impl->scheduler = std::make_unique<sched::Scheduler>(
-      *impl->store, *impl->environments, *impl->builder, *impl->executor, *impl->snapshots,
+      *impl->store, *impl->environments, *impl->builder, impl->executors, *impl->snapshots,
       *impl->secrets, impl->layout, sopts);
 
   // Beyond loopback: HTTPS there (unless insecure_http), plain HTTP on 127.0.0.1 for this
@@ -874,6 +888,8 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   hopts.address = public_host ? "127.0.0.1" : options.host;
   hopts.port = public_host ? 0 : options.port >= 0 ? options.port : impl->config.port;
   hopts.bearer_token = impl->token;
+  // Reads of run tracking (charts, tags) on threads of their own: never queued behind ingest.
+  hopts.pools[kReadPool] = 4;
   // Runs report with tokens scoped to their own run (docs/tracking.md).
   const SecretBox* secrets = &*impl->secrets;
   hopts.token_scope = [secrets](std::string_view token,
@@ -897,7 +913,7 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
     impl->scheduler->SetNetworkTracking(impl->public_url, tracking_ca);
   }
   TY_ASSIGN_OR_RETURN(impl->socket_relay,
-                      SocketRelay::Start(sopts.socket_dir / "api.sock", impl->http->port(),
+                      SocketRelay::Start(eopts.socket_dir / "api.sock", impl->http->port(),
                                          // Runs share half: the user's clients keep the rest.
                                          std::max(1, hopts.max_connections / 2)));
   TY_RETURN_IF_ERROR(impl->scheduler->Recover());

@@ -276,6 +276,8 @@ struct RouteEntry {
   UploadHandler upload_handler;
   std::uint64_t upload_limit = 0;  // Upload routes: largest accepted body.
   bool on_loop = false;            // Sync handlers: run on the event loop, not the pool.
+  std::string pool;                // Off the loop: the named pool it runs on ("" the default).
+  asio::thread_pool* runs_on = nullptr;  // That pool, once the server started.
 };
 
 // The route chosen for a request: the route and its captures, or the error answer (404, 405).
@@ -457,6 +459,8 @@ struct HttpServer::Impl {
   // Runs BodySink::Finish off the event loop. Created by Start, joined by Stop before the
   // event loop (which owns the coroutines waiting on it) is torn down.
   std::optional<asio::thread_pool> blocking;
+  // The named pools (HttpServerOptions::pools), made and joined with `blocking`.
+  std::map<std::string, std::unique_ptr<asio::thread_pool>> pools;
   bool started = false;
   // Sessions alive on the listeners that share the server's cap.
   std::shared_ptr<std::atomic<int>> connections = std::make_shared<std::atomic<int>>(0);
@@ -765,7 +769,7 @@ asio::awaitable<HttpResponse> HttpServer::Impl::Dispatch(HttpRequest& request, R
         response = handler(request);
         co_return;
       };
-      co_await asio::co_spawn(blocking->get_executor(), call(), kAwaitable);
+      co_await asio::co_spawn(best->runs_on->get_executor(), call(), kAwaitable);
       co_return response;
     }
     HttpResponse response = co_await best->async_handler(request);
@@ -1010,8 +1014,8 @@ asio::awaitable<bool> HttpServer::Impl::ServeUpload(
 
   beast::get_lowest_layer(stream).expires_never();
   const std::string what = request.method + " " + route.pattern;
-  const HttpResponse response =
-      co_await asio::co_spawn(blocking->get_executor(), FinishSink(sink.get(), what), kAwaitable);
+  const HttpResponse response = co_await asio::co_spawn(route.runs_on->get_executor(),
+                                                        FinishSink(sink.get(), what), kAwaitable);
   sink.reset();
   if (!co_await WriteResponse(stream, response, version, keep_alive, pace())) co_return false;
   if (!keep_alive) {
@@ -1124,7 +1128,8 @@ void HttpServer::Route(std::string method, std::string pattern, AsyncHandler han
       {std::move(method), std::move(pattern), std::move(*segments), std::move(handler), {}});
 }
 
-void HttpServer::Route(std::string method, std::string pattern, SyncHandler handler) {
+void HttpServer::Route(std::string method, std::string pattern, SyncHandler handler,
+                       std::string pool) {
   StatusOr<std::vector<Segment>> segments = ParsePattern(pattern);
   if (!segments.ok()) {
     impl_->route_errors.push_back(segments.status().message());
@@ -1132,6 +1137,7 @@ void HttpServer::Route(std::string method, std::string pattern, SyncHandler hand
   }
   impl_->routes.push_back(
       {std::move(method), std::move(pattern), std::move(*segments), {}, std::move(handler)});
+  impl_->routes.back().pool = std::move(pool);
 }
 
 void HttpServer::RouteOnLoop(std::string method, std::string pattern, SyncHandler handler) {
@@ -1141,7 +1147,7 @@ void HttpServer::RouteOnLoop(std::string method, std::string pattern, SyncHandle
 }
 
 void HttpServer::UploadRoute(std::string method, std::string pattern, std::uint64_t max_body_bytes,
-                             UploadHandler handler) {
+                             UploadHandler handler, std::string pool) {
   StatusOr<std::vector<Segment>> segments = ParsePattern(pattern);
   if (!segments.ok()) {
     impl_->route_errors.push_back(segments.status().message());
@@ -1150,7 +1156,48 @@ void HttpServer::UploadRoute(std::string method, std::string pattern, std::uint6
   RouteEntry entry{std::move(method), std::move(pattern), std::move(*segments), {}, {}};
   entry.upload_handler = std::move(handler);
   entry.upload_limit = max_body_bytes;
+  entry.pool = std::move(pool);
   impl_->routes.push_back(std::move(entry));
+}
+
+namespace {
+
+// Collects a small body and answers it from Finish, on the blocking pool (BufferedRoute).
+class BufferingSink : public BodySink {
+ public:
+  BufferingSink(HttpRequest request, std::function<Status(std::size_t)> limit_check,
+                SyncHandler handler)
+      : request_(std::move(request)),
+        limit_check_(std::move(limit_check)),
+        handler_(std::move(handler)) {}
+
+  Status Write(std::string_view data) override {
+    request_.body.append(data);
+    return limit_check_ ? limit_check_(request_.body.size()) : Status::Ok();
+  }
+  HttpResponse Finish() override { return handler_(request_); }
+
+ private:
+  HttpRequest request_;
+  std::function<Status(std::size_t)> limit_check_;
+  SyncHandler handler_;
+};
+
+}  // namespace
+
+void HttpServer::BufferedRoute(std::string method, std::string pattern,
+                               std::uint64_t max_body_bytes, SyncHandler handler,
+                               BufferedRouteOptions options) {
+  UploadRoute(
+      std::move(method), std::move(pattern), max_body_bytes,
+      [handler = std::move(handler), precheck = std::move(options.precheck),
+       limit_check = std::move(options.limit_check)](
+          HttpRequest& request) -> StatusOr<std::unique_ptr<BodySink>> {
+        if (precheck) TY_RETURN_IF_ERROR(precheck(request));
+        return std::unique_ptr<BodySink>(
+            std::make_unique<BufferingSink>(request, limit_check, handler));
+      },
+      std::move(options.pool));
 }
 
 Status HttpServer::AddListener(HttpListener listener) {
@@ -1190,6 +1237,12 @@ Status HttpServer::Start() {
   if (!impl.ioc) return FailedPrecondition("HTTP server was stopped; create a new one");
   if (!impl.route_errors.empty()) return InvalidArgument(impl.route_errors.front());
   const HttpServerOptions& o = impl.options;
+  for (const RouteEntry& route : impl.routes) {
+    if (!route.pool.empty() && !o.pools.count(route.pool)) {
+      return InvalidArgument("route " + route.method + " " + route.pattern + " runs on pool '" +
+                             route.pool + "', which the server does not have");
+    }
+  }
   if (Status opened = impl.OpenListeners(); !opened.ok()) {
     for (Impl::Listener& listener : impl.listeners) listener.acceptor.reset();
     return opened;
@@ -1197,6 +1250,13 @@ Status HttpServer::Start() {
   impl.started = true;
 
   impl.blocking.emplace(static_cast<std::size_t>(std::max(1, o.blocking_threads)));
+  for (const auto& [name, threads] : o.pools) {
+    impl.pools[name] =
+        std::make_unique<asio::thread_pool>(static_cast<std::size_t>(std::max(1, threads)));
+  }
+  for (RouteEntry& route : impl.routes) {
+    route.runs_on = route.pool.empty() ? &*impl.blocking : impl.pools.at(route.pool).get();
+  }
   for (Impl::Listener& listener : impl.listeners) {
     asio::co_spawn(*impl.ioc, impl.AcceptLoop(listener), asio::detached);
   }
@@ -1288,6 +1348,7 @@ void HttpServer::Stop() {
   impl.threads.clear();
   // Running Finish calls end; their answers are queued to the stopped loop and dropped below.
   if (impl.blocking) impl.blocking->join();
+  for (auto& [name, pool] : impl.pools) pool->join();
   for (Impl::Listener& listener : impl.listeners) {
     boost::system::error_code ec;
     if (listener.acceptor) listener.acceptor->close(ec);
@@ -1297,6 +1358,7 @@ void HttpServer::Stop() {
   // routes they may point into are still alive.
   impl.ioc.reset();
   impl.blocking.reset();
+  impl.pools.clear();
 }
 
 }  // namespace trainyard

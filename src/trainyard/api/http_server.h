@@ -74,6 +74,21 @@ struct HttpServerOptions {
   // BodySink::Finish and HttpServer::Offload. Several, so that a few slow requests (a slow
   // Slurm, a huge folder) leave threads for everyone else.
   int blocking_threads = 8;
+  // Named pools of threads for blocking work beside that one (name -> threads), for routes that
+  // must not wait behind others: e.g. chart reads beside metric ingest, whose commits fsync. A
+  // route names its pool when it is registered; an unknown name makes Start() fail.
+  std::map<std::string, int> pools;
+};
+
+// How a BufferedRoute runs.
+struct BufferedRouteOptions {
+  // The pool its handler runs on (HttpServerOptions::pools); "" for the blocking pool.
+  std::string pool;
+  // Runs on the event loop once the header is read and may refuse the request before its body
+  // is read.
+  std::function<Status(HttpRequest&)> precheck;
+  // Maps the body's size so far to an error (e.g. a per-run quota), which ends the upload.
+  std::function<Status(std::size_t)> limit_check;
 };
 
 // One parsed request, handed to a handler. The handler may move fields out of it.
@@ -203,8 +218,9 @@ class HttpServer {
   // Registers a handler for `method` (e.g. "GET") and `pattern`
   // (e.g. "/api/v1/runs/{id}/files/{path...}"). A malformed pattern makes Start() fail.
   void Route(std::string method, std::string pattern, AsyncHandler handler);
-  // `handler` runs on the blocking pool (HttpServerOptions::blocking_threads).
-  void Route(std::string method, std::string pattern, SyncHandler handler);
+  // `handler` runs on the blocking pool (HttpServerOptions::blocking_threads), or on the named
+  // `pool` (HttpServerOptions::pools).
+  void Route(std::string method, std::string pattern, SyncHandler handler, std::string pool = {});
   // `handler` runs on the event loop: for answers computed in memory in microseconds (health),
   // which must stay fast while the blocking pool is busy.
   void RouteOnLoop(std::string method, std::string pattern, SyncHandler handler);
@@ -214,9 +230,15 @@ class HttpServer {
   // 100-continue" is answered once the sink is open). A body above `max_body_bytes` is answered
   // 413 naming the limit: before it is read when Content-Length says so, else as soon as the
   // limit is crossed (the sink is then destroyed without Finish). HttpServerOptions::
-  // max_body_bytes does not apply. Routing precedence is as for Route.
+  // max_body_bytes does not apply. Routing precedence is as for Route. BodySink::Finish runs on
+  // the blocking pool, or on the named `pool`.
   void UploadRoute(std::string method, std::string pattern, std::uint64_t max_body_bytes,
-                   UploadHandler handler);
+                   UploadHandler handler, std::string pool = {});
+  // Registers a route whose (small) body, at most `max_body_bytes`, is collected on the event
+  // loop and whose `handler` then runs off it with the body in `request.body`: for routes with
+  // a limit of their own (BufferedRouteOptions says where it runs and what it checks first).
+  void BufferedRoute(std::string method, std::string pattern, std::uint64_t max_body_bytes,
+                     SyncHandler handler, BufferedRouteOptions options = {});
 
   // Serves the same routes on another address too (before Start), e.g. HTTPS on a public
   // address beside plain HTTP on loopback. Its port is port(1) for the first one added, and so

@@ -943,6 +943,65 @@ TEST_F(HttpTest, BlockingSyncHandlersHoldUpNeitherHealthNorOtherClients) {
   }
 }
 
+// A route on a named pool is answered while every thread of the blocking pool is held (chart
+// reads while ingest commits), whether it is a plain sync route or a buffered one.
+TEST_F(HttpTest, RoutesOnANamedPoolAreAnsweredWhileTheBlockingPoolIsFull) {
+  HttpServerOptions options;
+  options.blocking_threads = 2;
+  options.pools["read"] = 1;
+  std::promise<void> gate;
+  observed_.block_gate = gate.get_future().share();
+  server_ = std::make_unique<HttpServer>(options);
+  AddTestRoutes(*server_, root_ / "files", &observed_);
+  server_->Route("GET", "/read/{id}", SyncHandler([](HttpRequest& req) {
+                   return HttpResponse::Json(200, {{"read", req.Param("id")}});
+                 }),
+                 "read");
+  server_->BufferedRoute("POST", "/read-body", 1024,
+                         [](HttpRequest& req) {
+                           return HttpResponse::Json(200, {{"body", req.body}});
+                         },
+                         {.pool = "read"});
+  server_->Route("GET", "/same-pool", SyncHandler([](HttpRequest&) {
+                   return HttpResponse::Json(200, {{"ok", true}});
+                 }));
+  ASSERT_TRUE(server_->Start().ok());
+  client_ = std::make_unique<HttpClient>(BaseUrl());
+  std::vector<std::future<StatusOr<json>>> blocked;
+  for (int i = 0; i < 2; ++i) {
+    blocked.push_back(std::async(std::launch::async, [&] {
+      HttpClient client(BaseUrl());
+      return client.GetJson("/block", 30'000);
+    }));
+  }
+  ASSERT_TRUE(Eventually([&] { return observed_.blocked == 2; }));
+  StatusOr<json> read = client_->GetJson("/read/r1", 5000);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ((*read)["read"], "r1");
+  StatusOr<json> posted = client_->PostJson("/read-body", json{{"x", 1}}, 5000);
+  ASSERT_TRUE(posted.ok()) << posted.status().ToString();
+  const std::string sent = json{{"x", 1}}.dump();
+  EXPECT_EQ((*posted)["body"], sent);
+  // A route on the full blocking pool waits for a thread: it has not been answered yet.
+  auto waiting = std::async(std::launch::async, [&] {
+    HttpClient client(BaseUrl());
+    return client.GetJson("/same-pool", 30'000);
+  });
+  EXPECT_EQ(waiting.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
+  gate.set_value();
+  ASSERT_TRUE(waiting.get().ok());
+  for (auto& b : blocked) ASSERT_TRUE(b.get().ok());
+}
+
+TEST_F(HttpTest, ARouteOnAnUnknownPoolFailsStart) {
+  HttpServer server(HttpServerOptions{});
+  server.Route("GET", "/x", SyncHandler([](HttpRequest&) { return HttpResponse::Json(200, {}); }),
+               "nope");
+  const Status started = server.Start();
+  EXPECT_EQ(started.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(started.message().find("pool 'nope'"), std::string::npos) << started.ToString();
+}
+
 // Reads what the server sends on `socket` until it closes (or `timeout`).
 std::string ReadUntilClosed(tcp::socket& socket, std::chrono::milliseconds timeout) {
   std::string out;

@@ -18,41 +18,11 @@ namespace {
 
 using json = nlohmann::json;
 
-// Collects a small body (JSON) and answers it from Finish, on the blocking pool, so that the
-// disk work of `answer` does not hold up the event loop.
-class BufferingSink : public BodySink {
- public:
-  using Answer = std::function<HttpResponse(const std::string& body)>;
-  explicit BufferingSink(Answer answer) : answer_(std::move(answer)) {}
-
-  Status Write(std::string_view data) override {
-    body_.append(data);
-    return Status::Ok();
-  }
-  HttpResponse Finish() override { return answer_(body_); }
-
- private:
-  Answer answer_;
-  std::string body_;
-};
-
-UploadHandler Buffered(BufferingSink::Answer answer) {
-  return [answer = std::move(answer)](HttpRequest&) -> StatusOr<std::unique_ptr<BodySink>> {
-    return std::unique_ptr<BodySink>(std::make_unique<BufferingSink>(answer));
-  };
-}
-
-StatusOr<json> ParseJson(const std::string& body) {
-  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) return InvalidArgument("request body is not valid JSON");
-  return parsed;
-}
-
 std::string DigestRule() { return "a SHA-256 digest (64 lower-case hex characters)"; }
 
 HttpResponse Missing(cas::ObjectStore& objects, const SnapshotRouteOptions& options,
-                     const std::string& body) {
-  StatusOr<json> parsed = ParseJson(body);
+                     const HttpRequest& req) {
+  StatusOr<json> parsed = req.JsonBody();
   if (!parsed.ok()) return HttpResponse::FromStatus(parsed.status());
   if (!parsed->is_object() || !parsed->contains("digests") || !(*parsed)["digests"].is_array()) {
     return HttpResponse::FromStatus(
@@ -106,8 +76,8 @@ class ObjectSink : public BodySink {
 };
 
 HttpResponse AddSnapshot(cas::Snapshotter& snapshots, const SnapshotRouteOptions& options,
-                         const std::string& body) {
-  StatusOr<cas::Manifest> manifest = cas::Manifest::FromJson(body);
+                         const HttpRequest& req) {
+  StatusOr<cas::Manifest> manifest = cas::Manifest::FromJson(req.body);
   if (!manifest.ok()) return HttpResponse::FromStatus(manifest.status().WithPrefix("manifest"));
   if (manifest->entries.size() > options.max_snapshot_files) {
     return HttpResponse::FromStatus(InvalidArgument(
@@ -133,8 +103,8 @@ HttpResponse AddSnapshot(cas::Snapshotter& snapshots, const SnapshotRouteOptions
 }
 
 HttpResponse SnapshotFolder(cas::ObjectStore& objects, const cas::Snapshotter& snapshots,
-                            const SnapshotRouteOptions& options, const std::string& body) {
-  const nlohmann::json doc = nlohmann::json::parse(body, nullptr, false);
+                            const SnapshotRouteOptions& options, const HttpRequest& req) {
+  const nlohmann::json doc = nlohmann::json::parse(req.body, nullptr, false);
   if (!doc.is_object() || !doc.contains("path") || !doc["path"].is_string()) {
     return HttpResponse::FromStatus(
         InvalidArgument("expected {\"path\": \"/absolute/folder\"} (a folder of the daemon's "
@@ -161,10 +131,9 @@ HttpResponse SnapshotFolder(cas::ObjectStore& objects, const cas::Snapshotter& s
 
 void AddSnapshotRoutes(HttpServer& server, cas::ObjectStore& objects, cas::Snapshotter& snapshots,
                        const SnapshotRouteOptions& options) {
-  server.UploadRoute("POST", "/api/v1/objects/missing", options.max_json_bytes,
-                     Buffered([&objects, options](const std::string& body) {
-                       return Missing(objects, options, body);
-                     }));
+  server.BufferedRoute(
+      "POST", "/api/v1/objects/missing", options.max_json_bytes,
+      [&objects, options](HttpRequest& req) { return Missing(objects, options, req); });
 
   server.UploadRoute(
       "PUT", "/api/v1/objects/{digest}", options.max_object_bytes,
@@ -179,16 +148,15 @@ void AddSnapshotRoutes(HttpServer& server, cas::ObjectStore& objects, cas::Snaps
             std::make_unique<ObjectSink>(std::move(writer).value(), std::move(digest)));
       });
 
-  server.UploadRoute("POST", "/api/v1/snapshots", options.max_json_bytes,
-                     Buffered([&snapshots, options](const std::string& body) {
-                       return AddSnapshot(snapshots, options, body);
-                     }));
+  server.BufferedRoute(
+      "POST", "/api/v1/snapshots", options.max_json_bytes,
+      [&snapshots, options](HttpRequest& req) { return AddSnapshot(snapshots, options, req); });
 
-  // Reading a folder may take seconds: an upload route, so it runs on the blocking pool.
-  server.UploadRoute("POST", "/api/v1/snapshots/from-folder", options.max_json_bytes,
-                     Buffered([&objects, &snapshots, options](const std::string& body) {
-                       return SnapshotFolder(objects, snapshots, options, body);
-                     }));
+  // Reading a folder may take seconds: on the blocking pool.
+  server.BufferedRoute("POST", "/api/v1/snapshots/from-folder", options.max_json_bytes,
+                       [&objects, &snapshots, options](HttpRequest& req) {
+                         return SnapshotFolder(objects, snapshots, options, req);
+                       });
 
   server.Route("GET", "/api/v1/snapshots/{id}", SyncHandler([&snapshots](HttpRequest& req) {
                  StatusOr<cas::Manifest> manifest = snapshots.Load(req.Param("id"));

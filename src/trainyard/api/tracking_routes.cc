@@ -45,12 +45,6 @@ HttpResponse JsonText(int status, const json& j) {
                             "application/json");
 }
 
-StatusOr<json> ParseJson(const std::string& body) {
-  json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) return InvalidArgument("request body is not valid JSON");
-  return parsed;
-}
-
 // What the handlers share. Lives as long as the server's routes (held by their closures).
 struct Context {
   store::Store& store;
@@ -58,46 +52,6 @@ struct Context {
   WorkspaceLayout layout;
   TrackingRouteOptions options;
 };
-
-// Collects a (small) body and answers from Finish, on the blocking pool, so that database work
-// does not hold up the event loop.
-class BufferingSink : public BodySink {
- public:
-  using Answer = std::function<HttpResponse(HttpRequest& request)>;
-  // `limit_check` maps the body size so far to an error once it is too large.
-  BufferingSink(HttpRequest request, std::function<Status(std::size_t)> limit_check, Answer answer)
-      : request_(std::move(request)),
-        limit_check_(std::move(limit_check)),
-        answer_(std::move(answer)) {}
-
-  Status Write(std::string_view data) override {
-    request_.body.append(data);
-    return limit_check_ ? limit_check_(request_.body.size()) : Status::Ok();
-  }
-  HttpResponse Finish() override { return answer_(request_); }
-
- private:
-  HttpRequest request_;
-  std::function<Status(std::size_t)> limit_check_;
-  Answer answer_;
-};
-
-// Registers `method pattern` whose whole answer (`answer`) runs on the blocking pool after the
-// body (at most `limit` bytes) arrived. `precheck`, when set, runs on the event loop before the
-// body is read and may refuse the request.
-void Blocking(HttpServer& server, const std::string& method, const std::string& pattern,
-              std::uint64_t limit, BufferingSink::Answer answer,
-              std::function<Status(HttpRequest&)> precheck = {},
-              std::function<Status(std::size_t)> limit_check = {}) {
-  server.UploadRoute(method, pattern, limit,
-                     [answer = std::move(answer), precheck = std::move(precheck),
-                      limit_check = std::move(limit_check)](
-                         HttpRequest& request) -> StatusOr<std::unique_ptr<BodySink>> {
-                       if (precheck) TY_RETURN_IF_ERROR(precheck(request));
-                       return std::unique_ptr<BodySink>(
-                           std::make_unique<BufferingSink>(request, limit_check, answer));
-                     });
-}
 
 // The run named by the request's {name}; NotFound naming it. PermissionDenied for a write
 // made with the run's token once the run reached Finalizing (CheckRunWritable).
@@ -257,7 +211,7 @@ HttpResponse GetTags(Context& c, HttpRequest& req) {
 HttpResponse PatchTags(Context& c, HttpRequest& req) {
   auto run = RunOf(c, req);
   if (!run.ok()) return HttpResponse::FromStatus(run.status());
-  auto doc = ParseJson(req.body);
+  auto doc = req.JsonBody();
   if (!doc.ok()) return HttpResponse::FromStatus(doc.status());
   const Status shape =
       InvalidArgument(R"(expected {"set": {"name": "value", ...}, "remove": ["name", ...]})");
@@ -295,7 +249,7 @@ HttpResponse GetProperties(Context& c, HttpRequest& req) {
 HttpResponse PostProperties(Context& c, HttpRequest& req) {
   auto run = RunOf(c, req);
   if (!run.ok()) return HttpResponse::FromStatus(run.status());
-  auto doc = ParseJson(req.body);
+  auto doc = req.JsonBody();
   if (!doc.ok()) return HttpResponse::FromStatus(doc.status());
   auto props = StringMap("property", *doc);
   if (!props.ok()) return HttpResponse::FromStatus(props.status());
@@ -309,7 +263,7 @@ HttpResponse PostProperties(Context& c, HttpRequest& req) {
 HttpResponse PostStatus(Context& c, HttpRequest& req) {
   auto run = RunOf(c, req);
   if (!run.ok()) return HttpResponse::FromStatus(run.status());
-  auto doc = ParseJson(req.body);
+  auto doc = req.JsonBody();
   if (!doc.ok()) return HttpResponse::FromStatus(doc.status());
   const Status shape = InvalidArgument(
       R"(expected {"status": "Completed"} or {"status": "Failed", "message": "..."})");
@@ -466,32 +420,34 @@ void AddTrackingRoutes(HttpServer& server, store::Store& store, tracking::Series
     return [ctx, fn](HttpRequest& req) { return fn(*ctx, req); };
   };
 
+  // Reads run on their own pool (TrackingRouteOptions::read_pool), never queued behind the
+  // writes' commits.
+  const BufferedRouteOptions reads{.pool = options.read_pool};
   const std::uint64_t max_metrics = options.max_metrics_body_bytes;
-  Blocking(
-      server, "POST", base + "metrics", std::numeric_limits<std::uint64_t>::max(),
-      bind(PostMetrics),
-      [max_metrics](HttpRequest& req) -> Status {
-        // Before the body is read, with the codec's own message.
-        if (auto length = req.Header("content-length")) {
-          return tracking::CheckMetricsBodySize(std::strtoull(length->c_str(), nullptr, 10),
-                                                max_metrics);
-        }
-        return Status::Ok();
-      },
-      [max_metrics](std::size_t so_far) {  // chunked bodies
-        return tracking::CheckMetricsBodySize(so_far, max_metrics);
-      });
-  Blocking(server, "GET", base + "metrics", kMaxGetBody, bind(ListMetrics));
-  Blocking(server, "GET", base + "metrics/{metric...}", kMaxGetBody, bind(GetMetric));
+  server.BufferedRoute("POST", base + "metrics", std::numeric_limits<std::uint64_t>::max(),
+                       bind(PostMetrics),
+                       {.precheck = [max_metrics](HttpRequest& req) -> Status {
+                          // Before the body is read, with the codec's own message.
+                          if (auto length = req.Header("content-length")) {
+                            return tracking::CheckMetricsBodySize(
+                                std::strtoull(length->c_str(), nullptr, 10), max_metrics);
+                          }
+                          return Status::Ok();
+                        },
+                        .limit_check = [max_metrics](std::size_t so_far) {  // chunked bodies
+                          return tracking::CheckMetricsBodySize(so_far, max_metrics);
+                        }});
+  server.BufferedRoute("GET", base + "metrics", kMaxGetBody, bind(ListMetrics), reads);
+  server.BufferedRoute("GET", base + "metrics/{metric...}", kMaxGetBody, bind(GetMetric), reads);
 
   const std::uint64_t max_json = options.max_json_body_bytes;
-  Blocking(server, "POST", base + "entries", max_json, bind(PostEntries));
-  Blocking(server, "GET", base + "entries", kMaxGetBody, bind(ListEntries));
-  Blocking(server, "GET", base + "tags", kMaxGetBody, bind(GetTags));
-  Blocking(server, "PATCH", base + "tags", max_json, bind(PatchTags));
-  Blocking(server, "GET", base + "properties", kMaxGetBody, bind(GetProperties));
-  Blocking(server, "POST", base + "properties", max_json, bind(PostProperties));
-  Blocking(server, "POST", base + "status", max_json, bind(PostStatus));
+  server.BufferedRoute("POST", base + "entries", max_json, bind(PostEntries));
+  server.BufferedRoute("GET", base + "entries", kMaxGetBody, bind(ListEntries), reads);
+  server.BufferedRoute("GET", base + "tags", kMaxGetBody, bind(GetTags), reads);
+  server.BufferedRoute("PATCH", base + "tags", max_json, bind(PatchTags));
+  server.BufferedRoute("GET", base + "properties", kMaxGetBody, bind(GetProperties), reads);
+  server.BufferedRoute("POST", base + "properties", max_json, bind(PostProperties));
+  server.BufferedRoute("POST", base + "status", max_json, bind(PostStatus));
 
   server.UploadRoute("PUT", base + "files/{path...}", options.max_file_bytes,
                      [ctx](HttpRequest& req) { return OpenRunFile(*ctx, req); });

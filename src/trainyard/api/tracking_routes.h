@@ -26,6 +26,9 @@ struct TrackingRouteOptions {
   // 400 naming the limit). Entries are capped by the tracking store.
   std::uint64_t max_tags_per_run = 10'000;
   std::uint64_t max_properties_per_run = 10'000;
+  // The server's pool (HttpServerOptions::pools) the read routes run on, so that a chart read
+  // never waits behind metric ingest; "" for the blocking pool every other route shares.
+  std::string read_pool;
 };
 
 // Registers the routes a run reports through, all under /api/v1/jobs/{name}/ (docs/tracking.md):
@@ -34,8 +37,8 @@ struct TrackingRouteOptions {
 //   GET/PATCH tags, GET/POST properties, POST status   run metadata (`store`)
 //   PUT files/{path...}                                a file of the run's folder
 // Every route answers 404 naming the run when `store` does not know it. Work that touches a
-// database or fsyncs runs on the server's blocking pool (as BodySink::Finish), not its event
-// loop. Borrows `store`, `tracking` and `layout`: they must outlive the server.
+// database or fsyncs runs off the server's event loop: reads on `read_pool`, writes on the
+// blocking pool. Borrows `store`, `tracking` and `layout`: they must outlive the server.
 void AddTrackingRoutes(HttpServer& server, store::Store& store, tracking::SeriesStore& tracking,
                        const WorkspaceLayout& layout, const TrackingRouteOptions& options = {});
 

@@ -13,8 +13,10 @@
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
 #include "trainyard/docker/fake_engine.h"
-#include "trainyard/exec/process_executor.h"
-#include "trainyard/sched/internal.h"
+#include "trainyard/exec/docker/docker_runs.h"
+#include "trainyard/exec/process/process_runs.h"
+#include "trainyard/exec/run_logs.h"
+#include "trainyard/exec/slurm/slurm_runs.h"
 #include "trainyard/spec/spec.h"
 
 namespace trainyard::sched {
@@ -114,7 +116,7 @@ class SchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override { Build(2); }
 
-  void Build(int max_concurrent) {
+  void Build(int max_concurrent, exec::ExecutorOptions eopts = {}) {
     scheduler_.reset();
     if (root_.empty()) {
       root_ = fs::temp_directory_path() / ("ty-sched-" + RandomHex(4));
@@ -133,14 +135,18 @@ class SchedulerTest : public ::testing::Test {
       registry_ = std::make_unique<EnvironmentRegistry>(*store_, secrets_);
       engine_.AddImage("python:3.11-slim");
     }
+    eopts.stop_grace_seconds = 1;
+    docker_runs_ = std::make_unique<exec::DockerRunExecutor>(*executor_, eopts);
+    process_runs_ = std::make_unique<exec::ProcessRunExecutor>(*process_executor_, eopts);
+    slurm_runs_ = std::make_unique<exec::SlurmRunExecutor>(
+        slurm_, engine_, secrets_, exec::SlurmExecutorOptions{eopts, /*poll_ms=*/20});
+    executors_ = exec::ExecutorRegistry();
+    executors_.Add("docker", docker_runs_.get());
+    executors_.Add("process", process_runs_.get());
+    executors_.Add("slurm", slurm_runs_.get());
     SchedulerOptions opts;
     opts.local_max_nodes = max_concurrent;
-    opts.stop_grace_seconds = 1;
-    opts.process_executor = process_executor_.get();
-    opts.slurm = &slurm_;
-    opts.engine = &engine_;
-    opts.slurm_poll_ms = 20;
-    scheduler_ = std::make_unique<Scheduler>(*store_, *registry_, *builder_, *executor_,
+    scheduler_ = std::make_unique<Scheduler>(*store_, *registry_, *builder_, executors_,
                                              *snapshots_, secrets_, layout_, opts);
   }
 
@@ -247,6 +253,10 @@ class SchedulerTest : public ::testing::Test {
   std::unique_ptr<envbuild::ImageBuilder> builder_;
   std::unique_ptr<exec::DockerExecutor> executor_;
   std::unique_ptr<exec::ProcessExecutor> process_executor_;
+  std::unique_ptr<exec::DockerRunExecutor> docker_runs_;
+  std::unique_ptr<exec::ProcessRunExecutor> process_runs_;
+  std::unique_ptr<exec::SlurmRunExecutor> slurm_runs_;
+  exec::ExecutorRegistry executors_;
   std::unique_ptr<EnvironmentRegistry> registry_;
   std::unique_ptr<Scheduler> scheduler_;
   FakeSlurm slurm_;
@@ -255,10 +265,10 @@ class SchedulerTest : public ::testing::Test {
 // A node that writes without newlines must not grow the daemon's memory: the multi-node log's
 // line prefixer cuts a line at kMaxLine, and keeps every byte.
 TEST(LinePrefixerTest, LongLinesArePassedOnInBoundedPieces) {
-  constexpr std::size_t kMax = internal::LinePrefixer::kMaxLine;
+  constexpr std::size_t kMax = exec::LinePrefixer::kMaxLine;
   std::string out;
   std::size_t largest_write = 0;
-  internal::LinePrefixer p("[n] ", [&](std::string_view t) {
+  exec::LinePrefixer p("[n] ", [&](std::string_view t) {
     largest_write = std::max(largest_write, t.size());
     out.append(t);
   });
@@ -400,13 +410,10 @@ TEST_F(SchedulerTest, CodeFolderIsReadOnlyLinksUnlessCopied) {
 // Runs can reach the daemon: its socket folder and the SDK are mounted, the SDK joins the
 // image's own PYTHONPATH, and the run gets a token that names it alone.
 TEST_F(SchedulerTest, RunsGetTheTrackingSocketSdkAndARunToken) {
-  SchedulerOptions opts;
-  opts.local_max_nodes = 1;
-  opts.sdk_dir = root_ / "sdk-python";
-  opts.socket_dir = root_ / "sock";
-  scheduler_.reset();
-  scheduler_ = std::make_unique<Scheduler>(*store_, *registry_, *builder_, *executor_, *snapshots_,
-                                           secrets_, layout_, opts);
+  exec::ExecutorOptions eopts;
+  eopts.sdk_dir = root_ / "sdk-python";
+  eopts.socket_dir = root_ / "sock";
+  Build(1, eopts);
   engine_.SetImageEnv("python:3.11-slim", {"PATH=/usr/bin", "PYTHONPATH=/app/lib"});
   engine_.SetRunner([](const docker::ContainerConfig&, const docker::TextSink&) { return 0; });
   auto run = scheduler_->Submit(Request("python train.py"));

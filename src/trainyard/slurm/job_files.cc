@@ -295,6 +295,11 @@ fi
 
   s << "\n# The container's arguments.\n"
     << "set -- --name \"$name\" --network host\n";
+  if (rt != "podman") {
+    // The engine's init runs as PID 1 and passes SIGTERM on: a script running as PID 1 would
+    // ignore it, and every cancel or timeout would wait out the whole grace period.
+    s << "set -- \"$@\" --init\n";
+  }
   if (task.shm_size_bytes > 0) s << "set -- \"$@\" --shm-size=" << task.shm_size_bytes << "\n";
   for (const docker::Mount& m : task.mounts) {
     s << "set -- \"$@\" -v " << ShellQuote(m.source + ":" + m.target + (m.read_only ? ":ro" : ""))

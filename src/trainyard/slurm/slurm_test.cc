@@ -705,6 +705,8 @@ esac
   EXPECT_NE(args.find("--name\ntrainyard-exp_1_abcdef01-3\n--network\nhost\n"), std::string::npos)
       << args;
   EXPECT_NE(args.find("/trainyard/hostfile:ro"), std::string::npos);
+  // Under the engine's init, so the command stops at SIGTERM, not only after the grace period.
+  EXPECT_NE(args.find("\n--init\n"), std::string::npos) << args;
   EXPECT_EQ(args.find("it's"), std::string::npos);  // values by name only
   auto exit = ReadTaskExit(files, 3);
   ASSERT_TRUE(exit.has_value());

@@ -82,6 +82,16 @@ struct RunRecord {
   std::int64_t TimeOf(RunStatus s) const;
 };
 
+// Fields of a run to change (Store::SetRunFields), each only when given; their meaning is
+// RunRecord's.
+struct RunFields {
+  std::optional<std::string> image_hash;
+  std::optional<std::string> image;
+  std::optional<int> exit_code;
+  std::optional<std::string> failure_reason;
+  std::optional<std::string> container_id;
+};
+
 struct RunFilter {
   std::string experiment;  // empty: all
   int limit = 100;

@@ -450,6 +450,31 @@ class SqliteStore : public Store {
     return Status::Ok();
   }
 
+  Status SetRunFields(const std::string& id, const RunFields& fields) override {
+    std::string sql = "UPDATE runs SET updated_at = ?";
+    for (const auto& [given, column] : {std::pair{fields.image_hash.has_value(), "image_hash"},
+                                        {fields.image.has_value(), "image"},
+                                        {fields.exit_code.has_value(), "exit_code"},
+                                        {fields.failure_reason.has_value(), "failure_reason"},
+                                        {fields.container_id.has_value(), "container_id"}}) {
+      if (given) sql += std::string(", ") + column + " = ?";
+    }
+    sql += " WHERE id = ?";
+    MutexLock lock(mu_);
+    Stmt q(db_, sql.c_str());
+    int i = 1;
+    q.Bind(i++, NowMillis());
+    if (fields.image_hash) q.Bind(i++, *fields.image_hash);
+    if (fields.image) q.Bind(i++, *fields.image);
+    if (fields.exit_code) q.BindOptional(i++, fields.exit_code);
+    if (fields.failure_reason) q.Bind(i++, *fields.failure_reason);
+    if (fields.container_id) q.Bind(i++, *fields.container_id);
+    q.Bind(i, id);
+    if (q.Step() != SQLITE_DONE) return q.Error("update run");
+    if (sqlite3_changes(db_) == 0) return NotFound("run '" + id + "' not found");
+    return Status::Ok();
+  }
+
   Status UpdateRunTags(const std::string& id, const std::map<std::string, std::string>& set,
                        const std::vector<std::string>& remove, std::uint64_t max_tags) override {
     MutexLock lock(mu_);

@@ -44,6 +44,31 @@ TEST(SqliteStoreTest, RunLifecyclePersistsTransitions) {
   EXPECT_EQ(st->InsertRun(NewRun("r1")).code(), StatusCode::kAlreadyExists);
 }
 
+// A narrow update writes the fields it is given and leaves every other one as it was.
+TEST(SqliteStoreTest, SetRunFieldsChangesOnlyTheGivenFields) {
+  auto st = Open();
+  ASSERT_TRUE(st->InsertRun(NewRun("r")).ok());
+  ASSERT_TRUE(
+      st->SetRunFields("r", {.image_hash = "h1", .image = "img:1", .container_id = "c1"}).ok());
+  ASSERT_TRUE(st->SetRunFields("r", {.exit_code = 0}).ok());
+  ASSERT_TRUE(st->SetRunFields("r", {.failure_reason = "why"}).ok());
+  auto r = st->GetRun("r");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->image_hash, "h1");
+  EXPECT_EQ(r->image, "img:1");
+  EXPECT_EQ(r->container_id, "c1");
+  EXPECT_EQ(r->exit_code, std::optional<int>(0));
+  EXPECT_EQ(r->failure_reason, "why");
+  ASSERT_TRUE(st->SetRunFields("r", {.image = "img:2"}).ok());
+  r = st->GetRun("r");
+  EXPECT_EQ(r->image, "img:2");
+  EXPECT_EQ(r->image_hash, "h1");
+  EXPECT_EQ(r->container_id, "c1");
+  EXPECT_EQ(r->exit_code, std::optional<int>(0));
+  EXPECT_EQ(r->failure_reason, "why");
+  EXPECT_EQ(st->SetRunFields("nope", {.image = "x"}).code(), StatusCode::kNotFound);
+}
+
 TEST(SqliteStoreTest, UpdateAndListRuns) {
   auto st = Open();
   ASSERT_TRUE(st->InsertRun(NewRun("a", "e1")).ok());

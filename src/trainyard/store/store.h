@@ -55,6 +55,9 @@ class Store {
   // Updates the mutable fields: image_hash, image, exit_code, failure_reason, container_id,
   // environment name/version. Status and transitions are not touched.
   virtual Status UpdateRun(const RunRecord& run) = 0;
+  // Sets the fields given in `fields` and no other, in one statement (no read first).
+  // NotFound for an unknown run.
+  virtual Status SetRunFields(const std::string& id, const RunFields& fields) = 0;
   // Sets the tags in `set` (new or replaced), then removes those in `remove` (a name the run
   // does not have is fine), all or none. InvalidArgument naming the limit when the run would then
   // have more than `max_tags` tags; NotFound for an unknown run.

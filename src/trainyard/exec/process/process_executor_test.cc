@@ -1,4 +1,4 @@
-#include "trainyard/exec/process_executor.h"
+#include "trainyard/exec/process/process_executor.h"
 
 #include <gtest/gtest.h>
 #include <signal.h>

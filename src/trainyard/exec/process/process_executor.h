@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "trainyard/common/status.h"
-#include "trainyard/exec/executor.h"
+#include "trainyard/exec/node_executor.h"
 
 namespace trainyard::exec {
 
@@ -50,7 +50,7 @@ struct ProcessExecutorOptions {
 // `image` and `shm_size_bytes` are ignored; `mounts` must be empty.
 //
 // Thread-safe: the executor keeps no mutable state; all of it lives in the state folders.
-class ProcessExecutor : public Executor {
+class ProcessExecutor : public NodeExecutor {
  public:
   explicit ProcessExecutor(ProcessExecutorOptions options);
 
@@ -61,7 +61,7 @@ class ProcessExecutor : public Executor {
   StatusOr<std::string> Launch(const LaunchSpec& spec) override;
   // Streams output.log from its first byte until the node has ended and the log is drained.
   // NotFound when there is no such node.
-  using Executor::StreamLogs;
+  using NodeExecutor::StreamLogs;
   // Positions are byte offsets into the node's output file.
   Status StreamLogs(const std::string& handle, const std::string& from,
                     const PositionedSink& sink) override;

@@ -1,14 +1,14 @@
 #pragma once
 
-// Pieces the scheduler's files share (scheduler.cc, slurm_runs.cc). Not part of its interface.
+// The log files of a run while its nodes are followed (user_logs/std_log.txt and one per node),
+// written below the run's folder without following links: the run can write there too.
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
-#include <condition_variable>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -18,34 +18,17 @@
 #include <string_view>
 #include <vector>
 
-#include "trainyard/common/fs.h"
 #include "trainyard/common/mutex.h"
 #include "trainyard/common/rooted_dir.h"
 #include "trainyard/docker/engine.h"
-#include "trainyard/sched/scheduler.h"
-#include "trainyard/spec/definition.h"
-#include "trainyard/spec/spec.h"
-#include "trainyard/store/store.h"
 
-namespace trainyard::sched::internal {
+namespace trainyard::exec {
 
 namespace fs = std::filesystem;
 
-// "trainyard-<workspace id>-<run>": the container of a one-node run, the network of a multi-node
-// one, the Slurm job of a run. The workspace id keeps two workspaces that share an engine or a
-// cluster (and both run a job named `baseline`) apart.
-std::string ContainerName(const std::string& workspace_id, const std::string& run_id);
-// Node `i`'s log, relative to the run's folder (multi-node runs).
-std::string NodeLogName(int i);
-// Processes the command runs as on each node (distribution.process_count_per_instance).
-int ProcessesPerNode(const spec::RunRequest& req);
-// Whether a run's code folder is mounted read-only (hard links to the snapshot's objects).
-bool CodeIsReadOnly(const spec::RunRequest& req);
 // Whether the last 64 KiB of the regular file `rel` below `run_dir` (reached without following
 // any link) contain `needle`.
 bool LogTailMentions(const fs::path& run_dir, std::string_view rel, std::string_view needle);
-// The reason a run ends with when its script reported fail(message), or nullopt.
-std::optional<std::string> ScriptFailure(store::Store& store, const std::string& run_id);
 
 // Writes whole lines to `sink`, each after `prefix`; a partial line waits for its end (or Flush).
 class LinePrefixer {
@@ -222,43 +205,4 @@ class FollowedLogs {
   std::function<void()> on_write_;
 };
 
-}  // namespace trainyard::sched::internal
-
-namespace trainyard::sched {
-
-struct Scheduler::RunContext {
-  std::string id;
-  spec::RunRequest request;
-  store::RunStatus status = store::RunStatus::kNotStarted;
-  std::int64_t running_since = 0;
-
-  // How the worker starts: a fresh run, or a re-attach to a container a previous daemon
-  // launched.
-  bool attach = false;
-
-  // Where it runs. Set at admission; `slots` while it holds nodes. Guarded by the scheduler's
-  // mu_ (except `compute` and `nodes`, fixed at admission).
-  std::string compute;
-  bool process = false;    // a `process` compute: no image, host paths
-  bool slurm = false;      // a `slurm` compute: one batch job on a cluster
-  std::string shared_dir;  // a slurm compute's shared folder (empty: the workspace)
-  int nodes = 1;
-  std::pair<int, std::uint64_t> queue_key;  // (-priority, submission order)
-  std::int64_t queued_at = 0;
-  bool image_ready = false;  // its image was built (or needs none): it may start
-  bool queued = false;       // in its compute's queue
-  std::vector<int> slots;    // node slots held
-  std::string image_hash;    // its environment's image, for the prebuild
-
-  Mutex mu;
-  std::condition_variable cv;
-  bool cancel_requested GUARDED_BY(mu) = false;
-  bool timed_out GUARDED_BY(mu) = false;
-  bool node_done GUARDED_BY(mu) = false;            // every node ended
-  bool node_failed GUARDED_BY(mu) = false;          // a node ended with an error
-  std::vector<std::string> handles GUARDED_BY(mu);  // one per node, once launched
-  std::int64_t slurm_job GUARDED_BY(mu) = 0;        // its Slurm job, once submitted
-  std::string slurm_wait GUARDED_BY(mu);            // why Slurm holds it pending, if it does
-};
-
-}  // namespace trainyard::sched
+}  // namespace trainyard::exec

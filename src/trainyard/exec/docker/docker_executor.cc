@@ -1,6 +1,6 @@
-#include <optional>
+#include "trainyard/exec/docker/docker_executor.h"
 
-#include "trainyard/exec/executor.h"
+#include <optional>
 
 namespace trainyard::exec {
 
@@ -93,7 +93,7 @@ StatusOr<bool> DockerExecutor::HasEnded(const std::string& handle) {
   return state.status == "exited" || state.status == "dead";
 }
 
-StatusOr<Executor::NodeLabels> DockerExecutor::Labels(const std::string& handle) {
+StatusOr<NodeExecutor::NodeLabels> DockerExecutor::Labels(const std::string& handle) {
   TY_ASSIGN_OR_RETURN(docker::ContainerState state, engine_.InspectContainer(handle));
   return NodeLabels(std::move(state.labels));
 }

@@ -1,8 +1,9 @@
 #pragma once
 
-// Executors run a prepared run somewhere: a container on the local Docker engine (DockerExecutor,
-// here), later a process on the host or a Slurm job. The scheduler drives them; they own no
-// run state.
+// A node executor starts, follows, stops and removes the nodes of runs one node at a time: a
+// container on a Docker engine (exec/docker/docker_executor.h) or a process on this host
+// (exec/process/process_executor.h). The run executors of those computes (RunExecutor,
+// exec/run_executor.h) drive them; they own no run state.
 
 #include <map>
 #include <optional>
@@ -57,9 +58,9 @@ struct ExitInfo {
 using PositionedSink = std::function<void(std::string_view data, const std::string& position)>;
 
 // Thread-safe. Handles are opaque strings (a container id for DockerExecutor).
-class Executor {
+class NodeExecutor {
  public:
-  virtual ~Executor() = default;
+  virtual ~NodeExecutor() = default;
   // Creates and starts the node. Returns its handle.
   virtual StatusOr<std::string> Launch(const LaunchSpec& spec) = 0;
   // Streams the node's output from just after `from` (a position `sink` was given before; ""
@@ -102,31 +103,6 @@ class Executor {
     TY_ASSIGN_OR_RETURN(bool running, IsRunning(handle));
     return !running;
   }
-};
-
-// Runs nodes as containers on a Docker engine (borrowed; must outlive the executor).
-class DockerExecutor : public Executor {
- public:
-  explicit DockerExecutor(docker::Engine& engine) : engine_(engine) {}
-
-  StatusOr<std::string> Launch(const LaunchSpec& spec) override;
-  using Executor::StreamLogs;
-  // Positions are the engine's message timestamps (docker::LogPosition).
-  Status StreamLogs(const std::string& handle, const std::string& from,
-                    const PositionedSink& sink) override;
-  StatusOr<ExitInfo> Wait(const std::string& handle) override;
-  Status Stop(const std::string& handle, int grace_seconds) override;
-  StatusOr<bool> IsRunning(const std::string& handle) override;
-  Status Cleanup(const std::string& handle) override;
-  Status CreateNetwork(const std::string& name,
-                       const std::map<std::string, std::string>& labels) override;
-  Status RemoveNetwork(const std::string& name) override;
-  Status Ping() override { return engine_.Ping(); }
-  StatusOr<bool> HasEnded(const std::string& handle) override;
-  StatusOr<NodeLabels> Labels(const std::string& handle) override;
-
- private:
-  docker::Engine& engine_;
 };
 
 }  // namespace trainyard::exec
