@@ -58,8 +58,7 @@ void NodeRunExecutor::RemoveLeftovers() {
   }
 }
 
-StatusOr<std::unique_ptr<LaunchedRun>> NodeRunExecutor::Launch(const RunPlan& plan,
-                                                                RunHost& host) {
+StatusOr<std::unique_ptr<LaunchedRun>> NodeRunExecutor::Launch(const RunPlan& plan, RunHost& host) {
   TY_RETURN_IF_ERROR(host.Transition(RunStatus::kStarting).WithPrefix("internal"));
   const NodeView view = ViewOf(plan);
   // A multi-node run's nodes share a network of their own, where they find each other by name.
@@ -67,10 +66,9 @@ StatusOr<std::unique_ptr<LaunchedRun>> NodeRunExecutor::Launch(const RunPlan& pl
   if (plan.nodes > 1) {
     launched = WriteFileAtomic(HostfilePath(plan), Hostfile(plan, view));
     if (launched.ok()) {
-      launched = nodes_.CreateNetwork(
-          ContainerName(plan.workspace_id, plan.run_id),
-          {{"trainyard.run_id", plan.run_id},
-           {"trainyard.workspace", plan.workspace_root.string()}});
+      launched = nodes_.CreateNetwork(ContainerName(plan.workspace_id, plan.run_id),
+                                      {{"trainyard.run_id", plan.run_id},
+                                       {"trainyard.workspace", plan.workspace_root.string()}});
     }
   }
   // Nodes of earlier runs that could not be removed when their engine was gone; it answers now.
@@ -107,9 +105,8 @@ StatusOr<std::unique_ptr<LaunchedRun>> NodeRunExecutor::Launch(const RunPlan& pl
 }
 
 StatusOr<std::unique_ptr<LaunchedRun>> NodeRunExecutor::Recover(const RunPlan& plan,
-                                                                 RunHost& /*host*/,
-                                                                 RunStatus status,
-                                                                 const std::string& /*handle*/) {
+                                                                RunHost& /*host*/, RunStatus status,
+                                                                const std::string& /*handle*/) {
   std::vector<std::string> handles;
   for (int i = 0; i < plan.nodes; ++i) handles.push_back(NodeName(plan, i));
   // A node of that name that is not this run's (another workspace's) is not its either.
@@ -169,8 +166,7 @@ RunEnd NodeRunExecutor::Run::Follow(RunHost& host, bool resume) {
     lock.Unlock();
     std::vector<std::thread> stops;
     for (const auto& h : handles) {
-      stops.emplace_back(
-          [&, h] { (void)nodes.Stop(h, executor_.options_.stop_grace_seconds); });
+      stops.emplace_back([&, h] { (void)nodes.Stop(h, executor_.options_.stop_grace_seconds); });
     }
     for (auto& t : stops) t.join();
   });

@@ -44,7 +44,8 @@ struct RunPlan {
   spec::RunRequest request;
   // The compute target as stored (a registry password stays sealed).
   spec::ComputeDefinition compute;
-  // The run's environment, resolved; its variables reach every node.
+  // The run's environment, resolved; its variables reach every node. Its registry password is
+  // dropped once the image is made.
   spec::EnvironmentDefinition environment;
   // The image built for it; empty for executors that need none (NeedsImage).
   std::string image;
@@ -60,7 +61,8 @@ struct RunPlan {
   // The compute's node slots it holds, one per node (GPU k of a node slot s is the machine's
   // s * node_gpus + k).
   std::vector<int> slots;
-  // How the run reports its metrics, files and status: the run's token, and an address on the
+  // How the run reports its metrics, files and status: the run's token (made just before
+  // Launch; empty in Recover, where no node is started), and an address on the
   // network (with the certificate to trust it by, "" for the system's) when the daemon serves
   // beyond loopback. An executor whose nodes may be other machines uses the address; the others
   // use the daemon's socket.
@@ -107,7 +109,8 @@ struct RunControl {
   }
 };
 
-// The scheduler's side of a run, for its executor. Thread-safe.
+// The scheduler's side of a run, for its executor: valid for the call it is passed to (Launch,
+// Follow, Release, Recover), not to be kept beyond it. Thread-safe.
 class RunHost {
  public:
   virtual ~RunHost() = default;

@@ -455,7 +455,10 @@ void Scheduler::DispatchLocked(ComputeState& c) {
   if (shutting_down_ || recovering_) return;
   for (ComputeQueue::Started& started : c.queue.Dispatch()) {
     auto it = active_.find(started.run_id);
-    if (it == active_.end()) continue;
+    if (it == active_.end()) {
+      c.queue.Release(started.run_id);  // (every queued run is active; never kept by mistake)
+      continue;
+    }
     it->second->slots = std::move(started.slots);
     StartWorkerLocked(it->second);
   }
@@ -477,7 +480,9 @@ void Scheduler::PlaceLocked(RunContext& ctx, const spec::ComputeDefinition& def)
 }
 
 void Scheduler::HoldNodesLocked(RunContext& ctx) {
-  ctx.slots = computes_.at(ctx.compute).queue.Hold(ctx.id, ctx.nodes);
+  if (auto c = computes_.find(ctx.compute); c != computes_.end()) {
+    ctx.slots = c->second.queue.Hold(ctx.id, ctx.nodes);
+  }
 }
 
 void Scheduler::StartWorkerLocked(std::shared_ptr<RunContext> ctx) {
@@ -551,7 +556,6 @@ StatusOr<exec::RunPlan> Scheduler::MakePlan(const RunContext& ctx) {
     plan.compute = c->def;
     plan.slots = ctx.slots;
   }
-  plan.run_token = secrets_.RunToken(ctx.id, RunTokenExpiry(ctx.request, NowMillis()));
   MutexLock lock(network_mu_);
   plan.network_tracking_url = network_tracking_url_;
   plan.network_tracking_ca = network_tracking_ca_;
@@ -651,13 +655,17 @@ void Scheduler::Execute(RunContext& ctx) {
     plan->image_hash = image->image_hash;
     (void)store_.SetRunFields(ctx.id, {.image_hash = image->image_hash, .image = image->image});
   }
+  // The environment's registry password was for the image only: it goes no further.
+  plan->environment.registry.reset();
   if (ctx.control.CancelRequested()) {
     Finish(ctx, RunStatus::kCanceled, "canceled by user");
     return;
   }
+  // The run's token lives from its launch: its expiry counts the run's timeout from here.
+  plan->run_token = secrets_.RunToken(ctx.id, RunTokenExpiry(ctx.request, NowMillis()));
   auto launched = executor.Launch(*plan, host);
   if (!launched.ok()) {
-    if (ctx.control.CancelRequested()) {
+    if (launched.status().code() == StatusCode::kCancelled) {
       Finish(ctx, RunStatus::kCanceled, "canceled by user");
     } else {
       Finish(ctx, RunStatus::kFailed, launched.status().message());
@@ -782,6 +790,8 @@ Status Scheduler::Recover() {
       if (c.ok()) {
         PlaceLocked(*ctx, (*c)->def);
         type = (*c)->def.type;
+        // Active from now on: its compute cannot be deleted while it is being recovered.
+        active_[ctx->id] = ctx;
       }
     }
     if (ctx->compute.empty()) {
@@ -793,8 +803,11 @@ Status Scheduler::Recover() {
       Finish(*ctx, RunStatus::kFailed, "compute lost: " + ExecutorOf(type).status().message());
       continue;
     }
-    StatusOr<std::unique_ptr<exec::LaunchedRun>> found = NotFound("");
-    if (auto plan = MakePlan(*ctx); plan.ok()) {
+    StatusOr<std::unique_ptr<exec::LaunchedRun>> found = Internal("no plan");
+    if (auto plan = MakePlan(*ctx); !plan.ok()) {
+      // Not a verdict on its nodes: never taken for "they are gone".
+      found = Internal(plan.status().message());
+    } else {
       Host host(*this, *ctx);
       found = ctx->executor->Recover(*plan, host, rec.status, rec.container_id);
     }
@@ -804,6 +817,10 @@ Status Scheduler::Recover() {
       // is until a daemon can ask.
       std::fprintf(stderr, "[%s] run %s: not recovered, %s\n", FormatTimeIso(NowMillis()).c_str(),
                    rec.id.c_str(), found.status().message().c_str());
+      MutexLock lock(mu_);
+      if (auto it = active_.find(ctx->id); it != active_.end() && it->second == ctx) {
+        active_.erase(it);
+      }
       continue;
     }
     if (found.ok()) {

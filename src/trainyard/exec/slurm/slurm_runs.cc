@@ -546,9 +546,9 @@ RunEnd SlurmRunExecutor::Run::Follow(RunHost& host, bool /*resume*/) {
     end.compute_verdict = failed(job_name + " ended " + state + " in Slurm");
   } else if (job_exit && job_exit->pull_failed) {
     const std::string last = LastLine(work, kJobLog);
-    end.compute_verdict = failed("the nodes could not pull the run's image" +
-                                 (last.empty() ? "" : ": " + last) +
-                                 " (its log: logs/slurm_job.log)");
+    end.compute_verdict =
+        failed("the nodes could not pull the run's image" + (last.empty() ? "" : ": " + last) +
+               " (its log: logs/slurm_job.log)");
   } else if (!ended && !job_exit) {
     end.compute_verdict =
         failed("lost: " + job_name + " is no longer known to Slurm and left no exit status in " +
@@ -561,8 +561,7 @@ RunEnd SlurmRunExecutor::Run::Follow(RunHost& host, bool /*resume*/) {
     if (!cause) reason = job_name + " failed: " + reason + " (its log: logs/slurm_job.log)";
     end.exit_verdict = failed(reason + ReadOnlyCodeHint(plan_));
   } else if (ended && ended->signal) {
-    end.exit_verdict =
-        failed(job_name + " was killed by signal " + std::to_string(*ended->signal));
+    end.exit_verdict = failed(job_name + " was killed by signal " + std::to_string(*ended->signal));
   }
   return end;
 }
