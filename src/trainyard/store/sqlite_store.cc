@@ -1,5 +1,7 @@
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <map>
 #include <utility>
 
 #include "trainyard/common/mutex.h"
@@ -714,7 +716,43 @@ class SqliteStore : public Store {
     int rc;
     while ((rc = q.Step()) == SQLITE_ROW) out.push_back(ReadRun(q));
     if (rc != SQLITE_DONE) return q.Error("list runs");
-    for (auto& r : out) TY_RETURN_IF_ERROR(LoadRunDetails(&r));
+    // The transitions and tags of a page of runs in two queries per chunk of runs, not two per
+    // run.
+    constexpr std::size_t kChunk = 500;
+    for (std::size_t from = 0; from < out.size(); from += kChunk) {
+      const std::size_t to = std::min(out.size(), from + kChunk);
+      std::map<std::string, RunRecord*, std::less<>> by_id;
+      std::string marks;
+      for (std::size_t i = from; i < to; ++i) {
+        by_id[out[i].id] = &out[i];
+        marks += i == from ? "?" : ",?";
+      }
+      auto bind_ids = [&](Stmt& stmt) {
+        int n = 1;
+        for (std::size_t i = from; i < to; ++i) stmt.Bind(n++, out[i].id);
+      };
+      const std::string transitions =
+          "SELECT run_id, status, at FROM run_transitions WHERE run_id IN (" + marks +
+          ") ORDER BY rowid";
+      Stmt t(db_, transitions.c_str());
+      bind_ids(t);
+      while ((rc = t.Step()) == SQLITE_ROW) {
+        auto run = by_id.find(t.Text(0));
+        auto status = ParseRunStatus(t.Text(1));
+        if (run != by_id.end() && status) run->second->transitions.push_back({*status, t.Int(2)});
+      }
+      if (rc != SQLITE_DONE) return t.Error("read transitions");
+      const std::string tags =
+          "SELECT run_id, key, value FROM run_tags WHERE run_id IN (" + marks + ")";
+      Stmt g(db_, tags.c_str());
+      bind_ids(g);
+      while ((rc = g.Step()) == SQLITE_ROW) {
+        if (auto run = by_id.find(g.Text(0)); run != by_id.end()) {
+          run->second->tags[g.Text(1)] = g.Text(2);
+        }
+      }
+      if (rc != SQLITE_DONE) return g.Error("read tags");
+    }
     return out;
   }
 

@@ -69,6 +69,35 @@ TEST(SqliteStoreTest, SetRunFieldsChangesOnlyTheGivenFields) {
   EXPECT_EQ(st->SetRunFields("nope", {.image = "x"}).code(), StatusCode::kNotFound);
 }
 
+// A listed run carries its own transitions and tags (read for the whole page at once), in the
+// order they happened, as GetRun gives them.
+TEST(SqliteStoreTest, ListedRunsCarryTheirOwnTransitionsAndTags) {
+  auto st = Open();
+  for (int i = 0; i < 30; ++i) {
+    const std::string id = "r" + std::to_string(i);
+    ASSERT_TRUE(st->InsertRun(NewRun(id)).ok());
+    ASSERT_TRUE(st->TransitionRun(id, RunStatus::kQueued, 100 + i).ok());
+    if (i % 2 == 0) {
+      ASSERT_TRUE(st->TransitionRun(id, RunStatus::kRunning, 200 + i).ok());
+    }
+    ASSERT_TRUE(st->UpdateRunTags(id, {{"i", std::to_string(i)}}, {}).ok());
+  }
+  auto all = st->ListRuns({.limit = 1000});
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 30u);
+  for (const RunRecord& r : *all) {
+    auto one = st->GetRun(r.id);
+    ASSERT_TRUE(one.ok());
+    EXPECT_EQ(r.tags, one->tags) << r.id;
+    EXPECT_EQ(r.tags.at("i"), r.id.substr(1));
+    ASSERT_EQ(r.transitions.size(), one->transitions.size()) << r.id;
+    for (std::size_t k = 0; k < r.transitions.size(); ++k) {
+      EXPECT_EQ(r.transitions[k].status, one->transitions[k].status) << r.id;
+      EXPECT_EQ(r.transitions[k].at, one->transitions[k].at) << r.id;
+    }
+  }
+}
+
 TEST(SqliteStoreTest, UpdateAndListRuns) {
   auto st = Open();
   ASSERT_TRUE(st->InsertRun(NewRun("a", "e1")).ok());
