@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR/../scripts
 # Scheduler throughput against its anchor (DESIGN.md's performance table):
 #   trainyard: RUNS trivial runs (`command: "true"`) on a `process` compute with max_nodes 2,
 #              submitted over HTTP by CLIENTS concurrent clients to an in-process daemon whose
@@ -7,6 +8,7 @@
 #              — goal >= 200 runs/s
 #   anchor:    when a responsive Slurm is here (`sinfo -h` succeeds), SLURM_JOBS
 #              `sbatch --wrap=true` jobs, submit of the first -> all ended; the ratio printed
+#   and beside it this machine's floor for one process (fork+exec of /bin/sh -c true)
 #   bench/throughput.sh [RUNS [CLIENTS [SLURM_JOBS]]]   (defaults: 1000, 20, 100)
 #   Environment: BUILD_DIR (default build/release), DIR for the workspace (default /var/tmp).
 set -euo pipefail
@@ -21,6 +23,15 @@ dir="${DIR:-/var/tmp}"
 (cd "$root" && cmake --preset release -B "$build" -DTRAINYARD_BUILD_BENCH=ON >/dev/null &&
   cmake --build "$build" --target throughput_tool >/dev/null)
 
+# This machine's floor for one process (fork+exec of `/bin/sh -c true`, what a trivial run's
+# command costs at least), measured in this run: it differs a lot from one machine to the next.
+. "$root/scripts/lib.sh"
+ty_apt_install hyperfine
+floor_json=$(mktemp)
+hyperfine -N --style none --warmup 20 --runs 300 --export-json "$floor_json" '/bin/sh -c true' >/dev/null
+floor_ms=$(python3 -c 'import json, sys; print("%.2f" % (json.load(open(sys.argv[1]))["results"][0]["mean"] * 1000))' "$floor_json")
+rm -f "$floor_json"
+
 # What durable transitions cost (Starting and final states fsynced before they return): the
 # same runs with them off, measured first, in this run.
 fast=$("$build/bench/throughput/throughput_tool" "$dir" "$runs" "$clients" fast)
@@ -34,10 +45,16 @@ echo "  $rate runs/s ($(get seconds) s, submit of the first -> last Completed)" 
 echo "  submits: $(get submits_per_s)/s, p50 $(get submit_ms_p50) ms, p99 $(get submit_ms_p99) ms"
 echo "  per run on its node: $(get node_ms_mean) ms (Preparing->Running $(get preparing_to_running_ms_mean)," \
   "Running $(get running_ms_mean), Finalizing $(get finalizing_ms_mean))"
+echo "  this machine's spawn floor (fork+exec of /bin/sh -c true, hyperfine -N): $floor_ms ms;" \
+  "per run on its node / floor: $(awk -v a="$(get node_ms_mean)" -v b="$floor_ms" 'BEGIN { printf "%.1f", a / b }')"
 echo "  without durable transitions (not a mode the daemon has; the cost of durability): $fast_rate runs/s;" \
   "durable / not: $(awk -v a="$rate" -v b="$fast_rate" 'BEGIN { printf "%.2f", a / b }')"
 
 # The anchor: the same trivial jobs through Slurm, when a responsive one is here.
+if [ "$slurm_jobs" -eq 0 ]; then
+  echo "Slurm: not measured (SLURM_JOBS 0)"
+  exit 0
+fi
 if ! command -v sbatch >/dev/null 2>&1 || ! timeout 10 sinfo -h >/dev/null 2>&1; then
   echo "Slurm not available here: ratio not measured (the Slurm issue installs it)"
   exit 0
