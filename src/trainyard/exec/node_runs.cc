@@ -143,12 +143,7 @@ RunEnd NodeRunExecutor::Run::Follow(RunHost& host, bool resume) {
   // never blocked: it stops every node that still runs. The flags below are guarded by
   // control.mu.
   bool nodes_done = false, node_failed = false;
-  std::optional<std::chrono::steady_clock::time_point> deadline;
-  if (plan_.request.timeout_seconds) {
-    std::int64_t elapsed_ms = std::max<std::int64_t>(0, NowMillis() - host.running_since());
-    deadline = std::chrono::steady_clock::now() +
-               std::chrono::milliseconds(*plan_.request.timeout_seconds * 1000 - elapsed_ms);
-  }
+  const auto deadline = TimeoutDeadline(plan_, host.running_since());
   std::thread watchdog([&] {
     MutexLock lock(control.mu);
     auto stop_wanted = [&]() REQUIRES(control.mu) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "trainyard/common/util.h"
 #include "trainyard/exec/run_logs.h"
 
 namespace trainyard::exec {
@@ -18,6 +19,14 @@ int ProcessesPerNode(const spec::RunRequest& req) {
 
 bool CodeIsReadOnly(const spec::RunRequest& req) {
   return !req.snapshot_id.empty() && !req.code_copy;
+}
+
+std::optional<std::chrono::steady_clock::time_point> TimeoutDeadline(const RunPlan& plan,
+                                                                     std::int64_t running_since) {
+  if (!plan.request.timeout_seconds) return std::nullopt;
+  const std::int64_t elapsed_ms = std::max<std::int64_t>(0, NowMillis() - running_since);
+  return std::chrono::steady_clock::now() +
+         std::chrono::milliseconds(*plan.request.timeout_seconds * 1000 - elapsed_ms);
 }
 
 std::string ReadOnlyCodeHint(const RunPlan& plan) {

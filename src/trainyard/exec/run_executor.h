@@ -17,6 +17,7 @@
 // Cancel and timeout reach a launched run through its RunControl; every state it reaches goes
 // through its RunHost, which persists it before anyone sees it.
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
@@ -108,6 +109,11 @@ struct RunControl {
     return cancel_requested;
   }
 };
+
+// When a run's timeout (RunRequest::timeout_seconds, counted from `running_since`, unix millis)
+// is up, on the steady clock; nullopt for a run without one.
+std::optional<std::chrono::steady_clock::time_point> TimeoutDeadline(const RunPlan& plan,
+                                                                     std::int64_t running_since);
 
 // The scheduler's side of a run, for its executor: valid for the call it is passed to (Launch,
 // Follow, Release, Recover), not to be kept beyond it. Thread-safe.

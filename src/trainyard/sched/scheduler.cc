@@ -410,17 +410,23 @@ void Scheduler::PrebuildLocked(const std::shared_ptr<RunContext>& ctx, ComputeSt
   build_threads_[task->number] = std::thread([this, task] { RunBuild(task); });
 }
 
-void Scheduler::RunBuild(std::shared_ptr<BuildTask> task) {
-  const std::string password = task->def.registry ? task->def.registry->password : "";
-  task->Write("Environment " + task->def.name + ":" + task->def.version + "\n");
-  auto image = builder_.EnsureImage(task->def, [&](std::string_view text) {
-    task->Write(password.empty() ? std::string(text) : Redact(std::string(text), password));
+StatusOr<envbuild::ImageBuilder::Result> Scheduler::MakeImage(
+    const spec::EnvironmentDefinition& env, const std::function<void(std::string_view)>& log) {
+  log("Environment " + env.name + ":" + env.version + "\n");
+  // Secrets never reach a log: the registry password is redacted should the engine echo it.
+  const std::string password = env.registry ? env.registry->password : "";
+  auto image = builder_.EnsureImage(env, [&](std::string_view text) {
+    log(password.empty() ? std::string(text) : Redact(std::string(text), password));
   });
-  std::string reason;
-  if (!image.ok()) {
-    reason = Redact(ImageFailureReason(image.status()), password);
-    task->Write("\n" + reason + "\n");
-  }
+  if (image.ok()) return image;
+  const std::string reason = Redact(ImageFailureReason(image.status()), password);
+  log("\n" + reason + "\n");
+  return Status(image.status().code(), reason);
+}
+
+void Scheduler::RunBuild(std::shared_ptr<BuildTask> task) {
+  auto image = MakeImage(task->def, [&task](std::string_view text) { task->Write(text); });
+  const std::string reason = image.ok() ? "" : image.status().message();
   std::vector<std::shared_ptr<RunContext>> failed;
   {
     MutexLock lock(mu_);
@@ -637,18 +643,11 @@ void Scheduler::Execute(RunContext& ctx) {
   }
   plan->environment = std::move(*resolved);
   if (executor.NeedsImage()) {
-    const spec::EnvironmentDefinition& env = plan->environment;
-    host.BuildLog("Environment " + env.name + ":" + env.version + "\n");
-    // Secrets never reach a log: the sink redacts the registry password should the engine
-    // echo it. Built while the run was queued, the image is normally found at once here.
-    const std::string password = env.registry ? env.registry->password : "";
-    auto image = builder_.EnsureImage(env, [&](std::string_view text) {
-      host.BuildLog(password.empty() ? std::string(text) : Redact(std::string(text), password));
-    });
+    // Built while the run was queued, the image is normally found at once here.
+    auto image =
+        MakeImage(plan->environment, [&host](std::string_view text) { host.BuildLog(text); });
     if (!image.ok()) {
-      const std::string reason = Redact(ImageFailureReason(image.status()), password);
-      host.BuildLog("\n" + reason + "\n");
-      Finish(ctx, RunStatus::kFailed, reason);
+      Finish(ctx, RunStatus::kFailed, image.status().message());
       return;
     }
     plan->image = image->image;

@@ -180,6 +180,10 @@ class Scheduler {
   // image for every run that needs it.
   void PrebuildLocked(const std::shared_ptr<RunContext>& ctx, ComputeState& compute) REQUIRES(mu_);
   void RunBuild(std::shared_ptr<BuildTask> task);
+  // Builds (or finds) the image of `env`, its output and then any failure written to `log` with
+  // the registry password redacted; the error's message is the reason runs fail with.
+  StatusOr<envbuild::ImageBuilder::Result> MakeImage(
+      const spec::EnvironmentDefinition& env, const std::function<void(std::string_view)>& log);
   void ReleaseNodes(RunContext& ctx);
 
   // Sets where the run goes (its compute and executor, nodes) from the compute's definition.

@@ -389,11 +389,9 @@ RunEnd SlurmRunExecutor::Run::Follow(RunHost& host, bool /*resume*/) {
   };
 
   std::optional<std::chrono::steady_clock::time_point> deadline;
+  // Armed once the job runs: the timeout counts from Running.
   auto arm_deadline = [&] {
-    if (!plan_.request.timeout_seconds || deadline) return;
-    const std::int64_t elapsed_ms = std::max<std::int64_t>(0, NowMillis() - host.running_since());
-    deadline = std::chrono::steady_clock::now() +
-               std::chrono::milliseconds(*plan_.request.timeout_seconds * 1000 - elapsed_ms);
+    if (!deadline) deadline = TimeoutDeadline(plan_, host.running_since());
   };
   if (host.status() == RunStatus::kRunning) arm_deadline();
 
