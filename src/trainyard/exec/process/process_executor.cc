@@ -3,7 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/resource.h>
+#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -23,7 +23,9 @@
 #include <utility>
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/util.h"
+#include "trainyard/exec/process/raw_io.h"
 
 extern char** environ;
 
@@ -37,6 +39,7 @@ constexpr char kLogFile[] = "output.log";
 constexpr char kShimPidFile[] = "shim.pid";
 constexpr char kChildPidFile[] = "child.pid";
 constexpr char kExitFile[] = "exit";
+constexpr char kShimName[] = "trainyard-shim";
 constexpr char kDefaultPath[] = "/usr/local/bin:/usr/bin:/bin";
 
 // How often to look again when nothing can be waited on directly.
@@ -46,308 +49,11 @@ constexpr int kKillWaitMillis = 10'000;
 // How long Stop waits for the shim to record the node's pid (it does so right after forking).
 constexpr int kChildPidWaitMillis = 5'000;
 
-// ---------------------------------------------------------------------------------------------
-// Async-signal-safe helpers: the shim and the node's process run them between fork and exec, in
-// a copy of a multithreaded daemon, so they allocate nothing and call only async-signal-safe
-// functions.
+using raw::ReadProcStat;
 
-// A bounded string builder on a caller's buffer.
-struct RawBuf {
-  char* data;
-  size_t cap;
-  size_t len = 0;
-
-  void Add(const char* s) {
-    for (; *s != '\0' && len + 1 < cap; ++s) data[len++] = *s;
-    data[len] = '\0';
-  }
-  void AddInt(long long v) {
-    char digits[24];
-    int n = 0;
-    bool neg = v < 0;
-    unsigned long long u =
-        neg ? 0ULL - static_cast<unsigned long long>(v) : static_cast<unsigned long long>(v);
-    do {
-      digits[n++] = static_cast<char>('0' + u % 10);
-      u /= 10;
-    } while (u != 0);
-    if (neg) digits[n++] = '-';
-    char out[24];
-    for (int i = 0; i < n; ++i) out[i] = digits[n - 1 - i];
-    out[n] = '\0';
-    Add(out);
-  }
-};
-
-void WriteAllRaw(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return;
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
-// strerror is not async-signal-safe (it may consult the locale); the errors exec and chdir give.
-const char* ErrnoText(int err) {
-  static constexpr struct {
-    int err;
-    const char* text;
-  } kTexts[] = {
-      {ENOENT, "No such file or directory"},
-      {EACCES, "Permission denied"},
-      {EPERM, "Operation not permitted"},
-      {ENOEXEC, "Exec format error"},
-      {ENOTDIR, "Not a directory"},
-      {EISDIR, "Is a directory"},
-      {ELOOP, "Too many levels of symbolic links"},
-      {ENAMETOOLONG, "File name too long"},
-      {E2BIG, "Argument list too long"},
-      {ENOMEM, "Cannot allocate memory"},
-      {ETXTBSY, "Text file busy"},
-      {EIO, "Input/output error"},
-      {ELIBBAD, "Accessing a corrupted shared library"},
-      {EAGAIN, "Resource temporarily unavailable"},
-  };
-  for (const auto& t : kTexts) {
-    if (t.err == err) return t.text;
-  }
-  return nullptr;
-}
-
-void AddErrno(RawBuf& b, int err) {
-  if (const char* text = ErrnoText(err)) {
-    b.Add(text);
-  } else {
-    b.Add("errno ");
-    b.AddInt(err);
-  }
-}
-
-// Reads the state (field 3) and start time (field 22, clock ticks since boot) of a process from
-// /proc/PID/stat. False when the process does not exist.
-bool ReadProcStat(pid_t pid, char* state, unsigned long long* start_time) {
-  char path[64];
-  RawBuf p{path, sizeof path};
-  p.Add("/proc/");
-  p.AddInt(pid);
-  p.Add("/stat");
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  char buf[2048];
-  size_t len = 0;
-  for (;;) {
-    ssize_t n = ::read(fd, buf + len, sizeof buf - 1 - len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    len += static_cast<size_t>(n);
-    if (len == sizeof buf - 1) break;
-  }
-  ::close(fd);
-  buf[len] = '\0';
-  // The command name (field 2) is in parentheses and may itself contain ") ".
-  size_t close_paren = 0;
-  bool found = false;
-  for (size_t i = 0; i < len; ++i) {
-    if (buf[i] == ')') {
-      close_paren = i;
-      found = true;
-    }
-  }
-  if (!found) return false;
-  int field = 2;
-  size_t i = close_paren + 1;
-  unsigned long long value = 0;
-  while (i < len) {
-    while (i < len && buf[i] == ' ') ++i;
-    if (i >= len) break;
-    ++field;
-    if (field == 3) *state = buf[i];
-    if (field == 22) {
-      value = 0;
-      while (i < len && buf[i] >= '0' && buf[i] <= '9') {
-        value = value * 10 + static_cast<unsigned long long>(buf[i] - '0');
-        ++i;
-      }
-      *start_time = value;
-      return true;
-    }
-    while (i < len && buf[i] != ' ') ++i;
-  }
-  return false;
-}
-
-// Writes `data` to `tmp`, then renames it to `path`: readers see the whole file or none. No fsync:
-// the files it writes must survive a crash of the daemon, not of the machine.
+// Writes `data` to `tmp`, then renames it to `path` (raw::WriteRenamedAt).
 bool WriteRenamed(const char* tmp, const char* path, const char* data, size_t n) {
-  int fd = ::open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return false;
-  WriteAllRaw(fd, data, n);
-  ::close(fd);
-  return ::rename(tmp, path) == 0;
-}
-
-// Everything the shim and the node's process need, prepared before fork.
-struct ShimPlan {
-  char* const* argv;
-  char* const* envp;
-  const char* const* candidates;  // argv[0] resolved against PATH, in search order
-  size_t n_candidates;
-  char** sh_argv;           // {"/bin/sh", <slot for the script>, argv[1..], nullptr} for ENOEXEC
-  const char* working_dir;  // nullptr: stay in the daemon's folder
-  const char* search_path;  // for the "not found" message
-  const char* child_pid_tmp;
-  const char* child_pid_path;
-  const char* exit_tmp;
-  const char* exit_path;
-  int log_fd;   // >= 3
-  int null_fd;  // >= 3
-  int max_fd;   // for closing inherited descriptors without close_range
-};
-
-void SetAllSignals(void (*handler)(int)) {
-  struct sigaction sa {};
-  sa.sa_handler = handler;
-  sigemptyset(&sa.sa_mask);
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig == SIGKILL || sig == SIGSTOP) continue;
-    ::sigaction(sig, &sa, nullptr);  // fails harmlessly for the C library's reserved signals
-  }
-}
-
-[[noreturn]] void FailChild(const char* what, const char* name, int err, const char* extra) {
-  char msg[4096];
-  RawBuf b{msg, sizeof msg};
-  b.Add("trainyard: ");
-  b.Add(what);
-  b.Add(" '");
-  b.Add(name);
-  b.Add("': ");
-  if (extra != nullptr) {
-    b.Add(extra);
-  } else {
-    AddErrno(b, err);
-  }
-  b.Add("\n");
-  WriteAllRaw(2, msg, b.len);
-  ::_exit(127);
-}
-
-// The node's process: its own process group, default signals, then exec.
-[[noreturn]] void RunNode(const ShimPlan& plan) {
-  ::setpgid(0, 0);
-  SetAllSignals(SIG_DFL);
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);  // a pending SIGTERM from Stop fires here
-  if (plan.working_dir != nullptr && ::chdir(plan.working_dir) != 0) {
-    FailChild("cannot change to the working folder", plan.working_dir, errno, nullptr);
-  }
-  int err = ENOENT;
-  bool seen_eacces = false;
-  for (size_t i = 0; i < plan.n_candidates; ++i) {
-    const char* file = plan.candidates[i];
-    ::execve(file, plan.argv, plan.envp);
-    err = errno;
-    if (err == ENOEXEC) {
-      // Like execvp: a file without a known format is a shell script.
-      plan.sh_argv[1] = const_cast<char*>(file);
-      ::execve("/bin/sh", plan.sh_argv, plan.envp);
-      err = errno;
-      break;
-    }
-    if (err == EACCES) {
-      seen_eacces = true;
-      continue;
-    }
-    if (err != ENOENT && err != ENOTDIR && err != ESTALE && err != ENODEV && err != ETIMEDOUT) {
-      break;
-    }
-  }
-  if (seen_eacces && (err == ENOENT || err == ENOTDIR)) err = EACCES;
-  const char* extra = nullptr;
-  char not_found[2048];
-  if (err == ENOENT && plan.search_path != nullptr) {
-    RawBuf b{not_found, sizeof not_found};
-    b.Add("command not found in PATH=");
-    b.Add(plan.search_path);
-    extra = not_found;
-  }
-  FailChild("cannot run", plan.argv[0], err, extra);
-}
-
-// The shim: detaches from the daemon, starts the node and records how it ended.
-[[noreturn]] void RunShim(const ShimPlan& plan) {
-  ::setsid();
-  // Everything blocked: the shim outlives stops and hang-ups, and a SIGTERM that reaches the
-  // node's process before it has reset its signals stays pending instead of being ignored.
-  sigset_t all;
-  sigfillset(&all);
-  ::sigprocmask(SIG_SETMASK, &all, nullptr);
-  SetAllSignals(
-      SIG_DFL);  // the daemon's handlers are meaningless here; SIGCHLD must not be ignored
-  struct sigaction ign {};
-  ign.sa_handler = SIG_IGN;
-  sigemptyset(&ign.sa_mask);
-  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGPIPE}) ::sigaction(sig, &ign, nullptr);
-
-  ::dup2(plan.null_fd, 0);
-  ::dup2(plan.log_fd, 1);
-  ::dup2(plan.log_fd, 2);
-  if (::close_range(3, ~0U, 0) != 0) {
-    for (int fd = 3; fd <= plan.max_fd; ++fd) ::close(fd);
-  }
-
-  // vfork, as posix_spawn does: the node's process only resets its signals and execs, and the
-  // shim (single-threaded, every signal blocked) is suspended meanwhile.
-  pid_t child = ::vfork();
-  if (child == 0) RunNode(plan);
-
-  char buf[256];
-  int exit_code = 127;
-  int signal = 0;
-  if (child < 0) {
-    char msg[256];
-    RawBuf m{msg, sizeof msg};
-    m.Add("trainyard: cannot start the process: fork: ");
-    AddErrno(m, errno);
-    m.Add("\n");
-    WriteAllRaw(2, msg, m.len);
-  } else {
-    ::setpgid(child, child);  // also done by the child; whichever runs first
-    char state = 0;
-    unsigned long long start = 0;
-    ReadProcStat(child, &state, &start);  // the child is not reaped yet, so its pid is valid
-    RawBuf b{buf, sizeof buf};
-    b.AddInt(child);
-    b.Add(" ");
-    b.AddInt(static_cast<long long>(start));
-    b.Add("\n");
-    WriteRenamed(plan.child_pid_tmp, plan.child_pid_path, buf, b.len);
-
-    int status = 0;
-    pid_t r;
-    do {
-      r = ::waitpid(child, &status, 0);
-    } while (r < 0 && errno == EINTR);
-    if (r == child && WIFEXITED(status)) {
-      exit_code = WEXITSTATUS(status);
-    } else if (r == child && WIFSIGNALED(status)) {
-      signal = WTERMSIG(status);
-      exit_code = 128 + signal;
-    }
-  }
-  RawBuf b{buf, sizeof buf};
-  b.Add("{\"exit_code\":");
-  b.AddInt(exit_code);
-  b.Add(",\"signal\":");
-  b.AddInt(signal);
-  b.Add("}\n");
-  WriteRenamed(plan.exit_tmp, plan.exit_path, buf, b.len);
-  ::_exit(0);
+  return raw::WriteRenamedAt(AT_FDCWD, tmp, path, data, n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -554,11 +260,14 @@ std::string ValueOf(const std::vector<std::string>& env, const std::string& var)
   return {};
 }
 
-// A descriptor >= 3, so that the shim's dup2 onto 0-2 cannot overwrite it.
-int AboveStdio(int fd) {
-  if (fd < 0 || fd >= 3) return fd;
-  int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+// A close-on-exec descriptor above 3 (the shim's 0-3 are set up with dup2): the same
+// descriptor, or a copy of it (the original closed); -1 with errno set on failure.
+int AboveShimFds(int fd) {
+  if (fd < 0 || fd > 3) return fd;
+  const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 4);
+  const int err = errno;
   ::close(fd);
+  errno = err;
   return moved;
 }
 
@@ -568,9 +277,31 @@ Status ErrnoError(const std::string& what, int err) {
 
 }  // namespace
 
+std::vector<fs::path> ShimCandidates() {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    out.push_back(exe.parent_path() / kShimName);
+    out.push_back(exe.parent_path().parent_path() / "libexec/trainyard" / kShimName);
+  }
+  out.emplace_back(TRAINYARD_SHIM_BUILD_PATH);
+  return out;
+}
+
 ProcessExecutor::ProcessExecutor(ProcessExecutorOptions options) : options_(std::move(options)) {
   if (auto id = ReadFile("/proc/sys/kernel/random/boot_id"); id.ok()) {
     boot_id_ = std::string(Trim(*id));
+  }
+  if (!options_.shim.empty()) {
+    shim_ = options_.shim;
+    return;
+  }
+  for (const fs::path& c : ShimCandidates()) {
+    if (::access(c.c_str(), X_OK) == 0) {
+      shim_ = c;
+      return;
+    }
   }
 }
 
@@ -597,18 +328,19 @@ StatusOr<std::string> ProcessExecutor::Launch(const LaunchSpec& spec) {
     working_dir = fs::absolute(spec.working_dir, ec).string();
   }
 
+  if (shim_.empty()) {
+    std::string looked;
+    for (const fs::path& c : ShimCandidates()) looked += (looked.empty() ? "" : ", ") + c.string();
+    return FailedPrecondition(std::string("cannot start node ") + spec.name + ": the program " +
+                              kShimName + " that runs process nodes is not installed (looked at " +
+                              looked + ")");
+  }
   TY_ASSIGN_OR_RETURN(std::vector<std::string> env, NodeEnvironment(spec));
-  std::vector<std::string> candidates;
+  // A bare command is searched in the node's PATH by the shim; "" tells it argv[0] is a file.
   std::string search_path;
-  const std::string& program = spec.argv.front();
-  if (program.find('/') != std::string::npos) {
-    candidates.push_back(program);
-  } else {
+  if (spec.argv.front().find('/') == std::string::npos) {
     search_path = ValueOf(env, "PATH");
     if (search_path.empty()) search_path = kDefaultPath;
-    for (const std::string& dir : Split(search_path, ':')) {
-      candidates.push_back((dir.empty() ? std::string(".") : dir) + "/" + program);
-    }
   }
 
   NodePaths node(options_.state_dir / spec.name);
@@ -629,62 +361,54 @@ StatusOr<std::string> ProcessExecutor::Launch(const LaunchSpec& spec) {
   nlohmann::json meta = {{"name", spec.name},          {"run_id", spec.run_id},
                          {"labels", spec.labels},      {"argv", spec.argv},
                          {"working_dir", working_dir}, {"created_ms", NowMillis()}};
-  // Written like the pid files, without fsync (see WriteRenamed): WriteFileAtomic's two fsyncs
-  // would cost more than the rest of a launch together.
+  // Written like the pid files, without fsync (see raw::WriteRenamedAt): WriteFileAtomic's two
+  // fsyncs would cost more than the rest of a launch together.
   const std::string meta_text = meta.dump() + "\n";
   const std::string meta_tmp = node.node_json.string() + ".tmp";
   if (!WriteRenamed(meta_tmp.c_str(), node.node_json.c_str(), meta_text.data(), meta_text.size())) {
     return fail(ErrnoError("write " + node.node_json.string(), errno));
   }
 
-  int log_fd =
-      AboveStdio(::open(node.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-  if (log_fd < 0) return fail(ErrnoError("create " + node.log.string(), errno));
-  int null_fd = AboveStdio(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  if (null_fd < 0) {
-    int err = errno;
-    ::close(log_fd);
-    return fail(ErrnoError("open /dev/null", err));
-  }
+  // The shim's descriptors 0-3 (shim_main.cc), each opened close-on-exec above 3 so that the
+  // spawn's dup2 onto 0-3 neither overwrites one with another nor keeps the original open.
+  ScopedFd log_fd(AboveShimFds(
+      ::open(node.log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644)));
+  if (!log_fd.valid()) return fail(ErrnoError("create " + node.log.string(), errno));
+  ScopedFd null_fd(AboveShimFds(::open("/dev/null", O_RDONLY | O_CLOEXEC)));
+  if (!null_fd.valid()) return fail(ErrnoError("open /dev/null", errno));
+  ScopedFd dir_fd(
+      AboveShimFds(::open(node.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)));
+  if (!dir_fd.valid()) return fail(ErrnoError("open " + node.dir.string(), errno));
 
-  // Every string the shim and the node's process use, prepared before fork.
-  std::vector<std::string> args = spec.argv;
+  std::vector<std::string> args = {kShimName, working_dir, search_path, "--"};
+  args.insert(args.end(), spec.argv.begin(), spec.argv.end());
   std::vector<char*> argv = CStrings(args);
   std::vector<char*> envp = CStrings(env);
-  std::vector<const char*> candidate_ptrs;
-  for (const std::string& c : candidates) candidate_ptrs.push_back(c.c_str());
-  std::string sh = "/bin/sh";
-  std::vector<char*> sh_argv = {sh.data(), nullptr};
-  for (size_t i = 1; i < args.size(); ++i) sh_argv.push_back(args[i].data());
-  sh_argv.push_back(nullptr);
-  const std::string child_pid_tmp = node.child_pid.string() + ".tmp";
-  const std::string exit_tmp = node.exit.string() + ".tmp";
-  rlimit nofile{};
-  int max_fd = 1024;
-  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
-    max_fd = static_cast<int>(std::min<rlim_t>(nofile.rlim_cur, 1 << 20));
-  }
-  ShimPlan plan{argv.data(),
-                envp.data(),
-                candidate_ptrs.data(),
-                candidate_ptrs.size(),
-                sh_argv.data(),
-                working_dir.empty() ? nullptr : working_dir.c_str(),
-                search_path.empty() ? nullptr : search_path.c_str(),
-                child_pid_tmp.c_str(),
-                node.child_pid.c_str(),
-                exit_tmp.c_str(),
-                node.exit.c_str(),
-                log_fd,
-                null_fd,
-                max_fd};
 
-  pid_t shim = ::fork();
-  if (shim == 0) RunShim(plan);
-  int fork_errno = errno;
-  ::close(log_fd);
-  ::close(null_fd);
-  if (shim < 0) return fail(ErrnoError("fork the shim of node " + spec.name, fork_errno));
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  ::posix_spawn_file_actions_init(&actions);
+  ::posix_spawnattr_init(&attr);
+  ::posix_spawn_file_actions_adddup2(&actions, null_fd.get(), 0);
+  ::posix_spawn_file_actions_adddup2(&actions, log_fd.get(), 1);
+  ::posix_spawn_file_actions_adddup2(&actions, log_fd.get(), 2);
+  ::posix_spawn_file_actions_adddup2(&actions, dir_fd.get(), 3);
+  // Detached from the daemon's session, every signal blocked (the shim sets its own dispositions)
+  // and every disposition the daemon set back to its default.
+  sigset_t all;
+  sigfillset(&all);
+  ::posix_spawnattr_setsigmask(&attr, &all);
+  ::posix_spawnattr_setsigdefault(&attr, &all);
+  ::posix_spawnattr_setflags(&attr,
+                             POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t shim = -1;
+  const int spawn_err =
+      ::posix_spawn(&shim, shim_.c_str(), &actions, &attr, argv.data(), envp.data());
+  ::posix_spawn_file_actions_destroy(&actions);
+  ::posix_spawnattr_destroy(&attr);
+  if (spawn_err != 0) {
+    return fail(ErrnoError("start " + shim_.string() + " for node " + spec.name, spawn_err));
+  }
 
   // The shim is not reaped yet, so its pid and start time are certain.
   char state = 0;

@@ -1,9 +1,10 @@
 #pragma once
 
 // ProcessExecutor runs a node as a plain process on the host (the `process` compute type). Each
-// node runs under a small "shim" process (forked from the daemon, then detached with setsid) that
-// waits for it and records its exit status in the node's state folder, so a node outlives a
-// daemon crash and a restarted daemon, given the same state folder, finds it again.
+// node runs under trainyard-shim (exec/process/shim_main.cc), a small program the daemon starts
+// with posix_spawn in a session of its own, which starts the node, waits for it and records its
+// exit status in the node's state folder, so a node outlives a daemon crash and a restarted
+// daemon, given the same state folder, finds it again.
 
 #include <sys/types.h>
 
@@ -39,6 +40,9 @@ struct ProcessExecutorOptions {
   //   exit        {"exit_code":N,"signal":S} once the node ended (by the shim, atomically)
   // Created when missing.
   std::filesystem::path state_dir;
+  // The trainyard-shim program. Empty: found beside the running program, in ../libexec/trainyard
+  // from it, or where this build made it, in that order.
+  std::filesystem::path shim;
 };
 
 // Runs nodes as host processes. The handle of a node is its name (LaunchSpec::name); everything
@@ -56,8 +60,9 @@ class ProcessExecutor : public NodeExecutor {
 
   // Starts the node and returns its handle (the node name). InvalidArgument for an invalid name,
   // an empty argv, a missing working_dir, mounts or a malformed env entry; AlreadyExists when the
-  // node's state folder exists. A command that cannot be executed is not an error here: the node
-  // exits with 127 and says why in its log.
+  // node's state folder exists; FailedPrecondition when trainyard-shim is nowhere to be found. A
+  // command that cannot be executed is not an error here: the node exits with 127 and says why in
+  // its log.
   StatusOr<std::string> Launch(const LaunchSpec& spec) override;
   // Streams output.log from its first byte until the node has ended and the log is drained.
   // NotFound when there is no such node.
@@ -85,6 +90,7 @@ class ProcessExecutor : public NodeExecutor {
 
  private:
   ProcessExecutorOptions options_;
+  std::filesystem::path shim_;  // empty when not found: Launch says where it looked
   std::string boot_id_;  // this boot's /proc/sys/kernel/random/boot_id; pids of another are gone
 };
 

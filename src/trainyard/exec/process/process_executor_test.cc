@@ -1,5 +1,6 @@
 #include "trainyard/exec/process/process_executor.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -373,12 +374,25 @@ TEST_F(ProcessExecutorTest, NodeGetsOnlyStdioAndDefaultSignals) {
   }, old{};
   ignore.sa_handler = SIG_IGN;
   ASSERT_EQ(::sigaction(SIGUSR1, &ignore, &old), 0);  // the daemon's choice, not the node's
+  // A descriptor the daemon left inheritable (no O_CLOEXEC) does not reach the node either.
+  const int leaked = ::open("/dev/null", O_RDONLY);
+  ASSERT_GE(leaked, 0);
   std::string fds = Launch(Sh("fds", "ls /proc/$$/fd; readlink /proc/$$/fd/0"));
   std::string usr1 = Launch(Sh("usr1", "kill -USR1 $$; exit 0"));
+  ::close(leaked);
   ASSERT_EQ(::sigaction(SIGUSR1, &old, nullptr), 0);
   EXPECT_EQ(WaitCode(fds), 0);
   EXPECT_EQ(Logs(fds), "0\n1\n2\n/dev/null\n");
   EXPECT_EQ(WaitCode(usr1), 128 + SIGUSR1);
+}
+
+TEST_F(ProcessExecutorTest, AMissingShimIsAClearErrorAndLeavesNothing) {
+  ProcessExecutor missing({state_dir_, root_ / "no-such-shim"});
+  auto h = missing.Launch(Spec("n", {"true"}));
+  ASSERT_FALSE(h.ok());
+  EXPECT_EQ(h.status().code(), StatusCode::kInternal) << h.status().ToString();
+  EXPECT_NE(h.status().message().find("no-such-shim"), std::string::npos) << h.status().ToString();
+  EXPECT_FALSE(fs::exists(NodeDir("n")));
 }
 
 TEST_F(ProcessExecutorTest, RecordsTheExitWhenNobodyWaits) {
