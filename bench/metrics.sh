@@ -9,6 +9,9 @@
 #           (bench/metrics/e2e_tool.cc), and the Python client (bench/metrics/py_ingest.py, run
 #           by the tool with a run container's environment: run.log() in a loop, then flush())
 #           over the unix socket; ratios to the anchor; the Python client's log() cost
+#   chart reads under ingest: a 1 M-point series downsampled to 2000 points over HTTP, alone and
+#           while the C++ client ingests into another run as fast as the daemon takes it —
+#           goal p99 <= 50 ms under ingest (issue 14)
 #   bench/metrics.sh [google benchmark flags, e.g. --benchmark_filter=Ingest]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -37,3 +40,8 @@ echo "    (log() loop $(get py_loop_s) s, then flush() $(get py_flush_s) s)"
 echo "  anchor, row per point (1000/txn, WAL, FULL): $(mps "$(get baseline_points_per_s)")"
 echo "Python client, cost of one log() call (sdk/python/bench_log.py):"
 python3 "$root/sdk/python/bench_log.py" | tail -n 1
+echo "chart reads (1 M points -> 2000, GET over TCP, $(get chart_reads) reads) while the C++ client ingests into another run:"
+echo "  p50 $(get chart_read_ingest_ms_p50) ms, p99 $(get chart_read_ingest_ms_p99) ms" \
+  "(goal p99 <= 50 ms: $(awk -v v="$(get chart_read_ingest_ms_p99)" 'BEGIN { print (v <= 50 ? "met" : "MISSED") }'));" \
+  "ingest meanwhile $(mps "$(get ingest_during_reads_points_per_s)"), every point stored"
+echo "  the same reads with nothing else running: p50 $(get chart_read_quiet_ms_p50) ms, p99 $(get chart_read_quiet_ms_p99) ms"

@@ -3,7 +3,9 @@
 // is durable; and, in the same run, the anchor of DESIGN.md: one SQLite INSERT per point in
 // 1000-point transactions (WAL, synchronous=FULL). With the daemon still up, the Python client
 // (sdk/python) logs too: bench/metrics/py_ingest.py runs as a child process with the environment
-// a run's container gets, logs PY_POINTS points with run.log() in a loop and flushes.
+// a run's container gets, logs PY_POINTS points with run.log() in a loop and flushes. Then chart
+// reads (a 1 M-point series downsampled to 2000 points) alone and while the C++ client ingests
+// into another run at full speed.
 //   e2e_tool DIR [POINTS [PY_POINTS [PY_ARGS...]]]   (PY_POINTS 0: no Python case; PY_ARGS go to
 //                                                     py_ingest.py, e.g. --profile FILE)
 // Prints one "key value" line per figure (read by bench/metrics.sh).
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -22,6 +25,7 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "trainyard/api/daemon.h"
@@ -40,6 +44,11 @@ using Clock = std::chrono::steady_clock;
 extern char** environ;
 
 namespace {
+
+// A run token for `run`, valid for the bench's length.
+std::string Token(const SecretBox& box, const std::string& run) {
+  return box.RunToken(run, NowMillis() / 1000 + 3600);
+}
 
 double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
@@ -164,6 +173,68 @@ double PythonIngest(const std::string& url, const std::string& run, const std::s
   return static_cast<double>(points) / elapsed;
 }
 
+// Latencies (ms, sorted) of `reads` chart reads: run `run`'s series "loss" downsampled to 2000
+// points, as a chart asks for it, each answer checked.
+std::vector<double> ChartReads(const std::string& url, const std::string& run,
+                               const std::string& token, int reads) {
+  sdk::Run r(run, url, token, "bench");
+  std::vector<double> ms;
+  for (int i = 0; i < reads; ++i) {
+    const auto start = Clock::now();
+    const std::string body = r.Get("/metrics/loss?max_points=2000");
+    ms.push_back(Seconds(start) * 1000);
+    if (body.size() < 2000 * 10)
+      Die("the chart read of " + run + " answered " + body.substr(0, 300));
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms;
+}
+
+double Percentile(const std::vector<double>& sorted, double p) {
+  const size_t i = static_cast<size_t>(p * static_cast<double>(sorted.size() - 1) + 0.5);
+  return sorted[std::min(i, sorted.size() - 1)];
+}
+
+// Chart reads of a 1 M-point series, first alone, then while a C++ client ingests into another
+// run at full speed over the unix socket; prints their p50 and p99 and the ingest rate meanwhile.
+void ReadsUnderIngest(const std::string& tcp_url, const std::string& socket_url,
+                      const SecretBox& box) {
+  Ingest(socket_url, "bench-read", Token(box, "bench-read"), 1'000'000);
+  constexpr int kReads = 200;
+  const std::vector<double> quiet = ChartReads(tcp_url, "bench-read", Token(box, "bench-read"), 20);
+  std::atomic<bool> stop{false};
+  std::atomic<long> logged{0};
+  double ingest_seconds = 0;
+  std::thread loader([&] {
+    sdk::Options options;
+    options.batch_points = 200000;
+    sdk::Run r("bench-load", socket_url, Token(box, "bench-load"), "bench", options);
+    const auto start = Clock::now();
+    long i = 0;
+    // A batch, then Flush (which returns once the daemon has it durably): as fast as the daemon
+    // takes points, without overrunning the client's buffer (which would drop points).
+    while (!stop.load(std::memory_order_relaxed)) {
+      for (int k = 0; k < 200000; ++k, ++i) r.Log("loss", 1.0 / static_cast<double>(i + 1), i);
+      r.Flush();
+    }
+    ingest_seconds = Seconds(start);
+    logged = i;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the loader at full speed
+  const std::vector<double> loaded =
+      ChartReads(tcp_url, "bench-read", Token(box, "bench-read"), kReads);
+  stop = true;
+  loader.join();
+  sdk::Run check("bench-load", socket_url, Token(box, "bench-load"), "bench");
+  CheckStored(check, "bench-load", logged.load());
+  std::printf("chart_read_quiet_ms_p50 %.2f\nchart_read_quiet_ms_p99 %.2f\n",
+              Percentile(quiet, 0.5), Percentile(quiet, 0.99));
+  std::printf("chart_read_ingest_ms_p50 %.2f\nchart_read_ingest_ms_p99 %.2f\n",
+              Percentile(loaded, 0.5), Percentile(loaded, 0.99));
+  std::printf("chart_reads %d\ningest_during_reads_points_per_s %.0f\n", kReads,
+              static_cast<double>(logged.load()) / ingest_seconds);
+}
+
 double Baseline(const fs::path& db_path, long points) {
   sqlite3* db = nullptr;
   if (sqlite3_open(db_path.c_str(), &db) != SQLITE_OK) Die("cannot open " + db_path.string());
@@ -212,7 +283,7 @@ int main(int argc, char** argv) {
   auto store = store::OpenSqliteStore(layout.Database().string());
   auto box = SecretBox::Open(layout.SecretKey());
   if (!store.ok() || !box.ok()) Die("cannot open the workspace's store or key");
-  for (const char* id : {"bench-unix", "bench-tcp", "bench-py"}) {
+  for (const char* id : {"bench-unix", "bench-tcp", "bench-py", "bench-read", "bench-load"}) {
     store::RunRecord r;
     r.id = id;
     r.experiment = "bench";
@@ -222,15 +293,18 @@ int main(int argc, char** argv) {
     r.status = store::RunStatus::kRunning;
     if (Status s = (*store)->InsertRun(r); !s.ok()) Die(s.ToString());
   }
-  const std::string socket_url = "unix://" + (ApiSocketDir(root) / "api.sock").string();
-  const double unix_rate = Ingest(socket_url, "bench-unix", box->RunToken("bench-unix"), points);
-  const double tcp_rate = Ingest((*daemon)->url(), "bench-tcp", box->RunToken("bench-tcp"), points);
+  auto socket_dir = ApiSocketDir(root);
+  if (!socket_dir.ok()) Die(socket_dir.status().ToString());
+  const std::string socket_url = "unix://" + (*socket_dir / "api.sock").string();
+  const double unix_rate = Ingest(socket_url, "bench-unix", Token(*box, "bench-unix"), points);
+  const double tcp_rate = Ingest((*daemon)->url(), "bench-tcp", Token(*box, "bench-tcp"), points);
   double py_rate = 0;
   std::string py_details;
   if (py_points > 0) {
-    py_rate = PythonIngest(socket_url, "bench-py", box->RunToken("bench-py"), py_points, py_extra,
+    py_rate = PythonIngest(socket_url, "bench-py", Token(*box, "bench-py"), py_points, py_extra,
                            &py_details);
   }
+  ReadsUnderIngest((*daemon)->url(), socket_url, *box);
   const double baseline = Baseline(root / "baseline.db", std::min(points, 1'000'000L));
   std::printf("points %ld\n", points);
   std::printf("cpp_unix_points_per_s %.0f\n", unix_rate);

@@ -131,6 +131,11 @@ CREATE TABLE computes (
   updated_at       INTEGER NOT NULL
 );
 )sql",
+    // 4: the newest runs first (job list) and the next run's number (MAX(seq) on submit) by an
+    // index, not a scan of every run: with 100 k runs a page of 50 took 330 ms.
+    R"sql(
+CREATE INDEX runs_by_seq ON runs(seq);
+)sql",
 };
 
 // A prepared statement, finalised on destruction.

@@ -124,8 +124,7 @@ bool ReadProcStat(pid_t pid, char* state, unsigned long long* start_time) {
 }
 
 bool WriteRenamedAt(int dir_fd, const char* tmp, const char* name, const char* data, size_t n) {
-  const int fd =
-      ::openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  const int fd = ::openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0) return false;
   WriteAll(fd, data, n);
   ::close(fd);

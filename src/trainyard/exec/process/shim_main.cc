@@ -199,8 +199,9 @@ int main(int argc, char** argv) {
     for (int fd = kStateDirFd + 1; fd < max_fd; ++fd) ::close(fd);
   }
   if (::fcntl(kStateDirFd, F_SETFD, FD_CLOEXEC) != 0) {
-    static constexpr char kMsg[] = "trainyard-shim: descriptor 3 (the node's state folder) is "
-                                   "not open; this program is started by the trainyard daemon\n";
+    static constexpr char kMsg[] =
+        "trainyard-shim: descriptor 3 (the node's state folder) is "
+        "not open; this program is started by the trainyard daemon\n";
     WriteAll(2, kMsg, sizeof kMsg - 1);
     return 127;
   }
