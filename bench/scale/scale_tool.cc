@@ -48,7 +48,8 @@ int main(int argc, char** argv) {
     rec.created_at = tmpl->created_at + shift;
     if (Status s = (*db)->InsertRun(rec); !s.ok()) Die(s.ToString());
     for (const store::RunTransition& t : tmpl->transitions) {
-      if (Status s = (*db)->TransitionRun(rec.id, t.status, t.at + shift); !s.ok()) Die(s.ToString());
+      if (Status s = (*db)->TransitionRun(rec.id, t.status, t.at + shift); !s.ok())
+        Die(s.ToString());
     }
     if (tmpl->exit_code || !tmpl->failure_reason.empty()) {
       store::RunFields fields;

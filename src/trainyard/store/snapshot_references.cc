@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "trainyard/common/sha256.h"
+#include "trainyard/common/sqlite.h"
 #include "trainyard/common/util.h"
 
 namespace trainyard::store {
@@ -35,30 +36,17 @@ void CollectIds(std::string_view text, std::set<std::string>* ids) {
 
 // Runs `sql` on `db`, calling `row` for each result row. A table that does not exist yet (a
 // database the daemon has not migrated) gives no rows.
-Status QueryRows(sqlite3* db, const fs::path& path, const char* sql,
-                 const std::function<void(sqlite3_stmt*)>& row) {
-  sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db, sql, -1, &stmt, nullptr) != SQLITE_OK) {
-    std::string msg = sqlite3_errmsg(db);
-    sqlite3_finalize(stmt);
-    if (StartsWith(msg, "no such table")) return Status::Ok();
-    return Internal("cannot read the workspace database " + path.string() + ": " + msg);
+Status QueryRows(sqlite::Connection& db, const char* sql,
+                 const std::function<void(const sqlite::Statement&)>& row) {
+  sqlite::Statement q = db.Prepare(sql);
+  if (!q.ok()) {
+    if (StartsWith(sqlite3_errmsg(db.raw()), "no such table")) return Status::Ok();
+    return q.Error("read");
   }
   int rc;
-  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) row(stmt);
-  std::string msg = rc == SQLITE_DONE ? "" : sqlite3_errmsg(db);
-  sqlite3_finalize(stmt);
-  if (rc != SQLITE_DONE) {
-    return Internal("cannot read the workspace database " + path.string() + ": " + msg);
-  }
+  while ((rc = q.Step()) == SQLITE_ROW) row(q);
+  if (rc != SQLITE_DONE) return q.Error("read");
   return Status::Ok();
-}
-
-std::string_view Column(sqlite3_stmt* stmt, int i) {
-  const unsigned char* p = sqlite3_column_text(stmt, i);
-  if (p == nullptr) return {};
-  return {reinterpret_cast<const char*>(p),
-          static_cast<std::size_t>(sqlite3_column_bytes(stmt, i))};
 }
 
 }  // namespace
@@ -74,27 +62,23 @@ StatusOr<SnapshotReferences> ReadSnapshotReferences(const fs::path& database) {
   SnapshotReferences refs;
   struct stat st {};
   if (::stat(database.c_str(), &st) != 0 && errno == ENOENT) return refs;
-  sqlite3* raw = nullptr;
-  const int rc = sqlite3_open_v2(database.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
-  std::unique_ptr<sqlite3, int (*)(sqlite3*)> db(raw, sqlite3_close_v2);
-  if (rc != SQLITE_OK) {
-    return Internal("cannot open the workspace database " + database.string() + ": " +
-                    (raw ? sqlite3_errmsg(raw) : "out of memory"));
-  }
-  sqlite3_busy_timeout(db.get(), 10000);
-  TY_RETURN_IF_ERROR(QueryRows(db.get(), database, "SELECT snapshot_id, request_json FROM runs",
-                               [&](sqlite3_stmt* s) {
-                                 std::set<std::string> ids;
-                                 CollectIds(Column(s, 0), &ids);
-                                 CollectIds(Column(s, 1), &ids);
-                                 for (const std::string& id : ids) ++refs.runs[id];
-                               }));
-  TY_RETURN_IF_ERROR(QueryRows(db.get(), database, "SELECT definition_json FROM environments",
-                               [&](sqlite3_stmt* s) {
-                                 std::set<std::string> ids;
-                                 CollectIds(Column(s, 0), &ids);
-                                 for (const std::string& id : ids) ++refs.environments[id];
-                               }));
+  TY_ASSIGN_OR_RETURN(
+      std::unique_ptr<sqlite::Connection> db,
+      sqlite::Connection::Open(database.string(), SQLITE_OPEN_READONLY, "the workspace database"));
+  sqlite3_busy_timeout(db->raw(), 10000);
+  TY_RETURN_IF_ERROR(
+      QueryRows(*db, "SELECT snapshot_id, request_json FROM runs", [&](const sqlite::Statement& q) {
+        std::set<std::string> ids;
+        CollectIds(q.TextView(0), &ids);
+        CollectIds(q.TextView(1), &ids);
+        for (const std::string& id : ids) ++refs.runs[id];
+      }));
+  TY_RETURN_IF_ERROR(
+      QueryRows(*db, "SELECT definition_json FROM environments", [&](const sqlite::Statement& q) {
+        std::set<std::string> ids;
+        CollectIds(q.TextView(0), &ids);
+        for (const std::string& id : ids) ++refs.environments[id];
+      }));
   return refs;
 }
 

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "trainyard/common/mutex.h"
+#include "trainyard/common/sqlite.h"
 #include "trainyard/common/util.h"
 #include "trainyard/store/store.h"
 
@@ -138,52 +139,7 @@ CREATE INDEX runs_by_seq ON runs(seq);
 )sql",
 };
 
-// A prepared statement, finalised on destruction.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
-    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
-  }
-  ~Stmt() { sqlite3_finalize(stmt_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-
-  bool prepared() const { return rc_ == SQLITE_OK; }
-  Stmt& Bind(int i, const std::string& v) {
-    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& Bind(int i, std::int64_t v) {
-    sqlite3_bind_int64(stmt_, i, v);
-    return *this;
-  }
-  Stmt& BindOptional(int i, const std::optional<int>& v) {
-    if (v) {
-      sqlite3_bind_int64(stmt_, i, *v);
-    } else {
-      sqlite3_bind_null(stmt_, i);
-    }
-    return *this;
-  }
-  // SQLITE_ROW, SQLITE_DONE or an error code.
-  int Step() { return sqlite3_step(stmt_); }
-  std::string Text(int col) const {
-    auto* p = sqlite3_column_text(stmt_, col);
-    return p ? std::string(reinterpret_cast<const char*>(p),
-                           static_cast<size_t>(sqlite3_column_bytes(stmt_, col)))
-             : std::string();
-  }
-  std::int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
-  bool IsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
-  Status Error(std::string_view what) const {
-    return Internal(std::string(what) + ": " + sqlite3_errmsg(db_));
-  }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_;
-};
+using sqlite::Statement;
 
 constexpr const char* kRunColumns =
     "id, experiment, display_name, description, compute, status, request_json, snapshot_id, "
@@ -192,8 +148,8 @@ constexpr const char* kRunColumns =
 
 class SqliteStore : public Store {
  public:
-  SqliteStore(sqlite3* db, StoreOptions options) : db_(db), options_(options) {}
-  ~SqliteStore() override { sqlite3_close_v2(db_); }
+  SqliteStore(std::unique_ptr<sqlite::Connection> db, StoreOptions options)
+      : db_(std::move(db)), options_(options) {}
 
   Status Init() {
     MutexLock lock(mu_);
@@ -202,35 +158,7 @@ class SqliteStore : public Store {
     TY_RETURN_IF_ERROR(
         Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
              "PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;"));
-    TY_RETURN_IF_ERROR(
-        Exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
-             "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"));
-    std::int64_t current = 0;
-    {
-      Stmt q(db_, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
-      if (q.Step() == SQLITE_ROW) current = q.Int(0);
-    }
-    const std::int64_t known = std::size(kMigrations);
-    if (current > known) {
-      return FailedPrecondition("the workspace database has schema version " +
-                                std::to_string(current) + " but this trainyard knows only up to " +
-                                std::to_string(known) + "; upgrade trainyard");
-    }
-    for (std::int64_t v = current; v < known; ++v) {
-      TY_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-      Status s = Exec(kMigrations[v]);
-      if (s.ok()) {
-        Stmt ins(db_, "INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)");
-        ins.Bind(1, v + 1).Bind(2, NowMillis());
-        if (ins.Step() != SQLITE_DONE) s = ins.Error("record migration");
-      }
-      if (!s.ok()) {
-        (void)Exec("ROLLBACK");
-        return s.WithPrefix("migration " + std::to_string(v + 1));
-      }
-      TY_RETURN_IF_ERROR(Exec("COMMIT"));
-    }
-    return Status::Ok();
+    return db_->Migrate(kMigrations);
   }
 
   Status EnsureExperiment(const std::string& name) override {
@@ -241,7 +169,7 @@ class SqliteStore : public Store {
 
   StatusOr<std::vector<std::string>> ListExperiments() override {
     MutexLock lock(mu_);
-    Stmt q(db_, "SELECT name FROM experiments ORDER BY name");
+    Statement q = db_->Prepare("SELECT name FROM experiments ORDER BY name");
     std::vector<std::string> out;
     int rc;
     while ((rc = q.Step()) == SQLITE_ROW) out.push_back(q.Text(0));
@@ -251,10 +179,10 @@ class SqliteStore : public Store {
 
   Status InsertEnvironment(const EnvironmentRecord& env) override {
     MutexLock lock(mu_);
-    Stmt q(db_,
-           "INSERT INTO environments(name, version, definition_json, definition_hash, image_hash,"
-           " created_at, seq) VALUES (?, ?, ?, ?, ?, ?,"
-           " (SELECT COALESCE(MAX(seq), 0) + 1 FROM environments))");
+    Statement q = db_->Prepare(
+        "INSERT INTO environments(name, version, definition_json, definition_hash, image_hash,"
+        " created_at, seq) VALUES (?, ?, ?, ?, ?, ?,"
+        " (SELECT COALESCE(MAX(seq), 0) + 1 FROM environments))");
     q.Bind(1, env.name)
         .Bind(2, env.version)
         .Bind(3, env.definition_json)
@@ -271,10 +199,10 @@ class SqliteStore : public Store {
 
   Status PutCompute(const ComputeRecord& c) override {
     MutexLock lock(mu_);
-    Stmt q(db_,
-           "INSERT INTO computes(name, type, definition_json, created_at, updated_at) "
-           "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET type = excluded.type, "
-           "definition_json = excluded.definition_json, updated_at = excluded.updated_at");
+    Statement q = db_->Prepare(
+        "INSERT INTO computes(name, type, definition_json, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET type = excluded.type, "
+        "definition_json = excluded.definition_json, updated_at = excluded.updated_at");
     q.Bind(1, c.name)
         .Bind(2, c.type)
         .Bind(3, c.definition_json)
@@ -286,9 +214,9 @@ class SqliteStore : public Store {
 
   StatusOr<ComputeRecord> GetCompute(const std::string& name) override {
     MutexLock lock(mu_);
-    Stmt q(db_,
-           "SELECT name, type, definition_json, created_at, updated_at FROM computes "
-           "WHERE name = ?");
+    Statement q = db_->Prepare(
+        "SELECT name, type, definition_json, created_at, updated_at FROM computes "
+        "WHERE name = ?");
     q.Bind(1, name);
     const int rc = q.Step();
     if (rc == SQLITE_DONE) return NotFound("compute target '" + name + "' does not exist");
@@ -298,9 +226,9 @@ class SqliteStore : public Store {
 
   StatusOr<std::vector<ComputeRecord>> ListComputes() override {
     MutexLock lock(mu_);
-    Stmt q(db_,
-           "SELECT name, type, definition_json, created_at, updated_at FROM computes "
-           "ORDER BY name");
+    Statement q = db_->Prepare(
+        "SELECT name, type, definition_json, created_at, updated_at FROM computes "
+        "ORDER BY name");
     std::vector<ComputeRecord> out;
     int rc;
     while ((rc = q.Step()) == SQLITE_ROW) {
@@ -312,10 +240,10 @@ class SqliteStore : public Store {
 
   Status DeleteCompute(const std::string& name) override {
     MutexLock lock(mu_);
-    Stmt q(db_, "DELETE FROM computes WHERE name = ?");
+    Statement q = db_->Prepare("DELETE FROM computes WHERE name = ?");
     q.Bind(1, name);
     if (q.Step() != SQLITE_DONE) return q.Error("delete compute");
-    if (sqlite3_changes(db_) == 0) {
+    if (db_->Changes() == 0) {
       return NotFound("compute target '" + name + "' does not exist");
     }
     return Status::Ok();
@@ -330,7 +258,7 @@ class SqliteStore : public Store {
               "FROM environments WHERE name = ? ORDER BY seq DESC LIMIT 1"
             : "SELECT name, version, definition_json, definition_hash, image_hash, created_at "
               "FROM environments WHERE name = ? AND version = ?";
-    Stmt q(db_, sql);
+    Statement q = db_->Prepare(sql);
     q.Bind(1, name);
     if (!version.empty()) q.Bind(2, version);
     int rc = q.Step();
@@ -345,10 +273,11 @@ class SqliteStore : public Store {
   Status UpdateEnvironmentDefinition(const std::string& name, const std::string& version,
                                      const std::string& definition_json) override {
     MutexLock lock(mu_);
-    Stmt q(db_, "UPDATE environments SET definition_json = ? WHERE name = ? AND version = ?");
+    Statement q =
+        db_->Prepare("UPDATE environments SET definition_json = ? WHERE name = ? AND version = ?");
     q.Bind(1, definition_json).Bind(2, name).Bind(3, version);
     if (q.Step() != SQLITE_DONE) return q.Error("update environment");
-    if (sqlite3_changes(db_) == 0) {
+    if (db_->Changes() == 0) {
       return NotFound("environment " + name + ":" + version + " not found");
     }
     return Status::Ok();
@@ -356,12 +285,12 @@ class SqliteStore : public Store {
 
   StatusOr<std::vector<EnvironmentRecord>> ListEnvironments(const std::string& name) override {
     MutexLock lock(mu_);
-    Stmt q(db_,
-           name.empty()
-               ? "SELECT name, version, definition_json, definition_hash, image_hash, created_at "
-                 "FROM environments ORDER BY seq"
-               : "SELECT name, version, definition_json, definition_hash, image_hash, created_at "
-                 "FROM environments WHERE name = ? ORDER BY seq");
+    Statement q = db_->Prepare(
+        name.empty()
+            ? "SELECT name, version, definition_json, definition_hash, image_hash, created_at "
+              "FROM environments ORDER BY seq"
+            : "SELECT name, version, definition_json, definition_hash, image_hash, created_at "
+              "FROM environments WHERE name = ? ORDER BY seq");
     if (!name.empty()) q.Bind(1, name);
     std::vector<EnvironmentRecord> out;
     int rc;
@@ -383,8 +312,8 @@ class SqliteStore : public Store {
 
   StatusOr<RunRecord> GetRun(const std::string& id) override {
     MutexLock lock(mu_);
-    std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = ?";
-    Stmt q(db_, sql.c_str());
+    static const std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = ?";
+    Statement q = db_->Prepare(sql.c_str());
     q.Bind(1, id);
     int rc = q.Step();
     if (rc == SQLITE_DONE) return NotFound("run '" + id + "' not found");
@@ -396,10 +325,12 @@ class SqliteStore : public Store {
 
   StatusOr<std::vector<RunRecord>> ListRuns(const RunFilter& filter) override {
     MutexLock lock(mu_);
-    std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs" +
-                      (filter.experiment.empty() ? "" : " WHERE experiment = ?") +
-                      " ORDER BY seq DESC LIMIT ?";
-    Stmt q(db_, sql.c_str());
+    static const std::string all =
+        std::string("SELECT ") + kRunColumns + " FROM runs ORDER BY seq DESC LIMIT ?";
+    static const std::string of_experiment = std::string("SELECT ") + kRunColumns +
+                                             " FROM runs WHERE experiment = ?"
+                                             " ORDER BY seq DESC LIMIT ?";
+    Statement q = db_->Prepare(filter.experiment.empty() ? all.c_str() : of_experiment.c_str());
     int i = 1;
     if (!filter.experiment.empty()) q.Bind(i++, filter.experiment);
     q.Bind(i, static_cast<std::int64_t>(filter.limit <= 0 ? 100 : filter.limit));
@@ -408,10 +339,10 @@ class SqliteStore : public Store {
 
   StatusOr<std::vector<RunRecord>> ListActiveRuns() override {
     MutexLock lock(mu_);
-    std::string sql = std::string("SELECT ") + kRunColumns +
-                      " FROM runs WHERE status NOT IN ('Completed', 'Failed', 'Canceled')"
-                      " ORDER BY seq";
-    Stmt q(db_, sql.c_str());
+    static const std::string sql =
+        std::string("SELECT ") + kRunColumns +
+        " FROM runs WHERE status NOT IN ('Completed', 'Failed', 'Canceled') ORDER BY seq";
+    Statement q = db_->Prepare(sql.c_str());
     return ReadRuns(q);
   }
 
@@ -439,13 +370,13 @@ class SqliteStore : public Store {
 
   Status UpdateRun(const RunRecord& run) override {
     MutexLock lock(mu_);
-    Stmt q(db_,
-           "UPDATE runs SET image_hash = ?, image = ?, exit_code = ?, failure_reason = ?,"
-           " container_id = ?, environment_name = ?, environment_version = ?, updated_at = ?"
-           " WHERE id = ?");
+    Statement q = db_->Prepare(
+        "UPDATE runs SET image_hash = ?, image = ?, exit_code = ?, failure_reason = ?,"
+        " container_id = ?, environment_name = ?, environment_version = ?, updated_at = ?"
+        " WHERE id = ?");
     q.Bind(1, run.image_hash)
         .Bind(2, run.image)
-        .BindOptional(3, run.exit_code)
+        .Bind(3, run.exit_code)
         .Bind(4, run.failure_reason)
         .Bind(5, run.container_id)
         .Bind(6, run.environment_name)
@@ -453,7 +384,7 @@ class SqliteStore : public Store {
         .Bind(8, NowMillis())
         .Bind(9, run.id);
     if (q.Step() != SQLITE_DONE) return q.Error("update run");
-    if (sqlite3_changes(db_) == 0) return NotFound("run '" + run.id + "' not found");
+    if (db_->Changes() == 0) return NotFound("run '" + run.id + "' not found");
     return Status::Ok();
   }
 
@@ -468,17 +399,17 @@ class SqliteStore : public Store {
     }
     sql += " WHERE id = ?";
     MutexLock lock(mu_);
-    Stmt q(db_, sql.c_str());
+    Statement q = db_->PrepareOnce(sql);
     int i = 1;
     q.Bind(i++, NowMillis());
     if (fields.image_hash) q.Bind(i++, *fields.image_hash);
     if (fields.image) q.Bind(i++, *fields.image);
-    if (fields.exit_code) q.BindOptional(i++, fields.exit_code);
+    if (fields.exit_code) q.Bind(i++, fields.exit_code);
     if (fields.failure_reason) q.Bind(i++, *fields.failure_reason);
     if (fields.container_id) q.Bind(i++, *fields.container_id);
     q.Bind(i, id);
     if (q.Step() != SQLITE_DONE) return q.Error("update run");
-    if (sqlite3_changes(db_) == 0) return NotFound("run '" + id + "' not found");
+    if (db_->Changes() == 0) return NotFound("run '" + id + "' not found");
     return Status::Ok();
   }
 
@@ -511,7 +442,8 @@ class SqliteStore : public Store {
   StatusOr<std::map<std::string, std::string>> GetRunProperties(const std::string& id) override {
     MutexLock lock(mu_);
     TY_RETURN_IF_ERROR(RunExistsLocked(id));
-    Stmt q(db_, "SELECT key, value FROM run_properties WHERE run_id = ? ORDER BY key");
+    Statement q =
+        db_->Prepare("SELECT key, value FROM run_properties WHERE run_id = ? ORDER BY key");
     q.Bind(1, id);
     std::map<std::string, std::string> out;
     int rc;
@@ -527,17 +459,17 @@ class SqliteStore : public Store {
                              std::string(RunStatusName(status)));
     }
     MutexLock lock(mu_);
-    Stmt q(db_,
-           "UPDATE runs SET script_status = ?, script_message = ?, updated_at = ? WHERE id = ?");
+    Statement q = db_->Prepare(
+        "UPDATE runs SET script_status = ?, script_message = ?, updated_at = ? WHERE id = ?");
     q.Bind(1, std::string(RunStatusName(status))).Bind(2, message).Bind(3, NowMillis()).Bind(4, id);
     if (q.Step() != SQLITE_DONE) return q.Error("record the script's verdict");
-    if (sqlite3_changes(db_) == 0) return NotFound("run '" + id + "' not found");
+    if (db_->Changes() == 0) return NotFound("run '" + id + "' not found");
     return Status::Ok();
   }
 
  private:
   Status RunExistsLocked(const std::string& id) REQUIRES(mu_) {
-    Stmt q(db_, "SELECT 1 FROM runs WHERE id = ?");
+    Statement q = db_->Prepare("SELECT 1 FROM runs WHERE id = ?");
     q.Bind(1, id);
     int rc = q.Step();
     if (rc == SQLITE_DONE) return NotFound("run '" + id + "' not found");
@@ -550,14 +482,14 @@ class SqliteStore : public Store {
       REQUIRES(mu_) {
     TY_RETURN_IF_ERROR(RunExistsLocked(id));
     for (const auto& [key, value] : set) {
-      Stmt q(db_,
-             "INSERT INTO run_tags(run_id, key, value) VALUES (?, ?, ?)"
-             " ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value");
+      Statement q = db_->Prepare(
+          "INSERT INTO run_tags(run_id, key, value) VALUES (?, ?, ?)"
+          " ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value");
       q.Bind(1, id).Bind(2, key).Bind(3, value);
       if (q.Step() != SQLITE_DONE) return q.Error("set tag");
     }
     for (const std::string& key : remove) {
-      Stmt q(db_, "DELETE FROM run_tags WHERE run_id = ? AND key = ?");
+      Statement q = db_->Prepare("DELETE FROM run_tags WHERE run_id = ? AND key = ?");
       q.Bind(1, id).Bind(2, key);
       if (q.Step() != SQLITE_DONE) return q.Error("remove tag");
     }
@@ -569,7 +501,7 @@ class SqliteStore : public Store {
                           const char* what) REQUIRES(mu_) {
     if (max == UINT64_MAX) return Status::Ok();
     const std::string sql = std::string("SELECT COUNT(*) FROM ") + table + " WHERE run_id = ?";
-    Stmt q(db_, sql.c_str());
+    Statement q = db_->PrepareOnce(sql);
     q.Bind(1, id);
     if (q.Step() != SQLITE_ROW) return q.Error("count run rows");
     const auto n = static_cast<std::uint64_t>(q.Int(0));
@@ -585,7 +517,7 @@ class SqliteStore : public Store {
                              const std::map<std::string, std::string>& properties) REQUIRES(mu_) {
     TY_RETURN_IF_ERROR(RunExistsLocked(id));
     for (const auto& [key, value] : properties) {
-      Stmt cur(db_, "SELECT value FROM run_properties WHERE run_id = ? AND key = ?");
+      Statement cur = db_->Prepare("SELECT value FROM run_properties WHERE run_id = ? AND key = ?");
       cur.Bind(1, id).Bind(2, key);
       int rc = cur.Step();
       if (rc == SQLITE_ROW) {
@@ -597,25 +529,18 @@ class SqliteStore : public Store {
         continue;
       }
       if (rc != SQLITE_DONE) return cur.Error("read property");
-      Stmt ins(db_, "INSERT INTO run_properties(run_id, key, value) VALUES (?, ?, ?)");
+      Statement ins =
+          db_->Prepare("INSERT INTO run_properties(run_id, key, value) VALUES (?, ?, ?)");
       ins.Bind(1, id).Bind(2, key).Bind(3, value);
       if (ins.Step() != SQLITE_DONE) return ins.Error("add property");
     }
     return Status::Ok();
   }
 
-  Status Exec(const char* sql) REQUIRES(mu_) {
-    char* err = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = err ? err : "unknown error";
-      sqlite3_free(err);
-      return Internal("sqlite: " + msg);
-    }
-    return Status::Ok();
-  }
+  Status Exec(const char* sql) REQUIRES(mu_) { return db_->Exec(sql); }
 
   Status EnsureExperimentLocked(const std::string& name) REQUIRES(mu_) {
-    Stmt q(db_, "INSERT OR IGNORE INTO experiments(name, created_at) VALUES (?, ?)");
+    Statement q = db_->Prepare("INSERT OR IGNORE INTO experiments(name, created_at) VALUES (?, ?)");
     q.Bind(1, name).Bind(2, NowMillis());
     if (q.Step() != SQLITE_DONE) return q.Error("ensure experiment");
     return Status::Ok();
@@ -623,12 +548,12 @@ class SqliteStore : public Store {
 
   Status InsertRunLocked(const RunRecord& run) REQUIRES(mu_) {
     TY_RETURN_IF_ERROR(EnsureExperimentLocked(run.experiment));
-    Stmt q(db_,
-           "INSERT INTO runs(id, experiment, display_name, description, compute, status,"
-           " request_json, snapshot_id, environment_name, environment_version, image_hash, image,"
-           " exit_code, failure_reason, container_id, created_at, updated_at, seq)"
-           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-           " (SELECT COALESCE(MAX(seq), 0) + 1 FROM runs))");
+    Statement q = db_->Prepare(
+        "INSERT INTO runs(id, experiment, display_name, description, compute, status,"
+        " request_json, snapshot_id, environment_name, environment_version, image_hash, image,"
+        " exit_code, failure_reason, container_id, created_at, updated_at, seq)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+        " (SELECT COALESCE(MAX(seq), 0) + 1 FROM runs))");
     q.Bind(1, run.id)
         .Bind(2, run.experiment)
         .Bind(3, run.display_name)
@@ -641,7 +566,7 @@ class SqliteStore : public Store {
         .Bind(10, run.environment_version)
         .Bind(11, run.image_hash)
         .Bind(12, run.image)
-        .BindOptional(13, run.exit_code)
+        .Bind(13, run.exit_code)
         .Bind(14, run.failure_reason)
         .Bind(15, run.container_id)
         .Bind(16, run.created_at)
@@ -649,11 +574,11 @@ class SqliteStore : public Store {
     int rc = q.Step();
     if (rc == SQLITE_CONSTRAINT) return AlreadyExists("a run named '" + run.id + "' exists");
     if (rc != SQLITE_DONE) return q.Error("insert run");
-    Stmt t(db_, "INSERT INTO run_transitions(run_id, status, at) VALUES (?, ?, ?)");
+    Statement t = db_->Prepare("INSERT INTO run_transitions(run_id, status, at) VALUES (?, ?, ?)");
     t.Bind(1, run.id).Bind(2, std::string(RunStatusName(run.status))).Bind(3, run.created_at);
     if (t.Step() != SQLITE_DONE) return t.Error("insert transition");
     for (const auto& [k, v] : run.tags) {
-      Stmt g(db_, "INSERT INTO run_tags(run_id, key, value) VALUES (?, ?, ?)");
+      Statement g = db_->Prepare("INSERT INTO run_tags(run_id, key, value) VALUES (?, ?, ?)");
       g.Bind(1, run.id).Bind(2, k).Bind(3, v);
       if (g.Step() != SQLITE_DONE) return g.Error("insert tag");
     }
@@ -661,7 +586,7 @@ class SqliteStore : public Store {
   }
 
   Status TransitionLocked(const std::string& id, RunStatus to, std::int64_t at) REQUIRES(mu_) {
-    Stmt cur(db_, "SELECT status FROM runs WHERE id = ?");
+    Statement cur = db_->Prepare("SELECT status FROM runs WHERE id = ?");
     cur.Bind(1, id);
     int rc = cur.Step();
     if (rc == SQLITE_DONE) return NotFound("run '" + id + "' not found");
@@ -670,16 +595,16 @@ class SqliteStore : public Store {
     if (from && IsTerminal(*from)) {
       return FailedPrecondition("run '" + id + "' already ended as " + cur.Text(0));
     }
-    Stmt up(db_, "UPDATE runs SET status = ?, updated_at = ? WHERE id = ?");
+    Statement up = db_->Prepare("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?");
     up.Bind(1, std::string(RunStatusName(to))).Bind(2, at).Bind(3, id);
     if (up.Step() != SQLITE_DONE) return up.Error("update status");
-    Stmt t(db_, "INSERT INTO run_transitions(run_id, status, at) VALUES (?, ?, ?)");
+    Statement t = db_->Prepare("INSERT INTO run_transitions(run_id, status, at) VALUES (?, ?, ?)");
     t.Bind(1, id).Bind(2, std::string(RunStatusName(to))).Bind(3, at);
     if (t.Step() != SQLITE_DONE) return t.Error("insert transition");
     return Status::Ok();
   }
 
-  static EnvironmentRecord ReadEnv(const Stmt& q) {
+  static EnvironmentRecord ReadEnv(const Statement& q) {
     EnvironmentRecord e;
     e.name = q.Text(0);
     e.version = q.Text(1);
@@ -690,7 +615,7 @@ class SqliteStore : public Store {
     return e;
   }
 
-  static RunRecord ReadRun(const Stmt& q) {
+  static RunRecord ReadRun(const Statement& q) {
     RunRecord r;
     r.id = q.Text(0);
     r.experiment = q.Text(1);
@@ -716,7 +641,7 @@ class SqliteStore : public Store {
     return r;
   }
 
-  StatusOr<std::vector<RunRecord>> ReadRuns(Stmt& q) REQUIRES(mu_) {
+  StatusOr<std::vector<RunRecord>> ReadRuns(Statement& q) REQUIRES(mu_) {
     std::vector<RunRecord> out;
     int rc;
     while ((rc = q.Step()) == SQLITE_ROW) out.push_back(ReadRun(q));
@@ -732,14 +657,14 @@ class SqliteStore : public Store {
         by_id[out[i].id] = &out[i];
         marks += i == from ? "?" : ",?";
       }
-      auto bind_ids = [&](Stmt& stmt) {
+      auto bind_ids = [&](Statement& stmt) {
         int n = 1;
         for (std::size_t i = from; i < to; ++i) stmt.Bind(n++, out[i].id);
       };
       const std::string transitions =
           "SELECT run_id, status, at FROM run_transitions WHERE run_id IN (" + marks +
           ") ORDER BY rowid";
-      Stmt t(db_, transitions.c_str());
+      Statement t = db_->PrepareOnce(transitions);
       bind_ids(t);
       while ((rc = t.Step()) == SQLITE_ROW) {
         auto run = by_id.find(t.Text(0));
@@ -749,7 +674,7 @@ class SqliteStore : public Store {
       if (rc != SQLITE_DONE) return t.Error("read transitions");
       const std::string tags =
           "SELECT run_id, key, value FROM run_tags WHERE run_id IN (" + marks + ")";
-      Stmt g(db_, tags.c_str());
+      Statement g = db_->PrepareOnce(tags);
       bind_ids(g);
       while ((rc = g.Step()) == SQLITE_ROW) {
         if (auto run = by_id.find(g.Text(0)); run != by_id.end()) {
@@ -762,14 +687,15 @@ class SqliteStore : public Store {
   }
 
   Status LoadRunDetails(RunRecord* r) REQUIRES(mu_) {
-    Stmt t(db_, "SELECT status, at FROM run_transitions WHERE run_id = ? ORDER BY rowid");
+    Statement t =
+        db_->Prepare("SELECT status, at FROM run_transitions WHERE run_id = ? ORDER BY rowid");
     t.Bind(1, r->id);
     int rc;
     while ((rc = t.Step()) == SQLITE_ROW) {
       if (auto s = ParseRunStatus(t.Text(0))) r->transitions.push_back({*s, t.Int(1)});
     }
     if (rc != SQLITE_DONE) return t.Error("read transitions");
-    Stmt g(db_, "SELECT key, value FROM run_tags WHERE run_id = ? ORDER BY key");
+    Statement g = db_->Prepare("SELECT key, value FROM run_tags WHERE run_id = ? ORDER BY key");
     g.Bind(1, r->id);
     while ((rc = g.Step()) == SQLITE_ROW) r->tags[g.Text(0)] = g.Text(1);
     if (rc != SQLITE_DONE) return g.Error("read tags");
@@ -777,21 +703,18 @@ class SqliteStore : public Store {
   }
 
   Mutex mu_;
-  sqlite3* db_ GUARDED_BY(mu_);
+  const std::unique_ptr<sqlite::Connection> db_ GUARDED_BY(mu_);
   const StoreOptions options_;
 };
 
 }  // namespace
 
 StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, StoreOptions options) {
-  sqlite3* db = nullptr;
-  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX;
-  if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
-    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
-    sqlite3_close_v2(db);
-    return Unavailable("cannot open the workspace database " + path + ": " + msg);
-  }
-  auto store = std::make_unique<SqliteStore>(db, options);
+  TY_ASSIGN_OR_RETURN(std::unique_ptr<sqlite::Connection> db,
+                      sqlite::Connection::Open(
+                          path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                          "the workspace database"));
+  auto store = std::make_unique<SqliteStore>(std::move(db), options);
   TY_RETURN_IF_ERROR(store->Init());
   return std::unique_ptr<Store>(std::move(store));
 }

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "trainyard/common/mutex.h"
+#include "trainyard/common/sqlite.h"
 #include "trainyard/common/util.h"
 #include "trainyard/tracking/chunk.h"
 
@@ -97,129 +98,23 @@ CREATE TABLE run_files (
 std::int64_t ToBits(double d) { return std::bit_cast<std::int64_t>(d); }
 double FromBits(std::int64_t b) { return std::bit_cast<double>(b); }
 
-// One connection with its prepared statements, cached by SQL text address.
-class Conn {
- public:
-  // A statement in use; reset (bindings cleared) when it goes out of scope.
-  class Stmt {
-   public:
-    Stmt(Conn* c, sqlite3_stmt* s) : conn_(c), s_(s) {}
-    ~Stmt() {
-      if (s_) {
-        sqlite3_reset(s_);
-        sqlite3_clear_bindings(s_);
-      }
-    }
-    Stmt(const Stmt&) = delete;
-    Stmt& operator=(const Stmt&) = delete;
+using Conn = sqlite::Connection;
 
-    bool ok() const { return s_ != nullptr; }
-    Stmt& Bind(int i, const std::string& v) {
-      sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
-      return *this;
-    }
-    Stmt& Bind(int i, std::int64_t v) {
-      sqlite3_bind_int64(s_, i, v);
-      return *this;
-    }
-    Stmt& BindOpt(int i, const std::optional<double>& v) {
-      if (v) {
-        sqlite3_bind_int64(s_, i, ToBits(*v));
-      } else {
-        sqlite3_bind_null(s_, i);
-      }
-      return *this;
-    }
-    Stmt& BindOptInt(int i, const std::optional<std::int64_t>& v) {
-      if (v) {
-        sqlite3_bind_int64(s_, i, *v);
-      } else {
-        sqlite3_bind_null(s_, i);
-      }
-      return *this;
-    }
-    Stmt& BindBlob(int i, std::string_view v) {
-      sqlite3_bind_blob64(s_, i, v.data(), v.size(), SQLITE_STATIC);
-      return *this;
-    }
-    int Step() { return sqlite3_step(s_); }
-    std::int64_t Int(int col) const { return sqlite3_column_int64(s_, col); }
-    bool IsNull(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
-    std::optional<double> OptDouble(int col) const {
-      if (IsNull(col)) return std::nullopt;
-      return FromBits(Int(col));
-    }
-    std::optional<std::int64_t> OptInt(int col) const {
-      if (IsNull(col)) return std::nullopt;
-      return Int(col);
-    }
-    std::string Text(int col) const {
-      auto* p = sqlite3_column_text(s_, col);
-      return p ? std::string(reinterpret_cast<const char*>(p),
-                             static_cast<size_t>(sqlite3_column_bytes(s_, col)))
-               : std::string();
-    }
-    std::string_view Blob(int col) const {
-      const void* p = sqlite3_column_blob(s_, col);
-      const int n = sqlite3_column_bytes(s_, col);
-      return p ? std::string_view(static_cast<const char*>(p), static_cast<size_t>(n))
-               : std::string_view();
-    }
-    Status Error(std::string_view what) const { return conn_->Error(what); }
-
-   private:
-    Conn* conn_;
-    sqlite3_stmt* s_;
-  };
-
-  explicit Conn(sqlite3* db) : db_(db) {}
-  ~Conn() {
-    for (auto& [sql, s] : cache_) sqlite3_finalize(s);
-    sqlite3_close_v2(db_);
-  }
-
-  // `sql` must be a string literal (cached by address). ok() is false when it fails to prepare.
-  Stmt Prepare(const char* sql) {
-    auto it = cache_.find(sql);
-    if (it != cache_.end()) return Stmt(this, it->second);
-    sqlite3_stmt* s = nullptr;
-    if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK) {
-      return Stmt(this, nullptr);
-    }
-    cache_.emplace(sql, s);
-    return Stmt(this, s);
-  }
-
-  Status Exec(const char* sql) {
-    char* err = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = err ? err : sqlite3_errmsg(db_);
-      sqlite3_free(err);
-      return Internal("tracking store: " + msg);
-    }
-    return Status::Ok();
-  }
-
-  Status Error(std::string_view what) const {
-    return Internal("tracking store: " + std::string(what) + ": " + sqlite3_errmsg(db_));
-  }
-
-  sqlite3* db() const { return db_; }
-
- private:
-  sqlite3* db_;
-  std::unordered_map<const char*, sqlite3_stmt*> cache_;
-};
+// Optional doubles are stored as their bits (an INTEGER column), so that no value is rounded.
+std::optional<std::int64_t> Bits(const std::optional<double>& d) {
+  if (!d) return std::nullopt;
+  return ToBits(*d);
+}
+std::optional<double> FromBits(const std::optional<std::int64_t>& b) {
+  if (!b) return std::nullopt;
+  return FromBits(*b);
+}
 
 StatusOr<std::unique_ptr<Conn>> OpenConn(const std::string& path, bool durable) {
-  sqlite3* db = nullptr;
-  const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-  if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
-    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
-    sqlite3_close_v2(db);
-    return Unavailable("cannot open the tracking database " + path + ": " + msg);
-  }
-  auto conn = std::make_unique<Conn>(db);
+  TY_ASSIGN_OR_RETURN(
+      std::unique_ptr<Conn> conn,
+      Conn::Open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                 "the tracking database"));
   // Larger pages keep a chunk (a few KiB to ~40 KiB) on fewer overflow pages. Only takes effect
   // on a new file.
   TY_RETURN_IF_ERROR(conn->Exec("PRAGMA page_size=16384"));
@@ -336,36 +231,7 @@ class SeriesStore::Impl {
 
   Status Migrate() {
     MutexLock lock(write_mu_);
-    Conn& c = *writer_;
-    TY_RETURN_IF_ERROR(
-        c.Exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
-               "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"));
-    std::int64_t current = 0;
-    {
-      auto q = c.Prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
-      if (q.ok() && q.Step() == SQLITE_ROW) current = q.Int(0);
-    }
-    const std::int64_t known = std::size(kMigrations);
-    if (current > known) {
-      return FailedPrecondition("the tracking database has schema version " +
-                                std::to_string(current) + " but this trainyard knows only up to " +
-                                std::to_string(known) + "; upgrade trainyard");
-    }
-    for (std::int64_t v = current; v < known; ++v) {
-      TY_RETURN_IF_ERROR(c.Exec("BEGIN IMMEDIATE"));
-      Status s = c.Exec(kMigrations[v]);
-      if (s.ok()) {
-        auto ins = c.Prepare("INSERT INTO schema_migrations(version, applied_at) VALUES (?, ?)");
-        ins.Bind(1, v + 1).Bind(2, NowMillis());
-        if (ins.Step() != SQLITE_DONE) s = ins.Error("record migration");
-      }
-      if (!s.ok()) {
-        (void)c.Exec("ROLLBACK");
-        return s.WithPrefix("migration " + std::to_string(v + 1));
-      }
-      TY_RETURN_IF_ERROR(c.Exec("COMMIT"));
-    }
-    return Status::Ok();
+    return writer_->Migrate(kMigrations);
   }
 
   // Group commit: appends that arrive while a commit is under way wait, then the first of them
@@ -411,8 +277,8 @@ class SeriesStore::Impl {
       i.last_value = FromBits(q.Int(2));
       i.last_step = q.Int(3);
       i.last_timestamp = q.Int(4);
-      i.min = q.OptDouble(5);
-      i.max = q.OptDouble(6);
+      i.min = FromBits(q.OptInt(5));
+      i.max = FromBits(q.OptInt(6));
       out.push_back(std::move(i));
     }
     if (rc != SQLITE_DONE) return q.Error("list series");
@@ -533,7 +399,7 @@ class SeriesStore::Impl {
             .Bind(2, e.name)
             .Bind(3, kind)
             .Bind(4, e.value_json)
-            .BindOptInt(5, e.step)
+            .Bind(5, e.step)
             .Bind(6, e.description)
             .Bind(7, e.timestamp.value_or(now_ms));
         if (q.Step() != SQLITE_DONE) return q.Error("insert entry");
@@ -693,8 +559,8 @@ class SeriesStore::Impl {
           row.max_step = q.Int(2);
           row.last_seq = q.Int(3);
           row.last_chunk_count = static_cast<std::uint64_t>(q.Int(4));
-          row.min = q.OptDouble(5);
-          row.max = q.OptDouble(6);
+          row.min = FromBits(q.OptInt(5));
+          row.max = FromBits(q.OptInt(6));
         } else if (rc == SQLITE_DONE) {
           is_new = true;
         } else {
@@ -752,7 +618,7 @@ class SeriesStore::Impl {
         if (!q.ok()) return c.Error("prepare insert series");
         q.Bind(1, run_id).Bind(2, s.name);
         if (q.Step() != SQLITE_DONE) return q.Error("insert series");
-        row.id = sqlite3_last_insert_rowid(c.db());
+        row.id = sqlite3_last_insert_rowid(c.raw());
         ++new_names;
       }
       TY_RETURN_IF_ERROR(AppendPoints(&row, steps, timestamps, s.values));
@@ -768,8 +634,8 @@ class SeriesStore::Impl {
           .Bind(3, sum.last_step)
           .Bind(4, sum.last_timestamp)
           .Bind(5, ToBits(sum.last_value))
-          .BindOpt(6, MinOpt(row.min, sum.min))
-          .BindOpt(7, MaxOpt(row.max, sum.max))
+          .Bind(6, Bits(MinOpt(row.min, sum.min)))
+          .Bind(7, Bits(MaxOpt(row.max, sum.max)))
           .Bind(8, row.last_seq)
           .Bind(9, static_cast<std::int64_t>(row.last_chunk_count))
           .Bind(10, row.id);
@@ -897,8 +763,8 @@ class SeriesStore::Impl {
         .Bind(3, static_cast<std::int64_t>(values.size()))
         .Bind(4, sum.first_step)
         .Bind(5, sum.last_step)
-        .BindOpt(6, sum.min)
-        .BindOpt(7, sum.max)
+        .Bind(6, Bits(sum.min))
+        .Bind(7, Bits(sum.max))
         .BindBlob(8, encoded_);
     if (q.Step() != SQLITE_DONE) return q.Error("write chunk");
     return Status::Ok();
