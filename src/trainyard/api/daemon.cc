@@ -117,18 +117,13 @@ json RunToJson(const store::RunRecord& r, const std::string& base_url,
     phases["running_ms"] = v;
   }
   const std::optional<std::int64_t> slurm_job = exec::SlurmRunExecutor::JobOf(r.container_id);
-  std::string command;
-  auto req = json::parse(r.request_json, nullptr, false);
-  if (req.is_object() && req.contains("command") && req["command"].is_string()) {
-    command = req["command"].get<std::string>();
-  }
   return json{{"name", r.id},
               {"display_name", r.display_name},
               {"description", r.description},
               {"experiment", r.experiment},
               {"status", StatusText(r.status)},
               {"compute", r.compute},
-              {"command", command},
+              {"command", r.command},
               {"environment", r.environment_name + ":" + r.environment_version},
               {"environment_name", r.environment_name},
               {"environment_version", r.environment_version},

@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <ctime>
+
 #include "trainyard/common/fs.h"
 #include "trainyard/common/secret_box.h"
 #include "trainyard/common/sha256.h"
@@ -53,6 +56,24 @@ TEST(UtilTest, Base64RoundTrip) {
   }
   EXPECT_EQ(Base64Encode("abc"), "YWJj");
   EXPECT_EQ(Base64UrlEncode("\xfb\xff"), "-_8=");
+}
+
+TEST(UtilTest, FormatTimeIsoAgreesWithGmtime) {
+  EXPECT_EQ(FormatTimeIso(0), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(FormatTimeIso(951'782'400'123), "2000-02-29T00:00:00.123Z");  // a leap day
+  EXPECT_EQ(FormatTimeIso(-1), "1969-12-31T23:59:59.999Z");
+  // Every day from 1900 to 2200 at a time of day that moves, against the C library.
+  for (std::int64_t day = -25'567; day < 84'000; day += 1) {
+    const std::int64_t ms = day * 86'400'000 + (day * 7'919'000 + 123) % 86'400'000;
+    const std::time_t secs = static_cast<std::time_t>(ms / 1000 - (ms % 1000 < 0 ? 1 : 0));
+    std::tm tm{};
+    ASSERT_NE(gmtime_r(&secs, &tm), nullptr);
+    char want[64];
+    std::snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<int>(((ms % 1000) + 1000) % 1000));
+    ASSERT_EQ(FormatTimeIso(ms), want) << ms;
+  }
 }
 
 TEST(UtilTest, ShellQuote) {

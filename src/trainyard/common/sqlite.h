@@ -63,6 +63,8 @@ class Statement {
 
   Status Error(std::string_view what) const;
 
+  sqlite3_stmt* raw() const { return stmt_; }
+
  private:
   Connection* conn_;
   sqlite3_stmt* stmt_;

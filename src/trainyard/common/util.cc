@@ -16,13 +16,32 @@ std::int64_t NowMillis() {
 }
 
 std::string FormatTimeIso(std::int64_t unix_millis) {
-  std::time_t secs = static_cast<std::time_t>(unix_millis / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
+  // Civil date from days since 1970-01-01 in the proleptic Gregorian calendar, by 400-year eras
+  // (146097 days each): no gmtime_r, whose time-zone lock every API thread would share.
+  std::int64_t days = unix_millis / 86'400'000;
+  std::int64_t ms_of_day = unix_millis % 86'400'000;
+  if (ms_of_day < 0) {
+    ms_of_day += 86'400'000;
+    --days;
+  }
+  const std::int64_t z = days + 719'468;  // days since 0000-03-01
+  const std::int64_t era = (z >= 0 ? z : z - 146'096) / 146'097;
+  const std::int64_t day_of_era = z - era * 146'097;
+  const std::int64_t year_of_era =
+      (day_of_era - day_of_era / 1460 + day_of_era / 36'524 - day_of_era / 146'096) / 365;
+  const std::int64_t day_of_year =
+      day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+  const std::int64_t month_from_march = (5 * day_of_year + 2) / 153;
+  const std::int64_t day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+  const std::int64_t month = month_from_march < 10 ? month_from_march + 3 : month_from_march - 9;
+  const std::int64_t year = year_of_era + era * 400 + (month <= 2 ? 1 : 0);
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(unix_millis % 1000));
+  std::snprintf(buf, sizeof buf, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld.%03lldZ",
+                static_cast<long long>(year), static_cast<long long>(month),
+                static_cast<long long>(day), static_cast<long long>(ms_of_day / 3'600'000),
+                static_cast<long long>(ms_of_day / 60'000 % 60),
+                static_cast<long long>(ms_of_day / 1000 % 60),
+                static_cast<long long>(ms_of_day % 1000));
   return buf;
 }
 

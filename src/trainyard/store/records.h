@@ -60,6 +60,7 @@ struct RunRecord {
   std::string compute;
   RunStatus status = RunStatus::kNotStarted;
   std::string request_json;  // the submitted job, as the daemon received it (secrets sealed)
+  std::string command;       // request_json's "command" when it is a string; read, not written
   std::string snapshot_id;
   std::string environment_name;
   std::string environment_version;

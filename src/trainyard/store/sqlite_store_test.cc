@@ -44,6 +44,32 @@ TEST(SqliteStoreTest, RunLifecyclePersistsTransitions) {
   EXPECT_EQ(st->InsertRun(NewRun("r1")).code(), StatusCode::kAlreadyExists);
 }
 
+// The command a run shows is its request's "command" string; anything else shows none, and a
+// malformed request never fails a read.
+TEST(SqliteStoreTest, TheCommandIsReadFromTheRequest) {
+  auto st = Open();
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"command": "python train.py --lr \"0.1\""})", "python train.py --lr \"0.1\""},
+      {R"({"command": 42})", ""},
+      {R"({"name": "x"})", ""},
+      {R"({"command": "tru)", ""},
+      {"", ""},
+  };
+  int i = 0;
+  for (const auto& [request, command] : cases) {
+    RunRecord r = NewRun("c" + std::to_string(i++));
+    r.request_json = request;
+    ASSERT_TRUE(st->InsertRun(r).ok());
+    auto got = st->GetRun(r.id);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(got->command, command) << request;
+  }
+  auto listed = st->ListRuns({});
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  ASSERT_EQ(listed->size(), 5u);
+  EXPECT_EQ(listed->back().command, "python train.py --lr \"0.1\"");
+}
+
 // A narrow update writes the fields it is given and leaves every other one as it was.
 TEST(SqliteStoreTest, SetRunFieldsChangesOnlyTheGivenFields) {
   auto st = Open();
