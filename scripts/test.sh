@@ -2,7 +2,7 @@
 # shellcheck source-path=SCRIPTDIR
 # The one command that sets everything up and runs every test:
 #   deps.sh -> dockerd.sh -> base-images.sh -> registry.sh -> slurm.sh -> cmake --preset dev ->
-#   build -> ctest -> lint.sh (formatting) -> fuzz.sh (every fuzz target for FUZZ_SECONDS,
+#   build -> ctest -> lint.sh (formatting) -> tsan.sh (ThreadSanitizer) -> fuzz.sh (every fuzz target for FUZZ_SECONDS,
 #   default 15; 0 skips it; its clang build also checks the thread-safety annotations)
 # Tests run with TRAINYARD_REQUIRE_SERVICES=1: a missing service is a failure, never a skip.
 # Extra arguments go to ctest (e.g. scripts/test.sh -R spec). Works from any folder.
@@ -57,6 +57,15 @@ if [ "$fuzz_seconds" -gt 0 ] && [ $# -eq 0 ]; then
   "$here/fuzz.sh" "$fuzz_seconds" || fuzz_rc=$?
 fi
 
+# ThreadSanitizer over the concurrent modules' unit tests (scripts/tsan.sh): counted as one test.
+tsan_rc=0
+if [ $# -eq 0 ]; then
+  ty_log "ThreadSanitizer: the scheduler, executor, HTTP and tracking tests"
+  "$here/tsan.sh" >"$logdir/tsan.log" 2>&1 || tsan_rc=$?
+  tail -n 3 "$logdir/tsan.log"
+  [ "$tsan_rc" -eq 0 ] || ty_log "ThreadSanitizer failed; its log: $logdir/tsan.log"
+fi
+
 line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$logdir/ctest.log" | tail -n1 || true)
 if [ -n "$line" ]; then
   failed=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
@@ -69,6 +78,9 @@ fi
 [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
 if [ $# -eq 0 ]; then
   if [ "$lint_rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+fi
+if [ $# -eq 0 ]; then
+  if [ "$tsan_rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 fi
 if [ "$fuzz_seconds" -gt 0 ] && [ $# -eq 0 ]; then
   if [ "$fuzz_rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
