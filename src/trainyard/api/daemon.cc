@@ -31,6 +31,7 @@
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/common/fs.h"
+#include "trainyard/common/json_writer.h"
 #include "trainyard/common/mutex.h"
 #include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/secret_box.h"
@@ -90,57 +91,85 @@ std::string ReadChunk(const RootedDir* run_dir, std::string_view rel, std::uint6
   return buf;
 }
 
-std::string StatusText(RunStatus s) { return std::string(store::RunStatusName(s)); }
-
-// `wait_reason`: why an active run waits (Scheduler::WaitReason), empty when it does not.
-json RunToJson(const store::RunRecord& r, const std::string& base_url,
-               const std::string& wait_reason = "") {
-  json transitions = json::array();
-  for (const auto& t : r.transitions) {
-    transitions.push_back(
-        {{"status", StatusText(t.status)}, {"at", FormatTimeIso(t.at)}, {"at_ms", t.at}});
-  }
-  std::int64_t ended =
+// A run as the API shows it, written into `out` (a page of runs is the API's most read answer:
+// no JSON tree is built). `wait_reason`: why an active run waits (Scheduler::WaitReason), empty
+// when it does not.
+void AppendRunJson(std::string& out, const store::RunRecord& r, const std::string& base_url,
+                   const std::string& wait_reason = "") {
+  const std::int64_t ended =
       store::IsTerminal(r.status) && !r.transitions.empty() ? r.transitions.back().at : 0;
-  json phases = json::object();
   auto span = [&](RunStatus from, RunStatus to) -> std::int64_t {
     std::int64_t a = r.TimeOf(from), b = r.TimeOf(to);
     if (a == 0) return -1;
     if (b == 0) b = ended ? ended : NowMillis();
     return b - a;
   };
-  if (auto v = span(RunStatus::kQueued, RunStatus::kPreparing); v >= 0) phases["queued_ms"] = v;
+  const std::optional<std::int64_t> slurm_job = exec::SlurmRunExecutor::JobOf(r.container_id);
+  JsonWriter w(out);
+  w.BeginObject()
+      .Field("name", r.id)
+      .Field("display_name", r.display_name)
+      .Field("description", r.description)
+      .Field("experiment", r.experiment)
+      .Field("status", store::RunStatusName(r.status))
+      .Field("compute", r.compute)
+      .Field("command", r.command)
+      .Field("environment", r.environment_name + ":" + r.environment_version)
+      .Field("environment_name", r.environment_name)
+      .Field("environment_version", r.environment_version)
+      .Field("image", r.image)
+      .Field("image_hash", r.image_hash)
+      .Field("snapshot_id", r.snapshot_id);
+  w.Key("exit_code");
+  if (r.exit_code) {
+    w.Int(*r.exit_code);
+  } else {
+    w.Null();
+  }
+  w.Field("failure_reason", r.failure_reason).Field("wait_reason", wait_reason).Key("slurm_job");
+  if (slurm_job) {
+    w.Int(*slurm_job);
+  } else {
+    w.Null();
+  }
+  w.Key("tags").BeginObject();
+  for (const auto& [key, value] : r.tags) w.Field(key, value);
+  w.EndObject().Key("transitions").BeginArray();
+  for (const auto& t : r.transitions) {
+    w.BeginObject()
+        .Field("status", store::RunStatusName(t.status))
+        .Field("at", FormatTimeIso(t.at))
+        .Field("at_ms", t.at)
+        .EndObject();
+  }
+  w.EndArray()
+      .Field("created_at", FormatTimeIso(r.created_at))
+      .Field("created_ms", r.created_at)
+      .Field("ended_ms", ended)
+      .Key("phase_durations")
+      .BeginObject();
+  if (auto v = span(RunStatus::kQueued, RunStatus::kPreparing); v >= 0) w.Field("queued_ms", v);
   if (auto v = span(RunStatus::kPreparing, RunStatus::kStarting); v >= 0) {
-    phases["preparing_ms"] = v;
+    w.Field("preparing_ms", v);
   }
   if (auto v = span(RunStatus::kRunning, RunStatus::kFinalizing); v >= 0) {
-    phases["running_ms"] = v;
+    w.Field("running_ms", v);
   }
-  const std::optional<std::int64_t> slurm_job = exec::SlurmRunExecutor::JobOf(r.container_id);
-  return json{{"name", r.id},
-              {"display_name", r.display_name},
-              {"description", r.description},
-              {"experiment", r.experiment},
-              {"status", StatusText(r.status)},
-              {"compute", r.compute},
-              {"command", r.command},
-              {"environment", r.environment_name + ":" + r.environment_version},
-              {"environment_name", r.environment_name},
-              {"environment_version", r.environment_version},
-              {"image", r.image},
-              {"image_hash", r.image_hash},
-              {"snapshot_id", r.snapshot_id},
-              {"exit_code", r.exit_code ? json(*r.exit_code) : json(nullptr)},
-              {"failure_reason", r.failure_reason},
-              {"wait_reason", wait_reason},
-              {"slurm_job", slurm_job ? json(*slurm_job) : json(nullptr)},
-              {"tags", r.tags},
-              {"transitions", transitions},
-              {"created_at", FormatTimeIso(r.created_at)},
-              {"created_ms", r.created_at},
-              {"ended_ms", ended},
-              {"phase_durations", phases},
-              {"url", base_url + "/api/v1/jobs/" + r.id}};
+  w.EndObject().Field("url", base_url + "/api/v1/jobs/" + r.id).EndObject();
+}
+
+json RunToJson(const store::RunRecord& r, const std::string& base_url,
+               const std::string& wait_reason = "") {
+  std::string text;
+  AppendRunJson(text, r, base_url, wait_reason);
+  return json::parse(text);
+}
+
+HttpResponse JsonRun(const store::RunRecord& r, const std::string& base_url,
+                     const std::string& wait_reason) {
+  std::string text;
+  AppendRunJson(text, r, base_url, wait_reason);
+  return HttpResponse::Text(200, std::move(text), "application/json");
 }
 
 HttpResponse JsonText(int status, const json& j) {
@@ -383,23 +412,29 @@ void Daemon::Impl::InstallRoutes() {
             }
             auto runs = store->ListRuns(filter);
             if (!runs.ok()) return HttpResponse::FromStatus(runs.status());
-            json out = json::array();
+            const std::string base_url = BaseUrl();
+            std::string text = "[";
             for (const auto& r : *runs) {
-              out.push_back(RunToJson(r, BaseUrl(), scheduler->WaitReason(r.id)));
+              if (text.size() > 1) text += ',';
+              // An ended run waits for nothing: the scheduler is not asked.
+              AppendRunJson(text, r, base_url,
+                            store::IsTerminal(r.status) ? "" : scheduler->WaitReason(r.id));
             }
-            return JsonText(200, out);
+            text += ']';
+            return HttpResponse::Text(200, std::move(text), "application/json");
           }));
   s.Route("GET", "/api/v1/jobs/{name}", SyncHandler([this](HttpRequest& req) {
             auto run = store->GetRun(req.Param("name"));
             if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return JsonText(200, RunToJson(*run, BaseUrl(), scheduler->WaitReason(run->id)));
+            return JsonRun(*run, BaseUrl(),
+                           store::IsTerminal(run->status) ? "" : scheduler->WaitReason(run->id));
           }));
   s.Route("POST", "/api/v1/jobs/{name}/cancel", SyncHandler([this](HttpRequest& req) {
             Status st = scheduler->Cancel(req.Param("name"));
             if (!st.ok()) return HttpResponse::FromStatus(st);
             auto run = store->GetRun(req.Param("name"));
             if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return JsonText(200, RunToJson(*run, BaseUrl(), scheduler->WaitReason(run->id)));
+            return JsonRun(*run, BaseUrl(), scheduler->WaitReason(run->id));
           }));
   s.Route("GET", "/api/v1/jobs/{name}/stream",
           AsyncHandler([this](HttpRequest& req) { return Stream(req); }));
@@ -578,7 +613,7 @@ asio::awaitable<HttpResponse> Daemon::Impl::Stream(HttpRequest& req) {
         answer = HttpResponse::FromStatus(run.status());
         return;
       }
-      const std::string status = StatusText(run->status);
+      const std::string status(store::RunStatusName(run->status));
       const bool terminal = store::IsTerminal(run->status);
       if (!run_dir) {
         if (auto opened = RootedDir::Open(layout.RunDir(name)); opened.ok()) {

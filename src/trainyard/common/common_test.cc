@@ -2,8 +2,12 @@
 
 #include <cstdio>
 #include <ctime>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/json_writer.h"
 #include "trainyard/common/secret_box.h"
 #include "trainyard/common/sha256.h"
 #include "trainyard/common/status.h"
@@ -73,6 +77,66 @@ TEST(UtilTest, FormatTimeIsoAgreesWithGmtime) {
                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                   static_cast<int>(((ms % 1000) + 1000) % 1000));
     ASSERT_EQ(FormatTimeIso(ms), want) << ms;
+  }
+}
+
+TEST(JsonWriterTest, WritesWhatAParserReadsBack) {
+  std::string out;
+  JsonWriter w(out);
+  w.BeginObject()
+      .Field("name", "r\"1\\\n\x01")
+      .Field("n", std::int64_t{-42})
+      .Key("none")
+      .Null()
+      .Key("list")
+      .BeginArray()
+      .Int(1)
+      .BeginObject()
+      .EndObject()
+      .String("\xc3\xa9")
+      .EndArray()
+      .Key("empty")
+      .BeginArray()
+      .EndArray()
+      .EndObject();
+  const auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["name"], "r\"1\\\n\x01");
+  EXPECT_EQ(j["n"], -42);
+  EXPECT_TRUE(j["none"].is_null());
+  EXPECT_EQ(j["list"], nlohmann::json::parse(R"([1, {}, "\u00e9"])"));
+  EXPECT_TRUE(j["empty"].is_array() && j["empty"].empty());
+}
+
+// Any bytes give valid JSON, and the same text nlohmann::json gives with its replacement of
+// invalid UTF-8 (which the API used before).
+TEST(JsonWriterTest, EscapesAndReplacesLikeNlohmann) {
+  std::vector<std::string> cases = {
+      "plain",        "\x7f\x1f\"\\/",    "\xed\xa0\x80",  // a surrogate
+      "\xe0\x80\xaf", "\xf4\x90\x80\x80", "\xc3",         "a\xe2\x82", "\xf0\x9f\x98\x80",
+      "\xff\xfe",     "\xe2\x82\xac\x80x"};
+  std::uint32_t seed = 12345;
+  for (int n = 0; n < 3000; ++n) {
+    std::string s;
+    const int len = static_cast<int>(seed % 12);
+    for (int k = 0; k < len; ++k) {
+      seed = seed * 1103515245u + 12345u;
+      const unsigned pick = (seed >> 16) % 6;
+      // Mostly the bytes UTF-8 decoding turns on: leads, continuations, and a little ASCII.
+      static constexpr unsigned char kBytes[] = {0x80, 0xbf, 0xc2, 0xe0, 0xed, 0xf0, 0xf4, 0xa0,
+                                                 0x9f, 0x90, 0x8f, 0x41, 0x22, 0x0a, 0xc0, 0xf5};
+      s += static_cast<char>(pick == 0 ? (seed >> 8) & 0xff : kBytes[(seed >> 8) % 16]);
+    }
+    seed = seed * 1103515245u + 12345u;
+    cases.push_back(s);
+  }
+  for (const std::string& s : cases) {
+    std::string mine;
+    AppendJsonString(mine, s);
+    const std::string theirs =
+        nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    ASSERT_EQ(nlohmann::json::parse(mine), nlohmann::json::parse(theirs))
+        << "input bytes: "
+        << nlohmann::json(s).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
   }
 }
 
