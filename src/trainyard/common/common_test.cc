@@ -66,6 +66,8 @@ TEST(UtilTest, FormatTimeIsoAgreesWithGmtime) {
   EXPECT_EQ(FormatTimeIso(0), "1970-01-01T00:00:00.000Z");
   EXPECT_EQ(FormatTimeIso(951'782'400'123), "2000-02-29T00:00:00.123Z");  // a leap day
   EXPECT_EQ(FormatTimeIso(-1), "1969-12-31T23:59:59.999Z");
+  EXPECT_EQ(FormatTimeIso(253'402'300'800'000), "10000-01-01T00:00:00.000Z");  // five digits
+  EXPECT_EQ(FormatTimeIso(-62'167'219'200'001), "-001-12-31T23:59:59.999Z");
   // Every day from 1900 to 2200 at a time of day that moves, against the C library.
   for (std::int64_t day = -25'567; day < 84'000; day += 1) {
     const std::int64_t ms = day * 86'400'000 + (day * 7'919'000 + 123) % 86'400'000;

@@ -4,6 +4,7 @@
 #include <map>
 #include <utility>
 
+#include "trainyard/common/json_writer.h"
 #include "trainyard/common/mutex.h"
 #include "trainyard/common/sqlite.h"
 #include "trainyard/common/util.h"
@@ -656,32 +657,32 @@ class SqliteStore : public Store {
     for (std::size_t from = 0; from < out.size(); from += kChunk) {
       const std::size_t to = std::min(out.size(), from + kChunk);
       std::map<std::string, RunRecord*, std::less<>> by_id;
-      std::string marks;
+      // The chunk's ids as one JSON array bound to one cached statement (json_each), not a
+      // statement with a placeholder per run prepared each time.
+      std::string ids = "[";
       for (std::size_t i = from; i < to; ++i) {
         by_id[out[i].id] = &out[i];
-        marks += i == from ? "?" : ",?";
+        if (i != from) ids += ',';
+        AppendJsonString(ids, out[i].id);
       }
-      auto bind_ids = [&](Statement& stmt) {
-        int n = 1;
-        for (std::size_t i = from; i < to; ++i) stmt.Bind(n++, out[i].id);
-      };
-      const std::string transitions =
-          "SELECT run_id, status, at FROM run_transitions WHERE run_id IN (" + marks +
-          ") ORDER BY rowid";
-      Statement t = db_->PrepareOnce(transitions);
+      ids += ']';
+      auto bind_ids = [&](Statement& stmt) { stmt.Bind(1, ids); };
+      Statement t = db_->Prepare(
+          "SELECT run_id, status, at FROM run_transitions"
+          " WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY rowid");
       bind_ids(t);
       while ((rc = t.Step()) == SQLITE_ROW) {
-        auto run = by_id.find(t.Text(0));
-        auto status = ParseRunStatus(t.Text(1));
+        auto run = by_id.find(t.TextView(0));
+        auto status = ParseRunStatus(t.TextView(1));
         if (run != by_id.end() && status) run->second->transitions.push_back({*status, t.Int(2)});
       }
       if (rc != SQLITE_DONE) return t.Error("read transitions");
-      const std::string tags =
-          "SELECT run_id, key, value FROM run_tags WHERE run_id IN (" + marks + ")";
-      Statement g = db_->PrepareOnce(tags);
+      Statement g = db_->Prepare(
+          "SELECT run_id, key, value FROM run_tags WHERE run_id IN (SELECT value FROM "
+          "json_each(?))");
       bind_ids(g);
       while ((rc = g.Step()) == SQLITE_ROW) {
-        if (auto run = by_id.find(g.Text(0)); run != by_id.end()) {
+        if (auto run = by_id.find(g.TextView(0)); run != by_id.end()) {
           run->second->tags[g.Text(1)] = g.Text(2);
         }
       }
