@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <utility>
+#include <vector>
 
 #include "trainyard/common/json_writer.h"
 #include "trainyard/common/mutex.h"
@@ -154,6 +155,8 @@ class SqliteStore : public Store {
  public:
   SqliteStore(std::unique_ptr<sqlite::Connection> db, StoreOptions options)
       : db_(std::move(db)), options_(options) {}
+
+  void SetReaderPath(std::string path) { path_ = std::move(path); }
 
   Status Init() {
     MutexLock lock(mu_);
@@ -315,30 +318,22 @@ class SqliteStore : public Store {
   }
 
   StatusOr<RunRecord> GetRun(const std::string& id) override {
-    MutexLock lock(mu_);
-    static const std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = ?";
-    Statement q = db_->Prepare(sql.c_str());
-    q.Bind(1, id);
-    int rc = q.Step();
-    if (rc == SQLITE_DONE) return NotFound("run '" + id + "' not found");
-    if (rc != SQLITE_ROW) return q.Error("get run");
-    RunRecord r = ReadRun(q);
-    TY_RETURN_IF_ERROR(LoadRunDetails(&r));
-    return r;
+    return OnReader([&](sqlite::Connection& c) { return GetRunOn(c, id); });
   }
 
   StatusOr<std::vector<RunRecord>> ListRuns(const RunFilter& filter) override {
-    MutexLock lock(mu_);
-    static const std::string all =
-        std::string("SELECT ") + kRunColumns + " FROM runs ORDER BY seq DESC LIMIT ?";
-    static const std::string of_experiment = std::string("SELECT ") + kRunColumns +
-                                             " FROM runs WHERE experiment = ?"
-                                             " ORDER BY seq DESC LIMIT ?";
-    Statement q = db_->Prepare(filter.experiment.empty() ? all.c_str() : of_experiment.c_str());
-    int i = 1;
-    if (!filter.experiment.empty()) q.Bind(i++, filter.experiment);
-    q.Bind(i, static_cast<std::int64_t>(filter.limit <= 0 ? 100 : filter.limit));
-    return ReadRuns(q);
+    return OnReader([&](sqlite::Connection& c) -> StatusOr<std::vector<RunRecord>> {
+      static const std::string all =
+          std::string("SELECT ") + kRunColumns + " FROM runs ORDER BY seq DESC LIMIT ?";
+      static const std::string of_experiment = std::string("SELECT ") + kRunColumns +
+                                               " FROM runs WHERE experiment = ?"
+                                               " ORDER BY seq DESC LIMIT ?";
+      Statement q = c.Prepare(filter.experiment.empty() ? all.c_str() : of_experiment.c_str());
+      int i = 1;
+      if (!filter.experiment.empty()) q.Bind(i++, filter.experiment);
+      q.Bind(i, static_cast<std::int64_t>(filter.limit <= 0 ? 100 : filter.limit));
+      return ReadRuns(c, q);
+    });
   }
 
   StatusOr<std::vector<RunRecord>> ListActiveRuns() override {
@@ -347,7 +342,7 @@ class SqliteStore : public Store {
         std::string("SELECT ") + kRunColumns +
         " FROM runs WHERE status NOT IN ('Completed', 'Failed', 'Canceled') ORDER BY seq";
     Statement q = db_->Prepare(sql.c_str());
-    return ReadRuns(q);
+    return ReadRuns(*db_, q);
   }
 
   Status TransitionRun(const std::string& id, RunStatus to, std::int64_t at) override {
@@ -646,7 +641,20 @@ class SqliteStore : public Store {
     return r;
   }
 
-  StatusOr<std::vector<RunRecord>> ReadRuns(Statement& q) REQUIRES(mu_) {
+  static StatusOr<RunRecord> GetRunOn(sqlite::Connection& c, const std::string& id) {
+    static const std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = ?";
+    Statement q = c.Prepare(sql.c_str());
+    q.Bind(1, id);
+    int rc = q.Step();
+    if (rc == SQLITE_DONE) return NotFound("run '" + id + "' not found");
+    if (rc != SQLITE_ROW) return q.Error("get run");
+    RunRecord r = ReadRun(q);
+    TY_RETURN_IF_ERROR(LoadRunDetails(c, &r));
+    return r;
+  }
+
+  // `q` (on `c`) selects kRunColumns; with each run's transitions and tags.
+  static StatusOr<std::vector<RunRecord>> ReadRuns(sqlite::Connection& c, Statement& q) {
     std::vector<RunRecord> out;
     int rc;
     while ((rc = q.Step()) == SQLITE_ROW) out.push_back(ReadRun(q));
@@ -667,7 +675,7 @@ class SqliteStore : public Store {
       }
       ids += ']';
       auto bind_ids = [&](Statement& stmt) { stmt.Bind(1, ids); };
-      Statement t = db_->Prepare(
+      Statement t = c.Prepare(
           "SELECT run_id, status, at FROM run_transitions"
           " WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY rowid");
       bind_ids(t);
@@ -677,7 +685,7 @@ class SqliteStore : public Store {
         if (run != by_id.end() && status) run->second->transitions.push_back({*status, t.Int(2)});
       }
       if (rc != SQLITE_DONE) return t.Error("read transitions");
-      Statement g = db_->Prepare(
+      Statement g = c.Prepare(
           "SELECT run_id, key, value FROM run_tags WHERE run_id IN (SELECT value FROM "
           "json_each(?))");
       bind_ids(g);
@@ -691,25 +699,69 @@ class SqliteStore : public Store {
     return out;
   }
 
-  Status LoadRunDetails(RunRecord* r) REQUIRES(mu_) {
+  static Status LoadRunDetails(sqlite::Connection& c, RunRecord* r) {
     Statement t =
-        db_->Prepare("SELECT status, at FROM run_transitions WHERE run_id = ? ORDER BY rowid");
+        c.Prepare("SELECT status, at FROM run_transitions WHERE run_id = ? ORDER BY rowid");
     t.Bind(1, r->id);
     int rc;
     while ((rc = t.Step()) == SQLITE_ROW) {
-      if (auto s = ParseRunStatus(t.Text(0))) r->transitions.push_back({*s, t.Int(1)});
+      if (auto s = ParseRunStatus(t.TextView(0))) r->transitions.push_back({*s, t.Int(1)});
     }
     if (rc != SQLITE_DONE) return t.Error("read transitions");
-    Statement g = db_->Prepare("SELECT key, value FROM run_tags WHERE run_id = ? ORDER BY key");
+    Statement g = c.Prepare("SELECT key, value FROM run_tags WHERE run_id = ? ORDER BY key");
     g.Bind(1, r->id);
     while ((rc = g.Step()) == SQLITE_ROW) r->tags[g.Text(0)] = g.Text(1);
     if (rc != SQLITE_DONE) return g.Error("read tags");
     return Status::Ok();
   }
 
+  // Runs `read` on a reader connection of its own when the database is a file (WAL lets readers
+  // run beside the writer and beside each other, so API reads wait neither for a transition's
+  // fsync nor for one another); on the one connection otherwise (":memory:", which is per
+  // connection), or when no reader can be opened.
+  template <typename F>
+  auto OnReader(F read) -> decltype(read(std::declval<sqlite::Connection&>())) {
+    std::unique_ptr<sqlite::Connection> reader;
+    if (!path_.empty()) {
+      {
+        MutexLock lock(readers_mu_);
+        if (!idle_readers_.empty()) {
+          reader = std::move(idle_readers_.back());
+          idle_readers_.pop_back();
+        }
+      }
+      if (!reader) {
+        auto opened = sqlite::Connection::Open(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                                               "the workspace database");
+        if (opened.ok() && (*opened)->Exec("PRAGMA busy_timeout=5000; PRAGMA query_only=1").ok()) {
+          reader = std::move(opened).value();
+        }
+      }
+    }
+    if (!reader) {
+      MutexLock lock(mu_);
+      return read(*db_);
+    }
+    // One read transaction: the run rows, their transitions and their tags are one snapshot,
+    // as they are under mu_ on the writer.
+    if (Statement begin = reader->Prepare("BEGIN"); begin.Step() != SQLITE_DONE) {
+      return begin.Error("begin a read");
+    }
+    auto result = read(*reader);
+    if (Statement commit = reader->Prepare("COMMIT"); commit.Step() != SQLITE_DONE) {
+      return commit.Error("end a read");
+    }
+    MutexLock lock(readers_mu_);
+    idle_readers_.push_back(std::move(reader));
+    return result;
+  }
+
   Mutex mu_;
   const std::unique_ptr<sqlite::Connection> db_ GUARDED_BY(mu_);
   const StoreOptions options_;
+  std::string path_;  // empty for an in-memory database: no reader connections
+  Mutex readers_mu_;
+  std::vector<std::unique_ptr<sqlite::Connection>> idle_readers_ GUARDED_BY(readers_mu_);
 };
 
 }  // namespace
@@ -721,6 +773,10 @@ StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, StoreO
                           "the workspace database"));
   auto store = std::make_unique<SqliteStore>(std::move(db), options);
   TY_RETURN_IF_ERROR(store->Init());
+  // Readers open once the schema is migrated.
+  if (path != ":memory:" && !path.empty() && path.find("mode=memory") == std::string::npos) {
+    store->SetReaderPath(path);
+  }
   return std::unique_ptr<Store>(std::move(store));
 }
 

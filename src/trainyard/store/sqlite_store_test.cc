@@ -1,4 +1,9 @@
 #include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
 
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
@@ -151,6 +156,52 @@ TEST(SqliteStoreTest, UpdateAndListRuns) {
   auto exps = st->ListExperiments();
   ASSERT_TRUE(exps.ok());
   EXPECT_EQ(exps->size(), 2u);
+}
+
+// On a file, reads run on connections of their own: each still sees every write that returned
+// before it began, and reads on several threads beside the writer see whole runs.
+TEST(SqliteStoreTest, ReadersOnAFileSeeEveryCommittedWrite) {
+  char tmpl[] = "/tmp/ty-store-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  {
+    auto st = Open(dir + "/trainyard.db");
+    std::atomic<bool> stop{false};
+    std::atomic<int> bad{0};
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 3; ++t) {
+      readers.emplace_back([&] {
+        while (!stop) {
+          auto page = st->ListRuns({.limit = 20});
+          if (!page.ok()) {
+            ++bad;
+            continue;
+          }
+          for (const RunRecord& r : *page) {
+            // Every listed run carries its tag and its first transition (written with it), and
+            // its status is its last transition.
+            if (r.tags.count("team") != 1 || r.transitions.empty() ||
+                r.transitions.front().status != RunStatus::kNotStarted ||
+                r.transitions.back().status != r.status) {
+              ++bad;
+            }
+          }
+        }
+      });
+    }
+    for (int i = 0; i < 200; ++i) {
+      const std::string id = "r" + std::to_string(i);
+      ASSERT_TRUE(st->InsertRun(NewRun(id)).ok());
+      ASSERT_TRUE(st->TransitionRun(id, RunStatus::kQueued, 10).ok());
+      auto seen = st->GetRun(id);
+      ASSERT_TRUE(seen.ok()) << seen.status().ToString();
+      EXPECT_EQ(seen->status, RunStatus::kQueued);  // read after write, on another connection
+    }
+    stop = true;
+    for (auto& t : readers) t.join();
+    EXPECT_EQ(bad.load(), 0);
+  }
+  (void)RemoveTree(dir);
 }
 
 TEST(SqliteStoreTest, EnvironmentVersions) {
