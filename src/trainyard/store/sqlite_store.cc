@@ -752,13 +752,16 @@ class SqliteStore : public Store {
       return commit.Error("end a read");
     }
     MutexLock lock(readers_mu_);
-    idle_readers_.push_back(std::move(reader));
+    // A burst of concurrent reads (many runs ending at once) leaves no more than a few
+    // connections open (3 descriptors and a page cache each): the rest close here.
+    if (idle_readers_.size() < kMaxIdleReaders) idle_readers_.push_back(std::move(reader));
     return result;
   }
 
   Mutex mu_;
   const std::unique_ptr<sqlite::Connection> db_ GUARDED_BY(mu_);
   const StoreOptions options_;
+  static constexpr std::size_t kMaxIdleReaders = 8;
   std::string path_;  // empty for an in-memory database: no reader connections
   Mutex readers_mu_;
   std::vector<std::unique_ptr<sqlite::Connection>> idle_readers_ GUARDED_BY(readers_mu_);
