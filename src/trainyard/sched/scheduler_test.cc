@@ -611,7 +611,9 @@ TEST_F(SchedulerTest, RegistryPasswordIsSealedAndNeverInTheDatabase) {
   ASSERT_TRUE(run.ok()) << run.status().ToString();
   EXPECT_EQ(WaitFor(run->id).status, RunStatus::kCompleted);
   EXPECT_EQ(engine_.last_pull_auth()->password, "s3cret-Pw-917");
-  // Checkpoint the WAL so every byte is in the main file, then look at every byte.
+  // Checkpoint the WAL so every byte is in the main file, then look at every byte. The scheduler
+  // stops first: its run thread may still be leaving the store after the final commit.
+  scheduler_.reset();
   store_.reset();
   std::string bytes;
   for (const char* suffix : {"", "-wal"}) {
