@@ -158,18 +158,11 @@ void AppendRunJson(std::string& out, const store::RunRecord& r, const std::strin
   w.EndObject().Field("url", base_url + "/api/v1/jobs/" + r.id).EndObject();
 }
 
-json RunToJson(const store::RunRecord& r, const std::string& base_url,
-               const std::string& wait_reason = "") {
-  std::string text;
-  AppendRunJson(text, r, base_url, wait_reason);
-  return json::parse(text);
-}
-
-HttpResponse JsonRun(const store::RunRecord& r, const std::string& base_url,
+HttpResponse JsonRun(int status, const store::RunRecord& r, const std::string& base_url,
                      const std::string& wait_reason) {
   std::string text;
   AppendRunJson(text, r, base_url, wait_reason);
-  return HttpResponse::Text(200, std::move(text), "application/json");
+  return HttpResponse::Text(status, std::move(text), "application/json");
 }
 
 HttpResponse JsonText(int status, const json& j) {
@@ -270,6 +263,10 @@ struct Daemon::Impl {
   std::string tls_pin;
 
   std::string BaseUrl() const { return "http://127.0.0.1:" + std::to_string(http->port()); }
+  // Why `r` waits; an ended run waits for nothing, and the scheduler is not asked.
+  std::string WaitReasonOf(const store::RunRecord& r) const {
+    return store::IsTerminal(r.status) ? "" : scheduler->WaitReason(r.id);
+  }
 
   // Environment builds asked for by POST .../build: each on a thread of its own (a build takes
   // minutes, which would starve the blocking pool), at most kMaxEnvironmentBuilds at once.
@@ -396,7 +393,7 @@ void Daemon::Impl::InstallRoutes() {
             if (!request.ok()) return HttpResponse::FromStatus(request.status());
             auto run = scheduler->Submit(std::move(request).value());
             if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return HttpResponse::Json(201, RunToJson(*run, BaseUrl()));
+            return JsonRun(201, *run, BaseUrl(), "");
           }));
   s.Route("GET", "/api/v1/jobs", SyncHandler([this](HttpRequest& req) {
             store::RunFilter filter;
@@ -416,9 +413,7 @@ void Daemon::Impl::InstallRoutes() {
             std::string text = "[";
             for (const auto& r : *runs) {
               if (text.size() > 1) text += ',';
-              // An ended run waits for nothing: the scheduler is not asked.
-              AppendRunJson(text, r, base_url,
-                            store::IsTerminal(r.status) ? "" : scheduler->WaitReason(r.id));
+              AppendRunJson(text, r, base_url, WaitReasonOf(r));
             }
             text += ']';
             return HttpResponse::Text(200, std::move(text), "application/json");
@@ -426,15 +421,14 @@ void Daemon::Impl::InstallRoutes() {
   s.Route("GET", "/api/v1/jobs/{name}", SyncHandler([this](HttpRequest& req) {
             auto run = store->GetRun(req.Param("name"));
             if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return JsonRun(*run, BaseUrl(),
-                           store::IsTerminal(run->status) ? "" : scheduler->WaitReason(run->id));
+            return JsonRun(200, *run, BaseUrl(), WaitReasonOf(*run));
           }));
   s.Route("POST", "/api/v1/jobs/{name}/cancel", SyncHandler([this](HttpRequest& req) {
             Status st = scheduler->Cancel(req.Param("name"));
             if (!st.ok()) return HttpResponse::FromStatus(st);
             auto run = store->GetRun(req.Param("name"));
             if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return JsonRun(*run, BaseUrl(), scheduler->WaitReason(run->id));
+            return JsonRun(200, *run, BaseUrl(), WaitReasonOf(*run));
           }));
   s.Route("GET", "/api/v1/jobs/{name}/stream",
           AsyncHandler([this](HttpRequest& req) { return Stream(req); }));

@@ -36,34 +36,26 @@ std::string FormatTimeIso(std::int64_t unix_millis) {
   const std::int64_t month = month_from_march < 10 ? month_from_march + 3 : month_from_march - 9;
   const std::int64_t year = year_of_era + era * 400 + (month <= 2 ? 1 : 0);
   // Written digit by digit: snprintf was most of the cost of a page of runs in the API.
-  std::string out = "0000-00-00T00:00:00.000Z";
-  auto put = [&out](size_t at, std::int64_t value, int width) {
+  auto put = [](char* at, std::int64_t value, int width) {
     for (int k = width - 1; k >= 0; --k) {
-      out[at + static_cast<size_t>(k)] = static_cast<char>('0' + value % 10);
+      at[k] = static_cast<char>('0' + value % 10);
       value /= 10;
     }
   };
-  if (year < 0 || year > 9999) {
-    char buf[64];  // outside what four digits hold: the general form
-    std::snprintf(buf, sizeof buf, "%04lld", static_cast<long long>(year));
-    out.replace(0, 4, buf);
-    const size_t shift = out.size() - 24;
-    put(5 + shift, month, 2);
-    put(8 + shift, day, 2);
-    put(11 + shift, ms_of_day / 3'600'000, 2);
-    put(14 + shift, ms_of_day / 60'000 % 60, 2);
-    put(17 + shift, ms_of_day / 1000 % 60, 2);
-    put(20 + shift, ms_of_day % 1000, 3);
-    return out;
+  char tail[] = "-00-00T00:00:00.000Z";
+  put(tail + 1, month, 2);
+  put(tail + 4, day, 2);
+  put(tail + 7, ms_of_day / 3'600'000, 2);
+  put(tail + 10, ms_of_day / 60'000 % 60, 2);
+  put(tail + 13, ms_of_day / 1000 % 60, 2);
+  put(tail + 16, ms_of_day % 1000, 3);
+  char head[32] = "0000";
+  if (year >= 0 && year <= 9999) {
+    put(head, year, 4);
+  } else {  // beyond four digits: the general form
+    std::snprintf(head, sizeof head, "%04lld", static_cast<long long>(year));
   }
-  put(0, year, 4);
-  put(5, month, 2);
-  put(8, day, 2);
-  put(11, ms_of_day / 3'600'000, 2);
-  put(14, ms_of_day / 60'000 % 60, 2);
-  put(17, ms_of_day / 1000 % 60, 2);
-  put(20, ms_of_day % 1000, 3);
-  return out;
+  return std::string(head) + tail;
 }
 
 std::string FormatDuration(std::int64_t millis) {

@@ -153,10 +153,10 @@ constexpr const char* kRunColumns =
 
 class SqliteStore : public Store {
  public:
-  SqliteStore(std::unique_ptr<sqlite::Connection> db, StoreOptions options)
-      : db_(std::move(db)), options_(options) {}
-
-  void SetReaderPath(std::string path) { path_ = std::move(path); }
+  // `reader_path`: the file reads may open their own connections on (opened on first use, so
+  // after Init has migrated the schema); empty for none.
+  SqliteStore(std::unique_ptr<sqlite::Connection> db, StoreOptions options, std::string reader_path)
+      : db_(std::move(db)), options_(options), path_(std::move(reader_path)) {}
 
   Status Init() {
     MutexLock lock(mu_);
@@ -659,43 +659,37 @@ class SqliteStore : public Store {
     int rc;
     while ((rc = q.Step()) == SQLITE_ROW) out.push_back(ReadRun(q));
     if (rc != SQLITE_DONE) return q.Error("list runs");
-    // The transitions and tags of a page of runs in two queries per chunk of runs, not two per
-    // run.
-    constexpr std::size_t kChunk = 500;
-    for (std::size_t from = 0; from < out.size(); from += kChunk) {
-      const std::size_t to = std::min(out.size(), from + kChunk);
-      std::map<std::string, RunRecord*, std::less<>> by_id;
-      // The chunk's ids as one JSON array bound to one cached statement (json_each), not a
-      // statement with a placeholder per run prepared each time.
-      std::string ids = "[";
-      for (std::size_t i = from; i < to; ++i) {
-        by_id[out[i].id] = &out[i];
-        if (i != from) ids += ',';
-        AppendJsonString(ids, out[i].id);
-      }
-      ids += ']';
-      auto bind_ids = [&](Statement& stmt) { stmt.Bind(1, ids); };
-      Statement t = c.Prepare(
-          "SELECT run_id, status, at FROM run_transitions"
-          " WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY rowid");
-      bind_ids(t);
-      while ((rc = t.Step()) == SQLITE_ROW) {
-        auto run = by_id.find(t.TextView(0));
-        auto status = ParseRunStatus(t.TextView(1));
-        if (run != by_id.end() && status) run->second->transitions.push_back({*status, t.Int(2)});
-      }
-      if (rc != SQLITE_DONE) return t.Error("read transitions");
-      Statement g = c.Prepare(
-          "SELECT run_id, key, value FROM run_tags WHERE run_id IN (SELECT value FROM "
-          "json_each(?))");
-      bind_ids(g);
-      while ((rc = g.Step()) == SQLITE_ROW) {
-        if (auto run = by_id.find(g.TextView(0)); run != by_id.end()) {
-          run->second->tags[g.Text(1)] = g.Text(2);
-        }
-      }
-      if (rc != SQLITE_DONE) return g.Error("read tags");
+    if (out.empty()) return out;
+    // The transitions and tags of every listed run in two queries, not two per run: the ids go
+    // as one JSON array bound to two cached statements (json_each), so no statement with a
+    // placeholder per run is prepared each time.
+    std::map<std::string, RunRecord*, std::less<>> by_id;
+    std::string ids = "[";
+    for (RunRecord& r : out) {
+      by_id[r.id] = &r;
+      if (ids.size() > 1) ids += ',';
+      AppendJsonString(ids, r.id);
     }
+    ids += ']';
+    Statement t = c.Prepare(
+        "SELECT run_id, status, at FROM run_transitions"
+        " WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY rowid");
+    t.Bind(1, ids);
+    while ((rc = t.Step()) == SQLITE_ROW) {
+      auto run = by_id.find(t.TextView(0));
+      auto status = ParseRunStatus(t.TextView(1));
+      if (run != by_id.end() && status) run->second->transitions.push_back({*status, t.Int(2)});
+    }
+    if (rc != SQLITE_DONE) return t.Error("read transitions");
+    Statement g = c.Prepare(
+        "SELECT run_id, key, value FROM run_tags WHERE run_id IN (SELECT value FROM json_each(?))");
+    g.Bind(1, ids);
+    while ((rc = g.Step()) == SQLITE_ROW) {
+      if (auto run = by_id.find(g.TextView(0)); run != by_id.end()) {
+        run->second->tags[g.Text(1)] = g.Text(2);
+      }
+    }
+    if (rc != SQLITE_DONE) return g.Error("read tags");
     return out;
   }
 
@@ -762,7 +756,7 @@ class SqliteStore : public Store {
   const std::unique_ptr<sqlite::Connection> db_ GUARDED_BY(mu_);
   const StoreOptions options_;
   static constexpr std::size_t kMaxIdleReaders = 8;
-  std::string path_;  // empty for an in-memory database: no reader connections
+  const std::string path_;  // empty for an in-memory database: no reader connections
   Mutex readers_mu_;
   std::vector<std::unique_ptr<sqlite::Connection>> idle_readers_ GUARDED_BY(readers_mu_);
 };
@@ -774,12 +768,11 @@ StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path, StoreO
                       sqlite::Connection::Open(
                           path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                           "the workspace database"));
-  auto store = std::make_unique<SqliteStore>(std::move(db), options);
+  // An in-memory database exists per connection: it has no readers.
+  const bool in_memory =
+      path.empty() || path == ":memory:" || path.find("mode=memory") != std::string::npos;
+  auto store = std::make_unique<SqliteStore>(std::move(db), options, in_memory ? "" : path);
   TY_RETURN_IF_ERROR(store->Init());
-  // Readers open once the schema is migrated.
-  if (path != ":memory:" && !path.empty() && path.find("mode=memory") == std::string::npos) {
-    store->SetReaderPath(path);
-  }
   return std::unique_ptr<Store>(std::move(store));
 }
 
