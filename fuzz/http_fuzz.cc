@@ -12,10 +12,10 @@
 #include <memory>
 #include <string>
 
-#include "trainyard/api/http_server.h"
 #include "trainyard/api/run_scope.h"
 #include "trainyard/common/secret_box.h"
 #include "trainyard/common/util.h"
+#include "trainyard/http/http_server.h"
 
 using namespace trainyard;
 

@@ -2,8 +2,9 @@
 # shellcheck source-path=SCRIPTDIR
 # The one command that sets everything up and runs every test:
 #   deps.sh -> dockerd.sh -> base-images.sh -> registry.sh -> slurm.sh -> cmake --preset dev ->
-#   build -> ctest -> lint.sh (formatting) -> tsan.sh (ThreadSanitizer) -> fuzz.sh (every fuzz target for FUZZ_SECONDS,
-#   default 15; 0 skips it; its clang build also checks the thread-safety annotations)
+#   build -> ctest -> lint.sh (formatting) -> fuzz.sh (every fuzz target for FUZZ_SECONDS,
+#   default 15; 0 skips it; its clang build also checks the thread-safety annotations) ->
+#   tidy.sh (clang-tidy's curated checks, .clang-tidy) -> tsan.sh (ThreadSanitizer)
 # Tests run with TRAINYARD_REQUIRE_SERVICES=1: a missing service is a failure, never a skip.
 # Extra arguments go to ctest (e.g. scripts/test.sh -R spec). Works from any folder.
 # The last line printed is "N passed, N failed"; a setup or build step that fails counts as one
@@ -57,6 +58,14 @@ if [ "$fuzz_seconds" -gt 0 ] && [ $# -eq 0 ]; then
   "$here/fuzz.sh" "$fuzz_seconds" || fuzz_rc=$?
 fi
 
+# clang-tidy's curated checks over every source of the clang build (scripts/tidy.sh): counted as
+# one test.
+tidy_rc=0
+if [ $# -eq 0 ]; then
+  ty_log "clang-tidy: the checks of .clang-tidy over the clang build's sources"
+  "$here/tidy.sh" || tidy_rc=$?
+fi
+
 # ThreadSanitizer over the concurrent modules' unit tests (scripts/tsan.sh): counted as one test.
 tsan_rc=0
 if [ $# -eq 0 ]; then
@@ -81,6 +90,7 @@ if [ $# -eq 0 ]; then
 fi
 if [ $# -eq 0 ]; then
   if [ "$tsan_rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+  if [ "$tidy_rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 fi
 if [ "$fuzz_seconds" -gt 0 ] && [ $# -eq 0 ]; then
   if [ "$fuzz_rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi

@@ -29,11 +29,11 @@
 #include <vector>
 
 #include "trainyard/api/daemon.h"
-#include "trainyard/api/socket_relay.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/secret_box.h"
 #include "trainyard/common/util.h"
 #include "trainyard/common/workspace.h"
+#include "trainyard/http/socket_relay.h"
 #include "trainyard/run.h"
 #include "trainyard/store/store.h"
 

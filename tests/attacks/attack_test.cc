@@ -27,7 +27,6 @@ extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
 #include "tests/support/test_daemon.h"
 #include "tests/support/test_env.h"
 #include "trainyard/api/daemon.h"
-#include "trainyard/api/http_server.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/client/http_client.h"
@@ -36,6 +35,7 @@ extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
 #include "trainyard/common/tls.h"
 #include "trainyard/common/util.h"
 #include "trainyard/common/workspace.h"
+#include "trainyard/http/http_server.h"
 #include "trainyard/spec/definition.h"
 
 namespace trainyard {

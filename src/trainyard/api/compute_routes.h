@@ -2,7 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "trainyard/api/http_server.h"
+#include "trainyard/http/http_server.h"
 #include "trainyard/sched/scheduler.h"
 
 namespace trainyard::api {

@@ -22,10 +22,10 @@
 #include <vector>
 
 #include "trainyard/api/compute_routes.h"
-#include "trainyard/api/http_server.h"
+#include "trainyard/api/environment_routes.h"
+#include "trainyard/api/job_routes.h"
 #include "trainyard/api/run_scope.h"
 #include "trainyard/api/snapshot_routes.h"
-#include "trainyard/api/socket_relay.h"
 #include "trainyard/api/tracking_routes.h"
 #include "trainyard/cas/manifest.h"
 #include "trainyard/cas/object_store.h"
@@ -44,6 +44,8 @@
 #include "trainyard/exec/docker/docker_runs.h"
 #include "trainyard/exec/process/process_runs.h"
 #include "trainyard/exec/slurm/slurm_runs.h"
+#include "trainyard/http/http_server.h"
+#include "trainyard/http/socket_relay.h"
 #include "trainyard/sched/scheduler.h"
 #include "trainyard/slurm/slurm.h"
 #include "trainyard/spec/compute.h"
@@ -58,178 +60,8 @@ using json = nlohmann::json;
 using store::RunStatus;
 
 constexpr const char* kVersion = "0.1.0";
-constexpr std::uint64_t kMaxChunk = 256 * 1024;  // log bytes per stream answer and file
 // The HTTP server's pool for reads of run tracking (HttpServerOptions::pools).
 constexpr const char* kReadPool = "read";
-
-// Reads up to `max` bytes of the run file `rel` from `offset`, ending on a UTF-8 character
-// boundary unless `at_end` (the run has ended: a dangling partial character is then passed on,
-// to be replaced). Log files sit in folders a run can write, so they are opened below the run's
-// folder without following any link and without blocking: a symlink or FIFO reads as empty.
-std::string ReadChunk(const RootedDir* run_dir, std::string_view rel, std::uint64_t offset,
-                      std::uint64_t max, bool at_end, bool* more) {
-  *more = false;
-  if (run_dir == nullptr) return "";
-  auto file = run_dir->OpenFile(rel);
-  if (!file.ok()) return "";
-  const int fd = file->get();
-  std::string buf(max, '\0');
-  ssize_t n = ::pread(fd, buf.data(), max, static_cast<off_t>(offset));
-  if (n <= 0) return "";
-  buf.resize(static_cast<size_t>(n));
-  *more = static_cast<std::uint64_t>(n) == max;
-  // Do not cut a multi-byte character in two: keep its head for the next answer.
-  size_t keep = buf.size();
-  for (size_t back = 1; back <= 3 && back <= buf.size(); ++back) {
-    auto c = static_cast<unsigned char>(buf[buf.size() - back]);
-    if ((c & 0xC0) == 0x80) continue;  // continuation byte: look further back
-    size_t need = (c >= 0xF0) ? 4 : (c >= 0xE0) ? 3 : (c >= 0xC0) ? 2 : 1;
-    if (need > back) keep = buf.size() - back;
-    break;
-  }
-  if (!at_end) buf.resize(keep);
-  return buf;
-}
-
-// A run as the API shows it, written into `out` (a page of runs is the API's most read answer:
-// no JSON tree is built). `wait_reason`: why an active run waits (Scheduler::WaitReason), empty
-// when it does not.
-void AppendRunJson(std::string& out, const store::RunRecord& r, const std::string& base_url,
-                   const std::string& wait_reason = "") {
-  const std::int64_t ended =
-      store::IsTerminal(r.status) && !r.transitions.empty() ? r.transitions.back().at : 0;
-  auto span = [&](RunStatus from, RunStatus to) -> std::int64_t {
-    std::int64_t a = r.TimeOf(from), b = r.TimeOf(to);
-    if (a == 0) return -1;
-    if (b == 0) b = ended ? ended : NowMillis();
-    return b - a;
-  };
-  const std::optional<std::int64_t> slurm_job = exec::SlurmRunExecutor::JobOf(r.container_id);
-  JsonWriter w(out);
-  w.BeginObject()
-      .Field("name", r.id)
-      .Field("display_name", r.display_name)
-      .Field("description", r.description)
-      .Field("experiment", r.experiment)
-      .Field("status", store::RunStatusName(r.status))
-      .Field("compute", r.compute)
-      .Field("command", r.command)
-      .Field("environment", r.environment_name + ":" + r.environment_version)
-      .Field("environment_name", r.environment_name)
-      .Field("environment_version", r.environment_version)
-      .Field("image", r.image)
-      .Field("image_hash", r.image_hash)
-      .Field("snapshot_id", r.snapshot_id);
-  w.Key("exit_code");
-  if (r.exit_code) {
-    w.Int(*r.exit_code);
-  } else {
-    w.Null();
-  }
-  w.Field("failure_reason", r.failure_reason).Field("wait_reason", wait_reason).Key("slurm_job");
-  if (slurm_job) {
-    w.Int(*slurm_job);
-  } else {
-    w.Null();
-  }
-  w.Key("tags").BeginObject();
-  for (const auto& [key, value] : r.tags) w.Field(key, value);
-  w.EndObject().Key("transitions").BeginArray();
-  for (const auto& t : r.transitions) {
-    w.BeginObject()
-        .Field("status", store::RunStatusName(t.status))
-        .Field("at", FormatTimeIso(t.at))
-        .Field("at_ms", t.at)
-        .EndObject();
-  }
-  w.EndArray()
-      .Field("created_at", FormatTimeIso(r.created_at))
-      .Field("created_ms", r.created_at)
-      .Field("ended_ms", ended)
-      .Key("phase_durations")
-      .BeginObject();
-  if (auto v = span(RunStatus::kQueued, RunStatus::kPreparing); v >= 0) w.Field("queued_ms", v);
-  if (auto v = span(RunStatus::kPreparing, RunStatus::kStarting); v >= 0) {
-    w.Field("preparing_ms", v);
-  }
-  if (auto v = span(RunStatus::kRunning, RunStatus::kFinalizing); v >= 0) {
-    w.Field("running_ms", v);
-  }
-  w.EndObject().Field("url", base_url + "/api/v1/jobs/" + r.id).EndObject();
-}
-
-HttpResponse JsonRun(int status, const store::RunRecord& r, const std::string& base_url,
-                     const std::string& wait_reason) {
-  std::string text;
-  AppendRunJson(text, r, base_url, wait_reason);
-  return HttpResponse::Text(status, std::move(text), "application/json");
-}
-
-HttpResponse JsonText(int status, const json& j) {
-  return HttpResponse::Text(status, j.dump(-1, ' ', false, json::error_handler_t::replace),
-                            "application/json");
-}
-
-// A run's files as the API serves them: everything in its folder except `code/` (the snapshot,
-// served by the snapshot API): outputs/, logs/, user_logs/ and what the run uploaded.
-constexpr const char* kUnservedDir = "code";
-
-// The recorded digest of `rel` when the file on disk is still the one recorded: same size and
-// not modified after it was recorded (a run may rewrite a file of its ./logs later).
-const tracking::RunFile* CurrentRecord(const std::map<std::string, tracking::RunFile>& recorded,
-                                       const std::string& rel, std::uint64_t size,
-                                       std::int64_t mtime_ms) {
-  auto it = recorded.find(rel);
-  if (it == recorded.end() || it->second.size != size || mtime_ms > it->second.recorded_ms) {
-    return nullptr;
-  }
-  return &it->second;
-}
-
-std::int64_t MtimeMillis(const struct stat& st) {
-  return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
-}
-
-std::map<std::string, tracking::RunFile> RecordedFiles(tracking::SeriesStore& series,
-                                                       const std::string& run_id) {
-  std::map<std::string, tracking::RunFile> out;
-  if (auto files = series.ListFiles(run_id); files.ok()) {
-    for (auto& f : *files) out.emplace(f.path, std::move(f));
-  }
-  return out;
-}
-
-// The files of a run folder the caller may see: for the user everything but code/, for a run
-// token (`run_scoped`) only its kRunFileFolders. Walked by descriptor, never entering a link.
-json ListRunFiles(const fs::path& run_dir, const std::map<std::string, tracking::RunFile>& recorded,
-                  bool run_scoped) {
-  json files = json::array();
-  auto root = RootedDir::Open(run_dir);
-  if (!root.ok()) return files;
-  std::vector<RootedDir::Entry> found;
-  (void)root->Walk("", [&](const RootedDir::Entry& e) {
-    if (e.rel == kUnservedDir || StartsWith(e.rel, std::string(kUnservedDir) + "/")) return true;
-    if (!S_ISREG(e.st.st_mode)) return true;  // links, FIFOs and the like are never served
-    if (run_scoped && !IsRunFilePath(e.rel)) return true;
-    found.push_back(e);
-    return true;
-  });
-  for (const auto& [p, st] : found) {
-    const auto size = static_cast<std::uint64_t>(st.st_size);
-    json f = {{"path", p}, {"size", size}};
-    if (!cas::IsValidUtf8(p)) {
-      // JSON holds text: such a name is listed printably, and whole in path_b64.
-      f["path"] = cas::PrintablePath(p);
-      f["path_b64"] = Base64Encode(p);
-    }
-    if (const auto* rec = CurrentRecord(recorded, p, size, MtimeMillis(st))) {
-      f["digest"] = rec->digest;
-      f["origin"] = rec->origin;
-    }
-    files.push_back(std::move(f));
-  }
-  return files;
-}
 
 }  // namespace
 
@@ -253,68 +85,31 @@ struct Daemon::Impl {
   std::unique_ptr<exec::ProcessRunExecutor> process_runs;
   std::unique_ptr<exec::SlurmRunExecutor> slurm_runs;
   exec::ExecutorRegistry executors;
-  std::unique_ptr<sched::EnvironmentRegistry> environments;
+  std::unique_ptr<envbuild::EnvironmentRegistry> environments;
   std::unique_ptr<sched::Scheduler> scheduler;
   std::unique_ptr<tracking::SeriesStore> series;  // Run metrics (<workspace>/tracking.db).
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<SocketRelay> socket_relay;  // The API for runs in containers.
+  // Routes with state of their own (the others are free functions).
+  std::unique_ptr<EnvironmentRoutes> environment_routes;
+  std::unique_ptr<JobRoutes> job_routes;
   bool wrote_server_file = false;
   std::string public_url;  // serving beyond loopback: https://ADDR:PORT (Daemon::public_url)
   std::string tls_pin;
 
   std::string BaseUrl() const { return "http://127.0.0.1:" + std::to_string(http->port()); }
-  // Why `r` waits; an ended run waits for nothing, and the scheduler is not asked.
-  std::string WaitReasonOf(const store::RunRecord& r) const {
-    return store::IsTerminal(r.status) ? "" : scheduler->WaitReason(r.id);
-  }
-
-  // Environment builds asked for by POST .../build: each on a thread of its own (a build takes
-  // minutes, which would starve the blocking pool), at most kMaxEnvironmentBuilds at once.
-  struct EnvironmentBuild {
-    Mutex mu;
-    bool done GUARDED_BY(mu) = false;
-    std::string image GUARDED_BY(mu);
-    std::string error GUARDED_BY(mu);
-    std::string log GUARDED_BY(mu);
-    std::thread thread;
-  };
-  static constexpr int kMaxEnvironmentBuilds = 4;
-  Mutex environment_builds_mu;
-  std::vector<std::shared_ptr<EnvironmentBuild>> environment_builds
-      GUARDED_BY(environment_builds_mu);
-  std::uint64_t next_environment_build GUARDED_BY(environment_builds_mu) = 0;
-
-  // Joins the finished builds' threads (all of them with `all`, waiting for those running).
-  void ReapEnvironmentBuilds(bool all) {
-    std::vector<std::shared_ptr<EnvironmentBuild>> reaped;
-    {
-      MutexLock lock(environment_builds_mu);
-      auto keep = std::partition(environment_builds.begin(), environment_builds.end(),
-                                 [all](const std::shared_ptr<EnvironmentBuild>& b) {
-                                   MutexLock l(b->mu);
-                                   return !all && !b->done;
-                                 });
-      reaped.assign(keep, environment_builds.end());
-      environment_builds.erase(keep, environment_builds.end());
-    }
-    for (auto& b : reaped) {
-      if (b->thread.joinable()) b->thread.join();
-    }
-  }
 
   ~Impl() {
     socket_relay.reset();
     if (http) http->Stop();
-    ReapEnvironmentBuilds(/*all=*/true);  // before the builder they use goes away
-    scheduler.reset();                    // joins run workers
+    environment_routes.reset();  // waits for its builds, before the builder they use goes away
+    job_routes.reset();
+    scheduler.reset();  // joins run workers
     if (wrote_server_file) ::unlink(layout.ServerFile().c_str());
     if (lock_fd >= 0) ::close(lock_fd);
   }
 
   void InstallRoutes();
-  asio::awaitable<HttpResponse> Stream(HttpRequest& req);
-  asio::awaitable<HttpResponse> BuildEnvironment(HttpRequest& req);
-  HttpResponse File(HttpRequest& req);
 };
 
 void Daemon::Impl::InstallRoutes() {
@@ -339,108 +134,12 @@ void Daemon::Impl::InstallRoutes() {
                                         {"machine", machine}});
       }));
 
-  // Environments.
-  s.Route("POST", "/api/v1/environments", SyncHandler([this](HttpRequest& req) {
-            auto body = req.JsonBody();
-            if (!body.ok()) return HttpResponse::FromStatus(body.status());
-            auto def = spec::EnvironmentDefinition::FromJson(*body);
-            if (!def.ok()) return HttpResponse::FromStatus(def.status());
-            if (!def->build_context.empty()) {
-              if (auto m = snapshots->Load(def->build_context); !m.ok()) {
-                return HttpResponse::FromStatus(m.status().WithPrefix("build context"));
-              }
-            }
-            auto rec = environments->Register(std::move(def).value());
-            if (!rec.ok()) return HttpResponse::FromStatus(rec.status());
-            return HttpResponse::Json(201, sched::EnvironmentRegistry::ToApiJson(*rec));
-          }));
-  auto list_envs = [this](const std::string& name) {
-    auto recs = store->ListEnvironments(name);
-    if (!recs.ok()) return HttpResponse::FromStatus(recs.status());
-    json out = json::array();
-    for (const auto& r : *recs) out.push_back(sched::EnvironmentRegistry::ToApiJson(r));
-    return HttpResponse::Json(200, out);
-  };
-  s.Route("GET", "/api/v1/environments",
-          SyncHandler([list_envs](HttpRequest&) { return list_envs(""); }));
-  s.Route("GET", "/api/v1/environments/{name}", SyncHandler([list_envs](HttpRequest& req) {
-            auto resp = list_envs(req.Param("name"));
-            if (resp.status == 200 && resp.body == "[]") {
-              return HttpResponse::FromStatus(
-                  NotFound("environment " + req.Param("name") + " not found"));
-            }
-            return resp;
-          }));
-  s.Route("GET", "/api/v1/environments/{name}/versions/{version}",
-          SyncHandler([this](HttpRequest& req) {
-            std::string version = req.Param("version");
-            if (version == "latest") version.clear();
-            auto rec = store->GetEnvironment(req.Param("name"), version);
-            if (!rec.ok()) return HttpResponse::FromStatus(rec.status());
-            return HttpResponse::Json(200, sched::EnvironmentRegistry::ToApiJson(*rec));
-          }));
-
-  // Builds (or finds, when it was built before) an environment's image without a run: the
-  // Python SDK's Environment.build (BuildEnvironment).
-  s.Route("POST", "/api/v1/environments/{name}/versions/{version}/build",
-          AsyncHandler([this](HttpRequest& req) { return BuildEnvironment(req); }));
-
-  // Jobs.
-  s.Route("POST", "/api/v1/jobs", SyncHandler([this](HttpRequest& req) {
-            auto body = req.JsonBody();
-            if (!body.ok()) return HttpResponse::FromStatus(body.status());
-            auto request = spec::RunRequest::FromJson(*body);
-            if (!request.ok()) return HttpResponse::FromStatus(request.status());
-            auto run = scheduler->Submit(std::move(request).value());
-            if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return JsonRun(201, *run, BaseUrl(), "");
-          }));
-  s.Route("GET", "/api/v1/jobs", SyncHandler([this](HttpRequest& req) {
-            store::RunFilter filter;
-            filter.experiment = req.Query("experiment").value_or("");
-            if (auto limit = req.Query("limit")) {
-              char* end = nullptr;
-              long v = std::strtol(limit->c_str(), &end, 10);
-              if (end == limit->c_str() || *end != '\0' || v < 1 || v > 10000) {
-                return HttpResponse::FromStatus(
-                    InvalidArgument("limit must be an integer from 1 to 10000"));
-              }
-              filter.limit = static_cast<int>(v);
-            }
-            auto runs = store->ListRuns(filter);
-            if (!runs.ok()) return HttpResponse::FromStatus(runs.status());
-            const std::string base_url = BaseUrl();
-            std::string text = "[";
-            for (const auto& r : *runs) {
-              if (text.size() > 1) text += ',';
-              AppendRunJson(text, r, base_url, WaitReasonOf(r));
-            }
-            text += ']';
-            return HttpResponse::Text(200, std::move(text), "application/json");
-          }));
-  s.Route("GET", "/api/v1/jobs/{name}", SyncHandler([this](HttpRequest& req) {
-            auto run = store->GetRun(req.Param("name"));
-            if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return JsonRun(200, *run, BaseUrl(), WaitReasonOf(*run));
-          }));
-  s.Route("POST", "/api/v1/jobs/{name}/cancel", SyncHandler([this](HttpRequest& req) {
-            Status st = scheduler->Cancel(req.Param("name"));
-            if (!st.ok()) return HttpResponse::FromStatus(st);
-            auto run = store->GetRun(req.Param("name"));
-            if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return JsonRun(200, *run, BaseUrl(), WaitReasonOf(*run));
-          }));
-  s.Route("GET", "/api/v1/jobs/{name}/stream",
-          AsyncHandler([this](HttpRequest& req) { return Stream(req); }));
-  s.Route("GET", "/api/v1/jobs/{name}/files", SyncHandler([this](HttpRequest& req) {
-            auto run = store->GetRun(req.Param("name"));
-            if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return JsonText(200,
-                            ListRunFiles(layout.RunDir(run->id), RecordedFiles(*series, run->id),
-                                         !req.principal.empty()));
-          }));
-  s.Route("GET", "/api/v1/jobs/{name}/files/{path...}",
-          SyncHandler([this](HttpRequest& req) { return File(req); }));
+  environment_routes =
+      std::make_unique<EnvironmentRoutes>(*store, *environments, *snapshots, *builder);
+  environment_routes->Install(s);
+  job_routes = std::make_unique<JobRoutes>(*store, *scheduler, *series, layout,
+                                           [this] { return BaseUrl(); });
+  job_routes->Install(s);
 
   // Snapshots: a remote client's objects and manifests, and folders of this machine.
   SnapshotRouteOptions snapshot_options;
@@ -459,184 +158,6 @@ void Daemon::Impl::InstallRoutes() {
 
   // Compute targets: create-or-attach, list, the status view, delete.
   AddComputeRoutes(s, *scheduler);
-}
-
-HttpResponse Daemon::Impl::File(HttpRequest& req) {
-  auto run = store->GetRun(req.Param("name"));
-  if (!run.ok()) return HttpResponse::FromStatus(run.status());
-  const std::string rel = req.Param("path");
-  auto parts = SplitRelativePath(rel);
-  if (!parts.ok()) return HttpResponse::FromStatus(parts.status());
-  std::string clean;
-  for (const std::string& p : *parts) clean += (clean.empty() ? "" : "/") + p;
-  const Status missing = NotFound("run " + run->id + " has no file '" + rel + "'");
-  // code/ is the snapshot (served by the snapshot API); a run token sees its run folders only.
-  if (parts->front() == kUnservedDir || (!req.principal.empty() && !IsRunFilePath(clean))) {
-    return HttpResponse::FromStatus(missing);
-  }
-  // Opened below the run's folder by descriptor: no link anywhere along the path is followed,
-  // so a folder the run swaps for a link mid-request cannot send the daemon elsewhere. What is
-  // checked below is the file that is sent.
-  auto root = RootedDir::Open(layout.RunDir(run->id));
-  if (!root.ok()) return HttpResponse::FromStatus(missing);
-  struct stat st {};
-  auto file = root->OpenFile(clean, &st);
-  if (!file.ok()) return HttpResponse::FromStatus(missing);
-  HttpResponse response = HttpResponse::File(std::move(file).value());
-  const auto recorded = RecordedFiles(*series, run->id);
-  if (const auto* rec =
-          CurrentRecord(recorded, clean, static_cast<std::uint64_t>(st.st_size), MtimeMillis(st))) {
-    std::string raw;
-    const std::string hex = rec->digest.substr(rec->digest.find(':') + 1);
-    for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
-      raw.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-    }
-    response.headers.emplace_back("ETag", "\"" + rec->digest + "\"");
-    response.headers.emplace_back("Repr-Digest", "sha-256=:" + Base64Encode(raw) + ":");
-  }
-  return response;
-}
-
-// Answers when the image is ready or the build failed: {name, version, status, image | error,
-// log}. The log is the build's output, each piece redacted of the registry password as it
-// arrives, kept to its last MiB from a line start.
-asio::awaitable<HttpResponse> Daemon::Impl::BuildEnvironment(HttpRequest& req) {
-  std::string version = req.Param("version");
-  if (version == "latest") version.clear();
-  const std::string name = req.Param("name");
-  std::optional<StatusOr<spec::EnvironmentDefinition>> def;
-  co_await http->Offload([&] { def.emplace(environments->Resolve(name, version)); });
-  if (!def->ok()) co_return HttpResponse::FromStatus(def->status());
-  const std::string env_name = def->value().name;
-  const std::string env_version = def->value().version;
-
-  ReapEnvironmentBuilds(/*all=*/false);
-  auto build = std::make_shared<EnvironmentBuild>();
-  std::string key;
-  {
-    MutexLock lock(environment_builds_mu);
-    if (environment_builds.size() >= kMaxEnvironmentBuilds) {
-      co_return HttpResponse::FromStatus(
-          ResourceExhausted("the limit of " + std::to_string(kMaxEnvironmentBuilds) +
-                            " environment builds at once is reached; retry when one has finished"));
-    }
-    key = "environment-build:" + std::to_string(next_environment_build++);
-    environment_builds.push_back(build);
-    build->thread = std::thread([this, build, key, d = std::move(def->value())] {
-      constexpr std::size_t kKeep = 1 << 20;
-      const std::string password = d.registry ? d.registry->password : "";
-      std::string log;
-      auto keep_tail = [&log] {
-        if (log.size() <= kKeep) return;
-        std::size_t cut = log.size() - kKeep;
-        const std::size_t line = log.find('\n', cut);
-        cut = line == std::string::npos ? cut : line + 1;
-        log.erase(0, cut);
-      };
-      auto image = builder->EnsureImage(d, [&](std::string_view text) {
-        log += password.empty() ? std::string(text) : Redact(std::string(text), password);
-        if (log.size() > 2 * kKeep) keep_tail();
-      });
-      keep_tail();
-      {
-        MutexLock l(build->mu);
-        build->log = std::move(log);
-        if (image.ok()) {
-          build->image = image->image;
-        } else {
-          build->error = password.empty() ? image.status().message()
-                                          : Redact(image.status().message(), password);
-        }
-        build->done = true;
-      }
-      http->notifier().Notify(key);
-    });
-  }
-  for (;;) {
-    const std::uint64_t seen = http->notifier().Sequence(key);
-    {
-      MutexLock l(build->mu);
-      if (build->done) break;
-    }
-    co_await http->notifier().WaitForChange(key, seen,
-                                            Notifier::Clock::now() + std::chrono::seconds(5));
-  }
-  http->notifier().Forget(key);
-  MutexLock l(build->mu);
-  json out = {{"name", env_name},
-              {"version", env_version},
-              {"status", build->error.empty() ? "Succeeded" : "Failed"},
-              {"log", build->log}};
-  if (build->error.empty()) {
-    out["image"] = build->image;
-  } else {
-    out["error"] = build->error;
-  }
-  co_return JsonText(200, out);
-}
-
-asio::awaitable<HttpResponse> Daemon::Impl::Stream(HttpRequest& req) {
-  const std::string name = req.Param("name");
-  auto num = [&](const char* key) -> std::uint64_t {
-    auto v = req.Query(key);
-    return v ? std::strtoull(v->c_str(), nullptr, 10) : 0;
-  };
-  const std::uint64_t build_offset = num("build_offset");
-  const std::uint64_t log_offset = num("log_offset");
-  const std::string known_status = req.Query("status").value_or("");
-  const std::uint64_t wait_ms = std::min<std::uint64_t>(num("wait_ms"), 60'000);
-  // Opened once per answer; the run folder appears when the run is prepared.
-  std::optional<RootedDir> run_dir;
-  auto size_of = [&](const char* rel) -> std::uint64_t {
-    if (!run_dir) return 0;
-    struct stat st {};
-    auto f = run_dir->OpenFile(rel, &st);
-    return f.ok() ? static_cast<std::uint64_t>(st.st_size) : 0;
-  };
-  const char* build_path = sched::Scheduler::kBuildLog;
-  const char* log_path = sched::Scheduler::kStdLog;
-
-  auto deadline = Notifier::Clock::now() + std::chrono::milliseconds(wait_ms);
-  for (;;) {
-    const std::uint64_t seen = http->notifier().Sequence(name);
-    // The database and the files are read on the blocking pool, never on the event loop.
-    std::optional<HttpResponse> answer;
-    co_await http->Offload([&] {
-      auto run = store->GetRun(name);
-      if (!run.ok()) {
-        answer = HttpResponse::FromStatus(run.status());
-        return;
-      }
-      const std::string status(store::RunStatusName(run->status));
-      const bool terminal = store::IsTerminal(run->status);
-      if (!run_dir) {
-        if (auto opened = RootedDir::Open(layout.RunDir(name)); opened.ok()) {
-          run_dir.emplace(std::move(opened).value());
-        }
-      }
-      const RootedDir* dir = run_dir ? &*run_dir : nullptr;
-      const bool news = status != known_status || size_of(build_path) > build_offset ||
-                        size_of(log_path) > log_offset;
-      if (!news && !terminal && Notifier::Clock::now() < deadline) return;
-      bool build_more = false, log_more = false;
-      std::string build =
-          ReadChunk(dir, build_path, build_offset, kMaxChunk, terminal, &build_more);
-      std::string log = ReadChunk(dir, log_path, log_offset, kMaxChunk, terminal, &log_more);
-      const std::uint64_t new_build = build_offset + build.size();
-      const std::uint64_t new_log = log_offset + log.size();
-      const bool done =
-          terminal && new_build >= size_of(build_path) && new_log >= size_of(log_path);
-      answer = JsonText(200, {{"status", status},
-                              {"build", build},
-                              {"build_offset", new_build},
-                              {"log", log},
-                              {"log_offset", new_log},
-                              {"done", done},
-                              {"failure_reason", run->failure_reason}});
-    });
-    if (answer) co_return std::move(*answer);
-    co_await http->notifier().WaitForChange(name, seen, deadline);
-  }
 }
 
 namespace {
@@ -831,7 +352,8 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
       options.docker_config.empty() ? docker::DefaultDockerConfigPath() : options.docker_config;
   impl->builder = std::make_unique<envbuild::ImageBuilder>(
       *impl->engine, *impl->snapshots, impl->layout.ScratchDir(), docker_config);
-  impl->environments = std::make_unique<sched::EnvironmentRegistry>(*impl->store, *impl->secrets);
+  impl->environments =
+      std::make_unique<envbuild::EnvironmentRegistry>(*impl->store, *impl->secrets);
   exec::ExecutorOptions eopts;
   eopts.stop_grace_seconds = impl->config.stop_grace_seconds;
   eopts.container_pids_limit = impl->config.container_pids_limit;

@@ -11,9 +11,9 @@
 #include <string>
 #include <string_view>
 
-#include "trainyard/api/http_server.h"
 #include "trainyard/common/secret_box.h"
 #include "trainyard/common/status.h"
+#include "trainyard/http/http_server.h"
 #include "trainyard/store/records.h"
 
 namespace trainyard::api {

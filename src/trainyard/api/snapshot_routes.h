@@ -4,9 +4,9 @@
 #include <cstdint>
 #include <filesystem>
 
-#include "trainyard/api/http_server.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
+#include "trainyard/http/http_server.h"
 
 namespace trainyard::api {
 

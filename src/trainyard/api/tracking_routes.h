@@ -3,8 +3,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "trainyard/api/http_server.h"
 #include "trainyard/common/workspace.h"
+#include "trainyard/http/http_server.h"
 #include "trainyard/store/store.h"
 #include "trainyard/tracking/metric_codec.h"
 #include "trainyard/tracking/series_store.h"

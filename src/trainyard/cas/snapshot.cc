@@ -702,7 +702,7 @@ Status Snapshotter::WriteManifest(const std::string& id, const Manifest& manifes
 StatusOr<std::string> Snapshotter::AddManifest(const Manifest& manifest) {
   if (Status s = manifest.Validate(); !s.ok()) return s.WithPrefix("invalid manifest");
   const std::string json = manifest.ToJson();
-  const std::string id = Sha256Hex(json);
+  std::string id = Sha256Hex(json);
   std::vector<std::string> digests;
   std::vector<const ManifestEntry*> files;
   for (const ManifestEntry& e : manifest.entries) {

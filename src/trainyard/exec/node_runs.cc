@@ -143,7 +143,7 @@ RunEnd NodeRunExecutor::Run::Follow(RunHost& host, bool resume) {
   // never blocked: it stops every node that still runs. The flags below are guarded by
   // control.mu.
   bool nodes_done = false, node_failed = false;
-  const auto deadline = TimeoutDeadline(plan_, host.running_since());
+  const auto deadline = TimeoutDeadline(plan_, host.running_since(), host.clock());
   std::thread watchdog([&] {
     MutexLock lock(control.mu);
     auto stop_wanted = [&]() REQUIRES(control.mu) {
@@ -152,7 +152,7 @@ RunEnd NodeRunExecutor::Run::Follow(RunHost& host, bool resume) {
     while (!stop_wanted()) {
       if (!deadline) {
         lock.Wait(control.cv);
-      } else if (!lock.WaitUntil(control.cv, *deadline)) {
+      } else if (!host.clock().WaitUntil(lock, control.cv, *deadline)) {
         if (!stop_wanted()) control.timed_out = true;
         break;
       }

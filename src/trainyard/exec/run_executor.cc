@@ -21,11 +21,11 @@ bool CodeIsReadOnly(const spec::RunRequest& req) {
   return !req.snapshot_id.empty() && !req.code_copy;
 }
 
-std::optional<std::chrono::steady_clock::time_point> TimeoutDeadline(const RunPlan& plan,
-                                                                     std::int64_t running_since) {
+std::optional<Clock::TimePoint> TimeoutDeadline(const RunPlan& plan, std::int64_t running_since,
+                                                Clock& clock) {
   if (!plan.request.timeout_seconds) return std::nullopt;
-  const std::int64_t elapsed_ms = std::max<std::int64_t>(0, NowMillis() - running_since);
-  return std::chrono::steady_clock::now() +
+  const std::int64_t elapsed_ms = std::max<std::int64_t>(0, clock.NowMillis() - running_since);
+  return clock.SteadyNow() +
          std::chrono::milliseconds(*plan.request.timeout_seconds * 1000 - elapsed_ms);
 }
 

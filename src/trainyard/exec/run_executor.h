@@ -29,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "trainyard/common/clock.h"
 #include "trainyard/common/mutex.h"
 #include "trainyard/common/status.h"
 #include "trainyard/spec/compute.h"
@@ -110,10 +111,10 @@ struct RunControl {
   }
 };
 
-// When a run's timeout (RunRequest::timeout_seconds, counted from `running_since`, unix millis)
-// is up, on the steady clock; nullopt for a run without one.
-std::optional<std::chrono::steady_clock::time_point> TimeoutDeadline(const RunPlan& plan,
-                                                                     std::int64_t running_since);
+// When a run's timeout (RunRequest::timeout_seconds, counted from `running_since`, unix millis
+// on `clock`) is up, on `clock`'s steady time; nullopt for a run without one.
+std::optional<Clock::TimePoint> TimeoutDeadline(const RunPlan& plan, std::int64_t running_since,
+                                                Clock& clock);
 
 // The scheduler's side of a run, for its executor: valid for the call it is passed to (Launch,
 // Follow, Release, Recover), not to be kept beyond it. Thread-safe.
@@ -135,6 +136,8 @@ class RunHost {
   virtual void RecordImage(const std::string& image) = 0;
   // Appends to the run's image build log.
   virtual void BuildLog(std::string_view text) = 0;
+  // What the run's timeout is measured and waited on (the scheduler's clock).
+  virtual Clock& clock() = 0;
   // True once the daemon shuts down: a follower may return at once with RunEnd::detached.
   virtual bool ShuttingDown() = 0;
   virtual RunControl& control() = 0;

@@ -112,10 +112,10 @@ class Scheduler::Host : public exec::RunHost {
   }
 
   Status Transition(RunStatus to) override {
-    Status st = s_.Transition(ctx_, to);
-    // Also when refused (canceled meanwhile): the timeout counts from the launch.
-    if (to == RunStatus::kRunning) ctx_.running_since = NowMillis();
-    return st;
+    // Before the state is recorded (whoever sees Running may already count the timeout), and
+    // also when it is refused (canceled meanwhile): the timeout counts from the launch.
+    if (to == RunStatus::kRunning) ctx_.running_since = s_.clock_.NowMillis();
+    return s_.Transition(ctx_, to);
   }
   RunStatus status() override { return ctx_.status; }
   std::int64_t running_since() override { return ctx_.running_since; }
@@ -129,6 +129,7 @@ class Scheduler::Host : public exec::RunHost {
   void BuildLog(std::string_view text) override {
     if (build_log_) build_log_->Write(text);
   }
+  Clock& clock() override { return s_.clock_; }
   bool ShuttingDown() override {
     MutexLock lock(s_.mu_);
     return s_.shutting_down_;
@@ -141,7 +142,7 @@ class Scheduler::Host : public exec::RunHost {
   std::optional<LogWriter> build_log_;
 };
 
-Scheduler::Scheduler(store::Store& store, EnvironmentRegistry& environments,
+Scheduler::Scheduler(store::Store& store, envbuild::EnvironmentRegistry& environments,
                      envbuild::ImageBuilder& builder, const exec::ExecutorRegistry& executors,
                      const cas::Snapshotter& snapshots, const SecretBox& secrets,
                      WorkspaceLayout layout, SchedulerOptions options)
@@ -152,7 +153,8 @@ Scheduler::Scheduler(store::Store& store, EnvironmentRegistry& environments,
       snapshots_(snapshots),
       secrets_(secrets),
       layout_(std::move(layout)),
-      options_(std::move(options)) {
+      options_(std::move(options)),
+      clock_(*options_.clock) {
   if (options_.local_max_nodes < 1) options_.local_max_nodes = 1;
   workspace_id_ = WorkspaceId(layout_.root);
 }
@@ -228,9 +230,9 @@ std::int64_t Scheduler::RunTokenExpiry(const spec::RunRequest& req, std::int64_t
 }
 
 Status Scheduler::Transition(RunContext& ctx, RunStatus to, std::int64_t at_ms) {
-  TY_RETURN_IF_ERROR(store_.TransitionRun(ctx.id, to, at_ms != 0 ? at_ms : NowMillis()));
+  TY_RETURN_IF_ERROR(store_.TransitionRun(ctx.id, to, at_ms != 0 ? at_ms : clock_.NowMillis()));
   // One line per transition in the daemon's log (stderr): what happened to which run, and when.
-  std::fprintf(stderr, "[%s] run %s: %s -> %s\n", FormatTimeIso(NowMillis()).c_str(),
+  std::fprintf(stderr, "[%s] run %s: %s -> %s\n", FormatTimeIso(clock_.NowMillis()).c_str(),
                ctx.id.c_str(), std::string(store::RunStatusName(ctx.status)).c_str(),
                std::string(store::RunStatusName(to)).c_str());
   ctx.status = to;
@@ -317,7 +319,7 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
   rec.environment_version = env.version;
   rec.image_hash = env.image_hash;
   rec.tags = request.tags;
-  rec.created_at = NowMillis();
+  rec.created_at = clock_.NowMillis();
   TY_RETURN_IF_ERROR(store_.InsertRun(rec));
 
   auto ctx = std::make_shared<RunContext>();
@@ -348,7 +350,8 @@ StatusOr<Scheduler::ComputeState*> Scheduler::ComputeLocked(const std::string& n
     // `local` exists by default: the local Docker engine, one node sized to the machine.
     spec::ComputeDefinition def = spec::DefaultLocalCompute();
     def.max_nodes = options_.local_max_nodes;
-    store::ComputeRecord r{def.name, def.type, def.ToJson().dump(), NowMillis(), NowMillis()};
+    store::ComputeRecord r{def.name, def.type, def.ToJson().dump(), clock_.NowMillis(),
+                           clock_.NowMillis()};
     TY_RETURN_IF_ERROR(store_.PutCompute(r));
     rec = r;
   }
@@ -374,7 +377,7 @@ Status Scheduler::EnqueueLocked(std::shared_ptr<RunContext> ctx) {
   ComputeState& compute = *c;
   PlaceLocked(*ctx, compute.def);
   if (ctx->executor == nullptr) TY_RETURN_IF_ERROR(ExecutorOf(compute.def.type).status());
-  if (ctx->queued_at == 0) ctx->queued_at = NowMillis();
+  if (ctx->queued_at == 0) ctx->queued_at = clock_.NowMillis();
   const bool ready = !ctx->executor->NeedsImage() || ready_images_.count(ctx->image_hash) > 0;
   active_[ctx->id] = ctx;
   compute.queue.Push({ctx->id, ctx->nodes, ctx->request.priority, ctx->queued_at, ready});
@@ -513,10 +516,10 @@ void Scheduler::Work(std::shared_ptr<RunContext> ctx) {
 void Scheduler::Finish(RunContext& ctx, RunStatus status, const std::string& reason) {
   // The run ended now, before its nodes go to the next run: its end is never recorded after
   // the next run's start (the durable final commit can take a while).
-  const std::int64_t ended_at = NowMillis();
+  const std::int64_t ended_at = clock_.NowMillis();
   if (!reason.empty()) {
-    std::fprintf(stderr, "[%s] run %s: %s\n", FormatTimeIso(NowMillis()).c_str(), ctx.id.c_str(),
-                 reason.c_str());
+    std::fprintf(stderr, "[%s] run %s: %s\n", FormatTimeIso(clock_.NowMillis()).c_str(),
+                 ctx.id.c_str(), reason.c_str());
     (void)store_.SetRunFields(ctx.id, {.failure_reason = reason});
   }
   // Its nodes are free and it is no longer active before anyone can see it ended: a compute
@@ -541,7 +544,7 @@ Status Scheduler::CollectOutputs(RunContext& ctx) {
   LogWriter log(run_dir, kStdLog, /*truncate=*/false, [this, &ctx] { Notify(ctx.id); });
   for (const std::string& why : skipped) {
     std::fprintf(stderr, "[%s] run %s: output not collected: %s\n",
-                 FormatTimeIso(NowMillis()).c_str(), ctx.id.c_str(), why.c_str());
+                 FormatTimeIso(clock_.NowMillis()).c_str(), ctx.id.c_str(), why.c_str());
     log.Write("[trainyard] warning: output not collected: " + why + "\n");
   }
   return Status::Ok();
@@ -751,7 +754,7 @@ Status Scheduler::Cancel(const std::string& run_id) {
     if (ctx->control.cancel_requested) return Status::Ok();
     ctx->control.cancel_requested = true;
   }
-  (void)store_.TransitionRun(run_id, RunStatus::kCancelRequested, NowMillis());
+  (void)store_.TransitionRun(run_id, RunStatus::kCancelRequested, clock_.NowMillis());
   Notify(run_id);
   if (was_queued) {
     Finish(*ctx, RunStatus::kCanceled, "canceled by user");
@@ -814,8 +817,9 @@ Status Scheduler::Recover() {
       // Whatever runs its nodes cannot be asked (dockerd down or restarting, Slurm not
       // answering): failing the run would be a guess, and its nodes may be alive. It stays as it
       // is until a daemon can ask.
-      std::fprintf(stderr, "[%s] run %s: not recovered, %s\n", FormatTimeIso(NowMillis()).c_str(),
-                   rec.id.c_str(), found.status().message().c_str());
+      std::fprintf(stderr, "[%s] run %s: not recovered, %s\n",
+                   FormatTimeIso(clock_.NowMillis()).c_str(), rec.id.c_str(),
+                   found.status().message().c_str());
       MutexLock lock(mu_);
       if (auto it = active_.find(ctx->id); it != active_.end() && it->second == ctx) {
         active_.erase(it);
@@ -830,7 +834,7 @@ Status Scheduler::Recover() {
         MutexLock lock(ctx->control.mu);
         ctx->control.cancel_requested = rec.status == RunStatus::kCancelRequested;
       }
-      if (ctx->running_since == 0) ctx->running_since = NowMillis();
+      if (ctx->running_since == 0) ctx->running_since = clock_.NowMillis();
       MutexLock lock(mu_);
       HoldNodesLocked(*ctx);  // before any queued run is dispatched
       StartWorkerLocked(ctx);
@@ -918,7 +922,7 @@ StatusOr<spec::ComputeDefinition> Scheduler::PutCompute(spec::ComputeDefinition 
       }
     }
   }
-  const std::int64_t now = NowMillis();
+  const std::int64_t now = clock_.NowMillis();
   // A registry password is stored sealed, and kept sealed in memory until a run needs it.
   spec::ComputeDefinition sealed = def;
   if (sealed.registry) sealed.registry->password = secrets_.Seal(sealed.registry->password);

@@ -11,9 +11,11 @@
 #include <thread>
 
 #include "trainyard/cas/snapshot.h"
+#include "trainyard/common/clock.h"
 #include "trainyard/common/mutex.h"
 #include "trainyard/common/secret_box.h"
 #include "trainyard/common/workspace.h"
+#include "trainyard/envbuild/environment_registry.h"
 #include "trainyard/envbuild/image_builder.h"
 #include "trainyard/exec/run_executor.h"
 #include "trainyard/sched/compute_queue.h"
@@ -34,30 +36,9 @@ struct SchedulerOptions {
       collect_outputs;
   // max_nodes of the `local` compute when the scheduler creates it (it exists by default).
   int local_max_nodes = 1;
-};
-
-// Registers environments with versions. Same definition under the same name → the existing
-// version; a changed one → the next version. Secrets are sealed before they are stored.
-class EnvironmentRegistry {
- public:
-  EnvironmentRegistry(store::Store& store, const SecretBox& secrets)
-      : store_(store), secrets_(secrets) {}
-
-  // `def.version` empty: the latest version when the definition is unchanged, else the next
-  // integer version. Given: AlreadyExists when that version holds a different definition.
-  StatusOr<store::EnvironmentRecord> Register(spec::EnvironmentDefinition def);
-  // The definition of a stored environment with its password unsealed (for building only).
-  StatusOr<spec::EnvironmentDefinition> Resolve(const std::string& name,
-                                                const std::string& version);
-  // Converts a stored record's definition to API JSON (password redacted).
-  static nlohmann::json ToApiJson(const store::EnvironmentRecord& rec);
-
- private:
-  StatusOr<spec::EnvironmentDefinition> ResolveRecord(const store::EnvironmentRecord& rec);
-
-  store::Store& store_;
-  const SecretBox& secrets_;
-  Mutex mu_;  // serialises Register's read-then-insert
+  // What runs' times are read from and their timeouts waited on (tests move a FakeClock).
+  // Borrowed; outlives the scheduler.
+  Clock* clock = &Clock::Real();
 };
 
 // A queued run as `compute show` lists it.
@@ -98,9 +79,10 @@ struct ComputeStatus {
 class Scheduler {
  public:
   // Every reference is borrowed and must outlive the scheduler.
-  Scheduler(store::Store& store, EnvironmentRegistry& environments, envbuild::ImageBuilder& builder,
-            const exec::ExecutorRegistry& executors, const cas::Snapshotter& snapshots,
-            const SecretBox& secrets, WorkspaceLayout layout, SchedulerOptions options);
+  Scheduler(store::Store& store, envbuild::EnvironmentRegistry& environments,
+            envbuild::ImageBuilder& builder, const exec::ExecutorRegistry& executors,
+            const cas::Snapshotter& snapshots, const SecretBox& secrets, WorkspaceLayout layout,
+            SchedulerOptions options);
   // Joins every worker and build. A daemon that must exit while runs go on
   // exits the process instead: runs outlive the daemon and Recover() picks them up.
   ~Scheduler();
@@ -214,13 +196,14 @@ class Scheduler {
   StatusOr<ComputeStatus> GetQueueStatus(const std::string& name);
 
   store::Store& store_;
-  EnvironmentRegistry& environments_;
+  envbuild::EnvironmentRegistry& environments_;
   envbuild::ImageBuilder& builder_;
   const exec::ExecutorRegistry& executors_;
   const cas::Snapshotter& snapshots_;
   const SecretBox& secrets_;
   WorkspaceLayout layout_;
   SchedulerOptions options_;
+  Clock& clock_;
   // A short id of the workspace (a hash of its path): in node names, job comments and shared
   // folders, so two workspaces sharing an engine or a cluster never take each other's.
   std::string workspace_id_;

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/testing/fake_clock.h"
 #include "trainyard/common/util.h"
 #include "trainyard/docker/fake_engine.h"
 #include "trainyard/exec/docker/docker_runs.h"
@@ -132,7 +133,7 @@ class SchedulerTest : public ::testing::Test {
       executor_ = std::make_unique<exec::DockerExecutor>(engine_);
       process_executor_ =
           std::make_unique<exec::ProcessExecutor>(exec::ProcessExecutorOptions{root_ / "nodes"});
-      registry_ = std::make_unique<EnvironmentRegistry>(*store_, secrets_);
+      registry_ = std::make_unique<envbuild::EnvironmentRegistry>(*store_, secrets_);
       engine_.AddImage("python:3.11-slim");
     }
     eopts.stop_grace_seconds = 1;
@@ -146,8 +147,16 @@ class SchedulerTest : public ::testing::Test {
     executors_.Add("slurm", slurm_runs_.get());
     SchedulerOptions opts;
     opts.local_max_nodes = max_concurrent;
+    opts.clock = &clock_;
     scheduler_ = std::make_unique<Scheduler>(*store_, *registry_, *builder_, executors_,
                                              *snapshots_, secrets_, layout_, opts);
+    scheduler_->SetChangeListener([this](const std::string&) {
+      {
+        std::lock_guard lock(changes_mu_);
+        ++changes_;
+      }
+      changes_cv_.notify_all();
+    });
   }
 
   void TearDown() override {
@@ -169,11 +178,23 @@ class SchedulerTest : public ::testing::Test {
   store::RunRecord WaitFor(const std::string& id, std::chrono::milliseconds timeout = 20s) {
     auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
+      const std::uint64_t seen = Changes();
       auto r = store_->GetRun(id);
       EXPECT_TRUE(r.ok());
-      if (store::IsTerminal(r->status) || std::chrono::steady_clock::now() > deadline) return *r;
-      std::this_thread::sleep_for(5ms);
+      if (store::IsTerminal(r->status) || !WaitForChange(seen, deadline)) return *r;
     }
+  }
+
+  // How many changes the scheduler announced (SetChangeListener): a state is recorded before it
+  // is announced, so a test reads the count, then the store, then waits for the count to move.
+  std::uint64_t Changes() {
+    std::lock_guard lock(changes_mu_);
+    return changes_;
+  }
+  // False when `deadline` passed first.
+  bool WaitForChange(std::uint64_t seen, std::chrono::steady_clock::time_point deadline) {
+    std::unique_lock lock(changes_mu_);
+    return changes_cv_.wait_until(lock, deadline, [&] { return changes_ != seen; });
   }
 
   // Records a run as a previous daemon would have left it: submitted and moved up to `status`
@@ -236,9 +257,11 @@ class SchedulerTest : public ::testing::Test {
   }
 
   void WaitForStatus(const std::string& id, RunStatus s) {
-    for (int i = 0; i < 2000; ++i) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    for (;;) {
+      const std::uint64_t seen = Changes();
       if (store_->GetRun(id)->status == s) return;
-      std::this_thread::sleep_for(5ms);
+      if (!WaitForChange(seen, deadline)) break;
     }
     FAIL() << "run " << id << " never reached " << store::RunStatusName(s);
   }
@@ -257,9 +280,14 @@ class SchedulerTest : public ::testing::Test {
   std::unique_ptr<exec::ProcessRunExecutor> process_runs_;
   std::unique_ptr<exec::SlurmRunExecutor> slurm_runs_;
   exec::ExecutorRegistry executors_;
-  std::unique_ptr<EnvironmentRegistry> registry_;
+  std::unique_ptr<envbuild::EnvironmentRegistry> registry_;
   std::unique_ptr<Scheduler> scheduler_;
   FakeSlurm slurm_;
+  // Runs' times and timeouts: a timeout is reached by moving it, not by waiting.
+  trainyard::testing::FakeClock clock_;
+  std::mutex changes_mu_;
+  std::condition_variable changes_cv_;
+  std::uint64_t changes_ = 0;
 };
 
 // A node that writes without newlines must not grow the daemon's memory: the multi-node log's
@@ -469,6 +497,8 @@ TEST_F(SchedulerTest, TimeoutStopsTheRun) {
   req.timeout_seconds = 1;
   auto run = scheduler_->Submit(req);
   ASSERT_TRUE(run.ok());
+  WaitForStatus(run->id, RunStatus::kRunning);
+  clock_.Advance(1s);
   auto done = WaitFor(run->id);
   EXPECT_EQ(done.status, RunStatus::kFailed);
   EXPECT_EQ(done.failure_reason, "timed out after 1 s");
@@ -625,11 +655,11 @@ TEST_F(SchedulerTest, RegistryPasswordIsSealedAndNeverInTheDatabase) {
   auto st = store::OpenSqliteStore(layout_.Database().string());
   ASSERT_TRUE(st.ok());
   store_ = std::move(st).value();
-  registry_ = std::make_unique<EnvironmentRegistry>(*store_, secrets_);
+  registry_ = std::make_unique<envbuild::EnvironmentRegistry>(*store_, secrets_);
   auto def = registry_->Resolve("anonymous", "");
   ASSERT_TRUE(def.ok()) << def.status().ToString();
   EXPECT_EQ(def->registry->password, "s3cret-Pw-917");
-  auto api = EnvironmentRegistry::ToApiJson(*store_->GetEnvironment("anonymous", ""));
+  auto api = envbuild::EnvironmentRegistry::ToApiJson(*store_->GetEnvironment("anonymous", ""));
   EXPECT_EQ(api.dump().find("s3cret-Pw-917"), std::string::npos);
   // Registering the same definition again without the password (what a client that fetched it
   // has) keeps the stored password; another password replaces it.
@@ -1022,6 +1052,8 @@ TEST_F(SchedulerTest, ProcessComputeRunsOnTheHost) {
   slow.timeout_seconds = 1;
   auto timed = scheduler_->Submit(slow);
   ASSERT_TRUE(timed.ok());
+  WaitForStatus(timed->id, RunStatus::kRunning);
+  clock_.Advance(1s);
   auto t = WaitFor(timed->id);
   EXPECT_EQ(t.status, RunStatus::kFailed);
   EXPECT_NE(t.failure_reason.find("timed out"), std::string::npos) << t.failure_reason;
@@ -1330,6 +1362,8 @@ TEST_F(SlurmSchedulerTest, CancelAndTimeoutRunScancel) {
   ASSERT_TRUE(timed.ok());
   slurm_.WaitForSubmit(1);
   slurm_.Set(2, "RUNNING");
+  WaitForStatus(timed->id, RunStatus::kRunning);
+  clock_.Advance(1s);
   auto out = WaitFor(timed->id);
   EXPECT_EQ(out.status, RunStatus::kFailed);
   EXPECT_EQ(out.failure_reason, "timed out after 1 s");

@@ -670,7 +670,7 @@ case "$1" in
     cmd=$(tail -n 1 "$state.args")
     for v in $vars; do eval "val=\${$v-unset}"; printf '%s=%s\n' "$v" "$val"; done >"$state.env"
     /bin/sh -c "$cmd"; echo "$?" >"$state.rc"; exit "$(cat "$state.rc")" ;;
-  inspect) echo "$(cat "$state.rc") false" ;;
+  inspect) echo inspect >>"$state.inspected"; echo "$(cat "$state.rc") false" ;;
   rm) echo rm >>"$state.rm" ;;
 esac
 )SH",
@@ -714,6 +714,8 @@ esac
   EXPECT_FALSE(exit->oom_killed);
   EXPECT_EQ(exit->node, 1);
   EXPECT_GT(exit->ended_ns, 1'600'000'000'000'000'000LL);
+  // A code the client passed on as is is not asked of the engine again.
+  EXPECT_FALSE(fs::exists(state + ".inspected"));
 
   // A one-node job: its head node is the node itself, as on local computes.
   r = RunShell("PATH=" + ShellQuote(bin.string()) +

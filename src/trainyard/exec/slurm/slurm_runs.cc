@@ -388,10 +388,10 @@ RunEnd SlurmRunExecutor::Run::Follow(RunHost& host, bool /*resume*/) {
     }
   };
 
-  std::optional<std::chrono::steady_clock::time_point> deadline;
+  std::optional<Clock::TimePoint> deadline;  // on host.clock()
   // Armed once the job runs: the timeout counts from Running.
   auto arm_deadline = [&] {
-    if (!deadline) deadline = TimeoutDeadline(plan_, host.running_since());
+    if (!deadline) deadline = TimeoutDeadline(plan_, host.running_since(), host.clock());
   };
   if (host.status() == RunStatus::kRunning) arm_deadline();
 
@@ -408,7 +408,7 @@ RunEnd SlurmRunExecutor::Run::Follow(RunHost& host, bool /*resume*/) {
     bool cancel, timed_out;
     {
       MutexLock lock(control.mu);
-      if (deadline && now >= *deadline) control.timed_out = true;
+      if (deadline && host.clock().SteadyNow() >= *deadline) control.timed_out = true;
       cancel = control.cancel_requested;
       timed_out = control.timed_out;
     }

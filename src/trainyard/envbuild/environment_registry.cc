@@ -1,9 +1,10 @@
+#include "trainyard/envbuild/environment_registry.h"
+
 #include "trainyard/common/mutex.h"
 #include "trainyard/common/util.h"
 #include "trainyard/envbuild/image_builder.h"
-#include "trainyard/sched/scheduler.h"
 
-namespace trainyard::sched {
+namespace trainyard::envbuild {
 namespace {
 
 // The next integer version after the highest integer version among `records`.
@@ -112,4 +113,4 @@ nlohmann::json EnvironmentRegistry::ToApiJson(const store::EnvironmentRecord& re
   return out;
 }
 
-}  // namespace trainyard::sched
+}  // namespace trainyard::envbuild

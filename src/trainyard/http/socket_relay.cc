@@ -1,4 +1,4 @@
-#include "trainyard/api/socket_relay.h"
+#include "trainyard/http/socket_relay.h"
 
 // clang-format off
 #include <utility>  // Before Boost 1.74's awaitable.hpp, which uses std::exchange without it.
@@ -23,9 +23,9 @@
 #include <cstring>
 #include <thread>
 
-#include "trainyard/api/http_server.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/sha256.h"
+#include "trainyard/http/http_server.h"
 
 namespace trainyard {
 

@@ -1,4 +1,4 @@
-#include "trainyard/api/notifier.h"
+#include "trainyard/http/notifier.h"
 
 #include <algorithm>
 #include <boost/asio/post.hpp>

@@ -19,10 +19,10 @@
 #include <string_view>
 #include <vector>
 
-#include "trainyard/api/notifier.h"
 #include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/status.h"
 #include "trainyard/common/tls.h"
+#include "trainyard/http/notifier.h"
 
 namespace trainyard {
 

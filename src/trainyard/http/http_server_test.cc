@@ -1,4 +1,4 @@
-#include "trainyard/api/http_server.h"
+#include "trainyard/http/http_server.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>

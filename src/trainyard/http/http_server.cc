@@ -1,4 +1,4 @@
-#include "trainyard/api/http_server.h"
+#include "trainyard/http/http_server.h"
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -688,7 +688,7 @@ asio::awaitable<HttpResponse> FinishSink(BodySink* sink, std::string what) {
 Status HttpServer::Impl::Authorize(HttpRequest& request) const {
   if (options.bearer_token.empty()) return Status::Ok();
   if (request.method == "GET" && request.path == kHealthPath) return Status::Ok();
-  const Status unauthenticated =
+  Status unauthenticated =
       Unauthenticated("missing or invalid bearer token (Authorization: Bearer ...)");
   std::optional<std::string> header = request.Header("authorization");
   if (!header) return unauthenticated;
