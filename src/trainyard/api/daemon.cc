@@ -57,7 +57,6 @@ namespace trainyard::api {
 namespace {
 
 using json = nlohmann::json;
-using store::RunStatus;
 
 constexpr const char* kVersion = "0.1.0";
 // The HTTP server's pool for reads of run tracking (HttpServerOptions::pools).

@@ -22,11 +22,11 @@ void EnvironmentRoutes::Reap(bool all) {
   std::vector<std::shared_ptr<BuildTask>> reaped;
   {
     MutexLock lock(builds_mu_);
-    auto keep = std::partition(builds_.begin(), builds_.end(),
-                               [all](const std::shared_ptr<BuildTask>& b) {
-                                 MutexLock l(b->mu);
-                                 return !all && !b->done;
-                               });
+    auto keep =
+        std::partition(builds_.begin(), builds_.end(), [all](const std::shared_ptr<BuildTask>& b) {
+          MutexLock l(b->mu);
+          return !all && !b->done;
+        });
     reaped.assign(keep, builds_.end());
     builds_.erase(keep, builds_.end());
   }
@@ -146,7 +146,7 @@ asio::awaitable<HttpResponse> EnvironmentRoutes::Build(HttpRequest& req) {
       if (build->done) break;
     }
     co_await http_->notifier().WaitForChange(key, seen,
-                                            Notifier::Clock::now() + std::chrono::seconds(5));
+                                             Notifier::Clock::now() + std::chrono::seconds(5));
   }
   http_->notifier().Forget(key);
   MutexLock l(build->mu);

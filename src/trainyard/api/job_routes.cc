@@ -259,9 +259,9 @@ void JobRoutes::Install(HttpServer& s) {
   s.Route("GET", "/api/v1/jobs/{name}/files", SyncHandler([this](HttpRequest& req) {
             auto run = store_.GetRun(req.Param("name"));
             if (!run.ok()) return HttpResponse::FromStatus(run.status());
-            return HttpResponse::Json(200,
-                            ListRunFiles(layout_.RunDir(run->id), RecordedFiles(series_, run->id),
-                                         !req.principal.empty()));
+            return HttpResponse::Json(
+                200, ListRunFiles(layout_.RunDir(run->id), RecordedFiles(series_, run->id),
+                                  !req.principal.empty()));
           }));
   s.Route("GET", "/api/v1/jobs/{name}/files/{path...}",
           SyncHandler([this](HttpRequest& req) { return File(req); }));
@@ -355,12 +355,12 @@ asio::awaitable<HttpResponse> JobRoutes::Stream(HttpRequest& req) {
       const bool done =
           terminal && new_build >= size_of(build_path) && new_log >= size_of(log_path);
       answer = HttpResponse::Json(200, {{"status", status},
-                              {"build", build},
-                              {"build_offset", new_build},
-                              {"log", log},
-                              {"log_offset", new_log},
-                              {"done", done},
-                              {"failure_reason", run->failure_reason}});
+                                        {"build", build},
+                                        {"build_offset", new_build},
+                                        {"log", log},
+                                        {"log_offset", new_log},
+                                        {"done", done},
+                                        {"failure_reason", run->failure_reason}});
     });
     if (answer) co_return std::move(*answer);
     co_await http_->notifier().WaitForChange(name, seen, deadline);

@@ -33,13 +33,13 @@ bool IsRunFilePath(std::string_view rel) {
 
 StatusOr<std::string> AuthorizeRunToken(const SecretBox& secrets, std::string_view token,
                                         const HttpRequest& request, std::int64_t now_unix_s) {
-  const std::string run = secrets.RunOfToken(token, now_unix_s);
+  std::string run = secrets.RunOfToken(token, now_unix_s);
   if (run.empty()) return Unauthenticated("unknown or expired run token");
   const std::string prefix = std::string(kJobs) + run + "/";
-  const Status outside = PermissionDenied("a run token may only reach " + prefix +
-                                          "{metrics,entries,tags,properties,status} and " + prefix +
-                                          "files/{outputs,logs,images}/...; " + request.method +
-                                          " " + request.path + " is outside it");
+  Status outside = PermissionDenied("a run token may only reach " + prefix +
+                                    "{metrics,entries,tags,properties,status} and " + prefix +
+                                    "files/{outputs,logs,images}/...; " + request.method + " " +
+                                    request.path + " is outside it");
   if (!StartsWith(request.path, prefix)) return outside;
   const std::string_view tail = std::string_view(request.path).substr(prefix.size());
   const std::size_t slash = tail.find('/');

@@ -516,7 +516,7 @@ StatusOr<std::filesystem::path> ObjectStore::Quarantine(const std::string& diges
   const std::filesystem::path from = PathFor(digest);
   const std::filesystem::path dir = root_ / "corrupt";
   TY_RETURN_IF_ERROR(MakeDirs(dir));
-  const std::filesystem::path to = dir / digest;
+  std::filesystem::path to = dir / digest;
   if (::rename(from.c_str(), to.c_str()) != 0) {
     if (errno == ENOENT) {
       return NotFound("object " + digest + " is not in the store at " + root_.string());

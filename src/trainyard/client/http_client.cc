@@ -72,7 +72,8 @@ using Slist = std::unique_ptr<curl_slist, SlistDeleter>;
 void Append(Slist& list, const std::string& line) {
   curl_slist* next = curl_slist_append(list.get(), line.c_str());
   if (next != nullptr) {
-    list.release();
+    // `next` is the whole list, the old head included: hand it over without freeing that.
+    [[maybe_unused]] curl_slist* head = list.release();
     list.reset(next);
   }
 }

@@ -153,7 +153,7 @@ SocketRelay::~SocketRelay() {
 }
 
 StatusOr<std::filesystem::path> ApiSocketDir(const std::filesystem::path& workspace_root) {
-  const std::filesystem::path preferred = workspace_root / "sock";
+  std::filesystem::path preferred = workspace_root / "sock";
   if ((preferred / "api.sock").native().size() < sizeof(sockaddr_un{}.sun_path)) {
     TY_RETURN_IF_ERROR(MakeDirs(preferred));
     return preferred;
@@ -169,7 +169,7 @@ StatusOr<std::filesystem::path> ApiSocketDir(const std::filesystem::path& worksp
   TY_RETURN_IF_ERROR(EnsurePrivateDir(base));
   // The folder mounted into containers: enterable by a container's non-root user, while the
   // 0700 folder above keeps other users of this machine out.
-  const std::filesystem::path dir = base / "sock";
+  std::filesystem::path dir = base / "sock";
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return Internal("cannot create " + dir.string() + ": " + std::strerror(errno));
   }

@@ -148,8 +148,8 @@ StatusOr<EnvironmentDefinition> EnvironmentDefinition::FromJson(const json& j) {
   r.StrMap("tags", &d.tags);
   if (const json* c = r.Sub("conda")) {
     auto conda = CondaFromJson(*c);
-    if (conda.ok()) d.conda = std::move(conda).value();
     r.Merge(conda.status());
+    if (conda.ok()) d.conda = std::move(conda).value();
   }
   if (const json* reg = r.Sub("image_registry")) {
     RegistryCredentials creds;
@@ -310,8 +310,8 @@ StatusOr<RunRequest> RunRequest::FromJson(const json& j) {
   r.Int("shm_size_bytes", &q.shm_size_bytes);
   if (const json* e = r.Sub("environment")) {
     auto env = EnvironmentDefinition::FromJson(*e);
-    if (env.ok()) q.environment = std::move(env).value();
     r.Merge(env.status());
+    if (env.ok()) q.environment = std::move(env).value();
   }
   static const json kEmpty = json::object();
   if (const json* in = r.Sub("inputs")) {

@@ -139,17 +139,28 @@ CREATE TABLE computes (
     R"sql(
 CREATE INDEX runs_by_seq ON runs(seq);
 )sql",
+    // 5: the job's command as a column, taken from request_json once when the run is inserted:
+    // a page of runs shows it, and reading it from request_json parsed the JSON twice per row.
+    R"sql(
+ALTER TABLE runs ADD COLUMN command;  -- no type: a non-string command stays non-text
+UPDATE runs SET command = CASE WHEN json_valid(request_json)
+                               THEN json_extract(request_json, '$.command') END;
+)sql",
 };
 
 using sqlite::Statement;
 
-constexpr const char* kRunColumns =
-    "id, experiment, display_name, description, compute, status, request_json, snapshot_id, "
-    "environment_name, environment_version, image_hash, image, exit_code, failure_reason, "
-    "container_id, created_at, updated_at, script_status, script_message, "
-    // The job's command, read by SQLite's JSON parser (a page of runs shows it) rather than by
-    // parsing each request_json again in the caller.
-    "CASE WHEN json_valid(request_json) THEN json_extract(request_json, '$.command') END";
+#define TY_RUN_COLUMNS(request_json)                                                      \
+  "id, experiment, display_name, description, compute, status, " request_json             \
+  ", snapshot_id, environment_name, environment_version, image_hash, image, exit_code, "  \
+  "failure_reason, container_id, created_at, updated_at, script_status, script_message, " \
+  "command"
+// A run as ReadRun reads it.
+constexpr const char* kRunColumns = TY_RUN_COLUMNS("request_json");
+// A run in a page of runs (ListRuns): the same columns, with an empty request_json, which a page
+// does not show and which can be kilobytes per run.
+constexpr const char* kListedRunColumns = TY_RUN_COLUMNS("''");
+#undef TY_RUN_COLUMNS
 
 class SqliteStore : public Store {
  public:
@@ -324,8 +335,8 @@ class SqliteStore : public Store {
   StatusOr<std::vector<RunRecord>> ListRuns(const RunFilter& filter) override {
     return OnReader([&](sqlite::Connection& c) -> StatusOr<std::vector<RunRecord>> {
       static const std::string all =
-          std::string("SELECT ") + kRunColumns + " FROM runs ORDER BY seq DESC LIMIT ?";
-      static const std::string of_experiment = std::string("SELECT ") + kRunColumns +
+          std::string("SELECT ") + kListedRunColumns + " FROM runs ORDER BY seq DESC LIMIT ?";
+      static const std::string of_experiment = std::string("SELECT ") + kListedRunColumns +
                                                " FROM runs WHERE experiment = ?"
                                                " ORDER BY seq DESC LIMIT ?";
       Statement q = c.Prepare(filter.experiment.empty() ? all.c_str() : of_experiment.c_str());
@@ -550,9 +561,10 @@ class SqliteStore : public Store {
     Statement q = db_->Prepare(
         "INSERT INTO runs(id, experiment, display_name, description, compute, status,"
         " request_json, snapshot_id, environment_name, environment_version, image_hash, image,"
-        " exit_code, failure_reason, container_id, created_at, updated_at, seq)"
+        " exit_code, failure_reason, container_id, created_at, updated_at, seq, command)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-        " (SELECT COALESCE(MAX(seq), 0) + 1 FROM runs))");
+        " (SELECT COALESCE(MAX(seq), 0) + 1 FROM runs),"
+        " CASE WHEN json_valid(?7) THEN json_extract(?7, '$.command') END)");
     q.Bind(1, run.id)
         .Bind(2, run.experiment)
         .Bind(3, run.display_name)

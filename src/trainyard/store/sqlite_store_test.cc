@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "trainyard/common/fs.h"
+#include "trainyard/common/sqlite.h"
 #include "trainyard/common/util.h"
 #include "trainyard/store/snapshot_references.h"
 #include "trainyard/store/store.h"
@@ -73,6 +74,9 @@ TEST(SqliteStoreTest, TheCommandIsReadFromTheRequest) {
   ASSERT_TRUE(listed.ok()) << listed.status().ToString();
   ASSERT_EQ(listed->size(), 5u);
   EXPECT_EQ(listed->back().command, "python train.py --lr \"0.1\"");
+  // A page leaves the request out; the run itself has it.
+  EXPECT_EQ(listed->back().request_json, "");
+  EXPECT_EQ(st->GetRun(listed->back().id)->request_json, cases[0].first);
 }
 
 // A narrow update writes the fields it is given and leaves every other one as it was.
@@ -235,6 +239,34 @@ TEST(SqliteStoreTest, SurvivesReopenAndMigratesOnce) {
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(r->status, RunStatus::kQueued);
   }
+  ASSERT_TRUE(RemoveTree(dir).ok());
+}
+
+// A workspace made before runs had a command column gets it filled from the runs' requests.
+TEST(SqliteStoreTest, MigrationFillsTheCommandOfEarlierRuns) {
+  auto dir = fs::temp_directory_path() / ("ty-store-" + RandomHex(4));
+  ASSERT_TRUE(MakeDirs(dir).ok());
+  const std::string path = (dir / "t.db").string();
+  {
+    auto st = Open(path);
+    RunRecord r = NewRun("old");
+    r.request_json = R"({"command": "python old.py"})";
+    ASSERT_TRUE(st->InsertRun(r).ok());
+  }
+  {
+    // Back to schema version 4, as an earlier trainyard left it.
+    auto db = sqlite::Connection::Open(path, SQLITE_OPEN_READWRITE, "test");
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)
+                    ->Exec("ALTER TABLE runs DROP COLUMN command;"
+                           " DELETE FROM schema_migrations WHERE version = 5")
+                    .ok());
+  }
+  auto st = Open(path);
+  auto listed = st->ListRuns({});
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->front().command, "python old.py");
   ASSERT_TRUE(RemoveTree(dir).ok());
 }
 

@@ -44,7 +44,8 @@ class Store {
   // Inserts a run with its first transition. AlreadyExists for a taken id.
   virtual Status InsertRun(const RunRecord& run) = 0;
   virtual StatusOr<RunRecord> GetRun(const std::string& id) = 0;
-  // Newest first.
+  // Newest first. The records' request_json is left empty (GetRun has it): a page of runs does
+  // not show it, and `command` is there.
   virtual StatusOr<std::vector<RunRecord>> ListRuns(const RunFilter& filter) = 0;
   // Runs in any of the non-terminal states, oldest first.
   virtual StatusOr<std::vector<RunRecord>> ListActiveRuns() = 0;

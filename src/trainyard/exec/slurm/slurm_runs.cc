@@ -1,6 +1,7 @@
 #include "trainyard/exec/slurm/slurm_runs.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -114,7 +115,11 @@ class SlurmRunExecutor::Run : public LaunchedRun {
 
 std::optional<std::int64_t> SlurmRunExecutor::JobOf(const std::string& handle) {
   if (!StartsWith(handle, kJobHandlePrefix)) return std::nullopt;
-  return std::atoll(handle.c_str() + std::strlen(kJobHandlePrefix));
+  const std::string_view digits = std::string_view(handle).substr(std::strlen(kJobHandlePrefix));
+  std::int64_t job = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), job);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return job;
 }
 
 fs::path SlurmRunExecutor::WorkDir(const RunPlan& plan) const {
@@ -230,7 +235,7 @@ StatusOr<std::string> SlurmRunExecutor::Push(const RunPlan& plan,
   // Built once on this machine, pushed once per registry; every node pulls it from there.
   const auto& reg = *compute.registry;
   const std::string hash = plan.image_hash.empty() ? Sha256Hex(plan.image) : plan.image_hash;
-  const std::string image_ref = reg.address + "/" + kPushRepository + ":" + hash.substr(0, 64);
+  std::string image_ref = reg.address + "/" + kPushRepository + ":" + hash.substr(0, 64);
   // Pushed once per image and credentials: other credentials must prove they may push too.
   const std::string push_key = image_ref + " " + reg.username + " " + Sha256Hex(reg.password);
   bool pushed;
@@ -307,7 +312,8 @@ StatusOr<std::unique_ptr<LaunchedRun>> SlurmRunExecutor::Launch(const RunPlan& p
     task.distribution = plan.request.distribution ? plan.request.distribution->type : "";
     task.tasks_per_node = ProcessesPerNode(plan.request);
     if (auto port = task.env.find("MASTER_PORT"); port != task.env.end()) {
-      task.master_port = std::atoi(port->second.c_str());
+      const std::string& text = port->second;
+      (void)std::from_chars(text.data(), text.data() + text.size(), task.master_port);
     }
     task.stop_grace_seconds = options_.common.stop_grace_seconds;
     (void)RemoveTree(files.dir);  // a leftover from an interrupted attempt
