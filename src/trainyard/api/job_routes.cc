@@ -235,6 +235,7 @@ void JobRoutes::Install(HttpServer& s) {
             if (!runs.ok()) return HttpResponse::FromStatus(runs.status());
             const std::string base_url = base_url_();
             std::string text = "[";
+            text.reserve(runs->size() * 1536);  // about a kilobyte per run
             for (const auto& r : *runs) {
               if (text.size() > 1) text += ',';
               AppendRunJson(text, r, base_url, WaitReasonOf(r));

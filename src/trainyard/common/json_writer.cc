@@ -1,5 +1,6 @@
 #include "trainyard/common/json_writer.h"
 
+#include <array>
 #include <charconv>
 
 namespace trainyard {
@@ -36,12 +37,27 @@ int Utf8Sequence(std::string_view s, size_t i) {
   return length;
 }
 
+// Bytes that are copied as they are: printable ASCII but '"' and '\\'.
+constexpr auto kPlain = [] {
+  std::array<bool, 256> plain{};
+  for (int c = 0x20; c < 0x80; ++c) plain[static_cast<size_t>(c)] = c != '"' && c != '\\';
+  return plain;
+}();
+
 }  // namespace
 
 void AppendJsonString(std::string& out, std::string_view s) {
   out += '"';
   size_t i = 0;
   while (i < s.size()) {
+    // Runs of plain bytes (most of any string) go in one append.
+    size_t plain_end = i;
+    while (plain_end < s.size() && kPlain[static_cast<unsigned char>(s[plain_end])]) ++plain_end;
+    if (plain_end > i) {
+      out.append(s.data() + i, plain_end - i);
+      i = plain_end;
+      continue;
+    }
     const auto c = static_cast<unsigned char>(s[i]);
     if (c >= 0x80) {
       const int n = Utf8Sequence(s, i);
