@@ -252,7 +252,7 @@ echo "  stages, median ms: to the Slurm submit: plain $(med 3 "${plain_rows[@]}"
   "$(med 3 "${ty_rows[@]}") (CLI $(med 2 "${ty_rows[@]}") + daemon to sbatch $(dmed 3 2 "${ty_rows[@]}"));" \
   "allocated -> batch script: plain $(dmed 5 4 "${plain_rows[@]}"), trainyard $(dmed 5 4 "${ty_rows[@]}");" \
   "batch script -> container: plain $(dmed 1 5 "${plain_rows[@]}") (docker run), trainyard" \
-  "$(dmed 1 5 "${ty_rows[@]}") (task.sh: docker create, start -a; a one-task job has no srun" \
+  "$(dmed 1 5 "${ty_rows[@]}") (task.sh: docker run; a one-task job has no srun" \
   "step, so that stamp is \"-\")"
 echo "  Slurm's scheduler wait (allocated - submitted): median plain $(med 8 "${plain_rows[@]}")," \
   "trainyard $(med 8 "${ty_rows[@]}") ms"

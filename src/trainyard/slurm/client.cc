@@ -184,7 +184,7 @@ class CommandClient : public Client {
     posix_spawnattr_setsigdefault(&attr, &all);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     // Slurm's commands get the base variables and Slurm's own, nothing else of the daemon's:
-    // with sbatch --export=NONE, nothing of it reaches a job either.
+    // sbatch passes just these on to a job (--export=ALL of this environment).
     std::vector<std::string_view> names = BaseEnvironmentNames();
     names.insert(names.end(), {"SLURM_CONF", "MUNGE_SOCKET"});
     std::vector<std::string> env = SelectEnvironment(environ, names);

@@ -116,8 +116,8 @@ std::string BatchScript(const TaskSpec& task, const std::string& dir) {
     << "set -u\n"
     << "dir=" << ShellQuote(dir) << "\n"
     << R"SH(
-# sbatch ran with --export=NONE: the script has a PATH of its own, and its job steps get the
-# script's environment (which holds nothing of the daemon's).
+# sbatch passed on only the base variables it was given (never the daemon's others); the script
+# makes sure of a PATH, and its job steps get the script's environment.
 : "${PATH:=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}"
 export PATH
 SLURM_EXPORT_ENV=ALL
@@ -353,18 +353,20 @@ on_signal() {
 }
 trap on_signal TERM INT
 
-# A container of that name left by an interrupted attempt is removed, and only then: removing
-# first would cost every run a round trip to the engine.
-if ! "$runtime" create "$@" >/dev/null 2>"$dir/create-$SLURM_PROCID.err"; then
+# A container of this name can only be left by an earlier attempt of this job (Slurm requeued
+# it): only then is it removed first, which would otherwise cost every run a call to the engine.
+if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ]; then
   "$runtime" rm -f "$name" >/dev/null 2>&1
-  "$runtime" create "$@" >/dev/null 2>"$dir/create-$SLURM_PROCID.err"
 fi
-rc=$?
-if [ "$rc" -ne 0 ]; then cat "$dir/create-$SLURM_PROCID.err" >&2; fi
 oom=false
-if [ "$rc" -eq 0 ] && [ "$stop_requested" = 0 ]; then
+rc=143
+attempts=0
+# One `run` creates, starts and attaches (one call, not create + start -a). A name still taken
+# (125 while the container exists) is removed once and the run tried again.
+while [ "$stop_requested" = 0 ] && [ "$attempts" -lt 2 ]; do
+  attempts=$((attempts + 1))
   started=1
-  "$runtime" start -a "$name" &
+  "$runtime" run "$@" &
   pid=$!
   while :; do
     wait "$pid"
@@ -372,21 +374,34 @@ if [ "$rc" -eq 0 ] && [ "$stop_requested" = 0 ]; then
     # A trapped signal interrupts wait; the client may still run.
     kill -0 "$pid" 2>/dev/null || break
   done
+  if [ "$rc" -eq 125 ] && [ "$attempts" -eq 1 ] && [ "$stop_requested" = 0 ]; then
+    case "$("$runtime" inspect -f '{{.State.Status}}' "$name" 2>/dev/null)" in
+      created | exited | dead)
+        "$runtime" rm -f "$name" >/dev/null 2>&1
+        continue
+        ;;
+    esac
+  fi
+  break
+done
+if [ "$started" = 1 ]; then
   client_end=$(date +%s.%N)
   if [ "$stop_requested" = 1 ]; then
     # The attached client ends as soon as it is signalled itself (Slurm signals every process of
-    # the job), while the container may take its grace period to stop: once it has, what it
-    # printed after the client left is read back from its log, so a run's last words are kept.
-    if [ -z "$stopper" ]; then
-      stop_container &
-      stopper=$!
-    fi
+    # the job), while the container may take its grace period to stop, or may only just have
+    # been started by the engine when the signal came: it is asked to stop until it has, and
+    # what it printed after the client left is read back from its log, so a run's last words
+    # are kept.
+    if [ -n "$stopper" ]; then wait "$stopper"; fi
+    stop_container
     while [ "$("$runtime" inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" = true ]; do
+      stop_container
       sleep 0.2
     done
     "$runtime" logs --since "$client_end" "$name" 2>&1
+  elif [ -n "$stopper" ]; then
+    wait "$stopper"
   fi
-  if [ -n "$stopper" ]; then wait "$stopper"; fi
   # The attached client exits with the container's code. Only a code it may not have passed on
   # as is (a stop, a signal, the kernel's OOM killer: 137, the runtime's own errors: 125-127)
   # is asked of the engine, which also says whether the OOM killer struck: one call fewer for
@@ -397,8 +412,6 @@ if [ "$rc" -eq 0 ] && [ "$stop_requested" = 0 ]; then
       oom=${state##* }
     fi
   fi
-elif [ "$rc" -eq 0 ]; then
-  rc=143
 fi
 "$runtime" rm -f "$name" >/dev/null 2>&1
 

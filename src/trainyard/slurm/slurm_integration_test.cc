@@ -257,6 +257,42 @@ TEST_F(SlurmIntegrationTest, ContainerJobWithTwoTasks) {
   EXPECT_EQ(left.output, "") << "containers left behind";
 }
 
+// A container an earlier attempt left under the task's name (a requeued job) does not stop the
+// task: the name is taken back and the command runs once, in a new container.
+TEST_F(SlurmIntegrationTest, AContainerLeftUnderTheNameIsReplaced) {
+  JobFiles files{dir_ / "job"};
+  TaskSpec task;
+  task.run_id = "left_" + tag_;
+  task.runtime = "docker";
+  task.image = kImage;
+  task.container_prefix = "trainyard-slurm-left-" + tag_;
+  task.command = "echo fresh";
+  task.stop_grace_seconds = 2;
+  ASSERT_TRUE(WriteJobFiles(task, files).ok());
+  Cmd stale = RunShell("docker create --name " + task.container_prefix + "-0 " +
+                       std::string(kImage) + " echo stale >/dev/null");
+  ASSERT_EQ(stale.exit_code, 0) << stale.output;
+
+  JobRequest req = JobFilesRequest("left", files);
+  req.comment = "trainyard run=" + task.run_id;
+  req.time_limit_seconds = 300;
+  auto id = Submit(req);
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  auto job = WaitFinal(*id, seconds(180));
+  ASSERT_TRUE(job.has_value());
+  const std::string log = Read(files.NodeLog(0));
+  EXPECT_EQ(job->state, "COMPLETED") << "batch.log:\n"
+                                     << Read(files.BatchLog()) << "\nnode-0.log:\n"
+                                     << log;
+  EXPECT_NE(log.find("fresh\n"), std::string::npos) << log;
+  EXPECT_EQ(log.find("stale"), std::string::npos) << log;
+  auto exit = ReadTaskExit(files, 0);
+  ASSERT_TRUE(exit.has_value()) << Read(files.TaskExitFile(0));
+  EXPECT_EQ(exit->exit_code, 0);
+  Cmd left = RunShell("docker ps -aq --filter name=" + task.container_prefix);
+  EXPECT_EQ(left.output, "") << "containers left behind";
+}
+
 // A pull that fails on the node ends the job before any task, says so in the exit file, and
 // leaves no credentials behind.
 TEST_F(SlurmIntegrationTest, FailedPullIsRecorded) {

@@ -68,7 +68,7 @@ TEST(SbatchArgsTest, Full) {
   req.output = "/shared/r1/batch.log";
   req.working_dir = "/shared/r1";
   std::vector<std::string> want = {"--parsable",
-                                   "--export=NONE",
+                                   "--export=ALL",
                                    "--job-name=trainyard-r1",
                                    "--comment=trainyard run=r1",
                                    "--partition=gpu",
@@ -92,8 +92,8 @@ TEST(SbatchArgsTest, OptionalOnesLeftOut) {
   req.partition = "debug";
   req.script = "/j.sh";
   std::vector<std::string> want = {
-      "--parsable",        "--export=NONE", "--job-name=n",        "--comment=",
-      "--partition=debug", "--nodes=1",     "--ntasks-per-node=1", "/j.sh"};
+      "--parsable",        "--export=ALL", "--job-name=n",        "--comment=",
+      "--partition=debug", "--nodes=1",    "--ntasks-per-node=1", "/j.sh"};
   EXPECT_EQ(SbatchArgs(req), want);
 }
 
@@ -658,14 +658,14 @@ TEST(JobFilesTest, TaskScriptDerivesVariablesAndRecordsExit) {
   ASSERT_TRUE(MakeDirs(bin).ok());
   // scontrol show hostnames: two hosts.
   ASSERT_TRUE(WriteFileAtomic(bin / "scontrol", "#!/bin/sh\nprintf 'n1\\nn2\\n'\n", 0755).ok());
-  // A fake runtime: `create` remembers the arguments, `start -a` runs the command with the
-  // variables named by -e, `inspect` reports the exit code.
+  // A fake runtime: `run` remembers the arguments and runs the command with the variables
+  // named by -e, `inspect` reports the exit code.
   const std::string state = (tmp.path() / "state").string();
   ASSERT_TRUE(WriteFileAtomic(bin / "docker", R"SH(#!/bin/sh
 state=)SH" + ShellQuote(state) + R"SH(
 case "$1" in
-  create) shift; printf '%s\n' "$@" >"$state.args"; echo id ;;
-  start)
+  run)
+    shift; printf '%s\n' "$@" >"$state.args"
     vars=$(awk 'p { print; p = 0 } $0 == "-e" { p = 1 }' "$state.args")
     cmd=$(tail -n 1 "$state.args")
     for v in $vars; do eval "val=\${$v-unset}"; printf '%s=%s\n' "$v" "$val"; done >"$state.env"
