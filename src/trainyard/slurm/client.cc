@@ -186,7 +186,9 @@ class CommandClient : public Client {
     // Slurm's commands get the base variables and Slurm's own, nothing else of the daemon's:
     // sbatch passes just these on to a job (--export=ALL of this environment).
     std::vector<std::string_view> names = BaseEnvironmentNames();
-    names.insert(names.end(), {"SLURM_CONF", "MUNGE_SOCKET"});
+    // DOCKER_HOST and XDG_RUNTIME_DIR: where the nodes' runtime is for a rootless docker or
+    // podman (a per-user path, the same on every node of a cluster).
+    names.insert(names.end(), {"SLURM_CONF", "MUNGE_SOCKET", "DOCKER_HOST", "XDG_RUNTIME_DIR"});
     std::vector<std::string> env = SelectEnvironment(environ, names);
     std::vector<char*> envp;
     for (std::string& kv : env) envp.push_back(kv.data());

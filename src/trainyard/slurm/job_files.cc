@@ -334,22 +334,39 @@ fi
 
   s << R"SH(
 # The container runs in the background; SIGTERM/SIGINT (scancel, the time limit, a failed task
-# elsewhere) stop it with a grace period, and the script waits until it is really gone.
+# elsewhere) stop it with a grace period, and the script waits until it is really gone. Only
+# the container this attempt created is ever stopped, inspected or removed: `run` writes its id
+# to the cid file, and a container that merely holds the name is someone else's.
 stop_requested=0
-started=0
+pid=
 stopper=
-# shellcheck disable=SC2317  # invoked by the trap
+cid=
+cidfile="$dir/cid-$SLURM_PROCID"
+# shellcheck disable=SC2317  # invoked by the stopper
 stop_container() {
+  c=$(cat "$cidfile" 2>/dev/null) || c=
+  [ -n "$c" ] || return 0
   "$runtime" stop -t )SH"
-    << task.stop_grace_seconds << R"SH( "$name" >/dev/null 2>&1
+    << task.stop_grace_seconds << R"SH( "$c" >/dev/null 2>&1
+}
+# Asks the container to stop for as long as the attached client lives: a stop that comes while
+# the engine is still creating or starting it does nothing, and the next one does.
+# shellcheck disable=SC2317  # invoked by the trap
+start_stopper() {
+  if [ -n "$pid" ] && [ -z "$stopper" ]; then
+    (
+      while kill -0 "$pid" 2>/dev/null; do
+        stop_container
+        sleep 0.2
+      done
+    ) &
+    stopper=$!
+  fi
 }
 # shellcheck disable=SC2317  # invoked by the trap
 on_signal() {
   stop_requested=1
-  if [ "$started" = 1 ] && [ -z "$stopper" ]; then
-    stop_container &
-    stopper=$!
-  fi
+  start_stopper
 }
 trap on_signal TERM INT
 
@@ -361,22 +378,25 @@ fi
 oom=false
 rc=143
 attempts=0
-# One `run` creates, starts and attaches (one call, not create + start -a). A name still taken
-# (125 while the container exists) is removed once and the run tried again.
+# One `run` creates, starts and attaches (one call, not create + start -a). When it created
+# nothing because a stale container holds the name, that one is removed and `run` tried again.
 while [ "$stop_requested" = 0 ] && [ "$attempts" -lt 2 ]; do
   attempts=$((attempts + 1))
-  started=1
-  "$runtime" run "$@" &
+  rm -f "$cidfile"
+  "$runtime" run --cidfile "$cidfile" "$@" &
   pid=$!
+  # A signal that came after the loop's test but before pid was known.
+  if [ "$stop_requested" = 1 ]; then start_stopper; fi
   while :; do
     wait "$pid"
     rc=$?
     # A trapped signal interrupts wait; the client may still run.
     kill -0 "$pid" 2>/dev/null || break
   done
-  if [ "$rc" -eq 125 ] && [ "$attempts" -eq 1 ] && [ "$stop_requested" = 0 ]; then
+  cid=$(cat "$cidfile" 2>/dev/null) || cid=
+  if [ -z "$cid" ] && [ "$rc" -eq 125 ] && [ "$attempts" -eq 1 ] && [ "$stop_requested" = 0 ]; then
     case "$("$runtime" inspect -f '{{.State.Status}}' "$name" 2>/dev/null)" in
-      created | exited | dead)
+      created | exited | dead | stopped)
         "$runtime" rm -f "$name" >/dev/null 2>&1
         continue
         ;;
@@ -384,36 +404,32 @@ while [ "$stop_requested" = 0 ] && [ "$attempts" -lt 2 ]; do
   fi
   break
 done
-if [ "$started" = 1 ]; then
-  client_end=$(date +%s.%N)
+if [ -n "$cid" ]; then
   if [ "$stop_requested" = 1 ]; then
     # The attached client ends as soon as it is signalled itself (Slurm signals every process of
-    # the job), while the container may take its grace period to stop, or may only just have
-    # been started by the engine when the signal came: it is asked to stop until it has, and
-    # what it printed after the client left is read back from its log, so a run's last words
-    # are kept.
+    # the job), while the container may take its grace period to stop: it is asked to until it
+    # has, and what it printed after the client left is read back from its log, so a run's last
+    # words are kept.
+    client_end=$(date +%s.%N)
     if [ -n "$stopper" ]; then wait "$stopper"; fi
-    stop_container
-    while [ "$("$runtime" inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" = true ]; do
+    while [ "$("$runtime" inspect -f '{{.State.Running}}' "$cid" 2>/dev/null)" = true ]; do
       stop_container
       sleep 0.2
     done
-    "$runtime" logs --since "$client_end" "$name" 2>&1
-  elif [ -n "$stopper" ]; then
-    wait "$stopper"
+    "$runtime" logs --since "$client_end" "$cid" 2>&1
   fi
-  # The attached client exits with the container's code. Only a code it may not have passed on
-  # as is (a stop, a signal, the kernel's OOM killer: 137, the runtime's own errors: 125-127)
-  # is asked of the engine, which also says whether the OOM killer struck: one call fewer for
-  # every run that ends by itself.
-  if [ "$stop_requested" = 1 ] || [ "$rc" -ge 125 ]; then
-    if state=$("$runtime" inspect -f '{{.State.ExitCode}} {{.State.OOMKilled}}' "$name" 2>/dev/null); then
+  # The attached client exits with the container's code; a run that failed, or was stopped, is
+  # asked of the engine, which also says whether the OOM killer struck (a run that succeeded
+  # costs no call).
+  if [ "$stop_requested" = 1 ] || [ "$rc" -ne 0 ]; then
+    if state=$("$runtime" inspect -f '{{.State.ExitCode}} {{.State.OOMKilled}}' "$cid" 2>/dev/null); then
       rc=${state%% *}
       oom=${state##* }
     fi
   fi
+  "$runtime" rm -f "$cid" >/dev/null 2>&1
 fi
-"$runtime" rm -f "$name" >/dev/null 2>&1
+rm -f "$cidfile"
 
 exit_file="$dir/task-$SLURM_PROCID.exit"
 printf '%s %s %s %s\n' "$rc" "$oom" "$SLURM_NODEID" "$(date +%s%N)" >"$exit_file.tmp" &&

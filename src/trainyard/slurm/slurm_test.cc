@@ -658,20 +658,22 @@ TEST(JobFilesTest, TaskScriptDerivesVariablesAndRecordsExit) {
   ASSERT_TRUE(MakeDirs(bin).ok());
   // scontrol show hostnames: two hosts.
   ASSERT_TRUE(WriteFileAtomic(bin / "scontrol", "#!/bin/sh\nprintf 'n1\\nn2\\n'\n", 0755).ok());
-  // A fake runtime: `run` remembers the arguments and runs the command with the variables
-  // named by -e, `inspect` reports the exit code.
+  // A fake runtime: `run` writes an id to its cid file, remembers the other arguments and runs
+  // the command with the variables named by -e; `inspect` reports the exit code.
   const std::string state = (tmp.path() / "state").string();
   ASSERT_TRUE(WriteFileAtomic(bin / "docker", R"SH(#!/bin/sh
 state=)SH" + ShellQuote(state) + R"SH(
 case "$1" in
   run)
-    shift; printf '%s\n' "$@" >"$state.args"
+    shift
+    if [ "$1" = --cidfile ]; then echo fakeid >"$2"; shift 2; fi
+    printf '%s\n' "$@" >"$state.args"
     vars=$(awk 'p { print; p = 0 } $0 == "-e" { p = 1 }' "$state.args")
     cmd=$(tail -n 1 "$state.args")
     for v in $vars; do eval "val=\${$v-unset}"; printf '%s=%s\n' "$v" "$val"; done >"$state.env"
     /bin/sh -c "$cmd"; echo "$?" >"$state.rc"; exit "$(cat "$state.rc")" ;;
-  inspect) echo inspect >>"$state.inspected"; echo "$(cat "$state.rc") false" ;;
-  rm) echo rm >>"$state.rm" ;;
+  inspect) echo "$@" >>"$state.inspected"; echo "$(cat "$state.rc") false" ;;
+  rm) echo "$@" >>"$state.rm" ;;
 esac
 )SH",
                               0755)
@@ -714,8 +716,11 @@ esac
   EXPECT_FALSE(exit->oom_killed);
   EXPECT_EQ(exit->node, 1);
   EXPECT_GT(exit->ended_ns, 1'600'000'000'000'000'000LL);
-  // A code the client passed on as is is not asked of the engine again.
-  EXPECT_FALSE(fs::exists(state + ".inspected"));
+  // A failed run is asked of the engine too (did the OOM killer strike?), by its own id, which
+  // is what is removed.
+  EXPECT_NE(Read(state + ".inspected").find(" fakeid\n"), std::string::npos)
+      << Read(state + ".inspected");
+  EXPECT_EQ(Read(state + ".rm"), "rm -f fakeid\n");
 
   // A one-node job: its head node is the node itself, as on local computes.
   r = RunShell("PATH=" + ShellQuote(bin.string()) +
