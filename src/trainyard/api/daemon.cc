@@ -12,13 +12,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/asio/use_awaitable.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <optional>
-#include <thread>
 #include <vector>
 
 #include "trainyard/api/compute_routes.h"
@@ -27,13 +25,9 @@
 #include "trainyard/api/run_scope.h"
 #include "trainyard/api/snapshot_routes.h"
 #include "trainyard/api/tracking_routes.h"
-#include "trainyard/cas/manifest.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/common/fs.h"
-#include "trainyard/common/json_writer.h"
-#include "trainyard/common/mutex.h"
-#include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/secret_box.h"
 #include "trainyard/common/tls.h"
 #include "trainyard/common/util.h"

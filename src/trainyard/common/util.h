@@ -1,6 +1,8 @@
 #pragma once
 
+#include <charconv>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,6 +32,17 @@ std::vector<std::string> Split(std::string_view s, char sep);
 std::string_view Trim(std::string_view s);
 bool StartsWith(std::string_view s, std::string_view prefix);
 bool EndsWith(std::string_view s, std::string_view suffix);
+
+// `text`, all of it, as a decimal integer of type T (digits, and a leading '-' for a signed T;
+// no sign '+', no spaces); nullopt for anything else or a value outside T's range.
+template <typename T>
+std::optional<T> ParseWholeInteger(std::string_view text) {
+  T value{};
+  const char* end = text.data() + text.size();
+  const auto [stop, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc() || stop != end) return std::nullopt;
+  return value;
+}
 
 // "1.5 MB" style sizes (powers of 1000, like `du --si`).
 std::string FormatBytes(std::uint64_t bytes);

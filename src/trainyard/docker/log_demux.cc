@@ -5,6 +5,8 @@
 #include <ctime>
 #include <string>
 
+#include "trainyard/common/util.h"
+
 namespace trainyard::docker {
 
 namespace {
@@ -16,9 +18,9 @@ constexpr std::size_t kMaxMessage = 1 << 20;
 constexpr std::size_t kMaxTimestamp = 64;
 
 bool ParseInt(std::string_view s, int* out) {
-  if (s.empty()) return false;
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
-  return ec == std::errc() && end == s.data() + s.size();
+  const std::optional<int> v = ParseWholeInteger<int>(s);
+  if (v) *out = *v;
+  return v.has_value();
 }
 
 }  // namespace

@@ -350,8 +350,8 @@ StatusOr<Scheduler::ComputeState*> Scheduler::ComputeLocked(const std::string& n
     // `local` exists by default: the local Docker engine, one node sized to the machine.
     spec::ComputeDefinition def = spec::DefaultLocalCompute();
     def.max_nodes = options_.local_max_nodes;
-    store::ComputeRecord r{def.name, def.type, def.ToJson().dump(), clock_.NowMillis(),
-                           clock_.NowMillis()};
+    const std::int64_t now = clock_.NowMillis();
+    store::ComputeRecord r{def.name, def.type, def.ToJson().dump(), now, now};
     TY_RETURN_IF_ERROR(store_.PutCompute(r));
     rec = r;
   }

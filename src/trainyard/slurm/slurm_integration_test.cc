@@ -71,6 +71,16 @@ class SlurmIntegrationTest : public ::testing::Test {
     return req;
   }
 
+  // A task of run `<id>_<tag>` in a container of kImage on the node's docker, its containers
+  // named trainyard-slurm-<id>-<tag>-<task>.
+  TaskSpec ContainerTask(const std::string& id) const {
+    TaskSpec task;
+    task.run_id = id + "_" + tag_;
+    task.image = kImage;
+    task.container_prefix = "trainyard-slurm-" + id + "-" + tag_;
+    return task;
+  }
+
   // A request for the batch script WriteJobFiles wrote into `files`.
   JobRequest JobFilesRequest(const std::string& name, const JobFiles& files) {
     JobRequest req;
@@ -207,11 +217,7 @@ TEST_F(SlurmIntegrationTest, ContainerJobWithTwoTasks) {
   const std::string host = (*nodes)[0].name;
 
   JobFiles files{dir_ / "job"};
-  TaskSpec task;
-  task.run_id = "it_" + tag_;
-  task.runtime = "docker";
-  task.image = kImage;
-  task.container_prefix = "trainyard-slurm-it-" + tag_;
+  TaskSpec task = ContainerTask("it");
   task.env = {{"GREETING", "it's a \"test\"\n$HOME"}};
   task.command =
       "echo \"$RANK $WORLD_SIZE $MASTER_ADDR $LOCAL_RANK $NODE_RANK\"; "
@@ -261,11 +267,7 @@ TEST_F(SlurmIntegrationTest, ContainerJobWithTwoTasks) {
 // task: the name is taken back and the command runs once, in a new container.
 TEST_F(SlurmIntegrationTest, AContainerLeftUnderTheNameIsReplaced) {
   JobFiles files{dir_ / "job"};
-  TaskSpec task;
-  task.run_id = "left_" + tag_;
-  task.runtime = "docker";
-  task.image = kImage;
-  task.container_prefix = "trainyard-slurm-left-" + tag_;
+  TaskSpec task = ContainerTask("left");
   task.command = "echo fresh";
   task.stop_grace_seconds = 2;
   ASSERT_TRUE(WriteJobFiles(task, files).ok());
@@ -300,11 +302,9 @@ TEST_F(SlurmIntegrationTest, FailedPullIsRecorded) {
   ASSERT_EQ(docker.exit_code, 0) << "dockerd missing: " << docker.output
                                  << " (run `bash scripts/dockerd.sh`)";
   JobFiles files{dir_ / "job"};
-  TaskSpec task;
-  task.run_id = "itp_" + tag_;
+  TaskSpec task = ContainerTask("itp");
   task.image = "127.0.0.1:9/trainyard/none:" + tag_;  // nothing listens on port 9
   task.pull_auth = docker::RegistryAuth{"user", "pass", "127.0.0.1:9"};
-  task.container_prefix = "trainyard-slurm-itp-" + tag_;
   task.command = "true";
   ASSERT_TRUE(WriteJobFiles(task, files).ok());
   ASSERT_TRUE(fs::exists(files.dir / "auth" / "config.json"));
@@ -330,10 +330,7 @@ TEST_F(SlurmIntegrationTest, CancelStopsTheContainers) {
                                  << " (run `bash scripts/dockerd.sh` and "
                                     "`bash scripts/base-images.sh`)";
   JobFiles files{dir_ / "job"};
-  TaskSpec task;
-  task.run_id = "itc_" + tag_;
-  task.image = kImage;
-  task.container_prefix = "trainyard-slurm-itc-" + tag_;
+  TaskSpec task = ContainerTask("itc");
   task.command = "echo started; exec sleep 300";
   task.stop_grace_seconds = 1;
   ASSERT_TRUE(WriteJobFiles(task, files).ok());

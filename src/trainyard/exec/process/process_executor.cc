@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <limits>
@@ -507,10 +506,9 @@ Status ProcessExecutor::StreamLogs(const std::string& handle, const std::string&
                                    const PositionedSink& sink) {
   std::uint64_t offset = 0;
   if (!from.empty()) {
-    const auto [end, ec] = std::from_chars(from.data(), from.data() + from.size(), offset);
-    if (ec != std::errc() || end != from.data() + from.size()) {
-      return InvalidArgument("bad log position '" + from + "' for node " + handle);
-    }
+    const std::optional<std::uint64_t> parsed = ParseWholeInteger<std::uint64_t>(from);
+    if (!parsed) return InvalidArgument("bad log position '" + from + "' for node " + handle);
+    offset = *parsed;
   }
   TY_ASSIGN_OR_RETURN(NodePaths node, FindNode(options_.state_dir, handle));
   int fd = ::open(node.log.c_str(), O_RDONLY | O_CLOEXEC);

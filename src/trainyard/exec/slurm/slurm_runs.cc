@@ -115,11 +115,8 @@ class SlurmRunExecutor::Run : public LaunchedRun {
 
 std::optional<std::int64_t> SlurmRunExecutor::JobOf(const std::string& handle) {
   if (!StartsWith(handle, kJobHandlePrefix)) return std::nullopt;
-  const std::string_view digits = std::string_view(handle).substr(std::strlen(kJobHandlePrefix));
-  std::int64_t job = 0;
-  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), job);
-  if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
-  return job;
+  return ParseWholeInteger<std::int64_t>(
+      std::string_view(handle).substr(std::strlen(kJobHandlePrefix)));
 }
 
 fs::path SlurmRunExecutor::WorkDir(const RunPlan& plan) const {
