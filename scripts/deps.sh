@@ -11,7 +11,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git
   # libraries (CMakeLists.txt finds them)
   libboost-dev libcurl4-openssl-dev libsqlite3-dev libssl-dev libarchive-dev libyaml-cpp-dev
-  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libsodium-dev
+  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libsodium-dev libxml2-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev googletest libbenchmark-dev curl jq hyperfine python3 shellcheck
   openssl

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # The one command that sets everything up and runs every test:
-#   deps.sh -> dockerd.sh -> base-images.sh -> registry.sh -> slurm.sh -> cmake --preset dev ->
+#   deps.sh -> dockerd.sh -> base-images.sh -> registry.sh -> slurm.sh -> storage.sh ->
+#   cmake --preset dev ->
 #   build -> ctest -> lint.sh (formatting) -> fuzz.sh (every fuzz target for FUZZ_SECONDS,
 #   default 15; 0 skips it; its clang build also checks the thread-safety annotations) ->
 #   tidy.sh (clang-tidy's curated checks, .clang-tidy) -> tsan.sh (ThreadSanitizer)
@@ -27,7 +28,7 @@ setup_failed() {
   exit 1
 }
 
-for s in deps dockerd base-images registry slurm; do
+for s in deps dockerd base-images registry slurm storage; do
   "$here/$s.sh" || setup_failed "scripts/$s.sh"
 done
 # Integration tests read the private registry's coordinates from

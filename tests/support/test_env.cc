@@ -17,10 +17,11 @@
 
 namespace trainyard::testing {
 
-std::optional<RegistryInfo> LoadRegistryInfo() {
-  const char* path = std::getenv("TRAINYARD_REGISTRY_ENV");
-  std::ifstream in(path ? path : "/var/lib/trainyard-test/registry.env");
-  if (!in) return std::nullopt;
+namespace {
+
+// KEY=VALUE lines of a shell env file (quotes allowed); empty when it cannot be read.
+std::map<std::string, std::string> ReadEnvFile(const char* path) {
+  std::ifstream in(path);
   std::map<std::string, std::string> kv;
   std::string line;
   while (std::getline(in, line)) {
@@ -32,6 +33,24 @@ std::optional<RegistryInfo> LoadRegistryInfo() {
     }
     kv[line.substr(0, eq)] = v;
   }
+  return kv;
+}
+
+}  // namespace
+
+std::optional<StorageInfo> LoadStorageInfo() {
+  const char* path = std::getenv("TRAINYARD_STORAGE_ENV");
+  auto kv = ReadEnvFile(path ? path : "/var/lib/trainyard-test/storage.env");
+  StorageInfo s{kv["AZURITE_ACCOUNT"], kv["AZURITE_KEY"],      kv["AZURITE_URL"],
+                kv["S3_URL"],          kv["S3_BUCKET"],        kv["S3_ACCESS_KEY_ID"],
+                kv["S3_SECRET_ACCESS_KEY"]};
+  if (s.azurite_key.empty() || s.s3_secret_access_key.empty()) return std::nullopt;
+  return s;
+}
+
+std::optional<RegistryInfo> LoadRegistryInfo() {
+  const char* path = std::getenv("TRAINYARD_REGISTRY_ENV");
+  auto kv = ReadEnvFile(path ? path : "/var/lib/trainyard-test/registry.env");
   RegistryInfo r{kv["REGISTRY"], kv["REGISTRY_USER"], kv["REGISTRY_PASSWORD"],
                  kv["REGISTRY_IMAGE"]};
   if (r.address.empty() || r.password.empty() || r.image.empty()) return std::nullopt;

@@ -41,6 +41,13 @@ struct RegistryInfo {
 };
 std::optional<RegistryInfo> LoadRegistryInfo();
 
+// The object-store services written by scripts/storage.sh (storage.env), or nullopt.
+struct StorageInfo {
+  std::string azurite_account, azurite_key, azurite_url;
+  std::string s3_url, s3_bucket, s3_access_key_id, s3_secret_access_key;
+};
+std::optional<StorageInfo> LoadStorageInfo();
+
 // True when dockerd answers on /var/run/docker.sock.
 bool DockerAvailable();
 

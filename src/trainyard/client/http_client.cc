@@ -227,7 +227,8 @@ std::string HttpClient::Url(const std::string& path_and_query) const {
 
 StatusOr<HttpResult> HttpClient::Request(const std::string& method,
                                          const std::string& path_and_query, const std::string& body,
-                                         const std::string& content_type, long timeout_ms) {
+                                         const std::string& content_type, long timeout_ms,
+                                         const HttpHeaders& extra_headers) {
   const std::string url = Url(path_and_query);
   Lease lease(this);
   CURL* curl = lease.get();
@@ -240,6 +241,7 @@ StatusOr<HttpResult> HttpClient::Request(const std::string& method,
   if (!auth_header_.empty()) Append(headers, auth_header_);
   // Small bodies are sent at once, without the 100-continue round trip.
   Append(headers, body.size() >= kExpectContinueBytes ? "Expect: 100-continue" : "Expect:");
+  for (const std::string& h : extra_headers) Append(headers, h);
 
   SetCommonOptions(curl, url, tls_, errbuf,
                    timeout_ms > 0 ? std::min(timeout_ms, kConnectTimeoutMs) : kConnectTimeoutMs,
@@ -309,7 +311,7 @@ StatusOr<nlohmann::json> HttpClient::DeleteJson(const std::string& path, long ti
 namespace {
 
 // State of one download: 2xx bodies go to the file, others are kept for the error message.
-struct Download {
+struct DownloadState {
   CURL* curl = nullptr;
   std::FILE* file = nullptr;
   long status = 0;
@@ -318,7 +320,7 @@ struct Download {
 };
 
 size_t WriteDownload(char* data, size_t size, size_t n, void* user) {
-  auto* d = static_cast<Download*>(user);
+  auto* d = static_cast<DownloadState*>(user);
   if (d->status == 0) curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &d->status);
   const size_t bytes = size * n;
   if (!Is2xx(static_cast<int>(d->status))) {
@@ -335,12 +337,18 @@ size_t WriteDownload(char* data, size_t size, size_t n, void* user) {
 }  // namespace
 
 Status HttpClient::DownloadTo(const std::string& path, const std::filesystem::path& dest_file) {
+  return Download(path, dest_file, {}, /*durable=*/true).status();
+}
+
+StatusOr<HttpResult> HttpClient::Download(const std::string& path,
+                                          const std::filesystem::path& dest_file,
+                                          const HttpHeaders& extra_headers, bool durable) {
   const std::string url = Url(path);
   if (dest_file.has_parent_path()) TY_RETURN_IF_ERROR(MakeDirs(dest_file.parent_path()));
   std::filesystem::path temp = dest_file;
   temp += ".part-" + RandomHex(6);
 
-  Download d;
+  DownloadState d;
   d.file = std::fopen(temp.c_str(), "wb");
   if (d.file == nullptr) {
     return Internal("cannot create " + temp.string() + ": " +
@@ -372,6 +380,7 @@ Status HttpClient::DownloadTo(const std::string& path, const std::filesystem::pa
     char errbuf[CURL_ERROR_SIZE] = {0};
     Slist headers;
     if (!auth_header_.empty()) Append(headers, auth_header_);
+    for (const std::string& h : extra_headers) Append(headers, h);
     SetCommonOptions(curl, url, tls_, errbuf, kConnectTimeoutMs, &result.headers);
     curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
@@ -389,7 +398,7 @@ Status HttpClient::DownloadTo(const std::string& path, const std::filesystem::pa
     }
   }
 
-  const bool flushed = std::fflush(d.file) == 0 && ::fsync(fileno(d.file)) == 0;
+  const bool flushed = std::fflush(d.file) == 0 && (!durable || ::fsync(fileno(d.file)) == 0);
   const int flush_errno = errno;
   const bool closed = std::fclose(d.file) == 0;
   if (d.write_failed || !flushed || !closed) {
@@ -407,7 +416,8 @@ Status HttpClient::DownloadTo(const std::string& path, const std::filesystem::pa
                     ec.message());
   }
   guard.keep = true;
-  return Status::Ok();
+  result.body.clear();
+  return result;
 }
 
 namespace {
@@ -460,7 +470,8 @@ StatusOr<HttpResult> HttpClient::UploadFile(const std::string& method,
                                             const std::string& path_and_query,
                                             const std::filesystem::path& file,
                                             const std::string& content_type,
-                                            std::uint64_t* bytes_sent) {
+                                            std::uint64_t* bytes_sent,
+                                            const HttpHeaders& extra_headers) {
   if (bytes_sent != nullptr) *bytes_sent = 0;
   const std::string url = Url(path_and_query);
   FileUpload u;
@@ -496,6 +507,7 @@ StatusOr<HttpResult> HttpClient::UploadFile(const std::string& method,
   if (!auth_header_.empty()) Append(headers, auth_header_);
   Append(headers, u.size >= kExpectContinueBytes ? "Expect: 100-continue" : "Expect:");
   Append(headers, "Content-Type: " + content_type);
+  for (const std::string& h : extra_headers) Append(headers, h);
 
   SetCommonOptions(curl, url, tls_, errbuf, kConnectTimeoutMs, &result.headers);
   curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);

@@ -21,6 +21,9 @@ struct HttpResult {
   std::map<std::string, std::string> headers;
 };
 
+// Extra request headers, each "Name: value".
+using HttpHeaders = std::vector<std::string>;
+
 // OK for a 2xx result. Otherwise a Status whose message is the server's
 // {"error": {"message": ...}} when present (else the start of the body), and whose code is the
 // server's {"error": {"code": ...}} when it names a code consistent with the HTTP status, else
@@ -65,7 +68,7 @@ class HttpClient {
   StatusOr<HttpResult> Request(const std::string& method, const std::string& path_and_query,
                                const std::string& body = "",
                                const std::string& content_type = "application/json",
-                               long timeout_ms = 30000);
+                               long timeout_ms = 30000, const HttpHeaders& headers = {});
 
   // JSON calls: the parsed response body (null for an empty body) on 2xx; otherwise
   // StatusFromHttpResult; Unavailable as for Request; Internal when a 2xx body is not JSON.
@@ -81,6 +84,11 @@ class HttpClient {
   // parent folders. There is no overall time limit, but a transfer stalled for 60 s fails with
   // Unavailable. Non-2xx as StatusFromHttpResult; Internal on local I/O errors.
   Status DownloadTo(const std::string& path, const std::filesystem::path& dest_file);
+  // The same with extra request `headers`; `durable` false leaves out the fsync before the
+  // rename (for many files synced together by the caller). Returns the 2xx response's status
+  // and headers (its body is in the file).
+  StatusOr<HttpResult> Download(const std::string& path, const std::filesystem::path& dest_file,
+                                const HttpHeaders& headers, bool durable);
 
   // Sends the content of the regular file `file` as the body of a `method` request ("PUT" or
   // "POST") to base_url + path_and_query, streamed from disk a piece at a time (never held in
@@ -94,7 +102,8 @@ class HttpClient {
   StatusOr<HttpResult> UploadFile(const std::string& method, const std::string& path_and_query,
                                   const std::filesystem::path& file,
                                   const std::string& content_type = "application/octet-stream",
-                                  std::uint64_t* bytes_sent = nullptr);
+                                  std::uint64_t* bytes_sent = nullptr,
+                                  const HttpHeaders& headers = {});
 
   // Percent-encodes everything except RFC 3986 unreserved characters (A-Z a-z 0-9 - . _ ~);
   // for one path segment or one query value.

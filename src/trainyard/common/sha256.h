@@ -28,6 +28,11 @@ class Sha256 {
 
 std::string Sha256Hex(std::string_view data);
 
+// HMAC-SHA256 of `data` under `key`: the 32 raw bytes (request signing for object stores).
+std::string HmacSha256(std::string_view key, std::string_view data);
+// Lower-case hex of raw bytes.
+std::string HexEncode(std::string_view bytes);
+
 // Digest of what is left to read from `fd`, read in large blocks; `what` names it in errors.
 StatusOr<std::string> Sha256Fd(int fd, std::string_view what);
 

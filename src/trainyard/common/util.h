@@ -29,6 +29,8 @@ std::string Base64UrlEncode(std::string_view data);
 bool Base64Decode(std::string_view in, std::string* out);
 
 std::vector<std::string> Split(std::string_view s, char sep);
+// The parts with `sep` between them ("a, b, c" for {"a","b","c"} and ", ").
+std::string Join(const std::vector<std::string>& parts, std::string_view sep);
 std::string_view Trim(std::string_view s);
 bool StartsWith(std::string_view s, std::string_view prefix);
 bool EndsWith(std::string_view s, std::string_view suffix);

@@ -21,12 +21,6 @@ bool MentionsConda(const std::string& dockerfile) {
   return lower.find("conda") != std::string::npos || lower.find("mamba") != std::string::npos;
 }
 
-std::string Join(const std::vector<std::string>& v, const char* sep) {
-  std::string out;
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? sep : "") + v[i];
-  return out;
-}
-
 }  // namespace
 
 ImagePlan PlanImage(const spec::EnvironmentDefinition& def) {

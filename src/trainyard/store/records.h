@@ -39,13 +39,16 @@ struct EnvironmentRecord {
 };
 
 // A compute target: where runs execute (spec::ComputeDefinition holds its settings).
-struct ComputeRecord {
+// A named definition kept as JSON: compute targets and datastores.
+struct DefinitionRecord {
   std::string name;
-  std::string type;             // "docker" | "process"
-  std::string definition_json;  // spec::ComputeDefinition JSON
+  std::string type;             // computes: "docker" | "process" | "slurm"; datastores: "local" ...
+  std::string definition_json;  // spec::ComputeDefinition / spec::DatastoreDefinition JSON
   std::int64_t created_at = 0;  // unix millis
   std::int64_t updated_at = 0;
 };
+using ComputeRecord = DefinitionRecord;
+using DatastoreRecord = DefinitionRecord;
 
 struct RunTransition {
   RunStatus status;

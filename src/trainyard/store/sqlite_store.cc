@@ -146,7 +146,43 @@ ALTER TABLE runs ADD COLUMN command;  -- no type: a non-string command stays non
 UPDATE runs SET command = CASE WHEN json_valid(request_json)
                                THEN json_extract(request_json, '$.command') END;
 )sql",
+    // 6: datastores (their secrets sealed inside definition_json).
+    R"sql(
+CREATE TABLE datastores (
+  name             TEXT PRIMARY KEY,
+  type             TEXT NOT NULL,
+  definition_json  TEXT NOT NULL,
+  created_at       INTEGER NOT NULL,
+  updated_at       INTEGER NOT NULL
+);
+)sql",
 };
+
+// A table of named definitions (DefinitionRecord): how messages call its rows, and its
+// statements as literals (Connection::Prepare caches them by address).
+struct DefinitionTable {
+  const char* what;
+  const char* put;
+  const char* get;
+  const char* list;
+  const char* del;
+};
+#define TY_DEFINITION_TABLE(table, what)                                                   \
+  DefinitionTable {                                                                        \
+    what,                                                                                  \
+        "INSERT INTO " table                                                               \
+        "(name, type, definition_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "     \
+        "ON CONFLICT(name) DO UPDATE SET type = excluded.type, "                           \
+        "definition_json = excluded.definition_json, updated_at = excluded.updated_at",    \
+        "SELECT name, type, definition_json, created_at, updated_at FROM " table           \
+        " WHERE name = ?",                                                                 \
+        "SELECT name, type, definition_json, created_at, updated_at FROM " table           \
+        " ORDER BY name",                                                                  \
+        "DELETE FROM " table " WHERE name = ?"                                             \
+  }
+constexpr DefinitionTable kComputes = TY_DEFINITION_TABLE("computes", "compute target");
+constexpr DefinitionTable kDatastores = TY_DEFINITION_TABLE("datastores", "datastore");
+#undef TY_DEFINITION_TABLE
 
 using sqlite::Statement;
 
@@ -215,56 +251,26 @@ class SqliteStore : public Store {
     return Status::Ok();
   }
 
-  Status PutCompute(const ComputeRecord& c) override {
-    MutexLock lock(mu_);
-    Statement q = db_->Prepare(
-        "INSERT INTO computes(name, type, definition_json, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET type = excluded.type, "
-        "definition_json = excluded.definition_json, updated_at = excluded.updated_at");
-    q.Bind(1, c.name)
-        .Bind(2, c.type)
-        .Bind(3, c.definition_json)
-        .Bind(4, c.created_at)
-        .Bind(5, c.updated_at != 0 ? c.updated_at : c.created_at);
-    if (q.Step() != SQLITE_DONE) return q.Error("put compute");
-    return Status::Ok();
-  }
-
+  Status PutCompute(const ComputeRecord& c) override { return PutDefinition(kComputes, c); }
   StatusOr<ComputeRecord> GetCompute(const std::string& name) override {
-    MutexLock lock(mu_);
-    Statement q = db_->Prepare(
-        "SELECT name, type, definition_json, created_at, updated_at FROM computes "
-        "WHERE name = ?");
-    q.Bind(1, name);
-    const int rc = q.Step();
-    if (rc == SQLITE_DONE) return NotFound("compute target '" + name + "' does not exist");
-    if (rc != SQLITE_ROW) return q.Error("get compute");
-    return ComputeRecord{q.Text(0), q.Text(1), q.Text(2), q.Int(3), q.Int(4)};
+    return GetDefinition(kComputes, name);
   }
-
   StatusOr<std::vector<ComputeRecord>> ListComputes() override {
-    MutexLock lock(mu_);
-    Statement q = db_->Prepare(
-        "SELECT name, type, definition_json, created_at, updated_at FROM computes "
-        "ORDER BY name");
-    std::vector<ComputeRecord> out;
-    int rc;
-    while ((rc = q.Step()) == SQLITE_ROW) {
-      out.push_back(ComputeRecord{q.Text(0), q.Text(1), q.Text(2), q.Int(3), q.Int(4)});
-    }
-    if (rc != SQLITE_DONE) return q.Error("list computes");
-    return out;
+    return ListDefinitions(kComputes);
+  }
+  Status DeleteCompute(const std::string& name) override {
+    return DeleteDefinition(kComputes, name);
   }
 
-  Status DeleteCompute(const std::string& name) override {
-    MutexLock lock(mu_);
-    Statement q = db_->Prepare("DELETE FROM computes WHERE name = ?");
-    q.Bind(1, name);
-    if (q.Step() != SQLITE_DONE) return q.Error("delete compute");
-    if (db_->Changes() == 0) {
-      return NotFound("compute target '" + name + "' does not exist");
-    }
-    return Status::Ok();
+  Status PutDatastore(const DatastoreRecord& d) override { return PutDefinition(kDatastores, d); }
+  StatusOr<DatastoreRecord> GetDatastore(const std::string& name) override {
+    return GetDefinition(kDatastores, name);
+  }
+  StatusOr<std::vector<DatastoreRecord>> ListDatastores() override {
+    return ListDefinitions(kDatastores);
+  }
+  Status DeleteDatastore(const std::string& name) override {
+    return DeleteDefinition(kDatastores, name);
   }
 
   StatusOr<EnvironmentRecord> GetEnvironment(const std::string& name,
@@ -478,6 +484,49 @@ class SqliteStore : public Store {
   }
 
  private:
+  Status PutDefinition(const DefinitionTable& t, const DefinitionRecord& r) {
+    MutexLock lock(mu_);
+    Statement q = db_->Prepare(t.put);
+    q.Bind(1, r.name)
+        .Bind(2, r.type)
+        .Bind(3, r.definition_json)
+        .Bind(4, r.created_at)
+        .Bind(5, r.updated_at != 0 ? r.updated_at : r.created_at);
+    if (q.Step() != SQLITE_DONE) return q.Error(std::string("put ") + t.what);
+    return Status::Ok();
+  }
+
+  StatusOr<DefinitionRecord> GetDefinition(const DefinitionTable& t, const std::string& name) {
+    MutexLock lock(mu_);
+    Statement q = db_->Prepare(t.get);
+    q.Bind(1, name);
+    const int rc = q.Step();
+    if (rc == SQLITE_DONE) return NotFound(std::string(t.what) + " '" + name + "' does not exist");
+    if (rc != SQLITE_ROW) return q.Error(std::string("get ") + t.what);
+    return DefinitionRecord{q.Text(0), q.Text(1), q.Text(2), q.Int(3), q.Int(4)};
+  }
+
+  StatusOr<std::vector<DefinitionRecord>> ListDefinitions(const DefinitionTable& t) {
+    MutexLock lock(mu_);
+    Statement q = db_->Prepare(t.list);
+    std::vector<DefinitionRecord> out;
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      out.push_back(DefinitionRecord{q.Text(0), q.Text(1), q.Text(2), q.Int(3), q.Int(4)});
+    }
+    if (rc != SQLITE_DONE) return q.Error(std::string("list ") + t.what + "s");
+    return out;
+  }
+
+  Status DeleteDefinition(const DefinitionTable& t, const std::string& name) {
+    MutexLock lock(mu_);
+    Statement q = db_->Prepare(t.del);
+    q.Bind(1, name);
+    if (q.Step() != SQLITE_DONE) return q.Error(std::string("delete ") + t.what);
+    if (db_->Changes() == 0) return NotFound(std::string(t.what) + " '" + name + "' does not exist");
+    return Status::Ok();
+  }
+
   Status RunExistsLocked(const std::string& id) REQUIRES(mu_) {
     Statement q = db_->Prepare("SELECT 1 FROM runs WHERE id = ?");
     q.Bind(1, id);

@@ -41,6 +41,16 @@ class Store {
   // NotFound when there is no such compute target.
   virtual Status DeleteCompute(const std::string& name) = 0;
 
+  // Inserts a datastore, or replaces the one of the same name (keeping its created_at). The
+  // definition's secrets are sealed by the caller.
+  virtual Status PutDatastore(const DatastoreRecord& datastore) = 0;
+  // NotFound "datastore 'NAME' does not exist".
+  virtual StatusOr<DatastoreRecord> GetDatastore(const std::string& name) = 0;
+  // Ordered by name.
+  virtual StatusOr<std::vector<DatastoreRecord>> ListDatastores() = 0;
+  // NotFound when there is no such datastore.
+  virtual Status DeleteDatastore(const std::string& name) = 0;
+
   // Inserts a run with its first transition. AlreadyExists for a taken id.
   virtual Status InsertRun(const RunRecord& run) = 0;
   virtual StatusOr<RunRecord> GetRun(const std::string& id) = 0;

@@ -1,0 +1,363 @@
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "trainyard/assets/datastores.h"
+#include "trainyard/assets/object_client.h"
+#include "trainyard/assets/signing.h"
+#include "trainyard/assets/xml.h"
+#include "trainyard/common/fs.h"
+#include "trainyard/common/util.h"
+#include "trainyard/spec/datastore.h"
+
+namespace trainyard::assets {
+namespace {
+
+namespace fs = std::filesystem;
+
+// AWS's published example of a signed GET Object request (the S3 API reference, "Signature
+// Calculations for the Authorization Header: Transferring Payload in a Single Chunk").
+TEST(SigV4Test, MatchesAwsGetObjectExample) {
+  SigV4Request req;
+  req.method = "GET";
+  req.canonical_uri = "/test.txt";
+  req.headers = {{"Host", "examplebucket.s3.amazonaws.com"},
+                 {"Range", "bytes=0-9"},
+                 {"x-amz-content-sha256",
+                  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+                 {"x-amz-date", "20130524T000000Z"}};
+  req.payload_sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+  const std::string auth =
+      SigV4Authorization(req, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                         "us-east-1", "s3", "20130524T000000Z");
+  EXPECT_EQ(auth,
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+            "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+            "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41");
+}
+
+// The same document's GET Bucket (List Objects) example: query parameters are signed sorted
+// and encoded.
+TEST(SigV4Test, MatchesAwsListObjectsExample) {
+  SigV4Request req;
+  req.method = "GET";
+  req.canonical_uri = "/";
+  req.query = {{"prefix", "J"}, {"max-keys", "2"}};
+  req.headers = {{"host", "examplebucket.s3.amazonaws.com"},
+                 {"x-amz-content-sha256",
+                  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+                 {"x-amz-date", "20130524T000000Z"}};
+  req.payload_sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+  const std::string auth =
+      SigV4Authorization(req, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                         "us-east-1", "s3", "20130524T000000Z");
+  EXPECT_NE(auth.find("Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"),
+            std::string::npos)
+      << auth;
+}
+
+TEST(SigningTest, UriEncodeKeepsOnlyUnreserved) {
+  EXPECT_EQ(UriEncode("a b/c~d+é", false), "a%20b%2Fc~d%2B%C3%A9");
+  EXPECT_EQ(UriEncode("a b/c", true), "a%20b/c");
+}
+
+TEST(SigningTest, Dates) {
+  EXPECT_EQ(AmzDate(1369353600), "20130524T000000Z");
+  EXPECT_EQ(HttpDate(1369353600), "Fri, 24 May 2013 00:00:00 GMT");
+}
+
+TEST(SharedKeyTest, KeyThatIsNotBase64IsRefusedWithoutQuotingIt) {
+  SharedKeyRequest req{"GET", "acct", "/c", {}, {}};
+  auto auth = SharedKeyAuthorization(req, "not base64 !!secret!!");
+  ASSERT_FALSE(auth.ok());
+  EXPECT_EQ(auth.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(auth.status().message().find("secret"), std::string::npos);
+}
+
+TEST(SharedKeyTest, SignatureDependsOnEverySignedPart) {
+  const std::string key = Base64Encode("0123456789abcdef0123456789abcdef");
+  SharedKeyRequest base{"GET", "acct", "/c/blob", {{"comp", "list"}},
+                        {{"x-ms-date", "Fri, 24 May 2013 00:00:00 GMT"}, {"x-ms-version", "2021-08-06"}}};
+  auto a = SharedKeyAuthorization(base, key);
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(StartsWith(*a, "SharedKey acct:"));
+  // Header names are case-insensitive and spaces fold; the signature does not change.
+  SharedKeyRequest same = base;
+  same.headers = {{"X-MS-Version", " 2021-08-06 "}, {"x-ms-date", "Fri, 24 May 2013  00:00:00 GMT"}};
+  EXPECT_EQ(*SharedKeyAuthorization(same, key), *a);
+  for (int i = 0; i < 4; ++i) {
+    SharedKeyRequest other = base;
+    if (i == 0) other.method = "PUT";
+    if (i == 1) other.path = "/c/blob2";
+    if (i == 2) other.query = {{"comp", "block"}};
+    if (i == 3) other.headers.emplace_back("Range", "bytes=0-1");
+    EXPECT_NE(*SharedKeyAuthorization(other, key), *a) << i;
+  }
+}
+
+TEST(XmlTest, ReadsAnAzureListing) {
+  const std::string text = R"(<?xml version="1.0" encoding="utf-8"?>
+<EnumerationResults ServiceEndpoint="http://x/" ContainerName="c"><Prefix>d/</Prefix>
+<Blobs><Blob><Name>d/a &amp; b.csv</Name><Properties><Content-Length>12</Content-Length>
+<Etag>0x8D</Etag></Properties></Blob><Blob><Name>d/c</Name><Properties>
+<Content-Length>0</Content-Length><Etag>"0x9"</Etag></Properties></Blob></Blobs>
+<NextMarker>m2</NextMarker></EnumerationResults>)";
+  auto xml = ParseXmlRecords(text, "Blob");
+  ASSERT_TRUE(xml.ok()) << xml.status().ToString();
+  ASSERT_EQ(xml->records.size(), 2u);
+  EXPECT_EQ(xml->records[0]["Name"], "d/a & b.csv");
+  EXPECT_EQ(xml->records[0]["Content-Length"], "12");
+  EXPECT_EQ(xml->records[1]["Etag"], "\"0x9\"");
+  EXPECT_EQ(xml->fields["NextMarker"], "m2");
+  EXPECT_EQ(xml->fields["Prefix"], "d/");
+}
+
+TEST(XmlTest, ExternalEntitiesAreNotLoaded) {
+  const std::string text = R"(<?xml version="1.0"?>
+<!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><Error><Code>&x;</Code></Error>)";
+  auto xml = ParseXmlRecords(text, "none");
+  if (xml.ok()) {
+    EXPECT_EQ(xml->fields["Code"].find("root:"), std::string::npos);
+  }
+}
+
+TEST(XmlTest, MalformedIsInvalidArgument) {
+  auto xml = ParseXmlRecords("<a><b></a>", "b");
+  ASSERT_FALSE(xml.ok());
+  EXPECT_EQ(xml.status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(ObjectKeyTest, OnlyCleanRelativeKeys) {
+  EXPECT_TRUE(CheckObjectKey("a/b.csv").ok());
+  for (const char* bad : {"", "/a", "a//b", "a/../b", "./a", "a/\x01"}) {
+    EXPECT_FALSE(CheckObjectKey(bad).ok()) << bad;
+  }
+}
+
+class LocalClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::path(::testing::TempDir()) / ("local-ds-" + RandomHex(4));
+    fs::create_directories(root_ / "store" / "d");
+    std::ofstream(root_ / "store" / "d" / "a.csv") << "x,y\n1,2\n";
+    std::ofstream(root_ / "store" / "top.txt") << "top";
+    def_ = spec::WorkspaceBlobStore((root_ / "store").string());
+  }
+  void TearDown() override { fs::remove_all(root_); }
+  fs::path root_;
+  spec::DatastoreDefinition def_;
+};
+
+TEST_F(LocalClientTest, ListsDownloadsAndUploads) {
+  auto client = OpenObjectClient(def_);
+  ASSERT_TRUE(client.ok());
+  ASSERT_TRUE((*client)->Check().ok());
+  auto all = (*client)->List("");
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].key, "d/a.csv");
+  EXPECT_EQ((*all)[0].size, 8u);
+  auto under = (*client)->List("d/");
+  ASSERT_TRUE(under.ok());
+  ASSERT_EQ(under->size(), 1u);
+
+  auto got = (*client)->Download("d/a.csv", root_ / "out" / "a.csv", true);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*ReadFile(root_ / "out" / "a.csv"), "x,y\n1,2\n");
+  EXPECT_EQ(got->etag, (*all)[0].etag);
+
+  std::ofstream(root_ / "up.bin") << "payload";
+  ASSERT_TRUE((*client)->Upload(root_ / "up.bin", "new/deep/up.bin").ok());
+  EXPECT_EQ(*ReadFile(root_ / "store" / "new" / "deep" / "up.bin"), "payload");
+
+  auto missing = (*client)->Stat("nope");
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(LocalClientTest, NeverFollowsALinkOutOfTheFolder) {
+  fs::create_directories(root_ / "outside");
+  std::ofstream(root_ / "outside" / "secret") << "s";
+  fs::create_directory_symlink(root_ / "outside", root_ / "store" / "link");
+  auto client = OpenObjectClient(def_);
+  ASSERT_TRUE(client.ok());
+  EXPECT_FALSE((*client)->Download("link/secret", root_ / "got", false).ok());
+  std::ofstream(root_ / "up.bin") << "payload";
+  EXPECT_FALSE((*client)->Upload(root_ / "up.bin", "link/planted").ok());
+  EXPECT_FALSE(fs::exists(root_ / "outside" / "planted"));
+  auto all = (*client)->List("");
+  ASSERT_TRUE(all.ok());
+  for (const auto& o : *all) EXPECT_FALSE(StartsWith(o.key, "link/")) << o.key;
+}
+
+TEST(DatastoreSpecTest, ParsesTheCloudServiceBlobFile) {
+  const std::string yaml = R"($schema: https://azuremlschemas.azureedge.net/latest/azureBlob.schema.json
+name: blob_example
+type: azure_blob
+description: Datastore pointing to a blob container.
+account_name: mytestblobstore
+container_name: data-container
+credentials:
+  account_key: ${{env.TEST_KEY}}
+)";
+  spec::ParseOptions options;
+  options.getenv = [](const std::string& n) -> std::optional<std::string> {
+    if (n == "TEST_KEY") return "c2VjcmV0";
+    return std::nullopt;
+  };
+  auto def = spec::ParseDatastoreYaml(yaml, "ds.yml", "/tmp", options);
+  ASSERT_TRUE(def.ok()) << def.status().ToString();
+  EXPECT_EQ(def->type, "azure_blob");
+  EXPECT_EQ(def->account_key, "c2VjcmV0");
+  EXPECT_EQ(def->BlobServiceUrl(), "https://mytestblobstore.blob.core.windows.net");
+  const nlohmann::json redacted = def->ToJson(spec::SecretMode::kRedact);
+  EXPECT_EQ(redacted["credentials"]["account_key"], "***");
+  auto back = spec::DatastoreDefinition::FromJson(def->ToJson(spec::SecretMode::kPlain));
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->SameSettings(*def));
+}
+
+TEST(DatastoreSpecTest, ParsesS3AndLocal) {
+  auto s3 = spec::ParseDatastoreYaml(
+      "name: minio\ntype: s3\nbucket: data.v1\nendpoint: http://127.0.0.1:9000/\n"
+      "credentials: {access_key_id: AK, secret_access_key: SK}\n",
+      "s3.yml", "/tmp");
+  ASSERT_TRUE(s3.ok()) << s3.status().ToString();
+  EXPECT_EQ(s3->endpoint, "http://127.0.0.1:9000");
+  EXPECT_EQ(s3->ToJson(spec::SecretMode::kRedact)["credentials"]["access_key_id"], "AK");
+  auto local = spec::ParseDatastoreYaml("name: shared\ntype: local\npath: data\n", "l.yml", "/srv");
+  ASSERT_TRUE(local.ok()) << local.status().ToString();
+  EXPECT_EQ(local->path, "/srv/data");
+}
+
+TEST(DatastoreSpecTest, BadFilesSayWhatAndWhere) {
+  struct Case {
+    const char* yaml;
+    const char* want;
+  } cases[] = {
+      {"name: x\ntype: azure_file\n", "ds.yml:2:7: datastore type 'azure_file' is not supported"},
+      {"name: x\ntype: gcs\n", "ds.yml:2:7: 'type' must be local, azure_blob or s3"},
+      {"name: x\ntype: azure_blob\naccount_name: Bad_Name\ncontainer_name: c1c\n",
+       "ds.yml:3:15: datastore x: account_name must be 3-24 lower-case letters and digits"},
+      {"name: x\ntype: azure_blob\naccount_name: acct\ncontainer_name: c1c\n"
+       "credentials: {account_key: a, sas_token: b}\n",
+       "ds.yml:5:14: give either credentials.account_key or credentials.sas_token"},
+      {"name: x\ntype: s3\nbucket: b1b\naccount_name: a\n",
+       "ds.yml:4:1: 'account_name' is not a setting of a s3 datastore"},
+      {"name: x\ntype: s3\nbucket: b1b\ncredentials: {access_key_id: a}\n",
+       "ds.yml:4:14: an s3 datastore's credentials need both"},
+      {"name: x\ntype: local\n", "missing required key 'path' in local datastore 'x'"},
+      {"name: x\ntype: local\npath: /d\ncredentials: {account_key: k}\n",
+       "ds.yml:4:1: a local datastore has no credentials"},
+      {"name: x\ntype: azure_blob\naccount_name: acct\ncontainer_name: c1c\nendpoint: not a url\n",
+       "endpoint must be a storage suffix like core.windows.net or an http:// or https:// URL"},
+  };
+  for (const Case& c : cases) {
+    auto def = spec::ParseDatastoreYaml(c.yaml, "ds.yml", "/tmp");
+    ASSERT_FALSE(def.ok()) << c.yaml;
+    EXPECT_NE(def.status().message().find(c.want), std::string::npos)
+        << def.status().message() << "\nwanted: " << c.want;
+  }
+}
+
+class DatastoresTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::path(::testing::TempDir()) / ("datastores-" + RandomHex(4));
+    fs::create_directories(root_ / "shared");
+    auto st = store::OpenSqliteStore(":memory:");
+    ASSERT_TRUE(st.ok());
+    store_ = std::move(*st);
+    datastores_ = std::make_unique<Datastores>(*store_, box_, root_ / "ws" / "blob");
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  fs::path root_;
+  SecretBox box_ = SecretBox::ForTesting("0123456789abcdef0123456789abcdef");
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<Datastores> datastores_;
+};
+
+TEST_F(DatastoresTest, WorkspaceBlobStoreAlwaysExistsAndIsProtected) {
+  auto all = datastores_->List();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].name, "workspaceblobstore");
+  EXPECT_EQ((*all)[0].type, "local");
+  auto client = datastores_->Open("workspaceblobstore");
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  EXPECT_TRUE((*client)->Check().ok());
+  EXPECT_EQ(datastores_->Delete("workspaceblobstore").code(), StatusCode::kInvalidArgument);
+  std::string outcome;
+  auto replaced =
+      datastores_->Put(spec::WorkspaceBlobStore((root_ / "shared").string()), &outcome);
+  EXPECT_EQ(replaced.status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(DatastoresTest, CreateUpdateAndUnknownNames) {
+  spec::DatastoreDefinition def;
+  def.name = "shared";
+  def.type = "local";
+  def.path = (root_ / "shared").string();
+  std::string outcome;
+  ASSERT_TRUE(datastores_->Put(def, &outcome).ok());
+  EXPECT_EQ(outcome, "created");
+  ASSERT_TRUE(datastores_->Put(def, &outcome).ok());
+  EXPECT_EQ(outcome, "unchanged");
+  def.description = "team data";
+  ASSERT_TRUE(datastores_->Put(def, &outcome).ok());
+  EXPECT_EQ(outcome, "updated");
+
+  def.name = "missing";
+  def.path = (root_ / "nope").string();
+  auto bad = datastores_->Put(def, &outcome);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(bad.status().message().find("datastore missing was not created"), std::string::npos);
+
+  auto unknown = datastores_->Get("nope");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("the workspace has: workspaceblobstore, shared"),
+            std::string::npos)
+      << unknown.status().message();
+  ASSERT_TRUE(datastores_->Delete("shared").ok());
+  EXPECT_EQ(datastores_->Delete("shared").code(), StatusCode::kNotFound);
+}
+
+TEST_F(DatastoresTest, SecretsAreSealedInTheStore) {
+  // A key the check refuses never gets stored, so store the record the way Put would after a
+  // successful check, then read it back through the service.
+  spec::DatastoreDefinition def;
+  def.name = "blob";
+  def.type = "azure_blob";
+  def.account_name = "acct";
+  def.container_name = "data";
+  def.endpoint = "http://127.0.0.1:9";  // nothing listens: Put's check fails
+  def.account_key = Base64Encode("a very secret account key");
+  std::string outcome;
+  auto refused = datastores_->Put(def, &outcome);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(refused.status().message().find(def.account_key), std::string::npos);
+  EXPECT_EQ(store_->ListDatastores()->size(), 0u);
+
+  spec::DatastoreDefinition sealed = def;
+  sealed.account_key = box_.Seal(def.account_key);
+  ASSERT_TRUE(store_
+                  ->PutDatastore({"blob", "azure_blob",
+                                  sealed.ToJson(spec::SecretMode::kAsIs).dump(), 1, 1})
+                  .ok());
+  auto rec = store_->GetDatastore("blob");
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(rec->definition_json.find(def.account_key), std::string::npos);
+  auto got = datastores_->Get("blob");
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(SecretBox::IsSealed(got->account_key));
+  EXPECT_EQ(got->ToJson(spec::SecretMode::kRedact)["credentials"]["account_key"], "***");
+  EXPECT_TRUE(datastores_->Open("blob").ok());
+}
+
+}  // namespace
+}  // namespace trainyard::assets
