@@ -1,7 +1,9 @@
-// The JSON readers of the daemon's API: job requests, environment and compute definitions.
+// The JSON readers of the daemon's API: job requests, environment, compute and datastore
+// definitions.
 #include <nlohmann/json.hpp>
 
 #include "trainyard/spec/compute.h"
+#include "trainyard/spec/datastore.h"
 #include "trainyard/spec/definition.h"
 
 using namespace trainyard;
@@ -14,5 +16,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)e->ToJson(spec::SecretMode::kRedact);
   }
   if (auto c = spec::ComputeDefinition::FromJson(j); c.ok()) (void)c->Validate();
+  if (auto d = spec::DatastoreDefinition::FromJson(j); d.ok()) {
+    (void)d->ToJson(spec::SecretMode::kRedact);
+    (void)d->Location();
+  }
   return 0;
 }

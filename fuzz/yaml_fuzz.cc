@@ -1,9 +1,10 @@
-// Every YAML reader (job, environment, compute, conda) and ${{...}} substitution, with the
+// Every YAML reader (job, environment, compute, datastore, conda) and ${{...}} substitution, with the
 // small scalar parsers beside them. Errors carry file:line:col; none may crash or hang.
 #include <map>
 
 #include "fuzz/fuzz_util.h"
 #include "trainyard/spec/compute.h"
+#include "trainyard/spec/datastore.h"
 #include "trainyard/spec/spec.h"
 
 using namespace trainyard;
@@ -33,6 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       break;
     case 2:
       (void)spec::ParseComputeYaml(text, "compute.yml");
+      (void)spec::ParseDatastoreYaml(text, "datastore.yml", dir, options);
       break;
     case 3:
       (void)spec::ParseCondaYaml(text, "conda.yml");

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "tests/support/test_env.h"
@@ -50,8 +51,8 @@ class DatastoreIntegrationTest : public ::testing::Test {
     ASSERT_TRUE(auth.ok());
     HttpHeaders sent = {"x-ms-date: " + headers[0].second, "x-ms-version: 2021-08-06",
                         "Authorization: " + *auth};
-    auto r = http.Request("PUT", path + "?restype=container", "", "application/octet-stream",
-                          10000, sent);
+    auto r = http.Request("PUT", path + "?restype=container", "", "application/octet-stream", 10000,
+                          sent);
     ASSERT_TRUE(r.ok()) << r.status().ToString();
     ASSERT_EQ(r->status, 201) << r->body;
   }
@@ -213,6 +214,110 @@ TEST_F(DatastoreIntegrationTest, S3ListingFollowsContinuationTokens) {
   ASSERT_EQ(listed->size(), static_cast<size_t>(kObjects));
   EXPECT_EQ(listed->front().key, prefix + "00000");
   EXPECT_EQ(listed->back().key, prefix + "01009");
+}
+
+// `trainyard datastore ...` as a user runs it: the real binary and the daemon it starts. The keys
+// reach the YAML through ${{env.VAR}}; they must never appear in an answer, the workspace's
+// database files or the daemon's log.
+class DatastoreCliTest : public DatastoreIntegrationTest {
+ protected:
+  void SetUp() override {
+    DatastoreIntegrationTest::SetUp();
+    if (HasFatalFailure() || IsSkipped()) return;
+    project_ = dir_ / "project";
+    fs::create_directories(project_);
+    ::setenv("TY_TEST_AZ_KEY", info_.azurite_key.c_str(), 1);
+    ::setenv("TY_TEST_S3_SECRET", info_.s3_secret_access_key.c_str(), 1);
+  }
+  void TearDown() override {
+    testing::StopWorkspaceDaemon(dir_ / "ws");
+    ::unsetenv("TY_TEST_AZ_KEY");
+    ::unsetenv("TY_TEST_S3_SECRET");
+    DatastoreIntegrationTest::TearDown();
+  }
+  testing::CmdResult Run(const std::string& args) {
+    return testing::RunTrainyard(project_.string(), (dir_ / "ws").string(), args);
+  }
+  void WriteYaml(const std::string& name, const std::string& text) {
+    std::ofstream(project_ / name) << text;
+  }
+  // Every file of the workspace (database, WAL, log) read whole, to look for secrets in.
+  std::string WorkspaceBytes() {
+    std::string all;
+    for (const auto& e : fs::recursive_directory_iterator(dir_ / "ws")) {
+      if (!e.is_regular_file()) continue;
+      if (auto text = ReadFile(e.path()); text.ok()) all += *text;
+    }
+    return all;
+  }
+  fs::path project_;
+};
+
+TEST_F(DatastoreCliTest, CreateListShowDeleteWithoutLeakingSecrets) {
+  const std::string container = "cli" + RandomHex(6);
+  CreateContainer(container);
+  WriteYaml("blob.yml",
+            "$schema: https://azuremlschemas.azureedge.net/latest/azureBlob.schema.json\n"
+            "name: training_data\ntype: azure_blob\naccount_name: " +
+                info_.azurite_account + "\ncontainer_name: " + container + "\nendpoint: " +
+                info_.azurite_url + "\ncredentials:\n  account_key: ${{env.TY_TEST_AZ_KEY}}\n");
+  WriteYaml("s3.yml", "name: minio\ntype: s3\nbucket: " + info_.s3_bucket +
+                          "\nendpoint: " + info_.s3_url +
+                          "\ncredentials:\n  access_key_id: " + info_.s3_access_key_id +
+                          "\n  secret_access_key: ${{env.TY_TEST_S3_SECRET}}\n");
+  testing::CmdResult r = Run("datastore create -f blob.yml");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Created datastore training_data (azure_blob, " + info_.azurite_url +
+                          "/" + container + "); access checked"),
+            std::string::npos)
+      << r.output;
+  r = Run("datastore create -f blob.yml");
+  EXPECT_NE(r.output.find("exists with the same settings"), std::string::npos) << r.output;
+  r = Run("datastore create -f s3.yml -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json created = nlohmann::json::parse(r.output, nullptr, false);
+  EXPECT_EQ(created["outcome"], "created");
+  EXPECT_EQ(created["credentials"]["secret_access_key"], "***");
+  EXPECT_EQ(created["credentials"]["access_key_id"], info_.s3_access_key_id);
+
+  r = Run("datastore list");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* want : {"workspaceblobstore", "training_data", "minio", "account key"}) {
+    EXPECT_NE(r.output.find(want), std::string::npos) << want << "\n" << r.output;
+  }
+  r = Run("datastore show training_data -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output)["credentials"]["account_key"], "***");
+
+  // A wrong key fails at create, naming the service's verdict, and nothing is stored.
+  ::setenv("TY_TEST_AZ_KEY", Base64Encode("a wrong key a wrong key a wrong key").c_str(), 1);
+  WriteYaml("wrong.yml", "name: wrong\ntype: azure_blob\naccount_name: " + info_.azurite_account +
+                             "\ncontainer_name: " + container + "\nendpoint: " + info_.azurite_url +
+                             "\ncredentials: {account_key: '${{env.TY_TEST_AZ_KEY}}'}\n");
+  r = Run("datastore create -f wrong.yml");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("datastore wrong was not created: azure_blob container '" + container +
+                          "' of account '" + info_.azurite_account +
+                          "': the service rejected the credentials (HTTP 403"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(Run("datastore show wrong").exit_code, 0);
+  r = Run("datastore show nope");
+  EXPECT_NE(r.output.find("datastore 'nope' does not exist; the workspace has: "
+                          "workspaceblobstore, minio, training_data"),
+            std::string::npos)
+      << r.output;
+
+  r = Run("datastore delete workspaceblobstore");
+  EXPECT_NE(r.exit_code, 0);
+  r = Run("datastore delete minio");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+
+  const std::string bytes = WorkspaceBytes();
+  EXPECT_EQ(bytes.find(info_.azurite_key), std::string::npos)
+      << "the account key is stored in plain text";
+  EXPECT_EQ(bytes.find(info_.s3_secret_access_key), std::string::npos)
+      << "the secret access key is stored in plain text";
 }
 
 }  // namespace

@@ -41,9 +41,9 @@ std::map<std::string, std::string> ReadEnvFile(const char* path) {
 std::optional<StorageInfo> LoadStorageInfo() {
   const char* path = std::getenv("TRAINYARD_STORAGE_ENV");
   auto kv = ReadEnvFile(path ? path : "/var/lib/trainyard-test/storage.env");
-  StorageInfo s{kv["AZURITE_ACCOUNT"], kv["AZURITE_KEY"],      kv["AZURITE_URL"],
-                kv["S3_URL"],          kv["S3_BUCKET"],        kv["S3_ACCESS_KEY_ID"],
-                kv["S3_SECRET_ACCESS_KEY"]};
+  StorageInfo s{
+      kv["AZURITE_ACCOUNT"], kv["AZURITE_KEY"],      kv["AZURITE_URL"],         kv["S3_URL"],
+      kv["S3_BUCKET"],       kv["S3_ACCESS_KEY_ID"], kv["S3_SECRET_ACCESS_KEY"]};
   if (s.azurite_key.empty() || s.s3_secret_access_key.empty()) return std::nullopt;
   return s;
 }

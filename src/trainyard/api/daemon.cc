@@ -20,11 +20,13 @@
 #include <vector>
 
 #include "trainyard/api/compute_routes.h"
+#include "trainyard/api/datastore_routes.h"
 #include "trainyard/api/environment_routes.h"
 #include "trainyard/api/job_routes.h"
 #include "trainyard/api/run_scope.h"
 #include "trainyard/api/snapshot_routes.h"
 #include "trainyard/api/tracking_routes.h"
+#include "trainyard/assets/datastores.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/common/fs.h"
@@ -79,6 +81,7 @@ struct Daemon::Impl {
   std::unique_ptr<exec::SlurmRunExecutor> slurm_runs;
   exec::ExecutorRegistry executors;
   std::unique_ptr<envbuild::EnvironmentRegistry> environments;
+  std::unique_ptr<assets::Datastores> datastores;
   std::unique_ptr<sched::Scheduler> scheduler;
   std::unique_ptr<tracking::SeriesStore> series;  // Run metrics (<workspace>/tracking.db).
   std::unique_ptr<HttpServer> http;
@@ -151,6 +154,9 @@ void Daemon::Impl::InstallRoutes() {
 
   // Compute targets: create-or-attach, list, the status view, delete.
   AddComputeRoutes(s, *scheduler);
+
+  // Datastores: create (access checked first), list, show, delete.
+  AddDatastoreRoutes(s, *datastores);
 }
 
 namespace {
@@ -347,6 +353,8 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
       *impl->engine, *impl->snapshots, impl->layout.ScratchDir(), docker_config);
   impl->environments =
       std::make_unique<envbuild::EnvironmentRegistry>(*impl->store, *impl->secrets);
+  impl->datastores = std::make_unique<assets::Datastores>(*impl->store, *impl->secrets,
+                                                          impl->layout.WorkspaceBlobStoreDir());
   exec::ExecutorOptions eopts;
   eopts.stop_grace_seconds = impl->config.stop_grace_seconds;
   eopts.container_pids_limit = impl->config.container_pids_limit;

@@ -24,11 +24,11 @@ TEST(SigV4Test, MatchesAwsGetObjectExample) {
   SigV4Request req;
   req.method = "GET";
   req.canonical_uri = "/test.txt";
-  req.headers = {{"Host", "examplebucket.s3.amazonaws.com"},
-                 {"Range", "bytes=0-9"},
-                 {"x-amz-content-sha256",
-                  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
-                 {"x-amz-date", "20130524T000000Z"}};
+  req.headers = {
+      {"Host", "examplebucket.s3.amazonaws.com"},
+      {"Range", "bytes=0-9"},
+      {"x-amz-content-sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+      {"x-amz-date", "20130524T000000Z"}};
   req.payload_sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
   const std::string auth =
       SigV4Authorization(req, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
@@ -46,10 +46,10 @@ TEST(SigV4Test, MatchesAwsListObjectsExample) {
   req.method = "GET";
   req.canonical_uri = "/";
   req.query = {{"prefix", "J"}, {"max-keys", "2"}};
-  req.headers = {{"host", "examplebucket.s3.amazonaws.com"},
-                 {"x-amz-content-sha256",
-                  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
-                 {"x-amz-date", "20130524T000000Z"}};
+  req.headers = {
+      {"host", "examplebucket.s3.amazonaws.com"},
+      {"x-amz-content-sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+      {"x-amz-date", "20130524T000000Z"}};
   req.payload_sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
   const std::string auth =
       SigV4Authorization(req, "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
@@ -79,14 +79,19 @@ TEST(SharedKeyTest, KeyThatIsNotBase64IsRefusedWithoutQuotingIt) {
 
 TEST(SharedKeyTest, SignatureDependsOnEverySignedPart) {
   const std::string key = Base64Encode("0123456789abcdef0123456789abcdef");
-  SharedKeyRequest base{"GET", "acct", "/c/blob", {{"comp", "list"}},
-                        {{"x-ms-date", "Fri, 24 May 2013 00:00:00 GMT"}, {"x-ms-version", "2021-08-06"}}};
+  SharedKeyRequest base{
+      "GET",
+      "acct",
+      "/c/blob",
+      {{"comp", "list"}},
+      {{"x-ms-date", "Fri, 24 May 2013 00:00:00 GMT"}, {"x-ms-version", "2021-08-06"}}};
   auto a = SharedKeyAuthorization(base, key);
   ASSERT_TRUE(a.ok());
   EXPECT_TRUE(StartsWith(*a, "SharedKey acct:"));
   // Header names are case-insensitive and spaces fold; the signature does not change.
   SharedKeyRequest same = base;
-  same.headers = {{"X-MS-Version", " 2021-08-06 "}, {"x-ms-date", "Fri, 24 May 2013  00:00:00 GMT"}};
+  same.headers = {{"X-MS-Version", " 2021-08-06 "},
+                  {"x-ms-date", "Fri, 24 May 2013  00:00:00 GMT"}};
   EXPECT_EQ(*SharedKeyAuthorization(same, key), *a);
   for (int i = 0; i < 4; ++i) {
     SharedKeyRequest other = base;
@@ -193,7 +198,8 @@ TEST_F(LocalClientTest, NeverFollowsALinkOutOfTheFolder) {
 }
 
 TEST(DatastoreSpecTest, ParsesTheCloudServiceBlobFile) {
-  const std::string yaml = R"($schema: https://azuremlschemas.azureedge.net/latest/azureBlob.schema.json
+  const std::string yaml =
+      R"($schema: https://azuremlschemas.azureedge.net/latest/azureBlob.schema.json
 name: blob_example
 type: azure_blob
 description: Datastore pointing to a blob container.
@@ -291,8 +297,7 @@ TEST_F(DatastoresTest, WorkspaceBlobStoreAlwaysExistsAndIsProtected) {
   EXPECT_TRUE((*client)->Check().ok());
   EXPECT_EQ(datastores_->Delete("workspaceblobstore").code(), StatusCode::kInvalidArgument);
   std::string outcome;
-  auto replaced =
-      datastores_->Put(spec::WorkspaceBlobStore((root_ / "shared").string()), &outcome);
+  auto replaced = datastores_->Put(spec::WorkspaceBlobStore((root_ / "shared").string()), &outcome);
   EXPECT_EQ(replaced.status().code(), StatusCode::kInvalidArgument);
 }
 
@@ -346,8 +351,8 @@ TEST_F(DatastoresTest, SecretsAreSealedInTheStore) {
   spec::DatastoreDefinition sealed = def;
   sealed.account_key = box_.Seal(def.account_key);
   ASSERT_TRUE(store_
-                  ->PutDatastore({"blob", "azure_blob",
-                                  sealed.ToJson(spec::SecretMode::kAsIs).dump(), 1, 1})
+                  ->PutDatastore(
+                      {"blob", "azure_blob", sealed.ToJson(spec::SecretMode::kAsIs).dump(), 1, 1})
                   .ok());
   auto rec = store_->GetDatastore("blob");
   ASSERT_TRUE(rec.ok());

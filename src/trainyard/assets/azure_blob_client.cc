@@ -34,9 +34,9 @@ class AzureBlobClient : public ObjectClient {
   }
 
   Status Check() override {
-    TY_ASSIGN_OR_RETURN(HttpResult r,
-                        Send("GET", "", {{"restype", "container"}, {"comp", "list"},
-                                         {"maxresults", "1"}}));
+    TY_ASSIGN_OR_RETURN(
+        HttpResult r,
+        Send("GET", "", {{"restype", "container"}, {"comp", "list"}, {"maxresults", "1"}}));
     if (r.status / 100 != 2) return ObjectStoreError(r, "azure_blob", ContainerWhat());
     return Status::Ok();
   }
@@ -104,7 +104,8 @@ class AzureBlobClient : public ObjectClient {
     // Content-Length and Content-Type are set by the upload itself.
     HttpHeaders headers;
     for (const std::string& h : s.headers) {
-      if (!StartsWith(h, "Content-Length:") && !StartsWith(h, "Content-Type:")) headers.push_back(h);
+      if (!StartsWith(h, "Content-Length:") && !StartsWith(h, "Content-Type:"))
+        headers.push_back(h);
     }
     TY_ASSIGN_OR_RETURN(HttpResult r,
                         http_.UploadFile("PUT", s.path_and_query, file, type, nullptr, headers));
@@ -157,7 +158,8 @@ class AzureBlobClient : public ObjectClient {
     Signed s;
     s.path_and_query = rel;
     std::string q;
-    for (const auto& [k, v] : query) q += (q.empty() ? "" : "&") + UriEncode(k, false) + "=" + UriEncode(v, false);
+    for (const auto& [k, v] : query)
+      q += (q.empty() ? "" : "&") + UriEncode(k, false) + "=" + UriEncode(v, false);
     if (!sas_token_.empty()) q += (q.empty() ? "" : "&") + sas_token_;
     if (!q.empty()) s.path_and_query += "?" + q;
 
@@ -175,8 +177,8 @@ class AzureBlobClient : public ObjectClient {
 
   StatusOr<HttpResult> Send(const std::string& method, std::string_view key, const Params& query) {
     TY_ASSIGN_OR_RETURN(Signed s, Sign(method, key, query, {}));
-    auto r = http_.Request(method, s.path_and_query, "", "application/octet-stream", 60000,
-                           s.headers);
+    auto r =
+        http_.Request(method, s.path_and_query, "", "application/octet-stream", 60000, s.headers);
     if (!r.ok()) return r.status().WithPrefix("azure_blob " + ContainerWhat());
     return r;
   }

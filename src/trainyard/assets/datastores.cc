@@ -13,8 +13,9 @@ StatusOr<spec::DatastoreDefinition> Datastores::Put(spec::DatastoreDefinition de
                                                     std::string* outcome) {
   TY_RETURN_IF_ERROR(def.Validate());
   if (def.name == spec::kWorkspaceBlobStore) {
-    return InvalidArgument("datastore workspaceblobstore is the workspace's own and cannot be "
-                           "replaced; give yours another name");
+    return InvalidArgument(
+        "datastore workspaceblobstore is the workspace's own and cannot be "
+        "replaced; give yours another name");
   }
   for (auto& [field, value] : def.Secrets()) {
     if (SecretBox::IsSealed(*value)) {
@@ -61,8 +62,8 @@ StatusOr<spec::DatastoreDefinition> Datastores::Get(const std::string& name) {
     if (auto all = List(); all.ok()) {
       for (const auto& d : *all) names.push_back(d.name);
     }
-    return NotFound("datastore '" + name + "' does not exist; the workspace has: " +
-                    Join(names, ", "));
+    return NotFound("datastore '" + name +
+                    "' does not exist; the workspace has: " + Join(names, ", "));
   }
   auto parsed = nlohmann::json::parse(rec->definition_json, nullptr, false);
   auto def = spec::DatastoreDefinition::FromJson(parsed);
@@ -85,8 +86,9 @@ StatusOr<std::vector<spec::DatastoreDefinition>> Datastores::List() {
 
 Status Datastores::Delete(const std::string& name) {
   if (name == spec::kWorkspaceBlobStore) {
-    return InvalidArgument("datastore workspaceblobstore is the workspace's own and cannot be "
-                           "deleted");
+    return InvalidArgument(
+        "datastore workspaceblobstore is the workspace's own and cannot be "
+        "deleted");
   }
   return store_.DeleteDatastore(name);
 }

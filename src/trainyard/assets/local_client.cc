@@ -57,8 +57,9 @@ class LocalClient : public ObjectClient {
   Status Check() override {
     auto dir = RootedDir::Open(root_);
     if (!dir.ok()) {
-      return Status(dir.status().code(), Describe() + ": the folder cannot be opened on the "
-                                                      "daemon's machine: " +
+      return Status(dir.status().code(), Describe() +
+                                             ": the folder cannot be opened on the "
+                                             "daemon's machine: " +
                                              dir.status().message());
     }
     return Status::Ok();
@@ -68,9 +69,8 @@ class LocalClient : public ObjectClient {
     TY_ASSIGN_OR_RETURN(RootedDir dir, OpenRoot());
     std::vector<ObjectInfo> out;
     // Walk from the deepest folder the prefix names whole, then filter by the prefix.
-    std::string start(prefix.substr(0, prefix.rfind('/') == std::string_view::npos
-                                           ? 0
-                                           : prefix.rfind('/')));
+    std::string start(
+        prefix.substr(0, prefix.rfind('/') == std::string_view::npos ? 0 : prefix.rfind('/')));
     if (!start.empty()) TY_RETURN_IF_ERROR(CheckObjectKey(start));
     TY_RETURN_IF_ERROR(dir.Walk(start, [&](const RootedDir::Entry& e) {
       if (S_ISREG(e.st.st_mode) && StartsWith(e.rel, prefix)) {
@@ -127,7 +127,8 @@ class LocalClient : public ObjectClient {
     TY_RETURN_IF_ERROR(CheckObjectKey(key));
     TY_ASSIGN_OR_RETURN(RootedDir dir, OpenRoot());
     ScopedFd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!in.valid()) return NotFound("cannot upload " + file.string() + ": " + std::strerror(errno));
+    if (!in.valid())
+      return NotFound("cannot upload " + file.string() + ": " + std::strerror(errno));
     // Written beside the target and renamed over it: a reader never sees half a file. Both
     // names are taken relative to the parent folder, opened without following links.
     const std::string key_s(key);
@@ -144,8 +145,8 @@ class LocalClient : public ObjectClient {
     ScopedFd out(::openat(parent_fd.get(), temp.c_str(),
                           O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644));
     if (!out.valid()) {
-      return Internal("cannot create a file in " + Describe() + " '" + parent + "': " +
-                      std::strerror(errno));
+      return Internal("cannot create a file in " + Describe() + " '" + parent +
+                      "': " + std::strerror(errno));
     }
     Status copied = CopyFd(in.get(), out.get(), file.string());
     if (copied.ok() && out.Close() != 0) {

@@ -9,13 +9,13 @@ namespace internal {
 
 StatusOr<SplitUrl> SplitServiceUrl(std::string_view url) {
   const size_t scheme = url.find("://");
-  if (scheme == std::string_view::npos) return InvalidArgument("not a URL: '" + std::string(url) + "'");
+  if (scheme == std::string_view::npos)
+    return InvalidArgument("not a URL: '" + std::string(url) + "'");
   const size_t slash = url.find('/', scheme + 3);
   SplitUrl out;
   out.origin = std::string(url.substr(0, slash));
-  out.host = std::string(url.substr(scheme + 3, slash == std::string_view::npos
-                                                    ? std::string_view::npos
-                                                    : slash - scheme - 3));
+  out.host = std::string(url.substr(
+      scheme + 3, slash == std::string_view::npos ? std::string_view::npos : slash - scheme - 3));
   if (out.host.empty()) return InvalidArgument("URL '" + std::string(url) + "' has no host");
   if (slash != std::string_view::npos) out.path = std::string(url.substr(slash));
   while (!out.path.empty() && out.path.back() == '/') out.path.pop_back();
@@ -32,7 +32,8 @@ Status ObjectStoreError(const HttpResult& result, std::string_view service, std:
   }
   if (code.empty()) {
     // HEAD answers have no body; Azure names the error in a header.
-    if (auto it = result.headers.find("x-ms-error-code"); it != result.headers.end()) code = it->second;
+    if (auto it = result.headers.find("x-ms-error-code"); it != result.headers.end())
+      code = it->second;
   }
   // The first line of the service's message (Azure appends request ids and times).
   if (size_t nl = message.find('\n'); nl != std::string::npos) message.resize(nl);
@@ -49,7 +50,8 @@ Status ObjectStoreError(const HttpResult& result, std::string_view service, std:
     case 429:
       return Unavailable(subject + ": the service is throttling requests (" + detail + ")");
     default:
-      if (result.status >= 500) return Unavailable(subject + ": the service failed (" + detail + ")");
+      if (result.status >= 500)
+        return Unavailable(subject + ": the service failed (" + detail + ")");
       return InvalidArgument(subject + ": the service refused the request (" + detail + ")");
   }
 }
@@ -66,7 +68,8 @@ std::string Unquote(std::string_view etag) {
 
 Status CheckObjectKey(std::string_view key) {
   if (key.empty()) return InvalidArgument("an object path must not be empty");
-  if (key.front() == '/') return InvalidArgument("object path '" + std::string(key) + "' must be relative");
+  if (key.front() == '/')
+    return InvalidArgument("object path '" + std::string(key) + "' must be relative");
   for (const char c : key) {
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
       return InvalidArgument("object path holds a control character");

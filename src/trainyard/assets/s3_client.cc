@@ -92,7 +92,8 @@ class S3Client : public ObjectClient {
         return PermissionDenied("s3 " + ObjectWhat(key) +
                                 ": the service rejected the credentials (HTTP 403)");
       }
-      if (st.code() == StatusCode::kNotFound) return NotFound("s3 " + ObjectWhat(key) + " does not exist");
+      if (st.code() == StatusCode::kNotFound)
+        return NotFound("s3 " + ObjectWhat(key) + " does not exist");
       return st.WithPrefix("s3 " + ObjectWhat(key));
     }
     return InfoFromHeaders(key, *r);
@@ -109,9 +110,9 @@ class S3Client : public ObjectClient {
     }
     TY_ASSIGN_OR_RETURN(std::string digest, Sha256File(file));
     TY_ASSIGN_OR_RETURN(Signed s, Sign("PUT", key, {}, digest));
-    TY_ASSIGN_OR_RETURN(HttpResult r, http_.UploadFile("PUT", s.path_and_query, file,
-                                                       "application/octet-stream", nullptr,
-                                                       s.headers));
+    TY_ASSIGN_OR_RETURN(HttpResult r,
+                        http_.UploadFile("PUT", s.path_and_query, file, "application/octet-stream",
+                                         nullptr, s.headers));
     if (r.status / 100 != 2) return ObjectStoreError(r, "s3", ObjectWhat(key));
     return Status::Ok();
   }
@@ -155,9 +156,8 @@ class S3Client : public ObjectClient {
     req.method = method;
     req.canonical_uri = url.path + rel;
     req.query = query;
-    req.headers = {{"host", url.host},
-                   {"x-amz-content-sha256", payload_sha256},
-                   {"x-amz-date", amz_date}};
+    req.headers = {
+        {"host", url.host}, {"x-amz-content-sha256", payload_sha256}, {"x-amz-date", amz_date}};
     req.payload_sha256 = payload_sha256;
     const std::string auth =
         SigV4Authorization(req, access_key_id_, secret_access_key_, region_, "s3", amz_date);
@@ -168,8 +168,8 @@ class S3Client : public ObjectClient {
 
   StatusOr<HttpResult> Send(const std::string& method, std::string_view key, const Params& query) {
     TY_ASSIGN_OR_RETURN(Signed s, Sign(method, key, query, kEmptySha256));
-    auto r = http_.Request(method, s.path_and_query, "", "application/octet-stream", 60000,
-                           s.headers);
+    auto r =
+        http_.Request(method, s.path_and_query, "", "application/octet-stream", 60000, s.headers);
     if (!r.ok()) return r.status().WithPrefix("s3 " + BucketWhat());
     return r;
   }

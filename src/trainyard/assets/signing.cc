@@ -88,7 +88,8 @@ std::string SigV4Authorization(const SigV4Request& request, std::string_view acc
                                std::string_view service, std::string_view amz_date) {
   // Canonical query: encoded names and values, sorted by name then value.
   std::vector<std::pair<std::string, std::string>> query;
-  for (const auto& [k, v] : request.query) query.emplace_back(UriEncode(k, false), UriEncode(v, false));
+  for (const auto& [k, v] : request.query)
+    query.emplace_back(UriEncode(k, false), UriEncode(v, false));
   std::sort(query.begin(), query.end());
   std::string canonical_query;
   for (const auto& [k, v] : query) {
@@ -143,11 +144,11 @@ StatusOr<std::string> SharedKeyAuthorization(const SharedKeyRequest& request,
   std::string length = header("content-length");
   if (length == "0") length.clear();  // version 2015-02-21 and later sign an empty length
   std::string to_sign = request.method + "\n" + header("content-encoding") + "\n" +
-                        header("content-language") + "\n" + length + "\n" +
-                        header("content-md5") + "\n" + header("content-type") + "\n" +
-                        header("date") + "\n" + header("if-modified-since") + "\n" +
-                        header("if-match") + "\n" + header("if-none-match") + "\n" +
-                        header("if-unmodified-since") + "\n" + header("range") + "\n";
+                        header("content-language") + "\n" + length + "\n" + header("content-md5") +
+                        "\n" + header("content-type") + "\n" + header("date") + "\n" +
+                        header("if-modified-since") + "\n" + header("if-match") + "\n" +
+                        header("if-none-match") + "\n" + header("if-unmodified-since") + "\n" +
+                        header("range") + "\n";
   for (const auto& [k, v] : ms) to_sign += k + ":" + v + "\n";
   to_sign += "/" + request.account + request.path;
   std::map<std::string, std::vector<std::string>> query;

@@ -27,10 +27,10 @@ std::string HttpDate(std::int64_t unix_seconds);
 
 // One request as S3 signs it.
 struct SigV4Request {
-  std::string method;         // "GET", "PUT", ...
-  std::string canonical_uri;  // the path as sent, already encoded: "/bucket/a%20b.txt"
-  Params query;               // decoded names and values
-  Params headers;             // every header to sign (host, x-amz-date, x-amz-content-sha256...)
+  std::string method;          // "GET", "PUT", ...
+  std::string canonical_uri;   // the path as sent, already encoded: "/bucket/a%20b.txt"
+  Params query;                // decoded names and values
+  Params headers;              // every header to sign (host, x-amz-date, x-amz-content-sha256...)
   std::string payload_sha256;  // hex SHA-256 of the body, or "UNSIGNED-PAYLOAD"
 };
 

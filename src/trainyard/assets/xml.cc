@@ -8,6 +8,9 @@
 namespace trainyard::assets {
 namespace {
 
+// Listings are a few MB at most (5000 entries of a few hundred bytes).
+constexpr size_t kMaxXmlBytes = 64u << 20;
+
 struct DocDeleter {
   void operator()(xmlDoc* doc) const { xmlFreeDoc(doc); }
 };
@@ -66,6 +69,10 @@ void Walk(const xmlNode* node, std::string_view record, XmlRecords* out, int dep
 }  // namespace
 
 StatusOr<XmlRecords> ParseXmlRecords(std::string_view text, std::string_view record) {
+  if (text.size() > kMaxXmlBytes) {
+    return InvalidArgument("an XML answer of " + std::to_string(text.size()) +
+                           " bytes is more than this reader takes");
+  }
   // No network, no DTD loading, no entity substitution: only the document's own text.
   std::unique_ptr<xmlDoc, DocDeleter> doc(
       xmlReadMemory(text.data(), static_cast<int>(text.size()), "response.xml", nullptr,

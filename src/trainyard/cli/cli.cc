@@ -65,6 +65,7 @@ int Main(int argc, char** argv) {
   AddJobCommands(cl);
   AddEnvCommands(cl);
   AddComputeCommands(cl);
+  AddDatastoreCommands(cl);
   AddSnapshotCommands(cl);
   AddWorkspaceCommands(cl);
 

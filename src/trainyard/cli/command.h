@@ -146,6 +146,7 @@ struct CommandLine {
 void AddJobCommands(CommandLine& cl);
 void AddEnvCommands(CommandLine& cl);
 void AddComputeCommands(CommandLine& cl);
+void AddDatastoreCommands(CommandLine& cl);
 void AddSnapshotCommands(CommandLine& cl);
 void AddWorkspaceCommands(CommandLine& cl);
 

@@ -466,12 +466,9 @@ int SeekUpload(void* user, curl_off_t offset, int origin) {
 
 }  // namespace
 
-StatusOr<HttpResult> HttpClient::UploadFile(const std::string& method,
-                                            const std::string& path_and_query,
-                                            const std::filesystem::path& file,
-                                            const std::string& content_type,
-                                            std::uint64_t* bytes_sent,
-                                            const HttpHeaders& extra_headers) {
+StatusOr<HttpResult> HttpClient::UploadFile(
+    const std::string& method, const std::string& path_and_query, const std::filesystem::path& file,
+    const std::string& content_type, std::uint64_t* bytes_sent, const HttpHeaders& extra_headers) {
   if (bytes_sent != nullptr) *bytes_sent = 0;
   const std::string url = Url(path_and_query);
   FileUpload u;

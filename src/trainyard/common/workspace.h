@@ -18,6 +18,10 @@ struct WorkspaceLayout {
   std::filesystem::path RunsDir() const { return root / "runs"; }
   std::filesystem::path RunDir(const std::string& run_id) const { return RunsDir() / run_id; }
   std::filesystem::path ScratchDir() const { return root / "tmp"; }
+  // The folder of the datastore every workspace has (workspaceblobstore).
+  std::filesystem::path WorkspaceBlobStoreDir() const {
+    return root / "datastores" / "workspaceblobstore";
+  }
   std::filesystem::path SecretKey() const { return root / "secret.key"; }
   // Written by the daemon once it listens: {"pid", "port", "token", "url"}; mode 0600.
   std::filesystem::path ServerFile() const { return root / "server.json"; }

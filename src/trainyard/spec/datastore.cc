@@ -75,9 +75,8 @@ bool IsDnsSuffix(std::string_view s) {
 
 // No control characters (they would reach HTTP headers and URLs).
 bool Plain(std::string_view s) {
-  return std::none_of(s.begin(), s.end(), [](char c) {
-    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
-  });
+  return std::none_of(s.begin(), s.end(),
+                      [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
 }
 
 std::string TrimSlashes(std::string s) {
@@ -105,12 +104,14 @@ Status ParseCredentials(const SourceFile& file, const Entry& entry, DatastoreDef
     if (e.key == "secret_access_key") def->secret_access_key = value;
   }
   if (!def->account_key.empty() && !def->sas_token.empty()) {
-    return file.ErrorAt(entry.mark(), "give either credentials.account_key or "
-                                      "credentials.sas_token, not both");
+    return file.ErrorAt(entry.mark(),
+                        "give either credentials.account_key or "
+                        "credentials.sas_token, not both");
   }
   if (s3 && def->access_key_id.empty() != def->secret_access_key.empty()) {
-    return file.ErrorAt(entry.mark(), "an s3 datastore's credentials need both access_key_id and "
-                                      "secret_access_key (or neither, for a public bucket)");
+    return file.ErrorAt(entry.mark(),
+                        "an s3 datastore's credentials need both access_key_id and "
+                        "secret_access_key (or neither, for a public bucket)");
   }
   return Status::Ok();
 }
@@ -137,8 +138,8 @@ StatusOr<DatastoreDefinition> ParseDatastore(const SourceFile& file, const YAML:
   }
   const Entry* type = top.Find("type");
   if (type == nullptr) {
-    return file.ErrorAt(top.mark(), std::string("missing required key 'type' in datastore (") +
-                                        kTypes + ")");
+    return file.ErrorAt(top.mark(),
+                        std::string("missing required key 'type' in datastore (") + kTypes + ")");
   }
   TY_ASSIGN_OR_RETURN(def.type, internal::ReadString(file, *type));
   if (def.type == "azure_file" || def.type == "azure_data_lake_gen1" ||
@@ -164,8 +165,8 @@ StatusOr<DatastoreDefinition> ParseDatastore(const SourceFile& file, const YAML:
   };
   for (const Entry& e : top.entries()) {
     if (!belongs(e.key)) {
-      return file.ErrorAt(e.key_node.Mark(), "'" + e.key + "' is not a setting of a " + def.type +
-                                                 " datastore");
+      return file.ErrorAt(e.key_node.Mark(),
+                          "'" + e.key + "' is not a setting of a " + def.type + " datastore");
     }
     if (e.key == "$schema" || e.key == "name" || e.key == "type") continue;
     if (e.key == "tags") {
@@ -186,11 +187,10 @@ StatusOr<DatastoreDefinition> ParseDatastore(const SourceFile& file, const YAML:
       if (e.key == "region") def.region = v;
     }
   }
-  for (std::string_view key : def.type == "local"        ? std::vector<std::string_view>{"path"}
-                              : def.type == "azure_blob" ? std::vector<std::string_view>{
-                                                               "account_name", "container_name"}
-                                                         : std::vector<std::string_view>{
-                                                               "bucket"}) {
+  for (std::string_view key : def.type == "local" ? std::vector<std::string_view>{"path"}
+                              : def.type == "azure_blob"
+                                  ? std::vector<std::string_view>{"account_name", "container_name"}
+                                  : std::vector<std::string_view>{"bucket"}) {
     if (top.Find(key) == nullptr) {
       return file.ErrorAt(top.mark(), "missing required key '" + std::string(key) + "' in " +
                                           def.type + " datastore '" + def.name + "'");
@@ -242,9 +242,9 @@ StatusOr<DatastoreDefinition> DatastoreDefinition::FromJson(const json& j) {
   DatastoreDefinition d;
   for (const auto& [key, value] : j.items()) {
     if (std::find(kJsonKeys.begin(), kJsonKeys.end(), key) == kJsonKeys.end()) {
-      return InvalidArgument("unknown field '" + key + "' in datastore; allowed: " +
-                             Join(std::vector<std::string>(kJsonKeys.begin(), kJsonKeys.end()),
-                                  ", "));
+      return InvalidArgument(
+          "unknown field '" + key + "' in datastore; allowed: " +
+          Join(std::vector<std::string>(kJsonKeys.begin(), kJsonKeys.end()), ", "));
     }
     if (key == "tags") {
       if (!value.is_object()) return InvalidArgument("datastore.tags must be an object");
@@ -267,7 +267,8 @@ StatusOr<DatastoreDefinition> DatastoreDefinition::FromJson(const json& j) {
                                  "' in datastore.credentials; allowed: account_key, sas_token, "
                                  "access_key_id, secret_access_key");
         }
-        if (!v.is_string()) return InvalidArgument("datastore.credentials." + k + " must be a string");
+        if (!v.is_string())
+          return InvalidArgument("datastore.credentials." + k + " must be a string");
         *field = v.get<std::string>();
       }
       continue;
@@ -291,23 +292,25 @@ StatusOr<DatastoreDefinition> DatastoreDefinition::FromJson(const json& j) {
 
 Status DatastoreDefinition::Validate() const {
   if (!IsValidName(name)) {
-    return InvalidArgument("datastore name must be letters, digits, '.', '_' and '-' starting "
-                           "with a letter or digit, got '" +
-                           name + "'");
+    return InvalidArgument(
+        "datastore name must be letters, digits, '.', '_' and '-' starting "
+        "with a letter or digit, got '" +
+        name + "'");
   }
   const std::string where = "datastore " + name + ": ";
   if (type != "local" && type != "azure_blob" && type != "s3") {
     return InvalidArgument(where + "type must be " + kTypes + ", got '" + type + "'");
   }
   for (const std::string* f :
-       {&description, &path, &account_name, &container_name, &protocol, &bucket, &region,
-        &endpoint, &account_key, &sas_token, &access_key_id, &secret_access_key}) {
+       {&description, &path, &account_name, &container_name, &protocol, &bucket, &region, &endpoint,
+        &account_key, &sas_token, &access_key_id, &secret_access_key}) {
     if (!Plain(*f) && f != &description) {
       return InvalidArgument(where + "a field holds a control character");
     }
   }
   const bool local = type == "local", blob = type == "azure_blob", s3 = type == "s3";
-  if (!local && !path.empty()) return InvalidArgument(where + "path is a setting of local datastores");
+  if (!local && !path.empty())
+    return InvalidArgument(where + "path is a setting of local datastores");
   if (!blob && (!account_name.empty() || !container_name.empty() || !account_key.empty() ||
                 !sas_token.empty())) {
     return InvalidArgument(where +
@@ -321,7 +324,8 @@ Status DatastoreDefinition::Validate() const {
                            "s3 datastores");
   }
   if (local) {
-    if (!endpoint.empty()) return InvalidArgument(where + "endpoint is not a setting of local datastores");
+    if (!endpoint.empty())
+      return InvalidArgument(where + "endpoint is not a setting of local datastores");
     if (path.empty() || !std::filesystem::path(path).is_absolute()) {
       return InvalidArgument(where + "path must be an absolute folder, got '" + path + "'");
     }
@@ -358,9 +362,8 @@ Status DatastoreDefinition::Validate() const {
                            "starting and ending with a letter or digit, got '" +
                            bucket + "'");
   }
-  if (!region.empty() && !std::all_of(region.begin(), region.end(), [](char c) {
-        return IsLowerAlnum(c) || c == '-';
-      })) {
+  if (!region.empty() && !std::all_of(region.begin(), region.end(),
+                                      [](char c) { return IsLowerAlnum(c) || c == '-'; })) {
     return InvalidArgument(where + "region must be like us-east-1, got '" + region + "'");
   }
   if (access_key_id.empty() != secret_access_key.empty()) {
@@ -395,6 +398,12 @@ std::string DatastoreDefinition::BlobServiceUrl() const {
 std::string DatastoreDefinition::S3ServiceUrl() const {
   if (!endpoint.empty()) return endpoint;
   return "https://s3." + (region.empty() ? std::string("us-east-1") : region) + ".amazonaws.com";
+}
+
+std::string DatastoreDefinition::Location() const {
+  if (type == "local") return path;
+  if (type == "azure_blob") return BlobServiceUrl() + "/" + container_name;
+  return S3ServiceUrl() + "/" + bucket;
 }
 
 DatastoreDefinition WorkspaceBlobStore(const std::string& folder) {

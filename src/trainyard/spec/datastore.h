@@ -73,8 +73,11 @@ struct DatastoreDefinition {
   // azure_blob: the blob service's URL without a trailing '/' ("https://acc.blob.core.windows.net"
   // or the endpoint URL as given).
   std::string BlobServiceUrl() const;
-  // s3: the service's URL without a trailing '/' (the endpoint, or https://s3.REGION.amazonaws.com).
+  // s3: the service's URL without a trailing '/' (the endpoint, or
+  // https://s3.REGION.amazonaws.com).
   std::string S3ServiceUrl() const;
+  // Where the data is, for people: the folder, the container's URL or the bucket's.
+  std::string Location() const;
 };
 
 // The workspace's default datastore: `local` at `folder`.

@@ -167,18 +167,17 @@ struct DefinitionTable {
   const char* list;
   const char* del;
 };
-#define TY_DEFINITION_TABLE(table, what)                                                   \
-  DefinitionTable {                                                                        \
-    what,                                                                                  \
-        "INSERT INTO " table                                                               \
-        "(name, type, definition_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "     \
-        "ON CONFLICT(name) DO UPDATE SET type = excluded.type, "                           \
-        "definition_json = excluded.definition_json, updated_at = excluded.updated_at",    \
-        "SELECT name, type, definition_json, created_at, updated_at FROM " table           \
-        " WHERE name = ?",                                                                 \
-        "SELECT name, type, definition_json, created_at, updated_at FROM " table           \
-        " ORDER BY name",                                                                  \
-        "DELETE FROM " table " WHERE name = ?"                                             \
+#define TY_DEFINITION_TABLE(table, what)                                                           \
+  DefinitionTable {                                                                                \
+    what,                                                                                          \
+        "INSERT INTO " table                                                                       \
+        "(name, type, definition_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "            \
+        "ON CONFLICT(name) DO UPDATE SET type = excluded.type, "                                   \
+        "definition_json = excluded.definition_json, updated_at = excluded.updated_at",            \
+        "SELECT name, type, definition_json, created_at, updated_at FROM " table                   \
+        " WHERE name = ?",                                                                         \
+        "SELECT name, type, definition_json, created_at, updated_at FROM " table " ORDER BY name", \
+        "DELETE FROM " table " WHERE name = ?"                                                     \
   }
 constexpr DefinitionTable kComputes = TY_DEFINITION_TABLE("computes", "compute target");
 constexpr DefinitionTable kDatastores = TY_DEFINITION_TABLE("datastores", "datastore");
@@ -523,7 +522,8 @@ class SqliteStore : public Store {
     Statement q = db_->Prepare(t.del);
     q.Bind(1, name);
     if (q.Step() != SQLITE_DONE) return q.Error(std::string("delete ") + t.what);
-    if (db_->Changes() == 0) return NotFound(std::string(t.what) + " '" + name + "' does not exist");
+    if (db_->Changes() == 0)
+      return NotFound(std::string(t.what) + " '" + name + "' does not exist");
     return Status::Ok();
   }
 

@@ -254,12 +254,12 @@ TEST(SqliteStoreTest, MigrationFillsTheCommandOfEarlierRuns) {
     ASSERT_TRUE(st->InsertRun(r).ok());
   }
   {
-    // Back to schema version 4, as an earlier trainyard left it.
+    // Back to schema version 4, as an earlier trainyard left it (the later migrations undone).
     auto db = sqlite::Connection::Open(path, SQLITE_OPEN_READWRITE, "test");
     ASSERT_TRUE(db.ok());
     ASSERT_TRUE((*db)
-                    ->Exec("ALTER TABLE runs DROP COLUMN command;"
-                           " DELETE FROM schema_migrations WHERE version = 5")
+                    ->Exec("DROP TABLE datastores; ALTER TABLE runs DROP COLUMN command;"
+                           " DELETE FROM schema_migrations WHERE version >= 5")
                     .ok());
   }
   auto st = Open(path);
@@ -356,6 +356,30 @@ TEST(SnapshotReferencesTest, CountsTheSnapshotsRunsAndEnvironmentsName) {
   EXPECT_EQ(refs->Ids().count(env_context), 1u);
   EXPECT_EQ(refs->Ids().count(std::string(64, 'd')), 0u);
   (void)RemoveTree(dir);
+}
+
+
+TEST(SqliteStoreTest, DatastoresArePutListedAndDeletedByName) {
+  auto st = Open(":memory:");
+  ASSERT_TRUE(st->PutDatastore({"zeta", "s3", R"({"a":1})", 10, 10}).ok());
+  ASSERT_TRUE(st->PutDatastore({"alpha", "local", R"({"b":2})", 20, 20}).ok());
+  // Putting a name again replaces its definition and keeps when it was created.
+  ASSERT_TRUE(st->PutDatastore({"zeta", "azure_blob", R"({"c":3})", 30, 30}).ok());
+  auto list = st->ListDatastores();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].name, "alpha");
+  EXPECT_EQ((*list)[1].type, "azure_blob");
+  EXPECT_EQ((*list)[1].definition_json, R"({"c":3})");
+  EXPECT_EQ((*list)[1].created_at, 10);
+  EXPECT_EQ((*list)[1].updated_at, 30);
+  auto missing = st->GetDatastore("nope");
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(missing.status().message(), "datastore 'nope' does not exist");
+  ASSERT_TRUE(st->DeleteDatastore("alpha").ok());
+  EXPECT_EQ(st->DeleteDatastore("alpha").code(), StatusCode::kNotFound);
+  // Computes live in their own table.
+  EXPECT_EQ(st->GetCompute("zeta").status().code(), StatusCode::kNotFound);
 }
 
 }  // namespace

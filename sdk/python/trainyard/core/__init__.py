@@ -18,6 +18,7 @@ docs/python-sdk.md lists every class and method.
 
 from .compute import AmlCompute, ComputeTarget
 from .conda_dependencies import CondaDependencies
+from .datastore import Datastore
 from .environment import Environment
 from .exceptions import (ActivityFailedException, ComputeTargetException,
                          ExperimentExecutionException, UserErrorException)
@@ -29,7 +30,7 @@ from .workspace import Workspace
 
 __all__ = [
     "ActivityFailedException", "AmlCompute", "ComputeTarget", "ComputeTargetException",
-    "CondaDependencies", "DockerConfiguration", "Environment", "Experiment",
+    "CondaDependencies", "Datastore", "DockerConfiguration", "Environment", "Experiment",
     "ExperimentExecutionException", "MpiConfiguration", "PyTorchConfiguration", "Run",
     "RunConfiguration", "ScriptRunConfig", "TensorflowConfiguration", "UserErrorException",
     "Workspace",

@@ -142,6 +142,16 @@ class Workspace(object):
         return {t.name: t for t in ComputeTarget.list(self)}
 
     @property
+    def datastores(self) -> Dict[str, Any]:
+        from .datastore import Datastore
+        return {d.name: d for d in Datastore.list(self)}
+
+    def get_default_datastore(self) -> Any:
+        """workspaceblobstore: the datastore every workspace has, a folder inside it."""
+        from .datastore import Datastore
+        return Datastore.get(self, "workspaceblobstore")
+
+    @property
     def experiments(self) -> Dict[str, Any]:
         from .experiment import Experiment
         names = sorted({r.get("experiment") or "Default"
