@@ -1,5 +1,5 @@
-// Every YAML reader (job, environment, compute, datastore, conda) and ${{...}} substitution, with the
-// small scalar parsers beside them. Errors carry file:line:col; none may crash or hang.
+// Every YAML reader (job, environment, compute, datastore, conda) and ${{...}} substitution, with
+// the small scalar parsers beside them. Errors carry file:line:col; none may crash or hang.
 #include <map>
 
 #include "fuzz/fuzz_util.h"

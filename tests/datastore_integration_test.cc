@@ -2,7 +2,11 @@
 // server (s3rver behind a Signature V4 check) for s3, both started by scripts/storage.sh, whose
 // storage.env gives their addresses and keys.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -34,7 +38,9 @@ class DatastoreIntegrationTest : public ::testing::Test {
     dir_ = fs::path(::testing::TempDir()) / ("ds-it-" + RandomHex(4));
     fs::create_directories(dir_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    if (std::getenv("TY_KEEP") == nullptr) fs::remove_all(dir_);
+  }
 
   // Creates a container in Azurite with a signed Create Container request.
   void CreateContainer(const std::string& name) {
@@ -318,6 +324,258 @@ TEST_F(DatastoreCliTest, CreateListShowDeleteWithoutLeakingSecrets) {
       << "the account key is stored in plain text";
   EXPECT_EQ(bytes.find(info_.s3_secret_access_key), std::string::npos)
       << "the secret access key is stored in plain text";
+}
+
+// Jobs that read their inputs from datastores and URLs and write outputs to a datastore, on a
+// `process` compute (no Docker needed): the real binary, its daemon, Azurite, the S3 server and a
+// local HTTP server (Python's http.server, which answers If-Modified-Since with 304).
+class DataCliTest : public DatastoreCliTest {
+ protected:
+  void SetUp() override {
+    DatastoreCliTest::SetUp();
+    if (HasFatalFailure() || IsSkipped()) return;
+    container_ = "data" + RandomHex(6);
+    CreateContainer(container_);
+    blob_ = std::move(OpenObjectClient(Blob(container_))).value();
+    ASSERT_TRUE(blob_->Upload(Write("iris.csv", kIris), "data/iris.csv").ok());
+    ASSERT_TRUE(blob_->Upload(Write("more.csv", "x\n1\n"), "data/sub/more.csv").ok());
+    WriteYaml("blob.yml", "name: blob\ntype: azure_blob\naccount_name: " + info_.azurite_account +
+                              "\ncontainer_name: " + container_ +
+                              "\nendpoint: " + info_.azurite_url +
+                              "\ncredentials: {account_key: '${{env.TY_TEST_AZ_KEY}}'}\n");
+    testing::CmdResult r = Run("datastore create -f blob.yml");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    r = Run("compute create --name host --type process --max-nodes 2");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  void TearDown() override {
+    if (http_pid_ > 0) {
+      ::kill(http_pid_, SIGTERM);
+      (void)::waitpid(http_pid_, nullptr, 0);
+    }
+    DatastoreCliTest::TearDown();
+  }
+
+  // Serves dir_/www on 127.0.0.1 with Python's http.server; its log goes to dir_/http.log.
+  void StartHttpServer() {
+    fs::create_directories(dir_ / "www");
+    http_port_ = 20000 + static_cast<int>(std::stoul(RandomHex(2), nullptr, 16) % 20000);
+    http_pid_ = ::fork();
+    if (http_pid_ == 0) {
+      const std::string log = (dir_ / "http.log").string();
+      const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      const std::string port = std::to_string(http_port_);
+      const std::string www = (dir_ / "www").string();
+      ::execlp("python3", "python3", "-m", "http.server", port.c_str(), "--bind", "127.0.0.1",
+               "--directory", www.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    for (int i = 0; i < 100; ++i) {
+      HttpClient probe("http://127.0.0.1:" + std::to_string(http_port_));
+      auto r = probe.Request("GET", "/", "", "", 1000);
+      if (r.ok()) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    FAIL() << "python3 -m http.server did not start";
+  }
+  std::string HttpUrl(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(http_port_) + "/" + path;
+  }
+
+  // Submits `yaml` as run `name`, waits for it, and answers `job show -o json`.
+  nlohmann::json RunJob(const std::string& name, const std::string& yaml) {
+    WriteYaml(name + ".yml", yaml);
+    testing::CmdResult r = Run("job create -f " + name + ".yml --name " + name + " --stream");
+    last_output_ = r.output;
+    testing::CmdResult show = Run("job show " + name + " -o json");
+    nlohmann::json j = nlohmann::json::parse(show.output, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << show.output;
+    return j;
+  }
+  std::string RunFile(const std::string& run, const std::string& rel) {
+    auto text = ReadFile(dir_ / "ws" / "runs" / run / rel);
+    return text.ok() ? *text : "<missing: " + text.status().message() + ">";
+  }
+
+  // Where a run's preparation (image build, inputs fetched) is told.
+  static constexpr const char* kPrepLog = "logs/image_build.log";
+  static constexpr const char* kIris = "sepal,petal\n5.1,1.4\n4.9,1.4\n";
+  std::string container_;
+  std::unique_ptr<ObjectClient> blob_;
+  pid_t http_pid_ = -1;
+  int http_port_ = 0;
+  std::string last_output_;
+};
+
+TEST_F(DataCliTest, BlobInputsInEveryModeAndAnOutputUploadedToTheDatastore) {
+  const std::string ds = "azureml://datastores/blob/paths/";
+  nlohmann::json run = RunJob(
+      "modes",
+      "command: >-\n"
+      "  cat ${{inputs.dl}} > outputs/dl.csv &&\n"
+      "  cat ${{inputs.mounted}} > outputs/mounted.csv &&\n"
+      "  echo ${{inputs.direct}} > outputs/direct.txt &&\n"
+      "  (cd ${{inputs.folder}} && find . -type f | sort) > outputs/folder.txt &&\n"
+      "  cat $AZURE_ML_INPUT_wasbs > outputs/wasbs.csv &&\n"
+      "  mkdir -p ${{outputs.model}}/weights && echo trained > ${{outputs.model}}/weights/w.txt\n"
+      "environment: {image: python:3.11-slim}\n"
+      "compute: host\n"
+      "inputs:\n"
+      "  dl: {type: uri_file, path: " +
+          ds +
+          "data/iris.csv, mode: download}\n"
+          "  mounted: {type: uri_file, path: " +
+          ds +
+          "data/iris.csv, mode: ro_mount}\n"
+          "  direct: {type: uri_file, path: " +
+          ds +
+          "data/iris.csv, mode: direct}\n"
+          "  folder: {type: uri_folder, path: " +
+          ds +
+          "data}\n"
+          "  wasbs: {type: uri_file, path: 'wasbs://" +
+          container_ + "@" + info_.azurite_account +
+          ".blob.core.windows.net/data/iris.csv'}\n"
+          "outputs:\n"
+          "  model: {type: uri_folder, mode: upload, path: " +
+          ds + "models/modes}\n");
+  ASSERT_EQ(run["status"], "Completed") << run.dump(2) << "\n" << last_output_;
+  EXPECT_EQ(RunFile("modes", "outputs/dl.csv"), kIris);
+  EXPECT_EQ(RunFile("modes", "outputs/mounted.csv"), kIris);
+  EXPECT_EQ(RunFile("modes", "outputs/direct.txt"), ds + "data/iris.csv\n");
+  EXPECT_EQ(RunFile("modes", "outputs/folder.txt"), "./iris.csv\n./sub/more.csv\n");
+  EXPECT_EQ(RunFile("modes", "outputs/wasbs.csv"), kIris);
+  // The preparation log says what was fetched.
+  const std::string prep = RunFile("modes", kPrepLog);
+  EXPECT_NE(prep.find("input 'folder': 2 files from datastore blob"), std::string::npos) << prep;
+  // The output is in the container now.
+  auto models = blob_->List("models/modes/");
+  ASSERT_TRUE(models.ok()) << models.status().ToString();
+  ASSERT_EQ(models->size(), 1u);
+  EXPECT_EQ((*models)[0].key, "models/modes/weights/w.txt");
+  auto got = blob_->Download("models/modes/weights/w.txt", dir_ / "w.txt", false);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*ReadFile(dir_ / "w.txt"), "trained\n");
+
+  // A second run of the same inputs transfers nothing: every file comes from the cache.
+  run = RunJob("again",
+               "command: cat ${{inputs.folder}}/iris.csv > outputs/again.csv\n"
+               "environment: {image: python:3.11-slim}\n"
+               "compute: host\n"
+               "inputs:\n"
+               "  folder: {type: uri_folder, path: " +
+                   ds + "data, mode: download}\n");
+  ASSERT_EQ(run["status"], "Completed") << run.dump(2);
+  EXPECT_EQ(RunFile("again", "outputs/again.csv"), kIris);
+  const std::string again = RunFile("again", kPrepLog);
+  EXPECT_NE(again.find("0 fetched (0 B), 2 unchanged from the cache"), std::string::npos) << again;
+
+  // A changed blob is fetched again; the unchanged one is not.
+  ASSERT_TRUE(blob_->Upload(Write("iris2.csv", "changed\n"), "data/iris.csv").ok());
+  run = RunJob("changed",
+               "command: cat ${{inputs.folder}}/iris.csv > outputs/changed.csv\n"
+               "environment: {image: python:3.11-slim}\n"
+               "compute: host\n"
+               "inputs:\n"
+               "  folder: {type: uri_folder, path: " +
+                   ds + "data, mode: download}\n");
+  ASSERT_EQ(run["status"], "Completed") << run.dump(2);
+  EXPECT_EQ(RunFile("changed", "outputs/changed.csv"), "changed\n");
+  EXPECT_NE(RunFile("changed", kPrepLog).find("1 fetched (8 B), 1 unchanged"), std::string::npos)
+      << RunFile("changed", kPrepLog);
+  // The first run's folder still holds what it read: a cache folder is never changed in place.
+  EXPECT_EQ(RunFile("modes", "outputs/dl.csv"), kIris);
+}
+
+TEST_F(DataCliTest, S3InputAndMistakesThatFailFastOrInPreparing) {
+  auto s3 = OpenObjectClient(S3());
+  ASSERT_TRUE(s3.ok());
+  const std::string key = "in-" + RandomHex(4) + "/train.csv";
+  ASSERT_TRUE((*s3)->Upload(Write("train.csv", "a,b\n"), key).ok());
+  WriteYaml("s3.yml", "name: bucket\ntype: s3\nbucket: " + info_.s3_bucket +
+                          "\nendpoint: " + info_.s3_url +
+                          "\ncredentials: {access_key_id: " + info_.s3_access_key_id +
+                          ", secret_access_key: '${{env.TY_TEST_S3_SECRET}}'}\n");
+  ASSERT_EQ(Run("datastore create -f s3.yml").exit_code, 0);
+  nlohmann::json run = RunJob("s3in",
+                              "command: cat ${{inputs.data}} > outputs/got.csv\n"
+                              "environment: {image: python:3.11-slim}\n"
+                              "compute: host\n"
+                              "inputs:\n"
+                              "  data: {type: uri_file, path: 's3://" +
+                                  info_.s3_bucket + "/" + key + "', mode: download}\n");
+  ASSERT_EQ(run["status"], "Completed") << run.dump(2) << last_output_;
+  EXPECT_EQ(RunFile("s3in", "outputs/got.csv"), "a,b\n");
+
+  // An unknown datastore fails the submit, naming those that exist.
+  WriteYaml("nods.yml",
+            "command: cat ${{inputs.data}}\nenvironment: {image: python:3.11-slim}\n"
+            "compute: host\ninputs:\n"
+            "  data: {type: uri_file, path: azureml://datastores/nope/paths/x.csv}\n");
+  testing::CmdResult r = Run("job create -f nods.yml");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("input 'data': datastore 'nope' does not exist; the workspace has: "
+                          "workspaceblobstore, blob, bucket"),
+            std::string::npos)
+      << r.output;
+
+  // A missing blob fails the run in Preparing, saying which.
+  run = RunJob("missing",
+               "command: cat ${{inputs.data}}\nenvironment: {image: python:3.11-slim}\n"
+               "compute: host\ninputs:\n"
+               "  data: {type: uri_file, path: azureml://datastores/blob/paths/"
+               "data/nope.csv}\n");
+  EXPECT_EQ(run["status"], "Failed") << run.dump(2);
+  const std::string reason = run.value("failure_reason", run.value("reason", ""));
+  EXPECT_NE(run.dump().find("input 'data': azure_blob blob 'data/nope.csv' in container '" +
+                            container_ + "'"),
+            std::string::npos)
+      << run.dump(2);
+  EXPECT_NE(run.dump().find("does not exist"), std::string::npos) << run.dump(2);
+}
+
+TEST_F(DataCliTest, HttpsInputIsCachedAndA404FailsInPreparing) {
+  StartHttpServer();
+  if (HasFatalFailure()) return;
+  std::ofstream(dir_ / "www" / "iris.csv") << kIris;
+  const std::string yaml =
+      "command: cat ${{inputs.data}} > outputs/got.csv\n"
+      "environment: {image: python:3.11-slim}\n"
+      "compute: host\n"
+      "inputs:\n"
+      "  data: {type: uri_file, path: '" +
+      HttpUrl("iris.csv") + "'}\n";
+  nlohmann::json run = RunJob("web1", yaml);
+  ASSERT_EQ(run["status"], "Completed") << run.dump(2) << last_output_;
+  EXPECT_EQ(RunFile("web1", "outputs/got.csv"), kIris);
+  EXPECT_NE(RunFile("web1", kPrepLog).find("fetched (28 B)"), std::string::npos)
+      << RunFile("web1", kPrepLog);
+  run = RunJob("web2", yaml);
+  ASSERT_EQ(run["status"], "Completed") << run.dump(2);
+  EXPECT_EQ(RunFile("web2", "outputs/got.csv"), kIris);
+  EXPECT_NE(RunFile("web2", kPrepLog).find("unchanged (HTTP 304), from the cache"),
+            std::string::npos)
+      << RunFile("web2", kPrepLog);
+  // The server sent the body once: its log has one 200 and one 304 for the file.
+  const std::string log = *ReadFile(dir_ / "http.log");
+  EXPECT_NE(log.find("\"GET /iris.csv HTTP/1.1\" 200"), std::string::npos) << log;
+  EXPECT_NE(log.find("\"GET /iris.csv HTTP/1.1\" 304"), std::string::npos) << log;
+
+  run = RunJob("web404",
+               "command: cat ${{inputs.data}}\nenvironment: {image: python:3.11-slim}\n"
+               "compute: host\ninputs:\n"
+               "  data: {type: uri_file, path: '" +
+                   HttpUrl("missing.csv?sig=SECRET") + "'}\n");
+  EXPECT_EQ(run["status"], "Failed") << run.dump(2);
+  EXPECT_NE(
+      run.dump().find("input 'data': GET " + HttpUrl("missing.csv") + "?... answered HTTP 404"),
+      std::string::npos)
+      << run.dump(2);
+  EXPECT_EQ(run.dump().find("SECRET"), std::string::npos) << "the URL's query is not shown";
+  // It failed before starting: it never ran.
+  EXPECT_EQ(run.dump().find("Running"), std::string::npos) << run.dump(2);
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 #include "trainyard/api/snapshot_routes.h"
 #include "trainyard/api/tracking_routes.h"
 #include "trainyard/assets/datastores.h"
+#include "trainyard/assets/run_data.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
 #include "trainyard/common/fs.h"
@@ -82,6 +83,7 @@ struct Daemon::Impl {
   exec::ExecutorRegistry executors;
   std::unique_ptr<envbuild::EnvironmentRegistry> environments;
   std::unique_ptr<assets::Datastores> datastores;
+  std::unique_ptr<assets::RunData> run_data;  // runs' inputs and outputs beyond local paths
   std::unique_ptr<sched::Scheduler> scheduler;
   std::unique_ptr<tracking::SeriesStore> series;  // Run metrics (<workspace>/tracking.db).
   std::unique_ptr<HttpServer> http;
@@ -388,6 +390,20 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
     TY_RETURN_IF_ERROR(
         tracking::CollectOutputs(*series, run_id, run_dir, NowMillis(), &skipped).status());
     return skipped;
+  };
+  // Inputs from datastores and URLs, fetched into the data cache; outputs to datastores.
+  impl->run_data =
+      std::make_unique<assets::RunData>(*impl->datastores, *impl->objects, *impl->snapshots,
+                                        impl->layout.root / "datacache", impl->layout.RunsDir());
+  assets::RunData* run_data = impl->run_data.get();
+  sopts.check_data = [run_data](const spec::RunRequest& r) { return run_data->Check(r); };
+  sopts.resolve_inputs = [run_data](const spec::RunRequest& r,
+                                    const sched::SchedulerOptions::DataLog& log) {
+    return run_data->ResolveInputs(r, log);
+  };
+  sopts.deliver_outputs = [run_data](const spec::RunRequest& r, const fs::path& run_dir,
+                                     const sched::SchedulerOptions::DataLog& log) {
+    return run_data->DeliverOutputs(r, run_dir, log);
   };
   impl->scheduler = std::make_unique<sched::Scheduler>(
       *impl->store, *impl->environments, *impl->builder, impl->executors, *impl->snapshots,

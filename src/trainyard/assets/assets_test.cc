@@ -7,6 +7,7 @@
 
 #include "trainyard/assets/datastores.h"
 #include "trainyard/assets/object_client.h"
+#include "trainyard/assets/run_data.h"
 #include "trainyard/assets/signing.h"
 #include "trainyard/assets/xml.h"
 #include "trainyard/common/fs.h"
@@ -362,6 +363,120 @@ TEST_F(DatastoresTest, SecretsAreSealedInTheStore) {
   EXPECT_TRUE(SecretBox::IsSealed(got->account_key));
   EXPECT_EQ(got->ToJson(spec::SecretMode::kRedact)["credentials"]["account_key"], "***");
   EXPECT_TRUE(datastores_->Open("blob").ok());
+}
+
+class RunDataTest : public DatastoresTest {
+ protected:
+  void SetUp() override {
+    DatastoresTest::SetUp();
+    objects_ = std::make_unique<cas::ObjectStore>(root_ / "cas");
+    snapshots_ = std::make_unique<cas::Snapshotter>(*objects_, root_ / "snapshots");
+    run_data_ = std::make_unique<RunData>(*datastores_, *objects_, *snapshots_, root_ / "datacache",
+                                          root_ / "runs");
+    fs::create_directories(root_ / "shared" / "imgs" / "sub");
+    std::ofstream(root_ / "shared" / "imgs" / "a.png") << "A";
+    std::ofstream(root_ / "shared" / "imgs" / "sub" / "b.png") << "BB";
+    spec::DatastoreDefinition def;
+    def.name = "shared";
+    def.type = "local";
+    def.path = (root_ / "shared").string();
+    std::string outcome;
+    ASSERT_TRUE(datastores_->Put(def, &outcome).ok());
+  }
+  static spec::InputSpec Input(const std::string& path, const std::string& mode,
+                               spec::InputSpec::Kind kind = spec::InputSpec::Kind::kUriFolder) {
+    spec::InputSpec in;
+    in.kind = kind;
+    in.path = path;
+    in.mode = mode;
+    return in;
+  }
+  std::unique_ptr<cas::ObjectStore> objects_;
+  std::unique_ptr<cas::Snapshotter> snapshots_;
+  std::unique_ptr<RunData> run_data_;
+  std::string log_;
+  RunData::Log Log() {
+    return [this](std::string_view t) { log_ += t; };
+  }
+};
+
+TEST_F(RunDataTest, LocalDatastoreMountedAsIsOrDownloadedIntoTheCache) {
+  spec::RunRequest req;
+  req.inputs["mounted"] = Input("azureml://datastores/shared/paths/imgs", "ro_mount");
+  req.inputs["copied"] = Input("azureml://datastores/shared/paths/imgs/", "download");
+  req.inputs["one"] = Input("azureml://datastores/shared/paths/imgs/sub/b.png", "download",
+                            spec::InputSpec::Kind::kUriFile);
+  req.inputs["direct"] = Input("azureml://datastores/shared/paths/imgs", "direct");
+  ASSERT_TRUE(run_data_->Check(req).ok());
+  auto got = run_data_->ResolveInputs(req, Log());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->at("mounted").path, (root_ / "shared" / "imgs").string());
+  const fs::path copied = got->at("copied").path;
+  EXPECT_TRUE(StartsWith(copied.string(), (root_ / "datacache" / "folders").string()));
+  EXPECT_EQ(*ReadFile(copied / "sub" / "b.png"), "BB");
+  EXPECT_EQ(*ReadFile(got->at("one").path), "BB");
+  EXPECT_EQ(fs::path(got->at("one").path).filename(), "b.png");
+  EXPECT_EQ(got->at("direct").kind, spec::InputSpec::Kind::kLiteral);
+  EXPECT_EQ(got->at("direct").value, "azureml://datastores/shared/paths/imgs");
+  // Files in the cache are read-only.
+  struct stat st {};
+  ASSERT_EQ(::stat((copied / "a.png").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0222, 0u);
+  // The same input again is the same folder, with nothing fetched.
+  log_.clear();
+  auto again = run_data_->ResolveInputs(req, Log());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->at("copied").path, copied.string());
+  EXPECT_NE(log_.find("input 'copied': 2 files from datastore shared"), std::string::npos) << log_;
+  EXPECT_NE(log_.find("0 fetched (0 B), 2 unchanged"), std::string::npos) << log_;
+}
+
+TEST_F(RunDataTest, MistakesAreNamed) {
+  spec::RunRequest req;
+  req.inputs["data"] = Input("azureml://datastores/nope/paths/x", "download");
+  Status st = run_data_->Check(req);
+  EXPECT_EQ(st.code(), StatusCode::kNotFound);
+  EXPECT_NE(st.message().find("input 'data': datastore 'nope' does not exist"), std::string::npos);
+  req.inputs["data"] = Input("azureml://jobs/ghost/outputs/artifacts/paths/model", "download");
+  EXPECT_NE(run_data_->Check(req).message().find("run 'ghost' does not exist"), std::string::npos);
+  req.inputs["data"] = Input("azureml://datastores/shared/paths/empty", "download");
+  auto got = run_data_->ResolveInputs(req, Log());
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.status().message().find("has no objects under 'empty'"), std::string::npos)
+      << got.status().message();
+  req.inputs["data"] = Input("azureml://datastores/shared/paths/missing", "ro_mount");
+  got = run_data_->ResolveInputs(req, Log());
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.status().message().find("does not exist in datastore shared"), std::string::npos);
+  spec::RunRequest out;
+  out.outputs["model"].path = "azureml://datastores/nope/paths/m";
+  EXPECT_NE(run_data_->Check(out).message().find("output 'model': datastore 'nope'"),
+            std::string::npos);
+}
+
+TEST_F(RunDataTest, RunOutputsAreAnInputAndOutputsGoToTheDatastore) {
+  const fs::path run_dir = root_ / "runs" / "r1";
+  fs::create_directories(run_dir / "outputs" / "model" / "w");
+  std::ofstream(run_dir / "outputs" / "model" / "w" / "weights.bin") << "W";
+  fs::create_directories(root_ / "elsewhere");
+  std::ofstream(root_ / "elsewhere" / "secret") << "S";
+  // A link the run planted is not followed.
+  fs::create_symlink(root_ / "elsewhere" / "secret", run_dir / "outputs" / "model" / "leak");
+  spec::RunRequest req;
+  req.outputs["model"].path = "azureml://datastores/shared/paths/models/r1";
+  ASSERT_TRUE(run_data_->Check(req).ok());
+  ASSERT_TRUE(run_data_->DeliverOutputs(req, run_dir, Log()).ok());
+  EXPECT_EQ(*ReadFile(root_ / "shared" / "models" / "r1" / "w" / "weights.bin"), "W");
+  EXPECT_FALSE(fs::exists(root_ / "shared" / "models" / "r1" / "leak"));
+  EXPECT_NE(log_.find("output 'model': 1 file (1 B) written to"), std::string::npos) << log_;
+
+  spec::RunRequest next;
+  next.inputs["model"] = Input("azureml://jobs/r1/outputs/artifacts/paths/model", "ro_mount");
+  ASSERT_TRUE(run_data_->Check(next).ok());
+  auto got = run_data_->ResolveInputs(next, Log());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*ReadFile(fs::path(got->at("model").path) / "w" / "weights.bin"), "W");
+  EXPECT_FALSE(fs::exists(fs::path(got->at("model").path) / "leak"));
 }
 
 }  // namespace

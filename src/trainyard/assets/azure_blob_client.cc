@@ -83,7 +83,8 @@ class AzureBlobClient : public ObjectClient {
     TY_RETURN_IF_ERROR(CheckObjectKey(key));
     TY_ASSIGN_OR_RETURN(Signed s, Sign("GET", key, {}, {}));
     auto r = http_.Download(s.path_and_query, dest, s.headers, durable);
-    if (!r.ok()) return DownloadError(r.status(), key);
+    if (!r.ok()) return r.status().WithPrefix("azure_blob " + BlobWhat(key));
+    if (r->status / 100 != 2) return ObjectStoreError(*r, "azure_blob", BlobWhat(key));
     return InfoFromHeaders(key, *r);
   }
 
@@ -124,18 +125,6 @@ class AzureBlobClient : public ObjectClient {
   }
   std::string BlobWhat(std::string_view key) const {
     return "blob '" + std::string(key) + "' in " + ContainerWhat();
-  }
-
-  Status DownloadError(const Status& st, std::string_view key) const {
-    // HttpClient::Download maps the status; say which blob and that it was the credentials.
-    if (st.code() == StatusCode::kPermissionDenied || st.code() == StatusCode::kUnauthenticated) {
-      return PermissionDenied("azure_blob " + BlobWhat(key) +
-                              ": the service rejected the credentials (HTTP 403)");
-    }
-    if (st.code() == StatusCode::kNotFound) {
-      return NotFound("azure_blob " + BlobWhat(key) + " does not exist");
-    }
-    return st.WithPrefix("azure_blob " + BlobWhat(key));
   }
 
   static StatusOr<ObjectInfo> InfoFromHeaders(std::string_view key, const HttpResult& r) {

@@ -86,16 +86,8 @@ class S3Client : public ObjectClient {
     TY_RETURN_IF_ERROR(CheckObjectKey(key));
     TY_ASSIGN_OR_RETURN(Signed s, Sign("GET", key, {}, kEmptySha256));
     auto r = http_.Download(s.path_and_query, dest, s.headers, durable);
-    if (!r.ok()) {
-      const Status& st = r.status();
-      if (st.code() == StatusCode::kPermissionDenied || st.code() == StatusCode::kUnauthenticated) {
-        return PermissionDenied("s3 " + ObjectWhat(key) +
-                                ": the service rejected the credentials (HTTP 403)");
-      }
-      if (st.code() == StatusCode::kNotFound)
-        return NotFound("s3 " + ObjectWhat(key) + " does not exist");
-      return st.WithPrefix("s3 " + ObjectWhat(key));
-    }
+    if (!r.ok()) return r.status().WithPrefix("s3 " + ObjectWhat(key));
+    if (r->status / 100 != 2) return ObjectStoreError(*r, "s3", ObjectWhat(key));
     return InfoFromHeaders(key, *r);
   }
 

@@ -34,9 +34,9 @@ int DatastoreCreate(Session& s, const std::string& file, const std::optional<std
   auto http = s.Client();
   if (!http.ok()) return Fail(http.status());
   // Secrets in plain text to the daemon (loopback or TLS), which seals them.
-  auto res = (*http)->Request("POST", "/api/v1/datastores",
-                              def->ToJson(spec::SecretMode::kPlain).dump(), "application/json",
-                              60000);
+  auto res =
+      (*http)->Request("POST", "/api/v1/datastores", def->ToJson(spec::SecretMode::kPlain).dump(),
+                       "application/json", 60000);
   if (!res.ok()) return Fail(res.status());
   if (Status st = StatusFromHttpResult(*res); !st.ok()) return Fail(st);
   auto stored = json::parse(res->body, nullptr, false);
@@ -80,7 +80,8 @@ int DatastoreShow(Session& s, const std::string& name, const std::string& output
             << "  type         " << Str(*d, "type") << "\n"
             << "  location     " << Location(*d) << "\n"
             << "  credentials  " << Credentials(*d) << "\n";
-  if (!Str(*d, "description").empty()) std::cout << "  description  " << Str(*d, "description") << "\n";
+  if (!Str(*d, "description").empty())
+    std::cout << "  description  " << Str(*d, "description") << "\n";
   std::cout << "  paths        azureml://datastores/" << Str(*d, "name") << "/paths/<path>\n";
   return 0;
 }

@@ -337,7 +337,8 @@ size_t WriteDownload(char* data, size_t size, size_t n, void* user) {
 }  // namespace
 
 Status HttpClient::DownloadTo(const std::string& path, const std::filesystem::path& dest_file) {
-  return Download(path, dest_file, {}, /*durable=*/true).status();
+  TY_ASSIGN_OR_RETURN(HttpResult result, Download(path, dest_file, {}, /*durable=*/true));
+  return StatusFromHttpResult(result);
 }
 
 StatusOr<HttpResult> HttpClient::Download(const std::string& path,
@@ -407,7 +408,7 @@ StatusOr<HttpResult> HttpClient::Download(const std::string& path,
   }
   result.status = static_cast<int>(d.status);
   result.body = std::move(d.error_body);
-  TY_RETURN_IF_ERROR(StatusFromHttpResult(result));
+  if (!Is2xx(result.status)) return result;  // the guard removes the temp file
 
   std::error_code ec;
   std::filesystem::rename(temp, dest_file, ec);

@@ -85,8 +85,10 @@ class HttpClient {
   // Unavailable. Non-2xx as StatusFromHttpResult; Internal on local I/O errors.
   Status DownloadTo(const std::string& path, const std::filesystem::path& dest_file);
   // The same with extra request `headers`; `durable` false leaves out the fsync before the
-  // rename (for many files synced together by the caller). Returns the 2xx response's status
-  // and headers (its body is in the file).
+  // rename (for many files synced together by the caller). Returns the response's status and
+  // headers whatever the status: a 2xx body is in `dest_file`; any other status leaves
+  // `dest_file` untouched and the start of the body in `body` (a 304 to a conditional request,
+  // say). Errors: Unavailable and Internal as DownloadTo's.
   StatusOr<HttpResult> Download(const std::string& path, const std::filesystem::path& dest_file,
                                 const HttpHeaders& headers, bool durable);
 

@@ -279,8 +279,16 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
     auto m = snapshots_.Load(request.snapshot_id);
     if (!m.ok()) return m.status().WithPrefix("the job's code snapshot");
   }
+  if (options_.check_data) TY_RETURN_IF_ERROR(options_.check_data(request));
   for (const auto& [name, in] : request.inputs) {
     if (in.kind == spec::InputSpec::Kind::kLiteral) continue;
+    if (!in.path.empty() && in.path.front() != '/') {
+      // A datastore path or a URL: check_data saw it; resolve_inputs fetches it.
+      if (!options_.resolve_inputs) {
+        return InvalidArgument("input '" + name + "': only local paths are supported here");
+      }
+      continue;
+    }
     std::error_code ec;
     fs::path p(in.path);
     bool want_dir = in.kind == spec::InputSpec::Kind::kUriFolder;
@@ -550,6 +558,17 @@ Status Scheduler::CollectOutputs(RunContext& ctx) {
   return Status::Ok();
 }
 
+Status Scheduler::DeliverOutputs(RunContext& ctx) {
+  if (!options_.deliver_outputs) return Status::Ok();
+  const fs::path run_dir = layout_.RunDir(ctx.id);
+  LogWriter log(run_dir, kStdLog, /*truncate=*/false, [this, &ctx] { Notify(ctx.id); });
+  Status st = options_.deliver_outputs(ctx.request, run_dir, [&log](std::string_view text) {
+    log.Write("[trainyard] " + std::string(text));
+  });
+  if (!st.ok()) log.Write("[trainyard] " + st.message() + "\n");
+  return st;
+}
+
 StatusOr<exec::RunPlan> Scheduler::MakePlan(const RunContext& ctx) {
   exec::RunPlan plan;
   plan.run_id = ctx.id;
@@ -622,6 +641,22 @@ void Scheduler::Execute(RunContext& ctx) {
   if (!plan.ok()) {
     Finish(ctx, RunStatus::kFailed, "compute lost: " + plan.status().message());
     return;
+  }
+  // Inputs that are not local paths become folders of the data cache (or literals, direct).
+  // What is fetched is told in the preparation (build) log: the run's own log starts afresh
+  // when its nodes start.
+  if (options_.resolve_inputs) {
+    LogWriter log(layout_.RunDir(ctx.id), kBuildLog, /*truncate=*/false,
+                  [this, &ctx] { Notify(ctx.id); });
+    auto inputs = options_.resolve_inputs(ctx.request, [&log](std::string_view text) {
+      log.Write("[trainyard] " + std::string(text));
+    });
+    if (!inputs.ok()) {
+      log.Write("[trainyard] " + inputs.status().message() + "\n");
+      Finish(ctx, RunStatus::kFailed, inputs.status().message());
+      return;
+    }
+    plan->request.inputs = std::move(*inputs);
   }
   Status s = PrepareWorkFolder(ctx, executor.WorkFolderOf(*plan));
   if (!s.ok()) {
@@ -706,6 +741,8 @@ void Scheduler::FollowAndFinish(RunContext& ctx, Host& host) {
     Finish(ctx, end.exit_verdict->status, end.exit_verdict->reason);
   } else if (!collected.ok()) {
     Finish(ctx, RunStatus::kFailed, "cannot collect the outputs: " + collected.message());
+  } else if (Status delivered = DeliverOutputs(ctx); !delivered.ok()) {
+    Finish(ctx, RunStatus::kFailed, delivered.message());
   } else {
     Finish(ctx, RunStatus::kCompleted, "");
   }

@@ -34,6 +34,21 @@ struct SchedulerOptions {
   std::function<StatusOr<std::vector<std::string>>(const std::string& run_id,
                                                    const std::filesystem::path& run_dir)>
       collect_outputs;
+  // A run's data (assets::RunData in the daemon). `check_data` is asked at submit whether the
+  // request's inputs and outputs name things that exist; `resolve_inputs` in Preparing turns
+  // each input that is not a local path into one (or a literal, for `direct`), writing progress
+  // to `log`; `deliver_outputs` in Finalizing, before a run completes, writes its outputs to the
+  // datastores they name. An error of `resolve_inputs` fails the run in Preparing, one of
+  // `deliver_outputs` fails it in Finalizing, each with the message. Unset: inputs must be local
+  // paths and outputs have no path.
+  using DataLog = std::function<void(std::string_view)>;
+  std::function<Status(const spec::RunRequest& request)> check_data;
+  std::function<StatusOr<std::map<std::string, spec::InputSpec>>(const spec::RunRequest& request,
+                                                                 const DataLog& log)>
+      resolve_inputs;
+  std::function<Status(const spec::RunRequest& request, const std::filesystem::path& run_dir,
+                       const DataLog& log)>
+      deliver_outputs;
   // max_nodes of the `local` compute when the scheduler creates it (it exists by default).
   int local_max_nodes = 1;
   // What runs' times are read from and their timeouts waited on (tests move a FakeClock).
@@ -191,6 +206,8 @@ class Scheduler {
   // Records the run's outputs (SchedulerOptions::collect_outputs); a file that was skipped is
   // named in the run's log as a warning.
   Status CollectOutputs(RunContext& ctx);
+  // Writes the outputs that name a datastore there (SchedulerOptions::deliver_outputs).
+  Status DeliverOutputs(RunContext& ctx);
   void Notify(const std::string& run_id);
   // GetComputeStatus without the executor's part.
   StatusOr<ComputeStatus> GetQueueStatus(const std::string& name);

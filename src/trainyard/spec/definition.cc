@@ -235,12 +235,17 @@ json RunRequest::ToJson(SecretMode mode) const {
   j["environment"] = environment ? environment->ToJson(mode) : json(nullptr);
   json in = json::object();
   for (const auto& [k, v] : inputs) {
-    in[k] = {
-        {"kind", InputKindName(v.kind)}, {"value", v.value}, {"path", v.path}, {"mode", v.mode}};
+    in[k] = {{"kind", InputKindName(v.kind)},
+             {"value", v.value},
+             {"path", v.path},
+             {"mode", v.mode},
+             {"type", v.type}};
   }
   j["inputs"] = in;
   json out = json::object();
-  for (const auto& [k, v] : outputs) out[k] = {{"type", v.type}, {"mode", v.mode}};
+  for (const auto& [k, v] : outputs) {
+    out[k] = {{"type", v.type}, {"mode", v.mode}, {"path", v.path}};
+  }
   j["outputs"] = out;
   j["timeout_seconds"] = timeout_seconds ? json(*timeout_seconds) : json(nullptr);
   j["shm_size_bytes"] = shm_size_bytes ? json(*shm_size_bytes) : json(nullptr);
@@ -324,6 +329,7 @@ StatusOr<RunRequest> RunRequest::FromJson(const json& j) {
       ir.Str("value", &spec.value);
       ir.Str("path", &spec.path);
       ir.Str("mode", &spec.mode);
+      ir.Str("type", &spec.type);
       r.Merge(ir.status());
       if (kind == "literal") {
         spec.kind = InputSpec::Kind::kLiteral;
@@ -344,6 +350,7 @@ StatusOr<RunRequest> RunRequest::FromJson(const json& j) {
       Reader orr(v, "job.outputs." + k);
       orr.Str("type", &spec.type);
       orr.Str("mode", &spec.mode);
+      orr.Str("path", &spec.path);
       r.Merge(orr.status());
       q.outputs[k] = spec;
     }

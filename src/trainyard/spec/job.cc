@@ -10,6 +10,7 @@
 
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
+#include "trainyard/spec/data_uri.h"
 #include "trainyard/spec/spec.h"
 #include "trainyard/spec/spec_internal.h"
 
@@ -28,7 +29,7 @@ constexpr std::array<std::string_view, 19> kJobKeys = {
 // clang-format on
 constexpr std::array<std::string_view, 6> kInputKeys = {"type",    "path", "value",
                                                         "default", "mode", "description"};
-constexpr std::array<std::string_view, 2> kOutputKeys = {"type", "mode"};
+constexpr std::array<std::string_view, 5> kOutputKeys = {"type", "mode", "path", "name", "version"};
 constexpr std::array<std::string_view, 1> kLimitsKeys = {"timeout"};
 constexpr std::array<std::string_view, 2> kResourcesKeys = {"instance_count", "shm_size"};
 constexpr std::array<std::string_view, 2> kQueueSettingsKeys = {"priority", "job_tier"};
@@ -122,21 +123,22 @@ StatusOr<EnvironmentRef> ParseEnvironmentString(const SourceFile& file, const En
   return ref;
 }
 
-// A local path of a uri_file / uri_folder input, resolved and checked.
+// A uri_file / uri_folder input's path: a URI as written (checked for syntax; the daemon
+// resolves it), or a local path, resolved and checked.
 StatusOr<std::string> ParseInputPath(const SourceFile& file, const Entry& entry,
                                      InputSpec::Kind kind) {
   TY_ASSIGN_OR_RETURN(std::string raw, internal::ReadNonEmptyString(file, entry));
   std::string path(Trim(raw));
-  if (StartsWith(path, "azureml://")) {
-    return file.ErrorAt(entry.mark(), "'" + entry.path +
-                                          "': datastore paths (azureml://...) are "
-                                          "not supported yet; use a local path");
-  }
-  if (StartsWith(path, "azureml:")) {
-    return file.ErrorAt(entry.mark(), "'" + entry.path +
-                                          "': data assets (azureml:NAME:VERSION) "
-                                          "are not supported yet; use a local "
-                                          "path");
+  if (LooksLikeUri(path) && !StartsWith(path, "file:")) {
+    auto uri = ParseDataUri(path);
+    if (!uri.ok())
+      return file.ErrorAt(entry.mark(), "'" + entry.path + "': " + uri.status().message());
+    if (uri->kind == DataUri::Kind::kHttp && kind == InputSpec::Kind::kUriFolder) {
+      return file.ErrorAt(entry.mark(), "'" + entry.path +
+                                            "': an http(s) URL names one file; give the input "
+                                            "type: uri_file");
+    }
+    return path;
   }
   if (StartsWith(path, "file://")) {
     path = path.substr(7);
@@ -220,16 +222,20 @@ StatusOr<InputSpec> ParseInput(const SourceFile& file, const Entry& entry) {
   std::string type = path_entry != nullptr ? "uri_folder" : "string";
   if (type_entry != nullptr) {
     TY_ASSIGN_OR_RETURN(type, internal::ReadString(file, *type_entry));
-    if (type != "uri_file" && type != "uri_folder" && type != "string" && type != "integer" &&
-        type != "number" && type != "boolean") {
-      return file.ErrorAt(type_entry->mark(), "'" + type_entry->path +
-                                                  "' must be one of uri_file, uri_folder, "
-                                                  "string, integer, number, boolean, got " +
-                                                  internal::Describe(type_entry->value));
+    if (type != "uri_file" && type != "uri_folder" && type != "mlflow_model" &&
+        type != "custom_model" && type != "string" && type != "integer" && type != "number" &&
+        type != "boolean") {
+      return file.ErrorAt(type_entry->mark(),
+                          "'" + type_entry->path +
+                              "' must be one of uri_file, uri_folder, mlflow_model, "
+                              "custom_model, string, integer, number, boolean, got " +
+                              internal::Describe(type_entry->value));
     }
   }
-  if (type == "uri_file" || type == "uri_folder") {
+  if (type == "uri_file" || type == "uri_folder" || type == "mlflow_model" ||
+      type == "custom_model") {
     input.kind = type == "uri_file" ? InputSpec::Kind::kUriFile : InputSpec::Kind::kUriFolder;
+    input.type = type;
     for (const Entry* e : {value_entry, default_entry}) {
       if (e != nullptr) {
         return file.ErrorAt(e->key_node.Mark(), "'" + e->path + "' does not apply to a " + type +
@@ -237,15 +243,21 @@ StatusOr<InputSpec> ParseInput(const SourceFile& file, const Entry& entry) {
       }
     }
     if (path_entry == nullptr) {
-      return file.ErrorAt(m.mark(), "missing required key 'path' in " + entry.path + " (a " + type +
-                                        " input needs a local path)");
+      return file.ErrorAt(m.mark(),
+                          "missing required key 'path' in " + entry.path + " (a " + type +
+                              " input needs a path: a local one, a datastore path or a URL)");
     }
     TY_ASSIGN_OR_RETURN(input.path, ParseInputPath(file, *path_entry, input.kind));
     if (mode_entry != nullptr) {
       TY_ASSIGN_OR_RETURN(input.mode, internal::ReadString(file, *mode_entry));
-      if (input.mode != "ro_mount" && input.mode != "download") {
+      if (input.mode == "eval_mount" || input.mode == "eval_download") {
+        return file.ErrorAt(mode_entry->mark(), "'" + mode_entry->path + "': " + input.mode +
+                                                    " is not supported; use ro_mount or "
+                                                    "download");
+      }
+      if (input.mode != "ro_mount" && input.mode != "download" && input.mode != "direct") {
         return file.ErrorAt(mode_entry->mark(), "'" + mode_entry->path +
-                                                    "' must be ro_mount or download, got " +
+                                                    "' must be ro_mount, download or direct, got " +
                                                     internal::Describe(mode_entry->value));
       }
     }
@@ -289,7 +301,7 @@ StatusOr<OutputSpec> ParseOutput(const SourceFile& file, const Entry& entry) {
   if (!entry.value.IsMap()) {
     return file.ErrorAt(entry.mark(), "output '" + entry.key +
                                           "' must be empty or a mapping "
-                                          "{type: uri_folder, mode: rw_mount|upload}, got " +
+                                          "{type: uri_folder, mode: rw_mount|upload, path}, got " +
                                           internal::Describe(entry.value));
   }
   TY_ASSIGN_OR_RETURN(Mapping m,
@@ -308,6 +320,24 @@ StatusOr<OutputSpec> ParseOutput(const SourceFile& file, const Entry& entry) {
     if (output.mode != "rw_mount" && output.mode != "upload") {
       return file.ErrorAt(e->mark(), "'" + e->path + "' must be rw_mount or upload, got " +
                                          internal::Describe(e->value));
+    }
+  }
+  if (const Entry* e = m.Find("path")) {
+    TY_ASSIGN_OR_RETURN(std::string path, internal::ReadNonEmptyString(file, *e));
+    auto uri = ParseDataUri(Trim(path));
+    if (!uri.ok() || uri->kind != DataUri::Kind::kDatastore) {
+      return file.ErrorAt(e->mark(), "'" + e->path +
+                                         "' must be a datastore path, "
+                                         "azureml://datastores/<datastore>/paths/<path>, got " +
+                                         internal::Describe(e->value));
+    }
+    output.path = std::string(Trim(path));
+  }
+  for (const char* key : {"name", "version"}) {
+    if (const Entry* e = m.Find(key)) {
+      return file.ErrorAt(e->key_node.Mark(), "'" + e->path +
+                                                  "': registering an output as a data asset is "
+                                                  "not supported yet");
     }
   }
   return output;

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "trainyard/common/util.h"
+#include "trainyard/spec/data_uri.h"
 #include "trainyard/spec/spec.h"
 
 namespace trainyard::spec {
@@ -40,6 +41,31 @@ Status CheckRunRequest(const RunRequest& request) {
       (*request.timeout_seconds <= 0 || *request.timeout_seconds > kMaxTimeoutSeconds)) {
     return InvalidArgument("limits.timeout must be a positive number of seconds, at most " +
                            std::to_string(kMaxTimeoutSeconds) + " (leave it out for no limit)");
+  }
+  for (const auto& [name, in] : request.inputs) {
+    if (in.kind == InputSpec::Kind::kLiteral) continue;
+    if (in.mode != "ro_mount" && in.mode != "download" && in.mode != "direct") {
+      return InvalidArgument("input '" + name +
+                             "': mode must be ro_mount, download or direct, not '" + in.mode + "'");
+    }
+    auto uri = ParseDataUri(in.path);
+    if (!uri.ok()) return uri.status().WithPrefix("input '" + name + "'");
+    if (uri->kind == DataUri::Kind::kHttp && in.kind == InputSpec::Kind::kUriFolder) {
+      return InvalidArgument("input '" + name + "': an http(s) URL names one file (uri_file)");
+    }
+  }
+  for (const auto& [name, out] : request.outputs) {
+    if (out.mode != "rw_mount" && out.mode != "upload") {
+      return InvalidArgument("output '" + name + "': mode must be rw_mount or upload, not '" +
+                             out.mode + "'");
+    }
+    if (out.path.empty()) continue;
+    auto uri = ParseDataUri(out.path);
+    if (!uri.ok() || uri->kind != DataUri::Kind::kDatastore) {
+      return InvalidArgument(
+          "output '" + name +
+          "': path must be azureml://datastores/<datastore>/paths/<path>, not '" + out.path + "'");
+    }
   }
   // The command must substitute cleanly before the run is accepted.
   std::map<std::string, std::string> ins, outs;

@@ -71,13 +71,24 @@ struct InputSpec {
   enum class Kind { kLiteral, kUriFile, kUriFolder };
   Kind kind = Kind::kLiteral;
   std::string value;  // kLiteral: the value as text ("3", "0.01", "true", "abc")
-  std::string path;   // kUriFile/kUriFolder: absolute local path; it exists
+  // kUriFile/kUriFolder: an absolute local path (it exists), or a URI as written
+  // (azureml://datastores/..., azureml://jobs/..., https://, wasbs://, abfss://, s3://;
+  // spec/data_uri.h), which the daemon resolves in Preparing.
+  std::string path;
+  // ro_mount: read-only, at a path of the run (a local folder mounted as is; remote data
+  // downloaded into the workspace's data cache first); download: the same from the data cache
+  // for any source; direct: the URI itself is passed to the script, nothing is fetched.
   std::string mode = "ro_mount";
+  // As written: uri_file, uri_folder, mlflow_model or custom_model (models are folders).
+  std::string type;
 };
 
 struct OutputSpec {
   std::string type = "uri_folder";
   std::string mode = "rw_mount";
+  // Where the output goes when the run ends: azureml://datastores/<ds>/paths/<p>; empty: only
+  // the run's own outputs.
+  std::string path;
 };
 
 struct DistributionSpec {

@@ -11,6 +11,7 @@
 
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
+#include "trainyard/spec/data_uri.h"
 #include "trainyard/spec/definition.h"
 
 namespace trainyard::spec {
@@ -693,6 +694,58 @@ TEST(ParseEnvironmentTest, ImageReferences) {
     auto env = ParseEnvironmentYaml("image: \"" + bad + "\"\n", "env.yml", "/tmp", NoEnv());
     EXPECT_FALSE(env.ok()) << bad;
   }
+}
+
+}  // namespace
+}  // namespace trainyard::spec
+
+namespace trainyard::spec {
+namespace {
+
+TEST(DataUriTest, ParsesEveryAddressJobFilesUse) {
+  auto ds = ParseDataUri("azureml://datastores/workspaceblobstore/paths/data/images/");
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  EXPECT_EQ(ds->kind, DataUri::Kind::kDatastore);
+  EXPECT_EQ(ds->datastore, "workspaceblobstore");
+  EXPECT_EQ(ds->path, "data/images");
+  auto job = ParseDataUri("azureml://jobs/digits_17_ab/outputs/artifacts/paths/model/");
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->kind, DataUri::Kind::kRunOutput);
+  EXPECT_EQ(job->run_id, "digits_17_ab");
+  EXPECT_EQ(job->path, "model");
+  auto blob = ParseDataUri("wasbs://data@acct.blob.core.windows.net/iris/iris.csv");
+  ASSERT_TRUE(blob.ok());
+  EXPECT_EQ(blob->kind, DataUri::Kind::kAzureBlob);
+  EXPECT_EQ(blob->container, "data");
+  EXPECT_EQ(blob->account, "acct");
+  EXPECT_EQ(blob->suffix, "core.windows.net");
+  EXPECT_EQ(blob->path, "iris/iris.csv");
+  auto abfss = ParseDataUri("abfss://fs@acct.dfs.core.windows.net/a");
+  ASSERT_TRUE(abfss.ok());
+  EXPECT_EQ(abfss->container, "fs");
+  auto s3 = ParseDataUri("s3://bucket/key/x.csv");
+  ASSERT_TRUE(s3.ok());
+  EXPECT_EQ(s3->bucket, "bucket");
+  EXPECT_EQ(s3->path, "key/x.csv");
+  auto http = ParseDataUri("https://example.org/iris.csv?sv=1");
+  ASSERT_TRUE(http.ok());
+  EXPECT_EQ(http->kind, DataUri::Kind::kHttp);
+  auto local = ParseDataUri("/data/x");
+  ASSERT_TRUE(local.ok());
+  EXPECT_EQ(local->kind, DataUri::Kind::kLocalPath);
+}
+
+TEST(DataUriTest, RefusesWhatCannotBeAnAddress) {
+  for (const char* bad :
+       {"azureml://datastores/x/images", "azureml://datastores/x/paths/a/../b",
+        "azureml://jobs/r/outputs/x", "azureml:data:1", "wasbs://acct.blob.core.windows.net/x",
+        "s3:///x", "gs://b/x", "https://", "https:///x", "relative/path", "https://a b"}) {
+    EXPECT_FALSE(ParseDataUri(bad).ok()) << bad;
+  }
+  EXPECT_TRUE(LooksLikeUri("azureml:x:1"));
+  EXPECT_TRUE(LooksLikeUri("gs://b"));
+  EXPECT_FALSE(LooksLikeUri("./a://b"));
+  EXPECT_FALSE(LooksLikeUri("/data"));
 }
 
 }  // namespace

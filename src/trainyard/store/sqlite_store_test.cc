@@ -358,7 +358,6 @@ TEST(SnapshotReferencesTest, CountsTheSnapshotsRunsAndEnvironmentsName) {
   (void)RemoveTree(dir);
 }
 
-
 TEST(SqliteStoreTest, DatastoresArePutListedAndDeletedByName) {
   auto st = Open(":memory:");
   ASSERT_TRUE(st->PutDatastore({"zeta", "s3", R"({"a":1})", 10, 10}).ok());

@@ -1,0 +1,484 @@
+#include "trainyard/assets/run_data.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "trainyard/assets/client_internal.h"
+#include "trainyard/common/fs.h"
+#include "trainyard/common/rooted_dir.h"
+#include "trainyard/common/sha256.h"
+#include "trainyard/common/util.h"
+
+namespace trainyard::assets {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using spec::DataUri;
+
+constexpr int kTransferThreads = 8;
+
+// A URL as it may be shown: without its query, which can hold a SAS token or a signature.
+std::string ShownUrl(const std::string& url) {
+  const size_t q = url.find('?');
+  return q == std::string::npos ? url : url.substr(0, q) + "?...";
+}
+
+std::string Megabytes(std::uint64_t bytes) { return FormatBytes(bytes); }
+
+// Reads a cache index (a JSON object); an unreadable or corrupt one is an empty index (the
+// objects are then fetched again).
+json ReadIndex(const fs::path& file) {
+  auto text = ReadFile(file);
+  if (!text.ok()) return json::object();
+  json j = json::parse(*text, nullptr, false);
+  return j.is_object() ? j : json::object();
+}
+
+Status WriteIndex(const fs::path& file, const json& index) {
+  TY_RETURN_IF_ERROR(MakeDirs(file.parent_path()));
+  return WriteFileAtomic(file, index.dump(), /*mode=*/0600);
+}
+
+}  // namespace
+
+RunData::RunData(Datastores& datastores, cas::ObjectStore& objects, cas::Snapshotter& snapshots,
+                 fs::path cache_dir, fs::path runs_dir)
+    : datastores_(datastores),
+      objects_(objects),
+      snapshots_(snapshots),
+      cache_dir_(std::move(cache_dir)),
+      runs_dir_(std::move(runs_dir)) {}
+
+Mutex& RunData::LockFor(const std::string& key) {
+  MutexLock lock(locks_mu_);
+  auto& slot = locks_[key];
+  if (!slot) slot = std::make_unique<Mutex>();
+  return *slot;
+}
+
+Status RunData::Check(const spec::RunRequest& request) {
+  for (const auto& [name, in] : request.inputs) {
+    if (in.kind == spec::InputSpec::Kind::kLiteral) continue;
+    TY_ASSIGN_OR_RETURN(DataUri uri, spec::ParseDataUri(in.path));
+    if (uri.kind == DataUri::Kind::kDatastore) {
+      auto ds = datastores_.Get(uri.datastore);
+      if (!ds.ok()) return ds.status().WithPrefix("input '" + name + "'");
+    } else if (uri.kind == DataUri::Kind::kRunOutput) {
+      std::error_code ec;
+      if (!fs::is_directory(runs_dir_ / uri.run_id, ec)) {
+        return NotFound("input '" + name + "': run '" + uri.run_id + "' does not exist");
+      }
+    }
+  }
+  for (const auto& [name, out] : request.outputs) {
+    if (out.path.empty()) continue;
+    TY_ASSIGN_OR_RETURN(DataUri uri, spec::ParseDataUri(out.path));
+    auto ds = datastores_.Get(uri.datastore);
+    if (!ds.ok()) return ds.status().WithPrefix("output '" + name + "'");
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::map<std::string, spec::InputSpec>> RunData::ResolveInputs(
+    const spec::RunRequest& request, const Log& log) {
+  std::map<std::string, spec::InputSpec> out = request.inputs;
+  for (auto& [name, in] : out) {
+    if (in.kind == spec::InputSpec::Kind::kLiteral) continue;
+    auto uri = spec::ParseDataUri(in.path);
+    if (!uri.ok()) return uri.status().WithPrefix("input '" + name + "'");
+    if (in.mode == "direct") {
+      // The script gets the address itself and reads it with its own tools.
+      in.kind = spec::InputSpec::Kind::kLiteral;
+      in.value = in.path;
+      log("input '" + name + "': passed as is (direct)\n");
+      continue;
+    }
+    if (uri->kind == DataUri::Kind::kLocalPath) continue;
+    if (uri->kind == DataUri::Kind::kDatastore && in.mode == "ro_mount") {
+      // A local datastore's folder is mounted as it is, without a copy.
+      auto ds = datastores_.Get(uri->datastore);
+      if (!ds.ok()) return ds.status().WithPrefix("input '" + name + "'");
+      if (ds->type == "local") {
+        const fs::path p = uri->path.empty() ? fs::path(ds->path) : fs::path(ds->path) / uri->path;
+        std::error_code ec;
+        const bool folder = in.kind == spec::InputSpec::Kind::kUriFolder;
+        struct stat st {};
+        if (::lstat(p.c_str(), &st) != 0 || (folder ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))) {
+          return NotFound("input '" + name + "': " + (folder ? "folder " : "file ") + in.path +
+                          " (" + p.string() + ") does not exist in datastore " + ds->name);
+        }
+        in.path = p.string();
+        log("input '" + name + "': " + p.string() + " mounted read-only\n");
+        continue;
+      }
+    }
+    StatusOr<fs::path> path = uri->kind == DataUri::Kind::kHttp ? FetchHttp(name, *uri, log)
+                                                                 : Fetch(name, in, *uri, log);
+    if (!path.ok()) return path.status();
+    in.path = path->string();
+  }
+  return out;
+}
+
+StatusOr<std::unique_ptr<ObjectClient>> RunData::ClientFor(const DataUri& uri,
+                                                           std::string* location) {
+  if (uri.kind == DataUri::Kind::kDatastore) {
+    TY_ASSIGN_OR_RETURN(spec::DatastoreDefinition def, datastores_.Get(uri.datastore));
+    *location = "datastore " + def.name + " (" + def.Location() + ")";
+    return datastores_.Open(uri.datastore);
+  }
+  if (uri.kind == DataUri::Kind::kRunOutput) {
+    spec::DatastoreDefinition def = spec::WorkspaceBlobStore((runs_dir_ / uri.run_id / "outputs").string());
+    def.name = "run-outputs";
+    *location = "the outputs of run " + uri.run_id;
+    return OpenObjectClient(def);
+  }
+  // wasbs://, abfss://, s3://: the credentials of a datastore of that container or bucket, or
+  // anonymous access.
+  TY_ASSIGN_OR_RETURN(std::vector<spec::DatastoreDefinition> all, datastores_.List());
+  for (const auto& ds : all) {
+    const bool same = uri.kind == DataUri::Kind::kAzureBlob
+                          ? ds.type == "azure_blob" && ds.account_name == uri.account &&
+                                ds.container_name == uri.container
+                          : ds.type == "s3" && ds.bucket == uri.bucket;
+    if (same) {
+      *location = "datastore " + ds.name + " (" + ds.Location() + ")";
+      return datastores_.Open(ds.name);
+    }
+  }
+  spec::DatastoreDefinition def;
+  def.name = "anonymous";
+  if (uri.kind == DataUri::Kind::kAzureBlob) {
+    def.type = "azure_blob";
+    def.account_name = uri.account;
+    def.container_name = uri.container;
+    def.endpoint = uri.suffix;
+  } else {
+    def.type = "s3";
+    def.bucket = uri.bucket;
+  }
+  *location = def.Location() + " (anonymous: no datastore of this " +
+              (def.type == "s3" ? "bucket" : "container") + ")";
+  return OpenObjectClient(def);
+}
+
+StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpec& in,
+                                  const DataUri& uri, const Log& log) {
+  const std::string what = "input '" + input + "'";
+  std::string location;
+  auto client_or = ClientFor(uri, &location);
+  if (!client_or.ok()) return client_or.status().WithPrefix(what);
+  ObjectClient& client = **client_or;
+  const bool file = in.kind == spec::InputSpec::Kind::kUriFile;
+
+  // What the source holds now: one object, or every object under the folder's prefix.
+  std::vector<ObjectInfo> listing;
+  std::string prefix;  // stripped from keys to make paths in the folder
+  if (file) {
+    if (uri.path.empty()) return InvalidArgument(what + ": " + in.path + " names no file");
+    auto info = client.Stat(uri.path);
+    if (!info.ok()) return info.status().WithPrefix(what);
+    listing.push_back(std::move(*info));
+    const size_t slash = uri.path.rfind('/');
+    prefix = slash == std::string::npos ? "" : uri.path.substr(0, slash + 1);
+  } else {
+    prefix = uri.path.empty() ? "" : uri.path + "/";
+    auto all = client.List(prefix);
+    if (!all.ok()) return all.status().WithPrefix(what);
+    listing = std::move(*all);
+    // Keys that are not files of a tree ("a//b", "../x") cannot become paths: refused, named.
+    for (const ObjectInfo& o : listing) {
+      if (Status st = CheckObjectKey(o.key.substr(prefix.size())); !st.ok()) {
+        return InvalidArgument(what + ": object '" + o.key + "' of " + location +
+                               " cannot be a file of a folder: " + st.message());
+      }
+    }
+    if (listing.empty()) {
+      return NotFound(what + ": " + location + " has no objects under '" + uri.path + "'");
+    }
+  }
+
+  // The validators of what was fetched before from this source.
+  const std::string source_key = Sha256Hex(location + "\n" + prefix);
+  const fs::path index_file = cache_dir_ / "index" / (source_key + ".json");
+  MutexLock source_lock(LockFor(source_key));
+  json index = ReadIndex(index_file);
+  json& known = index["objects"];
+  if (!known.is_object()) known = json::object();
+
+  std::vector<size_t> missing;
+  std::vector<std::string> digests(listing.size());
+  std::vector<std::string> candidates(listing.size());
+  for (size_t i = 0; i < listing.size(); ++i) {
+    const ObjectInfo& o = listing[i];
+    auto it = known.find(o.key);
+    if (it != known.end() && it->is_object() && !o.etag.empty() &&
+        it->value("etag", "") == o.etag && it->value("size", std::uint64_t{0}) == o.size) {
+      candidates[i] = it->value("digest", "");
+    }
+  }
+  const std::vector<bool> present = objects_.HasEach(candidates);
+  std::uint64_t reused_bytes = 0;
+  for (size_t i = 0; i < listing.size(); ++i) {
+    if (present[i]) {
+      digests[i] = candidates[i];
+      reused_bytes += listing[i].size;
+    } else {
+      missing.push_back(i);
+    }
+  }
+
+  std::uint64_t fetched_bytes = 0;
+  if (!missing.empty()) {
+    // Fetched into a private staging folder on a few threads, then stored in one batch (two
+    // file-system flushes in all); the staging folder goes away whatever happens.
+    const fs::path staging = cache_dir_ / "staging" / RandomHex(8);
+    TY_RETURN_IF_ERROR(MakeDirs(staging));
+    struct Cleanup {
+      const fs::path& dir;
+      ~Cleanup() { (void)RemoveTree(dir); }
+    } cleanup{staging};
+    std::atomic<size_t> next{0};
+    std::atomic<bool> failed{false};
+    Mutex error_mu;
+    Status error;
+    std::vector<ObjectInfo> got(missing.size());
+    auto worker = [&] {
+      for (size_t j = next++; j < missing.size() && !failed; j = next++) {
+        const ObjectInfo& o = listing[missing[j]];
+        auto r = client.Download(o.key, staging / std::to_string(j), /*durable=*/false);
+        if (!r.ok()) {
+          MutexLock lock(error_mu);
+          if (!failed.exchange(true)) error = r.status();
+          return;
+        }
+        got[j] = std::move(*r);
+      }
+    };
+    const int threads = static_cast<int>(std::min<size_t>(kTransferThreads, missing.size()));
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
+    for (auto& t : pool) t.join();
+    if (failed) {
+      MutexLock lock(error_mu);
+      return error.WithPrefix(what + ": fetching from " + location);
+    }
+    std::vector<fs::path> files;
+    for (size_t j = 0; j < missing.size(); ++j) files.push_back(staging / std::to_string(j));
+    auto stored = objects_.PutFiles(files);
+    if (!stored.ok()) return stored.status().WithPrefix(what + ": storing what was fetched");
+    for (size_t j = 0; j < missing.size(); ++j) {
+      const size_t i = missing[j];
+      // The object as the transfer saw it: its size and tag belong with these bytes.
+      digests[i] = (*stored)[j].digest;
+      fetched_bytes += (*stored)[j].size;
+      const std::string etag = got[j].etag.empty() ? listing[i].etag : got[j].etag;
+      if (!etag.empty()) {
+        known[listing[i].key] = {{"etag", etag}, {"size", (*stored)[j].size}, {"digest", digests[i]}};
+      }
+    }
+    if (Status st = WriteIndex(index_file, index); !st.ok()) {
+      log("warning: the data cache's index was not saved (" + st.message() +
+          "); the next run fetches again\n");
+    }
+  }
+
+  cas::Manifest manifest;
+  for (size_t i = 0; i < listing.size(); ++i) {
+    cas::ManifestEntry e;
+    e.path = listing[i].key.substr(prefix.size());
+    e.size = 0;
+    e.digest = digests[i];
+    manifest.entries.push_back(std::move(e));
+  }
+  // Sizes from the store: the bytes that were hashed.
+  for (cas::ManifestEntry& e : manifest.entries) {
+    std::error_code ec;
+    e.size = fs::file_size(objects_.PathFor(e.digest), ec);
+    if (ec) return Internal(what + ": object " + e.digest + " vanished from the store");
+  }
+  std::sort(manifest.entries.begin(), manifest.entries.end(),
+            [](const cas::ManifestEntry& a, const cas::ManifestEntry& b) { return a.path < b.path; });
+  auto id = snapshots_.AddManifest(manifest);
+  if (!id.ok()) return id.status().WithPrefix(what);
+  TY_ASSIGN_OR_RETURN(fs::path folder, Folder(*id));
+  log("input '" + input + "': " + std::to_string(listing.size()) + (listing.size() == 1 ? " file" : " files") +
+      " from " + location + ": " + std::to_string(missing.size()) + " fetched (" +
+      Megabytes(fetched_bytes) + "), " + std::to_string(listing.size() - missing.size()) +
+      " unchanged from the cache (" + Megabytes(reused_bytes) + ")\n");
+  if (file) return folder / manifest.entries.front().path;
+  return folder;
+}
+
+StatusOr<fs::path> RunData::FetchHttp(const std::string& input, const DataUri& uri,
+                                      const Log& log) {
+  const std::string what = "input '" + input + "'";
+  const std::string& url = uri.path;
+  TY_ASSIGN_OR_RETURN(internal::SplitUrl split, internal::SplitServiceUrl(url));
+  const std::string rest = url.substr(split.origin.size());
+  std::string name = rest.substr(0, rest.find('?'));
+  name = name.substr(name.rfind('/') + 1);
+  if (name.empty()) name = "download";
+
+  const std::string source_key = Sha256Hex("url\n" + url);
+  const fs::path index_file = cache_dir_ / "index" / (source_key + ".json");
+  MutexLock source_lock(LockFor(source_key));
+  json index = ReadIndex(index_file);
+  std::string digest = index.value("digest", "");
+  if (!digest.empty() && !objects_.Has(digest)) digest.clear();
+
+  HttpHeaders conditions;
+  if (!digest.empty()) {
+    if (const std::string etag = index.value("etag", ""); !etag.empty()) {
+      conditions.push_back("If-None-Match: " + etag);
+    }
+    if (const std::string modified = index.value("last_modified", ""); !modified.empty()) {
+      conditions.push_back("If-Modified-Since: " + modified);
+    }
+  }
+  const fs::path staging = cache_dir_ / "staging" / RandomHex(8);
+  TY_RETURN_IF_ERROR(MakeDirs(staging));
+  struct Cleanup {
+    const fs::path& dir;
+    ~Cleanup() { (void)RemoveTree(dir); }
+  } cleanup{staging};
+  HttpClient http(split.origin);
+  auto r = http.Download(rest.empty() ? "/" : rest, staging / "body", conditions, false);
+  if (!r.ok()) {
+    return Unavailable(what + ": GET " + ShownUrl(url) + " failed: " + r.status().message());
+  }
+  bool reused = false;
+  if (r->status == 304 && !digest.empty() && !conditions.empty()) {
+    reused = true;
+  } else if (r->status / 100 != 2) {
+    std::string status_text = std::to_string(r->status);
+    return Status(r->status == 404 ? StatusCode::kNotFound : StatusCode::kUnavailable,
+                  what + ": GET " + ShownUrl(url) + " answered HTTP " + status_text +
+                      (r->status / 100 == 3 ? " (a redirect; give the address it leads to)" : ""));
+  } else {
+    auto stored = objects_.PutFiles({staging / "body"});
+    if (!stored.ok()) return stored.status().WithPrefix(what + ": storing what was fetched");
+    digest = (*stored)[0].digest;
+    json entry = {{"url_sha256", source_key}, {"digest", digest}};
+    if (auto e = r->headers.find("etag"); e != r->headers.end()) entry["etag"] = e->second;
+    if (auto m = r->headers.find("last-modified"); m != r->headers.end()) {
+      entry["last_modified"] = m->second;
+    }
+    if (Status st = WriteIndex(index_file, entry); !st.ok()) {
+      log("warning: the data cache's index was not saved (" + st.message() + ")\n");
+    }
+  }
+  cas::Manifest manifest;
+  cas::ManifestEntry e;
+  e.path = name;
+  e.digest = digest;
+  std::error_code ec;
+  e.size = fs::file_size(objects_.PathFor(digest), ec);
+  if (ec) return Internal(what + ": object " + digest + " vanished from the store");
+  manifest.entries.push_back(e);
+  auto id = snapshots_.AddManifest(manifest);
+  if (!id.ok()) return id.status().WithPrefix(what);
+  TY_ASSIGN_OR_RETURN(fs::path folder, Folder(*id));
+  log("input '" + input + "': " + ShownUrl(url) + " " +
+      (reused ? "unchanged (HTTP 304), from the cache" : "fetched (" + Megabytes(e.size) + ")") +
+      "\n");
+  return folder / name;
+}
+
+StatusOr<fs::path> RunData::Folder(const std::string& id) {
+  const fs::path folder = cache_dir_ / "folders" / id;
+  std::error_code ec;
+  if (fs::is_directory(folder, ec)) return folder;
+  Status st = snapshots_.Materialize(id, folder, cas::MaterializeMode::kLink);
+  // Another run may have made it meanwhile: then it is there, whole (Materialize renames).
+  if (!st.ok() && !fs::is_directory(folder, ec)) return st;
+  return folder;
+}
+
+Status RunData::DeliverOutputs(const spec::RunRequest& request, const fs::path& run_dir,
+                               const Log& log) {
+  for (const auto& [name, out] : request.outputs) {
+    if (out.path.empty()) continue;
+    const std::string what = "output '" + name + "'";
+    TY_ASSIGN_OR_RETURN(DataUri uri, spec::ParseDataUri(out.path));
+    auto client = datastores_.Open(uri.datastore);
+    if (!client.ok()) return client.status().WithPrefix(what);
+    auto dir = RootedDir::Open(run_dir / "outputs");
+    if (!dir.ok()) return dir.status().WithPrefix(what);
+    std::vector<std::string> files;
+    std::uint64_t bytes = 0;
+    TY_RETURN_IF_ERROR(dir->Walk(name, [&](const RootedDir::Entry& e) {
+      if (S_ISREG(e.st.st_mode)) {
+        files.push_back(e.rel);
+        bytes += static_cast<std::uint64_t>(e.st.st_size);
+      }
+      return true;
+    }));
+    // Each file is read through the folder's descriptor (a run may have planted links): copied
+    // to a staging file first, then uploaded from there.
+    std::atomic<size_t> next{0};
+    std::atomic<bool> failed{false};
+    Mutex error_mu;
+    Status error;
+    const fs::path staging = cache_dir_ / "staging" / RandomHex(8);
+    TY_RETURN_IF_ERROR(MakeDirs(staging));
+    struct Cleanup {
+      const fs::path& dir;
+      ~Cleanup() { (void)RemoveTree(dir); }
+    } cleanup{staging};
+    auto worker = [&] {
+      for (size_t j = next++; j < files.size() && !failed; j = next++) {
+        const std::string rel = files[j].substr(name.size() + 1);
+        const std::string key = uri.path.empty() ? rel : uri.path + "/" + rel;
+        Status st = Status::Ok();
+        const fs::path copy = staging / std::to_string(j);
+        auto in = dir->OpenFile(files[j]);
+        if (!in.ok()) {
+          st = in.status();
+        } else {
+          ScopedFd outfd(::open(copy.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+          char buf[1 << 16];
+          ssize_t n = 0;
+          while (outfd.valid() && (n = ::read(in->get(), buf, sizeof buf)) > 0) {
+            if (::write(outfd.get(), buf, static_cast<size_t>(n)) != n) {
+              n = -1;
+              break;
+            }
+          }
+          if (!outfd.valid() || n < 0 || outfd.Close() != 0) {
+            st = Internal("cannot copy " + files[j] + " for upload");
+          } else {
+            st = (*client)->Upload(copy, key);
+          }
+          ::unlink(copy.c_str());
+        }
+        if (!st.ok()) {
+          MutexLock lock(error_mu);
+          if (!failed.exchange(true)) error = st.WithPrefix("file " + rel);
+          return;
+        }
+      }
+    };
+    const int threads = static_cast<int>(std::min<size_t>(kTransferThreads, files.size()));
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
+    for (auto& t : pool) t.join();
+    if (failed) {
+      MutexLock lock(error_mu);
+      return error.WithPrefix(what + ": writing to " + out.path);
+    }
+    log("output '" + name + "': " + std::to_string(files.size()) +
+        (files.size() == 1 ? " file (" : " files (") + Megabytes(bytes) + ") written to " +
+        out.path + "\n");
+  }
+  return Status::Ok();
+}
+
+}  // namespace trainyard::assets

@@ -1,0 +1,149 @@
+#include "trainyard/spec/data_uri.h"
+
+#include "trainyard/common/util.h"
+
+namespace trainyard::spec {
+namespace {
+
+// The path part after a store's root: no leading '/', no "..", no empty or "." component
+// (a trailing '/' is dropped: a folder's prefix).
+StatusOr<std::string> CleanPath(std::string_view path, std::string_view text) {
+  while (!path.empty() && path.front() == '/') path.remove_prefix(1);
+  while (!path.empty() && path.back() == '/') path.remove_suffix(1);
+  if (path.empty()) return std::string();
+  for (const std::string& part : Split(path, '/')) {
+    if (part.empty() || part == "." || part == "..") {
+      return InvalidArgument("'" + std::string(text) +
+                             "': a path inside a store has no empty, '.' or '..' component");
+    }
+  }
+  for (const char c : path) {
+    if (static_cast<unsigned char>(c) < 0x20) {
+      return InvalidArgument("'" + std::string(text) + "' holds a control character");
+    }
+  }
+  return std::string(path);
+}
+
+}  // namespace
+
+bool LooksLikeUri(std::string_view text) {
+  if (StartsWith(text, "azureml:")) return true;
+  const size_t colon = text.find("://");
+  return colon != std::string_view::npos && colon > 0 &&
+         text.substr(0, colon).find('/') == std::string_view::npos;
+}
+
+StatusOr<DataUri> ParseDataUri(std::string_view text) {
+  DataUri uri;
+  uri.text = std::string(text);
+  const std::string t(text);
+  if (StartsWith(text, "azureml://datastores/")) {
+    std::string_view rest = text.substr(21);
+    const size_t slash = rest.find('/');
+    const std::string_view name = rest.substr(0, slash);
+    if (slash == std::string_view::npos || !StartsWith(rest.substr(slash), "/paths/") ||
+        !IsValidName(name)) {
+      return InvalidArgument("'" + t +
+                             "' is not a datastore path; write "
+                             "azureml://datastores/<datastore>/paths/<path>");
+    }
+    uri.kind = DataUri::Kind::kDatastore;
+    uri.datastore = std::string(name);
+    TY_ASSIGN_OR_RETURN(uri.path, CleanPath(rest.substr(slash + 7), text));
+    return uri;
+  }
+  if (StartsWith(text, "azureml://jobs/")) {
+    std::string_view rest = text.substr(15);
+    const size_t slash = rest.find('/');
+    const std::string_view run = rest.substr(0, slash);
+    constexpr std::string_view kTail = "/outputs/artifacts/paths/";
+    if (slash == std::string_view::npos || !StartsWith(rest.substr(slash), kTail) ||
+        !IsValidName(run)) {
+      return InvalidArgument("'" + t +
+                             "' is not a run output path; write "
+                             "azureml://jobs/<run>/outputs/artifacts/paths/<path>");
+    }
+    uri.kind = DataUri::Kind::kRunOutput;
+    uri.run_id = std::string(run);
+    TY_ASSIGN_OR_RETURN(uri.path, CleanPath(rest.substr(slash + kTail.size()), text));
+    return uri;
+  }
+  if (StartsWith(text, "azureml://registries/")) {
+    return InvalidArgument("'" + t + "': registry assets are not supported yet");
+  }
+  if (StartsWith(text, "azureml:")) {
+    return InvalidArgument("'" + t +
+                           "': data assets (azureml:NAME:VERSION, azureml:NAME@latest) are not "
+                           "supported yet; give the data's path (a datastore path, a URL or a "
+                           "local path)");
+  }
+  if (StartsWith(text, "http://") || StartsWith(text, "https://")) {
+    const size_t host = text.find("://") + 3;
+    if (text.size() <= host || text[host] == '/') {
+      return InvalidArgument("'" + t + "' has no host");
+    }
+    for (const char c : text) {
+      if (static_cast<unsigned char>(c) <= 0x20) {
+        return InvalidArgument("'" + t + "' holds a space or control character; encode it (%20)");
+      }
+    }
+    uri.kind = DataUri::Kind::kHttp;
+    uri.path = t;
+    return uri;
+  }
+  const bool wasbs = StartsWith(text, "wasbs://") || StartsWith(text, "wasb://");
+  const bool abfss = StartsWith(text, "abfss://") || StartsWith(text, "abfs://");
+  if (wasbs || abfss) {
+    // <container>@<account>.blob.<suffix>/<path>  |  <fs>@<account>.dfs.<suffix>/<path>
+    std::string_view rest = text.substr(text.find("://") + 3);
+    const size_t at = rest.find('@');
+    const size_t slash = rest.find('/');
+    const std::string_view host = rest.substr(at + 1, slash == std::string_view::npos
+                                                          ? std::string_view::npos
+                                                          : slash - at - 1);
+    const std::string_view service = wasbs ? ".blob." : ".dfs.";
+    const size_t dot = host.find(service);
+    if (at == std::string_view::npos || (slash != std::string_view::npos && slash < at) ||
+        at == 0 || dot == std::string_view::npos || dot == 0) {
+      return InvalidArgument("'" + t + "' is not a blob address; write " +
+                             (wasbs ? "wasbs://<container>@<account>.blob.core.windows.net/<path>"
+                                    : "abfss://<filesystem>@<account>.dfs.core.windows.net/<path>"));
+    }
+    uri.kind = DataUri::Kind::kAzureBlob;
+    uri.container = std::string(rest.substr(0, at));
+    uri.account = std::string(host.substr(0, dot));
+    uri.suffix = std::string(host.substr(dot + service.size()));
+    TY_ASSIGN_OR_RETURN(uri.path, CleanPath(slash == std::string_view::npos
+                                                ? std::string_view()
+                                                : rest.substr(slash + 1),
+                                            text));
+    return uri;
+  }
+  if (StartsWith(text, "s3://")) {
+    std::string_view rest = text.substr(5);
+    const size_t slash = rest.find('/');
+    uri.kind = DataUri::Kind::kS3;
+    uri.bucket = std::string(rest.substr(0, slash));
+    if (uri.bucket.empty()) return InvalidArgument("'" + t + "' has no bucket; write s3://<bucket>/<path>");
+    TY_ASSIGN_OR_RETURN(uri.path, CleanPath(slash == std::string_view::npos
+                                                ? std::string_view()
+                                                : rest.substr(slash + 1),
+                                            text));
+    return uri;
+  }
+  if (LooksLikeUri(text)) {
+    return InvalidArgument("'" + t + "': unsupported scheme '" +
+                           t.substr(0, t.find("://")) +
+                           "://'; use a local path, azureml://datastores/..., https://, "
+                           "wasbs://, abfss:// or s3://");
+  }
+  if (text.empty() || text.front() != '/') {
+    return InvalidArgument("'" + t + "' is not an absolute path");
+  }
+  uri.kind = DataUri::Kind::kLocalPath;
+  uri.path = t;
+  return uri;
+}
+
+}  // namespace trainyard::spec
