@@ -398,8 +398,9 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   assets::RunData* run_data = impl->run_data.get();
   sopts.check_data = [run_data](const spec::RunRequest& r) { return run_data->Check(r); };
   sopts.resolve_inputs = [run_data](const spec::RunRequest& r,
-                                    const sched::SchedulerOptions::DataLog& log) {
-    return run_data->ResolveInputs(r, log);
+                                    const sched::SchedulerOptions::DataLog& log,
+                                    const std::function<bool()>& canceled) {
+    return run_data->ResolveInputs(r, log, canceled);
   };
   sopts.deliver_outputs = [run_data](const spec::RunRequest& r, const fs::path& run_dir,
                                      const sched::SchedulerOptions::DataLog& log) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -23,6 +24,12 @@ using json = nlohmann::json;
 using spec::DataUri;
 
 constexpr int kTransferThreads = 8;
+
+std::int64_t SinceMs(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start)
+      .count();
+}
 
 // A URL as it may be shown: without its query, which can hold a SAS token or a signature.
 std::string ShownUrl(const std::string& url) {
@@ -87,7 +94,7 @@ Status RunData::Check(const spec::RunRequest& request) {
 }
 
 StatusOr<std::map<std::string, spec::InputSpec>> RunData::ResolveInputs(
-    const spec::RunRequest& request, const Log& log) {
+    const spec::RunRequest& request, const Log& log, const std::function<bool()>& canceled) {
   std::map<std::string, spec::InputSpec> out = request.inputs;
   for (auto& [name, in] : out) {
     if (in.kind == spec::InputSpec::Kind::kLiteral) continue;
@@ -110,7 +117,8 @@ StatusOr<std::map<std::string, spec::InputSpec>> RunData::ResolveInputs(
         std::error_code ec;
         const bool folder = in.kind == spec::InputSpec::Kind::kUriFolder;
         struct stat st {};
-        if (::lstat(p.c_str(), &st) != 0 || (folder ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))) {
+        if (::lstat(p.c_str(), &st) != 0 ||
+            (folder ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))) {
           return NotFound("input '" + name + "': " + (folder ? "folder " : "file ") + in.path +
                           " (" + p.string() + ") does not exist in datastore " + ds->name);
         }
@@ -119,8 +127,9 @@ StatusOr<std::map<std::string, spec::InputSpec>> RunData::ResolveInputs(
         continue;
       }
     }
-    StatusOr<fs::path> path = uri->kind == DataUri::Kind::kHttp ? FetchHttp(name, *uri, log)
-                                                                 : Fetch(name, in, *uri, log);
+    StatusOr<fs::path> path = uri->kind == DataUri::Kind::kHttp
+                                  ? FetchHttp(name, *uri, log)
+                                  : Fetch(name, in, *uri, log, canceled);
     if (!path.ok()) return path.status();
     in.path = path->string();
   }
@@ -135,7 +144,8 @@ StatusOr<std::unique_ptr<ObjectClient>> RunData::ClientFor(const DataUri& uri,
     return datastores_.Open(uri.datastore);
   }
   if (uri.kind == DataUri::Kind::kRunOutput) {
-    spec::DatastoreDefinition def = spec::WorkspaceBlobStore((runs_dir_ / uri.run_id / "outputs").string());
+    spec::DatastoreDefinition def =
+        spec::WorkspaceBlobStore((runs_dir_ / uri.run_id / "outputs").string());
     def.name = "run-outputs";
     *location = "the outputs of run " + uri.run_id;
     return OpenObjectClient(def);
@@ -170,7 +180,8 @@ StatusOr<std::unique_ptr<ObjectClient>> RunData::ClientFor(const DataUri& uri,
 }
 
 StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpec& in,
-                                  const DataUri& uri, const Log& log) {
+                                  const DataUri& uri, const Log& log,
+                                  const std::function<bool()>& canceled) {
   const std::string what = "input '" + input + "'";
   std::string location;
   auto client_or = ClientFor(uri, &location);
@@ -179,6 +190,7 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
   const bool file = in.kind == spec::InputSpec::Kind::kUriFile;
 
   // What the source holds now: one object, or every object under the folder's prefix.
+  const auto list_start = std::chrono::steady_clock::now();
   std::vector<ObjectInfo> listing;
   std::string prefix;  // stripped from keys to make paths in the folder
   if (file) {
@@ -205,6 +217,8 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
     }
   }
 
+  const std::int64_t list_ms = SinceMs(list_start);
+  const auto fetch_start = std::chrono::steady_clock::now();
   // The validators of what was fetched before from this source.
   const std::string source_key = Sha256Hex(location + "\n" + prefix);
   const fs::path index_file = cache_dir_ / "index" / (source_key + ".json");
@@ -237,9 +251,10 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
 
   std::uint64_t fetched_bytes = 0;
   if (!missing.empty()) {
-    // Fetched into a private staging folder on a few threads, then stored in one batch (two
-    // file-system flushes in all); the staging folder goes away whatever happens.
-    const fs::path staging = cache_dir_ / "staging" / RandomHex(8);
+    // Fetched into a private staging folder on a few threads, then taken into the store in one
+    // batch (renamed, not copied; two file-system flushes in all); the staging folder is on the
+    // store's file system and goes away whatever happens.
+    const fs::path staging = objects_.root() / "tmp" / ("fetch-" + RandomHex(8));
     TY_RETURN_IF_ERROR(MakeDirs(staging));
     struct Cleanup {
       const fs::path& dir;
@@ -252,6 +267,11 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
     std::vector<ObjectInfo> got(missing.size());
     auto worker = [&] {
       for (size_t j = next++; j < missing.size() && !failed; j = next++) {
+        if (canceled && canceled()) {
+          MutexLock lock(error_mu);
+          if (!failed.exchange(true)) error = Cancelled("canceled while fetching");
+          return;
+        }
         const ObjectInfo& o = listing[missing[j]];
         auto r = client.Download(o.key, staging / std::to_string(j), /*durable=*/false);
         if (!r.ok()) {
@@ -268,11 +288,12 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
     for (auto& t : pool) t.join();
     if (failed) {
       MutexLock lock(error_mu);
+      if (error.code() == StatusCode::kCancelled) return error;
       return error.WithPrefix(what + ": fetching from " + location);
     }
     std::vector<fs::path> files;
     for (size_t j = 0; j < missing.size(); ++j) files.push_back(staging / std::to_string(j));
-    auto stored = objects_.PutFiles(files);
+    auto stored = objects_.AdoptFiles(files);
     if (!stored.ok()) return stored.status().WithPrefix(what + ": storing what was fetched");
     for (size_t j = 0; j < missing.size(); ++j) {
       const size_t i = missing[j];
@@ -281,7 +302,8 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
       fetched_bytes += (*stored)[j].size;
       const std::string etag = got[j].etag.empty() ? listing[i].etag : got[j].etag;
       if (!etag.empty()) {
-        known[listing[i].key] = {{"etag", etag}, {"size", (*stored)[j].size}, {"digest", digests[i]}};
+        known[listing[i].key] = {
+            {"etag", etag}, {"size", (*stored)[j].size}, {"digest", digests[i]}};
       }
     }
     if (Status st = WriteIndex(index_file, index); !st.ok()) {
@@ -290,6 +312,8 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
     }
   }
 
+  const std::int64_t fetch_ms = SinceMs(fetch_start);
+  const auto folder_start = std::chrono::steady_clock::now();
   cas::Manifest manifest;
   for (size_t i = 0; i < listing.size(); ++i) {
     cas::ManifestEntry e;
@@ -304,15 +328,19 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
     e.size = fs::file_size(objects_.PathFor(e.digest), ec);
     if (ec) return Internal(what + ": object " + e.digest + " vanished from the store");
   }
-  std::sort(manifest.entries.begin(), manifest.entries.end(),
-            [](const cas::ManifestEntry& a, const cas::ManifestEntry& b) { return a.path < b.path; });
+  std::sort(
+      manifest.entries.begin(), manifest.entries.end(),
+      [](const cas::ManifestEntry& a, const cas::ManifestEntry& b) { return a.path < b.path; });
   auto id = snapshots_.AddManifest(manifest);
   if (!id.ok()) return id.status().WithPrefix(what);
   TY_ASSIGN_OR_RETURN(fs::path folder, Folder(*id));
-  log("input '" + input + "': " + std::to_string(listing.size()) + (listing.size() == 1 ? " file" : " files") +
-      " from " + location + ": " + std::to_string(missing.size()) + " fetched (" +
-      Megabytes(fetched_bytes) + "), " + std::to_string(listing.size() - missing.size()) +
-      " unchanged from the cache (" + Megabytes(reused_bytes) + ")\n");
+  log("input '" + input + "': " + std::to_string(listing.size()) +
+      (listing.size() == 1 ? " file" : " files") + " from " + location + ": " +
+      std::to_string(missing.size()) + " fetched (" + Megabytes(fetched_bytes) + "), " +
+      std::to_string(listing.size() - missing.size()) + " unchanged from the cache (" +
+      Megabytes(reused_bytes) + "); listed in " + std::to_string(list_ms) + " ms, fetched in " +
+      std::to_string(fetch_ms) + " ms, folder in " + std::to_string(SinceMs(folder_start)) +
+      " ms\n");
   if (file) return folder / manifest.entries.front().path;
   return folder;
 }
@@ -343,7 +371,7 @@ StatusOr<fs::path> RunData::FetchHttp(const std::string& input, const DataUri& u
       conditions.push_back("If-Modified-Since: " + modified);
     }
   }
-  const fs::path staging = cache_dir_ / "staging" / RandomHex(8);
+  const fs::path staging = objects_.root() / "tmp" / ("fetch-" + RandomHex(8));
   TY_RETURN_IF_ERROR(MakeDirs(staging));
   struct Cleanup {
     const fs::path& dir;
@@ -363,7 +391,7 @@ StatusOr<fs::path> RunData::FetchHttp(const std::string& input, const DataUri& u
                   what + ": GET " + ShownUrl(url) + " answered HTTP " + status_text +
                       (r->status / 100 == 3 ? " (a redirect; give the address it leads to)" : ""));
   } else {
-    auto stored = objects_.PutFiles({staging / "body"});
+    auto stored = objects_.AdoptFiles({staging / "body"});
     if (!stored.ok()) return stored.status().WithPrefix(what + ": storing what was fetched");
     digest = (*stored)[0].digest;
     json entry = {{"url_sha256", source_key}, {"digest", digest}};

@@ -46,9 +46,10 @@ class RunData {
   // holding their URI. `log` receives a line per input (what was fetched, what was reused).
   // Errors name the input, the source and, for HTTP, the status: "input 'data': GET
   // https://host/x.csv answered 404".
+  // `canceled` (optional) is asked between files: true stops the fetch with Cancelled.
   using Log = std::function<void(std::string_view)>;
-  StatusOr<std::map<std::string, spec::InputSpec>> ResolveInputs(const spec::RunRequest& request,
-                                                                  const Log& log);
+  StatusOr<std::map<std::string, spec::InputSpec>> ResolveInputs(
+      const spec::RunRequest& request, const Log& log, const std::function<bool()>& canceled = {});
 
   // In Finalizing: copies each output with a datastore `path` from `run_dir/outputs/<name>` to
   // that datastore, file by file. Errors name the output, the file and the datastore.
@@ -57,7 +58,8 @@ class RunData {
 
  private:
   StatusOr<std::filesystem::path> Fetch(const std::string& input, const spec::InputSpec& in,
-                                        const spec::DataUri& uri, const Log& log);
+                                        const spec::DataUri& uri, const Log& log,
+                                        const std::function<bool()>& canceled);
   StatusOr<std::filesystem::path> FetchHttp(const std::string& input, const spec::DataUri& uri,
                                             const Log& log);
   StatusOr<std::unique_ptr<ObjectClient>> ClientFor(const spec::DataUri& uri,

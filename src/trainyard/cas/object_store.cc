@@ -266,6 +266,57 @@ StatusOr<std::vector<ObjectStore::PutResult>> ObjectStore::PutFiles(
     staged[i] = std::move(s).value();
     return true;
   });
+  return CommitStaged(staged, errors, failed_index);
+}
+
+StatusOr<std::vector<ObjectStore::PutResult>> ObjectStore::AdoptFiles(
+    const std::vector<std::filesystem::path>& files) {
+  const size_t n = files.size();
+  std::vector<Staged> staged(n);
+  std::vector<Status> errors(n);
+  const std::filesystem::path tmp_dir = root_ / "tmp";
+  TY_RETURN_IF_ERROR(MakeDirs(tmp_dir));
+  internal::ParallelFor(n, [&](size_t i) {
+    // Hashed where it is, then moved into tmp/ (a rename: no copy) unless its object exists.
+    ScopedFd fd(::open(files[i].c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    struct stat st {};
+    if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+      errors[i] = ErrnoError("cannot open", files[i], errno);
+      return false;
+    }
+    auto digest = Sha256Fd(fd.get(), files[i].string());
+    if (!digest.ok()) {
+      errors[i] = digest.status();
+      return false;
+    }
+    Staged& out = staged[i];
+    out.result.digest = *digest;
+    out.result.size = static_cast<std::uint64_t>(st.st_size);
+    if (Has(out.result.digest)) {
+      ::unlink(files[i].c_str());
+      return true;
+    }
+    const std::filesystem::path tmp = tmp_dir / (RandomHex(12) + ".part");
+    Status sealed = Status::Ok();
+    if (::fchmod(fd.get(), kObjectMode) != 0) sealed = ErrnoError("cannot seal", files[i], errno);
+    if (sealed.ok()) sealed = SealFd(fd.get(), files[i]);
+    if (sealed.ok() && ::rename(files[i].c_str(), tmp.c_str()) != 0) {
+      sealed = ErrnoError("cannot move into the store", files[i], errno);
+    }
+    if (!sealed.ok()) {
+      errors[i] = sealed;
+      return false;
+    }
+    out.tmp = tmp;
+    out.result.added = true;
+    return true;
+  });
+  return CommitStaged(staged, errors, nullptr);
+}
+
+StatusOr<std::vector<ObjectStore::PutResult>> ObjectStore::CommitStaged(
+    std::vector<Staged>& staged, const std::vector<Status>& errors, size_t* failed_index) {
+  const size_t n = staged.size();
   auto discard_temps = [&] {
     for (Staged& s : staged) {
       if (!s.tmp.empty()) ::unlink(s.tmp.c_str());

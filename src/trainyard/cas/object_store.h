@@ -121,6 +121,13 @@ class ObjectStore {
                                             size_t* failed_index = nullptr,
                                             const RootedDir* beneath = nullptr);
 
+  // PutFiles for files the caller hands over (downloads in a staging folder on the store's
+  // file system, which nobody else writes): each is hashed where it is and then renamed into the
+  // store, sealed read-only, instead of copied; a file whose object exists is removed. Same
+  // durability as PutFiles. Errors: those of the first failing file; the files not yet moved are
+  // left where they were.
+  StatusOr<std::vector<PutResult>> AdoptFiles(const std::vector<std::filesystem::path>& files);
+
   // Stores `data`; returns its digest. Errors: Internal (I/O).
   StatusOr<std::string> PutBytes(std::string_view data);
 
@@ -175,6 +182,11 @@ class ObjectStore {
   // `sync` is set).
   StatusOr<Staged> Stage(const std::filesystem::path& src, bool sync,
                          const RootedDir* beneath = nullptr) const;
+  // Makes staged temp files durable and publishes them (see PutFiles); `errors[i]` is the
+  // staging error of file i, if any, which is returned (and every temp file removed) instead.
+  StatusOr<std::vector<PutResult>> CommitStaged(std::vector<Staged>& staged,
+                                                const std::vector<Status>& errors,
+                                                size_t* failed_index);
   // Writes `data` to a new temp file (fsynced when `sync` is set); returns its path.
   StatusOr<std::filesystem::path> StageBytes(std::string_view data, bool sync) const;
   // Renames a complete, flushed temp file into place under `digest` (no flush of the folder).

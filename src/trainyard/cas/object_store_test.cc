@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "trainyard/cas/test_util.h"
 #include "trainyard/common/sha256.h"
+#include "trainyard/common/util.h"
 
 namespace trainyard::cas {
 namespace {
@@ -391,6 +393,39 @@ TEST(ObjectStoreTest, WriterDestroyedWithoutCommitLeavesNoTemp) {
   }
   EXPECT_EQ(testing::CountFiles(tmp / "objects" / "tmp"), 0u);
   EXPECT_EQ(testing::CountFiles(tmp / "objects"), 0u);
+}
+
+}  // namespace
+}  // namespace trainyard::cas
+
+namespace trainyard::cas {
+namespace {
+
+TEST(ObjectStoreAdoptTest, FilesAreMovedInSealedAndDuplicatesDropped) {
+  const std::filesystem::path root =
+      std::filesystem::path(::testing::TempDir()) / ("adopt-" + RandomHex(4));
+  ObjectStore store(root / "store");
+  std::filesystem::create_directories(root / "store" / "tmp" / "in");
+  std::vector<std::filesystem::path> files;
+  for (const char* content : {"alpha", "beta", "alpha"}) {
+    files.push_back(root / "store" / "tmp" / "in" / RandomHex(4));
+    std::ofstream(files.back()) << content;
+  }
+  auto got = store.AdoptFiles(files);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_EQ(got->size(), 3u);
+  EXPECT_EQ((*got)[0].digest, Sha256Hex("alpha"));
+  EXPECT_EQ((*got)[2].digest, Sha256Hex("alpha"));
+  EXPECT_EQ((*got)[1].size, 4u);
+  for (const auto& f : files) EXPECT_FALSE(std::filesystem::exists(f)) << f;
+  auto read = store.Read(Sha256Hex("beta"));
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(*read, "beta");
+  struct stat st {};
+  ASSERT_EQ(::stat(store.PathFor(Sha256Hex("beta")).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0444u);
+  EXPECT_TRUE(store.Verify(Sha256Hex("alpha")).ok());
+  std::filesystem::remove_all(root);
 }
 
 }  // namespace

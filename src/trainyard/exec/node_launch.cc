@@ -231,14 +231,24 @@ StatusOr<LaunchSpec> MakeNodeLaunch(const RunPlan& plan, const NodeView& view, i
       env["OMPI_COMM_WORLD_LOCAL_RANK"] = "0";
     }
   } else if (type == "tensorflow") {
+    // One task per node: the first nodes are workers (worker 0 the chief), the last
+    // parameter_server_count ones parameter servers.
+    const int servers = req.distribution->parameter_server_count;
+    const int workers_n = nodes - servers;
     nlohmann::json workers = nlohmann::json::array();
+    nlohmann::json ps = nlohmann::json::array();
     for (int i = 0; i < nodes; ++i) {
-      workers.push_back((view.shared_host ? "127.0.0.1" : NodeHost(i)) + ":" +
-                        std::to_string(kTensorFlowPort + (view.shared_host ? i : 0)));
+      (i < workers_n ? workers : ps)
+          .push_back((view.shared_host ? "127.0.0.1" : NodeHost(i)) + ":" +
+                     std::to_string(kTensorFlowPort + (view.shared_host ? i : 0)));
     }
+    nlohmann::json cluster = {{"worker", workers}};
+    if (servers > 0) cluster["ps"] = ps;
+    const bool is_worker = node < workers_n;
     env["TF_CONFIG"] = nlohmann::json{
-        {"cluster", {{"worker", workers}}},
-        {"task", {{"type", "worker"}, {"index", node}}},
+        {"cluster", cluster},
+        {"task",
+         {{"type", is_worker ? "worker" : "ps"}, {"index", is_worker ? node : node - workers_n}}},
         {"environment",
          "cloud"}}.dump();
   } else if (type == "pytorch" || nodes > 1) {

@@ -648,9 +648,14 @@ void Scheduler::Execute(RunContext& ctx) {
   if (options_.resolve_inputs) {
     LogWriter log(layout_.RunDir(ctx.id), kBuildLog, /*truncate=*/false,
                   [this, &ctx] { Notify(ctx.id); });
-    auto inputs = options_.resolve_inputs(ctx.request, [&log](std::string_view text) {
-      log.Write("[trainyard] " + std::string(text));
-    });
+    auto inputs = options_.resolve_inputs(
+        ctx.request,
+        [&log](std::string_view text) { log.Write("[trainyard] " + std::string(text)); },
+        [&ctx] { return ctx.control.CancelRequested(); });
+    if (!inputs.ok() && inputs.status().code() == StatusCode::kCancelled) {
+      Finish(ctx, RunStatus::kCanceled, "canceled by user");
+      return;
+    }
     if (!inputs.ok()) {
       log.Write("[trainyard] " + inputs.status().message() + "\n");
       Finish(ctx, RunStatus::kFailed, inputs.status().message());

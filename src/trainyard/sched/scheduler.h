@@ -43,8 +43,10 @@ struct SchedulerOptions {
   // paths and outputs have no path.
   using DataLog = std::function<void(std::string_view)>;
   std::function<Status(const spec::RunRequest& request)> check_data;
-  std::function<StatusOr<std::map<std::string, spec::InputSpec>>(const spec::RunRequest& request,
-                                                                 const DataLog& log)>
+  // `canceled` says whether the run was canceled meanwhile: a fetch then stops between files
+  // and answers Cancelled (the run ends Canceled).
+  std::function<StatusOr<std::map<std::string, spec::InputSpec>>(
+      const spec::RunRequest& request, const DataLog& log, const std::function<bool()>& canceled)>
       resolve_inputs;
   std::function<Status(const spec::RunRequest& request, const std::filesystem::path& run_dir,
                        const DataLog& log)>

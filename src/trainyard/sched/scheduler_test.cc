@@ -1059,6 +1059,44 @@ TEST_F(SchedulerTest, ProcessComputeRunsOnTheHost) {
   EXPECT_NE(t.failure_reason.find("timed out"), std::string::npos) << t.failure_reason;
 }
 
+// TensorFlow: each node gets TF_CONFIG naming every task; with parameter servers the last nodes
+// are "ps" tasks and the others workers (worker 0 the chief).
+TEST_F(SchedulerTest, TensorFlowRunGetsTfConfigWithParameterServers) {
+  Build(3);
+  std::mutex mu;
+  std::map<std::string, nlohmann::json> tf_configs;  // by node
+  engine_.SetRunner([&](const docker::ContainerConfig& c, const docker::TextSink&) {
+    for (const std::string& kv : c.env) {
+      if (StartsWith(kv, "TF_CONFIG=")) {
+        std::lock_guard lock(mu);
+        tf_configs[c.labels.at("trainyard.node")] = nlohmann::json::parse(kv.substr(10));
+      }
+    }
+    return 0;
+  });
+  auto req = Request("python train.py");
+  req.instance_count = 3;
+  req.distribution = spec::DistributionSpec{"tensorflow", 1, 1};
+  auto run = scheduler_->Submit(req);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  ASSERT_EQ(WaitFor(run->id).status, RunStatus::kCompleted);
+  ASSERT_EQ(tf_configs.size(), 3u);
+  const nlohmann::json cluster = {{"worker", {"node-0:2222", "node-1:2222"}},
+                                  {"ps", {"node-2:2222"}}};
+  for (const auto& [node, tf] : tf_configs) EXPECT_EQ(tf["cluster"], cluster) << tf.dump();
+  EXPECT_EQ(tf_configs["0"]["task"], (nlohmann::json{{"type", "worker"}, {"index", 0}}));
+  EXPECT_EQ(tf_configs["1"]["task"], (nlohmann::json{{"type", "worker"}, {"index", 1}}));
+  EXPECT_EQ(tf_configs["2"]["task"], (nlohmann::json{{"type", "ps"}, {"index", 0}}));
+
+  // Every node a parameter server: refused at submit, not started.
+  req.distribution = spec::DistributionSpec{"tensorflow", 1, 3};
+  auto refused = scheduler_->Submit(req);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("leaves at least one of the run's 3 nodes"),
+            std::string::npos)
+      << refused.status().message();
+}
+
 // Multi-node: one container per node on a network of the run's own, each told the run's shape
 // (PyTorch variables), logs per node and prefixed in the run's log; the network goes at the end.
 TEST_F(SchedulerTest, MultiNodeRunGetsANetworkRanksAndLogsPerNode) {

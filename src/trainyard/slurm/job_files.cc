@@ -243,11 +243,27 @@ std::string TaskScript(const TaskSpec& task, const std::string& dir) {
     if (!always) s << "fi\n";
     for (const std::string& n : kTorchVars) add_pass(n);
   }
-  if (dist == "tensorflow") {
+  if (dist == "tensorflow" && task.tensorflow_parameter_servers <= 0) {
     s << "\nworkers=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | sed 's/.*/\"&:"
       << task.tensorflow_port << "\"/' | paste -sd , -)\n"
       << "TF_CONFIG=$(printf '{\"cluster\":{\"worker\":[%s]},\"task\":{\"type\":\"worker\","
          "\"index\":%s},\"environment\":\"cloud\"}' \"$workers\" \"$SLURM_NODEID\")\n"
+      << "export TF_CONFIG\n";
+    add_pass("TF_CONFIG");
+  } else if (dist == "tensorflow") {
+    // The last nodes of the allocation are the parameter servers.
+    s << "\nhosts=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | sed 's/.*/\"&:"
+      << task.tensorflow_port << "\"/')\n"
+      << "worker_count=$(( $(printf '%s\\n' \"$hosts\" | wc -l) - "
+      << task.tensorflow_parameter_servers << " ))\n"
+      << "workers=$(printf '%s\\n' \"$hosts\" | head -n \"$worker_count\" | paste -sd , -)\n"
+      << "servers=$(printf '%s\\n' \"$hosts\" | tail -n +$((worker_count + 1)) | paste -sd , -)\n"
+      << "if [ \"$SLURM_NODEID\" -lt \"$worker_count\" ]; then task_type=worker; "
+         "task_index=$SLURM_NODEID; else task_type=ps; "
+         "task_index=$((SLURM_NODEID - worker_count)); fi\n"
+      << "TF_CONFIG=$(printf '{\"cluster\":{\"worker\":[%s],\"ps\":[%s]},\"task\":{\"type\":"
+         "\"%s\",\"index\":%s},\"environment\":\"cloud\"}' \"$workers\" \"$servers\" "
+         "\"$task_type\" \"$task_index\")\n"
       << "export TF_CONFIG\n";
     add_pass("TF_CONFIG");
   }

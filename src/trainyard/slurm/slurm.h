@@ -156,6 +156,8 @@ struct TaskSpec {
   int tasks_per_node = 1;
   int master_port = 6105;
   int tensorflow_port = 2222;
+  // tensorflow: the last this many nodes are parameter servers ("ps" in TF_CONFIG).
+  int tensorflow_parameter_servers = 0;
   int stop_grace_seconds = 10;  // SIGTERM to a task → its container stopped with this grace
 };
 

@@ -99,25 +99,25 @@ StatusOr<DataUri> ParseDataUri(std::string_view text) {
     std::string_view rest = text.substr(text.find("://") + 3);
     const size_t at = rest.find('@');
     const size_t slash = rest.find('/');
-    const std::string_view host = rest.substr(at + 1, slash == std::string_view::npos
-                                                          ? std::string_view::npos
-                                                          : slash - at - 1);
+    const std::string_view host = rest.substr(
+        at + 1, slash == std::string_view::npos ? std::string_view::npos : slash - at - 1);
     const std::string_view service = wasbs ? ".blob." : ".dfs.";
     const size_t dot = host.find(service);
     if (at == std::string_view::npos || (slash != std::string_view::npos && slash < at) ||
         at == 0 || dot == std::string_view::npos || dot == 0) {
       return InvalidArgument("'" + t + "' is not a blob address; write " +
-                             (wasbs ? "wasbs://<container>@<account>.blob.core.windows.net/<path>"
-                                    : "abfss://<filesystem>@<account>.dfs.core.windows.net/<path>"));
+                             (wasbs
+                                  ? "wasbs://<container>@<account>.blob.core.windows.net/<path>"
+                                  : "abfss://<filesystem>@<account>.dfs.core.windows.net/<path>"));
     }
     uri.kind = DataUri::Kind::kAzureBlob;
     uri.container = std::string(rest.substr(0, at));
     uri.account = std::string(host.substr(0, dot));
     uri.suffix = std::string(host.substr(dot + service.size()));
-    TY_ASSIGN_OR_RETURN(uri.path, CleanPath(slash == std::string_view::npos
-                                                ? std::string_view()
-                                                : rest.substr(slash + 1),
-                                            text));
+    TY_ASSIGN_OR_RETURN(
+        uri.path,
+        CleanPath(slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1),
+                  text));
     return uri;
   }
   if (StartsWith(text, "s3://")) {
@@ -125,16 +125,16 @@ StatusOr<DataUri> ParseDataUri(std::string_view text) {
     const size_t slash = rest.find('/');
     uri.kind = DataUri::Kind::kS3;
     uri.bucket = std::string(rest.substr(0, slash));
-    if (uri.bucket.empty()) return InvalidArgument("'" + t + "' has no bucket; write s3://<bucket>/<path>");
-    TY_ASSIGN_OR_RETURN(uri.path, CleanPath(slash == std::string_view::npos
-                                                ? std::string_view()
-                                                : rest.substr(slash + 1),
-                                            text));
+    if (uri.bucket.empty())
+      return InvalidArgument("'" + t + "' has no bucket; write s3://<bucket>/<path>");
+    TY_ASSIGN_OR_RETURN(
+        uri.path,
+        CleanPath(slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1),
+                  text));
     return uri;
   }
   if (LooksLikeUri(text)) {
-    return InvalidArgument("'" + t + "': unsupported scheme '" +
-                           t.substr(0, t.find("://")) +
+    return InvalidArgument("'" + t + "': unsupported scheme '" + t.substr(0, t.find("://")) +
                            "://'; use a local path, azureml://datastores/..., https://, "
                            "wasbs://, abfss:// or s3://");
   }

@@ -20,16 +20,16 @@ struct DataUri {
     kS3,         // s3://<bucket>/<path>
   };
   Kind kind = Kind::kLocalPath;
-  std::string text;        // as written
-  std::string path;        // the path inside the datastore, container, bucket or run's
-                           // outputs, without a leading '/' ("" for the root); kLocalPath: the
-                           // path; kHttp: the URL
-  std::string datastore;   // kDatastore
-  std::string run_id;      // kRunOutput
-  std::string account;     // kAzureBlob
-  std::string container;   // kAzureBlob (the file system of abfss://)
-  std::string suffix;      // kAzureBlob: the storage suffix, e.g. core.windows.net
-  std::string bucket;      // kS3
+  std::string text;       // as written
+  std::string path;       // the path inside the datastore, container, bucket or run's
+                          // outputs, without a leading '/' ("" for the root); kLocalPath: the
+                          // path; kHttp: the URL
+  std::string datastore;  // kDatastore
+  std::string run_id;     // kRunOutput
+  std::string account;    // kAzureBlob
+  std::string container;  // kAzureBlob (the file system of abfss://)
+  std::string suffix;     // kAzureBlob: the storage suffix, e.g. core.windows.net
+  std::string bucket;     // kS3
 };
 
 // Parses an input's or output's `path:`. InvalidArgument saying what is wrong and how to write

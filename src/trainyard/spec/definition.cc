@@ -251,7 +251,8 @@ json RunRequest::ToJson(SecretMode mode) const {
   j["shm_size_bytes"] = shm_size_bytes ? json(*shm_size_bytes) : json(nullptr);
   j["distribution"] =
       distribution ? json{{"type", distribution->type},
-                          {"process_count_per_instance", distribution->process_count_per_instance}}
+                          {"process_count_per_instance", distribution->process_count_per_instance},
+                          {"parameter_server_count", distribution->parameter_server_count}}
                    : json(nullptr);
   return j;
 }
@@ -360,6 +361,7 @@ StatusOr<RunRequest> RunRequest::FromJson(const json& j) {
     Reader dr(*d, "job.distribution");
     dr.Str("type", &dist.type);
     dr.Int("process_count_per_instance", &dist.process_count_per_instance);
+    dr.Int("parameter_server_count", &dist.parameter_server_count);
     r.Merge(dr.status());
     q.distribution = dist;
   }

@@ -34,8 +34,8 @@ constexpr std::array<std::string_view, 1> kLimitsKeys = {"timeout"};
 constexpr std::array<std::string_view, 2> kResourcesKeys = {"instance_count", "shm_size"};
 constexpr std::array<std::string_view, 2> kQueueSettingsKeys = {"priority", "job_tier"};
 constexpr std::array<std::string_view, 3> kSnapshotKeys = {"max_files", "max_size", "copy"};
-constexpr std::array<std::string_view, 2> kDistributionKeys = {"type",
-                                                               "process_count_per_instance"};
+constexpr std::array<std::string_view, 4> kDistributionKeys = {
+    "type", "process_count_per_instance", "worker_count", "parameter_server_count"};
 
 constexpr std::string_view kNameRule =
     "a name of letters, digits, '.', '_' and '-' starting with a letter or digit";
@@ -361,7 +361,44 @@ Status ParseNamed(const SourceFile& file, const Entry& entry, std::string_view k
   return Status::Ok();
 }
 
+// The cloud service's retired preview job schema wrote some keys differently: an error at each
+// such key that shows the current way to write it.
+Status CheckPreviewSchema(const SourceFile& file, const YAML::Node& root) {
+  auto sub = [&](const YAML::Node& map, const char* key) -> std::optional<YAML::Node> {
+    if (!map.IsMap()) return std::nullopt;
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      if (it->first.IsScalar() && it->first.Scalar() == key) return it->second;
+    }
+    return std::nullopt;
+  };
+  const std::string retired = "is the retired preview schema; ";
+  if (auto code = sub(root, "code"); code && code->IsMap()) {
+    auto local = sub(*code, "local_path");
+    return file.ErrorAt(code->Mark(), "'code: {local_path: ...}' " + retired + "write code: " +
+                                          (local && local->IsScalar() ? local->Scalar() : "./src") +
+                                          " (the folder itself)");
+  }
+  if (auto env = sub(root, "environment"); env && env->IsMap()) {
+    if (auto docker = sub(*env, "docker")) {
+      return file.ErrorAt(docker->Mark(),
+                          "'environment: {docker: {build: {dockerfile: file:...}}}' " + retired +
+                              "write environment: {build: {path: ./docker-context}} (a folder "
+                              "with the Dockerfile) or environment: {image: NAME}");
+    }
+  }
+  if (auto compute = sub(root, "compute"); compute && compute->IsMap()) {
+    auto target = sub(*compute, "target");
+    std::string name = target && target->IsScalar() ? target->Scalar() : "NAME";
+    if (StartsWith(name, "azureml:")) name = name.substr(8);
+    return file.ErrorAt(compute->Mark(), "'compute: {target: ...}' " + retired +
+                                             "write compute: azureml:" + name +
+                                             " (and resources: {instance_count: N} for nodes)");
+  }
+  return Status::Ok();
+}
+
 StatusOr<JobSpec> ParseJob(const SourceFile& file, const YAML::Node& root) {
+  TY_RETURN_IF_ERROR(CheckPreviewSchema(file, root));
   TY_ASSIGN_OR_RETURN(Mapping top, Mapping::Read(file, root, "", "job", kJobKeys));
   JobSpec job;
   job.experiment_name = "Default";
@@ -463,6 +500,7 @@ StatusOr<JobSpec> ParseJob(const SourceFile& file, const YAML::Node& root) {
                           internal::ReadInteger(file, *t, 1, "a positive integer (seconds)"));
     }
   }
+  bool resources_instance_count_given = false;
   if (const Entry* e = top.Find("resources")) {
     TY_ASSIGN_OR_RETURN(Mapping resources,
                         Mapping::Read(file, e->value, "resources", "resources", kResourcesKeys));
@@ -474,6 +512,7 @@ StatusOr<JobSpec> ParseJob(const SourceFile& file, const YAML::Node& root) {
                             "'" + c->path + "' is too large, got " + internal::Describe(c->value));
       }
       job.instance_count = static_cast<int>(count);
+      resources_instance_count_given = true;
     }
     if (const Entry* s = resources.Find("shm_size")) {
       TY_ASSIGN_OR_RETURN(job.shm_size_bytes, ReadPositiveSize(file, *s, "2g, 512m"));
@@ -549,6 +588,43 @@ StatusOr<JobSpec> ParseJob(const SourceFile& file, const YAML::Node& root) {
                             "'" + p->path + "' is too large, got " + internal::Describe(p->value));
       }
       spec.process_count_per_instance = static_cast<int>(count);
+    }
+    // tensorflow: one task per node, `worker_count` workers and `parameter_server_count`
+    // parameter servers (the cloud service's TensorFlowDistribution).
+    const Entry* workers = distribution.Find("worker_count");
+    const Entry* servers = distribution.Find("parameter_server_count");
+    for (const Entry* tf : {workers, servers}) {
+      if (tf != nullptr && spec.type != "tensorflow") {
+        return file.ErrorAt(tf->key_node.Mark(), "'" + tf->path +
+                                                     "' is a setting of tensorflow "
+                                                     "distributions, not of " +
+                                                     spec.type);
+      }
+    }
+    if (servers != nullptr) {
+      TY_ASSIGN_OR_RETURN(std::int64_t n,
+                          internal::ReadInteger(file, *servers, 0, "an integer >= 0"));
+      if (n > 1024) return file.ErrorAt(servers->mark(), "'" + servers->path + "' is too large");
+      spec.parameter_server_count = static_cast<int>(n);
+    }
+    if (workers != nullptr) {
+      TY_ASSIGN_OR_RETURN(std::int64_t n,
+                          internal::ReadInteger(file, *workers, 1, "an integer >= 1"));
+      if (n > 1024) return file.ErrorAt(workers->mark(), "'" + workers->path + "' is too large");
+      const int nodes = static_cast<int>(n) + spec.parameter_server_count;
+      if (resources_instance_count_given && job.instance_count != nodes) {
+        return file.ErrorAt(workers->mark(), "worker_count + parameter_server_count (" +
+                                                 std::to_string(nodes) +
+                                                 ") must equal resources.instance_count (" +
+                                                 std::to_string(job.instance_count) +
+                                                 "): each node runs one TensorFlow task");
+      }
+      job.instance_count = nodes;
+    } else if (spec.parameter_server_count >= job.instance_count) {
+      return file.ErrorAt(servers->mark(), "'" + servers->path +
+                                               "' leaves no worker: the run has " +
+                                               std::to_string(job.instance_count) +
+                                               " nodes (resources.instance_count), one task each");
     }
     job.distribution = spec;
   }

@@ -20,6 +20,14 @@ Status CheckRunRequest(const RunRequest& request) {
       return InvalidArgument("distribution.process_count_per_instance must be 1..1024, not " +
                              std::to_string(d.process_count_per_instance));
     }
+    if (d.parameter_server_count != 0 && (d.type != "tensorflow" || d.parameter_server_count < 0 ||
+                                          d.parameter_server_count >= request.instance_count)) {
+      return InvalidArgument(
+          "distribution.parameter_server_count must be a number of tensorflow parameter servers "
+          "that leaves at least one of the run's " +
+          std::to_string(request.instance_count) + " nodes to be a worker, not " +
+          std::to_string(d.parameter_server_count));
+    }
     if (d.type == "tensorflow" && d.process_count_per_instance != 1) {
       return InvalidArgument(
           "a tensorflow distribution runs one worker per node: process_count_per_instance must "

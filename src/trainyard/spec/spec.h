@@ -94,6 +94,10 @@ struct OutputSpec {
 struct DistributionSpec {
   std::string type;  // "pytorch", "mpi", "tensorflow"
   int process_count_per_instance = 1;
+  // tensorflow: of the run's nodes (one task each), the last `parameter_server_count` are
+  // parameter servers ("ps" in TF_CONFIG) and the others workers. The job file's worker_count
+  // sets the node count to worker_count + parameter_server_count.
+  int parameter_server_count = 0;
 };
 
 struct JobSpec {

@@ -307,6 +307,9 @@ StatusOr<std::unique_ptr<LaunchedRun>> SlurmRunExecutor::Launch(const RunPlan& p
     task.shm_size_bytes = launch->shm_size_bytes;
     task.gpus_per_node = compute.gpus_per_node;
     task.distribution = plan.request.distribution ? plan.request.distribution->type : "";
+    if (plan.request.distribution) {
+      task.tensorflow_parameter_servers = plan.request.distribution->parameter_server_count;
+    }
     task.tasks_per_node = ProcessesPerNode(plan.request);
     if (auto port = task.env.find("MASTER_PORT"); port != task.env.end()) {
       const std::string& text = port->second;
