@@ -98,7 +98,7 @@ auth_ok() { [ "$(curl_auth -s -o /dev/null -w '%{http_code}' --max-time 5 "http:
 our_pid() {
   local pid
   pid=$(cat "$pidfile" 2>/dev/null || true)
-  [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$config" && printf '%s\n' "$pid"
+  [ -n "$pid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$config" && printf '%s\n' "$pid"
 }
 
 # On a systemd machine Debian's own docker-registry service wants port 5000 (no auth, all

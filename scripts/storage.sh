@@ -68,7 +68,7 @@ if cmp -s "$envtmp" "$envfile"; then rm -f "$envtmp"; else mv -f "$envtmp" "$env
 our_pid() {
   local pid
   pid=$(cat "$1" 2>/dev/null || true)
-  [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$2" && printf '%s\n' "$pid"
+  [ -n "$pid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$2" && printf '%s\n' "$pid"
 }
 stop_pid() {
   kill "$1" 2>/dev/null || true

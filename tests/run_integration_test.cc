@@ -421,6 +421,77 @@ else:
       StatusCode::kOk);
 }
 
+// A two-worker TensorFlow job as the cloud service writes it: each container gets TF_CONFIG
+// naming both workers and its own task, and the workers meet at the addresses it gives.
+TEST_F(RunIntegrationTest, TwoTensorFlowWorkersMeetThroughTfConfig) {
+  auto compute = client_->PostJson("/api/v1/computes",
+                                   json{{"name", "tfpair"}, {"type", "docker"}, {"max_nodes", 2}});
+  ASSERT_TRUE(compute.ok()) << compute.status().ToString();
+  const std::string script = R"py(
+import json, os, socket, time
+tf = json.loads(os.environ["TF_CONFIG"])
+workers, me = tf["cluster"]["worker"], tf["task"]
+print("TF_CONFIG", json.dumps(tf, sort_keys=True), flush=True)
+host, port = workers[0].rsplit(":", 1)
+if me["index"] == 0:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", int(port)))
+    s.listen(1)
+    c, _ = s.accept()
+    print("chief met worker", c.recv(8).decode(), flush=True)
+else:
+    for _ in range(600):
+        try:
+            c = socket.create_connection((host, int(port)), timeout=2)
+            break
+        except OSError:
+            time.sleep(0.1)
+    c.sendall(str(me["index"]).encode())
+)py";
+  json job = Job("python tf.py");
+  job["snapshot_id"] = Snapshot({{"tf.py", script}});
+  job["compute"] = "tfpair";
+  job["instance_count"] = 2;
+  job["distribution"] = {{"type", "tensorflow"}, {"process_count_per_instance", 1}};
+  std::string name = Submit(job);
+  json done = WaitFor(name, "", 180s);
+  ASSERT_EQ(done["status"], "Completed") << done.dump() << "\n"
+                                         << ReadRunFile(name, "user_logs/std_log.txt");
+  const std::string node0 = ReadRunFile(name, "user_logs/std_log_node_0.txt");
+  const std::string node1 = ReadRunFile(name, "user_logs/std_log_node_1.txt");
+  const std::string cluster = R"("cluster": {"worker": ["node-0:2222", "node-1:2222"]})";
+  EXPECT_NE(node0.find(cluster), std::string::npos) << node0;
+  EXPECT_NE(node0.find(R"("task": {"index": 0, "type": "worker"})"), std::string::npos) << node0;
+  EXPECT_NE(node1.find(R"("task": {"index": 1, "type": "worker"})"), std::string::npos) << node1;
+  EXPECT_NE(node0.find("chief met worker 1"), std::string::npos) << node0;
+}
+
+// A datastore input in a container: fetched into the data cache and mounted read-only there.
+TEST_F(RunIntegrationTest, DatastoreInputIsMountedReadOnlyInTheContainer) {
+  const fs::path blob = layout_.WorkspaceBlobStoreDir() / "sets" / "iris";
+  ASSERT_TRUE(MakeDirs(blob).ok());
+  ASSERT_TRUE(WriteFileAtomic(blob / "iris.csv", "5.1,1.4\n").ok());
+  json job = Job(
+      "cat ${{inputs.data}}/iris.csv && echo $AZURE_ML_INPUT_data && "
+      "(touch ${{inputs.data}}/x 2>/dev/null && echo WRITABLE || echo READ-ONLY)");
+  job["inputs"] = {{"data",
+                    {{"kind", "uri_folder"},
+                     {"path", "azureml://datastores/workspaceblobstore/paths/sets/iris"},
+                     {"mode", "download"}}}};
+  std::string name = Submit(job);
+  json done = WaitFor(name);
+  ASSERT_EQ(done["status"], "Completed") << done.dump() << "\n"
+                                         << ReadRunFile(name, "logs/image_build.log");
+  const std::string log = ReadRunFile(name, "user_logs/std_log.txt");
+  EXPECT_NE(log.find("5.1,1.4"), std::string::npos) << log;
+  EXPECT_NE(log.find("/trainyard/inputs/data"), std::string::npos) << log;
+  EXPECT_NE(log.find("READ-ONLY"), std::string::npos) << log;
+  EXPECT_NE(ReadRunFile(name, "logs/image_build.log")
+                .find("input 'data': 1 file from datastore workspaceblobstore"),
+            std::string::npos);
+}
+
 class RegistryIntegrationTest : public RunIntegrationTest {
  protected:
   void SetUp() override {

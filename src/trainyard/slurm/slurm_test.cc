@@ -623,6 +623,12 @@ TEST(JobFilesTest, ScriptsPassShellcheck) {
   }
   {
     TaskSpec t = BasicTask();
+    t.distribution = "tensorflow";
+    t.tensorflow_parameter_servers = 1;
+    variants.push_back(t);
+  }
+  {
+    TaskSpec t = BasicTask();
     t.env = {{"A", "1"}, {"MASTER_PORT", "7000"}};
     t.prepend_paths = {{"PYTHONPATH", "/sdk"}, {"PATH", "/opt/bin"}};
     t.mounts = {{"/data", "/in", true}};
@@ -649,18 +655,10 @@ TEST(JobFilesTest, ScriptsPassShellcheck) {
   }
 }
 
-// The derived variables, with stand-ins for scontrol and the container runtime on PATH: the
-// task script runs for real, outside Slurm.
-TEST(JobFilesTest, TaskScriptDerivesVariablesAndRecordsExit) {
-  TempDir tmp;
-  JobFiles files{tmp.path() / "job"};
-  fs::path bin = tmp.path() / "bin";
-  ASSERT_TRUE(MakeDirs(bin).ok());
-  // scontrol show hostnames: two hosts.
-  ASSERT_TRUE(WriteFileAtomic(bin / "scontrol", "#!/bin/sh\nprintf 'n1\\nn2\\n'\n", 0755).ok());
-  // A fake runtime: `run` writes an id to its cid file, remembers the other arguments and runs
-  // the command with the variables named by -e; `inspect` reports the exit code.
-  const std::string state = (tmp.path() / "state").string();
+// A fake container runtime in `bin`: `run` writes an id to its cid file, remembers the other
+// arguments in STATE.args and runs the command with the variables named by -e (their values in
+// STATE.env); `inspect` reports the exit code.
+void WriteFakeRuntime(const fs::path& bin, const std::string& state) {
   ASSERT_TRUE(WriteFileAtomic(bin / "docker", R"SH(#!/bin/sh
 state=)SH" + ShellQuote(state) + R"SH(
 case "$1" in
@@ -678,6 +676,19 @@ esac
 )SH",
                               0755)
                   .ok());
+}
+
+// The derived variables, with stand-ins for scontrol and the container runtime on PATH: the
+// task script runs for real, outside Slurm.
+TEST(JobFilesTest, TaskScriptDerivesVariablesAndRecordsExit) {
+  TempDir tmp;
+  JobFiles files{tmp.path() / "job"};
+  fs::path bin = tmp.path() / "bin";
+  ASSERT_TRUE(MakeDirs(bin).ok());
+  // scontrol show hostnames: two hosts.
+  ASSERT_TRUE(WriteFileAtomic(bin / "scontrol", "#!/bin/sh\nprintf 'n1\\nn2\\n'\n", 0755).ok());
+  const std::string state = (tmp.path() / "state").string();
+  WriteFakeRuntime(bin, state);
   TaskSpec t = BasicTask();
   t.distribution = "pytorch";
   t.tasks_per_node = 2;
@@ -771,4 +782,35 @@ TEST(ExitFilesTest, ReadsGoodAndRefusesMalformed) {
 }
 
 }  // namespace
+// TensorFlow with a parameter server: on three hosts the last is the "ps" task.
+TEST(JobFilesTest, TaskScriptGivesTensorFlowItsParameterServers) {
+  TempDir tmp;
+  JobFiles files{tmp.path() / "job"};
+  fs::path bin = tmp.path() / "bin";
+  ASSERT_TRUE(MakeDirs(bin).ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(bin / "scontrol", "#!/bin/sh\nprintf 'n1\\nn2\\nn3\\n'\n", 0755).ok());
+  const std::string state = (tmp.path() / "state").string();
+  WriteFakeRuntime(bin, state);
+  TaskSpec t = BasicTask();
+  t.distribution = "tensorflow";
+  t.tensorflow_parameter_servers = 1;
+  t.command = "true";
+  ASSERT_TRUE(WriteJobFiles(t, files).ok());
+  for (const auto& [node, task] : std::vector<std::pair<int, std::string>>{
+           {2, R"({"type":"ps","index":0})"}, {1, R"({"type":"worker","index":1})"}}) {
+    const std::string env = "PATH=" + ShellQuote(bin.string()) +
+                            ":/usr/bin:/bin SLURM_PROCID=" + std::to_string(node) +
+                            " SLURM_LOCALID=0 SLURM_NODEID=" + std::to_string(node) +
+                            " SLURM_NTASKS=3 SLURM_JOB_NUM_NODES=3 SLURM_JOB_NODELIST='n[1-3]' ";
+    Cmd r = RunShell(env + ShellQuote(files.TaskScript().string()));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    const std::string seen = Read(state + ".env");
+    EXPECT_NE(seen.find(R"(TF_CONFIG={"cluster":{"worker":["n1:2222","n2:2222"],"ps":["n3:2222"]},"task":)" +
+                        task + R"(,"environment":"cloud"})"),
+              std::string::npos)
+        << seen;
+  }
+}
+
 }  // namespace trainyard::slurm
