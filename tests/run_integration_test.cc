@@ -472,9 +472,9 @@ TEST_F(RunIntegrationTest, DatastoreInputIsMountedReadOnlyInTheContainer) {
   const fs::path blob = layout_.WorkspaceBlobStoreDir() / "sets" / "iris";
   ASSERT_TRUE(MakeDirs(blob).ok());
   ASSERT_TRUE(WriteFileAtomic(blob / "iris.csv", "5.1,1.4\n").ok());
-  json job = Job(
-      "cat ${{inputs.data}}/iris.csv && echo $AZURE_ML_INPUT_data && "
-      "(touch ${{inputs.data}}/x 2>/dev/null && echo WRITABLE || echo READ-ONLY)");
+  json job =
+      Job("cat ${{inputs.data}}/iris.csv && echo $AZURE_ML_INPUT_data && "
+          "(touch ${{inputs.data}}/x 2>/dev/null && echo WRITABLE || echo READ-ONLY)");
   job["inputs"] = {{"data",
                     {{"kind", "uri_folder"},
                      {"path", "azureml://datastores/workspaceblobstore/paths/sets/iris"},

@@ -806,9 +806,11 @@ TEST(JobFilesTest, TaskScriptGivesTensorFlowItsParameterServers) {
     Cmd r = RunShell(env + ShellQuote(files.TaskScript().string()));
     EXPECT_EQ(r.exit_code, 0) << r.output;
     const std::string seen = Read(state + ".env");
-    EXPECT_NE(seen.find(R"(TF_CONFIG={"cluster":{"worker":["n1:2222","n2:2222"],"ps":["n3:2222"]},"task":)" +
-                        task + R"(,"environment":"cloud"})"),
-              std::string::npos)
+    EXPECT_NE(
+        seen.find(
+            R"(TF_CONFIG={"cluster":{"worker":["n1:2222","n2:2222"],"ps":["n3:2222"]},"task":)" +
+            task + R"(,"environment":"cloud"})"),
+        std::string::npos)
         << seen;
   }
 }
