@@ -494,6 +494,21 @@ TEST_F(DataCliTest, S3InputAndMistakesThatFailFastOrInPreparing) {
   ASSERT_TRUE(s3.ok());
   const std::string key = "in-" + RandomHex(4) + "/train.csv";
   ASSERT_TRUE((*s3)->Upload(Write("train.csv", "a,b\n"), key).ok());
+  // Folder markers as S3 consoles make them ("dir/", empty), and an empty object with objects
+  // under it (as accounts with a hierarchical namespace list their directories): not files.
+  const std::string folder = key.substr(0, key.find('/'));
+  // (Our client refuses such keys; curl signs this one.)
+  testing::CmdResult marker = testing::RunShell(
+      "printf 'user = \"%s:%s\"\\n' '" + info_.s3_access_key_id +
+      "' \"$TY_TEST_S3_SECRET\" | "
+      "curl -K - -sf -o /dev/null -X PUT --data-binary '' --aws-sigv4 aws:amz:us-east-1:s3 "
+      "-H 'x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855' "
+      "'" +
+      info_.s3_url + "/" + info_.s3_bucket + "/" + folder + "/sub/'");
+  ASSERT_EQ(marker.exit_code, 0) << marker.output;
+  ASSERT_TRUE((*s3)->Upload(Write("empty", ""), folder + "/dir").ok());
+  ASSERT_TRUE((*s3)->Upload(Write("x.txt", "x"), folder + "/dir/x.txt").ok());
+  ASSERT_TRUE((*s3)->Upload(Write("x.txt", "x"), folder + "/dir-b").ok());
   WriteYaml("s3.yml", "name: bucket\ntype: s3\nbucket: " + info_.s3_bucket +
                           "\nendpoint: " + info_.s3_url +
                           "\ncredentials: {access_key_id: " + info_.s3_access_key_id +
@@ -508,6 +523,16 @@ TEST_F(DataCliTest, S3InputAndMistakesThatFailFastOrInPreparing) {
                                   info_.s3_bucket + "/" + key + "', mode: download}\n");
   ASSERT_EQ(run["status"], "Completed") << run.dump(2) << last_output_;
   EXPECT_EQ(RunFile("s3in", "outputs/got.csv"), "a,b\n");
+  run = RunJob(
+      "s3folder",
+      "command: (cd ${{inputs.data}} && find . -type f | LC_ALL=C sort) > outputs/files.txt\n"
+      "environment: {image: python:3.11-slim}\n"
+      "compute: host\n"
+      "inputs:\n"
+      "  data: {type: uri_folder, path: 's3://" +
+          info_.s3_bucket + "/" + folder + "'}\n");
+  ASSERT_EQ(run["status"], "Completed") << run.dump(2) << RunFile("s3folder", kPrepLog);
+  EXPECT_EQ(RunFile("s3folder", "outputs/files.txt"), "./dir-b\n./dir/x.txt\n./train.csv\n");
 
   // An unknown datastore fails the submit, naming those that exist.
   WriteYaml("nods.yml",

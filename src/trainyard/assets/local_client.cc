@@ -20,10 +20,12 @@
 namespace trainyard::assets::internal {
 namespace {
 
-// What changes when a file's content does: its size, modification time and inode.
+// What changes when a file's content does: its size, modification and change times and inode
+// (the change time cannot be set back by the file's owner, as the modification time can).
 std::string LocalEtag(const struct stat& st) {
   return std::to_string(st.st_size) + "-" + std::to_string(st.st_mtim.tv_sec) + "." +
-         std::to_string(st.st_mtim.tv_nsec) + "-" + std::to_string(st.st_ino);
+         std::to_string(st.st_mtim.tv_nsec) + "-" + std::to_string(st.st_ctim.tv_sec) + "." +
+         std::to_string(st.st_ctim.tv_nsec) + "-" + std::to_string(st.st_ino);
 }
 
 Status CopyFd(int from, int to, const std::string& what) {

@@ -114,13 +114,26 @@ StatusOr<std::map<std::string, spec::InputSpec>> RunData::ResolveInputs(
       if (!ds.ok()) return ds.status().WithPrefix("input '" + name + "'");
       if (ds->type == "local") {
         const fs::path p = uri->path.empty() ? fs::path(ds->path) : fs::path(ds->path) / uri->path;
-        std::error_code ec;
         const bool folder = in.kind == spec::InputSpec::Kind::kUriFolder;
+        // Opened through the datastore's folder: no symbolic link anywhere below it, and of the
+        // kind the input says. The path is then bind-mounted as it is.
+        auto root = RootedDir::Open(ds->path);
+        if (!root.ok())
+          return root.status().WithPrefix("input '" + name + "': datastore " + ds->name);
         struct stat st {};
-        if (::lstat(p.c_str(), &st) != 0 ||
-            (folder ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))) {
-          return NotFound("input '" + name + "': " + (folder ? "folder " : "file ") + in.path +
-                          " (" + p.string() + ") does not exist in datastore " + ds->name);
+        Status opened = Status::Ok();
+        if (folder) {
+          opened = root->OpenDir(uri->path).status();
+        } else {
+          auto f = root->OpenFile(uri->path, &st);
+          opened = f.status();
+        }
+        if (!opened.ok()) {
+          return Status(opened.code() == StatusCode::kNotFound ? StatusCode::kNotFound
+                                                               : StatusCode::kInvalidArgument,
+                        "input '" + name + "': " + (folder ? "folder " : "file ") + in.path + " (" +
+                            p.string() + ") cannot be mounted from datastore " + ds->name + ": " +
+                            opened.message());
         }
         in.path = p.string();
         log("input '" + name + "': " + p.string() + " mounted read-only\n");
@@ -204,9 +217,25 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
     prefix = uri.path.empty() ? "" : uri.path + "/";
     auto all = client.List(prefix);
     if (!all.ok()) return all.status().WithPrefix(what);
-    listing = std::move(*all);
+    // Folder markers are not files: keys ending in '/' (S3 consoles make them) and empty
+    // objects that other keys sit under (the directories of an account with a hierarchical
+    // namespace).
+    auto has_children = [&](const std::string& key) {
+      const std::string below = key + "/";
+      auto it =
+          std::lower_bound(all->begin(), all->end(), below,
+                           [](const ObjectInfo& a, const std::string& k) { return a.key < k; });
+      return it != all->end() && StartsWith(it->key, below);
+    };
+    for (const ObjectInfo& o : *all) {
+      const bool marker = EndsWith(o.key, "/") || (o.size == 0 && has_children(o.key));
+      if (!marker) listing.push_back(o);
+    }
     // Keys that are not files of a tree ("a//b", "../x") cannot become paths: refused, named.
     for (const ObjectInfo& o : listing) {
+      if (!StartsWith(o.key, prefix)) {
+        return Internal(what + ": " + location + " listed '" + o.key + "' under '" + prefix + "'");
+      }
       if (Status st = CheckObjectKey(o.key.substr(prefix.size())); !st.ok()) {
         return InvalidArgument(what + ": object '" + o.key + "' of " + location +
                                " cannot be a file of a folder: " + st.message());
@@ -297,6 +326,16 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
     if (!stored.ok()) return stored.status().WithPrefix(what + ": storing what was fetched");
     for (size_t j = 0; j < missing.size(); ++j) {
       const size_t i = missing[j];
+      // A short transfer the connection did not report (a body cut off without a length) is
+      // caught here: the bytes must be the size the listing and the answer gave.
+      const std::uint64_t want = got[j].size != 0 ? got[j].size : listing[i].size;
+      if ((*stored)[j].size != want || (*stored)[j].size != listing[i].size) {
+        return Unavailable(what + ": object '" + listing[i].key + "' of " + location +
+                           " came with " + std::to_string((*stored)[j].size) + " bytes, not " +
+                           std::to_string(listing[i].size) +
+                           "; it changed during the fetch or "
+                           "the transfer was cut short");
+      }
       // The object as the transfer saw it: its size and tag belong with these bytes.
       digests[i] = (*stored)[j].digest;
       fetched_bytes += (*stored)[j].size;
@@ -380,12 +419,13 @@ StatusOr<fs::path> RunData::FetchHttp(const std::string& input, const DataUri& u
   HttpClient http(split.origin);
   auto r = http.Download(rest.empty() ? "/" : rest, staging / "body", conditions, false);
   if (!r.ok()) {
-    return Unavailable(what + ": GET " + ShownUrl(url) + " failed: " + r.status().message());
+    // The client's message shows the URL without its query too.
+    return Unavailable(what + ": " + r.status().message());
   }
   bool reused = false;
   if (r->status == 304 && !digest.empty() && !conditions.empty()) {
     reused = true;
-  } else if (r->status / 100 != 2) {
+  } else if (r->status / 100 != 2 || r->status == 206) {
     std::string status_text = std::to_string(r->status);
     return Status(r->status == 404 ? StatusCode::kNotFound : StatusCode::kUnavailable,
                   what + ": GET " + ShownUrl(url) + " answered HTTP " + status_text +
@@ -394,6 +434,13 @@ StatusOr<fs::path> RunData::FetchHttp(const std::string& input, const DataUri& u
     auto stored = objects_.AdoptFiles({staging / "body"});
     if (!stored.ok()) return stored.status().WithPrefix(what + ": storing what was fetched");
     digest = (*stored)[0].digest;
+    if (auto len = r->headers.find("content-length"); len != r->headers.end()) {
+      auto want = ParseWholeInteger<std::uint64_t>(len->second);
+      if (want && *want != (*stored)[0].size) {
+        return Unavailable(what + ": GET " + ShownUrl(url) + " sent " +
+                           std::to_string((*stored)[0].size) + " of " + len->second + " bytes");
+      }
+    }
     json entry = {{"url_sha256", source_key}, {"digest", digest}};
     if (auto e = r->headers.find("etag"); e != r->headers.end()) entry["etag"] = e->second;
     if (auto m = r->headers.find("last-modified"); m != r->headers.end()) {

@@ -4,6 +4,7 @@
 #include <libxml/tree.h>
 
 #include <memory>
+#include <mutex>
 
 namespace trainyard::assets {
 namespace {
@@ -13,6 +14,9 @@ constexpr size_t kMaxXmlBytes = 64u << 20;
 
 struct DocDeleter {
   void operator()(xmlDoc* doc) const { xmlFreeDoc(doc); }
+};
+struct CtxtDeleter {
+  void operator()(xmlParserCtxt* ctxt) const { xmlFreeParserCtxt(ctxt); }
 };
 
 std::string Name(const xmlNode* node) { return reinterpret_cast<const char*>(node->name); }
@@ -73,15 +77,25 @@ StatusOr<XmlRecords> ParseXmlRecords(std::string_view text, std::string_view rec
     return InvalidArgument("an XML answer of " + std::to_string(text.size()) +
                            " bytes is more than this reader takes");
   }
-  // No network, no DTD loading, no entity substitution: only the document's own text.
+  // libxml2 2.9 must be initialised once before threads parse at the same time.
+  static std::once_flag init;
+  std::call_once(init, [] { xmlInitParser(); });
+  // No network, no DTD loading, no entity substitution: only the document's own text. Errors
+  // come from this parse's own context, never another parse's.
+  std::unique_ptr<xmlParserCtxt, CtxtDeleter> ctxt(xmlNewParserCtxt());
+  if (ctxt == nullptr) return Internal("cannot make an XML parser");
   std::unique_ptr<xmlDoc, DocDeleter> doc(
-      xmlReadMemory(text.data(), static_cast<int>(text.size()), "response.xml", nullptr,
-                    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING));
+      xmlCtxtReadMemory(ctxt.get(), text.data(), static_cast<int>(text.size()), "response.xml",
+                        nullptr, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING));
   if (doc == nullptr) {
-    const xmlError* e = xmlGetLastError();
+    const xmlError* e = xmlCtxtGetLastError(ctxt.get());
     std::string why = e != nullptr && e->message != nullptr ? e->message : "malformed";
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
     return InvalidArgument("not XML: " + why);
+  }
+  // Listings and errors never declare a document type; one that does is refused whole.
+  if (doc->intSubset != nullptr || doc->extSubset != nullptr) {
+    return InvalidArgument("not XML this reader takes: the document declares a DOCTYPE");
   }
   XmlRecords out;
   Walk(xmlDocGetRootElement(doc.get()), record, &out, 0);

@@ -86,7 +86,10 @@ std::string TransportError(const std::string& method, const std::string& url, CU
         " (a daemon's self-signed certificate is trusted by its key pin: `trainyard login "
         "URL --pin sha256//...` with the pin `trainyard server` printed)";
   }
-  return method + " " + url + " failed: " + detail;
+  // A query may carry a secret (a SAS token, a signature): it never goes into a message.
+  const size_t query = url.find('?');
+  const std::string shown = query == std::string::npos ? url : url.substr(0, query) + "?...";
+  return method + " " + shown + " failed: " + detail;
 }
 
 bool Is2xx(int status) { return status >= 200 && status < 300; }

@@ -301,12 +301,24 @@ Status DatastoreDefinition::Validate() const {
   if (type != "local" && type != "azure_blob" && type != "s3") {
     return InvalidArgument(where + "type must be " + kTypes + ", got '" + type + "'");
   }
-  for (const std::string* f :
-       {&description, &path, &account_name, &container_name, &protocol, &bucket, &region, &endpoint,
-        &account_key, &sas_token, &access_key_id, &secret_access_key}) {
-    if (!Plain(*f) && f != &description) {
-      return InvalidArgument(where + "a field holds a control character");
+  for (const auto& [field, value] :
+       {std::pair{"path", &path}, std::pair{"account_name", &account_name},
+        std::pair{"container_name", &container_name}, std::pair{"protocol", &protocol},
+        std::pair{"bucket", &bucket}, std::pair{"region", &region},
+        std::pair{"endpoint", &endpoint}, std::pair{"credentials.account_key", &account_key},
+        std::pair{"credentials.sas_token", &sas_token},
+        std::pair{"credentials.access_key_id", &access_key_id},
+        std::pair{"credentials.secret_access_key", &secret_access_key}}) {
+    if (!Plain(*value)) {
+      return InvalidArgument(where + field + " holds a control character");
     }
+  }
+  // An endpoint is shown in answers and signed as the host: it carries no user, password or
+  // query (a SAS token belongs in credentials.sas_token).
+  if (endpoint.find_first_of("@?#") != std::string::npos) {
+    return InvalidArgument(where +
+                           "endpoint must be a plain URL or storage suffix, without a user, a "
+                           "query or a fragment (credentials go under credentials:)");
   }
   const bool local = type == "local", blob = type == "azure_blob", s3 = type == "s3";
   if (!local && !path.empty())
