@@ -468,7 +468,7 @@ StatusOr<fs::path> RunData::FetchHttp(const std::string& input, const DataUri& u
 }
 
 StatusOr<fs::path> RunData::Folder(const std::string& id) {
-  const fs::path folder = cache_dir_ / "folders" / id;
+  fs::path folder = cache_dir_ / "folders" / id;
   std::error_code ec;
   if (fs::is_directory(folder, ec)) return folder;
   Status st = snapshots_.Materialize(id, folder, cas::MaterializeMode::kLink);
@@ -479,8 +479,9 @@ StatusOr<fs::path> RunData::Folder(const std::string& id) {
 
 Status RunData::DeliverOutputs(const spec::RunRequest& request, const fs::path& run_dir,
                                const Log& log) {
-  for (const auto& [name, out] : request.outputs) {
+  for (const auto& [output, out] : request.outputs) {
     if (out.path.empty()) continue;
+    const std::string& name = output;  // a plain reference: lambdas below capture it
     const std::string what = "output '" + name + "'";
     TY_ASSIGN_OR_RETURN(DataUri uri, spec::ParseDataUri(out.path));
     auto client = datastores_.Open(uri.datastore);
