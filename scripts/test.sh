@@ -73,7 +73,13 @@ if [ $# -eq 0 ]; then
   ty_log "ThreadSanitizer: the scheduler, executor, HTTP and tracking tests"
   "$here/tsan.sh" >"$logdir/tsan.log" 2>&1 || tsan_rc=$?
   tail -n 3 "$logdir/tsan.log"
-  [ "$tsan_rc" -eq 0 ] || ty_log "ThreadSanitizer failed; its log: $logdir/tsan.log"
+  if [ "$tsan_rc" -ne 0 ]; then
+    # The log goes with the temp folder: show what failed and TSan's reports now.
+    ty_log "ThreadSanitizer failed; what failed, and the end of its log:"
+    grep -E '\*\*\*Failed|Failed +[0-9.]+ sec|WARNING: ThreadSanitizer|SUMMARY: ThreadSanitizer' \
+      "$logdir/tsan.log" | head -n 40 >&2 || true
+    tail -n 120 "$logdir/tsan.log" >&2
+  fi
 fi
 
 line=$(grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$logdir/ctest.log" | tail -n1 || true)
