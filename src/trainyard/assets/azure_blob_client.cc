@@ -127,16 +127,6 @@ class AzureBlobClient : public ObjectClient {
     return "blob '" + std::string(key) + "' in " + ContainerWhat();
   }
 
-  static StatusOr<ObjectInfo> InfoFromHeaders(std::string_view key, const HttpResult& r) {
-    ObjectInfo info;
-    info.key = std::string(key);
-    auto it = r.headers.find("content-length");
-    auto size = it == r.headers.end() ? std::nullopt : ParseWholeInteger<std::uint64_t>(it->second);
-    if (size) info.size = *size;
-    if (auto e = r.headers.find("etag"); e != r.headers.end()) info.etag = Unquote(e->second);
-    return info;
-  }
-
   // The request for `key` ("" for the container itself) with its auth: a Shared Key signature,
   // the SAS token's parameters, or nothing.
   StatusOr<Signed> Sign(const std::string& method, std::string_view key, const Params& query,

@@ -30,6 +30,9 @@ Status ObjectStoreError(const HttpResult& result, std::string_view service, std:
 // Strips the quotes of an ETag header value.
 std::string Unquote(std::string_view etag);
 
+// An object's info from the headers of an answer about it: Content-Length and ETag.
+ObjectInfo InfoFromHeaders(std::string_view key, const HttpResult& result);
+
 std::unique_ptr<ObjectClient> NewAzureBlobClient(const spec::DatastoreDefinition& def);
 std::unique_ptr<ObjectClient> NewS3Client(const spec::DatastoreDefinition& def);
 std::unique_ptr<ObjectClient> NewLocalClient(const spec::DatastoreDefinition& def);

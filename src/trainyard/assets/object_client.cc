@@ -64,6 +64,17 @@ std::string Unquote(std::string_view etag) {
   return std::string(etag);
 }
 
+ObjectInfo InfoFromHeaders(std::string_view key, const HttpResult& result) {
+  ObjectInfo info;
+  info.key = std::string(key);
+  if (auto it = result.headers.find("content-length"); it != result.headers.end()) {
+    if (auto size = ParseWholeInteger<std::uint64_t>(it->second)) info.size = *size;
+  }
+  if (auto e = result.headers.find("etag"); e != result.headers.end())
+    info.etag = Unquote(e->second);
+  return info;
+}
+
 }  // namespace internal
 
 Status CheckObjectKey(std::string_view key) {

@@ -48,6 +48,24 @@ json ReadIndex(const fs::path& file) {
   return j.is_object() ? j : json::object();
 }
 
+// A private folder for one transfer, removed with everything in it when it goes out of scope.
+class StagingDir {
+ public:
+  static StatusOr<std::unique_ptr<StagingDir>> Make(const fs::path& parent, std::string_view tag) {
+    fs::path dir = parent / (std::string(tag) + "-" + RandomHex(8));
+    TY_RETURN_IF_ERROR(MakeDirs(dir));
+    return std::unique_ptr<StagingDir>(new StagingDir(std::move(dir)));
+  }
+  ~StagingDir() { (void)RemoveTree(dir_); }
+  StagingDir(const StagingDir&) = delete;
+  StagingDir& operator=(const StagingDir&) = delete;
+  const fs::path& path() const { return dir_; }
+
+ private:
+  explicit StagingDir(fs::path dir) : dir_(std::move(dir)) {}
+  fs::path dir_;
+};
+
 Status WriteIndex(const fs::path& file, const json& index) {
   TY_RETURN_IF_ERROR(MakeDirs(file.parent_path()));
   return WriteFileAtomic(file, index.dump(), /*mode=*/0600);
@@ -283,12 +301,9 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
     // Fetched into a private staging folder on a few threads, then taken into the store in one
     // batch (renamed, not copied; two file-system flushes in all); the staging folder is on the
     // store's file system and goes away whatever happens.
-    const fs::path staging = objects_.root() / "tmp" / ("fetch-" + RandomHex(8));
-    TY_RETURN_IF_ERROR(MakeDirs(staging));
-    struct Cleanup {
-      const fs::path& dir;
-      ~Cleanup() { (void)RemoveTree(dir); }
-    } cleanup{staging};
+    TY_ASSIGN_OR_RETURN(std::unique_ptr<StagingDir> stage,
+                        StagingDir::Make(objects_.root() / "tmp", "fetch"));
+    const fs::path& staging = stage->path();
     std::atomic<size_t> next{0};
     std::atomic<bool> failed{false};
     Mutex error_mu;
@@ -410,12 +425,9 @@ StatusOr<fs::path> RunData::FetchHttp(const std::string& input, const DataUri& u
       conditions.push_back("If-Modified-Since: " + modified);
     }
   }
-  const fs::path staging = objects_.root() / "tmp" / ("fetch-" + RandomHex(8));
-  TY_RETURN_IF_ERROR(MakeDirs(staging));
-  struct Cleanup {
-    const fs::path& dir;
-    ~Cleanup() { (void)RemoveTree(dir); }
-  } cleanup{staging};
+  TY_ASSIGN_OR_RETURN(std::unique_ptr<StagingDir> stage,
+                      StagingDir::Make(objects_.root() / "tmp", "fetch"));
+  const fs::path& staging = stage->path();
   HttpClient http(split.origin);
   auto r = http.Download(rest.empty() ? "/" : rest, staging / "body", conditions, false);
   if (!r.ok()) {
@@ -503,12 +515,9 @@ Status RunData::DeliverOutputs(const spec::RunRequest& request, const fs::path& 
     std::atomic<bool> failed{false};
     Mutex error_mu;
     Status error;
-    const fs::path staging = cache_dir_ / "staging" / RandomHex(8);
-    TY_RETURN_IF_ERROR(MakeDirs(staging));
-    struct Cleanup {
-      const fs::path& dir;
-      ~Cleanup() { (void)RemoveTree(dir); }
-    } cleanup{staging};
+    TY_ASSIGN_OR_RETURN(std::unique_ptr<StagingDir> stage,
+                        StagingDir::Make(cache_dir_ / "staging", "upload"));
+    const fs::path& staging = stage->path();
     auto worker = [&] {
       for (size_t j = next++; j < files.size() && !failed; j = next++) {
         const std::string rel = files[j].substr(name.size() + 1);

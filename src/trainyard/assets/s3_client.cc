@@ -120,16 +120,6 @@ class S3Client : public ObjectClient {
     return "object '" + std::string(key) + "' in bucket '" + bucket_ + "'";
   }
 
-  static StatusOr<ObjectInfo> InfoFromHeaders(std::string_view key, const HttpResult& r) {
-    ObjectInfo info;
-    info.key = std::string(key);
-    auto it = r.headers.find("content-length");
-    auto size = it == r.headers.end() ? std::nullopt : ParseWholeInteger<std::uint64_t>(it->second);
-    if (size) info.size = *size;
-    if (auto e = r.headers.find("etag"); e != r.headers.end()) info.etag = Unquote(e->second);
-    return info;
-  }
-
   StatusOr<Signed> Sign(const std::string& method, std::string_view key, const Params& query,
                         const std::string& payload_sha256) {
     TY_ASSIGN_OR_RETURN(SplitUrl url, SplitServiceUrl(base_url_));

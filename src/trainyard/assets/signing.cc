@@ -5,6 +5,7 @@
 #include <ctime>
 #include <map>
 
+#include "trainyard/client/http_client.h"
 #include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
 
@@ -45,23 +46,9 @@ std::tm UtcTime(std::int64_t unix_seconds) {
 }  // namespace
 
 std::string UriEncode(std::string_view text, bool keep_slash) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(text.size());
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    const bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-                            (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
-                            c == '~' || (keep_slash && c == '/');
-    if (unreserved) {
-      out.push_back(ch);
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 0xF]);
-    }
-  }
-  return out;
+  // The same percent-encoding the client puts in every URL (upper-case hex, RFC 3986
+  // unreserved characters kept), which is what both services sign.
+  return keep_slash ? HttpClient::UrlEncodePath(text) : HttpClient::UrlEncode(text);
 }
 
 std::string AmzDate(std::int64_t unix_seconds) {
