@@ -30,6 +30,9 @@ Status ObjectStoreError(const HttpResult& result, std::string_view service, std:
 // Strips the quotes of an ETag header value.
 std::string Unquote(std::string_view etag);
 
+// Copies what is left to read of `from` to `to`; `what` names the source in errors.
+Status CopyFd(int from, int to, const std::string& what);
+
 // An object's info from the headers of an answer about it: Content-Length and ETag.
 ObjectInfo InfoFromHeaders(std::string_view key, const HttpResult& result);
 

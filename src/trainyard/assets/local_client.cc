@@ -28,26 +28,6 @@ std::string LocalEtag(const struct stat& st) {
          std::to_string(st.st_ctim.tv_nsec) + "-" + std::to_string(st.st_ino);
 }
 
-Status CopyFd(int from, int to, const std::string& what) {
-  char buf[1 << 16];
-  for (;;) {
-    const ssize_t n = ::read(from, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Internal("cannot read " + what + ": " + std::strerror(errno));
-    }
-    if (n == 0) return Status::Ok();
-    for (ssize_t done = 0; done < n;) {
-      const ssize_t w = ::write(to, buf + done, static_cast<size_t>(n - done));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return Internal("cannot write a copy of " + what + ": " + std::strerror(errno));
-      }
-      done += w;
-    }
-  }
-}
-
 class LocalClient : public ObjectClient {
  public:
   explicit LocalClient(const spec::DatastoreDefinition& def) : name_(def.name), root_(def.path) {}

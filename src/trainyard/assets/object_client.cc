@@ -1,5 +1,10 @@
 #include "trainyard/assets/object_client.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include "trainyard/assets/client_internal.h"
 #include "trainyard/assets/xml.h"
 #include "trainyard/common/util.h"
@@ -62,6 +67,26 @@ std::string Unquote(std::string_view etag) {
     etag = etag.substr(1, etag.size() - 2);
   }
   return std::string(etag);
+}
+
+Status CopyFd(int from, int to, const std::string& what) {
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(from, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Internal("cannot read " + what + ": " + std::strerror(errno));
+    }
+    if (n == 0) return Status::Ok();
+    for (ssize_t done = 0; done < n;) {
+      const ssize_t w = ::write(to, buf + done, static_cast<size_t>(n - done));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return Internal("cannot write a copy of " + what + ": " + std::strerror(errno));
+      }
+      done += w;
+    }
+  }
 }
 
 ObjectInfo InfoFromHeaders(std::string_view key, const HttpResult& result) {

@@ -5,12 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "trainyard/assets/client_internal.h"
+#include "trainyard/cas/io.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/rooted_dir.h"
 #include "trainyard/common/sha256.h"
@@ -24,6 +23,25 @@ using json = nlohmann::json;
 using spec::DataUri;
 
 constexpr int kTransferThreads = 8;
+
+// Runs fn(i) for every i in [0, n) on up to kTransferThreads threads (transfers wait on the
+// network, not the CPU). The first error stops the handing out of further items and is returned.
+Status ForEachTransfer(size_t n, const std::function<Status(size_t)>& fn) {
+  Mutex mu;
+  Status first = Status::Ok();
+  cas::internal::ParallelFor(
+      n,
+      [&](size_t i) {
+        Status st = fn(i);
+        if (st.ok()) return true;
+        MutexLock lock(mu);
+        if (first.ok()) first = std::move(st);
+        return false;
+      },
+      kTransferThreads, /*io_bound=*/true);
+  MutexLock lock(mu);
+  return first;
+}
 
 std::int64_t SinceMs(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
@@ -304,37 +322,17 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
     TY_ASSIGN_OR_RETURN(std::unique_ptr<StagingDir> stage,
                         StagingDir::Make(objects_.root() / "tmp", "fetch"));
     const fs::path& staging = stage->path();
-    std::atomic<size_t> next{0};
-    std::atomic<bool> failed{false};
-    Mutex error_mu;
-    Status error;
     std::vector<ObjectInfo> got(missing.size());
-    auto worker = [&] {
-      for (size_t j = next++; j < missing.size() && !failed; j = next++) {
-        if (canceled && canceled()) {
-          MutexLock lock(error_mu);
-          if (!failed.exchange(true)) error = Cancelled("canceled while fetching");
-          return;
-        }
-        const ObjectInfo& o = listing[missing[j]];
-        auto r = client.Download(o.key, staging / std::to_string(j), /*durable=*/false);
-        if (!r.ok()) {
-          MutexLock lock(error_mu);
-          if (!failed.exchange(true)) error = r.status();
-          return;
-        }
-        got[j] = std::move(*r);
-      }
-    };
-    const int threads = static_cast<int>(std::min<size_t>(kTransferThreads, missing.size()));
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
-    for (auto& t : pool) t.join();
-    if (failed) {
-      MutexLock lock(error_mu);
-      if (error.code() == StatusCode::kCancelled) return error;
-      return error.WithPrefix(what + ": fetching from " + location);
-    }
+    Status fetched = ForEachTransfer(missing.size(), [&](size_t j) -> Status {
+      if (canceled && canceled()) return Cancelled("canceled while fetching");
+      auto r = client.Download(listing[missing[j]].key, staging / std::to_string(j),
+                               /*durable=*/false);
+      if (!r.ok()) return r.status();
+      got[j] = std::move(*r);
+      return Status::Ok();
+    });
+    if (fetched.code() == StatusCode::kCancelled) return fetched;
+    if (!fetched.ok()) return fetched.WithPrefix(what + ": fetching from " + location);
     std::vector<fs::path> files;
     for (size_t j = 0; j < missing.size(); ++j) files.push_back(staging / std::to_string(j));
     auto stored = objects_.AdoptFiles(files);
@@ -368,19 +366,15 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
 
   const std::int64_t fetch_ms = SinceMs(fetch_start);
   const auto folder_start = std::chrono::steady_clock::now();
+  // Each size is the listing's: a reused object matched it in the index, a fetched one was
+  // checked against it above.
   cas::Manifest manifest;
   for (size_t i = 0; i < listing.size(); ++i) {
     cas::ManifestEntry e;
     e.path = listing[i].key.substr(prefix.size());
-    e.size = 0;
+    e.size = listing[i].size;
     e.digest = digests[i];
     manifest.entries.push_back(std::move(e));
-  }
-  // Sizes from the store: the bytes that were hashed.
-  for (cas::ManifestEntry& e : manifest.entries) {
-    std::error_code ec;
-    e.size = fs::file_size(objects_.PathFor(e.digest), ec);
-    if (ec) return Internal(what + ": object " + e.digest + " vanished from the store");
   }
   std::sort(
       manifest.entries.begin(), manifest.entries.end(),
@@ -511,54 +505,28 @@ Status RunData::DeliverOutputs(const spec::RunRequest& request, const fs::path& 
     }));
     // Each file is read through the folder's descriptor (a run may have planted links): copied
     // to a staging file first, then uploaded from there.
-    std::atomic<size_t> next{0};
-    std::atomic<bool> failed{false};
-    Mutex error_mu;
-    Status error;
     TY_ASSIGN_OR_RETURN(std::unique_ptr<StagingDir> stage,
                         StagingDir::Make(cache_dir_ / "staging", "upload"));
     const fs::path& staging = stage->path();
-    auto worker = [&] {
-      for (size_t j = next++; j < files.size() && !failed; j = next++) {
-        const std::string rel = files[j].substr(name.size() + 1);
-        const std::string key = uri.path.empty() ? rel : uri.path + "/" + rel;
-        Status st = Status::Ok();
-        const fs::path copy = staging / std::to_string(j);
-        auto in = dir->OpenFile(files[j]);
-        if (!in.ok()) {
-          st = in.status();
-        } else {
-          ScopedFd outfd(::open(copy.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-          char buf[1 << 16];
-          ssize_t n = 0;
-          while (outfd.valid() && (n = ::read(in->get(), buf, sizeof buf)) > 0) {
-            if (::write(outfd.get(), buf, static_cast<size_t>(n)) != n) {
-              n = -1;
-              break;
-            }
-          }
-          if (!outfd.valid() || n < 0 || outfd.Close() != 0) {
-            st = Internal("cannot copy " + files[j] + " for upload");
-          } else {
-            st = (*client)->Upload(copy, key);
-          }
-          ::unlink(copy.c_str());
-        }
-        if (!st.ok()) {
-          MutexLock lock(error_mu);
-          if (!failed.exchange(true)) error = st.WithPrefix("file " + rel);
-          return;
-        }
+    Status written = ForEachTransfer(files.size(), [&](size_t j) -> Status {
+      const std::string rel = files[j].substr(name.size() + 1);
+      const std::string key = uri.path.empty() ? rel : uri.path + "/" + rel;
+      const fs::path copy = staging / std::to_string(j);
+      Status st = Status::Ok();
+      auto in = dir->OpenFile(files[j]);
+      if (!in.ok()) {
+        st = in.status();
+      } else {
+        ScopedFd outfd(::open(copy.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        st = outfd.valid() ? internal::CopyFd(in->get(), outfd.get(), files[j])
+                           : Internal("cannot create a staging copy of " + files[j]);
+        if (st.ok() && outfd.Close() != 0) st = Internal("cannot copy " + files[j] + " for upload");
+        if (st.ok()) st = (*client)->Upload(copy, key);
+        ::unlink(copy.c_str());
       }
-    };
-    const int threads = static_cast<int>(std::min<size_t>(kTransferThreads, files.size()));
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
-    for (auto& t : pool) t.join();
-    if (failed) {
-      MutexLock lock(error_mu);
-      return error.WithPrefix(what + ": writing to " + out.path);
-    }
+      return st.ok() ? st : st.WithPrefix("file " + rel);
+    });
+    if (!written.ok()) return written.WithPrefix(what + ": writing to " + out.path);
     log("output '" + name + "': " + std::to_string(files.size()) +
         (files.size() == 1 ? " file (" : " files (") + Megabytes(bytes) + ") written to " +
         out.path + "\n");

@@ -35,10 +35,12 @@ Status SyncDir(const std::filesystem::path& dir);
 // Runs fn(i) for every i in [0, n) on up to `max_workers` threads (fewer when the machine has
 // fewer cores or there are fewer items), the calling thread being one of them. fn returns false
 // to stop the handing out of further items. Items are handed out in increasing order, so when
-// fn fails for item k every item below k has been run.
+// fn fails for item k every item below k has been run. Work that mostly waits on the network
+// (`io_bound`) is not held to the core count.
 template <typename Fn>
-void ParallelFor(size_t n, Fn fn, size_t max_workers = 8) {
-  size_t workers = std::max<size_t>(1, std::thread::hardware_concurrency());
+void ParallelFor(size_t n, Fn fn, size_t max_workers = 8, bool io_bound = false) {
+  size_t workers =
+      io_bound ? max_workers : std::max<size_t>(1, std::thread::hardware_concurrency());
   workers = std::min({workers, max_workers, n});
   if (workers <= 1) {
     for (size_t i = 0; i < n; ++i) {
