@@ -20,6 +20,21 @@ ty_apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Prints the pid recorded in the file $1 when that process still runs with $2 in its command
+# line (a test service this project started); fails otherwise.
+ty_service_pid() {
+  local pid
+  pid=$(cat "$1" 2>/dev/null || true)
+  [ -n "$pid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$2" && printf '%s\n' "$pid"
+}
+
+# Stops process $1: SIGTERM, up to 5 s, then SIGKILL.
+ty_stop_pid() {
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+}
+
 # Prints the Debian mirror this machine's apt uses (first non-security URI).
 ty_debian_mirror() {
   local m

@@ -94,12 +94,6 @@ probe() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$addr/v2/"
 # curl with our credentials given through a config on stdin, never on the command line.
 curl_auth() { printf 'user = "%s:%s"\n' "$user" "$password" | curl -K - "$@"; }
 auth_ok() { [ "$(curl_auth -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$addr/v2/")" = 200 ]; }
-# The pid of the registry this script started, if it still runs with our config.
-our_pid() {
-  local pid
-  pid=$(cat "$pidfile" 2>/dev/null || true)
-  [ -n "$pid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$config" && printf '%s\n' "$pid"
-}
 
 # On a systemd machine Debian's own docker-registry service wants port 5000 (no auth, all
 # interfaces); this test registry replaces it.
@@ -108,12 +102,11 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-re
   systemctl disable --now docker-registry >/dev/null 2>&1 || systemctl stop docker-registry
 fi
 
-pid=$(our_pid || true)
+# The registry this script started, if it still runs with our config.
+pid=$(ty_service_pid "$pidfile" "$config" || true)
 if [ -n "$pid" ] && { [ "$restart" = 1 ] || ! auth_ok; }; then
   ty_log "restarting the test registry (pid $pid) for a new config or password"
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
+  ty_stop_pid "$pid"
   pid=""
 fi
 

@@ -64,17 +64,6 @@ EOF
 chmod 0600 "$envtmp"
 if cmp -s "$envtmp" "$envfile"; then rm -f "$envtmp"; else mv -f "$envtmp" "$envfile"; fi
 
-# The pid in `pidfile` when it still runs `pattern`.
-our_pid() {
-  local pid
-  pid=$(cat "$1" 2>/dev/null || true)
-  [ -n "$pid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$2" && printf '%s\n' "$pid"
-}
-stop_pid() {
-  kill "$1" 2>/dev/null || true
-  for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null || true
-}
 code_of() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$@" 2>/dev/null || true; }
 
 # Signs a GET of the account's container list with the Shared Key (as the datastore client
@@ -99,10 +88,10 @@ azurite_auth_code() {
 
 # --- Azurite ----------------------------------------------------------------------------
 azurite_pidfile=$dir/azurite.pid
-pid=$(our_pid "$azurite_pidfile" azurite-blob || true)
+pid=$(ty_service_pid "$azurite_pidfile" azurite-blob || true)
 if [ -n "$pid" ] && [ "$(azurite_auth_code)" != 200 ]; then
   ty_log "restarting Azurite (pid $pid) for a new key"
-  stop_pid "$pid"
+  ty_stop_pid "$pid"
   pid=""
 fi
 if [ -z "$pid" ] && [ "$(code_of "http://$azurite_addr/")" != 000 ]; then
@@ -132,10 +121,10 @@ s3_auth_code() {
       -H "x-amz-content-sha256: $e" "http://$s3_addr/$bucket?list-type=2&max-keys=1" 2>/dev/null ||
     true
 }
-pid=$(our_pid "$s3_pidfile" s3-server.js || true)
+pid=$(ty_service_pid "$s3_pidfile" s3-server.js || true)
 if [ -n "$pid" ] && [ "$(s3_auth_code)" != 200 ]; then
   ty_log "restarting the S3 server (pid $pid) for a new key"
-  stop_pid "$pid"
+  ty_stop_pid "$pid"
   pid=""
 fi
 if [ -z "$pid" ] && [ "$(code_of "http://$s3_addr/")" != 000 ]; then
