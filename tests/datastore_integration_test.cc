@@ -604,4 +604,124 @@ TEST_F(DataCliTest, HttpsInputIsCachedAndA404FailsInPreparing) {
 }
 
 }  // namespace
+// Data assets and models through the CLI, as the how-to's last steps use them: data registered
+// from a local file and from a datastore path, a run that reads them by name@latest and
+// name:version, a model registered from that run's outputs (twice: the azureml:// address and
+// MLflow's runs:/), its lineage, a download checked against the digests, a later run that reads
+// the model as an mlflow_model input, and archive.
+TEST_F(DataCliTest, DataAssetsAndModelsFromARunThroughTheCli) {
+  fs::create_directories(project_ / "data");
+  std::ofstream(project_ / "data" / "iris.csv") << kIris;
+  testing::CmdResult r = Run("data create --name iris --type uri_file --path data/iris.csv");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Created data asset iris:1 (uri_file, 1 file"), std::string::npos)
+      << r.output;
+  r = Run("data create --name iris --type uri_file --path data/iris.csv --label production");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("iris:2"), std::string::npos) << r.output;
+  r = Run("data create --name iris --version 2 --type uri_file --path data/iris.csv");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("data asset iris:2 already exists; versions are immutable"),
+            std::string::npos)
+      << r.output;
+  r = Run("data create --name blobdata --path azureml://datastores/blob/paths/data");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = Run("data show --name iris --label production -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output)["version"], "2");
+  r = Run("data list -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  nlohmann::json listed = nlohmann::json::parse(r.output);
+  ASSERT_EQ(listed.size(), 2u) << r.output;
+  EXPECT_EQ(listed[0]["name"], "blobdata");
+  EXPECT_EQ(listed[1]["name"], "iris");
+  EXPECT_EQ(listed[1]["version"], "2");
+
+  nlohmann::json run =
+      RunJob("useasset",
+             "command: >-\n"
+             "  cat ${{inputs.iris}} > outputs/iris.csv &&\n"
+             "  (cd ${{inputs.blob}} && find . -type f | sort) > outputs/blob.txt &&\n"
+             "  mkdir -p outputs/model && cp ${{inputs.iris}} outputs/model/data.csv &&\n"
+             "  echo 'flavors: {}' > outputs/model/MLmodel\n"
+             "environment: {image: python:3.11-slim}\n"
+             "compute: host\n"
+             "inputs:\n"
+             "  iris: {type: uri_file, path: 'azureml:iris@latest'}\n"
+             "  blob: {type: uri_folder, path: 'azureml:blobdata:1', mode: download}\n");
+  ASSERT_EQ(run["status"], "Completed") << run.dump(2) << "\n" << last_output_;
+  EXPECT_EQ(RunFile("useasset", "outputs/iris.csv"), kIris);
+  EXPECT_EQ(RunFile("useasset", "outputs/blob.txt"), "./iris.csv\n./sub/more.csv\n");
+  const std::string prep = RunFile("useasset", kPrepLog);
+  EXPECT_NE(prep.find("input 'iris': data asset iris:2, 1 file"), std::string::npos) << prep;
+  EXPECT_NE(prep.find("data asset blobdata:1 is azureml://datastores/blob/paths/data"),
+            std::string::npos)
+      << prep;
+
+  r =
+      Run("model create --name digits --type mlflow_model "
+          "--path azureml://jobs/useasset/outputs/artifacts/paths/model/");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Created model digits:1 (mlflow_model, 2 files"), std::string::npos)
+      << r.output;
+  r = Run("model create --name digits --path runs:/useasset/model --tag stage=dev");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("digits:2"), std::string::npos) << r.output;
+  r = Run("model show --name digits --version 1 -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json model = nlohmann::json::parse(r.output);
+  EXPECT_EQ(model["lineage"]["run"], "useasset");
+  EXPECT_EQ(model["lineage"]["experiment"], run["experiment"]);
+  EXPECT_EQ(model["lineage"]["inputs"]["iris"]["path"], "azureml:iris:2");  // pinned at submit
+  r = Run("model show --name digits");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Model digits:2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("run          useasset (Completed"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("tags         stage=dev"), std::string::npos) << r.output;
+
+  r = Run("model download --name digits --version 1 --download-path dl");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(*ReadFile(project_ / "dl" / "digits" / "data.csv"), kIris);
+  EXPECT_EQ(*ReadFile(project_ / "dl" / "digits" / "MLmodel"), "flavors: {}\n");
+  // A stored object that no longer matches its digest is caught, and nothing is left half.
+  const std::string digest = Sha256Hex(kIris);
+  const fs::path object = dir_ / "ws" / "cas" / "sha256" / digest.substr(0, 2) / digest.substr(2);
+  ASSERT_TRUE(fs::exists(object));
+  fs::permissions(object, fs::perms::owner_write, fs::perm_options::add);
+  std::ofstream(object, std::ios::trunc) << "tampered,with\n1.0,2.0\n3.0,4.0\n";
+  r = Run("model download --name digits --version 1 --download-path dl2");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("data.csv: the bytes received do not match the digest " + digest),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(project_ / "dl2" / "digits" / "data.csv"));
+  std::ofstream(object, std::ios::trunc) << kIris;
+
+  run = RunJob("usemodel",
+               "command: cat ${{inputs.model}}/data.csv > outputs/from-model.csv\n"
+               "environment: {image: python:3.11-slim}\n"
+               "compute: host\n"
+               "inputs:\n"
+               "  model: {type: mlflow_model, path: 'azureml:digits:1'}\n");
+  ASSERT_EQ(run["status"], "Completed") << run.dump(2) << "\n" << last_output_;
+  EXPECT_EQ(RunFile("usemodel", "outputs/from-model.csv"), kIris);
+
+  // A model where data is expected, and an unknown one, fail the submit naming what exists.
+  WriteYaml("wrong.yml",
+            "command: ls ${{inputs.x}}\nenvironment: {image: python:3.11-slim}\ncompute: host\n"
+            "inputs:\n  x: {type: uri_folder, path: 'azureml:digits:1'}\n");
+  r = Run("job create -f wrong.yml");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("data asset 'digits' does not exist; the workspace's data assets: "
+                          "blobdata, iris"),
+            std::string::npos)
+      << r.output;
+
+  r = Run("model archive --name digits --version 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = Run("model show --name digits -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output)["version"], "1");
+}
+
 }  // namespace trainyard

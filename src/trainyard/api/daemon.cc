@@ -19,6 +19,7 @@
 #include <optional>
 #include <vector>
 
+#include "trainyard/api/asset_routes.h"
 #include "trainyard/api/compute_routes.h"
 #include "trainyard/api/datastore_routes.h"
 #include "trainyard/api/environment_routes.h"
@@ -26,6 +27,7 @@
 #include "trainyard/api/run_scope.h"
 #include "trainyard/api/snapshot_routes.h"
 #include "trainyard/api/tracking_routes.h"
+#include "trainyard/assets/catalog.h"
 #include "trainyard/assets/datastores.h"
 #include "trainyard/assets/run_data.h"
 #include "trainyard/cas/object_store.h"
@@ -84,6 +86,7 @@ struct Daemon::Impl {
   std::unique_ptr<envbuild::EnvironmentRegistry> environments;
   std::unique_ptr<assets::Datastores> datastores;
   std::unique_ptr<assets::RunData> run_data;  // runs' inputs and outputs beyond local paths
+  std::unique_ptr<assets::Catalog> catalog;   // data assets and models
   std::unique_ptr<sched::Scheduler> scheduler;
   std::unique_ptr<tracking::SeriesStore> series;  // Run metrics (<workspace>/tracking.db).
   std::unique_ptr<HttpServer> http;
@@ -159,6 +162,9 @@ void Daemon::Impl::InstallRoutes() {
 
   // Datastores: create (access checked first), list, show, delete.
   AddDatastoreRoutes(s, *datastores);
+
+  // Data assets and models: versions, labels, archive; a stored object's bytes.
+  AddAssetRoutes(s, *catalog, *objects);
 }
 
 namespace {
@@ -396,7 +402,11 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
       std::make_unique<assets::RunData>(*impl->datastores, *impl->objects, *impl->snapshots,
                                         impl->layout.root / "datacache", impl->layout.RunsDir());
   assets::RunData* run_data = impl->run_data.get();
-  sopts.check_data = [run_data](const spec::RunRequest& r) { return run_data->Check(r); };
+  impl->catalog = std::make_unique<assets::Catalog>(*impl->store, *impl->objects, *impl->snapshots,
+                                                    *impl->datastores, *run_data,
+                                                    impl->layout.ObjectsDir() / "statcache");
+  run_data->UseCatalog(impl->catalog.get());
+  sopts.check_data = [run_data](spec::RunRequest& r) { return run_data->Check(r); };
   sopts.resolve_inputs = [run_data](const spec::RunRequest& r,
                                     const sched::SchedulerOptions::DataLog& log,
                                     const std::function<bool()>& canceled) {

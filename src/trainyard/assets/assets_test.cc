@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "trainyard/assets/catalog.h"
 #include "trainyard/assets/datastores.h"
 #include "trainyard/assets/object_client.h"
 #include "trainyard/assets/run_data.h"
@@ -486,6 +487,195 @@ TEST_F(RunDataTest, RunOutputsAreAnInputAndOutputsGoToTheDatastore) {
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(*ReadFile(fs::path(got->at("model").path) / "w" / "weights.bin"), "W");
   EXPECT_FALSE(fs::exists(fs::path(got->at("model").path) / "leak"));
+}
+
+class CatalogTest : public RunDataTest {
+ protected:
+  void SetUp() override {
+    RunDataTest::SetUp();
+    catalog_ = std::make_unique<Catalog>(*store_, *objects_, *snapshots_, *datastores_, *run_data_,
+                                         root_ / "statcache");
+    run_data_->UseCatalog(catalog_.get());
+    fs::create_directories(root_ / "local" / "cifar");
+    std::ofstream(root_ / "local" / "cifar" / "train.bin") << "TRAIN";
+    std::ofstream(root_ / "local" / "cifar" / "test.bin") << "TEST";
+    std::ofstream(root_ / "local" / "iris.csv") << "a,b\n1,2\n";
+  }
+  StatusOr<nlohmann::json> Create(const std::string& kind, const std::string& name,
+                                  const std::string& path, const std::string& type = "",
+                                  const std::string& version = "") {
+    AssetRequest r;
+    r.kind = kind;
+    r.name = name;
+    r.path = path;
+    r.type = type;
+    r.version = version;
+    return catalog_->Create(r);
+  }
+  std::unique_ptr<Catalog> catalog_;
+};
+
+TEST_F(CatalogTest, VersionsAreImmutableAndNumberedAndLocalDataIsStoredOnce) {
+  auto v1 = Create("data", "cifar", (root_ / "local" / "cifar").string());
+  ASSERT_TRUE(v1.ok()) << v1.status().ToString();
+  EXPECT_EQ((*v1)["version"], "1");
+  EXPECT_EQ((*v1)["type"], "uri_folder");
+  EXPECT_EQ((*v1)["id"], "azureml:cifar:1");
+  EXPECT_EQ((*v1)["storage"]["files"], 2);
+  // The same content again is the next version, stored once (same snapshot).
+  auto v2 = Create("data", "cifar", (root_ / "local" / "cifar").string());
+  ASSERT_TRUE(v2.ok());
+  EXPECT_EQ((*v2)["version"], "2");
+  EXPECT_EQ((*v2)["storage"]["snapshot_id"], (*v1)["storage"]["snapshot_id"]);
+  // A version given explicitly; taking it again is refused before anything is read.
+  ASSERT_TRUE(Create("data", "cifar", (root_ / "local" / "cifar").string(), "", "10").ok());
+  auto again = Create("data", "cifar", "/does/not/exist", "", "10");
+  EXPECT_EQ(again.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_NE(again.status().message().find("versions are immutable"), std::string::npos);
+  auto next = Create("data", "cifar", (root_ / "local" / "cifar").string());
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ((*next)["version"], "11");
+  // Changing the folder does not change a stored version.
+  std::ofstream(root_ / "local" / "cifar" / "train.bin") << "CHANGED";
+  auto v1_again = catalog_->Get("data", "cifar", "1");
+  ASSERT_TRUE(v1_again.ok());
+  EXPECT_EQ((*v1_again)["storage"], (*v1)["storage"]);
+}
+
+TEST_F(CatalogTest, LatestSkipsArchivedAndLabelsNameAVersion) {
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(Create("data", "iris", (root_ / "local" / "iris.csv").string(), "uri_file").ok());
+  }
+  EXPECT_EQ((*catalog_->Get("data", "iris", ""))["version"], "3");
+  ASSERT_TRUE(catalog_->SetArchived("data", "iris", "3", true).ok());
+  EXPECT_EQ((*catalog_->Get("data", "iris", "", "latest"))["version"], "2");
+  auto listed = catalog_->List("data", "iris", false);
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0]["version"], "2");  // newest first
+  EXPECT_EQ(catalog_->List("data", "iris", true)->size(), 3u);
+  // An archived version is still usable by name:version.
+  EXPECT_TRUE(catalog_->Get("data", "iris", "3").ok());
+  ASSERT_TRUE(catalog_->SetLabel("data", "iris", "1", "production").ok());
+  EXPECT_EQ((*catalog_->Get("data", "iris", "", "production"))["version"], "1");
+  ASSERT_TRUE(catalog_->SetLabel("data", "iris", "2", "production").ok());  // moves
+  EXPECT_EQ((*catalog_->Get("data", "iris", "", "production"))["version"], "2");
+  EXPECT_EQ(catalog_->SetLabel("data", "iris", "2", "latest").status().code(),
+            StatusCode::kInvalidArgument);
+  auto missing = catalog_->Get("data", "iris", "", "staging");
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("its labels: production (2)"), std::string::npos)
+      << missing.status().message();
+  auto unknown = catalog_->Get("data", "irs", "");
+  EXPECT_NE(unknown.status().message().find("the workspace's data assets: iris"), std::string::npos)
+      << unknown.status().message();
+  auto bad_version = catalog_->Get("data", "iris", "9");
+  EXPECT_NE(bad_version.status().message().find("its versions: 1, 2, 3 (archived)"),
+            std::string::npos)
+      << bad_version.status().message();
+}
+
+TEST_F(CatalogTest, BadRequestsSayWhatIsWrong) {
+  struct Case {
+    std::string kind, name, path, type, want;
+  } cases[] = {
+      {"data", "bad name", (root_ / "local" / "iris.csv").string(), "", "invalid data asset name"},
+      {"data", "d", (root_ / "local" / "iris.csv").string(), "custom_model",
+       "uri_file or uri_folder"},
+      {"model", "m", (root_ / "local" / "iris.csv").string(), "uri_file",
+       "custom_model or mlflow_model"},
+      {"data", "d", (root_ / "local" / "cifar").string(), "uri_file", "is a folder"},
+      {"data", "d", (root_ / "local" / "iris.csv").string(), "uri_folder", "is a file"},
+      {"data", "d", "/no/such/path", "", "does not exist on the daemon's machine"},
+      {"data", "d", "relative/path", "", "is not an absolute path"},
+      {"data", "d", "azureml://datastores/nope/paths/x", "", "datastore 'nope' does not exist"},
+      {"data", "d", "azureml:other:1", "", "is already an asset"},
+      {"model", "m", "runs:/ghost/model", "", "ghost"},
+      {"model", "m", (root_ / "local" / "cifar").string(), "mlflow_model", "MLmodel"},
+  };
+  for (const Case& c : cases) {
+    auto got = Create(c.kind, c.name, c.path, c.type);
+    ASSERT_FALSE(got.ok()) << c.name << " " << c.path;
+    EXPECT_NE(got.status().message().find(c.want), std::string::npos)
+        << got.status().message() << "\nwanted: " << c.want;
+  }
+  AssetRequest both;
+  both.kind = "data";
+  both.name = "d";
+  both.path = "/x";
+  both.snapshot_id = std::string(64, 'a');
+  EXPECT_EQ(catalog_->Create(both).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(CatalogTest, AModelFromARunIsCopiedWithItsLineageAndReadByALaterRun) {
+  const fs::path run_dir = root_ / "runs" / "train_1";
+  fs::create_directories(run_dir / "outputs" / "model");
+  std::ofstream(run_dir / "outputs" / "model" / "weights.bin") << "W1";
+  std::ofstream(run_dir / "outputs" / "model" / "MLmodel") << "flavors: {}";
+  store::RunRecord run;
+  run.id = "train_1";
+  run.experiment = "digits";
+  run.snapshot_id = std::string(64, 'c');
+  run.environment_name = "sklearn";
+  run.environment_version = "2";
+  run.request_json = R"({"inputs": {"data": {"kind": "uri_folder", "path": "azureml:cifar:1"}}})";
+  run.transitions.push_back({store::RunStatus::kQueued, 1});
+  ASSERT_TRUE(store_->EnsureExperiment("digits").ok());
+  ASSERT_TRUE(store_->InsertRun(run).ok());
+
+  auto m = Create("model", "digits", "runs:/train_1/model", "mlflow_model");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)["version"], "1");
+  EXPECT_EQ((*m)["lineage"]["run"], "train_1");
+  EXPECT_EQ((*m)["lineage"]["environment"], "sklearn:2");
+  EXPECT_EQ((*m)["lineage"]["code_snapshot"], std::string(64, 'c'));
+  EXPECT_EQ((*m)["lineage"]["inputs"]["data"]["path"], "azureml:cifar:1");
+  // The same from the run's azureml:// address is the next version with the same content.
+  auto m2 = Create("model", "digits", "azureml://jobs/train_1/outputs/artifacts/paths/model/",
+                   "mlflow_model");
+  ASSERT_TRUE(m2.ok()) << m2.status().ToString();
+  EXPECT_EQ((*m2)["version"], "2");
+  EXPECT_EQ((*m2)["storage"]["snapshot_id"], (*m)["storage"]["snapshot_id"]);
+  // The run's files may change or go: the model's do not.
+  fs::remove_all(run_dir);
+
+  spec::RunRequest req;
+  req.inputs["model"] = Input("azureml:digits@latest", "ro_mount");
+  req.inputs["model"].type = "mlflow_model";
+  Status checked = run_data_->Check(req);
+  ASSERT_TRUE(checked.ok()) << checked.ToString();
+  EXPECT_EQ(req.inputs["model"].path, "azureml:digits:2");  // pinned at submit
+  auto got = run_data_->ResolveInputs(req, Log());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*ReadFile(fs::path(got->at("model").path) / "weights.bin"), "W1");
+  EXPECT_NE(log_.find("input 'model': model digits:2, 2 files"), std::string::npos) << log_;
+  // A model is not data, and a uri_file asset is not a folder.
+  ASSERT_TRUE(Create("data", "iris", (root_ / "local" / "iris.csv").string(), "uri_file").ok());
+  spec::RunRequest wrong;
+  wrong.inputs["x"] = Input("azureml:iris:1", "ro_mount");
+  wrong.inputs["x"].type = "uri_folder";
+  Status st = run_data_->Check(wrong);
+  EXPECT_NE(st.message().find("azureml:iris:1 is a uri_file data asset; the input is of type "
+                              "uri_folder"),
+            std::string::npos)
+      << st.message();
+  wrong.inputs["x"].type = "custom_model";
+  EXPECT_EQ(run_data_->Check(wrong).code(), StatusCode::kNotFound);
+}
+
+TEST_F(CatalogTest, DataFromAnAddressIsReadWhereItIs) {
+  auto d = Create("data", "imgs", "azureml://datastores/shared/paths/imgs");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ((*d)["storage"]["uri"], "azureml://datastores/shared/paths/imgs");
+  spec::RunRequest req;
+  req.inputs["imgs"] = Input("azureml:imgs:1", "download");
+  ASSERT_TRUE(run_data_->Check(req).ok());
+  auto got = run_data_->ResolveInputs(req, Log());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*ReadFile(fs::path(got->at("imgs").path) / "sub" / "b.png"), "BB");
+  EXPECT_NE(log_.find("data asset imgs:1 is azureml://datastores/shared/paths/imgs"),
+            std::string::npos)
+      << log_;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "trainyard/assets/catalog.h"
 #include "trainyard/assets/client_internal.h"
 #include "trainyard/cas/io.h"
 #include "trainyard/common/fs.h"
@@ -106,11 +107,15 @@ Mutex& RunData::LockFor(const std::string& key) {
   return *slot;
 }
 
-Status RunData::Check(const spec::RunRequest& request) {
-  for (const auto& [name, in] : request.inputs) {
+Status RunData::Check(spec::RunRequest& request) {
+  for (auto& [name, in] : request.inputs) {
     if (in.kind == spec::InputSpec::Kind::kLiteral) continue;
     TY_ASSIGN_OR_RETURN(DataUri uri, spec::ParseDataUri(in.path));
-    if (uri.kind == DataUri::Kind::kDatastore) {
+    if (uri.kind == DataUri::Kind::kAsset) {
+      auto src = ResolveAsset(in, uri);
+      if (!src.ok()) return src.status().WithPrefix("input '" + name + "'");
+      in.path = "azureml:" + src->name + ":" + src->version;
+    } else if (uri.kind == DataUri::Kind::kDatastore) {
       auto ds = datastores_.Get(uri.datastore);
       if (!ds.ok()) return ds.status().WithPrefix("input '" + name + "'");
     } else if (uri.kind == DataUri::Kind::kRunOutput) {
@@ -136,6 +141,28 @@ StatusOr<std::map<std::string, spec::InputSpec>> RunData::ResolveInputs(
     if (in.kind == spec::InputSpec::Kind::kLiteral) continue;
     auto uri = spec::ParseDataUri(in.path);
     if (!uri.ok()) return uri.status().WithPrefix("input '" + name + "'");
+    if (uri->kind == DataUri::Kind::kAsset) {
+      auto src = ResolveAsset(in, *uri);
+      if (!src.ok()) return src.status().WithPrefix("input '" + name + "'");
+      const std::string ref = AssetKindName(src->kind) + " " + src->name + ":" + src->version;
+      if (src->stored) {
+        auto path = PathOf(*src->stored);
+        if (!path.ok()) return path.status().WithPrefix("input '" + name + "': " + ref);
+        in.path = path->string();
+        if (in.mode == "direct") {
+          in.kind = spec::InputSpec::Kind::kLiteral;
+          in.value = in.path;
+        }
+        log("input '" + name + "': " + ref + ", " + std::to_string(src->stored->files) +
+            (src->stored->files == 1 ? " file (" : " files (") + Megabytes(src->stored->bytes) +
+            ") kept by the workspace\n");
+        continue;
+      }
+      log("input '" + name + "': " + ref + " is " + src->uri + "\n");
+      in.path = src->uri;
+      uri = spec::ParseDataUri(in.path);
+      if (!uri.ok()) return uri.status().WithPrefix("input '" + name + "': " + ref);
+    }
     if (in.mode == "direct") {
       // The script gets the address itself and reads it with its own tools.
       in.kind = spec::InputSpec::Kind::kLiteral;
@@ -176,13 +203,24 @@ StatusOr<std::map<std::string, spec::InputSpec>> RunData::ResolveInputs(
         continue;
       }
     }
-    StatusOr<fs::path> path = uri->kind == DataUri::Kind::kHttp
-                                  ? FetchHttp(name, *uri, log)
-                                  : Fetch(name, in, *uri, log, canceled);
-    if (!path.ok()) return path.status();
-    in.path = path->string();
+    auto captured = Capture("input '" + name + "'", *uri,
+                            in.kind == spec::InputSpec::Kind::kUriFile, log, canceled);
+    if (!captured.ok()) return captured.status();
+    TY_ASSIGN_OR_RETURN(fs::path path, PathOf(*captured));
+    in.path = path.string();
   }
   return out;
+}
+
+StatusOr<AssetSource> RunData::ResolveAsset(const spec::InputSpec& in, const DataUri& uri) {
+  const bool model = in.type == "mlflow_model" || in.type == "custom_model";
+  if (catalog_ == nullptr) {
+    return FailedPrecondition("data assets and models are not available here");
+  }
+  std::string type = in.type;
+  if (type.empty()) type = in.kind == spec::InputSpec::Kind::kUriFile ? "uri_file" : "uri_folder";
+  return catalog_->Resolve(model ? "model" : "data", uri.asset_name, uri.asset_version,
+                           uri.asset_label, type);
 }
 
 StatusOr<std::unique_ptr<ObjectClient>> RunData::ClientFor(const DataUri& uri,
@@ -228,22 +266,20 @@ StatusOr<std::unique_ptr<ObjectClient>> RunData::ClientFor(const DataUri& uri,
   return OpenObjectClient(def);
 }
 
-StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpec& in,
-                                  const DataUri& uri, const Log& log,
-                                  const std::function<bool()>& canceled) {
-  const std::string what = "input '" + input + "'";
+StatusOr<RunData::Captured> RunData::CaptureObjects(const std::string& what, bool file,
+                                                    const DataUri& uri, const Log& log,
+                                                    const std::function<bool()>& canceled) {
   std::string location;
   auto client_or = ClientFor(uri, &location);
   if (!client_or.ok()) return client_or.status().WithPrefix(what);
   ObjectClient& client = **client_or;
-  const bool file = in.kind == spec::InputSpec::Kind::kUriFile;
 
   // What the source holds now: one object, or every object under the folder's prefix.
   const auto list_start = std::chrono::steady_clock::now();
   std::vector<ObjectInfo> listing;
   std::string prefix;  // stripped from keys to make paths in the folder
   if (file) {
-    if (uri.path.empty()) return InvalidArgument(what + ": " + in.path + " names no file");
+    if (uri.path.empty()) return InvalidArgument(what + ": " + uri.text + " names no file");
     auto info = client.Stat(uri.path);
     if (!info.ok()) return info.status().WithPrefix(what);
     listing.push_back(std::move(*info));
@@ -381,21 +417,22 @@ StatusOr<fs::path> RunData::Fetch(const std::string& input, const spec::InputSpe
       [](const cas::ManifestEntry& a, const cas::ManifestEntry& b) { return a.path < b.path; });
   auto id = snapshots_.AddManifest(manifest);
   if (!id.ok()) return id.status().WithPrefix(what);
-  TY_ASSIGN_OR_RETURN(fs::path folder, Folder(*id));
-  log("input '" + input + "': " + std::to_string(listing.size()) +
-      (listing.size() == 1 ? " file" : " files") + " from " + location + ": " +
-      std::to_string(missing.size()) + " fetched (" + Megabytes(fetched_bytes) + "), " +
-      std::to_string(listing.size() - missing.size()) + " unchanged from the cache (" +
-      Megabytes(reused_bytes) + "); listed in " + std::to_string(list_ms) + " ms, fetched in " +
-      std::to_string(fetch_ms) + " ms, folder in " + std::to_string(SinceMs(folder_start)) +
-      " ms\n");
-  if (file) return folder / manifest.entries.front().path;
-  return folder;
+  Captured out;
+  out.snapshot_id = *id;
+  if (file) out.file = manifest.entries.front().path;
+  out.files = listing.size();
+  out.bytes = manifest.TotalBytes();
+  log(what + ": " + std::to_string(listing.size()) + (listing.size() == 1 ? " file" : " files") +
+      " from " + location + ": " + std::to_string(missing.size()) + " fetched (" +
+      Megabytes(fetched_bytes) + "), " + std::to_string(listing.size() - missing.size()) +
+      " unchanged from the cache (" + Megabytes(reused_bytes) + "); listed in " +
+      std::to_string(list_ms) + " ms, fetched in " + std::to_string(fetch_ms) + " ms, stored in " +
+      std::to_string(SinceMs(folder_start)) + " ms\n");
+  return out;
 }
 
-StatusOr<fs::path> RunData::FetchHttp(const std::string& input, const DataUri& uri,
-                                      const Log& log) {
-  const std::string what = "input '" + input + "'";
+StatusOr<RunData::Captured> RunData::CaptureHttp(const std::string& what, const DataUri& uri,
+                                                 const Log& log) {
   const std::string& url = uri.path;
   TY_ASSIGN_OR_RETURN(internal::SplitUrl split, internal::SplitServiceUrl(url));
   const std::string rest = url.substr(split.origin.size());
@@ -466,11 +503,33 @@ StatusOr<fs::path> RunData::FetchHttp(const std::string& input, const DataUri& u
   manifest.entries.push_back(e);
   auto id = snapshots_.AddManifest(manifest);
   if (!id.ok()) return id.status().WithPrefix(what);
-  TY_ASSIGN_OR_RETURN(fs::path folder, Folder(*id));
-  log("input '" + input + "': " + ShownUrl(url) + " " +
+  log(what + ": " + ShownUrl(url) + " " +
       (reused ? "unchanged (HTTP 304), from the cache" : "fetched (" + Megabytes(e.size) + ")") +
       "\n");
-  return folder / name;
+  return Captured{*id, name, 1, e.size};
+}
+
+StatusOr<RunData::Captured> RunData::Capture(const std::string& what, const DataUri& uri, bool file,
+                                             const Log& log,
+                                             const std::function<bool()>& canceled) {
+  switch (uri.kind) {
+    case DataUri::Kind::kHttp:
+      return CaptureHttp(what, uri, log);
+    case DataUri::Kind::kDatastore:
+    case DataUri::Kind::kRunOutput:
+    case DataUri::Kind::kAzureBlob:
+    case DataUri::Kind::kS3:
+      return CaptureObjects(what, file, uri, log, canceled);
+    case DataUri::Kind::kLocalPath:
+    case DataUri::Kind::kAsset:
+      break;
+  }
+  return Internal(what + ": " + uri.text + " is not fetched");
+}
+
+StatusOr<fs::path> RunData::PathOf(const Captured& captured) {
+  TY_ASSIGN_OR_RETURN(fs::path folder, Folder(captured.snapshot_id));
+  return captured.file.empty() ? folder : folder / captured.file;
 }
 
 StatusOr<fs::path> RunData::Folder(const std::string& id) {

@@ -28,6 +28,9 @@
 
 namespace trainyard::assets {
 
+class Catalog;
+struct AssetSource;
+
 // Thread-safe. Borrows everything it is given; all must outlive it.
 class RunData {
  public:
@@ -36,10 +39,15 @@ class RunData {
   RunData(Datastores& datastores, cas::ObjectStore& objects, cas::Snapshotter& snapshots,
           std::filesystem::path cache_dir, std::filesystem::path runs_dir);
 
+  // Where inputs that name a data asset or model (azureml:<name>:<version>, @latest, @label)
+  // are looked up. Set once, before any other call; without one such inputs are refused.
+  void UseCatalog(Catalog* catalog) { catalog_ = catalog; }
+
   // At submit: every input and output names something that exists (a known datastore, an
-  // existing run), so a typo fails the submit, not the run. InvalidArgument / NotFound naming
-  // the input.
-  Status Check(const spec::RunRequest& request);
+  // existing run, a data asset or model of a fitting type), so a typo fails the submit, not the
+  // run. An asset named by a label (`@latest`) is pinned to the version it names now, so the
+  // run records what it read. InvalidArgument / NotFound naming the input.
+  Status Check(spec::RunRequest& request);
 
   // In Preparing: `request.inputs` with every input that is not a local path turned into one
   // (a folder, or a file in one, of the data cache), and `direct` inputs turned into literals
@@ -51,17 +59,34 @@ class RunData {
   StatusOr<std::map<std::string, spec::InputSpec>> ResolveInputs(
       const spec::RunRequest& request, const Log& log, const std::function<bool()>& canceled = {});
 
+  // What Capture took into the object store: a snapshot of it, made once per distinct
+  // content.
+  struct Captured {
+    std::string snapshot_id;
+    std::string file;  // a file source: its path in the snapshot; a folder: ""
+    std::uint64_t files = 0;
+    std::uint64_t bytes = 0;
+  };
+  // Fetches what `uri` names (a datastore path, a run's outputs, an http(s) URL, wasbs://,
+  // abfss://, s3://) into the object store through the data cache, as an input is, and
+  // returns its snapshot. `what` starts every message and log line ("input 'data'",
+  // "model m"). Internal for a local path or an asset reference (nothing to fetch).
+  StatusOr<Captured> Capture(const std::string& what, const spec::DataUri& uri, bool file,
+                             const Log& log, const std::function<bool()>& canceled = {});
+  // Where a captured snapshot is readable: its folder of the data cache (made on first use),
+  // or the file in it.
+  StatusOr<std::filesystem::path> PathOf(const Captured& captured);
+
   // In Finalizing: copies each output with a datastore `path` from `run_dir/outputs/<name>` to
   // that datastore, file by file. Errors name the output, the file and the datastore.
   Status DeliverOutputs(const spec::RunRequest& request, const std::filesystem::path& run_dir,
                         const Log& log);
 
  private:
-  StatusOr<std::filesystem::path> Fetch(const std::string& input, const spec::InputSpec& in,
-                                        const spec::DataUri& uri, const Log& log,
-                                        const std::function<bool()>& canceled);
-  StatusOr<std::filesystem::path> FetchHttp(const std::string& input, const spec::DataUri& uri,
-                                            const Log& log);
+  StatusOr<AssetSource> ResolveAsset(const spec::InputSpec& in, const spec::DataUri& uri);
+  StatusOr<Captured> CaptureObjects(const std::string& what, bool file, const spec::DataUri& uri,
+                                    const Log& log, const std::function<bool()>& canceled);
+  StatusOr<Captured> CaptureHttp(const std::string& what, const spec::DataUri& uri, const Log& log);
   StatusOr<std::unique_ptr<ObjectClient>> ClientFor(const spec::DataUri& uri,
                                                     std::string* location);
   // The folder of snapshot `id` in the cache, materialised on first use.
@@ -73,6 +98,7 @@ class RunData {
   cas::Snapshotter& snapshots_;
   const std::filesystem::path cache_dir_;
   const std::filesystem::path runs_dir_;
+  Catalog* catalog_ = nullptr;
   Mutex locks_mu_;
   // One lock per cached source (by its index file), so two runs of the same input fetch once.
   std::map<std::string, std::unique_ptr<Mutex>> locks_ GUARDED_BY(locks_mu_);

@@ -66,6 +66,7 @@ int Main(int argc, char** argv) {
   AddEnvCommands(cl);
   AddComputeCommands(cl);
   AddDatastoreCommands(cl);
+  AddAssetCommands(cl);
   AddSnapshotCommands(cl);
   AddWorkspaceCommands(cl);
 

@@ -147,6 +147,7 @@ void AddJobCommands(CommandLine& cl);
 void AddEnvCommands(CommandLine& cl);
 void AddComputeCommands(CommandLine& cl);
 void AddDatastoreCommands(CommandLine& cl);
+void AddAssetCommands(CommandLine& cl);
 void AddSnapshotCommands(CommandLine& cl);
 void AddWorkspaceCommands(CommandLine& cl);
 

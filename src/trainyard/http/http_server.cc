@@ -151,19 +151,13 @@ class Watchdog : public std::enable_shared_from_this<Watchdog> {
   Watchdog(const asio::any_io_executor& strand, tcp::socket& socket)
       : timer_(strand), socket_(&socket) {}
 
-  // Cancels the socket's pending operations at `at` unless re-armed or disarmed before.
+  // Cancels the socket's pending operations at `at` unless re-armed or disarmed before, and
+  // again every kWatchdogRepeat until disarmed: a cancel that lands while a composed read sits
+  // between two of its reads (one just completed, the next not yet started) finds nothing to
+  // cancel, and the read that follows must not wait for the client.
   void Arm(SteadyClock::time_point at) {
     fired_ = false;
-    const std::uint64_t generation = ++generation_;
-    timer_.expires_at(at);
-    timer_.async_wait([self = shared_from_this(), generation](boost::system::error_code ec) {
-      // A wait cancelled by re-arming may already have been queued as expired: the generation
-      // tells it apart.
-      if (ec || generation != self->generation_ || self->socket_ == nullptr) return;
-      self->fired_ = true;
-      boost::system::error_code ignored;
-      self->socket_->cancel(ignored);
-    });
+    Wait(at, ++generation_);
   }
   void Disarm() {
     ++generation_;
@@ -178,6 +172,21 @@ class Watchdog : public std::enable_shared_from_this<Watchdog> {
   bool fired() const { return fired_; }
 
  private:
+  static constexpr auto kWatchdogRepeat = std::chrono::milliseconds(50);
+
+  void Wait(SteadyClock::time_point at, std::uint64_t generation) {
+    timer_.expires_at(at);
+    timer_.async_wait([self = shared_from_this(), generation](boost::system::error_code ec) {
+      // A wait cancelled by re-arming may already have been queued as expired: the generation
+      // tells it apart.
+      if (ec || generation != self->generation_ || self->socket_ == nullptr) return;
+      self->fired_ = true;
+      boost::system::error_code ignored;
+      self->socket_->cancel(ignored);
+      self->Wait(SteadyClock::now() + kWatchdogRepeat, generation);
+    });
+  }
+
   asio::steady_timer timer_;
   tcp::socket* socket_;
   std::uint64_t generation_ = 0;

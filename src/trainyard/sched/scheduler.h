@@ -42,7 +42,8 @@ struct SchedulerOptions {
   // `deliver_outputs` fails it in Finalizing, each with the message. Unset: inputs must be local
   // paths and outputs have no path.
   using DataLog = std::function<void(std::string_view)>;
-  std::function<Status(const spec::RunRequest& request)> check_data;
+  // `check_data` may pin what the request names (an asset's `@latest` to its version).
+  std::function<Status(spec::RunRequest& request)> check_data;
   // `canceled` says whether the run was canceled meanwhile: a fetch then stops between files
   // and answers Cancelled (the run ends Canceled).
   std::function<StatusOr<std::map<std::string, spec::InputSpec>>(

@@ -28,7 +28,7 @@ StatusOr<std::string> CleanPath(std::string_view path, std::string_view text) {
 }  // namespace
 
 bool LooksLikeUri(std::string_view text) {
-  if (StartsWith(text, "azureml:")) return true;
+  if (StartsWith(text, "azureml:") || StartsWith(text, "runs:/")) return true;
   const size_t colon = text.find("://");
   return colon != std::string_view::npos && colon > 0 &&
          text.substr(0, colon).find('/') == std::string_view::npos;
@@ -72,11 +72,44 @@ StatusOr<DataUri> ParseDataUri(std::string_view text) {
   if (StartsWith(text, "azureml://registries/")) {
     return InvalidArgument("'" + t + "': registry assets are not supported yet");
   }
+  if (StartsWith(text, "runs:/")) {
+    // MLflow's address of a run's artifact: runs:/<run>/<path>, the run's outputs here.
+    std::string_view rest = text.substr(6);
+    while (!rest.empty() && rest.front() == '/') rest.remove_prefix(1);
+    const size_t slash = rest.find('/');
+    const std::string_view run = rest.substr(0, slash);
+    if (!IsValidName(run)) {
+      return InvalidArgument("'" + t + "' is not a run's artifact; write runs:/<run>/<path>");
+    }
+    uri.kind = DataUri::Kind::kRunOutput;
+    uri.run_id = std::string(run);
+    if (slash != std::string_view::npos) {
+      TY_ASSIGN_OR_RETURN(uri.path, CleanPath(rest.substr(slash + 1), text));
+    }
+    return uri;
+  }
   if (StartsWith(text, "azureml:")) {
-    return InvalidArgument("'" + t +
-                           "': data assets (azureml:NAME:VERSION, azureml:NAME@latest) are not "
-                           "supported yet; give the data's path (a datastore path, a URL or a "
-                           "local path)");
+    // azureml:<name>:<version> | azureml:<name>@<label> (latest: the newest version).
+    const std::string_view rest = text.substr(8);
+    const size_t at = rest.find('@');
+    const size_t colon = rest.find(':');
+    const size_t sep = std::min(at, colon);
+    const std::string_view name = rest.substr(0, sep);
+    const std::string_view tail =
+        sep == std::string_view::npos ? std::string_view() : rest.substr(sep + 1);
+    if (sep == std::string_view::npos || !IsValidName(name) || !IsValidName(tail)) {
+      return InvalidArgument("'" + t +
+                             "' names no version of an asset; write azureml:<name>:<version> "
+                             "or azureml:<name>@latest");
+    }
+    uri.kind = DataUri::Kind::kAsset;
+    uri.asset_name = std::string(name);
+    if (sep == at) {
+      uri.asset_label = std::string(tail);
+    } else {
+      uri.asset_version = std::string(tail);
+    }
+    return uri;
   }
   if (StartsWith(text, "http://") || StartsWith(text, "https://")) {
     const size_t host = text.find("://") + 3;

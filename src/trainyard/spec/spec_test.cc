@@ -733,16 +733,34 @@ TEST(DataUriTest, ParsesEveryAddressJobFilesUse) {
   auto local = ParseDataUri("/data/x");
   ASSERT_TRUE(local.ok());
   EXPECT_EQ(local->kind, DataUri::Kind::kLocalPath);
+  auto pinned = ParseDataUri("azureml:cifar-10:3");
+  ASSERT_TRUE(pinned.ok());
+  EXPECT_EQ(pinned->kind, DataUri::Kind::kAsset);
+  EXPECT_EQ(pinned->asset_name, "cifar-10");
+  EXPECT_EQ(pinned->asset_version, "3");
+  EXPECT_EQ(pinned->asset_label, "");
+  auto latest = ParseDataUri("azureml:cifar-10-example@latest");
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(latest->asset_name, "cifar-10-example");
+  EXPECT_EQ(latest->asset_version, "");
+  EXPECT_EQ(latest->asset_label, "latest");
+  auto mlflow = ParseDataUri("runs:/digits_17_ab/model");
+  ASSERT_TRUE(mlflow.ok());
+  EXPECT_EQ(mlflow->kind, DataUri::Kind::kRunOutput);
+  EXPECT_EQ(mlflow->run_id, "digits_17_ab");
+  EXPECT_EQ(mlflow->path, "model");
 }
 
 TEST(DataUriTest, RefusesWhatCannotBeAnAddress) {
-  for (const char* bad :
-       {"azureml://datastores/x/images", "azureml://datastores/x/paths/a/../b",
-        "azureml://jobs/r/outputs/x", "azureml:data:1", "wasbs://acct.blob.core.windows.net/x",
-        "s3:///x", "gs://b/x", "https://", "https:///x", "relative/path", "https://a b"}) {
+  for (const char* bad : {"azureml://datastores/x/images", "azureml://datastores/x/paths/a/../b",
+                          "azureml://jobs/r/outputs/x", "azureml:data", "azureml:data:",
+                          "azureml:@latest", "azureml:a b:1", "runs:/", "runs:/../x",
+                          "runs:/r/a/../b", "wasbs://acct.blob.core.windows.net/x", "s3:///x",
+                          "gs://b/x", "https://", "https:///x", "relative/path", "https://a b"}) {
     EXPECT_FALSE(ParseDataUri(bad).ok()) << bad;
   }
   EXPECT_TRUE(LooksLikeUri("azureml:x:1"));
+  EXPECT_TRUE(LooksLikeUri("runs:/r/model"));
   EXPECT_TRUE(LooksLikeUri("gs://b"));
   EXPECT_FALSE(LooksLikeUri("./a://b"));
   EXPECT_FALSE(LooksLikeUri("/data"));

@@ -50,6 +50,18 @@ struct DefinitionRecord {
 using ComputeRecord = DefinitionRecord;
 using DatastoreRecord = DefinitionRecord;
 
+// A version of a catalogued asset: a data asset, a model or a command component
+// (assets::Catalog). The asset itself is kept as JSON; the columns are what lookups need.
+struct AssetRecord {
+  std::string kind;  // "data" | "model" | "component"
+  std::string name;
+  std::string version;
+  std::string asset_json;  // assets::Asset JSON
+  bool archived = false;
+  std::int64_t created_at = 0;      // unix millis
+  std::vector<std::string> labels;  // read only: the labels that name this version
+};
+
 struct RunTransition {
   RunStatus status;
   std::int64_t at = 0;  // unix millis

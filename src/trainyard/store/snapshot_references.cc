@@ -55,6 +55,7 @@ std::set<std::string> SnapshotReferences::Ids() const {
   std::set<std::string> ids;
   for (const auto& [id, n] : runs) ids.insert(id);
   for (const auto& [id, n] : environments) ids.insert(id);
+  for (const auto& [id, n] : assets) ids.insert(id);
   return ids;
 }
 
@@ -78,6 +79,12 @@ StatusOr<SnapshotReferences> ReadSnapshotReferences(const fs::path& database) {
         std::set<std::string> ids;
         CollectIds(q.TextView(0), &ids);
         for (const std::string& id : ids) ++refs.environments[id];
+      }));
+  TY_RETURN_IF_ERROR(
+      QueryRows(*db, "SELECT asset_json FROM assets", [&](const sqlite::Statement& q) {
+        std::set<std::string> ids;
+        CollectIds(q.TextView(0), &ids);
+        for (const std::string& id : ids) ++refs.assets[id];
       }));
   return refs;
 }

@@ -18,6 +18,7 @@ namespace trainyard::store {
 struct SnapshotReferences {
   std::map<std::string, std::uint64_t> runs;
   std::map<std::string, std::uint64_t> environments;
+  std::map<std::string, std::uint64_t> assets;  // data assets, models, components
 
   // Every id referred to.
   std::set<std::string> Ids() const;
@@ -25,8 +26,9 @@ struct SnapshotReferences {
 
 // Reads them from the database at `database`: a run refers to its code snapshot and to any
 // snapshot id in its request (an inline environment's build context), an environment to any
-// snapshot id in its definition. A missing database, or one whose tables do not exist yet,
-// refers to none. Internal naming the database when it cannot be opened or read.
+// snapshot id in its definition, a data asset, model or component to any in its JSON. A missing
+// database, or one whose tables do not exist yet, refers to none. Internal naming the database when
+// it cannot be opened or read.
 StatusOr<SnapshotReferences> ReadSnapshotReferences(const std::filesystem::path& database);
 
 }  // namespace trainyard::store

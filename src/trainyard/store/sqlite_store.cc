@@ -156,6 +156,28 @@ CREATE TABLE datastores (
   updated_at       INTEGER NOT NULL
 );
 )sql",
+    // 7: the catalog of data assets, models and components, and their labels.
+    R"sql(
+CREATE TABLE assets (
+  kind        TEXT NOT NULL,
+  name        TEXT NOT NULL,
+  version     TEXT NOT NULL,
+  asset_json  TEXT NOT NULL,
+  archived    INTEGER NOT NULL DEFAULT 0,
+  created_at  INTEGER NOT NULL,
+  seq         INTEGER NOT NULL,
+  PRIMARY KEY (kind, name, version)
+);
+CREATE INDEX assets_by_seq ON assets(kind, name, seq);
+CREATE TABLE asset_labels (
+  kind     TEXT NOT NULL,
+  name     TEXT NOT NULL,
+  label    TEXT NOT NULL,
+  version  TEXT NOT NULL,
+  PRIMARY KEY (kind, name, label),
+  FOREIGN KEY (kind, name, version) REFERENCES assets(kind, name, version)
+);
+)sql",
 };
 
 // A table of named definitions (DefinitionRecord): how messages call its rows, and its
@@ -247,6 +269,86 @@ class SqliteStore : public Store {
       return AlreadyExists("environment " + env.name + ":" + env.version + " already exists");
     }
     if (rc != SQLITE_DONE) return q.Error("insert environment");
+    return Status::Ok();
+  }
+
+  Status InsertAsset(const AssetRecord& a) override {
+    MutexLock lock(mu_);
+    Statement q = db_->Prepare(
+        "INSERT INTO assets(kind, name, version, asset_json, archived, created_at, seq)"
+        " VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM assets))");
+    q.Bind(1, a.kind)
+        .Bind(2, a.name)
+        .Bind(3, a.version)
+        .Bind(4, a.asset_json)
+        .Bind(5, std::int64_t{a.archived ? 1 : 0})
+        .Bind(6, a.created_at);
+    const int rc = q.Step();
+    if (rc == SQLITE_CONSTRAINT) {
+      return AlreadyExists(AssetKindName(a.kind) + " " + a.name + ":" + a.version +
+                           " already exists");
+    }
+    if (rc != SQLITE_DONE) return q.Error("insert " + AssetKindName(a.kind));
+    return Status::Ok();
+  }
+
+  StatusOr<AssetRecord> GetAsset(const std::string& kind, const std::string& name,
+                                 const std::string& version) override {
+    MutexLock lock(mu_);
+    Statement q = db_->Prepare(
+        "SELECT kind, name, version, asset_json, archived, created_at FROM assets"
+        " WHERE kind = ? AND name = ? AND version = ?");
+    q.Bind(1, kind).Bind(2, name).Bind(3, version);
+    const int rc = q.Step();
+    if (rc == SQLITE_DONE) {
+      return NotFound(AssetKindName(kind) + " " + name + ":" + version + " does not exist");
+    }
+    if (rc != SQLITE_ROW) return q.Error("get " + AssetKindName(kind));
+    AssetRecord a = ReadAsset(q);
+    TY_RETURN_IF_ERROR(ReadLabelsLocked(&a));
+    return a;
+  }
+
+  StatusOr<std::vector<AssetRecord>> ListAssets(const std::string& kind,
+                                                const std::string& name) override {
+    MutexLock lock(mu_);
+    Statement q = db_->Prepare(
+        "SELECT kind, name, version, asset_json, archived, created_at FROM assets"
+        " WHERE kind = ?1 AND (?2 = '' OR name = ?2) ORDER BY seq");
+    q.Bind(1, kind).Bind(2, name);
+    std::vector<AssetRecord> out;
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) out.push_back(ReadAsset(q));
+    if (rc != SQLITE_DONE) return q.Error("list " + AssetKindName(kind) + "s");
+    for (AssetRecord& a : out) TY_RETURN_IF_ERROR(ReadLabelsLocked(&a));
+    return out;
+  }
+
+  Status SetAssetArchived(const std::string& kind, const std::string& name,
+                          const std::string& version, bool archived) override {
+    MutexLock lock(mu_);
+    Statement q =
+        db_->Prepare("UPDATE assets SET archived = ? WHERE kind = ? AND name = ? AND version = ?");
+    q.Bind(1, std::int64_t{archived ? 1 : 0}).Bind(2, kind).Bind(3, name).Bind(4, version);
+    if (q.Step() != SQLITE_DONE) return q.Error("archive " + AssetKindName(kind));
+    if (db_->Changes() == 0) {
+      return NotFound(AssetKindName(kind) + " " + name + ":" + version + " does not exist");
+    }
+    return Status::Ok();
+  }
+
+  Status SetAssetLabel(const std::string& kind, const std::string& name, const std::string& label,
+                       const std::string& version) override {
+    MutexLock lock(mu_);
+    Statement q = db_->Prepare(
+        "INSERT INTO asset_labels(kind, name, label, version) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT(kind, name, label) DO UPDATE SET version = excluded.version");
+    q.Bind(1, kind).Bind(2, name).Bind(3, label).Bind(4, version);
+    const int rc = q.Step();
+    if (rc == SQLITE_CONSTRAINT) {
+      return NotFound(AssetKindName(kind) + " " + name + ":" + version + " does not exist");
+    }
+    if (rc != SQLITE_DONE) return q.Error("label " + AssetKindName(kind));
     return Status::Ok();
   }
 
@@ -524,6 +626,32 @@ class SqliteStore : public Store {
     if (q.Step() != SQLITE_DONE) return q.Error(std::string("delete ") + t.what);
     if (db_->Changes() == 0)
       return NotFound(std::string(t.what) + " '" + name + "' does not exist");
+    return Status::Ok();
+  }
+
+  static std::string AssetKindName(const std::string& kind) {
+    return kind == "data" ? "data asset" : kind;
+  }
+
+  static AssetRecord ReadAsset(const Statement& q) {
+    AssetRecord a;
+    a.kind = q.Text(0);
+    a.name = q.Text(1);
+    a.version = q.Text(2);
+    a.asset_json = q.Text(3);
+    a.archived = q.Int(4) != 0;
+    a.created_at = q.Int(5);
+    return a;
+  }
+
+  Status ReadLabelsLocked(AssetRecord* a) REQUIRES(mu_) {
+    Statement q = db_->Prepare(
+        "SELECT label FROM asset_labels WHERE kind = ? AND name = ? AND version = ?"
+        " ORDER BY label");
+    q.Bind(1, a->kind).Bind(2, a->name).Bind(3, a->version);
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) a->labels.push_back(q.Text(0));
+    if (rc != SQLITE_DONE) return q.Error("read labels");
     return Status::Ok();
   }
 

@@ -51,6 +51,22 @@ class Store {
   // NotFound when there is no such datastore.
   virtual Status DeleteDatastore(const std::string& name) = 0;
 
+  // Inserts a version of an asset. AlreadyExists "<kind> NAME:VERSION already exists".
+  virtual Status InsertAsset(const AssetRecord& asset) = 0;
+  // NotFound "<kind> NAME:VERSION does not exist".
+  virtual StatusOr<AssetRecord> GetAsset(const std::string& kind, const std::string& name,
+                                         const std::string& version) = 0;
+  // Every version of `name` (empty: of every name), in the order they were created.
+  virtual StatusOr<std::vector<AssetRecord>> ListAssets(const std::string& kind,
+                                                        const std::string& name) = 0;
+  // NotFound when there is no such version.
+  virtual Status SetAssetArchived(const std::string& kind, const std::string& name,
+                                  const std::string& version, bool archived) = 0;
+  // Points `label` of `name` at `version` (moving it from another version). NotFound when
+  // there is no such version.
+  virtual Status SetAssetLabel(const std::string& kind, const std::string& name,
+                               const std::string& label, const std::string& version) = 0;
+
   // Inserts a run with its first transition. AlreadyExists for a taken id.
   virtual Status InsertRun(const RunRecord& run) = 0;
   virtual StatusOr<RunRecord> GetRun(const std::string& id) = 0;

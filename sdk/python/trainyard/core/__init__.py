@@ -18,11 +18,13 @@ docs/python-sdk.md lists every class and method.
 
 from .compute import AmlCompute, ComputeTarget
 from .conda_dependencies import CondaDependencies
+from .dataset import Dataset
 from .datastore import Datastore
 from .environment import Environment
 from .exceptions import (ActivityFailedException, ComputeTargetException,
                          ExperimentExecutionException, UserErrorException)
 from .experiment import Experiment
+from .model import Model
 from .runconfig import (DockerConfiguration, MpiConfiguration, PyTorchConfiguration,
                         RunConfiguration, TensorflowConfiguration)
 from .script_run_config import ScriptRunConfig
@@ -30,8 +32,8 @@ from .workspace import Workspace
 
 __all__ = [
     "ActivityFailedException", "AmlCompute", "ComputeTarget", "ComputeTargetException",
-    "CondaDependencies", "Datastore", "DockerConfiguration", "Environment", "Experiment",
-    "ExperimentExecutionException", "MpiConfiguration", "PyTorchConfiguration", "Run",
+    "CondaDependencies", "Dataset", "Datastore", "DockerConfiguration", "Environment", "Experiment",
+    "ExperimentExecutionException", "Model", "MpiConfiguration", "PyTorchConfiguration", "Run",
     "RunConfiguration", "ScriptRunConfig", "TensorflowConfiguration", "UserErrorException",
     "Workspace",
 ]

@@ -15,6 +15,20 @@ from .exceptions import (ComputeTargetException, ExperimentExecutionException,
 from .script_run_config import ScriptRunConfig
 
 
+def _dataset_inputs(arguments: Any) -> Dict[str, Any]:
+    """The job's inputs for the datasets among the arguments (as_named_input(n).as_mount())."""
+    from .dataset import DatasetConsumptionConfig
+    inputs = {}  # type: Dict[str, Any]
+    for a in arguments:
+        if isinstance(a, DatasetConsumptionConfig):
+            spec = a._input()
+            if a.name in inputs and inputs[a.name] != spec:
+                raise UserErrorException("two different datasets are both named input %r"
+                                         % a.name)
+            inputs[a.name] = spec
+    return inputs
+
+
 def _shm_from_arguments(arguments: Any) -> Optional[str]:
     """The size of a `--shm-size=X` / `--shm-size X` docker argument; any other argument is an
     error naming it (trainyard starts the containers itself)."""
@@ -93,6 +107,9 @@ class Experiment(object):
                      "changed definition (registered as its next version)"
                      % (env.name, env.version))
             request["environment"] = definition
+        inputs = _dataset_inputs(list(config.arguments or rc.arguments or []))
+        if inputs:
+            request["inputs"] = inputs
         if rc.max_run_duration_seconds:
             request["timeout_seconds"] = int(rc.max_run_duration_seconds)
         shm = _shm_from_arguments(list(env.docker.arguments or []) +

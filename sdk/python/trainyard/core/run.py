@@ -209,6 +209,31 @@ class Run(object):
         return {f["path"]: base + quote(f["path"]) for f in files
                 if f["path"].startswith("logs/")}
 
+    # --- models ----------------------------------------------------------------------------
+
+    def register_model(self, model_name: str, model_path: Optional[str] = None,
+                       tags: Optional[Dict[str, str]] = None,
+                       properties: Optional[Dict[str, str]] = None,
+                       model_framework: Optional[str] = None,
+                       model_framework_version: Optional[str] = None,
+                       description: Optional[str] = None, **kwargs: Any) -> Any:
+        """Registers a file or folder of the run's outputs (`outputs/model`) as the next version
+        of `model_name`, with the run as its lineage."""
+        from . import _assets
+        from .model import Model
+        rel = (model_path or "outputs").strip("/")
+        if rel != "outputs" and not rel.startswith("outputs/"):
+            raise UserErrorException("model_path is a path of the run's outputs (outputs/...), "
+                                     "not %r" % model_path)
+        rel = rel[len("outputs"):].lstrip("/")
+        answer = _assets.create(self._experiment_obj.workspace, "model", {
+            "name": model_name,
+            "type": "mlflow_model" if model_framework == "MLflow" else "custom_model",
+            "path": "azureml://jobs/%s/outputs/artifacts/paths/%s" % (self._id, rel),
+            "description": description or "", "tags": dict(tags or {}),
+            "properties": {str(k): str(v) for k, v in (properties or {}).items()}})
+        return Model(self._experiment_obj.workspace, _answer=answer)
+
     # --- files -----------------------------------------------------------------------------
 
     def get_file_names(self) -> List[str]:

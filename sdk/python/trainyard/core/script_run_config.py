@@ -17,11 +17,15 @@ _SHELL_OPERATORS = ("&&", "||", ";", "|", "&", ">", ">>", "<", "2>", "2>&1")
 
 
 def _arg(value: Any) -> str:
+    from .dataset import DatasetConsumptionConfig
+    if isinstance(value, DatasetConsumptionConfig):
+        return str(value)  # ${{inputs.<name>}}: the daemon puts the input's path there
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, (int, float, str)):
         return str(value)
-    raise UserErrorException("argument %r: arguments are strings, numbers or booleans, not %s"
+    raise UserErrorException("argument %r: arguments are strings, numbers, booleans or datasets "
+                             "(as_named_input(...).as_mount()), not %s"
                              % (value, type(value).__name__))
 
 

@@ -1,0 +1,117 @@
+#pragma once
+
+// The workspace's catalog of data assets and models (docs/data.md, "Data assets and models").
+//
+// A version is immutable once created. Its content is either kept by the workspace,
+// content-addressed in the object store the code snapshots use (a local file or folder, a
+// run's outputs, and every model whatever its source), or, for a data asset registered from
+// an address (a datastore path, https://, wasbs://, abfss://, s3://), that address, which a run
+// reads through the data cache. Versions are strings; one left out is the next integer after
+// the highest integer version of the name. `latest` is the newest version not archived, and a
+// label (`production`) names the version it was last set on.
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "trainyard/assets/datastores.h"
+#include "trainyard/assets/run_data.h"
+#include "trainyard/cas/object_store.h"
+#include "trainyard/cas/snapshot.h"
+#include "trainyard/common/mutex.h"
+#include "trainyard/common/status.h"
+#include "trainyard/store/store.h"
+
+namespace trainyard::assets {
+
+// What `data create` and `model create` ask for.
+struct AssetRequest {
+  std::string kind;  // "data" | "model"
+  std::string name;
+  std::string version;  // empty: the next one
+  // data: uri_file | uri_folder; model: custom_model | mlflow_model (models are folders, or one
+  // file for custom_model).
+  std::string type;
+  // Exactly one source:
+  //  - `snapshot_id` (and `file` for one file): content a client already stored (uploaded);
+  //  - `path`: an absolute path of the daemon's machine, which the daemon reads itself, or an
+  //    address: azureml://datastores/..., azureml://jobs/<run>/outputs/artifacts/paths/...,
+  //    runs:/<run>/<path>, https://, wasbs://, abfss://, s3://.
+  std::string snapshot_id;
+  std::string file;
+  std::string path;
+  std::string description;
+  std::map<std::string, std::string> tags;
+  std::map<std::string, std::string> properties;
+  // The run it comes from, when the source is not a run's address (the SDK's
+  // run.register_model with a path of that run).
+  std::string run;
+  // Set on the new version when given.
+  std::string label;
+};
+
+// Where a version's content is, for a run to read it.
+struct AssetSource {
+  std::string kind, name, version, type;
+  std::optional<RunData::Captured> stored;  // kept by the workspace
+  std::string uri;                          // otherwise: the address it was registered from
+};
+
+// Thread-safe. Borrows everything; all must outlive it.
+class Catalog {
+ public:
+  Catalog(store::Store& store, cas::ObjectStore& objects, cas::Snapshotter& snapshots,
+          Datastores& datastores, RunData& run_data, std::filesystem::path stat_cache_dir);
+
+  // Registers a new version and returns its JSON (ToJson). InvalidArgument naming the field for
+  // a bad name, version, type or source; NotFound for a source that does not exist (a file, a
+  // snapshot, a datastore, a run); AlreadyExists for a version that exists ("versions are
+  // immutable"); the fetch's errors for a model from an address.
+  StatusOr<nlohmann::json> Create(const AssetRequest& request);
+
+  // One version: `version`, else the version `label` names ("latest" or a label set), else
+  // the latest. NotFound naming what exists.
+  StatusOr<nlohmann::json> Get(const std::string& kind, const std::string& name,
+                               const std::string& version, const std::string& label = "");
+  // Every version of `name` (empty: the latest version of every name), newest first; archived
+  // ones only when `include_archived`.
+  StatusOr<nlohmann::json> List(const std::string& kind, const std::string& name,
+                                bool include_archived);
+  // Archives (hides from list and `latest`; still usable by name:version) or restores.
+  StatusOr<nlohmann::json> SetArchived(const std::string& kind, const std::string& name,
+                                       const std::string& version, bool archived);
+  // Points `label` at a version. InvalidArgument for "latest" (not settable) or a bad label.
+  StatusOr<nlohmann::json> SetLabel(const std::string& kind, const std::string& name,
+                                    const std::string& version, const std::string& label);
+
+  // The version an input names, for `kind` "data" or "model": NotFound naming the versions
+  // that exist; InvalidArgument when the version's type does not fit `input_type` (a uri_file
+  // asset given as uri_folder, a data asset as a model).
+  StatusOr<AssetSource> Resolve(const std::string& kind, const std::string& name,
+                                const std::string& version, const std::string& label,
+                                const std::string& input_type);
+
+ private:
+  StatusOr<store::AssetRecord> Find(const std::string& kind, const std::string& name,
+                                    const std::string& version, const std::string& label);
+  StatusOr<std::string> NextVersion(const std::string& kind, const std::string& name);
+  StatusOr<nlohmann::json> Store(const AssetRequest& request);
+  nlohmann::json View(const store::AssetRecord& record) const;
+
+  store::Store& store_;
+  cas::ObjectStore& objects_;
+  cas::Snapshotter& snapshots_;
+  Datastores& datastores_;
+  RunData& run_data_;
+  const std::filesystem::path stat_cache_dir_;
+  Mutex create_mu_;  // one new version at a time: "the next version" is then well defined
+};
+
+// "data asset" or "model", for messages.
+std::string AssetKindName(const std::string& kind);
+
+}  // namespace trainyard::assets
