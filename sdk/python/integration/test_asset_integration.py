@@ -6,10 +6,11 @@ against what was written.
 """
 
 import os
-import shutil
 import subprocess
 import tempfile
 import unittest
+
+from ._workspace import end_workspace
 
 REQUIRE = os.environ.get("TRAINYARD_REQUIRE_SERVICES") == "1"
 
@@ -44,18 +45,7 @@ class AssetSdkTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        import json
-        import signal
-        try:
-            with open(os.path.join(cls.tmp, "ws", "server.json")) as f:
-                os.kill(json.load(f)["pid"], signal.SIGTERM)
-        except (OSError, ValueError, KeyError):
-            pass
-        if cls.old_home is None:
-            os.environ.pop("TRAINYARD_HOME", None)
-        else:
-            os.environ["TRAINYARD_HOME"] = cls.old_home
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+        end_workspace(cls.tmp, cls.old_home)
 
     def test_dataset_run_model_round_trip(self):
         from trainyard.core import (Dataset, Environment, Experiment, Model, ScriptRunConfig,

@@ -8,9 +8,10 @@ import base64
 import hashlib
 import hmac
 import os
-import shutil
 import tempfile
 import unittest
+
+from ._workspace import end_workspace
 import urllib.request
 from email.utils import formatdate
 
@@ -74,18 +75,7 @@ class DatastoreSdkTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        import signal
-        import json
-        try:
-            with open(os.path.join(cls.tmp, "ws", "server.json")) as f:
-                os.kill(json.load(f)["pid"], signal.SIGTERM)
-        except (OSError, ValueError, KeyError):
-            pass
-        if cls.old_home is None:
-            os.environ.pop("TRAINYARD_HOME", None)
-        else:
-            os.environ["TRAINYARD_HOME"] = cls.old_home
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+        end_workspace(cls.tmp, cls.old_home)
 
     def test_default_datastore(self):
         ds = self.ws.get_default_datastore()
