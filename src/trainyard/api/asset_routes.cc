@@ -42,9 +42,9 @@ StatusOr<std::map<std::string, std::string>> StringMap(const json& body, const c
 
 StatusOr<assets::AssetRequest> ParseRequest(const char* kind, const json& body) {
   if (!body.is_object()) return InvalidArgument("expected a JSON object");
-  static constexpr const char* kKeys[] = {"name",        "version", "type", "path",
-                                          "snapshot_id", "file",    "description",
-                                          "tags",        "properties", "label", "run"};
+  static constexpr const char* kKeys[] = {"name",        "version", "type",        "path",
+                                          "snapshot_id", "file",    "description", "tags",
+                                          "properties",  "label",   "run"};
   assets::AssetRequest r;
   r.kind = kind;
   for (const auto& [key, value] : body.items()) {
@@ -55,7 +55,9 @@ StatusOr<assets::AssetRequest> ParseRequest(const char* kind, const json& body) 
       return InvalidArgument("'" + key + "' must be a string");
     }
   }
-  auto str = [&](const char* key) { return body.value(key, json()).is_string() ? body[key].get<std::string>() : std::string(); };
+  auto str = [&](const char* key) {
+    return body.value(key, json()).is_string() ? body[key].get<std::string>() : std::string();
+  };
   r.name = str("name");
   r.version = str("version");
   r.type = str("type");
@@ -86,50 +88,51 @@ void AddKindRoutes(HttpServer& server, assets::Catalog& catalog, const Kind& k) 
                  return Answer(c->List(kind, req.Query("name").value_or(""),
                                        req.Query("archived").value_or("") == "true"));
                }));
-  server.Route("GET", prefix + "/{name}", SyncHandler([c, kind](HttpRequest& req) {
-                 return Answer(
-                     c->Get(kind, req.Param("name"), "", req.Query("label").value_or("")));
-               }));
+  server.Route(
+      "GET", prefix + "/{name}", SyncHandler([c, kind](HttpRequest& req) {
+        return Answer(c->Get(kind, req.Param("name"), "", req.Query("label").value_or("")));
+      }));
   const std::string one = prefix + "/{name}/versions/{version}";
   server.Route("GET", one, SyncHandler([c, kind](HttpRequest& req) {
                  return Answer(c->Get(kind, req.Param("name"), req.Param("version")));
                }));
   for (const bool archive : {true, false}) {
-    server.Route("POST", one + (archive ? "/archive" : "/restore"),
-                 SyncHandler([c, kind, archive](HttpRequest& req) {
-                   return Answer(
-                       c->SetArchived(kind, req.Param("name"), req.Param("version"), archive));
-                 }));
+    server.Route(
+        "POST", one + (archive ? "/archive" : "/restore"),
+        SyncHandler([c, kind, archive](HttpRequest& req) {
+          return Answer(c->SetArchived(kind, req.Param("name"), req.Param("version"), archive));
+        }));
   }
-  server.Route("POST", one + "/labels", SyncHandler([c, kind](HttpRequest& req) {
-                 auto body = req.JsonBody();
-                 if (!body.ok()) return HttpResponse::FromStatus(body.status());
-                 if (!body->is_object() || !body->value("label", json()).is_string()) {
-                   return HttpResponse::FromStatus(InvalidArgument("expected {\"label\": \"...\"}"));
-                 }
-                 return Answer(c->SetLabel(kind, req.Param("name"), req.Param("version"),
-                                           (*body)["label"].get<std::string>()));
-               }));
+  server.Route(
+      "POST", one + "/labels", SyncHandler([c, kind](HttpRequest& req) {
+        auto body = req.JsonBody();
+        if (!body.ok()) return HttpResponse::FromStatus(body.status());
+        if (!body->is_object() || !body->value("label", json()).is_string()) {
+          return HttpResponse::FromStatus(InvalidArgument("expected {\"label\": \"...\"}"));
+        }
+        return Answer(c->SetLabel(kind, req.Param("name"), req.Param("version"),
+                                  (*body)["label"].get<std::string>()));
+      }));
 }
 
 }  // namespace
 
 void AddAssetRoutes(HttpServer& server, assets::Catalog& catalog, cas::ObjectStore& objects) {
   for (const Kind& k : kKinds) AddKindRoutes(server, catalog, k);
-  server.Route("GET", "/api/v1/objects/{digest}", SyncHandler([&objects](HttpRequest& req) {
-                 const std::string digest = req.Param("digest");
-                 if (!IsSha256Hex(digest)) {
-                   return HttpResponse::FromStatus(
-                       InvalidArgument("'" + digest.substr(0, 80) + "' is not a SHA-256 digest"));
-                 }
-                 ScopedFd fd(::open(objects.PathFor(digest).c_str(),
-                                    O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-                 if (!fd.valid()) {
-                   return HttpResponse::FromStatus(
-                       NotFound("object " + digest + " is not in the workspace's store"));
-                 }
-                 return HttpResponse::File(std::move(fd));
-               }));
+  server.Route(
+      "GET", "/api/v1/objects/{digest}", SyncHandler([&objects](HttpRequest& req) {
+        const std::string digest = req.Param("digest");
+        if (!IsSha256Hex(digest)) {
+          return HttpResponse::FromStatus(
+              InvalidArgument("'" + digest.substr(0, 80) + "' is not a SHA-256 digest"));
+        }
+        ScopedFd fd(::open(objects.PathFor(digest).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+        if (!fd.valid()) {
+          return HttpResponse::FromStatus(
+              NotFound("object " + digest + " is not in the workspace's store"));
+        }
+        return HttpResponse::File(std::move(fd));
+      }));
 }
 
 }  // namespace trainyard::api

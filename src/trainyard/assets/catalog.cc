@@ -88,7 +88,8 @@ Catalog::Catalog(store::Store& store, cas::ObjectStore& objects, cas::Snapshotte
 
 StatusOr<json> Catalog::Create(const AssetRequest& request) {
   AssetRequest r = request;
-  if (r.kind != "data" && r.kind != "model") return InvalidArgument("unknown kind '" + r.kind + "'");
+  if (r.kind != "data" && r.kind != "model")
+    return InvalidArgument("unknown kind '" + r.kind + "'");
   const std::string what = AssetKindName(r.kind);
   if (r.type.empty()) r.type = r.kind == "data" ? "uri_folder" : "custom_model";
   if (!IsValidName(r.name)) {
@@ -129,10 +130,8 @@ StatusOr<json> Catalog::Store(const AssetRequest& r) {
   std::string lineage_run = r.run;
   const bool one_file = r.type == "uri_file";
   auto stored = [&](const RunData::Captured& c) {
-    storage = {{"snapshot_id", c.snapshot_id},
-               {"file", c.file},
-               {"files", c.files},
-               {"bytes", c.bytes}};
+    storage = {
+        {"snapshot_id", c.snapshot_id}, {"file", c.file}, {"files", c.files}, {"bytes", c.bytes}};
   };
 
   if (!r.snapshot_id.empty()) {
@@ -144,13 +143,13 @@ StatusOr<json> Catalog::Store(const AssetRequest& r) {
       file = manifest->entries.front().path;
     }
     if (!file.empty()) {
-      const auto it =
-          std::find_if(manifest->entries.begin(), manifest->entries.end(),
-                       [&](const cas::ManifestEntry& e) {
-                         return e.path == file && e.type == cas::ManifestEntry::Type::kFile;
-                       });
+      const auto it = std::find_if(
+          manifest->entries.begin(), manifest->entries.end(), [&](const cas::ManifestEntry& e) {
+            return e.path == file && e.type == cas::ManifestEntry::Type::kFile;
+          });
       if (it == manifest->entries.end()) {
-        return InvalidArgument(what + ": snapshot " + r.snapshot_id + " has no file '" + file + "'");
+        return InvalidArgument(what + ": snapshot " + r.snapshot_id + " has no file '" + file +
+                               "'");
       }
     } else if (one_file) {
       return InvalidArgument(what + ": a uri_file asset names its file in the snapshot ('file')");
@@ -306,15 +305,15 @@ StatusOr<store::AssetRecord> Catalog::Find(const std::string& kind, const std::s
     }
     std::sort(names.begin(), names.end());
     names.erase(std::unique(names.begin(), names.end()), names.end());
-    return NotFound(what + " '" + name + "' does not exist; the workspace's " + what + "s: " +
-                    (names.empty() ? "none" : Join(names, ", ")));
+    return NotFound(what + " '" + name + "' does not exist; the workspace's " + what +
+                    "s: " + (names.empty() ? "none" : Join(names, ", ")));
   }
   if (!version.empty()) {
     for (auto& v : versions) {
       if (v.version == version) return std::move(v);
     }
-    return NotFound(what + " " + name + ":" + version + " does not exist; its versions: " +
-                    VersionList(versions));
+    return NotFound(what + " " + name + ":" + version +
+                    " does not exist; its versions: " + VersionList(versions));
   }
   if (!label.empty() && label != "latest") {
     for (auto& v : versions) {
@@ -326,8 +325,8 @@ StatusOr<store::AssetRecord> Catalog::Find(const std::string& kind, const std::s
     for (const auto& v : versions) {
       for (const auto& l : v.labels) labels.push_back(l + " (" + v.version + ")");
     }
-    return NotFound(what + " " + name + " has no label '" + label + "'; its labels: " +
-                    (labels.empty() ? "none" : Join(labels, ", ")));
+    return NotFound(what + " " + name + " has no label '" + label +
+                    "'; its labels: " + (labels.empty() ? "none" : Join(labels, ", ")));
   }
   for (auto it = versions.rbegin(); it != versions.rend(); ++it) {
     if (!it->archived) return std::move(*it);
@@ -393,10 +392,9 @@ StatusOr<AssetSource> Catalog::Resolve(const std::string& kind, const std::strin
   src.version = rec.version;
   src.type = asset.value("type", "");
   const std::string ref = "azureml:" + rec.name + ":" + rec.version;
-  const bool fits = kind == "model"
-                        ? IsModelType(input_type) &&
-                              (input_type == "custom_model" || src.type == input_type)
-                        : input_type.empty() || input_type == src.type;
+  const bool fits = kind == "model" ? IsModelType(input_type) &&
+                                          (input_type == "custom_model" || src.type == input_type)
+                                    : input_type.empty() || input_type == src.type;
   if (!fits) {
     return InvalidArgument(ref + " is a " + src.type + " " + AssetKindName(kind) +
                            "; the input is of type " + input_type);

@@ -48,8 +48,7 @@ std::string Where(const json& a) {
 
 // The content of a local path for the daemon: the path itself when the daemon shares this
 // machine (it reads it), else uploaded and named by its snapshot.
-Status AddLocalContent(Session& s, const std::string& path, const std::string& type,
-                       json* body) {
+Status AddLocalContent(Session& s, const std::string& path, const std::string& type, json* body) {
   std::error_code ec;
   const fs::path abs = fs::absolute(path, ec);
   struct stat st {};
@@ -152,7 +151,8 @@ void PrintMap(const json& a, const char* key, const char* title) {
   const json m = a.value(key, json::object());
   if (!m.is_object() || m.empty()) return;
   std::vector<std::string> parts;
-  for (const auto& [k, v] : m.items()) parts.push_back(k + "=" + (v.is_string() ? v.get<std::string>() : v.dump()));
+  for (const auto& [k, v] : m.items())
+    parts.push_back(k + "=" + (v.is_string() ? v.get<std::string>() : v.dump()));
   std::cout << "  " << title << Join(parts, ", ") << "\n";
 }
 
@@ -192,8 +192,8 @@ int Show(Session& s, const Noun& n, const Options& o, const std::string& output)
               << "    environment  " << Str(l, "environment") << " (" << Str(l, "image") << ")\n";
     const json ins = l.value("inputs", json::object());
     for (const auto& [k, v] : ins.items()) {
-      const std::string what = v.is_object() ? (v.contains("path") ? Str(v, "path") : Str(v, "value"))
-                                             : v.dump();
+      const std::string what =
+          v.is_object() ? (v.contains("path") ? Str(v, "path") : Str(v, "value")) : v.dump();
       std::cout << "    input        " << k << " = " << what << "\n";
     }
   }
@@ -203,9 +203,8 @@ int Show(Session& s, const Noun& n, const Options& o, const std::string& output)
 int SetArchived(Session& s, const Noun& n, const Options& o, bool archived) {
   auto http = s.Client();
   if (!http.ok()) return Fail(http.status());
-  auto done = (*http)->PostJson(VersionPath(n, o.name, o.version) +
-                                    (archived ? "/archive" : "/restore"),
-                                json::object());
+  auto done = (*http)->PostJson(
+      VersionPath(n, o.name, o.version) + (archived ? "/archive" : "/restore"), json::object());
   if (!done.ok()) return Fail(done.status());
   std::cout << (archived ? "Archived " : "Restored ") << Str(*done, "name") << ":"
             << Str(*done, "version") << "\n";
@@ -215,8 +214,8 @@ int SetArchived(Session& s, const Noun& n, const Options& o, bool archived) {
 int Label(Session& s, const Noun& n, const Options& o) {
   auto http = s.Client();
   if (!http.ok()) return Fail(http.status());
-  auto done = (*http)->PostJson(VersionPath(n, o.name, o.version) + "/labels",
-                                json{{"label", o.label}});
+  auto done =
+      (*http)->PostJson(VersionPath(n, o.name, o.version) + "/labels", json{{"label", o.label}});
   if (!done.ok()) return Fail(done.status());
   std::cout << "Label " << o.label << " now names " << Str(*done, "name") << ":"
             << Str(*done, "version") << "\n";
@@ -282,9 +281,9 @@ void AddNoun(CommandLine& cl, const Noun& n, const char* help) {
                       : "Register a data asset: the next version, or --version");
   create->add_option("--name,-n", o->name, "Name")->required();
   create->add_option("--version,-v", o->version, "Version (default: the next whole number)");
-  create->add_option("--type,-t", o->type,
-                     model ? "custom_model (default) or mlflow_model"
-                           : "uri_folder (default) or uri_file");
+  create->add_option(
+      "--type,-t", o->type,
+      model ? "custom_model (default) or mlflow_model" : "uri_folder (default) or uri_file");
   create
       ->add_option("--path,-p", o->path,
                    model ? "A local file or folder, a run's output "
@@ -300,7 +299,8 @@ void AddNoun(CommandLine& cl, const Noun& n, const char* help) {
   cl.AddOutput(create);
   cl.Then(create, [o, n, &cl](Session& s) { return Create(s, n, *o, cl.output); });
 
-  auto* list = noun->add_subcommand("list", "The latest version of each, or every version of --name");
+  auto* list =
+      noun->add_subcommand("list", "The latest version of each, or every version of --name");
   list->add_option("--name,-n", o->name, "Every version of this name");
   list->add_flag("--include-archived", o->archived, "Archived versions too");
   cl.AddOutput(list);
@@ -330,8 +330,9 @@ void AddNoun(CommandLine& cl, const Noun& n, const char* help) {
   cl.Then(label, [o, n](Session& s) { return Label(s, n, *o); });
 
   if (model) {
-    auto* dl = noun->add_subcommand("download", "Write a model's files, checked against their "
-                                                "digests, to DOWNLOAD_PATH/<name>");
+    auto* dl = noun->add_subcommand("download",
+                                    "Write a model's files, checked against their "
+                                    "digests, to DOWNLOAD_PATH/<name>");
     dl->add_option("--name,-n", o->name, "Name")->required();
     dl->add_option("--version,-v", o->version, "Version (default: the latest)");
     dl->add_option("--label,-l", o->label, "The version this label names");
