@@ -722,6 +722,38 @@ TEST_F(DataCliTest, DataAssetsAndModelsFromARunThroughTheCli) {
   r = Run("model show --name digits -o json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(nlohmann::json::parse(r.output)["version"], "1");
+
+  // Outputs with a name are registered when the run completes: a model copied from the run, a
+  // data asset where the output was written.
+  const std::string outputs_yaml =
+      "command: >-\n"
+      "  echo weights > ${{outputs.m}}/w.txt && echo rows > ${{outputs.d}}/rows.txt\n"
+      "environment: {image: python:3.11-slim}\n"
+      "compute: host\n"
+      "outputs:\n"
+      "  m: {type: custom_model, name: out-model}\n"
+      "  d: {type: uri_folder, name: out-data, version: '7', mode: upload,\n"
+      "      path: 'azureml://datastores/blob/paths/registered/d'}\n";
+  run = RunJob("named", outputs_yaml);
+  ASSERT_EQ(run["status"], "Completed") << run.dump(2) << "\n" << last_output_;
+  r = Run("model show --name out-model -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json out_model = nlohmann::json::parse(r.output);
+  EXPECT_EQ(out_model["version"], "1");
+  EXPECT_EQ(out_model["lineage"]["run"], "named");
+  EXPECT_EQ(out_model["storage"]["files"], 1);
+  r = Run("data show --name out-data --version 7 -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output)["storage"]["uri"],
+            "azureml://datastores/blob/paths/registered/d");
+  EXPECT_NE(last_output_.find("output 'm': registered as model out-model:1"), std::string::npos)
+      << last_output_;
+  // The version is taken now: a second run asking for it is refused at submit.
+  WriteYaml("named2.yml", outputs_yaml);
+  r = Run("job create -f named2.yml");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("output 'd': data asset out-data:7 already exists"), std::string::npos)
+      << r.output;
 }
 
 }  // namespace trainyard

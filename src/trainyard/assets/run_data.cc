@@ -90,6 +90,11 @@ Status WriteIndex(const fs::path& file, const json& index) {
   return WriteFileAtomic(file, index.dump(), /*mode=*/0600);
 }
 
+// What an output with a name registers: a model for a model type, else a data asset.
+std::string OutputKind(const spec::OutputSpec& out) {
+  return out.type == "mlflow_model" || out.type == "custom_model" ? "model" : "data";
+}
+
 }  // namespace
 
 RunData::RunData(Datastores& datastores, cas::ObjectStore& objects, cas::Snapshotter& snapshots,
@@ -126,6 +131,22 @@ Status RunData::Check(spec::RunRequest& request) {
     }
   }
   for (const auto& [name, out] : request.outputs) {
+    if (!out.name.empty()) {
+      // A version to register must be free now, not only when the run ends.
+      if (catalog_ == nullptr) {
+        return FailedPrecondition("output '" + name + "': registering outputs is not available");
+      }
+      const std::string kind = OutputKind(out);
+      if (!out.version.empty()) {
+        auto taken = catalog_->Get(kind, out.name, out.version);
+        if (taken.ok()) {
+          return AlreadyExists("output '" + name + "': " + AssetKindName(kind) + " " + out.name +
+                               ":" + out.version +
+                               " already exists; versions are immutable: give another version, "
+                               "or none for the next");
+        }
+      }
+    }
     if (out.path.empty()) continue;
     TY_ASSIGN_OR_RETURN(DataUri uri, spec::ParseDataUri(out.path));
     auto ds = datastores_.Get(uri.datastore);
@@ -589,6 +610,32 @@ Status RunData::DeliverOutputs(const spec::RunRequest& request, const fs::path& 
     log("output '" + name + "': " + std::to_string(files.size()) +
         (files.size() == 1 ? " file (" : " files (") + Megabytes(bytes) + ") written to " +
         out.path + "\n");
+  }
+  return RegisterOutputs(request, run_dir, log);
+}
+
+Status RunData::RegisterOutputs(const spec::RunRequest& request, const fs::path& run_dir,
+                                const Log& log) {
+  const std::string run_id = run_dir.filename().string();
+  for (const auto& [output, out] : request.outputs) {
+    if (out.name.empty()) continue;
+    const std::string what = "output '" + output + "'";
+    if (catalog_ == nullptr) return FailedPrecondition(what + ": registering is not available");
+    AssetRequest r;
+    r.kind = OutputKind(out);
+    r.name = out.name;
+    r.version = out.version;
+    r.type = out.type;
+    r.run = run_id;
+    // Data written to a datastore is registered where it was written; a model, and data kept
+    // only in the run, are copied from the run's outputs into the workspace's store.
+    r.path = !out.path.empty() && r.kind == "data"
+                 ? out.path
+                 : "azureml://jobs/" + run_id + "/outputs/artifacts/paths/" + output;
+    auto created = catalog_->Create(r);
+    if (!created.ok()) return created.status().WithPrefix(what + ": registering " + out.name);
+    log(what + ": registered as " + AssetKindName(r.kind) + " " + out.name + ":" +
+        (*created)["version"].get<std::string>() + "\n");
   }
   return Status::Ok();
 }

@@ -78,11 +78,15 @@ class RunData {
   StatusOr<std::filesystem::path> PathOf(const Captured& captured);
 
   // In Finalizing: copies each output with a datastore `path` from `run_dir/outputs/<name>` to
-  // that datastore, file by file. Errors name the output, the file and the datastore.
+  // that datastore, file by file, then registers each output with a `name` as a data asset (a
+  // model for a model type) with the run as its lineage. Errors name the output, the file and
+  // the datastore, or the asset.
   Status DeliverOutputs(const spec::RunRequest& request, const std::filesystem::path& run_dir,
                         const Log& log);
 
  private:
+  Status RegisterOutputs(const spec::RunRequest& request, const std::filesystem::path& run_dir,
+                         const Log& log);
   StatusOr<AssetSource> ResolveAsset(const spec::InputSpec& in, const spec::DataUri& uri);
   StatusOr<Captured> CaptureObjects(const std::string& what, bool file, const spec::DataUri& uri,
                                     const Log& log, const std::function<bool()>& canceled);

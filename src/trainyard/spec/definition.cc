@@ -244,7 +244,11 @@ json RunRequest::ToJson(SecretMode mode) const {
   j["inputs"] = in;
   json out = json::object();
   for (const auto& [k, v] : outputs) {
-    out[k] = {{"type", v.type}, {"mode", v.mode}, {"path", v.path}};
+    out[k] = {{"type", v.type},
+              {"mode", v.mode},
+              {"path", v.path},
+              {"name", v.name},
+              {"version", v.version}};
   }
   j["outputs"] = out;
   j["timeout_seconds"] = timeout_seconds ? json(*timeout_seconds) : json(nullptr);
@@ -352,6 +356,8 @@ StatusOr<RunRequest> RunRequest::FromJson(const json& j) {
       orr.Str("type", &spec.type);
       orr.Str("mode", &spec.mode);
       orr.Str("path", &spec.path);
+      orr.Str("name", &spec.name);
+      orr.Str("version", &spec.version);
       r.Merge(orr.status());
       q.outputs[k] = spec;
     }

@@ -308,10 +308,11 @@ StatusOr<OutputSpec> ParseOutput(const SourceFile& file, const Entry& entry) {
                       Mapping::Read(file, entry.value, entry.path, entry.path, kOutputKeys));
   if (const Entry* e = m.Find("type")) {
     TY_ASSIGN_OR_RETURN(output.type, internal::ReadString(file, *e));
-    if (output.type != "uri_folder") {
+    if (output.type != "uri_folder" && output.type != "mlflow_model" &&
+        output.type != "custom_model") {
       return file.ErrorAt(e->mark(), "'" + e->path +
-                                         "' must be uri_folder (the only output "
-                                         "type supported), got " +
+                                         "' must be uri_folder, mlflow_model or custom_model (a "
+                                         "folder the run writes), got " +
                                          internal::Describe(e->value));
     }
   }
@@ -333,12 +334,21 @@ StatusOr<OutputSpec> ParseOutput(const SourceFile& file, const Entry& entry) {
     }
     output.path = std::string(Trim(path));
   }
-  for (const char* key : {"name", "version"}) {
+  // name (and version): registered as a data asset, or a model for a model type, when the run
+  // completes.
+  for (auto [key, field] : {std::pair{"name", &output.name}, std::pair{"version", &output.version}}) {
     if (const Entry* e = m.Find(key)) {
-      return file.ErrorAt(e->key_node.Mark(), "'" + e->path +
-                                                  "': registering an output as a data asset is "
-                                                  "not supported yet");
+      TY_ASSIGN_OR_RETURN(*field, internal::ReadNonEmptyString(file, *e));
+      if (!IsValidName(*field) || *field == "latest") {
+        return file.ErrorAt(e->mark(), "'" + e->path + "' must be an asset " + key +
+                                           " (letters, digits, '.', '_', '-'), got " +
+                                           internal::Describe(e->value));
+      }
     }
+  }
+  if (!output.version.empty() && output.name.empty()) {
+    return file.ErrorAt(m.Find("version")->key_node.Mark(),
+                        "'" + entry.path + ".version' needs a name: the asset to register");
   }
   return output;
 }

@@ -89,6 +89,10 @@ struct OutputSpec {
   // Where the output goes when the run ends: azureml://datastores/<ds>/paths/<p>; empty: only
   // the run's own outputs.
   std::string path;
+  // When set, the output is registered when the run completes: as a model for a model type,
+  // else as a data asset; `version` empty: the next one.
+  std::string name;
+  std::string version;
 };
 
 struct DistributionSpec {
