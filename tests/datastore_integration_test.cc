@@ -349,6 +349,7 @@ class DataCliTest : public DatastoreCliTest {
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
   void TearDown() override {
+    if (!second_workspace_.empty()) testing::StopWorkspaceDaemon(second_workspace_);
     if (http_pid_ > 0) {
       ::kill(http_pid_, SIGTERM);
       (void)::waitpid(http_pid_, nullptr, 0);
@@ -406,6 +407,7 @@ class DataCliTest : public DatastoreCliTest {
   std::unique_ptr<ObjectClient> blob_;
   pid_t http_pid_ = -1;
   int http_port_ = 0;
+  fs::path second_workspace_;  // a test's second workspace, whose daemon TearDown stops
   std::string last_output_;
 };
 
@@ -753,6 +755,104 @@ TEST_F(DataCliTest, DataAssetsAndModelsFromARunThroughTheCli) {
   r = Run("job create -f named2.yml");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("output 'd': data asset out-data:7 already exists"), std::string::npos)
+      << r.output;
+}
+
+// A registry shared by two workspaces: the first publishes an environment, a model registered
+// from one of its runs and a data asset from a local folder; the second attaches the same
+// folder and runs a job that names all three by their azureml://registries/ addresses.
+TEST_F(DataCliTest, ARegistrySharedByTwoWorkspaces) {
+  const fs::path registry = dir_ / "registry";
+  testing::CmdResult r = Run("registry create --name shared --path " + registry.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Created registry shared"), std::string::npos) << r.output;
+  WriteYaml("team-env.yml", "name: team-py\nimage: python:3.11-slim\n");
+  r = Run("env create -f team-env.yml --registry shared");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("azureml://registries/shared/environments/team-py/versions/1"),
+            std::string::npos)
+      << r.output;
+  nlohmann::json run = RunJob("publisher",
+                              "command: mkdir -p outputs/model && echo w1 > outputs/model/w.txt\n"
+                              "environment: {image: python:3.11-slim}\n"
+                              "compute: host\n");
+  ASSERT_EQ(run["status"], "Completed") << run.dump(2) << "\n" << last_output_;
+  r = Run("model create --registry shared --name team-model --path runs:/publisher/model");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  fs::create_directories(project_ / "team-data");
+  std::ofstream(project_ / "team-data" / "rows.csv") << kIris;
+  r = Run("data create --registry shared --name team-data --path team-data");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // Published to the registry, not to the workspace.
+  r = Run("model list -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output).size(), 0u) << r.output;
+  r = Run("model show --registry shared --name team-model -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output)["id"],
+            "azureml://registries/shared/models/team-model/versions/1");
+
+  // The second workspace.
+  const fs::path project2 = dir_ / "project2";
+  fs::create_directories(project2);
+  auto run2 = [&](const std::string& args) {
+    return testing::RunTrainyard(project2.string(), (dir_ / "ws2").string(), args);
+  };
+  second_workspace_ = dir_ / "ws2";
+  r = run2("registry create --name shared --path " + registry.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("Attached registry shared"), std::string::npos) << r.output;
+  r = run2("registry create --name other --path " + registry.string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("holds registry 'shared', not 'other'"), std::string::npos) << r.output;
+  r = run2("registry show shared -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json shown = nlohmann::json::parse(r.output);
+  EXPECT_EQ(shown["environments"], 1);
+  EXPECT_EQ(shown["models"], 1);
+  EXPECT_EQ(shown["data"], 1);
+  r = run2("compute create --name host --type process --max-nodes 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ofstream(project2 / "job.yml")
+      << "command: >-\n"
+         "  cat ${{inputs.model}}/w.txt > outputs/model.txt &&\n"
+         "  cat ${{inputs.data}}/rows.csv > outputs/rows.csv\n"
+         "environment: azureml://registries/shared/environments/team-py/labels/latest\n"
+         "compute: host\n"
+         "inputs:\n"
+         "  model: {type: custom_model, path: "
+         "'azureml://registries/shared/models/team-model/versions/1'}\n"
+         "  data: {type: uri_folder, path: "
+         "'azureml://registries/shared/data/team-data/labels/latest'}\n";
+  r = run2("job create -f job.yml --name consumer --stream");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  auto read2 = [&](const std::string& rel) {
+    auto text = ReadFile(dir_ / "ws2" / "runs" / "consumer" / rel);
+    return text.ok() ? *text : "<missing>";
+  };
+  EXPECT_EQ(read2("outputs/model.txt"), "w1\n");
+  EXPECT_EQ(read2("outputs/rows.csv"), kIris);
+  r = run2("job show consumer -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json consumer = nlohmann::json::parse(r.output);
+  EXPECT_EQ(consumer["status"], "Completed") << r.output;
+  EXPECT_EQ(consumer["environment_name"], "team-py") << r.output;
+  // Unknown registries and assets are named with what exists.
+  std::ofstream(project2 / "bad.yml")
+      << "command: echo\nenvironment: azureml://registries/nope/environments/x/labels/latest\n"
+         "compute: host\n";
+  r = run2("job create -f bad.yml");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("registry 'nope' does not exist in this workspace; its registries: "
+                          "shared"),
+            std::string::npos)
+      << r.output;
+  std::ofstream(project2 / "bad2.yml")
+      << "command: echo\nenvironment: azureml://registries/shared/environments/team-r/labels/"
+         "latest\ncompute: host\n";
+  r = run2("job create -f bad2.yml");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("environment team-r is not in registry shared"), std::string::npos)
       << r.output;
 }
 

@@ -17,7 +17,7 @@ struct Kind {
   const char* kind;
   const char* prefix;
 };
-constexpr Kind kKinds[] = {{"data", "/api/v1/data"}, {"model", "/api/v1/models"}};
+constexpr Kind kKinds[] = {{"data", "/data"}, {"model", "/models"}};
 
 HttpResponse Answer(const StatusOr<json>& out, int status = 200) {
   if (!out.ok()) return HttpResponse::FromStatus(out.status());
@@ -72,53 +72,66 @@ StatusOr<assets::AssetRequest> ParseRequest(const char* kind, const json& body) 
   return r;
 }
 
-void AddKindRoutes(HttpServer& server, assets::Catalog& catalog, const Kind& k) {
-  assets::Catalog* c = &catalog;
+void AddKindRoutes(HttpServer& server, const CatalogOf& catalog_of, const std::string& base,
+                   const Kind& k) {
   const std::string kind = k.kind;
-  const std::string prefix = k.prefix;
+  const std::string prefix = base + k.prefix;
+  // Each handler finds its catalog (the workspace's, or a registry's) first.
+  auto with = [catalog_of](auto fn) {
+    return SyncHandler([catalog_of, fn](HttpRequest& req) {
+      auto c = catalog_of(req);
+      if (!c.ok()) return HttpResponse::FromStatus(c.status());
+      return fn(**c, req);
+    });
+  };
   // Creating may snapshot a folder or fetch a model: a sync handler, off the event loop.
-  server.Route("POST", prefix, SyncHandler([c, kind](HttpRequest& req) {
+  server.Route("POST", prefix, with([kind](assets::Catalog& c, HttpRequest& req) {
                  auto body = req.JsonBody();
                  if (!body.ok()) return HttpResponse::FromStatus(body.status());
                  auto r = ParseRequest(kind.c_str(), *body);
                  if (!r.ok()) return HttpResponse::FromStatus(r.status());
-                 return Answer(c->Create(*r), 201);
+                 return Answer(c.Create(*r), 201);
                }));
-  server.Route("GET", prefix, SyncHandler([c, kind](HttpRequest& req) {
-                 return Answer(c->List(kind, req.Query("name").value_or(""),
-                                       req.Query("archived").value_or("") == "true"));
+  server.Route("GET", prefix, with([kind](assets::Catalog& c, HttpRequest& req) {
+                 return Answer(c.List(kind, req.Query("name").value_or(""),
+                                      req.Query("archived").value_or("") == "true"));
                }));
-  server.Route(
-      "GET", prefix + "/{name}", SyncHandler([c, kind](HttpRequest& req) {
-        return Answer(c->Get(kind, req.Param("name"), "", req.Query("label").value_or("")));
-      }));
+  server.Route("GET", prefix + "/{name}", with([kind](assets::Catalog& c, HttpRequest& req) {
+                 return Answer(c.Get(kind, req.Param("name"), "", req.Query("label").value_or("")));
+               }));
   const std::string one = prefix + "/{name}/versions/{version}";
-  server.Route("GET", one, SyncHandler([c, kind](HttpRequest& req) {
-                 return Answer(c->Get(kind, req.Param("name"), req.Param("version")));
+  server.Route("GET", one, with([kind](assets::Catalog& c, HttpRequest& req) {
+                 return Answer(c.Get(kind, req.Param("name"), req.Param("version")));
                }));
   for (const bool archive : {true, false}) {
     server.Route(
         "POST", one + (archive ? "/archive" : "/restore"),
-        SyncHandler([c, kind, archive](HttpRequest& req) {
-          return Answer(c->SetArchived(kind, req.Param("name"), req.Param("version"), archive));
+        with([kind, archive](assets::Catalog& c, HttpRequest& req) {
+          return Answer(c.SetArchived(kind, req.Param("name"), req.Param("version"), archive));
         }));
   }
   server.Route(
-      "POST", one + "/labels", SyncHandler([c, kind](HttpRequest& req) {
+      "POST", one + "/labels", with([kind](assets::Catalog& c, HttpRequest& req) {
         auto body = req.JsonBody();
         if (!body.ok()) return HttpResponse::FromStatus(body.status());
         if (!body->is_object() || !body->value("label", json()).is_string()) {
           return HttpResponse::FromStatus(InvalidArgument("expected {\"label\": \"...\"}"));
         }
-        return Answer(c->SetLabel(kind, req.Param("name"), req.Param("version"),
-                                  (*body)["label"].get<std::string>()));
+        return Answer(c.SetLabel(kind, req.Param("name"), req.Param("version"),
+                                 (*body)["label"].get<std::string>()));
       }));
 }
 
 }  // namespace
 
+void AddCatalogRoutes(HttpServer& server, const CatalogOf& catalog_of, const std::string& base) {
+  for (const Kind& k : kKinds) AddKindRoutes(server, catalog_of, base, k);
+}
+
 void AddAssetRoutes(HttpServer& server, assets::Catalog& catalog, cas::ObjectStore& objects) {
-  for (const Kind& k : kKinds) AddKindRoutes(server, catalog, k);
+  AddCatalogRoutes(
+      server, [&catalog](HttpRequest&) -> StatusOr<assets::Catalog*> { return &catalog; },
+      "/api/v1");
   server.Route(
       "GET", "/api/v1/objects/{digest}", SyncHandler([&objects](HttpRequest& req) {
         const std::string digest = req.Param("digest");

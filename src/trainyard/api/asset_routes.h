@@ -1,5 +1,8 @@
 #pragma once
 
+#include <functional>
+#include <string>
+
 #include "trainyard/assets/catalog.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/http/http_server.h"
@@ -21,5 +24,10 @@ namespace trainyard::api {
 // digests of its manifest, GET /api/v1/snapshots/{id}).
 // Borrows `catalog` and `objects`, which must outlive the server.
 void AddAssetRoutes(HttpServer& server, assets::Catalog& catalog, cas::ObjectStore& objects);
+
+// The data and model routes above under `base` ("/api/v1", "/api/v1/registries/{registry}"),
+// each request served by the catalog `catalog_of` finds for it.
+using CatalogOf = std::function<StatusOr<assets::Catalog*>(HttpRequest&)>;
+void AddCatalogRoutes(HttpServer& server, const CatalogOf& catalog_of, const std::string& base);
 
 }  // namespace trainyard::api

@@ -24,11 +24,13 @@
 #include "trainyard/api/datastore_routes.h"
 #include "trainyard/api/environment_routes.h"
 #include "trainyard/api/job_routes.h"
+#include "trainyard/api/registry_routes.h"
 #include "trainyard/api/run_scope.h"
 #include "trainyard/api/snapshot_routes.h"
 #include "trainyard/api/tracking_routes.h"
 #include "trainyard/assets/catalog.h"
 #include "trainyard/assets/datastores.h"
+#include "trainyard/assets/registries.h"
 #include "trainyard/assets/run_data.h"
 #include "trainyard/cas/object_store.h"
 #include "trainyard/cas/snapshot.h"
@@ -87,6 +89,7 @@ struct Daemon::Impl {
   std::unique_ptr<assets::Datastores> datastores;
   std::unique_ptr<assets::RunData> run_data;  // runs' inputs and outputs beyond local paths
   std::unique_ptr<assets::Catalog> catalog;   // data assets and models
+  std::unique_ptr<assets::Registries> registries;
   std::unique_ptr<sched::Scheduler> scheduler;
   std::unique_ptr<tracking::SeriesStore> series;  // Run metrics (<workspace>/tracking.db).
   std::unique_ptr<HttpServer> http;
@@ -165,6 +168,9 @@ void Daemon::Impl::InstallRoutes() {
 
   // Data assets and models: versions, labels, archive; a stored object's bytes.
   AddAssetRoutes(s, *catalog, *objects);
+
+  // Registries: attach, list, show, detach; their environments, data assets and models.
+  AddRegistryRoutes(s, *registries, *snapshots);
 }
 
 namespace {
@@ -405,7 +411,15 @@ StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
   impl->catalog = std::make_unique<assets::Catalog>(*impl->store, *impl->objects, *impl->snapshots,
                                                     *impl->datastores, *run_data,
                                                     impl->layout.ObjectsDir() / "statcache");
-  run_data->UseCatalog(impl->catalog.get());
+  impl->registries = std::make_unique<assets::Registries>(
+      *impl->store, *impl->objects, *impl->snapshots, *impl->datastores, *run_data,
+      impl->layout.ObjectsDir() / "statcache");
+  run_data->UseCatalog(impl->catalog.get(), impl->registries.get());
+  sopts.import_environment = [registries = impl->registries.get()](const std::string& registry,
+                                                                   const std::string& name,
+                                                                   const std::string& version) {
+    return registries->ImportEnvironment(registry, name, version);
+  };
   sopts.check_data = [run_data](spec::RunRequest& r) { return run_data->Check(r); };
   sopts.resolve_inputs = [run_data](const spec::RunRequest& r,
                                     const sched::SchedulerOptions::DataLog& log,

@@ -8,10 +8,12 @@
 #include "trainyard/assets/catalog.h"
 #include "trainyard/assets/datastores.h"
 #include "trainyard/assets/object_client.h"
+#include "trainyard/assets/registries.h"
 #include "trainyard/assets/run_data.h"
 #include "trainyard/assets/signing.h"
 #include "trainyard/assets/xml.h"
 #include "trainyard/common/fs.h"
+#include "trainyard/common/sha256.h"
 #include "trainyard/common/util.h"
 #include "trainyard/spec/datastore.h"
 
@@ -676,6 +678,79 @@ TEST_F(CatalogTest, DataFromAnAddressIsReadWhereItIs) {
   EXPECT_NE(log_.find("data asset imgs:1 is azureml://datastores/shared/paths/imgs"),
             std::string::npos)
       << log_;
+}
+
+// Two workspaces in one process share a registry folder: what one publishes the other reads,
+// with the content copied into its own store.
+TEST_F(CatalogTest, ARegistryFolderIsSharedByTwoWorkspaces) {
+  Registries first(*store_, *objects_, *snapshots_, *datastores_, *run_data_, root_ / "statcache");
+  run_data_->UseCatalog(catalog_.get(), &first);
+  const std::string folder = (root_ / "registry").string();
+  auto made = first.Attach("team", folder);
+  ASSERT_TRUE(made.ok()) << made.status().ToString();
+  EXPECT_EQ((*made)["outcome"], "created");
+  EXPECT_EQ((*first.Attach("team", folder))["outcome"], "unchanged");
+  EXPECT_EQ(first.Attach("other", folder).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(first.Attach("team", "relative/dir").status().code(), StatusCode::kInvalidArgument);
+  auto reg = first.Open("team");
+  ASSERT_TRUE(reg.ok());
+  AssetRequest r;
+  r.kind = "data";
+  r.name = "cifar";
+  r.path = (root_ / "local" / "cifar").string();
+  auto published = (*reg)->catalog->Create(r);
+  ASSERT_TRUE(published.ok()) << published.status().ToString();
+  EXPECT_EQ((*published)["id"], "azureml://registries/team/data/cifar/versions/1");
+  spec::EnvironmentDefinition env;
+  env.name = "team-py";
+  env.image = "python:3.11-slim";
+  auto env_rec = first.PublishEnvironment("team", env);
+  ASSERT_TRUE(env_rec.ok()) << env_rec.status().ToString();
+  // Not in the workspace's own catalog.
+  EXPECT_EQ(catalog_->Get("data", "cifar", "").status().code(), StatusCode::kNotFound);
+
+  // The second workspace: its own store, objects and catalog.
+  auto st2 = store::OpenSqliteStore(":memory:");
+  ASSERT_TRUE(st2.ok());
+  std::unique_ptr<store::Store> store2 = std::move(*st2);
+  Datastores datastores2(*store2, box_, root_ / "ws2" / "blob");
+  cas::ObjectStore objects2(root_ / "ws2" / "cas");
+  cas::Snapshotter snapshots2(objects2, root_ / "ws2" / "snapshots");
+  RunData run_data2(datastores2, objects2, snapshots2, root_ / "ws2" / "datacache",
+                    root_ / "ws2" / "runs");
+  Catalog catalog2(*store2, objects2, snapshots2, datastores2, run_data2, root_ / "ws2" / "sc");
+  Registries second(*store2, objects2, snapshots2, datastores2, run_data2, root_ / "ws2" / "sc");
+  run_data2.UseCatalog(&catalog2, &second);
+  auto unknown = second.Open("team");
+  EXPECT_EQ(unknown.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(unknown.status().message().find("its registries: none"), std::string::npos);
+  EXPECT_EQ((*second.Attach("team", folder))["outcome"], "attached");
+
+  spec::RunRequest req;
+  req.inputs["data"] = Input("azureml://registries/team/data/cifar/labels/latest", "ro_mount");
+  Status checked = run_data2.Check(req);
+  ASSERT_TRUE(checked.ok()) << checked.ToString();
+  EXPECT_EQ(req.inputs["data"].path, "azureml://registries/team/data/cifar/versions/1");
+  auto got = run_data2.ResolveInputs(req, Log());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  const fs::path data = got->at("data").path;
+  EXPECT_TRUE(StartsWith(data.string(), (root_ / "ws2" / "datacache").string())) << data;
+  EXPECT_EQ(*ReadFile(data / "train.bin"), "TRAIN");
+  EXPECT_TRUE(objects2.Has(Sha256Hex("TRAIN")));  // copied into the second workspace's store
+  // A model path for a data asset is refused.
+  req.inputs["data"] = Input("azureml://registries/team/models/cifar/versions/1", "ro_mount");
+  req.inputs["data"].type = "uri_folder";
+  EXPECT_FALSE(run_data2.Check(req).ok());
+
+  auto imported = second.ImportEnvironment("team", "team-py", "");
+  ASSERT_TRUE(imported.ok()) << imported.status().ToString();
+  EXPECT_EQ(imported->name, "team-py");
+  EXPECT_EQ(imported->image, "python:3.11-slim");
+  EXPECT_EQ(imported->version, "");
+  auto missing = second.ImportEnvironment("team", "team-r", "");
+  EXPECT_NE(missing.status().message().find("environment team-r is not in registry team"),
+            std::string::npos)
+      << missing.status().message();
 }
 
 }  // namespace

@@ -77,14 +77,31 @@ std::string VersionList(const std::vector<store::AssetRecord>& versions) {
 
 std::string AssetKindName(const std::string& kind) { return kind == "data" ? "data asset" : kind; }
 
+Status CopySnapshot(const cas::Snapshotter& from, cas::Snapshotter& to,
+                    cas::ObjectStore& to_objects, const std::string& id) {
+  TY_ASSIGN_OR_RETURN(cas::Manifest manifest, from.Load(id));
+  for (const cas::ManifestEntry& e : manifest.entries) {
+    if (e.type != cas::ManifestEntry::Type::kFile || to_objects.Has(e.digest)) continue;
+    TY_ASSIGN_OR_RETURN(cas::ObjectStore::PutResult put,
+                        to_objects.Put(from.objects().PathFor(e.digest)));
+    if (put.digest != e.digest) {
+      return Internal("object " + e.digest + " of snapshot " + id + " does not match its digest");
+    }
+  }
+  return to.AddManifest(manifest).status();
+}
+
 Catalog::Catalog(store::Store& store, cas::ObjectStore& objects, cas::Snapshotter& snapshots,
-                 Datastores& datastores, RunData& run_data, fs::path stat_cache_dir)
-    : store_(store),
+                 Datastores& datastores, RunData& run_data, fs::path stat_cache_dir,
+                 const CatalogHome* home)
+    : ws_store_(store),
+      store_(home != nullptr ? *home->store : store),
       objects_(objects),
       snapshots_(snapshots),
       datastores_(datastores),
       run_data_(run_data),
-      stat_cache_dir_(std::move(stat_cache_dir)) {}
+      stat_cache_dir_(std::move(stat_cache_dir)),
+      home_(home != nullptr ? std::optional<CatalogHome>(*home) : std::nullopt) {}
 
 StatusOr<json> Catalog::Create(const AssetRequest& request) {
   AssetRequest r = request;
@@ -121,7 +138,8 @@ StatusOr<json> Catalog::Create(const AssetRequest& request) {
 }
 
 StatusOr<json> Catalog::Store(const AssetRequest& r) {
-  const std::string what = AssetKindName(r.kind) + " " + r.name;
+  const std::string what =
+      AssetKindName(r.kind) + " " + r.name + (home_ ? " of registry " + home_->registry : "");
   json asset = {{"type", r.type},
                 {"description", r.description},
                 {"tags", r.tags},
@@ -206,7 +224,7 @@ StatusOr<json> Catalog::Store(const AssetRequest& r) {
       return InvalidArgument(what + ": '" + r.path + "' is already an asset; give its content");
     }
     if (uri->kind == DataUri::Kind::kRunOutput) {
-      auto run = store_.GetRun(uri->run_id);
+      auto run = ws_store_.GetRun(uri->run_id);
       if (!run.ok()) return run.status().WithPrefix(what);
       lineage_run = uri->run_id;
     } else if (uri->kind == DataUri::Kind::kDatastore) {
@@ -245,10 +263,16 @@ StatusOr<json> Catalog::Store(const AssetRequest& r) {
                              "top; " + r.path + r.snapshot_id + " has none (use custom_model)");
     }
   }
+  if (home_ && storage.contains("snapshot_id")) {
+    // The registry keeps the content itself: the workspaces that read it may be others.
+    Status copied = CopySnapshot(snapshots_, *home_->snapshots, *home_->objects,
+                                 storage["snapshot_id"].get<std::string>());
+    if (!copied.ok()) return copied.WithPrefix(what + ": copying into the registry");
+  }
   asset["storage"] = storage;
 
   if (!lineage_run.empty()) {
-    auto run = store_.GetRun(lineage_run);
+    auto run = ws_store_.GetRun(lineage_run);
     if (!run.ok()) return run.status().WithPrefix(what);
     json lineage = {{"run", run->id},
                     {"experiment", run->experiment},
@@ -406,6 +430,11 @@ StatusOr<AssetSource> Catalog::Resolve(const std::string& kind, const std::strin
     c.file = storage.value("file", "");
     c.files = storage.value("files", std::uint64_t{0});
     c.bytes = storage.value("bytes", std::uint64_t{0});
+    if (home_) {
+      // Read by a run of this workspace: into the workspace's stores first.
+      Status copied = CopySnapshot(*home_->snapshots, snapshots_, objects_, c.snapshot_id);
+      if (!copied.ok()) return copied.WithPrefix(ref + " of registry " + home_->registry);
+    }
     src.stored = c;
   } else {
     src.uri = storage.value("uri", "");
@@ -419,7 +448,14 @@ json Catalog::View(const store::AssetRecord& record) const {
   out["kind"] = record.kind;
   out["name"] = record.name;
   out["version"] = record.version;
-  out["id"] = "azureml:" + record.name + ":" + record.version;
+  if (home_) {
+    out["registry"] = home_->registry;
+    out["id"] = "azureml://registries/" + home_->registry + "/" +
+                (record.kind == "model" ? "models" : "data") + "/" + record.name + "/versions/" +
+                record.version;
+  } else {
+    out["id"] = "azureml:" + record.name + ":" + record.version;
+  }
   out["archived"] = record.archived;
   out["labels"] = record.labels;
   out["created_at"] = FormatTimeIso(record.created_at);

@@ -54,6 +54,20 @@ struct AssetRequest {
   std::string label;
 };
 
+// Where a catalog other than the workspace's keeps its versions: a registry's database and
+// content stores (assets/registries.h).
+struct CatalogHome {
+  std::string registry;  // its name, for ids and messages
+  store::Store* store = nullptr;
+  cas::ObjectStore* objects = nullptr;
+  cas::Snapshotter* snapshots = nullptr;
+};
+
+// Copies snapshot `id` (its manifest and the objects it names, each checked against its digest
+// as it is stored) from one store to another; objects the destination has are not copied again.
+Status CopySnapshot(const cas::Snapshotter& from, cas::Snapshotter& to,
+                    cas::ObjectStore& to_objects, const std::string& id);
+
 // Where a version's content is, for a run to read it.
 struct AssetSource {
   std::string kind, name, version, type;
@@ -64,8 +78,12 @@ struct AssetSource {
 // Thread-safe. Borrows everything; all must outlive it.
 class Catalog {
  public:
+  // `store`, `objects` and `snapshots` are the workspace's: its runs, and where content is read
+  // into. With a `home` (a registry), versions are kept there instead: content is copied into
+  // the home's stores when registered and back into the workspace's when a run reads it.
   Catalog(store::Store& store, cas::ObjectStore& objects, cas::Snapshotter& snapshots,
-          Datastores& datastores, RunData& run_data, std::filesystem::path stat_cache_dir);
+          Datastores& datastores, RunData& run_data, std::filesystem::path stat_cache_dir,
+          const CatalogHome* home = nullptr);
 
   // Registers a new version and returns its JSON (ToJson). InvalidArgument naming the field for
   // a bad name, version, type or source; NotFound for a source that does not exist (a file, a
@@ -102,12 +120,14 @@ class Catalog {
   StatusOr<nlohmann::json> Store(const AssetRequest& request);
   nlohmann::json View(const store::AssetRecord& record) const;
 
-  store::Store& store_;
+  store::Store& ws_store_;  // the workspace's: runs
+  store::Store& store_;     // where versions are kept: the workspace's, or the home's
   cas::ObjectStore& objects_;
   cas::Snapshotter& snapshots_;
   Datastores& datastores_;
   RunData& run_data_;
   const std::filesystem::path stat_cache_dir_;
+  const std::optional<CatalogHome> home_;
   Mutex create_mu_;  // one new version at a time: "the next version" is then well defined
 };
 

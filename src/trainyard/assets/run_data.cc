@@ -10,6 +10,7 @@
 
 #include "trainyard/assets/catalog.h"
 #include "trainyard/assets/client_internal.h"
+#include "trainyard/assets/registries.h"
 #include "trainyard/cas/io.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/rooted_dir.h"
@@ -119,7 +120,10 @@ Status RunData::Check(spec::RunRequest& request) {
     if (uri.kind == DataUri::Kind::kAsset) {
       auto src = ResolveAsset(in, uri);
       if (!src.ok()) return src.status().WithPrefix("input '" + name + "'");
-      in.path = "azureml:" + src->name + ":" + src->version;
+      in.path = uri.asset_registry.empty() ? "azureml:" + src->name + ":" + src->version
+                                           : "azureml://registries/" + uri.asset_registry + "/" +
+                                                 (src->kind == "model" ? "models/" : "data/") +
+                                                 src->name + "/versions/" + src->version;
     } else if (uri.kind == DataUri::Kind::kDatastore) {
       auto ds = datastores_.Get(uri.datastore);
       if (!ds.ok()) return ds.status().WithPrefix("input '" + name + "'");
@@ -240,8 +244,14 @@ StatusOr<AssetSource> RunData::ResolveAsset(const spec::InputSpec& in, const Dat
   }
   std::string type = in.type;
   if (type.empty()) type = in.kind == spec::InputSpec::Kind::kUriFile ? "uri_file" : "uri_folder";
-  return catalog_->Resolve(model ? "model" : "data", uri.asset_name, uri.asset_version,
-                           uri.asset_label, type);
+  Catalog* catalog = catalog_;
+  if (!uri.asset_registry.empty()) {
+    if (registries_ == nullptr) return FailedPrecondition("registries are not available here");
+    TY_ASSIGN_OR_RETURN(Registry * r, registries_->Open(uri.asset_registry));
+    catalog = r->catalog.get();
+  }
+  const std::string kind = !uri.asset_kind.empty() ? uri.asset_kind : model ? "model" : "data";
+  return catalog->Resolve(kind, uri.asset_name, uri.asset_version, uri.asset_label, type);
 }
 
 StatusOr<std::unique_ptr<ObjectClient>> RunData::ClientFor(const DataUri& uri,

@@ -29,6 +29,7 @@
 namespace trainyard::assets {
 
 class Catalog;
+class Registries;
 struct AssetSource;
 
 // Thread-safe. Borrows everything it is given; all must outlive it.
@@ -41,7 +42,11 @@ class RunData {
 
   // Where inputs that name a data asset or model (azureml:<name>:<version>, @latest, @label)
   // are looked up. Set once, before any other call; without one such inputs are refused.
-  void UseCatalog(Catalog* catalog) { catalog_ = catalog; }
+  // `registries` (optional) resolves azureml://registries/<r>/(models|data)/... inputs.
+  void UseCatalog(Catalog* catalog, Registries* registries = nullptr) {
+    catalog_ = catalog;
+    registries_ = registries;
+  }
 
   // At submit: every input and output names something that exists (a known datastore, an
   // existing run, a data asset or model of a fitting type), so a typo fails the submit, not the
@@ -103,6 +108,7 @@ class RunData {
   const std::filesystem::path cache_dir_;
   const std::filesystem::path runs_dir_;
   Catalog* catalog_ = nullptr;
+  Registries* registries_ = nullptr;
   Mutex locks_mu_;
   // One lock per cached source (by its index file), so two runs of the same input fetch once.
   std::map<std::string, std::unique_ptr<Mutex>> locks_ GUARDED_BY(locks_mu_);

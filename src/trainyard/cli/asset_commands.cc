@@ -13,28 +13,30 @@ namespace {
 
 // What the commands of one noun share.
 struct Noun {
-  const char* kind;    // "data" | "model"
-  const char* prefix;  // "/api/v1/data"
-  const char* title;   // "Data asset" | "Model"
+  const char* kind;   // "data" | "model"
+  const char* route;  // "/data" (under ApiBase)
+  const char* title;  // "Data asset" | "Model"
 };
-constexpr Noun kData{"data", "/api/v1/data", "Data asset"};
-constexpr Noun kModel{"model", "/api/v1/models", "Model"};
+constexpr Noun kData{"data", "/data", "Data asset"};
+constexpr Noun kModel{"model", "/models", "Model"};
 
 struct Options {
-  std::string name, version, type, path, description, label, run, download_path = ".";
+  std::string name, version, type, path, description, label, run, registry, download_path = ".";
   std::vector<std::string> tags;
   bool archived = false;
 };
 
-std::string VersionPath(const Noun& n, const std::string& name, const std::string& version) {
-  return std::string(n.prefix) + "/" + HttpClient::UrlEncode(name) + "/versions/" +
-         HttpClient::UrlEncode(version);
+std::string Prefix(const Noun& n, const Options& o) { return ApiBase(o.registry) + n.route; }
+
+std::string VersionPath(const Noun& n, const Options& o) {
+  return Prefix(n, o) + "/" + HttpClient::UrlEncode(o.name) + "/versions/" +
+         HttpClient::UrlEncode(o.version);
 }
 
 // The version `o` names: --version, else --label, else the latest.
 std::string ShowPath(const Noun& n, const Options& o) {
-  if (!o.version.empty()) return VersionPath(n, o.name, o.version);
-  std::string path = std::string(n.prefix) + "/" + HttpClient::UrlEncode(o.name);
+  if (!o.version.empty()) return VersionPath(n, o);
+  std::string path = Prefix(n, o) + "/" + HttpClient::UrlEncode(o.name);
   if (!o.label.empty()) path += "?label=" + HttpClient::UrlEncode(o.label);
   return path;
 }
@@ -108,7 +110,7 @@ int Create(Session& s, const Noun& n, const Options& o, const std::string& outpu
   auto http = s.Client();
   if (!http.ok()) return Fail(http.status());
   // Registering a model may fetch it: no short time limit.
-  auto created = (*http)->PostJson(n.prefix, body, 3'600'000);
+  auto created = (*http)->PostJson(Prefix(n, o), body, 3'600'000);
   if (!created.ok()) return Fail(created.status());
   if (output == "json") {
     PrintJson(*created);
@@ -122,7 +124,7 @@ int Create(Session& s, const Noun& n, const Options& o, const std::string& outpu
 }
 
 int List(Session& s, const Noun& n, const Options& o, const std::string& output) {
-  std::string path = n.prefix;
+  std::string path = Prefix(n, o);
   std::string sep = "?";
   if (!o.name.empty()) {
     path += "?name=" + HttpClient::UrlEncode(o.name);
@@ -203,8 +205,8 @@ int Show(Session& s, const Noun& n, const Options& o, const std::string& output)
 int SetArchived(Session& s, const Noun& n, const Options& o, bool archived) {
   auto http = s.Client();
   if (!http.ok()) return Fail(http.status());
-  auto done = (*http)->PostJson(
-      VersionPath(n, o.name, o.version) + (archived ? "/archive" : "/restore"), json::object());
+  auto done =
+      (*http)->PostJson(VersionPath(n, o) + (archived ? "/archive" : "/restore"), json::object());
   if (!done.ok()) return Fail(done.status());
   std::cout << (archived ? "Archived " : "Restored ") << Str(*done, "name") << ":"
             << Str(*done, "version") << "\n";
@@ -214,8 +216,7 @@ int SetArchived(Session& s, const Noun& n, const Options& o, bool archived) {
 int Label(Session& s, const Noun& n, const Options& o) {
   auto http = s.Client();
   if (!http.ok()) return Fail(http.status());
-  auto done =
-      (*http)->PostJson(VersionPath(n, o.name, o.version) + "/labels", json{{"label", o.label}});
+  auto done = (*http)->PostJson(VersionPath(n, o) + "/labels", json{{"label", o.label}});
   if (!done.ok()) return Fail(done.status());
   std::cout << "Label " << o.label << " now names " << Str(*done, "name") << ":"
             << Str(*done, "version") << "\n";
@@ -280,6 +281,7 @@ void AddNoun(CommandLine& cl, const Noun& n, const char* help) {
       "create", model ? "Register a model: the next version, or --version"
                       : "Register a data asset: the next version, or --version");
   create->add_option("--name,-n", o->name, "Name")->required();
+  create->add_option("--registry", o->registry, "Of this registry, not the workspace");
   create->add_option("--version,-v", o->version, "Version (default: the next whole number)");
   create->add_option(
       "--type,-t", o->type,
@@ -302,12 +304,14 @@ void AddNoun(CommandLine& cl, const Noun& n, const char* help) {
   auto* list =
       noun->add_subcommand("list", "The latest version of each, or every version of --name");
   list->add_option("--name,-n", o->name, "Every version of this name");
+  list->add_option("--registry", o->registry, "Of this registry, not the workspace");
   list->add_flag("--include-archived", o->archived, "Archived versions too");
   cl.AddOutput(list);
   cl.Then(list, [o, n, &cl](Session& s) { return List(s, n, *o, cl.output); });
 
   auto* show = noun->add_subcommand("show", "One version (default: the latest), with lineage");
   show->add_option("--name,-n", o->name, "Name")->required();
+  show->add_option("--registry", o->registry, "Of this registry, not the workspace");
   show->add_option("--version,-v", o->version, "Version");
   show->add_option("--label,-l", o->label, "The version this label names (latest: the newest)");
   cl.AddOutput(show);
@@ -319,12 +323,14 @@ void AddNoun(CommandLine& cl, const Noun& n, const char* help) {
                                                "usable as name:version)"
                                              : "Restore an archived version");
     sub->add_option("--name,-n", o->name, "Name")->required();
+    sub->add_option("--registry", o->registry, "Of this registry, not the workspace");
     sub->add_option("--version,-v", o->version, "Version")->required();
     cl.Then(sub, [o, n, archive](Session& s) { return SetArchived(s, n, *o, archive); });
   }
 
   auto* label = noun->add_subcommand("label", "Point a label at a version");
   label->add_option("--name,-n", o->name, "Name")->required();
+  label->add_option("--registry", o->registry, "Of this registry, not the workspace");
   label->add_option("--version,-v", o->version, "Version")->required();
   label->add_option("--label,-l", o->label, "Label (e.g. production)")->required();
   cl.Then(label, [o, n](Session& s) { return Label(s, n, *o); });
@@ -334,6 +340,7 @@ void AddNoun(CommandLine& cl, const Noun& n, const char* help) {
                                     "Write a model's files, checked against their "
                                     "digests, to DOWNLOAD_PATH/<name>");
     dl->add_option("--name,-n", o->name, "Name")->required();
+    dl->add_option("--registry", o->registry, "Of this registry, not the workspace");
     dl->add_option("--version,-v", o->version, "Version (default: the latest)");
     dl->add_option("--label,-l", o->label, "The version this label names");
     dl->add_option("--download-path,-p", o->download_path, "Folder (default: .)");

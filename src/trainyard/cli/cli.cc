@@ -67,6 +67,7 @@ int Main(int argc, char** argv) {
   AddComputeCommands(cl);
   AddDatastoreCommands(cl);
   AddAssetCommands(cl);
+  AddRegistryCommands(cl);
   AddSnapshotCommands(cl);
   AddWorkspaceCommands(cl);
 

@@ -16,6 +16,10 @@ fs::path SelfExe() {
   return ec ? fs::path("trainyard") : p;
 }
 
+std::string ApiBase(const std::string& registry) {
+  return registry.empty() ? "/api/v1" : "/api/v1/registries/" + HttpClient::UrlEncode(registry);
+}
+
 std::string Str(const json& j, const char* key) {
   return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
 }

@@ -35,6 +35,9 @@ int Fail(const Status& s);
 std::filesystem::path SelfExe();
 // j[key] when it is a string, else "".
 std::string Str(const json& j, const char* key);
+// Where the routes of environments, data and models are: the workspace's ("/api/v1"), or
+// registry `registry`'s ("/api/v1/registries/<registry>").
+std::string ApiBase(const std::string& registry);
 
 // Per-invocation state: the workspace and a lazily connected client.
 class Session {
@@ -148,6 +151,7 @@ void AddEnvCommands(CommandLine& cl);
 void AddComputeCommands(CommandLine& cl);
 void AddDatastoreCommands(CommandLine& cl);
 void AddAssetCommands(CommandLine& cl);
+void AddRegistryCommands(CommandLine& cl);
 void AddSnapshotCommands(CommandLine& cl);
 void AddWorkspaceCommands(CommandLine& cl);
 

@@ -5,7 +5,8 @@
 namespace trainyard::cli {
 namespace {
 
-int EnvCreate(Session& s, const std::string& file, const std::string& output) {
+int EnvCreate(Session& s, const std::string& file, const std::string& registry,
+              const std::string& output) {
   auto env = spec::ParseEnvironmentFile(file);
   if (!env.ok()) return Fail(env.status());
   if (env->name.empty()) {
@@ -15,19 +16,22 @@ int EnvCreate(Session& s, const std::string& file, const std::string& output) {
   if (!def.ok()) return Fail(def.status());
   auto http = s.Client();
   if (!http.ok()) return Fail(http.status());
-  auto rec = (*http)->PostJson("/api/v1/environments", def->ToJson(spec::SecretMode::kPlain));
+  auto rec = (*http)->PostJson(ApiBase(registry) + "/environments",
+                               def->ToJson(spec::SecretMode::kPlain), 600000);
   if (!rec.ok()) return Fail(rec.status());
   if (output == "json") {
     PrintJson(*rec);
   } else {
     std::cout << "Environment " << Str(*rec, "name") << ":" << Str(*rec, "version") << " (image "
-              << Str(*rec, "image") << ")\n";
+              << Str(*rec, "image") << ")";
+    if (!registry.empty()) std::cout << " in registry " << registry << ": " << Str(*rec, "id");
+    std::cout << "\n";
   }
   return 0;
 }
 
-int EnvList(Session& s, const std::string& output) {
-  auto envs = s.GetJson("/api/v1/environments");
+int EnvList(Session& s, const std::string& registry, const std::string& output) {
+  auto envs = s.GetJson(ApiBase(registry) + "/environments");
   if (!envs.ok()) return Fail(envs.status());
   if (output == "json") {
     PrintJson(*envs);
@@ -42,7 +46,7 @@ int EnvList(Session& s, const std::string& output) {
   return 0;
 }
 
-int EnvShow(Session& s, std::string ref, const std::string& output) {
+int EnvShow(Session& s, std::string ref, const std::string& registry, const std::string& output) {
   if (StartsWith(ref, "azureml:")) ref = ref.substr(8);
   std::string name = ref, version = "latest";
   if (auto colon = ref.find(':'); colon != std::string::npos) {
@@ -52,8 +56,8 @@ int EnvShow(Session& s, std::string ref, const std::string& output) {
     name = ref.substr(0, at);
     version = ref.substr(at + 1);
   }
-  auto rec = s.GetJson("/api/v1/environments/" + HttpClient::UrlEncode(name) + "/versions/" +
-                       HttpClient::UrlEncode(version));
+  auto rec = s.GetJson(ApiBase(registry) + "/environments/" + HttpClient::UrlEncode(name) +
+                       "/versions/" + HttpClient::UrlEncode(version));
   if (!rec.ok()) return Fail(rec.status());
   if (output == "json") {
     PrintJson(*rec);
@@ -72,7 +76,7 @@ int EnvShow(Session& s, std::string ref, const std::string& output) {
 
 void AddEnvCommands(CommandLine& cl) {
   struct Options {
-    std::string file, name;
+    std::string file, name, registry;
   };
   auto o = std::make_shared<Options>();
   auto* env = cl.app.add_subcommand("env", "Register and inspect environments");
@@ -80,15 +84,18 @@ void AddEnvCommands(CommandLine& cl) {
   env->require_subcommand(1);
   auto* create = env->add_subcommand("create", "Register an environment from a YAML file");
   create->add_option("-f,--file", o->file, "Environment YAML file")->required();
+  create->add_option("--registry", o->registry, "Publish it to this registry instead");
   cl.AddOutput(create);
-  cl.Then(create, [o, &cl](Session& s) { return EnvCreate(s, o->file, cl.output); });
+  cl.Then(create, [o, &cl](Session& s) { return EnvCreate(s, o->file, o->registry, cl.output); });
   auto* list = env->add_subcommand("list", "List environments and their versions");
+  list->add_option("--registry", o->registry, "The environments of this registry");
   cl.AddOutput(list);
-  cl.Then(list, [&cl](Session& s) { return EnvList(s, cl.output); });
+  cl.Then(list, [o, &cl](Session& s) { return EnvList(s, o->registry, cl.output); });
   auto* show = env->add_subcommand("show", "Show an environment (NAME[:VERSION])");
   show->add_option("name", o->name, "NAME, NAME:VERSION or NAME@latest")->required();
+  show->add_option("--registry", o->registry, "An environment of this registry");
   cl.AddOutput(show);
-  cl.Then(show, [o, &cl](Session& s) { return EnvShow(s, o->name, cl.output); });
+  cl.Then(show, [o, &cl](Session& s) { return EnvShow(s, o->name, o->registry, cl.output); });
 }
 
 }  // namespace trainyard::cli

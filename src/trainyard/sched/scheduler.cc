@@ -297,6 +297,19 @@ StatusOr<store::RunRecord> Scheduler::Submit(spec::RunRequest request) {
                              " does not exist on the daemon's machine");
     }
   }
+  // An environment from a registry becomes the workspace's own, as an inline one does.
+  if (!request.environment_registry.empty()) {
+    if (!options_.import_environment) {
+      return InvalidArgument("environments from registries are not available here");
+    }
+    TY_ASSIGN_OR_RETURN(
+        spec::EnvironmentDefinition def,
+        options_.import_environment(request.environment_registry, request.environment_name,
+                                    request.environment_version));
+    request.environment = std::move(def);
+    request.environment_name.clear();
+    request.environment_version.clear();
+  }
   // The environment: an inline one is registered (anonymously unless it has a name) so every
   // run refers to a stored, versioned definition.
   if (request.environment) {

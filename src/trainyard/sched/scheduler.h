@@ -42,6 +42,12 @@ struct SchedulerOptions {
   // `deliver_outputs` fails it in Finalizing, each with the message. Unset: inputs must be local
   // paths and outputs have no path.
   using DataLog = std::function<void(std::string_view)>;
+  // An environment from a registry (request.environment_registry): its definition, with its
+  // build context copied into the workspace, registered in the workspace at submit like an
+  // inline one. Unset: such requests are refused.
+  std::function<StatusOr<spec::EnvironmentDefinition>(
+      const std::string& registry, const std::string& name, const std::string& version)>
+      import_environment;
   // `check_data` may pin what the request names (an asset's `@latest` to its version).
   std::function<Status(spec::RunRequest& request)> check_data;
   // `canceled` says whether the run was canceled meanwhile: a fetch then stops between files

@@ -70,7 +70,22 @@ StatusOr<DataUri> ParseDataUri(std::string_view text) {
     return uri;
   }
   if (StartsWith(text, "azureml://registries/")) {
-    return InvalidArgument("'" + t + "': registry assets are not supported yet");
+    // azureml://registries/<registry>/(models|data)/<name>/(versions/<v> | labels/<label>)
+    const std::vector<std::string> parts = Split(text.substr(10), '/');
+    const bool shape = parts.size() == 6 && IsValidName(parts[1]) &&
+                       (parts[2] == "models" || parts[2] == "data") && IsValidName(parts[3]) &&
+                       (parts[4] == "versions" || parts[4] == "labels") && IsValidName(parts[5]);
+    if (!shape) {
+      return InvalidArgument("'" + t +
+                             "' is not a registry asset; write azureml://registries/<registry>/"
+                             "(models|data)/<name>/versions/<version> or .../labels/<label>");
+    }
+    uri.kind = DataUri::Kind::kAsset;
+    uri.asset_registry = parts[1];
+    uri.asset_kind = parts[2] == "models" ? "model" : "data";
+    uri.asset_name = parts[3];
+    (parts[4] == "versions" ? uri.asset_version : uri.asset_label) = parts[5];
+    return uri;
   }
   if (StartsWith(text, "runs:/")) {
     // MLflow's address of a run's artifact: runs:/<run>/<path>, the run's outputs here.

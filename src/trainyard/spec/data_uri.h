@@ -34,6 +34,11 @@ struct DataUri {
   std::string asset_name;     // kAsset
   std::string asset_version;  // kAsset: the version, or "" when a label names it
   std::string asset_label;    // kAsset: "latest" or a label set on a version
+  // kAsset from azureml://registries/<registry>/(models|data)/<name>/(versions/<v>|labels/<l>):
+  // the registry, and "model" or "data" (empty for azureml:<name>..., where the input's type
+  // tells).
+  std::string asset_registry;
+  std::string asset_kind;
 };
 
 // Parses an input's or output's `path:`. InvalidArgument saying what is wrong and how to write

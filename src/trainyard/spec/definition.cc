@@ -228,6 +228,7 @@ json RunRequest::ToJson(SecretMode mode) const {
          {"code_copy", code_copy},
          {"environment_name", environment_name},
          {"environment_version", environment_version},
+         {"environment_registry", environment_registry},
          {"environment_variables", environment_variables},
          {"instance_count", instance_count},
          {"priority", priority},
@@ -312,6 +313,7 @@ StatusOr<RunRequest> RunRequest::FromJson(const json& j) {
   r.Bool("code_copy", &q.code_copy);
   r.Str("environment_name", &q.environment_name);
   r.Str("environment_version", &q.environment_version);
+  r.Str("environment_registry", &q.environment_registry);
   r.StrMap("environment_variables", &q.environment_variables);
   r.Int("instance_count", &q.instance_count);
   r.Int("priority", &q.priority);
@@ -401,6 +403,7 @@ RunRequest RequestFromJob(const JobSpec& job, const std::string& code_snapshot,
   if (job.environment.kind == EnvironmentRef::Kind::kRegistered) {
     q.environment_name = job.environment.name;
     q.environment_version = job.environment.version;
+    q.environment_registry = job.environment.registry;
   } else {
     q.environment = std::move(inline_env);
   }

@@ -75,6 +75,9 @@ struct RunRequest {
   // Either a registered environment (name, version empty = latest) or an inline definition.
   std::string environment_name;
   std::string environment_version;
+  // Set with environment_name: the registry the environment is taken from (azureml://registries/
+  // <registry>/environments/<name>/...); the daemon copies it into the workspace at submit.
+  std::string environment_registry;
   std::optional<EnvironmentDefinition> environment;
   std::map<std::string, std::string> environment_variables;
   std::map<std::string, InputSpec> inputs;  // uri paths are absolute on the daemon's machine

@@ -88,9 +88,25 @@ StatusOr<EnvironmentRef> ParseEnvironmentString(const SourceFile& file, const En
     return ref;
   }
   if (StartsWith(text, "azureml://")) {
-    return file.ErrorAt(entry.mark(),
-                        "registry references (azureml://...) are not supported "
-                        "yet; use azureml:NAME:VERSION or azureml:NAME@latest");
+    // azureml://registries/<registry>/environments/<name>/(versions/<v> | labels/latest)
+    const std::vector<std::string> parts = Split(std::string_view(text).substr(10), '/');
+    const bool shape = parts.size() == 6 && parts[0] == "registries" &&
+                       parts[2] == "environments" && IsValidName(parts[1]) &&
+                       IsValidName(parts[3]) &&
+                       ((parts[4] == "versions" && IsValidName(parts[5])) ||
+                        (parts[4] == "labels" && parts[5] == "latest"));
+    if (!shape) {
+      return file.ErrorAt(entry.mark(),
+                          "bad environment reference '" + text +
+                              "': write azureml://registries/<registry>/environments/<name>/"
+                              "versions/<version> or .../labels/latest (environments have no "
+                              "other labels)");
+    }
+    ref.kind = EnvironmentRef::Kind::kRegistered;
+    ref.registry = parts[1];
+    ref.name = parts[3];
+    if (parts[4] == "versions") ref.version = parts[5];
+    return ref;
   }
   std::string rest = StartsWith(text, "azureml:") ? text.substr(8) : text;
   std::string name = rest;
@@ -336,7 +352,8 @@ StatusOr<OutputSpec> ParseOutput(const SourceFile& file, const Entry& entry) {
   }
   // name (and version): registered as a data asset, or a model for a model type, when the run
   // completes.
-  for (auto [key, field] : {std::pair{"name", &output.name}, std::pair{"version", &output.version}}) {
+  for (auto [key, field] :
+       {std::pair{"name", &output.name}, std::pair{"version", &output.version}}) {
     if (const Entry* e = m.Find(key)) {
       TY_ASSIGN_OR_RETURN(*field, internal::ReadNonEmptyString(file, *e));
       if (!IsValidName(*field) || *field == "latest") {

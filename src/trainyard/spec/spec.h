@@ -65,6 +65,9 @@ struct EnvironmentRef {
   EnvironmentSpec inline_spec;  // kInline (also for `file:env.yml`)
   std::string name;             // kRegistered: `azureml:NAME:VERSION` or `azureml:NAME@latest`
   std::string version;          // kRegistered: empty means latest
+  // kRegistered from a registry: azureml://registries/<registry>/environments/<name>/
+  // (versions/<version> | labels/latest).
+  std::string registry;
 };
 
 struct InputSpec {

@@ -39,7 +39,7 @@ struct EnvironmentRecord {
 };
 
 // A compute target: where runs execute (spec::ComputeDefinition holds its settings).
-// A named definition kept as JSON: compute targets and datastores.
+// A named definition kept as JSON: compute targets, datastores and registries.
 struct DefinitionRecord {
   std::string name;
   std::string type;             // computes: "docker" | "process" | "slurm"; datastores: "local" ...
@@ -49,6 +49,7 @@ struct DefinitionRecord {
 };
 using ComputeRecord = DefinitionRecord;
 using DatastoreRecord = DefinitionRecord;
+using RegistryRecord = DefinitionRecord;  // type "folder"; definition_json {"path": ...}
 
 // A version of a catalogued asset: a data asset, a model or a command component
 // (assets::Catalog). The asset itself is kept as JSON; the columns are what lookups need.

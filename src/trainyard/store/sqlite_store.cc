@@ -178,6 +178,16 @@ CREATE TABLE asset_labels (
   FOREIGN KEY (kind, name, version) REFERENCES assets(kind, name, version)
 );
 )sql",
+    // 8: the registries a workspace uses (a folder each, shared with other workspaces).
+    R"sql(
+CREATE TABLE registries (
+  name             TEXT PRIMARY KEY,
+  type             TEXT NOT NULL,
+  definition_json  TEXT NOT NULL,
+  created_at       INTEGER NOT NULL,
+  updated_at       INTEGER NOT NULL
+);
+)sql",
 };
 
 // A table of named definitions (DefinitionRecord): how messages call its rows, and its
@@ -203,6 +213,7 @@ struct DefinitionTable {
   }
 constexpr DefinitionTable kComputes = TY_DEFINITION_TABLE("computes", "compute target");
 constexpr DefinitionTable kDatastores = TY_DEFINITION_TABLE("datastores", "datastore");
+constexpr DefinitionTable kRegistries = TY_DEFINITION_TABLE("registries", "registry");
 #undef TY_DEFINITION_TABLE
 
 using sqlite::Statement;
@@ -372,6 +383,17 @@ class SqliteStore : public Store {
   }
   Status DeleteDatastore(const std::string& name) override {
     return DeleteDefinition(kDatastores, name);
+  }
+
+  Status PutRegistry(const RegistryRecord& r) override { return PutDefinition(kRegistries, r); }
+  StatusOr<RegistryRecord> GetRegistry(const std::string& name) override {
+    return GetDefinition(kRegistries, name);
+  }
+  StatusOr<std::vector<RegistryRecord>> ListRegistries() override {
+    return ListDefinitions(kRegistries);
+  }
+  Status DeleteRegistry(const std::string& name) override {
+    return DeleteDefinition(kRegistries, name);
   }
 
   StatusOr<EnvironmentRecord> GetEnvironment(const std::string& name,

@@ -258,7 +258,8 @@ TEST(SqliteStoreTest, MigrationFillsTheCommandOfEarlierRuns) {
     auto db = sqlite::Connection::Open(path, SQLITE_OPEN_READWRITE, "test");
     ASSERT_TRUE(db.ok());
     ASSERT_TRUE((*db)
-                    ->Exec("DROP TABLE asset_labels; DROP TABLE assets; DROP TABLE datastores;"
+                    ->Exec("DROP TABLE registries; DROP TABLE asset_labels; DROP TABLE assets;"
+                           " DROP TABLE datastores;"
                            " ALTER TABLE runs DROP COLUMN command;"
                            " DELETE FROM schema_migrations WHERE version >= 5")
                     .ok());

@@ -51,6 +51,15 @@ class Store {
   // NotFound when there is no such datastore.
   virtual Status DeleteDatastore(const std::string& name) = 0;
 
+  // Records a registry the workspace uses, or replaces the one of that name.
+  virtual Status PutRegistry(const RegistryRecord& registry) = 0;
+  // NotFound "registry 'NAME' does not exist".
+  virtual StatusOr<RegistryRecord> GetRegistry(const std::string& name) = 0;
+  // Ordered by name.
+  virtual StatusOr<std::vector<RegistryRecord>> ListRegistries() = 0;
+  // NotFound when there is no such registry.
+  virtual Status DeleteRegistry(const std::string& name) = 0;
+
   // Inserts a version of an asset. AlreadyExists "<kind> NAME:VERSION already exists".
   virtual Status InsertAsset(const AssetRecord& asset) = 0;
   // NotFound "<kind> NAME:VERSION does not exist".
