@@ -11,6 +11,18 @@ namespace trainyard::api {
 
 using json = nlohmann::json;
 
+StatusOr<spec::EnvironmentDefinition> EnvironmentFromBody(const HttpRequest& req,
+                                                          const cas::Snapshotter& snapshots) {
+  TY_ASSIGN_OR_RETURN(json body, req.JsonBody());
+  TY_ASSIGN_OR_RETURN(spec::EnvironmentDefinition def, spec::EnvironmentDefinition::FromJson(body));
+  if (!def.build_context.empty()) {
+    if (auto m = snapshots.Load(def.build_context); !m.ok()) {
+      return m.status().WithPrefix("build context");
+    }
+  }
+  return def;
+}
+
 EnvironmentRoutes::EnvironmentRoutes(store::Store& store, envbuild::EnvironmentRegistry& registry,
                                      const cas::Snapshotter& snapshots,
                                      envbuild::ImageBuilder& builder)
@@ -39,15 +51,8 @@ void EnvironmentRoutes::Install(HttpServer& s) {
   http_ = &s;
   // Environments.
   s.Route("POST", "/api/v1/environments", SyncHandler([this](HttpRequest& req) {
-            auto body = req.JsonBody();
-            if (!body.ok()) return HttpResponse::FromStatus(body.status());
-            auto def = spec::EnvironmentDefinition::FromJson(*body);
+            auto def = EnvironmentFromBody(req, snapshots_);
             if (!def.ok()) return HttpResponse::FromStatus(def.status());
-            if (!def->build_context.empty()) {
-              if (auto m = snapshots_.Load(def->build_context); !m.ok()) {
-                return HttpResponse::FromStatus(m.status().WithPrefix("build context"));
-              }
-            }
             auto rec = registry_.Register(std::move(def).value());
             if (!rec.ok()) return HttpResponse::FromStatus(rec.status());
             return HttpResponse::Json(201, envbuild::EnvironmentRegistry::ToApiJson(*rec));

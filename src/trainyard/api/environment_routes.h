@@ -15,6 +15,12 @@
 
 namespace trainyard::api {
 
+// The environment definition a POST body holds, its build context checked to be a snapshot of
+// `snapshots` (InvalidArgument / NotFound otherwise): for the workspace's environments and a
+// registry's.
+StatusOr<spec::EnvironmentDefinition> EnvironmentFromBody(const HttpRequest& req,
+                                                          const cas::Snapshotter& snapshots);
+
 // The environment routes (docs/api.md, "Environments"):
 //   POST /api/v1/environments                                  register (a version per change)
 //   GET  /api/v1/environments[/{name}]                         every version (of one name)

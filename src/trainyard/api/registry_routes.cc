@@ -3,6 +3,7 @@
 #include <string>
 
 #include "trainyard/api/asset_routes.h"
+#include "trainyard/api/environment_routes.h"
 
 namespace trainyard::api {
 namespace {
@@ -69,15 +70,8 @@ void AddRegistryRoutes(HttpServer& server, assets::Registries& registries,
 
   const std::string envs = "/api/v1/registries/{registry}/environments";
   server.Route("POST", envs, SyncHandler([regs, &snapshots](HttpRequest& req) {
-                 auto body = req.JsonBody();
-                 if (!body.ok()) return HttpResponse::FromStatus(body.status());
-                 auto def = spec::EnvironmentDefinition::FromJson(*body);
+                 auto def = EnvironmentFromBody(req, snapshots);
                  if (!def.ok()) return HttpResponse::FromStatus(def.status());
-                 if (!def->build_context.empty()) {
-                   if (auto m = snapshots.Load(def->build_context); !m.ok()) {
-                     return HttpResponse::FromStatus(m.status().WithPrefix("build context"));
-                   }
-                 }
                  const std::string name = req.Param("registry");
                  auto rec = regs->PublishEnvironment(name, std::move(def).value());
                  if (!rec.ok()) return HttpResponse::FromStatus(rec.status());
