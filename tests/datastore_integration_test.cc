@@ -836,7 +836,12 @@ TEST_F(DataCliTest, ARegistrySharedByTwoWorkspaces) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const nlohmann::json consumer = nlohmann::json::parse(r.output);
   EXPECT_EQ(consumer["status"], "Completed") << r.output;
-  EXPECT_EQ(consumer["environment_name"], "team-py") << r.output;
+  // Kept under a name of the workspace's own: not a version of a workspace environment team-py.
+  EXPECT_EQ(consumer["environment_name"], "shared.team-py") << r.output;
+  // A registry model downloads in the second workspace from the registry's content.
+  r = run2("model download --registry shared --name team-model --download-path dl");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(*ReadFile(project2 / "dl" / "team-model" / "w.txt"), "w1\n");
   // Unknown registries and assets are named with what exists.
   std::ofstream(project2 / "bad.yml")
       << "command: echo\nenvironment: azureml://registries/nope/environments/x/labels/latest\n"

@@ -124,6 +124,16 @@ void AddKindRoutes(HttpServer& server, const CatalogOf& catalog_of, const std::s
 
 }  // namespace
 
+HttpResponse ObjectResponse(const cas::ObjectStore& objects, const std::string& digest) {
+  if (!IsSha256Hex(digest)) {
+    return HttpResponse::FromStatus(
+        InvalidArgument("'" + digest.substr(0, 80) + "' is not a SHA-256 digest"));
+  }
+  ScopedFd fd(::open(objects.PathFor(digest).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd.valid()) return HttpResponse::FromStatus(NotFound("object " + digest + " is not stored"));
+  return HttpResponse::File(std::move(fd));
+}
+
 void AddCatalogRoutes(HttpServer& server, const CatalogOf& catalog_of, const std::string& base) {
   for (const Kind& k : kKinds) AddKindRoutes(server, catalog_of, base, k);
 }
@@ -132,20 +142,9 @@ void AddAssetRoutes(HttpServer& server, assets::Catalog& catalog, cas::ObjectSto
   AddCatalogRoutes(
       server, [&catalog](HttpRequest&) -> StatusOr<assets::Catalog*> { return &catalog; },
       "/api/v1");
-  server.Route(
-      "GET", "/api/v1/objects/{digest}", SyncHandler([&objects](HttpRequest& req) {
-        const std::string digest = req.Param("digest");
-        if (!IsSha256Hex(digest)) {
-          return HttpResponse::FromStatus(
-              InvalidArgument("'" + digest.substr(0, 80) + "' is not a SHA-256 digest"));
-        }
-        ScopedFd fd(::open(objects.PathFor(digest).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-        if (!fd.valid()) {
-          return HttpResponse::FromStatus(
-              NotFound("object " + digest + " is not in the workspace's store"));
-        }
-        return HttpResponse::File(std::move(fd));
-      }));
+  server.Route("GET", "/api/v1/objects/{digest}", SyncHandler([&objects](HttpRequest& req) {
+                 return ObjectResponse(objects, req.Param("digest"));
+               }));
 }
 
 }  // namespace trainyard::api

@@ -27,6 +27,9 @@ void AddAssetRoutes(HttpServer& server, assets::Catalog& catalog, cas::ObjectSto
 
 // The data and model routes above under `base` ("/api/v1", "/api/v1/registries/{registry}"),
 // each request served by the catalog `catalog_of` finds for it.
+// The bytes of object `digest` of `objects` (400 for a malformed digest, 404 when absent).
+HttpResponse ObjectResponse(const cas::ObjectStore& objects, const std::string& digest);
+
 using CatalogOf = std::function<StatusOr<assets::Catalog*>(HttpRequest&)>;
 void AddCatalogRoutes(HttpServer& server, const CatalogOf& catalog_of, const std::string& base);
 

@@ -92,6 +92,22 @@ void AddRegistryRoutes(HttpServer& server, assets::Registries& registries,
                  return HttpResponse::Json(200, EnvironmentJson(name, *rec));
                }));
 
+  // A registry's content, for downloads: its manifests and objects by digest.
+  server.Route("GET", "/api/v1/registries/{registry}/snapshots/{id}",
+               SyncHandler([regs](HttpRequest& req) {
+                 auto r = regs->Open(req.Param("registry"));
+                 if (!r.ok()) return HttpResponse::FromStatus(r.status());
+                 auto manifest = (*r)->snapshots->Load(req.Param("id"));
+                 if (!manifest.ok()) return HttpResponse::FromStatus(manifest.status());
+                 return HttpResponse::Text(200, manifest->ToJson(), "application/json");
+               }));
+  server.Route("GET", "/api/v1/registries/{registry}/objects/{digest}",
+               SyncHandler([regs](HttpRequest& req) {
+                 auto r = regs->Open(req.Param("registry"));
+                 if (!r.ok()) return HttpResponse::FromStatus(r.status());
+                 return ObjectResponse(*(*r)->objects, req.Param("digest"));
+               }));
+
   AddCatalogRoutes(
       server,
       [regs](HttpRequest& req) -> StatusOr<assets::Catalog*> {

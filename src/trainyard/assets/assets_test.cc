@@ -594,6 +594,7 @@ TEST_F(CatalogTest, BadRequestsSayWhatIsWrong) {
       {"data", "d", "azureml:other:1", "", "is already an asset"},
       {"model", "m", "runs:/ghost/model", "", "ghost"},
       {"model", "m", (root_ / "local" / "cifar").string(), "mlflow_model", "MLmodel"},
+      {"data", "d", "https://example.org/x.csv?sig=abc", "uri_file", "with a query"},
   };
   for (const Case& c : cases) {
     auto got = Create(c.kind, c.name, c.path, c.type);
@@ -663,6 +664,18 @@ TEST_F(CatalogTest, AModelFromARunIsCopiedWithItsLineageAndReadByALaterRun) {
       << st.message();
   wrong.inputs["x"].type = "custom_model";
   EXPECT_EQ(run_data_->Check(wrong).code(), StatusCode::kNotFound);
+  // Outputs to register are checked at submit, whoever built the request.
+  spec::RunRequest outputs;
+  outputs.outputs["m"].name = "bad name";
+  EXPECT_EQ(run_data_->Check(outputs).code(), StatusCode::kInvalidArgument);
+  outputs.outputs["m"].name = "m";
+  outputs.outputs["m"].type = "uri_file";
+  EXPECT_EQ(run_data_->Check(outputs).code(), StatusCode::kInvalidArgument);
+  outputs.outputs["m"].type = "custom_model";
+  outputs.outputs["m"].version = "1";
+  EXPECT_TRUE(run_data_->Check(outputs).ok());
+  ASSERT_TRUE(Create("model", "m", (root_ / "local" / "cifar").string(), "", "1").ok());
+  EXPECT_EQ(run_data_->Check(outputs).code(), StatusCode::kAlreadyExists);
 }
 
 TEST_F(CatalogTest, DataFromAnAddressIsReadWhereItIs) {
@@ -744,9 +757,40 @@ TEST_F(CatalogTest, ARegistryFolderIsSharedByTwoWorkspaces) {
 
   auto imported = second.ImportEnvironment("team", "team-py", "");
   ASSERT_TRUE(imported.ok()) << imported.status().ToString();
-  EXPECT_EQ(imported->name, "team-py");
+  EXPECT_EQ(imported->name, "team.team-py");
   EXPECT_EQ(imported->image, "python:3.11-slim");
   EXPECT_EQ(imported->version, "");
+  // A record another writer of the registry's database made up never reaches a run: a path out
+  // of its snapshot, or a local path as its address.
+  store::AssetRecord evil;
+  evil.kind = "data";
+  evil.name = "evil";
+  evil.version = "1";
+  evil.asset_json = nlohmann::json{{"type", "uri_folder"}, {"storage", {{"uri", "/root"}}}}.dump();
+  ASSERT_TRUE((*reg)->store->InsertAsset(evil).ok());
+  evil.name = "evil2";
+  evil.asset_json = nlohmann::json{{"type", "uri_file"},
+                                   {"storage",
+                                    {{"snapshot_id", (*published)["storage"]["snapshot_id"]},
+                                     {"file", "../../../../etc/passwd"}}}}
+                        .dump();
+  ASSERT_TRUE((*reg)->store->InsertAsset(evil).ok());
+  for (const std::string bad : {"azureml://registries/team/data/evil/versions/1",
+                                "azureml://registries/team/data/evil2/versions/1"}) {
+    spec::RunRequest evil_req;
+    evil_req.inputs["x"] = Input(bad, "ro_mount");
+    evil_req.inputs["x"].type = bad.find("evil2") != std::string::npos ? "uri_file" : "uri_folder";
+    Status refused = run_data2.Check(evil_req);
+    EXPECT_EQ(refused.code(), StatusCode::kInternal) << bad << ": " << refused.ToString();
+    EXPECT_NE(refused.message().find("has unusable storage"), std::string::npos)
+        << refused.message();
+  }
+  // A folder others may write is not a registry.
+  fs::create_directories(root_ / "open");
+  fs::permissions(root_ / "open", fs::perms::all);
+  EXPECT_EQ(second.Attach("open", (root_ / "open").string()).status().code(),
+            StatusCode::kFailedPrecondition);
+
   auto missing = second.ImportEnvironment("team", "team-r", "");
   EXPECT_NE(missing.status().message().find("environment team-r is not in registry team"),
             std::string::npos)

@@ -231,6 +231,20 @@ StatusOr<json> Catalog::Store(const AssetRequest& r) {
       auto ds = datastores_.Get(uri->datastore);
       if (!ds.ok()) return ds.status().WithPrefix(what);
     }
+    if (uri->kind == DataUri::Kind::kHttp && r.path.find('?') != std::string::npos) {
+      // A query may hold a SAS token or a signature: it would be kept and shown in plain text.
+      return InvalidArgument(what +
+                             ": a URL with a query (?...) cannot be registered: it may "
+                             "hold a token; register a datastore with the credentials "
+                             "and give its path");
+    }
+    if (home_ && uri->kind == DataUri::Kind::kDatastore && r.kind == "data") {
+      // A datastore is a workspace's: another workspace would read its own of that name.
+      return InvalidArgument(what +
+                             ": a registry's data asset cannot refer to a workspace's "
+                             "datastore; give a local path or a URL (the content is "
+                             "then copied into the registry)");
+    }
     asset["source"] = r.path;
     if (r.kind == "data" && uri->kind != DataUri::Kind::kRunOutput) {
       // Data stays where it is; runs read it through the data cache.
@@ -292,12 +306,18 @@ StatusOr<json> Catalog::Store(const AssetRequest& r) {
   {
     MutexLock lock(create_mu_);
     rec.created_at = NowMillis();
-    if (r.version.empty()) {
-      TY_ASSIGN_OR_RETURN(rec.version, NextVersion(r.kind, r.name));
-    } else {
-      rec.version = r.version;
+    Status inserted = Status::Ok();
+    // A version left out is the next one; another process sharing the database (a registry's
+    // other workspaces) may take it first, so it is counted again then.
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      if (r.version.empty()) {
+        TY_ASSIGN_OR_RETURN(rec.version, NextVersion(r.kind, r.name));
+      } else {
+        rec.version = r.version;
+      }
+      inserted = store_.InsertAsset(rec);
+      if (inserted.code() != StatusCode::kAlreadyExists || !r.version.empty()) break;
     }
-    Status inserted = store_.InsertAsset(rec);
     if (inserted.code() == StatusCode::kAlreadyExists) {
       return AlreadyExists(what + ":" + rec.version +
                            " already exists; versions are immutable: give another version, or "
@@ -424,6 +444,10 @@ StatusOr<AssetSource> Catalog::Resolve(const std::string& kind, const std::strin
                            "; the input is of type " + input_type);
   }
   const json storage = asset.value("storage", json::object());
+  // What the record says is checked before a run sees it: a registry's database is a file other
+  // workspaces write.
+  const std::string bad =
+      ref + (home_ ? " of registry " + home_->registry : "") + " has unusable storage";
   if (storage.contains("snapshot_id")) {
     RunData::Captured c;
     c.snapshot_id = storage.value("snapshot_id", "");
@@ -435,9 +459,23 @@ StatusOr<AssetSource> Catalog::Resolve(const std::string& kind, const std::strin
       Status copied = CopySnapshot(*home_->snapshots, snapshots_, objects_, c.snapshot_id);
       if (!copied.ok()) return copied.WithPrefix(ref + " of registry " + home_->registry);
     }
+    if (!c.file.empty()) {
+      TY_ASSIGN_OR_RETURN(cas::Manifest manifest, snapshots_.Load(c.snapshot_id));
+      const bool listed = std::any_of(
+          manifest.entries.begin(), manifest.entries.end(), [&](const cas::ManifestEntry& e) {
+            return e.path == c.file && e.type == cas::ManifestEntry::Type::kFile;
+          });
+      if (!listed) return Internal(bad + ": no file '" + c.file + "' in its snapshot");
+    }
     src.stored = c;
   } else {
     src.uri = storage.value("uri", "");
+    auto uri = spec::ParseDataUri(src.uri);
+    const bool remote = uri.ok() && uri->kind != DataUri::Kind::kLocalPath &&
+                        uri->kind != DataUri::Kind::kAsset &&
+                        uri->kind != DataUri::Kind::kRunOutput &&
+                        !(home_ && uri->kind == DataUri::Kind::kDatastore);
+    if (!remote) return Internal(bad + ": '" + src.uri.substr(0, 200) + "'");
   }
   return src;
 }

@@ -1,5 +1,8 @@
 #include "trainyard/assets/registries.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "trainyard/common/clock.h"
 #include "trainyard/common/fs.h"
 #include "trainyard/common/util.h"
@@ -22,6 +25,25 @@ StatusOr<std::string> FolderName(const fs::path& path) {
     return InvalidArgument((path / kRegistryFile).string() + " is not a registry's description");
   }
   return j["name"].get<std::string>();
+}
+
+// A registry's folder is trusted content (environments, models, their secrets): it must be the
+// daemon user's and writable by no one else, as a workspace is.
+Status CheckFolder(const fs::path& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    return NotFound("registry folder " + path.string() + " does not exist");
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return InvalidArgument("registry folder " + path.string() + " is not a folder");
+  }
+  if (st.st_uid != ::geteuid() || (st.st_mode & 022) != 0) {
+    return FailedPrecondition("registry folder " + path.string() + " is not yours alone (owner " +
+                              std::to_string(st.st_uid) + ", writable by group or others): " +
+                              "another user could change what it holds; make it yours with "
+                              "mode 0755 or stricter");
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -79,7 +101,10 @@ StatusOr<json> Registries::Attach(const std::string& name, const std::string& pa
   std::string outcome = "attached";
   TY_ASSIGN_OR_RETURN(std::string held, FolderName(path));
   if (held.empty()) {
+    std::error_code ec;
+    const bool fresh = !fs::exists(path, ec);
     if (Status st = MakeDirs(path); !st.ok()) return st.WithPrefix("registry " + name);
+    if (fresh) ::chmod(path.c_str(), 0750);
     json desc = {{"name", name}, {"created_at", FormatTimeIso(NowMillis())}};
     if (Status st = WriteFileAtomic(path / kRegistryFile, desc.dump(2) + "\n"); !st.ok()) {
       return st.WithPrefix("registry " + name);
@@ -89,7 +114,11 @@ StatusOr<json> Registries::Attach(const std::string& name, const std::string& pa
     return InvalidArgument(path.string() + " holds registry '" + held + "', not '" + name +
                            "'; give its name, or another folder");
   }
-  TY_ASSIGN_OR_RETURN(std::unique_ptr<Registry> opened, OpenFolder(name, path));
+  TY_RETURN_IF_ERROR(CheckFolder(path));
+  std::unique_ptr<Registry> opened;
+  if (auto it = open_.find(name); it == open_.end() || it->second->path != path) {
+    TY_ASSIGN_OR_RETURN(opened, OpenFolder(name, path));
+  }
   auto existing = store_.GetRegistry(name);
   if (existing.ok()) {
     const json def = json::parse(existing->definition_json, nullptr, false);
@@ -104,8 +133,10 @@ StatusOr<json> Registries::Attach(const std::string& name, const std::string& pa
   rec.created_at = existing.ok() ? existing->created_at : NowMillis();
   rec.updated_at = NowMillis();
   TY_RETURN_IF_ERROR(store_.PutRegistry(rec));
-  if (auto it = open_.find(name); it != open_.end()) retired_.push_back(std::move(it->second));
-  open_[name] = std::move(opened);
+  if (opened) {
+    if (auto it = open_.find(name); it != open_.end()) retired_.push_back(std::move(it->second));
+    open_[name] = std::move(opened);
+  }
   return json{{"name", name}, {"path", path.string()}, {"outcome", outcome}};
 }
 
@@ -126,6 +157,7 @@ StatusOr<Registry*> Registries::Open(const std::string& name) {
   auto it = open_.find(name);
   // An opened registry stays open (a run may be reading from it) even when detached.
   if (it != open_.end() && it->second->path == path) return it->second.get();
+  TY_RETURN_IF_ERROR(CheckFolder(path));
   TY_ASSIGN_OR_RETURN(std::unique_ptr<Registry> opened, OpenFolder(name, path));
   Registry* r = opened.get();
   if (it != open_.end()) {
@@ -209,6 +241,9 @@ StatusOr<spec::EnvironmentDefinition> Registries::ImportEnvironment(const std::s
       return copied.WithPrefix("environment " + name + " of registry " + registry);
     }
   }
+  // The workspace keeps it under a name of its own, so it never becomes a version of the
+  // workspace's environment of the same name.
+  def->name = registry + "." + name;
   def->version.clear();
   return def;
 }

@@ -136,7 +136,17 @@ Status RunData::Check(spec::RunRequest& request) {
   }
   for (const auto& [name, out] : request.outputs) {
     if (!out.name.empty()) {
-      // A version to register must be free now, not only when the run ends.
+      // What registering needs is checked now, not when the run ends.
+      if (!IsValidName(out.name) || out.name == "latest" ||
+          (!out.version.empty() && (!IsValidName(out.version) || out.version == "latest"))) {
+        return InvalidArgument("output '" + name + "': invalid asset name or version '" + out.name +
+                               ":" + out.version + "'");
+      }
+      if (out.type != "uri_folder" && out.type != "mlflow_model" && out.type != "custom_model") {
+        return InvalidArgument("output '" + name + "': an output registered as an asset is of " +
+                               "type uri_folder, mlflow_model or custom_model, not '" + out.type +
+                               "'");
+      }
       if (catalog_ == nullptr) {
         return FailedPrecondition("output '" + name + "': registering outputs is not available");
       }

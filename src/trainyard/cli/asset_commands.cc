@@ -223,13 +223,17 @@ int Label(Session& s, const Noun& n, const Options& o) {
   return 0;
 }
 
-// Writes a stored model's files under `dest`, each checked against its digest.
-Status DownloadFiles(HttpClient& http, const json& model, const fs::path& dest) {
+// Writes a stored model's files under `dest`, each checked against its digest; `base` is where
+// its snapshot and objects are served (the workspace's routes, or its registry's).
+Status DownloadFiles(HttpClient& http, const std::string& base, const json& model,
+                     const fs::path& dest) {
   const json st = model.value("storage", json::object());
   const std::string id = Str(st, "snapshot_id");
   if (id.empty()) return FailedPrecondition("the model is not kept by the workspace");
-  TY_ASSIGN_OR_RETURN(json m, http.GetJson("/api/v1/snapshots/" + id));
+  if (!IsSha256Hex(id)) return Internal("the daemon sent a malformed snapshot id");
+  TY_ASSIGN_OR_RETURN(json m, http.GetJson(base + "/snapshots/" + id));
   TY_ASSIGN_OR_RETURN(cas::Manifest manifest, cas::Manifest::FromJson(m.dump()));
+  if (manifest.Id() != id) return Internal("the manifest sent for snapshot " + id + " is another");
   std::error_code ec;
   if (fs::exists(dest, ec) && !fs::is_empty(dest, ec)) {
     return FailedPrecondition(dest.string() + " exists and is not empty; remove it or give " +
@@ -245,7 +249,7 @@ Status DownloadFiles(HttpClient& http, const json& model, const fs::path& dest) 
       if (ec) return Internal("cannot create " + target.string() + ": " + ec.message());
       continue;
     }
-    TY_ASSIGN_OR_RETURN(HttpResult r, http.Download("/api/v1/objects/" + e.digest, target, {},
+    TY_ASSIGN_OR_RETURN(HttpResult r, http.Download(base + "/objects/" + e.digest, target, {},
                                                     /*durable=*/false));
     if (Status bad = StatusFromHttpResult(r); !bad.ok()) return bad.WithPrefix(e.path);
     TY_ASSIGN_OR_RETURN(std::string digest, Sha256File(target));
@@ -263,8 +267,11 @@ int Download(Session& s, const Noun& n, const Options& o) {
   if (!model.ok()) return Fail(model.status());
   auto http = s.Client();
   if (!http.ok()) return Fail(http.status());
-  const fs::path dest = fs::path(o.download_path) / Str(*model, "name");
-  if (Status st = DownloadFiles(**http, *model, dest); !st.ok()) return Fail(st);
+  // The folder is named as asked (the answer's name is the same, and a name is never a path).
+  const fs::path dest = fs::path(o.download_path) / o.name;
+  if (Status st = DownloadFiles(**http, ApiBase(o.registry), *model, dest); !st.ok()) {
+    return Fail(st);
+  }
   std::cout << "Downloaded " << Str(*model, "name") << ":" << Str(*model, "version") << " ("
             << Where(*model) << ", every file checked against its digest) to " << dest.string()
             << "\n";
