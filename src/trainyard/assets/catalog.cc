@@ -15,24 +15,27 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using spec::DataUri;
+using spec::IsModelType;
 
 constexpr std::size_t kMaxTagsOrProperties = 100;
 
-bool IsModelType(const std::string& type) {
-  return type == "custom_model" || type == "mlflow_model";
-}
-
-Status CheckType(const AssetRequest& r) {
-  if (r.kind == "data") {
-    if (r.type != "uri_file" && r.type != "uri_folder") {
-      return InvalidArgument("type must be uri_file or uri_folder for a data asset, not '" +
-                             r.type + "'");
+Status CheckType(const std::string& kind, const std::string& type) {
+  if (kind == "data") {
+    if (type != "uri_file" && type != "uri_folder") {
+      return InvalidArgument("type must be uri_file or uri_folder for a data asset, not '" + type +
+                             "'");
     }
-  } else if (!IsModelType(r.type)) {
-    return InvalidArgument("type must be custom_model or mlflow_model for a model, not '" + r.type +
+  } else if (!IsModelType(type)) {
+    return InvalidArgument("type must be custom_model or mlflow_model for a model, not '" + type +
                            "'");
   }
   return Status::Ok();
+}
+
+Status VersionTaken(const std::string& what, const std::string& version) {
+  return AlreadyExists(what + ":" + version +
+                       " already exists; versions are immutable: give another version, or none "
+                       "for the next");
 }
 
 Status CheckMap(const std::map<std::string, std::string>& m, const char* what) {
@@ -75,7 +78,12 @@ std::string VersionList(const std::vector<store::AssetRecord>& versions) {
 
 }  // namespace
 
-std::string AssetKindName(const std::string& kind) { return kind == "data" ? "data asset" : kind; }
+std::string AssetId(const std::string& registry, const std::string& kind, const std::string& name,
+                    const std::string& version) {
+  if (registry.empty()) return "azureml:" + name + ":" + version;
+  return "azureml://registries/" + registry + "/" + (kind == "model" ? "models" : "data") + "/" +
+         name + "/versions/" + version;
+}
 
 Status CopySnapshot(const cas::Snapshotter& from, cas::Snapshotter& to,
                     cas::ObjectStore& to_objects, const std::string& id) {
@@ -103,36 +111,36 @@ Catalog::Catalog(store::Store& store, cas::ObjectStore& objects, cas::Snapshotte
       stat_cache_dir_(std::move(stat_cache_dir)),
       home_(home != nullptr ? std::optional<CatalogHome>(*home) : std::nullopt) {}
 
-StatusOr<json> Catalog::Create(const AssetRequest& request) {
-  AssetRequest r = request;
-  if (r.kind != "data" && r.kind != "model")
-    return InvalidArgument("unknown kind '" + r.kind + "'");
-  const std::string what = AssetKindName(r.kind);
-  if (r.type.empty()) r.type = r.kind == "data" ? "uri_folder" : "custom_model";
-  if (!IsValidName(r.name)) {
-    return InvalidArgument("invalid " + what + " name '" + r.name +
+Status Catalog::CheckNew(const std::string& kind, const std::string& name,
+                         const std::string& version, const std::string& type) {
+  if (kind != "data" && kind != "model") return InvalidArgument("unknown kind '" + kind + "'");
+  const std::string what = AssetKindName(kind);
+  if (!IsValidName(name)) {
+    return InvalidArgument("invalid " + what + " name '" + name +
                            "': letters, digits, '.', '_' and '-', starting with a letter or digit");
   }
-  if (!r.version.empty() && (!IsValidName(r.version) || r.version == "latest")) {
-    return InvalidArgument("invalid version '" + r.version + "' of " + what + " " + r.name);
+  if (!version.empty() && (!IsValidName(version) || version == "latest")) {
+    return InvalidArgument("invalid version '" + version + "' of " + what + " " + name);
   }
-  TY_RETURN_IF_ERROR(CheckType(r));
+  TY_RETURN_IF_ERROR(CheckType(kind, type));
+  if (version.empty()) return Status::Ok();
+  auto existing = store_.GetAsset(kind, name, version);
+  if (existing.ok()) return VersionTaken(what + " " + name, version);
+  return existing.status().code() == StatusCode::kNotFound ? Status::Ok() : existing.status();
+}
+
+StatusOr<json> Catalog::Create(const AssetRequest& request) {
+  AssetRequest r = request;
+  if (r.type.empty()) r.type = r.kind == "data" ? "uri_folder" : "custom_model";
+  // Before any content is read or fetched: versions are immutable.
+  TY_RETURN_IF_ERROR(CheckNew(r.kind, r.name, r.version, r.type));
+  const std::string what = AssetKindName(r.kind);
   TY_RETURN_IF_ERROR(CheckMap(r.tags, "tags"));
   TY_RETURN_IF_ERROR(CheckMap(r.properties, "properties"));
   if (!r.label.empty()) TY_RETURN_IF_ERROR(CheckLabel(r.label));
   if (r.snapshot_id.empty() == r.path.empty()) {
     return InvalidArgument("give the " + what + "'s content as exactly one of 'path' and " +
                            "'snapshot_id'");
-  }
-  if (!r.version.empty()) {
-    // Before any content is read or fetched: versions are immutable.
-    auto existing = store_.GetAsset(r.kind, r.name, r.version);
-    if (existing.ok()) {
-      return AlreadyExists(what + " " + r.name + ":" + r.version +
-                           " already exists; versions are immutable: give another version, or "
-                           "none for the next");
-    }
-    if (existing.status().code() != StatusCode::kNotFound) return existing.status();
   }
   return Store(r);
 }
@@ -145,8 +153,27 @@ StatusOr<json> Catalog::Store(const AssetRequest& r) {
                 {"tags", r.tags},
                 {"properties", r.properties}};
   json storage;
-  std::string lineage_run = r.run;
   const bool one_file = r.type == "uri_file";
+  // The run it comes from (given, or the run of an azureml://jobs/ or runs:/ address), read
+  // once, before any content is: an unknown run fails here.
+  std::string lineage_run = r.run;
+  if (!r.path.empty() && r.path.front() != '/') {
+    auto uri = spec::ParseDataUri(r.path);
+    if (uri.ok() && uri->kind == DataUri::Kind::kRunOutput) lineage_run = uri->run_id;
+  }
+  if (!lineage_run.empty()) {
+    auto run = ws_store_.GetRun(lineage_run);
+    if (!run.ok()) return run.status().WithPrefix(what);
+    json lineage = {{"run", run->id},
+                    {"experiment", run->experiment},
+                    {"run_status", std::string(store::RunStatusName(run->status))},
+                    {"code_snapshot", run->snapshot_id},
+                    {"environment", run->environment_name + ":" + run->environment_version},
+                    {"image", run->image}};
+    const json request = json::parse(run->request_json, nullptr, false);
+    if (request.is_object() && request.contains("inputs")) lineage["inputs"] = request["inputs"];
+    asset["lineage"] = lineage;
+  }
   auto stored = [&](const RunData::Captured& c) {
     storage = {
         {"snapshot_id", c.snapshot_id}, {"file", c.file}, {"files", c.files}, {"bytes", c.bytes}};
@@ -161,11 +188,7 @@ StatusOr<json> Catalog::Store(const AssetRequest& r) {
       file = manifest->entries.front().path;
     }
     if (!file.empty()) {
-      const auto it = std::find_if(
-          manifest->entries.begin(), manifest->entries.end(), [&](const cas::ManifestEntry& e) {
-            return e.path == file && e.type == cas::ManifestEntry::Type::kFile;
-          });
-      if (it == manifest->entries.end()) {
+      if (manifest->FindFile(file) == nullptr) {
         return InvalidArgument(what + ": snapshot " + r.snapshot_id + " has no file '" + file +
                                "'");
       }
@@ -202,16 +225,11 @@ StatusOr<json> Catalog::Store(const AssetRequest& r) {
     } else {
       auto put = objects_.Put(r.path);
       if (!put.ok()) return put.status().WithPrefix(what);
-      cas::Manifest manifest;
-      cas::ManifestEntry e;
-      e.path = fs::path(r.path).filename().string();
-      e.digest = put->digest;
-      e.size = put->size;
-      e.mode = (st.st_mode & S_IXUSR) != 0 ? 0755 : 0644;
-      manifest.entries.push_back(e);
-      auto id = snapshots_.AddManifest(manifest);
+      const std::string file = fs::path(r.path).filename().string();
+      auto id = snapshots_.AddManifest(cas::Manifest::OneFile(
+          file, put->digest, put->size, (st.st_mode & S_IXUSR) != 0 ? 0755 : 0644));
       if (!id.ok()) return id.status().WithPrefix(what);
-      stored({*id, e.path, 1, e.size});
+      stored({*id, file, 1, put->size});
     }
     asset["source"] = r.path;
   } else {
@@ -223,11 +241,7 @@ StatusOr<json> Catalog::Store(const AssetRequest& r) {
     if (uri->kind == DataUri::Kind::kAsset) {
       return InvalidArgument(what + ": '" + r.path + "' is already an asset; give its content");
     }
-    if (uri->kind == DataUri::Kind::kRunOutput) {
-      auto run = ws_store_.GetRun(uri->run_id);
-      if (!run.ok()) return run.status().WithPrefix(what);
-      lineage_run = uri->run_id;
-    } else if (uri->kind == DataUri::Kind::kDatastore) {
+    if (uri->kind == DataUri::Kind::kDatastore) {
       auto ds = datastores_.Get(uri->datastore);
       if (!ds.ok()) return ds.status().WithPrefix(what);
     }
@@ -285,20 +299,6 @@ StatusOr<json> Catalog::Store(const AssetRequest& r) {
   }
   asset["storage"] = storage;
 
-  if (!lineage_run.empty()) {
-    auto run = ws_store_.GetRun(lineage_run);
-    if (!run.ok()) return run.status().WithPrefix(what);
-    json lineage = {{"run", run->id},
-                    {"experiment", run->experiment},
-                    {"run_status", std::string(store::RunStatusName(run->status))},
-                    {"code_snapshot", run->snapshot_id},
-                    {"environment", run->environment_name + ":" + run->environment_version},
-                    {"image", run->image}};
-    const json request = json::parse(run->request_json, nullptr, false);
-    if (request.is_object() && request.contains("inputs")) lineage["inputs"] = request["inputs"];
-    asset["lineage"] = lineage;
-  }
-
   store::AssetRecord rec;
   rec.kind = r.kind;
   rec.name = r.name;
@@ -318,11 +318,7 @@ StatusOr<json> Catalog::Store(const AssetRequest& r) {
       inserted = store_.InsertAsset(rec);
       if (inserted.code() != StatusCode::kAlreadyExists || !r.version.empty()) break;
     }
-    if (inserted.code() == StatusCode::kAlreadyExists) {
-      return AlreadyExists(what + ":" + rec.version +
-                           " already exists; versions are immutable: give another version, or "
-                           "none for the next");
-    }
+    if (inserted.code() == StatusCode::kAlreadyExists) return VersionTaken(what, rec.version);
     TY_RETURN_IF_ERROR(inserted);
   }
   if (!r.label.empty()) {
@@ -344,9 +340,7 @@ StatusOr<store::AssetRecord> Catalog::Find(const std::string& kind, const std::s
   if (versions.empty()) {
     TY_ASSIGN_OR_RETURN(std::vector<store::AssetRecord> all, store_.ListAssets(kind, ""));
     std::vector<std::string> names;
-    for (const auto& a : all) {
-      if (names.empty() || names.back() != a.name) names.push_back(a.name);
-    }
+    for (const auto& a : all) names.push_back(a.name);
     std::sort(names.begin(), names.end());
     names.erase(std::unique(names.begin(), names.end()), names.end());
     return NotFound(what + " '" + name + "' does not exist; the workspace's " + what +
@@ -435,7 +429,8 @@ StatusOr<AssetSource> Catalog::Resolve(const std::string& kind, const std::strin
   src.name = rec.name;
   src.version = rec.version;
   src.type = asset.value("type", "");
-  const std::string ref = "azureml:" + rec.name + ":" + rec.version;
+  src.id = AssetId(home_ ? home_->registry : "", kind, rec.name, rec.version);
+  const std::string& ref = src.id;
   const bool fits = kind == "model" ? IsModelType(input_type) &&
                                           (input_type == "custom_model" || src.type == input_type)
                                     : input_type.empty() || input_type == src.type;
@@ -446,8 +441,7 @@ StatusOr<AssetSource> Catalog::Resolve(const std::string& kind, const std::strin
   const json storage = asset.value("storage", json::object());
   // What the record says is checked before a run sees it: a registry's database is a file other
   // workspaces write.
-  const std::string bad =
-      ref + (home_ ? " of registry " + home_->registry : "") + " has unusable storage";
+  const std::string bad = ref + " has unusable storage";
   if (storage.contains("snapshot_id")) {
     RunData::Captured c;
     c.snapshot_id = storage.value("snapshot_id", "");
@@ -457,15 +451,13 @@ StatusOr<AssetSource> Catalog::Resolve(const std::string& kind, const std::strin
     if (home_) {
       // Read by a run of this workspace: into the workspace's stores first.
       Status copied = CopySnapshot(*home_->snapshots, snapshots_, objects_, c.snapshot_id);
-      if (!copied.ok()) return copied.WithPrefix(ref + " of registry " + home_->registry);
+      if (!copied.ok()) return copied.WithPrefix(ref);
     }
     if (!c.file.empty()) {
       TY_ASSIGN_OR_RETURN(cas::Manifest manifest, snapshots_.Load(c.snapshot_id));
-      const bool listed = std::any_of(
-          manifest.entries.begin(), manifest.entries.end(), [&](const cas::ManifestEntry& e) {
-            return e.path == c.file && e.type == cas::ManifestEntry::Type::kFile;
-          });
-      if (!listed) return Internal(bad + ": no file '" + c.file + "' in its snapshot");
+      if (manifest.FindFile(c.file) == nullptr) {
+        return Internal(bad + ": no file '" + c.file + "' in its snapshot");
+      }
     }
     src.stored = c;
   } else {
@@ -486,14 +478,8 @@ json Catalog::View(const store::AssetRecord& record) const {
   out["kind"] = record.kind;
   out["name"] = record.name;
   out["version"] = record.version;
-  if (home_) {
-    out["registry"] = home_->registry;
-    out["id"] = "azureml://registries/" + home_->registry + "/" +
-                (record.kind == "model" ? "models" : "data") + "/" + record.name + "/versions/" +
-                record.version;
-  } else {
-    out["id"] = "azureml:" + record.name + ":" + record.version;
-  }
+  if (home_) out["registry"] = home_->registry;
+  out["id"] = AssetId(home_ ? home_->registry : "", record.kind, record.name, record.version);
   out["archived"] = record.archived;
   out["labels"] = record.labels;
   out["created_at"] = FormatTimeIso(record.created_at);

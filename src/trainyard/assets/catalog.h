@@ -71,6 +71,7 @@ Status CopySnapshot(const cas::Snapshotter& from, cas::Snapshotter& to,
 // Where a version's content is, for a run to read it.
 struct AssetSource {
   std::string kind, name, version, type;
+  std::string id;                           // AssetId: what a run records it read
   std::optional<RunData::Captured> stored;  // kept by the workspace
   std::string uri;                          // otherwise: the address it was registered from
 };
@@ -106,6 +107,13 @@ class Catalog {
   StatusOr<nlohmann::json> SetLabel(const std::string& kind, const std::string& name,
                                     const std::string& version, const std::string& label);
 
+  // Whether a new version `name`:`version` (version empty: the next one) of `kind` and `type`
+  // can be registered: InvalidArgument for a bad name, version or type, AlreadyExists when the
+  // version is taken ("versions are immutable"). Checked by Create, and at submit for outputs a
+  // run will register.
+  Status CheckNew(const std::string& kind, const std::string& name, const std::string& version,
+                  const std::string& type);
+
   // The version an input names, for `kind` "data" or "model": NotFound naming the versions
   // that exist; InvalidArgument when the version's type does not fit `input_type` (a uri_file
   // asset given as uri_folder, a data asset as a model).
@@ -131,7 +139,11 @@ class Catalog {
   Mutex create_mu_;  // one new version at a time: "the next version" is then well defined
 };
 
-// "data asset" or "model", for messages.
-std::string AssetKindName(const std::string& kind);
+using store::AssetKindName;
+
+// How a version is named in job files: azureml:<name>:<version>, or for a registry's
+// azureml://registries/<registry>/(models|data)/<name>/versions/<version>.
+std::string AssetId(const std::string& registry, const std::string& kind, const std::string& name,
+                    const std::string& version);
 
 }  // namespace trainyard::assets

@@ -93,7 +93,7 @@ Status WriteIndex(const fs::path& file, const json& index) {
 
 // What an output with a name registers: a model for a model type, else a data asset.
 std::string OutputKind(const spec::OutputSpec& out) {
-  return out.type == "mlflow_model" || out.type == "custom_model" ? "model" : "data";
+  return spec::IsModelType(out.type) ? "model" : "data";
 }
 
 }  // namespace
@@ -120,10 +120,7 @@ Status RunData::Check(spec::RunRequest& request) {
     if (uri.kind == DataUri::Kind::kAsset) {
       auto src = ResolveAsset(in, uri);
       if (!src.ok()) return src.status().WithPrefix("input '" + name + "'");
-      in.path = uri.asset_registry.empty() ? "azureml:" + src->name + ":" + src->version
-                                           : "azureml://registries/" + uri.asset_registry + "/" +
-                                                 (src->kind == "model" ? "models/" : "data/") +
-                                                 src->name + "/versions/" + src->version;
+      in.path = src->id;
     } else if (uri.kind == DataUri::Kind::kDatastore) {
       auto ds = datastores_.Get(uri.datastore);
       if (!ds.ok()) return ds.status().WithPrefix("input '" + name + "'");
@@ -136,13 +133,13 @@ Status RunData::Check(spec::RunRequest& request) {
   }
   for (const auto& [name, out] : request.outputs) {
     if (!out.name.empty()) {
-      // What registering needs is checked now, not when the run ends.
-      if (!IsValidName(out.name) || out.name == "latest" ||
-          (!out.version.empty() && (!IsValidName(out.version) || out.version == "latest"))) {
+      // What registering needs is checked now, not when the run ends (the name rule of job files
+      // too: an output is not named "latest").
+      if (out.name == "latest") {
         return InvalidArgument("output '" + name + "': invalid asset name or version '" + out.name +
                                ":" + out.version + "'");
       }
-      if (out.type != "uri_folder" && out.type != "mlflow_model" && out.type != "custom_model") {
+      if (out.type != "uri_folder" && !spec::IsModelType(out.type)) {
         return InvalidArgument("output '" + name + "': an output registered as an asset is of " +
                                "type uri_folder, mlflow_model or custom_model, not '" + out.type +
                                "'");
@@ -150,16 +147,8 @@ Status RunData::Check(spec::RunRequest& request) {
       if (catalog_ == nullptr) {
         return FailedPrecondition("output '" + name + "': registering outputs is not available");
       }
-      const std::string kind = OutputKind(out);
-      if (!out.version.empty()) {
-        auto taken = catalog_->Get(kind, out.name, out.version);
-        if (taken.ok()) {
-          return AlreadyExists("output '" + name + "': " + AssetKindName(kind) + " " + out.name +
-                               ":" + out.version +
-                               " already exists; versions are immutable: give another version, "
-                               "or none for the next");
-        }
-      }
+      Status fresh = catalog_->CheckNew(OutputKind(out), out.name, out.version, out.type);
+      if (!fresh.ok()) return fresh.WithPrefix("output '" + name + "'");
     }
     if (out.path.empty()) continue;
     TY_ASSIGN_OR_RETURN(DataUri uri, spec::ParseDataUri(out.path));
@@ -248,7 +237,7 @@ StatusOr<std::map<std::string, spec::InputSpec>> RunData::ResolveInputs(
 }
 
 StatusOr<AssetSource> RunData::ResolveAsset(const spec::InputSpec& in, const DataUri& uri) {
-  const bool model = in.type == "mlflow_model" || in.type == "custom_model";
+  const bool model = spec::IsModelType(in.type);
   if (catalog_ == nullptr) {
     return FailedPrecondition("data assets and models are not available here");
   }
@@ -534,20 +523,15 @@ StatusOr<RunData::Captured> RunData::CaptureHttp(const std::string& what, const 
       log("warning: the data cache's index was not saved (" + st.message() + ")\n");
     }
   }
-  cas::Manifest manifest;
-  cas::ManifestEntry e;
-  e.path = name;
-  e.digest = digest;
   std::error_code ec;
-  e.size = fs::file_size(objects_.PathFor(digest), ec);
+  const std::uint64_t size = fs::file_size(objects_.PathFor(digest), ec);
   if (ec) return Internal(what + ": object " + digest + " vanished from the store");
-  manifest.entries.push_back(e);
-  auto id = snapshots_.AddManifest(manifest);
+  auto id = snapshots_.AddManifest(cas::Manifest::OneFile(name, digest, size));
   if (!id.ok()) return id.status().WithPrefix(what);
   log(what + ": " + ShownUrl(url) + " " +
-      (reused ? "unchanged (HTTP 304), from the cache" : "fetched (" + Megabytes(e.size) + ")") +
+      (reused ? "unchanged (HTTP 304), from the cache" : "fetched (" + Megabytes(size) + ")") +
       "\n");
-  return Captured{*id, name, 1, e.size};
+  return Captured{*id, name, 1, size};
 }
 
 StatusOr<RunData::Captured> RunData::Capture(const std::string& what, const DataUri& uri, bool file,

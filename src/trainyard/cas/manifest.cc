@@ -266,6 +266,25 @@ std::string Manifest::ToJson() const {
 
 std::string Manifest::Id() const { return Sha256Hex(ToJson()); }
 
+Manifest Manifest::OneFile(std::string path, std::string digest, std::uint64_t size,
+                           std::uint32_t mode) {
+  ManifestEntry e;
+  e.path = std::move(path);
+  e.digest = std::move(digest);
+  e.size = size;
+  e.mode = mode;
+  Manifest m;
+  m.entries.push_back(std::move(e));
+  return m;
+}
+
+const ManifestEntry* Manifest::FindFile(std::string_view path) const {
+  for (const ManifestEntry& e : entries) {
+    if (e.path == path && e.type == ManifestEntry::Type::kFile) return &e;
+  }
+  return nullptr;
+}
+
 std::uint64_t Manifest::TotalBytes() const {
   std::uint64_t total = 0;
   for (const ManifestEntry& e : entries) {

@@ -44,6 +44,12 @@ struct Manifest {
   // Parses and validates (see Validate). Errors: InvalidArgument saying what is wrong.
   static StatusOr<Manifest> FromJson(std::string_view json);
 
+  // A manifest of one regular file.
+  static Manifest OneFile(std::string path, std::string digest, std::uint64_t size,
+                          std::uint32_t mode = 0644);
+  // The regular file (not a symlink) at `path`, or nullptr.
+  const ManifestEntry* FindFile(std::string_view path) const;
+
   // The snapshot id: SHA-256 (hex) of ToJson().
   std::string Id() const;
   // Sum of file sizes, saturating at UINT64_MAX (declared sizes come from clients and cannot

@@ -50,7 +50,7 @@ std::string Where(const json& a) {
 
 // The content of a local path for the daemon: the path itself when the daemon shares this
 // machine (it reads it), else uploaded and named by its snapshot.
-Status AddLocalContent(Session& s, const std::string& path, const std::string& type, json* body) {
+Status AddLocalContent(Session& s, const std::string& path, json* body) {
   std::error_code ec;
   const fs::path abs = fs::absolute(path, ec);
   struct stat st {};
@@ -67,22 +67,19 @@ Status AddLocalContent(Session& s, const std::string& path, const std::string& t
   }
   if (!S_ISREG(st.st_mode)) return InvalidArgument(path + " is neither a file nor a folder");
   // One file: its own manifest, uploaded as a snapshot would be.
-  (void)type;
   cas::SnapshotResult one;
   one.source_root = abs.parent_path();
-  cas::ManifestEntry e;
-  e.path = abs.filename().string();
-  TY_ASSIGN_OR_RETURN(e.digest, Sha256File(abs));
-  e.size = static_cast<std::uint64_t>(st.st_size);
-  e.mode = (st.st_mode & S_IXUSR) != 0 ? 0755 : 0644;
-  one.manifest.entries.push_back(e);
+  TY_ASSIGN_OR_RETURN(std::string digest, Sha256File(abs));
+  one.manifest = cas::Manifest::OneFile(abs.filename().string(), std::move(digest),
+                                        static_cast<std::uint64_t>(st.st_size),
+                                        (st.st_mode & S_IXUSR) != 0 ? 0755 : 0644);
   one.id = one.manifest.Id();
   one.file_count = 1;
-  one.total_bytes = e.size;
+  one.total_bytes = one.manifest.TotalBytes();
   TY_ASSIGN_OR_RETURN(HttpClient * http, s.Client());
   TY_RETURN_IF_ERROR(client::UploadSnapshot(*http, one).status());
   (*body)["snapshot_id"] = one.id;
-  (*body)["file"] = e.path;
+  (*body)["file"] = one.manifest.entries.front().path;
   return Status::Ok();
 }
 
@@ -104,7 +101,7 @@ int Create(Session& s, const Noun& n, const Options& o, const std::string& outpu
   body["tags"] = tags;
   if (spec::LooksLikeUri(o.path)) {
     body["path"] = o.path;
-  } else if (Status st = AddLocalContent(s, o.path, o.type, &body); !st.ok()) {
+  } else if (Status st = AddLocalContent(s, o.path, &body); !st.ok()) {
     return Fail(st.WithPrefix(std::string(n.title) + " " + o.name));
   }
   auto http = s.Client();

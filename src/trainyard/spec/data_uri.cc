@@ -27,6 +27,21 @@ StatusOr<std::string> CleanPath(std::string_view path, std::string_view text) {
 
 }  // namespace
 
+std::optional<RegistryRef> ParseRegistryRef(std::string_view text) {
+  constexpr std::string_view kPrefix = "azureml://registries/";
+  if (!StartsWith(text, kPrefix)) return std::nullopt;
+  const std::vector<std::string> parts = Split(text.substr(kPrefix.size()), '/');
+  if (parts.size() != 5 || !IsValidName(parts[0]) || !IsValidName(parts[2]) ||
+      !IsValidName(parts[4]) ||
+      (parts[1] != "environments" && parts[1] != "models" && parts[1] != "data") ||
+      (parts[3] != "versions" && parts[3] != "labels")) {
+    return std::nullopt;
+  }
+  RegistryRef ref{parts[0], parts[1], parts[2], "", ""};
+  (parts[3] == "versions" ? ref.version : ref.label) = parts[4];
+  return ref;
+}
+
 bool LooksLikeUri(std::string_view text) {
   if (StartsWith(text, "azureml:") || StartsWith(text, "runs:/")) return true;
   const size_t colon = text.find("://");
@@ -71,20 +86,18 @@ StatusOr<DataUri> ParseDataUri(std::string_view text) {
   }
   if (StartsWith(text, "azureml://registries/")) {
     // azureml://registries/<registry>/(models|data)/<name>/(versions/<v> | labels/<label>)
-    const std::vector<std::string> parts = Split(text.substr(10), '/');
-    const bool shape = parts.size() == 6 && IsValidName(parts[1]) &&
-                       (parts[2] == "models" || parts[2] == "data") && IsValidName(parts[3]) &&
-                       (parts[4] == "versions" || parts[4] == "labels") && IsValidName(parts[5]);
-    if (!shape) {
+    const std::optional<RegistryRef> ref = ParseRegistryRef(text);
+    if (!ref || ref->collection == "environments") {
       return InvalidArgument("'" + t +
                              "' is not a registry asset; write azureml://registries/<registry>/"
                              "(models|data)/<name>/versions/<version> or .../labels/<label>");
     }
     uri.kind = DataUri::Kind::kAsset;
-    uri.asset_registry = parts[1];
-    uri.asset_kind = parts[2] == "models" ? "model" : "data";
-    uri.asset_name = parts[3];
-    (parts[4] == "versions" ? uri.asset_version : uri.asset_label) = parts[5];
+    uri.asset_registry = ref->registry;
+    uri.asset_kind = ref->collection == "models" ? "model" : "data";
+    uri.asset_name = ref->name;
+    uri.asset_version = ref->version;
+    uri.asset_label = ref->label;
     return uri;
   }
   if (StartsWith(text, "runs:/")) {

@@ -3,6 +3,7 @@
 // The addresses job files give data by (REFERENCE.md, "Asset URIs"), parsed into their parts.
 // Parsing is syntax only: whether the datastore, run or account exists is the daemon's to say.
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -40,6 +41,18 @@ struct DataUri {
   std::string asset_registry;
   std::string asset_kind;
 };
+
+// azureml://registries/<registry>/<collection>/<name>/(versions/<version> | labels/<label>),
+// the address of a registry's environment, model or data asset.
+struct RegistryRef {
+  std::string registry;
+  std::string collection;  // "environments" | "models" | "data"
+  std::string name;
+  std::string version;  // or
+  std::string label;
+};
+// Empty when `text` does not have that shape (each part a valid name).
+std::optional<RegistryRef> ParseRegistryRef(std::string_view text);
 
 // Parses an input's or output's `path:`. InvalidArgument saying what is wrong and how to write
 // it: a relative path (the spec resolves those first), an unknown scheme, a malformed

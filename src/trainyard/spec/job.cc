@@ -89,13 +89,9 @@ StatusOr<EnvironmentRef> ParseEnvironmentString(const SourceFile& file, const En
   }
   if (StartsWith(text, "azureml://")) {
     // azureml://registries/<registry>/environments/<name>/(versions/<v> | labels/latest)
-    const std::vector<std::string> parts = Split(std::string_view(text).substr(10), '/');
-    const bool shape = parts.size() == 6 && parts[0] == "registries" &&
-                       parts[2] == "environments" && IsValidName(parts[1]) &&
-                       IsValidName(parts[3]) &&
-                       ((parts[4] == "versions" && IsValidName(parts[5])) ||
-                        (parts[4] == "labels" && parts[5] == "latest"));
-    if (!shape) {
+    const std::optional<RegistryRef> reg = ParseRegistryRef(text);
+    if (!reg || reg->collection != "environments" ||
+        (!reg->label.empty() && reg->label != "latest")) {
       return file.ErrorAt(entry.mark(),
                           "bad environment reference '" + text +
                               "': write azureml://registries/<registry>/environments/<name>/"
@@ -103,9 +99,9 @@ StatusOr<EnvironmentRef> ParseEnvironmentString(const SourceFile& file, const En
                               "other labels)");
     }
     ref.kind = EnvironmentRef::Kind::kRegistered;
-    ref.registry = parts[1];
-    ref.name = parts[3];
-    if (parts[4] == "versions") ref.version = parts[5];
+    ref.registry = reg->registry;
+    ref.name = reg->name;
+    ref.version = reg->version;
     return ref;
   }
   std::string rest = StartsWith(text, "azureml:") ? text.substr(8) : text;
@@ -324,8 +320,7 @@ StatusOr<OutputSpec> ParseOutput(const SourceFile& file, const Entry& entry) {
                       Mapping::Read(file, entry.value, entry.path, entry.path, kOutputKeys));
   if (const Entry* e = m.Find("type")) {
     TY_ASSIGN_OR_RETURN(output.type, internal::ReadString(file, *e));
-    if (output.type != "uri_folder" && output.type != "mlflow_model" &&
-        output.type != "custom_model") {
+    if (output.type != "uri_folder" && !IsModelType(output.type)) {
       return file.ErrorAt(e->mark(), "'" + e->path +
                                          "' must be uri_folder, mlflow_model or custom_model (a "
                                          "folder the run writes), got " +
@@ -659,6 +654,8 @@ StatusOr<JobSpec> ParseJob(const SourceFile& file, const YAML::Node& root) {
 }
 
 }  // namespace
+
+bool IsModelType(std::string_view type) { return type == "mlflow_model" || type == "custom_model"; }
 
 StatusOr<JobSpec> ParseJobYaml(const std::string& yaml, const std::string& file_name,
                                const std::string& base_dir, const ParseOptions& options) {

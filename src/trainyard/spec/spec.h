@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "trainyard/common/status.h"
@@ -85,6 +86,9 @@ struct InputSpec {
   // As written: uri_file, uri_folder, mlflow_model or custom_model (models are folders).
   std::string type;
 };
+
+// mlflow_model or custom_model: an input or output type that is a model rather than data.
+bool IsModelType(std::string_view type);
 
 struct OutputSpec {
   std::string type = "uri_folder";

@@ -51,6 +51,9 @@ using ComputeRecord = DefinitionRecord;
 using DatastoreRecord = DefinitionRecord;
 using RegistryRecord = DefinitionRecord;  // type "folder"; definition_json {"path": ...}
 
+// "data asset" for kind "data", else the kind ("model", "component"): how messages name one.
+std::string AssetKindName(std::string_view kind);
+
 // A version of a catalogued asset: a data asset, a model or a command component
 // (assets::Catalog). The asset itself is kept as JSON; the columns are what lookups need.
 struct AssetRecord {

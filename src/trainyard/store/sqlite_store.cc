@@ -47,6 +47,10 @@ std::optional<RunStatus> ParseRunStatus(std::string_view name) {
   return std::nullopt;
 }
 
+std::string AssetKindName(std::string_view kind) {
+  return kind == "data" ? "data asset" : std::string(kind);
+}
+
 bool IsTerminal(RunStatus s) {
   return s == RunStatus::kCompleted || s == RunStatus::kFailed || s == RunStatus::kCanceled;
 }
@@ -649,10 +653,6 @@ class SqliteStore : public Store {
     if (db_->Changes() == 0)
       return NotFound(std::string(t.what) + " '" + name + "' does not exist");
     return Status::Ok();
-  }
-
-  static std::string AssetKindName(const std::string& kind) {
-    return kind == "data" ? "data asset" : kind;
   }
 
   static AssetRecord ReadAsset(const Statement& q) {
